@@ -1,0 +1,379 @@
+"""The reconcile pass and the daemon loop: wires source, manifests, desired,
+plan, apply and history together.
+
+A pass is a short list of named steps (Flux's shape): resolve the newest
+revision, validate it, plan and apply it node by node, record the outcome
+once. It is level-triggered: even when Git has not moved, live state is read
+and drift is repaired against the last good revision. Errors are branched on
+by class (errors.py), never by message.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .apply import apply
+from .config import AgentConfig
+from .desired import compile_node
+from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
+from .history import History
+from .live import LiveState
+from .log import Log, discard
+from .manifests import parse
+from .model import ObjectRef, Revision, Workload
+from .plan import Plan, plan
+from .podman import Node
+from .source import GitSource, resolve
+
+
+@dataclass
+class Outcome:
+    """What one pass did. `ok` is True when every node runs the newest valid revision."""
+
+    head: str = ""  # newest revision id in Git ("" when Git could not be read)
+    target: str = ""  # revision the nodes were reconciled to
+    result: str = ""  # applied | in-sync | rejected | failed | source-error
+    error: str = ""
+    actions: int = 0
+    problems: tuple[Problem, ...] = ()
+    plans: dict[str, Plan] = field(default_factory=dict)
+    node_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("applied", "in-sync")
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, log: Log = discard) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.history = History(cfg.state_dir)
+        self.location = resolve(cfg.source)
+        self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout)
+        self.nodes = {n.name: Node(n.name, n.url) for n in cfg.nodes}
+        self._parsed: dict[str, Revision] = {}
+        self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for n in self.nodes.values():
+            n.close()
+        self.history.close()
+
+    # --- revisions -----------------------------------------------------------------
+
+    def revision(self, sha: str) -> Revision:
+        """The validated revision at commit `sha` (fetched if needed); RevisionRejected if invalid."""
+        if sha not in self._parsed:
+            self.git.fetch(sha)
+            rev_id = self.location.revision(sha)
+            self._parsed = {sha: parse(self.git.files(sha), rev_id)}  # keep one: memory stays flat
+        return self._parsed[sha]
+
+    def applied(self) -> Revision | None:
+        """The last good revision, read from the local mirror (works with Git down)."""
+        sha = self.history.get("applied_sha")
+        if not sha:
+            return None
+        try:
+            return self.revision(sha)
+        except (SourceUnavailable, RevisionRejected) as e:
+            self.log("applied.unreadable", level="error", revision=sha, error=str(e).splitlines()[0])
+            return None
+
+    # --- one pass --------------------------------------------------------------------
+
+    def sync(self, dry_run: bool = False) -> Outcome:
+        """One full reconcile pass. With dry_run, only plans (for `diff`)."""
+        with self._lock:
+            started = time.time()
+            out = Outcome()
+            try:
+                target = self._resolve_target(out)
+                if target is not None:
+                    self._reconcile(target, out, dry_run)
+            except StateError:
+                raise
+            except AgentError as e:  # anything not handled per node above
+                out.result, out.error = out.result or "failed", str(e)
+            if not dry_run:
+                self._record(out, started)
+            return out
+
+    def _resolve_target(self, out: Outcome) -> Revision | None:
+        try:
+            sha = self.git.remote_head()
+        except SourceUnavailable as e:
+            out.result, out.error = "source-error", str(e)
+            self.log("source.unavailable", level="warning", error=str(e))
+            return self.applied()
+        out.head = self.location.revision(sha)
+        rejected = self.history.get("rejected") or {}
+        if rejected.get("sha") == sha:
+            # the same bad commit: not retried until the branch moves (no flapping)
+            out.result, out.error = "rejected", rejected.get("error", "")
+            out.problems = tuple(Problem(**p) for p in rejected.get("problems", []))
+            return self.applied()
+        try:
+            return self.revision(sha)
+        except RevisionRejected as e:
+            out.result, out.error, out.problems = "rejected", str(e), e.problems
+            self.history.put("rejected", {"sha": sha, "error": str(e), "problems": [p.__dict__ for p in e.problems]})
+            self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems))
+            return self.applied()
+        except SourceUnavailable as e:
+            out.result, out.error = "source-error", str(e)
+            self.log("source.unavailable", level="warning", error=str(e))
+            return self.applied()
+
+    def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
+        out.target = rev.id
+        known = self.history.inventory()
+        wanted = set(o.ref for o in rev.objects)
+        hashes: dict[ObjectRef, str] = {}
+        for cfg_node in self.cfg.nodes:
+            node = self.nodes[cfg_node.name]
+            try:
+                desired = compile_node(rev, cfg_node, self.cfg.nodes)
+                hashes.update((w.ref, w.template_hash) for w in desired.workloads)
+                live = node.read()
+                p = plan(desired, live, self.cfg.prune, known)
+                out.plans[node.name] = p
+                if dry_run or p.in_sync:
+                    continue
+                if known is not None and not wanted <= known:
+                    known = known | wanted
+                    self.history.set_inventory(known)  # before writing: a crash mid-apply leaves nothing untracked
+                self.log("node.apply", node=node.name, revision=rev.id, actions=len(p.actions))
+                out.actions += apply(node, p, live, self.cfg.ready_timeout, self.log, self.stop)
+            except (NodeError, PruneRefused) as e:
+                out.node_errors[node.name] = str(e)
+                self.log("node.failed", level="error", node=node.name, error=str(e))
+        if dry_run:
+            return
+        if out.node_errors:
+            out.result = "failed"
+            out.error = "; ".join(out.node_errors.values())
+            return
+        if out.result:  # rejected or source-error: the fallback revision is fine, the newest is not
+            return
+        out.result = "applied" if out.actions else "in-sync"
+        self.history.set_inventory(wanted)
+        self.history.put("applied_sha", rev.commit)
+        self.history.put("applied_revision", rev.id)
+        self.history.put("applied_digest", rev.digest)
+        self.git.keep(rev.commit, "applied")
+        workloads = [o for o in rev.objects if isinstance(o, Workload)]
+        for w in workloads:
+            self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
+        self.history.forget_workloads_except({w.ref for w in workloads})
+
+    def _record(self, out: Outcome, started: float) -> None:
+        revision = out.head or out.target or "unknown"
+        if out.head:
+            self.history.put("attempted_revision", out.head)
+        self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(), "nodeErrors": out.node_errors})
+        digest = self._parsed[revision.rsplit(":", 1)[-1]].digest if revision.rsplit(":", 1)[-1] in self._parsed else ""
+        self.history.record_sync(revision, digest, started, out.result, out.error, out.actions)
+        self.log("sync", revision=revision, result=out.result, actions=out.actions, seconds=round(time.time() - started, 3),
+                 **({"error": out.error.splitlines()[0]} if out.error else {}))
+
+    # --- read-only views ------------------------------------------------------------------
+
+    def live(self) -> dict[str, LiveState | str]:
+        """Each node's live state, or the error that kept it from being read."""
+        result: dict[str, LiveState | str] = {}
+        for name, node in self.nodes.items():
+            try:
+                result[name] = node.read()
+            except NodeError as e:
+                result[name] = str(e)
+        return result
+
+
+# --- the daemon ------------------------------------------------------------------------
+
+
+class Daemon:
+    """`run`: poll at `interval` with jitter, sync soon after a local repository changes,
+    back off after failures, stop cleanly on SIGTERM/SIGINT (the current step finishes)."""
+
+    JITTER = 0.1  # ±10% of the interval, so a fleet does not poll in lockstep
+    BACKOFF_START = 2.0
+    BACKOFF_CAP = 300.0
+    DEBOUNCE = 1.0
+
+    def __init__(self, agent: Agent, log: Log) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.agent = agent
+        self.log = log
+        self.stop = threading.Event()
+        self.failures = 0
+        self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._observer: Any = None
+
+    def _next_delay(self, ok: bool) -> float:
+        interval = self.agent.cfg.source.interval
+        if ok:
+            self.failures = 0
+            return interval * (1 + random.uniform(-self.JITTER, self.JITTER))
+        self.failures += 1
+        return min(self.BACKOFF_START * 2 ** (self.failures - 1), max(self.BACKOFF_CAP, interval))
+
+    def _pass(self) -> None:
+        if self.stop.is_set():
+            return
+        ok = False
+        try:
+            out = self.agent.sync()
+            ok = out.ok or out.result == "rejected"  # a bad commit is not retried faster: it waits for Git to move
+        except AgentError as e:
+            self.log("sync.crashed", level="error", error=str(e))
+        delay = self._next_delay(ok)
+        if not self.stop.is_set():
+            self.schedule(delay)
+            if not ok:
+                self.log("backoff", seconds=round(delay, 1), failures=self.failures)
+
+    def schedule(self, delay: float) -> None:
+        when = datetime.now() + timedelta(seconds=delay)
+        self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True)
+
+    def _watch(self) -> None:
+        """A local source is watched: a commit there triggers a sync within DEBOUNCE seconds."""
+        url = self.agent.location.url
+        if not url.startswith("file://"):
+            return
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        daemon = self
+
+        class Changed(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                path = str(getattr(event, "dest_path", "") or event.src_path)
+                if "/refs/" in path or path.endswith(("HEAD", "packed-refs")):
+                    daemon.schedule(daemon.DEBOUNCE)
+
+        root = url[len("file://"):]
+        import os
+
+        gitdir = os.path.join(root, ".git") if os.path.isdir(os.path.join(root, ".git")) else root
+        self._observer = Observer()
+        self._observer.schedule(Changed(), gitdir, recursive=True)
+        self._observer.start()
+        self.log("watch", path=gitdir)
+
+    def run(self) -> int:
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.log("signal", signal=signal.Signals(signum).name)
+            self.stop.set()
+            self.agent.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.log("start", source=self.agent.location.url, branch=self.agent.location.branch,
+                 interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
+        self.scheduler.start()
+        self._watch()
+        self.schedule(0)
+        try:
+            while not self.stop.wait(0.5):
+                pass
+        finally:
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            self.scheduler.shutdown(wait=True)  # lets a running pass finish its current step
+            self.agent.close()
+            self.log("stopped")
+        return 0
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def status(agent: Agent) -> dict[str, Any]:
+    """Applied vs attempted revision, the condition, and each object's state on each node."""
+    h = agent.history
+    applied = h.get("applied_revision", "")
+    attempted = h.get("attempted_revision", "")
+    last = h.get("last_result") or {}
+    rejected = h.get("rejected") or {}
+    head_rejected = bool(attempted) and rejected.get("sha") == attempted.rsplit(":", 1)[-1]
+    if head_rejected:
+        condition, message = "Stalled", f"revision {attempted} rejected: fix it with a new commit"
+    elif last.get("result") in ("applied", "in-sync") and applied == attempted:
+        condition, message = "Ready", f"applied revision {applied}"
+    elif not last:
+        condition, message = "Reconciling", "no sync has run yet"
+    else:
+        condition, message = "Reconciling", f"last pass {last.get('result')}: {last.get('error', '')}".strip()
+    out: dict[str, Any] = {
+        "source": {"url": agent.location.url, "branch": agent.location.branch, "path": agent.location.path},
+        "appliedRevision": applied,
+        "attemptedRevision": attempted,
+        "condition": condition,
+        "message": message,
+        "problems": [str(Problem(**p)) for p in rejected.get("problems", [])] if head_rejected else [],
+        "lastSync": last,
+        "nodes": [],
+        "objects": [],
+        "orphanedVolumes": [],
+    }
+    rev = agent.applied()
+    lives = agent.live()
+    revs = {(r.kind, r.namespace, r.name, r.template_hash): r.number for r in h.workload_revisions()}
+    for cfg_node in agent.cfg.nodes:
+        live = lives[cfg_node.name]
+        if isinstance(live, str):
+            out["nodes"].append({"name": cfg_node.name, "reachable": False, "error": live})
+            continue
+        out["nodes"].append({"name": cfg_node.name, "reachable": True, "pods": len(live.pods)})
+        desired = compile_node(rev, cfg_node, agent.cfg.nodes) if rev else None
+        if desired is None:
+            continue
+        by_ref = {w.ref: w for w in desired.workloads}
+        vol_names = {v.name for v in desired.volumes}
+        out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
+        for o in rev.objects if rev else ():
+            entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": cfg_node.name}
+            if o.ref in by_ref:
+                w = by_ref[o.ref]
+                pods = live.pods_of(o.ref)
+                current = [p for p in pods if p.template_hash == w.template_hash]
+                ready = sum(p.ready for p in current)
+                entry.update(
+                    ready=ready, desired=w.replicas, templateHash=w.template_hash,
+                    revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
+                    pods=[{"name": p.name, "ready": p.ready, "status": p.status} for p in pods],
+                    state="Ready" if ready == w.replicas and len(pods) == w.replicas else ("Progressing" if pods else "Missing"),
+                )
+            elif o.ref.kind == "PersistentVolumeClaim":
+                from .desired import volume_name
+
+                entry["state"] = "Bound" if volume_name(o.ref.namespace, o.ref.name) in live.volumes else "Pending"
+            elif o.ref.kind == "Namespace":
+                from .desired import network_name
+
+                entry["state"] = "Active" if network_name(o.ref.name) in live.networks else "Missing"
+            elif o.ref.kind in ("ConfigMap", "Secret"):
+                mine = [s for s in desired.secrets if s.source == o.ref]
+                entry["keys"] = len(getattr(o, "data", {}))
+                entry["state"] = "Applied" if all(s.name in live.secrets for s in mine) else "Missing"
+            elif o.ref.kind == "Service":
+                endpoints = sum(
+                    p.ready for w in desired.workloads for p in live.pods_of(w.ref)
+                    if any(o.ref.name in ps.aliases for ps in w.pods[:1])
+                )
+                entry.update(endpoints=endpoints, state="Ready" if endpoints else "NoEndpoints")
+            out["objects"].append(entry)
+    return out

@@ -1,0 +1,243 @@
+"""Command line: parses arguments, runs one command, formats its result.
+
+The top of the pipeline, and the only place that prints results or picks exit
+codes. Every AgentError becomes a one-line (or one-block) message on stderr,
+never a traceback.
+
+Exit codes: validate 0 valid / 1 invalid; diff 0 in sync / 1 differences /
+2 error (as `kubectl diff`, `flux diff`); sync 0 when every node runs the
+newest valid revision, 1 otherwise; any command 2 on a usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import config as config_mod
+from .errors import AgentError, ConfigError, RevisionRejected
+from .log import EventLog, discard
+
+_SIGN = {
+    "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
+    "replace-pod": "~", "start-pod": "~", "rollout": "~",
+    "remove-pod": "-", "remove-secret": "-", "remove-volume": "-", "remove-network": "-",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gitops-agent", description="GitOps reconciliation agent for Podman.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", "-c", help="agent config YAML (default: $GITOPS_AGENT_CONFIG)")
+        sp.add_argument("--source", help="Git URL or local path to follow, instead of (or overriding) source.url")
+        sp.add_argument("--state-dir", help="where history, cache and the Git mirror live (overrides stateDir)")
+
+    v = sub.add_parser("validate", help="check manifests in a directory; no config, no Podman")
+    v.add_argument("path", nargs="?", default=".", help="directory of manifests (default: .)")
+    for name, text in (("diff", "show what a sync would change; exit 0 in sync, 1 differences, 2 error"),
+                       ("sync", "one full reconcile pass, then exit"),
+                       ("run", "the daemon: poll, watch, reconcile")):
+        sp = sub.add_parser(name, help=text)
+        with_config(sp)
+        sp.add_argument("--log-format", choices=("text", "json"), default="text")
+    for name, text in (("status", "applied vs attempted revision and each object's state"),
+                       ("history", "past sync attempts and workload revisions")):
+        sp = sub.add_parser(name, help=text)
+        with_config(sp)
+        sp.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _validate(Path(args.path))
+        cfg = config_mod.load(args.config, args.source)
+        if args.state_dir:
+            from dataclasses import replace
+
+            cfg = replace(cfg, state_dir=Path(args.state_dir).resolve())
+        return _COMMANDS[args.command](cfg, args)
+    except ConfigError as e:
+        print(f"gitops-agent: config: {e}", file=sys.stderr)
+        return 2
+    except AgentError as e:
+        print(f"gitops-agent: {e}", file=sys.stderr)
+        return 2 if args.command == "diff" else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _validate(path: Path) -> int:
+    from .manifests import load_directory, parse
+
+    if not path.is_dir():
+        print(f"gitops-agent: {path} is not a directory", file=sys.stderr)
+        return 1
+    try:
+        rev = parse(load_directory(path), str(path))
+    except RevisionRejected as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(e.problems)} problem(s); nothing would be applied", file=sys.stderr)
+        return 1
+    kinds: dict[str, int] = {}
+    for o in rev.objects:
+        kinds[o.ref.kind] = kinds.get(o.ref.kind, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no objects"
+    print(f"valid: {summary} ({rev.digest[:19]})")
+    return 0
+
+
+def _agent(cfg: config_mod.AgentConfig, args: argparse.Namespace, quiet: bool = False) -> Any:
+    from .agent import Agent
+
+    log = discard if quiet else EventLog(getattr(args, "log_format", "text"))
+    return Agent(cfg, log)
+
+
+def _print_plans(out: Any) -> int:
+    changes = 0
+    for node, p in out.plans.items():
+        if p.in_sync:
+            print(f"node {node}: in sync")
+        else:
+            print(f"node {node}: {len(p.actions)} change(s)")
+            width = max(len(a.target) for a in p.actions)
+            for a in p.actions:
+                print(f"  {_SIGN[a.op]} {a.op:<14} {a.target:<{width}}  {a.reason}")
+        for v in p.orphaned_volumes:
+            print(f"  ! volume {v} is orphaned (claim removed from Git; data kept)")
+        changes += len(p.actions)
+    return changes
+
+
+def _problems(out: Any) -> None:
+    if out.problems:
+        print(f"revision {out.head} rejected ({len(out.problems)} problem(s)); nodes keep {out.target or 'their current state'}:", file=sys.stderr)
+        for problem in out.problems:
+            print(f"  {problem}", file=sys.stderr)
+    elif out.error:
+        print(f"gitops-agent: {out.error}", file=sys.stderr)
+
+
+def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    agent = _agent(cfg, args, quiet=True)
+    try:
+        out = agent.sync(dry_run=True)
+    finally:
+        agent.close()
+    if out.result in ("rejected", "source-error") or out.node_errors:
+        _problems(out)
+        for node, err in out.node_errors.items():
+            print(f"node {node}: {err}", file=sys.stderr)
+        return 2
+    print(f"revision {out.target}")
+    return 1 if _print_plans(out) else 0
+
+
+def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    agent = _agent(cfg, args)
+    try:
+        out = agent.sync()
+    finally:
+        agent.close()
+    if out.ok:
+        verb = f"applied ({out.actions} action(s))" if out.result == "applied" else "in sync"
+        print(f"{out.target}: {verb}")
+        return 0
+    _problems(out)
+    return 1
+
+
+def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .agent import Daemon
+
+    agent = _agent(cfg, args)
+    return Daemon(agent, agent.log).run()
+
+
+def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .agent import status
+
+    agent = _agent(cfg, args, quiet=True)
+    try:
+        st = status(agent)
+    finally:
+        agent.close()
+    if args.output == "json":
+        print(json.dumps(st, indent=2, sort_keys=False))
+        return 0
+    print(f"Source:    {st['source']['url']} ({st['source']['branch']}{'/' + st['source']['path'] if st['source']['path'] else ''})")
+    print(f"Applied:   {st['appliedRevision'] or '-'}")
+    print(f"Attempted: {st['attemptedRevision'] or '-'}")
+    print(f"Condition: {st['condition']}: {st['message']}")
+    for pr in st["problems"]:
+        print(f"  {pr}")
+    for n in st["nodes"]:
+        print(f"Node {n['name']}: " + (f"reachable, {n['pods']} managed pod(s)" if n["reachable"] else f"UNREACHABLE: {n['error']}"))
+    rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL")]
+    for o in st["objects"]:
+        detail = ""
+        if "desired" in o:
+            detail = f"{o['ready']}/{o['desired']} ready, template {o['templateHash']}" + (f", revision {o['revision']}" if o.get("revision") else "")
+        elif "endpoints" in o:
+            detail = f"{o['endpoints']} endpoint(s)"
+        elif "keys" in o:
+            detail = f"{o['keys']} key(s)"
+        rows.append((o["node"], o["kind"], o["namespace"], o["name"], o["state"], detail))
+    _table(rows)
+    for v in st["orphanedVolumes"]:
+        print(f"Orphaned volume (data kept): {v}")
+    return 0
+
+
+def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .history import History
+
+    h = History(cfg.state_dir)
+    try:
+        syncs = h.syncs()
+        revs = h.workload_revisions()
+    finally:
+        h.close()
+    if args.output == "json":
+        print(json.dumps({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs]}, indent=2))
+        return 0
+    rows = [("#", "STARTED", "REVISION", "RESULT", "ACTIONS", "SECONDS", "ERROR")]
+    for s in syncs:
+        rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision), s.result,
+                     str(s.actions), f"{s.duration:.2f}", s.error.splitlines()[0][:80] if s.error else ""))
+    _table(rows)
+    if revs:
+        print()
+        rows = [("WORKLOAD", "REVISION", "TEMPLATE", "COMMIT")]
+        for r in revs:
+            rows.append((f"{r.kind}/{r.namespace}/{r.name}", str(r.number), r.template_hash, _short(r.revision)))
+        _table(rows)
+    return 0
+
+
+def _short(revision: str) -> str:
+    branch, _, sha = revision.partition("@sha1:")
+    return f"{branch}@{sha[:12]}" if sha else revision
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+_COMMANDS = {"diff": _diff, "sync": _sync, "run": _run, "status": _status, "history": _history}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

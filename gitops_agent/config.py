@@ -1,0 +1,176 @@
+"""Agent settings: grouped frozen dataclasses, loaded from YAML.
+
+Read once at start-up by `cli`; passed explicitly to everything else. Nothing
+here talks to Git or Podman. Unknown keys are an error (a typo in the config
+must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_VAR = "GITOPS_AGENT_CONFIG"
+DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
+DEFAULT_STATE_DIR = "/var/lib/gitops-agent"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the desired state lives."""
+
+    url: str
+    """Git URL (https://, ssh://, file://) or a local path to a Git repository."""
+    branch: str = "main"
+    path: str = ""
+    """Subdirectory holding the manifests; "" is the repository root."""
+    interval: float = 30.0
+    """Seconds between polls in `run`. Flux's default for GitRepository is 1m; 30 s suits a single edge node."""
+    timeout: float = 60.0
+    """Seconds any one Git network operation may take before it counts as a failure."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One Podman node, reached only through its API socket."""
+
+    name: str
+    url: str = DEFAULT_SOCKET
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    enabled: bool = True
+    """Remove managed objects that are no longer in Git."""
+    allow_empty: bool = False
+    """Allow a revision that would delete every managed object (protects against a mis-pointed path)."""
+    delete_volumes: bool = False
+    """Delete the data of a PersistentVolumeClaim removed from Git. Off: its volume is kept and reported orphaned."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    source: SourceConfig
+    nodes: tuple[NodeConfig, ...] = (NodeConfig("local"),)
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    prune: PruneConfig = PruneConfig()
+    ready_timeout: float = 120.0
+    """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600; edge pods start locally)."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """`30s`, `1m`, `1.5h`, `500ms` or a plain number of seconds → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ConfigError(f"{where}: {value!r} is not a duration (examples: 30s, 5m, 1h)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{where}: must be greater than zero")
+    return seconds
+
+
+def _take(raw: Mapping[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    return dict(raw)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentConfig:
+    """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`."""
+    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout"}, "config")
+    if "source" not in top:
+        raise ConfigError("config: 'source' is required (source.url: the Git repository to follow)")
+    src = _take(top["source"], {"url", "branch", "path", "interval", "timeout"}, "source")
+    if not src.get("url"):
+        raise ConfigError("source.url is required")
+    url = str(src["url"])
+    if base_dir is not None and "://" not in url and not url.startswith("/") and "@" not in url:
+        url = str((base_dir / url).resolve())
+    source = SourceConfig(
+        url=url,
+        branch=str(src.get("branch", "main")),
+        path=str(src.get("path", "") or "").strip("/"),
+        interval=parse_duration(src.get("interval", 30), "source.interval"),
+        timeout=parse_duration(src.get("timeout", 60), "source.timeout"),
+    )
+    nodes: list[NodeConfig] = []
+    for i, n in enumerate(top.get("nodes") or [{"name": "local"}]):
+        nd = _take(n, {"name", "url", "labels"}, f"nodes[{i}]")
+        if not nd.get("name"):
+            raise ConfigError(f"nodes[{i}].name is required")
+        labels = nd.get("labels") or {}
+        if not isinstance(labels, Mapping):
+            raise ConfigError(f"nodes[{i}].labels: expected a mapping")
+        nodes.append(NodeConfig(str(nd["name"]), str(nd.get("url", DEFAULT_SOCKET)), {str(k): str(v) for k, v in labels.items()}))
+    names = [n.name for n in nodes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"nodes: duplicate node names in {names}")
+    pr = _take(top.get("prune") or {}, {"enabled", "allowEmpty", "deleteVolumes"}, "prune")
+    prune = PruneConfig(
+        enabled=_bool(pr.get("enabled", True), "prune.enabled"),
+        allow_empty=_bool(pr.get("allowEmpty", False), "prune.allowEmpty"),
+        delete_volumes=_bool(pr.get("deleteVolumes", False), "prune.deleteVolumes"),
+    )
+    state_dir = Path(str(top.get("stateDir", DEFAULT_STATE_DIR)))
+    if base_dir is not None and not state_dir.is_absolute():
+        state_dir = (base_dir / state_dir).resolve()
+    return AgentConfig(
+        source=source,
+        nodes=tuple(nodes),
+        state_dir=state_dir,
+        prune=prune,
+        ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
+    )
+
+
+def load(path: str | os.PathLike[str] | None, source_override: str | None = None) -> AgentConfig:
+    """Load the config from `path`, else $GITOPS_AGENT_CONFIG, else the built-in default.
+
+    The built-in default follows `source_override` (a Git URL or local path) on the
+    local Podman socket; without a config file `--source` is required.
+    """
+    path = path or os.environ.get(ENV_VAR)
+    if path:
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read config {p}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {p} is not valid YAML: {e}") from e
+        cfg = from_mapping(raw or {}, base_dir=p.parent.resolve())
+    else:
+        if not source_override:
+            raise ConfigError(
+                f"no configuration: pass --config FILE, set {ENV_VAR}, or give --source URL|PATH"
+            )
+        cfg = from_mapping({"source": {"url": source_override}}, base_dir=Path.cwd())
+    if source_override and path:
+        override = Path(source_override)
+        url = str(override.resolve()) if override.exists() else source_override
+        cfg = replace(cfg, source=replace(cfg.source, url=url))
+    return cfg

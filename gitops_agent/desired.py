@@ -1,0 +1,484 @@
+"""PURE: a validated Revision → the Podman objects one node should have.
+
+Sits between `manifests` (Kubernetes-shaped model) and `plan` (diff against
+live). Decides names, labels, template hashes and placement. No I/O, no clock,
+no Podman: every function here is unit-tested from literals.
+
+Naming on a node (Podman names are node-global, Kubernetes names are per
+namespace, so the namespace is part of every name that is not content-hashed):
+- network  `gitops-<namespace>`
+- volume   `gitops-<namespace>-<claim>`
+- secret   `gitops-<namespace>-<kind>-<name>-<key>-<content hash>` (Podman
+  secrets are immutable; a new value is a new secret)
+- pod      Deployment: `<name>-<template hash>-<suffix>`; Pod: `<name>`
+           (the template hash covers the namespace, so two namespaces never collide)
+- container `<pod>-<container>`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .config import NodeConfig
+from .model import (
+    Claim,
+    ConfigData,
+    Container,
+    Namespace,
+    ObjectRef,
+    Revision,
+    Service,
+    Workload,
+)
+
+LABEL_PREFIX = "io.gitops-agent"
+MANAGED = f"{LABEL_PREFIX}.managed"
+L_NAMESPACE = f"{LABEL_PREFIX}.namespace"
+L_KIND = f"{LABEL_PREFIX}.kind"
+L_NAME = f"{LABEL_PREFIX}.name"
+L_REVISION = f"{LABEL_PREFIX}.revision"
+L_TEMPLATE_HASH = f"{LABEL_PREFIX}.template-hash"
+SECRET_PREFIX = "gitops-"
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    name: str
+    claim: ObjectRef
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A Podman secret holding one key of a ConfigMap or Secret. `data` is never printed."""
+
+    name: str
+    source: ObjectRef
+    key: str
+    data: bytes = field(repr=False)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    secret: str
+    target: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class VolumeBind:
+    volume: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str  # Podman container name
+    image: str
+    pull_policy: str
+    entrypoint: tuple[str, ...]
+    command: tuple[str, ...]
+    env: Mapping[str, str]  # plain values (never from a Secret)
+    secret_env: Mapping[str, str]  # VAR → Podman secret name
+    secret_mounts: tuple[SecretMount, ...]
+    volumes: tuple[VolumeBind, ...]
+    working_dir: str | None
+    health_cmd: tuple[str, ...] | None
+    health_interval: int
+    health_timeout: int
+    health_retries: int
+    health_start_period: int
+    cpu_millis: int | None
+    memory_bytes: int | None
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    protocol: str  # "tcp" | "udp"
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    name: str
+    owner: ObjectRef
+    template_hash: str
+    network: str
+    aliases: tuple[str, ...]  # Service names that select this pod (DNS on the namespace network)
+    ports: tuple[PortMapping, ...]
+    restart_policy: str  # Podman's: "always" | "on-failure" | "no"
+    stop_timeout: int
+    containers: tuple[ContainerSpec, ...]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """One Deployment or Pod as it should be on this node: `replicas` pods of one template."""
+
+    ref: ObjectRef
+    template_hash: str
+    replicas: int
+    strategy: str
+    max_surge: int
+    max_unavailable: int
+    pods: tuple[PodSpec, ...]
+    images: tuple[tuple[str, str], ...]  # (image, pull policy) of every container
+
+    def pod_named(self, name: str) -> PodSpec | None:
+        return next((p for p in self.pods if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class NodeDesired:
+    node: str
+    revision: str
+    networks: tuple[NetworkSpec, ...]
+    volumes: tuple[VolumeSpec, ...]
+    secrets: tuple[SecretSpec, ...]
+    workloads: tuple[WorkloadSpec, ...]
+    inventory: tuple[ObjectRef, ...]  # every object of the revision, for prune and status
+
+
+# --- hashing --------------------------------------------------------------------
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=_jsonable).encode()).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+def safe_encode(hexdigest: str, length: int) -> str:
+    """Kubernetes-style short hash: consonants and digits, so it never spells a word."""
+    n = int(hexdigest, 16)
+    out = []
+    for _ in range(length):
+        n, r = divmod(n, len(_ALPHABET))
+        out.append(_ALPHABET[r])
+    return "".join(out)
+
+
+def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigData], services: Iterable[Service]) -> str:
+    """Hash of everything that, when changed, needs new pods.
+
+    Covers the namespace, the pod template, the content of every ConfigMap and
+    Secret it uses (so changing a ConfigMap rolls its pods), and the Services
+    that select it (Podman cannot add a DNS alias or a published port to a
+    running pod, so a Service change rolls the pods it selects). Replicas and
+    strategy are not in it: scaling is not a new revision.
+    """
+    used = sorted(_config_refs(workload))
+    content = {
+        f"{kind}/{name}": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(configs[(kind, name)].data.items())}
+        for kind, name in used
+        if (kind, name) in configs
+    }
+    svc = sorted(
+        (s.ref.name, s.type, [asdict(p) for p in s.ports]) for s in services if _selects(s, workload)
+    )
+    return safe_encode(
+        _digest({"ns": workload.ref.namespace, "template": asdict(workload.template), "config": content, "services": svc}),
+        10,
+    )
+
+
+def _config_refs(workload: Workload) -> set[tuple[str, str]]:
+    refs: set[tuple[str, str]] = set()
+    for c in workload.template.containers:
+        for e in c.env:
+            if e.ref is not None:
+                refs.add((e.ref.kind, e.ref.name))
+        for f in c.env_from:
+            refs.add((f.kind, f.name))
+    for v in workload.template.volumes:
+        if v.kind == "configMap":
+            refs.add(("ConfigMap", v.source))
+        elif v.kind == "secret":
+            refs.add(("Secret", v.source))
+    return refs
+
+
+def _selects(service: Service, workload: Workload) -> bool:
+    labels = workload.template.labels
+    return (
+        service.ref.namespace == workload.ref.namespace
+        and bool(service.selector)
+        and all(labels.get(k) == v for k, v in service.selector.items())
+    )
+
+
+# --- names ------------------------------------------------------------------------
+
+
+def network_name(namespace: str) -> str:
+    return f"gitops-{namespace}"
+
+
+def volume_name(namespace: str, claim: str) -> str:
+    return f"gitops-{namespace}-{claim}"
+
+
+def secret_name(source: ObjectRef, key: str, data: bytes) -> str:
+    h = safe_encode(hashlib.sha256(source.namespace.encode() + b"\0" + key.encode() + b"\0" + data).hexdigest(), 8)
+    readable = f"{SECRET_PREFIX}{source.namespace}-{source.kind.lower()}-{source.name}-{key}"
+    readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:200]
+    return f"{readable}-{h}"
+
+
+def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
+    """Stable names: the same template and replica index always give the same pod name."""
+    if workload.ref.kind == "Pod":
+        return [workload.ref.name][:count]
+    return [
+        f"{workload.ref.name}-{thash}-{safe_encode(hashlib.sha256(f'{thash}/{i}'.encode()).hexdigest(), 5)}"
+        for i in range(count)
+    ]
+
+
+def owner_labels(ref: ObjectRef, commit: str, thash: str = "") -> dict[str, str]:
+    labels = {MANAGED: "true", L_NAMESPACE: ref.namespace, L_KIND: ref.kind, L_NAME: ref.name, L_REVISION: commit}
+    if thash:
+        labels[L_TEMPLATE_HASH] = thash
+    return labels
+
+
+# --- placement --------------------------------------------------------------------
+
+
+def node_matches(node: NodeConfig, selector: Mapping[str, str]) -> bool:
+    return all(node.labels.get(k) == v for k, v in selector.items())
+
+
+def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> int:
+    """Spread `replicas` evenly over the matching nodes, in node-name order; the
+    first nodes take the remainder. Deterministic, so an unchanged Deployment is
+    never reshuffled."""
+    matching = sorted(n.name for n in nodes if node_matches(n, workload.template.node_selector))
+    if node.name not in matching:
+        return 0
+    base, extra = divmod(workload.replicas, len(matching))
+    return base + (1 if matching.index(node.name) < extra else 0)
+
+
+# --- rolling-update numbers ---------------------------------------------------------
+
+
+def resolve_surge(value: int | str, replicas: int, round_up: bool) -> int:
+    """Kubernetes' intstr rounding: maxSurge rounds up, maxUnavailable rounds down."""
+    if isinstance(value, int):
+        return value
+    pct = int(str(value).rstrip("%"))
+    scaled = pct * replicas
+    return -(-scaled // 100) if round_up else scaled // 100
+
+
+# --- the compilation ------------------------------------------------------------------
+
+
+def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> NodeDesired:
+    """Everything node `node` should run for `revision`."""
+    objs = revision.objects
+    commit = revision.commit
+    configs = {(o.ref.kind, o.ref.name, o.ref.namespace): o for o in objs if isinstance(o, ConfigData)}
+    services = [o for o in objs if isinstance(o, Service)]
+    namespaces = {"default"} | {o.ref.name for o in objs if isinstance(o, Namespace)}
+
+    networks = tuple(
+        NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), commit)) for ns in sorted(namespaces)
+    )
+    volumes = tuple(
+        VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit))
+        for o in objs
+        if isinstance(o, Claim)
+    )
+    secrets: dict[str, SecretSpec] = {}
+    workloads: list[WorkloadSpec] = []
+    for w in (o for o in objs if isinstance(o, Workload)):
+        ns_configs = {(k, n): c for (k, n, ns), c in configs.items() if ns == w.ref.namespace}
+        thash = template_hash(w, ns_configs, services)
+        count = replicas_on(w, node, nodes)
+        selecting = [s for s in services if _selects(s, w)]
+        pods = tuple(
+            _pod(w, name, thash, commit, ns_configs, selecting, secrets) for name in pod_names(w, thash, count)
+        )
+        workloads.append(
+            WorkloadSpec(
+                ref=w.ref,
+                template_hash=thash,
+                replicas=count,
+                strategy=w.strategy,
+                max_surge=resolve_surge(w.rolling_update.max_surge, count, round_up=True),
+                max_unavailable=resolve_surge(w.rolling_update.max_unavailable, count, round_up=False),
+                pods=pods,
+                images=tuple(sorted({(c.image, c.image_pull_policy) for c in w.template.containers})),
+            )
+        )
+    return NodeDesired(
+        node=node.name,
+        revision=revision.id,
+        networks=networks,
+        volumes=volumes,
+        secrets=tuple(sorted(secrets.values(), key=lambda s: s.name)),
+        workloads=tuple(workloads),
+        inventory=tuple(o.ref for o in objs),
+    )
+
+
+def _pod(
+    w: Workload,
+    name: str,
+    thash: str,
+    commit: str,
+    configs: Mapping[tuple[str, str], ConfigData],
+    services: list[Service],
+    secrets: dict[str, SecretSpec],
+) -> PodSpec:
+    t = w.template
+    labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
+    ports: list[PortMapping] = []
+    for c in t.containers:
+        for p in c.ports:
+            if p.host_port:
+                ports.append(PortMapping(p.host_port, p.container_port, p.protocol.lower()))
+    for s in services:
+        if s.type != "NodePort":
+            continue
+        for sp in s.ports:
+            if sp.node_port:
+                ports.append(PortMapping(sp.node_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
+    containers = tuple(_container(w, name, c, commit, thash, configs, secrets) for c in t.containers)
+    return PodSpec(
+        name=name,
+        owner=w.ref,
+        template_hash=thash,
+        network=network_name(w.ref.namespace),
+        aliases=tuple(sorted(s.ref.name for s in services)),
+        ports=tuple(ports),
+        restart_policy={"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
+        stop_timeout=t.termination_grace_period_seconds,
+        containers=containers,
+        labels=labels,
+    )
+
+
+def _target_port(target: int | str | None, port: int, containers: tuple[Container, ...]) -> int:
+    if target is None:
+        return port
+    if isinstance(target, int):
+        return target
+    for c in containers:
+        for p in c.ports:
+            if p.name == target:
+                return p.container_port
+    return port  # manifests rejects unknown port names; unreachable for a validated revision
+
+
+def _secret(configs: Mapping[tuple[str, str], ConfigData], kind: str, name: str, key: str, secrets: dict[str, SecretSpec]) -> str | None:
+    cfg = configs.get((kind, name))
+    if cfg is None or key not in cfg.data:
+        return None  # optional reference to something absent
+    sname = secret_name(cfg.ref, key, cfg.data[key])
+    secrets.setdefault(sname, SecretSpec(sname, cfg.ref, key, cfg.data[key], owner_labels(cfg.ref, "")))
+    return sname
+
+
+def _container(
+    w: Workload,
+    pod: str,
+    c: Container,
+    commit: str,
+    thash: str,
+    configs: Mapping[tuple[str, str], ConfigData],
+    secrets: dict[str, SecretSpec],
+) -> ContainerSpec:
+    env: dict[str, str] = {}
+    secret_env: dict[str, str] = {}
+
+    def put(var: str, kind: str, name: str, key: str) -> None:
+        cfg = configs.get((kind, name))
+        if cfg is None or key not in cfg.data:
+            return
+        if kind == "ConfigMap":
+            env[var] = cfg.data[key].decode("utf-8", errors="replace")
+            secret_env.pop(var, None)
+        else:
+            sname = _secret(configs, kind, name, key, secrets)
+            assert sname is not None
+            secret_env[var] = sname
+            env.pop(var, None)
+
+    # Kubernetes order: envFrom first, then env (env wins on conflicts)
+    for f in c.env_from:
+        cfg = configs.get((f.kind, f.name))
+        for key in sorted(cfg.data) if cfg else ():
+            put(f.prefix + key, f.kind, f.name, key)
+    for e in c.env:
+        if e.ref is not None:
+            put(e.name, e.ref.kind, e.ref.name, e.ref.key)
+        else:
+            env[e.name] = e.value or ""
+            secret_env.pop(e.name, None)
+
+    mounts: list[SecretMount] = []
+    binds: list[VolumeBind] = []
+    volumes = {v.name: v for v in w.template.volumes}
+    for m in c.volume_mounts:
+        v = volumes[m.name]
+        if v.kind == "persistentVolumeClaim":
+            binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
+            continue
+        kind = "ConfigMap" if v.kind == "configMap" else "Secret"
+        cfg = configs.get((kind, v.source))
+        if cfg is None:
+            continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
+        items = [(i.key, i.path) for i in v.items] if v.items else [(k, k) for k in sorted(cfg.data)]
+        for key, rel in items:
+            sname = _secret(configs, kind, v.source, key, secrets)
+            if sname is not None:
+                mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
+
+    probe = c.liveness_probe
+    return ContainerSpec(
+        name=f"{pod}-{c.name}",
+        image=c.image,
+        pull_policy=c.image_pull_policy,
+        entrypoint=c.command,
+        command=c.args,
+        env=env,
+        secret_env=secret_env,
+        secret_mounts=tuple(mounts),
+        volumes=tuple(binds),
+        working_dir=c.working_dir,
+        health_cmd=probe.command if probe else None,
+        health_interval=probe.period_seconds if probe else 0,
+        health_timeout=probe.timeout_seconds if probe else 0,
+        health_retries=probe.failure_threshold if probe else 0,
+        health_start_period=probe.initial_delay_seconds if probe else 0,
+        cpu_millis=c.resources.cpu_millis,
+        memory_bytes=c.resources.memory_bytes,
+        labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
+    )

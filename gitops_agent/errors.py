@@ -1,0 +1,79 @@
+"""The agent's own exceptions, classified by what happens next.
+
+Every third-party error (GitPython, podman-py, PyYAML, OS errors) is
+translated into one of these at the module that owns the library, so the loop
+and the CLI branch on the class, never on a message:
+
+- `RevisionRejected`: the commit itself is bad. Nothing is applied, and the same
+  commit is not retried; only a new commit can fix it (Flux's "Stalled").
+- `SourceUnavailable`: Git could not be reached or read. Retry with backoff; the
+  node keeps the last good revision (Flux's "Waiting").
+- `NodeError`: a Podman call failed. Retry on the next pass.
+- `ConfigError`: the agent's own configuration is wrong. Needs a human.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AgentError(Exception):
+    """Base of every error the agent reports without a traceback."""
+
+
+class ConfigError(AgentError):
+    """The agent configuration (file, flags, environment) is invalid."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding, printed as `FILE:LINE: Kind/name: json.path: message`."""
+
+    file: str
+    line: int
+    object: str  # "Kind/name", or "" when the document has no identity yet
+    path: str  # JSON path inside the document, "" for the document itself
+    message: str
+
+    def __str__(self) -> str:
+        parts = [f"{self.file}:{self.line}"]
+        if self.object:
+            parts.append(self.object)
+        if self.path:
+            parts.append(self.path)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class RevisionRejected(AgentError):
+    """A revision failed validation; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...], revision: str = "") -> None:
+        self.problems = tuple(problems)
+        self.revision = revision
+        head = f"revision {revision} rejected" if revision else "manifests rejected"
+        super().__init__(f"{head}: {len(self.problems)} problem(s)\n" + "\n".join(str(p) for p in self.problems))
+
+
+class SourceUnavailable(AgentError):
+    """Git could not be reached, timed out, or the branch/path is missing. Retry later."""
+
+
+class NodeError(AgentError):
+    """A Podman API call on a node failed. Retry on the next pass."""
+
+    def __init__(self, node: str, message: str) -> None:
+        self.node = node
+        super().__init__(f"node {node}: {message}")
+
+
+class PruneRefused(AgentError):
+    """The revision would delete every managed object; needs `prune.allowEmpty`."""
+
+
+class StateError(AgentError):
+    """The state directory cannot be read or written."""
+
+
+class Interrupted(AgentError):
+    """The agent was asked to stop (SIGTERM) and stopped between two steps."""

@@ -1,0 +1,943 @@
+"""Manifest files (a Git checkout or a local directory) -> a validated `model.Revision`.
+
+Sits between the source (the Git checkout, or `load_directory` for the
+`validate` command) and the desired-state model that `desired`/`plan` consume.
+`parse` reads YAML safely, validates every document against `schemas/`, checks
+the objects against each other and converts them into `model` objects.
+
+It must not talk to Git or Podman, follow symlinks, execute YAML tags, or
+return a partial revision: either every document is valid and consistent, or
+`errors.RevisionRejected` carries every problem found, sorted by file and line.
+The only I/O is reading a local directory in `load_directory`.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+
+from . import model
+from .errors import Problem, RevisionRejected, SourceUnavailable
+
+# --- public API ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # repository-relative POSIX path, e.g. "apps/web/deploy.yaml"
+    data: bytes
+    is_symlink: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 1 << 20  # 1 MiB per file
+    max_total_bytes: int = 32 << 20
+    max_files: int = 5000
+    max_yaml_nodes: int = 100_000  # per file, aliases expanded; defeats alias bombs
+
+
+def is_manifest_path(path: str) -> bool:
+    """True for `.yaml`/`.yml` files with no path component starting with "."."""
+    parts = path.split("/")
+    return path.endswith((".yaml", ".yml")) and not any(part.startswith(".") for part in parts)
+
+
+def load_directory(root: Path) -> list[SourceFile]:
+    """The manifest files under `root`, for validating a working copy.
+
+    Dotfiles and dot-directories are skipped. Symlinks are never followed: a
+    symlink with a manifest name is returned with `is_symlink=True` and no data,
+    so that `parse` rejects it as Git sources do. Raises `SourceUnavailable`
+    if the directory cannot be read.
+    """
+
+    def fail(error: OSError) -> None:
+        raise error
+
+    files = []
+    try:
+        for directory, subdirs, names in os.walk(root, onerror=fail):
+            base = Path(directory)
+            symlinked_dirs = [name for name in subdirs if (base / name).is_symlink()]
+            subdirs[:] = sorted(name for name in subdirs if not name.startswith(".") and name not in symlinked_dirs)
+            for name in sorted(names + symlinked_dirs):
+                path = base / name
+                relative = path.relative_to(root).as_posix()
+                if not is_manifest_path(relative):
+                    continue
+                if path.is_symlink():
+                    files.append(SourceFile(relative, b"", is_symlink=True))
+                elif path.is_file():
+                    files.append(SourceFile(relative, path.read_bytes()))
+    except OSError as error:
+        raise SourceUnavailable(f"cannot read {error.filename or root}: {error.strerror}") from error
+    return sorted(files, key=lambda file: file.path)
+
+
+def parse(files: Iterable[SourceFile], revision_id: str = "", limits: Limits = Limits()) -> model.Revision:
+    """Validate and convert the manifest files (other paths are ignored).
+
+    Raises `RevisionRejected` with every problem found, sorted by file and line.
+    """
+    problems: list[Problem] = []
+    manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
+    documents: list[_Document] = []
+    total_bytes = 0
+    for index, file in enumerate(manifests):
+        total_bytes += len(file.data)
+        if index >= limits.max_files:
+            problems.append(Problem(file.path, 1, "", "", f"more than {limits.max_files} manifest files, the limit"))
+            break
+        if total_bytes > limits.max_total_bytes:
+            message = f"manifest files total more than {limits.max_total_bytes} bytes, the limit"
+            problems.append(Problem(file.path, 1, "", "", message))
+            break
+        documents.extend(_read_file(file, limits, problems))
+
+    entries = [(document, _check_document(document)) for document in documents]
+    _check_revision(entries)
+    problems.extend(problem for document in documents for problem in document.problems)
+    if problems:
+        unique = dict.fromkeys(problems)
+        raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
+    objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
+    return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects))
+
+
+# --- documents and problems ---------------------------------------------------
+
+JsonPath = tuple[str | int, ...]
+
+# kind -> apiVersion, in the order objects are sorted (dependencies first).
+_KINDS = {
+    "Namespace": "v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "PersistentVolumeClaim": "v1",
+    "Pod": "v1",
+    "Deployment": "apps/v1",
+    "Service": "v1",
+}
+_KIND_ORDER = {kind: index for index, kind in enumerate(_KINDS)}
+_MAX_VALUE_BYTES = 512_000  # Podman's secret store limit
+_MAX_DEPTH = 64  # YAML nesting; far deeper than any manifest
+
+
+@dataclass
+class _Document:
+    """One YAML document: its plain value, the line of every JSON path, and what it declares."""
+
+    file: str
+    body: dict[str, Any]
+    lines: dict[JsonPath, int]
+    kind: str = ""
+    name: str = ""
+    namespace: str = model.DEFAULT_NAMESPACE
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ref(self) -> model.ObjectRef:
+        # A Namespace is not namespaced; like `desired`, its ref carries its own name there.
+        namespace = self.name if self.kind == "Namespace" else self.namespace
+        return model.ObjectRef(self.kind, namespace, self.name)
+
+    @property
+    def origin(self) -> model.Origin:
+        return model.Origin(self.file, self.lines[()])
+
+    def line_of(self, path: JsonPath) -> int:
+        """Line of the node at `path` (the key's line for a mapping entry), else of its nearest ancestor."""
+        while path not in self.lines:
+            path = path[:-1]
+        return self.lines[path]
+
+    def report(self, path: JsonPath, message: str) -> None:
+        kind = self.kind or self.body.get("kind")  # an unsupported kind is still worth showing
+        kind = kind if isinstance(kind, str) else ""
+        label = f"{kind}/{self.name}" if kind and self.name else kind
+        self.problems.append(Problem(self.file, self.line_of(path), label, _json_path(path), message))
+
+
+def _json_path(path: JsonPath) -> str:
+    """`spec.containers[0].image`; keys that are not identifiers are quoted: `labels["app.kubernetes.io/name"]`."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][-A-Za-z0-9_]*", part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part)}]"
+    return text
+
+
+def _digest(files: list[SourceFile]) -> str:
+    digest = hashlib.sha256()
+    for file in files:  # sorted by path
+        path = file.path.encode()
+        digest.update(b"%d:%s%d:" % (len(path), path, len(file.data)))
+        digest.update(file.data)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _object_order(obj: model.Object) -> tuple[int, str, str]:
+    return _KIND_ORDER[obj.ref.kind], obj.ref.namespace, obj.ref.name
+
+
+# --- YAML ---------------------------------------------------------------------
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _NULL, _MAP, _SEQ, _MERGE = (_TAG + name for name in ("str", "null", "map", "seq", "merge"))
+_SCALAR_TAGS = {_STR, _NULL, _TAG + "bool", _TAG + "int", _TAG + "float"}
+
+
+class _YamlProblem(Exception):
+    """A problem in one document; `fatal` when the rest of the file cannot be read either."""
+
+    def __init__(self, line: int, message: str, path: JsonPath = (), fatal: bool = False) -> None:
+        super().__init__(message)
+        self.line, self.message, self.path, self.fatal = line, message, path, fatal
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that bounds nesting and, like Kubernetes' YAML decoder, keeps
+    timestamp-like scalars as strings (and "=" as a string, not YAML's `value`)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_TAG + "timestamp", _TAG + "value")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > _MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _YamlProblem(line, f"YAML is nested deeper than {_MAX_DEPTH} levels", fatal=True)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _Builder:
+    """Builds plain values from one file's composed YAML nodes: aliases
+    expanded (and counted, against alias bombs), `<<` merge keys applied,
+    duplicate keys and non-string keys rejected, the line of every path kept."""
+
+    def __init__(self, loader: _Loader, max_nodes: int) -> None:
+        self.loader = loader
+        self.max_nodes = max_nodes
+        self.nodes = 0  # per file
+        self.lines: dict[JsonPath, int] = {}
+
+    def document(self, node: yaml.Node) -> tuple[Any, dict[JsonPath, int]]:
+        self.lines = {(): _line(node)}
+        return self.value(node, (), 0), self.lines
+
+    def visit(self, node: yaml.Node, depth: int) -> None:
+        self.nodes += 1
+        if self.nodes > self.max_nodes:
+            message = f"YAML expands to more than {self.max_nodes} nodes (too many aliases?)"
+            raise _YamlProblem(_line(node), message, fatal=True)
+        if depth > _MAX_DEPTH:
+            raise _YamlProblem(_line(node), f"YAML is nested deeper than {_MAX_DEPTH} levels")
+
+    def value(self, node: yaml.Node, path: JsonPath, depth: int) -> Any:
+        self.visit(node, depth)
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+            return self.mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[path + (index,)] = _line(item)
+                items.append(self.value(item, path + (index,), depth + 1))
+            return items
+        if isinstance(node, yaml.ScalarNode) and node.tag in _SCALAR_TAGS:
+            return self.scalar(node, path)
+        raise _YamlProblem(_line(node), f"YAML tag {node.tag!r} is not supported", path)
+
+    def scalar(self, node: yaml.ScalarNode, path: JsonPath) -> Any:
+        invalid = _YamlProblem(_line(node), f"{_short(node.value)} is not a valid {node.tag.removeprefix(_TAG)}", path)
+        # An explicit tag (`!!int abc`) must agree with what the value resolves to.
+        if node.tag != _STR and self.loader.resolve(yaml.ScalarNode, node.value, (True, False)) != node.tag:
+            raise invalid
+        try:
+            return self.loader.yaml_constructors[node.tag](self.loader, node)
+        except ValueError as error:  # e.g. "0b_", or more digits than Python converts
+            raise invalid from error
+
+    def mapping(self, node: yaml.MappingNode, path: JsonPath, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        # `<<: *base` or `<<: [*a, *b]`: explicit keys win, then earlier sources.
+        for source in reversed(self.merge_sources(node, path)):
+            self.visit(source, depth + 1)
+            result.update(self.mapping(source, path, depth + 1))
+        explicit: set[str] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+                raise _YamlProblem(_line(key_node), "mapping keys must be strings (quote the key)", path)
+            key = key_node.value
+            if key in explicit:
+                raise _YamlProblem(_line(key_node), f"duplicate key {key!r}", path + (key,))
+            explicit.add(key)
+            self.lines[path + (key,)] = _line(key_node)
+            result[key] = self.value(value_node, path + (key,), depth + 1)
+        return result
+
+    @staticmethod
+    def merge_sources(node: yaml.MappingNode, path: JsonPath) -> list[yaml.MappingNode]:
+        sources = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            items = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for item in items:
+                if not isinstance(item, yaml.MappingNode):
+                    raise _YamlProblem(_line(item), "a merge key '<<' takes a mapping or a list of mappings", path)
+                sources.append(item)
+        return sources
+
+
+def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Iterator[_Document]:
+    """The file's non-empty documents; file-level and YAML problems go to `problems`."""
+
+    def problem(line: int, message: str, path: JsonPath = ()) -> None:
+        problems.append(Problem(file.path, line, "", _json_path(path), message))
+
+    if file.is_symlink:
+        problem(1, "symlinks are not followed; commit the file itself")
+        return
+    if len(file.data) > limits.max_file_bytes:
+        problem(1, f"file is {len(file.data)} bytes; the limit is {limits.max_file_bytes}")
+        return
+    if b"\0" in file.data:
+        problem(file.data[: file.data.index(b"\0")].count(b"\n") + 1, "binary file (contains NUL bytes)")
+        return
+    try:
+        text = file.data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        problem(file.data[: error.start].count(b"\n") + 1, "file is not UTF-8 text")
+        return
+
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)
+        builder = _Builder(loader, limits.max_yaml_nodes)
+        while loader.check_node():
+            node = loader.get_node()
+            if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
+                continue  # an empty document
+            try:
+                body, lines = builder.document(node)
+            except _YamlProblem as error:
+                problem(error.line, error.message, error.path)
+                if error.fatal:
+                    return
+                continue
+            if isinstance(body, dict):
+                yield _Document(file.path, body, lines)
+            else:
+                problem(_line(node), f"a document must be a mapping, not {_describe(body)}")
+    except _YamlProblem as error:
+        problem(error.line, error.message, error.path)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem(mark.line + 1 if mark else 1, f"invalid YAML: {error.problem or error.context}")
+    except yaml.reader.ReaderError as error:
+        problem(text[: error.position].count("\n") + 1, f"invalid YAML: {error.reason} (U+{error.character:04X})")
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _short(value: Any) -> str:
+    """repr() for messages, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_JSON_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+               (list, "a list"), (dict, "a mapping"))
+
+
+def _describe(value: Any) -> str:
+    """The JSON type of a YAML value, for messages."""
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), "null")
+
+
+# --- schemas ------------------------------------------------------------------
+
+_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _is_integer(_checker: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: object, instance: object) -> bool:
+    # JSON has no NaN or infinity, and 1.0 is not an integer in Kubernetes' Go types.
+    return _is_integer(checker, instance) or (isinstance(instance, float) and math.isfinite(instance))
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
+)
+
+
+@cache
+def _validators() -> dict[str, jsonschema.protocols.Validator]:
+    """One validator per kind, from `schemas/<kind>.json`; `_defs.json` resolved by `$ref`."""
+    schemas = {path.name: json.loads(path.read_text()) for path in _SCHEMA_DIR.glob("*.json")}
+    registry: Registry = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
+    )
+    return {kind: _Validator(schemas[f"{kind.lower()}.json"], registry=registry) for kind in _KINDS}
+
+
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "a boolean", "null": "null"}
+
+
+def _schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPath, str]]:
+    """(path, message) for one schema error; a key rather than its value where the key is at fault."""
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        known = schema.get("properties", {})
+        unsupported = schema.get("x-unsupported", {})
+        for key in error.instance:
+            if key in known:
+                continue
+            if key in unsupported:
+                hint = unsupported[key]
+                yield path + (key,), f"field {key!r} is not supported by gitops-agent" + (f" ({hint})" if hint else "")
+            else:
+                close = difflib.get_close_matches(key, known, n=1)
+                suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+                yield path + (key,), f"unknown field {_short(key)}{suggestion}"
+        return
+    message = schema.get("errorMessage", {}).get(error.validator) or _message(error)
+    if "propertyNames" in error.relative_schema_path:  # the instance is a key of the mapping at `path`
+        yield path + (error.instance,), f"key {_short(error.instance)} {message}"
+    else:
+        yield path, message
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    expected, instance = error.validator_value, error.instance
+    match error.validator:
+        case "required":  # one error per missing field, all alike: merged with the other problems
+            missing = [name for name in expected if name not in instance]
+            return f"missing required field {missing[0]!r}" if len(missing) == 1 else \
+                f"missing required fields {', '.join(map(repr, missing))}"
+        case "type":
+            names = [_TYPE_NAMES[name] for name in ([expected] if isinstance(expected, str) else expected)]
+            return f"must be {' or '.join(names)}, not {_describe(instance)}"
+        case "enum":
+            return f"must be one of {', '.join(map(str, expected))}, not {_short(instance)}"
+        case "minimum":
+            return f"must be at least {expected}"
+        case "maximum":
+            return f"must be at most {expected}"
+        case "minItems":  # always 1 in these schemas
+            return "must not be empty"
+    return error.message  # keywords whose schemas all carry an errorMessage
+
+
+# --- one document -------------------------------------------------------------
+
+
+def _check_document(doc: _Document) -> model.Object | None:
+    """Identify, schema-validate and convert one document; None if it is invalid.
+
+    Problems go to `doc.problems`. A document whose identity is known is still
+    counted by the cross-object checks even when its content is invalid."""
+    body = doc.body
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        doc.name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
+        namespace = metadata.get("namespace", model.DEFAULT_NAMESPACE)
+        doc.namespace = namespace if isinstance(namespace, str) else model.DEFAULT_NAMESPACE
+    kind = body.get("kind")
+    if "kind" not in body:
+        doc.report((), "missing required field 'kind'")
+        return None
+    if not isinstance(kind, str) or kind not in _KINDS:
+        doc.report(("kind",), f"kind {_short(kind)} is not supported by gitops-agent (supported: {', '.join(_KINDS)})")
+        return None
+    doc.kind = kind
+    api_version = body.get("apiVersion")
+    if api_version != _KINDS[kind]:
+        found = "missing" if api_version is None else _short(api_version)
+        doc.report(("apiVersion",), f"apiVersion for kind {kind} must be {_KINDS[kind]!r}, not {found}")
+        return None
+
+    errors = list(_validators()[kind].iter_errors(body))
+    for error in errors:
+        for path, message in _schema_problems(error):
+            doc.report(path, message)
+    if errors:
+        return None
+    return _CONVERTERS[kind](doc)
+
+
+def _namespace(doc: _Document) -> model.Namespace:
+    return model.Namespace(doc.ref, doc.origin)
+
+
+def _config_data(doc: _Document) -> model.ConfigData:
+    # (field, decoder) in merge order: Secret stringData wins over data.
+    fields = (("data", str.encode), ("binaryData", base64.b64decode)) if doc.kind == "ConfigMap" else \
+        (("data", base64.b64decode), ("stringData", str.encode))
+    data: dict[str, bytes] = {}
+    for name, decode in fields:
+        for key, text in doc.body.get(name, {}).items():
+            path = (name, key)
+            if doc.kind == "ConfigMap" and key in data:
+                doc.report(path, f"key {key!r} is also in data")
+            value = decode(text)
+            if len(value) > _MAX_VALUE_BYTES:
+                doc.report(path, f"value is {len(value)} bytes; Podman's secret store holds at most {_MAX_VALUE_BYTES}")
+            data[key] = value
+    return model.ConfigData(doc.ref, doc.origin, data)
+
+
+def _claim(doc: _Document) -> model.Claim:
+    storage = doc.body["spec"]["resources"]["requests"]["storage"]
+    return model.Claim(doc.ref, doc.origin, storage=str(storage))
+
+
+def _pod(doc: _Document) -> model.Workload:
+    metadata = doc.body["metadata"]
+    labels = metadata.get("labels", {})
+    template = _pod_template(doc, ("spec",), doc.body["spec"], labels, metadata.get("annotations", {}))
+    return model.Workload(doc.ref, doc.origin, template, replicas=1, strategy="Recreate", labels=labels)
+
+
+def _deployment(doc: _Document) -> model.Workload:
+    spec = doc.body["spec"]
+    template_metadata = spec["template"]["metadata"]
+    template = _pod_template(
+        doc,
+        ("spec", "template", "spec"),
+        spec["template"]["spec"],
+        template_metadata.get("labels", {}),
+        template_metadata.get("annotations", {}),
+    )
+    selector = spec["selector"]["matchLabels"]
+    missing = [f"{key}={value}" for key, value in selector.items() if template.labels.get(key) != value]
+    if missing:
+        doc.report(
+            ("spec", "selector", "matchLabels"),
+            f"selector does not match the template labels: {', '.join(missing)} not in spec.template.metadata.labels",
+        )
+    strategy = spec.get("strategy", {})
+    strategy_type = strategy.get("type", "RollingUpdate")
+    rolling = strategy.get("rollingUpdate", {})
+    rolling_update = model.RollingUpdate(rolling.get("maxSurge", "25%"), rolling.get("maxUnavailable", "25%"))
+    no_surge, none_unavailable = _is_zero(rolling_update.max_surge), _is_zero(rolling_update.max_unavailable)
+    if strategy_type == "RollingUpdate" and no_surge and none_unavailable:
+        doc.report(("spec", "strategy", "rollingUpdate"), "maxSurge and maxUnavailable cannot both be 0")
+    return model.Workload(
+        doc.ref,
+        doc.origin,
+        template,
+        replicas=spec.get("replicas", 1),
+        selector=selector,
+        strategy=strategy_type,
+        rolling_update=rolling_update,
+        revision_history_limit=spec.get("revisionHistoryLimit", 10),
+        labels=doc.body["metadata"].get("labels", {}),
+    )
+
+
+def _is_zero(amount: int | str) -> bool:
+    return int(str(amount).rstrip("%")) == 0
+
+
+def _service(doc: _Document) -> model.Service:
+    spec = doc.body["spec"]
+    ports = tuple(
+        model.ServicePort(
+            port=port["port"],
+            target_port=port.get("targetPort", port["port"]),
+            protocol=port.get("protocol", "TCP"),
+            node_port=port.get("nodePort"),
+            name=port.get("name"),
+        )
+        for port in spec["ports"]
+    )
+    if len(ports) > 1:
+        for index, port in enumerate(ports):
+            if port.name is None:
+                doc.report(("spec", "ports", index), "a Service with several ports must name each one")
+    _report_duplicates(
+        doc, ((("spec", "ports", i, "name"), p.name) for i, p in enumerate(ports) if p.name), "port name"
+    )
+    _report_duplicates(
+        doc, ((("spec", "ports", i, "port"), f"{p.port}/{p.protocol}") for i, p in enumerate(ports)), "port"
+    )
+    return model.Service(doc.ref, doc.origin, spec["selector"], ports, spec.get("type", "ClusterIP"))
+
+
+def _report_duplicates(doc: _Document, items: Iterable[tuple[JsonPath, str]], what: str) -> None:
+    seen: set[str] = set()
+    for path, value in items:
+        if value in seen:
+            doc.report(path, f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def _pod_template(
+    doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str], annotations: dict[str, str]
+) -> model.PodTemplate:
+    containers = tuple(_container(doc, prefix + ("containers", i), c) for i, c in enumerate(spec["containers"]))
+    volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
+    _report_duplicates(
+        doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
+    )
+    _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
+    declared = {volume.name for volume in volumes}
+    for i, container in enumerate(containers):
+        mounts = prefix + ("containers", i, "volumeMounts")
+        _report_duplicates(
+            doc, ((mounts + (j, "mountPath"), m.mount_path) for j, m in enumerate(container.volume_mounts)), "mountPath"
+        )
+        for j, mount in enumerate(container.volume_mounts):
+            if mount.name not in declared:
+                doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
+    return model.PodTemplate(
+        labels=labels,
+        containers=containers,
+        volumes=volumes,
+        restart_policy=spec.get("restartPolicy", "Always"),
+        termination_grace_period_seconds=spec.get("terminationGracePeriodSeconds", 30),
+        node_selector=spec.get("nodeSelector", {}),
+        annotations=annotations,
+    )
+
+
+_REF_KINDS = {
+    "configMapKeyRef": "ConfigMap",
+    "secretKeyRef": "Secret",
+    "configMapRef": "ConfigMap",
+    "secretRef": "Secret",
+}
+
+
+def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> model.Container:
+    probe = container.get("livenessProbe")
+    return model.Container(
+        name=container["name"],
+        image=container["image"],
+        image_pull_policy=container.get("imagePullPolicy") or _default_pull_policy(container["image"]),
+        command=tuple(container.get("command", ())),
+        args=tuple(container.get("args", ())),
+        env=tuple(_env_var(env) for env in container.get("env", ())),
+        env_from=tuple(_env_from(source) for source in container.get("envFrom", ())),
+        ports=tuple(
+            model.ContainerPort(
+                port["containerPort"], port.get("protocol", "TCP"), port.get("hostPort"), port.get("name")
+            )
+            for port in container.get("ports", ())
+        ),
+        resources=_resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {})),
+        volume_mounts=tuple(
+            model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False))
+            for mount in container.get("volumeMounts", ())
+        ),
+        working_dir=container.get("workingDir"),
+        liveness_probe=None if probe is None else model.Probe(
+            command=tuple(probe["exec"]["command"]),
+            initial_delay_seconds=probe.get("initialDelaySeconds", 0),
+            period_seconds=probe.get("periodSeconds", 10),
+            timeout_seconds=probe.get("timeoutSeconds", 1),
+            success_threshold=int(probe.get("successThreshold", 1)),  # `const: 1` also admits 1.0
+            failure_threshold=probe.get("failureThreshold", 3),
+        ),
+    )
+
+
+def _default_pull_policy(image: str) -> str:
+    """Kubernetes' default: Always for tag `latest` or no tag and no digest, else IfNotPresent."""
+    reference, _, digest = image.partition("@")
+    tag = reference.rsplit("/", 1)[-1].partition(":")[2]
+    return "Always" if tag == "latest" or not (tag or digest) else "IfNotPresent"
+
+
+def _env_var(env: dict[str, Any]) -> model.EnvVar:
+    if "valueFrom" not in env:
+        return model.EnvVar(env["name"], value=env.get("value", ""))
+    ((field_name, selector),) = env["valueFrom"].items()  # exactly one, by the schema
+    ref = model.KeyRef(_REF_KINDS[field_name], selector["name"], selector["key"], selector.get("optional", False))
+    return model.EnvVar(env["name"], ref=ref)
+
+
+def _env_from(source: dict[str, Any]) -> model.EnvFrom:
+    field_name = "configMapRef" if "configMapRef" in source else "secretRef"
+    selector = source[field_name]
+    optional = selector.get("optional", False)
+    return model.EnvFrom(_REF_KINDS[field_name], selector["name"], source.get("prefix", ""), optional)
+
+
+_VOLUME_SOURCES = {  # volume source -> (field naming the object, kind of that object)
+    "configMap": ("name", "ConfigMap"),
+    "secret": ("secretName", "Secret"),
+    "persistentVolumeClaim": ("claimName", "PersistentVolumeClaim"),
+}
+
+
+def _volume(volume: dict[str, Any]) -> model.Volume:
+    ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
+    return model.Volume(
+        name=volume["name"],
+        kind=kind,
+        source=source[_VOLUME_SOURCES[kind][0]],
+        items=tuple(model.KeyToPath(item["key"], item["path"]) for item in source.get("items", ())),
+        default_mode=source.get("defaultMode", 0o644),
+        read_only=source.get("readOnly", False),
+        optional=source.get("optional", False),
+    )
+
+
+_QUANTITY_SUFFIXES = {
+    "": 1, "m": Decimal("0.001"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def _resources(doc: _Document, path: JsonPath, limits: dict[str, Any]) -> model.Resources:
+    return model.Resources(
+        cpu_millis=_quantity(doc, path + ("cpu",), limits.get("cpu"), per_unit=1000),
+        memory_bytes=_quantity(doc, path + ("memory",), limits.get("memory"), per_unit=1),
+    )
+
+
+def _quantity(doc: _Document, path: JsonPath, quantity: int | float | str | None, per_unit: int) -> int | None:
+    """A schema-valid quantity in whole (rounded-up) sub-units: millicores for CPU, bytes for memory."""
+    if quantity is None:
+        return None
+    if isinstance(quantity, str):  # schema-valid: digits, at most one ".", an optional suffix
+        number = quantity.rstrip("kKMGTPEim")
+        suffix = quantity[len(number):]
+    else:
+        number, suffix = repr(quantity), ""
+    amount = math.ceil(Decimal(number) * _QUANTITY_SUFFIXES[suffix] * per_unit)
+    if amount <= 0:
+        doc.report(path, "must be greater than zero (omit the limit for no limit)")
+    elif amount >= 1 << 63:
+        doc.report(path, "is too large")
+    return amount
+
+
+_CONVERTERS = {
+    "Namespace": _namespace,
+    "ConfigMap": _config_data,
+    "Secret": _config_data,
+    "PersistentVolumeClaim": _claim,
+    "Pod": _pod,
+    "Deployment": _deployment,
+    "Service": _service,
+}
+
+
+# --- across documents ---------------------------------------------------------
+
+
+def _check_revision(entries: list[tuple[_Document, model.Object | None]]) -> None:
+    """Checks between objects; problems go to the document at fault."""
+    declared: dict[model.ObjectRef, _Document] = {}
+    for doc, _ in entries:
+        if not (doc.kind and doc.name):
+            continue
+        first = declared.setdefault(doc.ref, doc)
+        if first is not doc:
+            where = f"{first.file}:{first.lines[()]}"
+            doc.report(("metadata", "name"), f"duplicate object: {doc.ref} is also declared at {where}")
+    namespaces = {ref.name for ref in declared if ref.kind == "Namespace"}
+    for doc, _ in entries:
+        if doc.kind and doc.kind != "Namespace" and doc.namespace != model.DEFAULT_NAMESPACE \
+                and doc.namespace not in namespaces:
+            doc.report(("metadata", "namespace"), f"namespace {doc.namespace!r} is not declared in the repository")
+
+    config = {obj.ref: obj for _, obj in entries if isinstance(obj, model.ConfigData)}
+    workloads = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)]
+    services = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Service)]
+    for doc, workload in workloads:
+        _check_references(doc, workload, declared.keys(), config)
+    for doc, service in services:
+        _check_service(doc, service, [workload for _, workload in workloads])
+    _check_host_ports(workloads, services)
+
+
+def _pod_spec_path(workload: model.Workload) -> JsonPath:
+    return ("spec",) if workload.ref.kind == "Pod" else ("spec", "template", "spec")
+
+
+def _check_references(
+    doc: _Document,
+    workload: model.Workload,
+    declared: Set[model.ObjectRef],
+    config: Mapping[model.ObjectRef, model.ConfigData],
+) -> None:
+    """ConfigMaps, Secrets, their keys and claims named by the pod exist in its namespace (unless optional)."""
+    namespace = workload.ref.namespace
+
+    def check(path: JsonPath, kind: str, name: str, keys: Iterable[tuple[JsonPath, str]] = ()) -> None:
+        ref = model.ObjectRef(kind, namespace, name)
+        if ref not in declared:
+            doc.report(path, f"{kind} {name!r} does not exist in namespace {namespace!r}")
+            return
+        source = config.get(ref)  # None when that object is itself invalid: nothing more to check
+        for key_path, key in keys:
+            if source is not None and key not in source.data:
+                doc.report(key_path, f"{kind} {name!r} has no key {key!r}")
+
+    prefix = _pod_spec_path(workload)
+    for i, container in enumerate(workload.template.containers):
+        for j, env in enumerate(container.env):
+            if env.ref is not None and not env.ref.optional:
+                selector = prefix + ("containers", i, "env", j, "valueFrom", _ref_field(env.ref.kind, "KeyRef"))
+                check(selector + ("name",), env.ref.kind, env.ref.name, [(selector + ("key",), env.ref.key)])
+        for j, env_from in enumerate(container.env_from):
+            if not env_from.optional:
+                selector = prefix + ("containers", i, "envFrom", j, _ref_field(env_from.kind, "Ref"))
+                check(selector + ("name",), env_from.kind, env_from.name)
+    for i, volume in enumerate(workload.template.volumes):
+        if volume.optional:
+            continue
+        source = prefix + ("volumes", i, volume.kind)
+        name_field, kind = _VOLUME_SOURCES[volume.kind]
+        keys = [(source + ("items", j, "key"), item.key) for j, item in enumerate(volume.items)]
+        check(source + (name_field,), kind, volume.source, keys)
+
+
+def _ref_field(kind: str, suffix: str) -> str:
+    """`configMapKeyRef`, `secretRef`, ... for a referenced kind."""
+    return ("configMap" if kind == "ConfigMap" else "secret") + suffix
+
+
+def _selects(service: model.Service, workload: model.Workload) -> bool:
+    return workload.ref.namespace == service.ref.namespace and all(
+        workload.template.labels.get(key) == value for key, value in service.selector.items()
+    )
+
+
+def _check_service(doc: _Document, service: model.Service, workloads: list[model.Workload]) -> None:
+    """Named target ports exist in the selected pods; a NodePort Service selects at most one pod."""
+    selected = [workload for workload in workloads if _selects(service, workload)]
+    for i, port in enumerate(service.ports):
+        if not isinstance(port.target_port, str):
+            continue
+        for workload in selected:
+            names = {p.name for container in workload.template.containers for p in container.ports}
+            if port.target_port not in names:
+                owner = f"{workload.ref.kind}/{workload.ref.name}"
+                message = f"targetPort {port.target_port!r} is not a container port name of {owner}"
+                doc.report(("spec", "ports", i, "targetPort"), message)
+    pods = sum(workload.replicas for workload in selected)
+    if service.type == "NodePort" and pods > 1:
+        described = ", ".join(f"{w.replicas} of {w.ref.kind}/{w.ref.name}" for w in selected if w.replicas)
+        doc.report(
+            ("spec", "selector"),
+            f"a NodePort Service selects {pods} pods ({described}), but only one pod on a node can own a node port",
+        )
+
+
+@dataclass(frozen=True)
+class _HostPort:
+    """A port bound on the node, by a container's hostPort or a Service's nodePort."""
+
+    port: int
+    protocol: str
+    doc: _Document
+    path: JsonPath
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc.kind}/{self.doc.name} at {self.doc.file}:{self.doc.line_of(self.path)}"
+
+
+def _check_host_ports(
+    workloads: list[tuple[_Document, model.Workload]], services: list[tuple[_Document, model.Service]]
+) -> None:
+    """All pods of a revision run on one node, so a (port, protocol) can be bound once."""
+    claims: list[_HostPort] = []
+    for doc, workload in workloads:
+        prefix = _pod_spec_path(workload)
+        for i, container in enumerate(workload.template.containers):
+            for j, port in enumerate(container.ports):
+                if port.host_port is None:
+                    continue
+                path = prefix + ("containers", i, "ports", j, "hostPort")
+                claim = _HostPort(port.host_port, port.protocol, doc, path)
+                claims.append(claim)
+                _check_single_owner(claim, workload, f"hostPort {port.host_port}/{port.protocol}")
+    for doc, service in services:
+        if service.type != "NodePort":
+            continue
+        for i, port in enumerate(service.ports):
+            assert port.node_port is not None  # required by the schema for NodePort
+            claim = _HostPort(port.node_port, port.protocol, doc, ("spec", "ports", i, "nodePort"))
+            claims.append(claim)
+            for workload in (w for _, w in workloads if _selects(service, w) and w.replicas > 0):
+                what = f"nodePort {port.node_port}/{port.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
+                _check_surge(claim, workload, what)
+
+    owners: dict[tuple[int, str], _HostPort] = {}
+    for claim in sorted(claims, key=lambda c: (c.doc.file, c.doc.line_of(c.path))):
+        first = owners.setdefault((claim.port, claim.protocol), claim)
+        if first is not claim:
+            claim.doc.report(
+                claim.path, f"host port {claim.port}/{claim.protocol} is already used by {first.where}"
+            )
+
+
+def _check_single_owner(claim: _HostPort, workload: model.Workload, what: str) -> None:
+    """A workload binding a host port can run one pod at a time on the node."""
+    if workload.replicas > 1:
+        claim.doc.report(
+            claim.path,
+            f"{what}: {workload.replicas} replicas would run {workload.replicas} pods on one node, "
+            "and only one of them can bind the port; use replicas: 1",
+        )
+    _check_surge(claim, workload, what)
+
+
+def _check_surge(claim: _HostPort, workload: model.Workload, what: str) -> None:
+    if workload.strategy == "RollingUpdate" and not _is_zero(workload.rolling_update.max_surge):
+        claim.doc.report(
+            claim.path,
+            f"{what}: a RollingUpdate with maxSurge {workload.rolling_update.max_surge} starts the new pod "
+            "while the old one still holds the port; use strategy Recreate or maxSurge: 0",
+        )

@@ -1,0 +1,242 @@
+"""Desired-state types: what a validated revision of the Git repository says.
+
+Sits between `manifests` (which builds these from YAML) and `desired`/`plan`
+(which turn them into Podman objects and actions). Pure data: frozen
+dataclasses, no I/O, no Podman, no Git. Every field here is something the
+agent honours; a Kubernetes field that has no home here is rejected by the
+schemas, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Identity of one Kubernetes object: `Kind/namespace/name`."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an object was declared: repository-relative file and 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+# --- pod template -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """`configMapKeyRef` / `secretKeyRef`: one key of a ConfigMap or Secret."""
+
+    kind: str  # "ConfigMap" | "Secret"
+    name: str
+    key: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str | None = None  # literal value, or
+    ref: KeyRef | None = None  # valueFrom
+
+
+@dataclass(frozen=True)
+class EnvFrom:
+    """`envFrom`: every key of a ConfigMap or Secret, optionally prefixed."""
+
+    kind: str  # "ConfigMap" | "Secret"
+    name: str
+    prefix: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    protocol: str = "TCP"
+    host_port: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    mount_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class KeyToPath:
+    key: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A pod volume: `configMap`, `secret` or `persistentVolumeClaim`."""
+
+    name: str
+    kind: str  # "configMap" | "secret" | "persistentVolumeClaim"
+    source: str  # ConfigMap name, Secret name or claim name
+    items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
+    default_mode: int = 0o644
+    read_only: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe with Kubernetes' defaults. Only `exec` is honoured so far."""
+
+    command: tuple[str, ...]
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class Resources:
+    """`resources.limits`: CPU in millicores, memory in bytes (None: unlimited)."""
+
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    image_pull_policy: str  # "Always" | "IfNotPresent" | "Never", defaulted as Kubernetes does
+    command: tuple[str, ...] = ()  # replaces the image ENTRYPOINT
+    args: tuple[str, ...] = ()  # replaces the image CMD
+    env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFrom, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    resources: Resources = Resources()
+    volume_mounts: tuple[VolumeMount, ...] = ()
+    working_dir: str | None = None
+    liveness_probe: Probe | None = None
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    labels: Mapping[str, str]
+    containers: tuple[Container, ...]
+    volumes: tuple[Volume, ...] = ()
+    restart_policy: str = "Always"  # "Always" | "OnFailure" | "Never"
+    termination_grace_period_seconds: int = 30
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- top-level kinds ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Namespace:
+    ref: ObjectRef
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class ConfigData:
+    """A ConfigMap or a Secret, values as bytes (Secret `data` base64-decoded,
+    `stringData` merged over it). Secret values must never be printed."""
+
+    ref: ObjectRef
+    origin: Origin
+    data: Mapping[str, bytes]
+
+    @property
+    def is_secret(self) -> bool:
+        return self.ref.kind == "Secret"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A PersistentVolumeClaim: a named Podman volume whose data outlives pods."""
+
+    ref: ObjectRef
+    origin: Origin
+    storage: str | None = None  # requests.storage, informational on Podman
+
+
+@dataclass(frozen=True)
+class RollingUpdate:
+    """maxSurge / maxUnavailable exactly as written (int or "25%")."""
+
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment (`replicas` pods) or a bare Pod (one pod, replicas=1)."""
+
+    ref: ObjectRef
+    origin: Origin
+    template: PodTemplate
+    replicas: int = 1
+    selector: Mapping[str, str] = field(default_factory=dict)
+    strategy: str = "RollingUpdate"  # "RollingUpdate" | "Recreate"
+    rolling_update: RollingUpdate = RollingUpdate()
+    revision_history_limit: int = 10
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int | str | None = None  # defaults to `port`; a name refers to a containerPort name
+    protocol: str = "TCP"
+    node_port: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    ref: ObjectRef
+    origin: Origin
+    selector: Mapping[str, str]
+    ports: tuple[ServicePort, ...] = ()
+    type: str = "ClusterIP"  # "ClusterIP" | "NodePort"
+
+
+Object = Namespace | ConfigData | Claim | Workload | Service
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One commit's worth of desired state.
+
+    `id` is Flux's form `main@sha1:<40 hex>`; `digest` is a sha256 of the
+    manifest bytes, so two commits with identical manifests compare equal.
+    """
+
+    id: str
+    digest: str
+    objects: tuple[Object, ...]
+
+    @property
+    def commit(self) -> str:
+        return self.id.rsplit(":", 1)[-1]

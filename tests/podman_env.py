@@ -1,0 +1,483 @@
+"""Private Podman services and locally built images for the tests.
+
+Nothing here touches the host's own Podman storage or containers: every
+:class:`PodmanService` has its own ``--root``, ``--runroot``, ``--tmpdir``,
+``--network-config-dir`` and API socket, all under one short directory in
+``/tmp`` (a unix socket path must stay under 108 bytes).
+
+Typical use (the fixtures in ``conftest.py`` do this for you)::
+
+    svc = PodmanService()            # starts it, waits for /_ping
+    make_image(svc, "localhost/x/web:1", variant="one")
+    svc.podman("run", "--rm", "localhost/x/web:1", "cat", "/www/index.html")
+    client = svc.client()            # podman-py client on svc.url
+    svc.stop(); svc.start()          # same storage: containers survive
+    svc.cleanup()                    # rm every pod/container, stop, delete dir
+
+Multi-node tests can run a service inside a network namespace they created
+(``ip netns add node1``) with ``PodmanService(netns="node1")``; the service
+and every ``svc.podman(...)`` call are then wrapped in
+``nsenter --net=/run/netns/node1``.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+__all__ = [
+    "APPLETS",
+    "QUIRKS_CONF",
+    "PodmanService",
+    "PodmanUnavailable",
+    "WEB1",
+    "WEB2",
+    "containers_conf",
+    "make_image",
+    "missing_tools",
+    "ping",
+]
+
+BUSYBOX = "/bin/busybox"
+
+#: Images the session fixture ``podman_service`` makes (variants "1" and "2").
+WEB1 = "localhost/gitops-test/web:1"
+WEB2 = "localhost/gitops-test/web:2"
+
+#: busybox applets linked into /bin of every test image.
+APPLETS: tuple[str, ...] = (
+    "sh", "httpd", "nc", "sleep", "cat", "ls", "echo", "env",
+    "mkdir", "date", "rm", "touch", "grep", "true", "false",
+)
+
+#: Fix for this sandbox's quirks (see /work/shared/ENVIRONMENT.md): crun
+#: refuses hybrid cgroups and raising RLIMIT_NOFILE/NPROC is denied.  It is
+#: harmless on a normal host (runc + cgroupfs work there too), so tests
+#: always use it.
+QUIRKS_CONF = """\
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+
+class PodmanUnavailable(RuntimeError):
+    """Podman (or something it needs) is missing or does not work."""
+
+
+def missing_tools() -> list[str]:
+    """Return the names of the tools the Podman tests need but cannot find."""
+    missing = [t for t in ("podman", "runc", "git") if shutil.which(t) is None]
+    if not os.path.exists(BUSYBOX):
+        missing.append(f"{BUSYBOX} (busybox-static)")
+    return missing
+
+
+def containers_conf(tmpdir: str | os.PathLike[str], *, default_subnet: str | None = None) -> dict[str, str]:
+    """Write ``tmpdir/containers.conf`` and return the environment for podman.
+
+    The file holds :data:`QUIRKS_CONF` (always: it does no harm on a normal
+    host) and, if given, ``default_subnet`` for the default "podman"
+    network.  The returned dict is a copy of ``os.environ`` with
+    ``CONTAINERS_CONF`` pointing at the file, and without variables that
+    would make the podman CLI talk to some other (remote) service.
+    """
+    tmpdir = Path(tmpdir)
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    text = QUIRKS_CONF
+    if default_subnet:
+        text += f'[network]\ndefault_subnet = "{default_subnet}"\n'
+    path = tmpdir / "containers.conf"
+    path.write_text(text)
+    env = dict(os.environ)
+    for var in ("CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY", "DOCKER_HOST"):
+        env.pop(var, None)
+    env["CONTAINERS_CONF"] = str(path)
+    return env
+
+
+def ping(sock_path: str | os.PathLike[str], timeout: float = 2.0) -> bool:
+    """True if the Podman API on the unix socket answers ``GET /_ping`` with OK."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(os.fspath(sock_path))
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return False
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    return len(status) >= 2 and status[1] == b"200" and body.strip() == b"OK"
+
+
+def _used_ipv4_nets(netns: str | None) -> list[ipaddress.IPv4Network]:
+    cmd = ["ip", "-4", "-o", "addr", "show"]
+    if netns:
+        cmd = ["nsenter", f"--net=/run/netns/{netns}", *cmd]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    nets = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            try:
+                nets.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
+            except ValueError:
+                pass
+    return nets
+
+
+def _pick_default_subnet(netns: str | None) -> str:
+    """A /24 in 10.200.0.0/16 that no interface of the namespace uses yet.
+
+    Every rootful Podman puts its default network on the bridge "podman0"
+    with 10.88.0.0/16 and keeps its own IP allocations, so two private
+    services in one network namespace (e.g. test sessions of several people
+    on one dev machine, or the host's service) would hand out the same
+    addresses.  A distinct default subnet per service avoids that.
+    """
+    used = _used_ipv4_nets(netns)
+    start = (os.getpid() * 7) % 250
+    for i in range(250):
+        cand = ipaddress.ip_network(f"10.200.{(start + i) % 250 + 1}.0/24")
+        if not any(cand.overlaps(u) for u in used):
+            return str(cand)
+    return "10.200.254.0/24"
+
+
+class PodmanService:
+    """A private ``podman system service`` with its own storage and socket.
+
+    :param base_dir: directory for everything (created; default: a fresh
+        ``/tmp/gat-XXXX``).  Keep it short: the socket lives in it.
+    :param netns: name of a network namespace in ``/run/netns`` to run the
+        service (and :meth:`podman` calls) in, via ``nsenter --net=``.
+    :param default_subnet: subnet of the default "podman" network; by default
+        a free /24 in 10.200.0.0/16 is picked (see :func:`_pick_default_subnet`).
+    :param start: start the service right away (default True).
+
+    Attributes: ``base_dir``, ``root``, ``runroot``, ``tmpdir``, ``netdir``,
+    ``sock`` (socket path), ``url`` ("unix://..."), ``env`` (environment for
+    podman), ``log_path`` (service output), ``netns``, ``default_subnet``,
+    ``images`` (ref -> ID of images made with :func:`make_image`).
+    """
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str] | None = None,
+        *,
+        netns: str | None = None,
+        default_subnet: str | None = None,
+        start: bool = True,
+    ) -> None:
+        self._owns_dir = base_dir is None
+        if base_dir is None:
+            base_dir = tempfile.mkdtemp(prefix="gat-", dir="/tmp")
+        self.base_dir = Path(base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.root = self.base_dir / "root"
+        self.runroot = self.base_dir / "runroot"
+        self.tmpdir = self.base_dir / "tmp"
+        self.netdir = self.base_dir / "net"
+        self.sock = self.base_dir / "podman.sock"
+        self.log_path = self.base_dir / "service.log"
+        if len(str(self.sock)) >= 100:
+            raise ValueError(f"socket path too long for a unix socket: {self.sock}")
+        for d in (self.root, self.runroot, self.tmpdir, self.netdir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.netns = netns
+        self.default_subnet = default_subnet or _pick_default_subnet(netns)
+        self.env = containers_conf(self.base_dir, default_subnet=self.default_subnet)
+        #: image ref -> image ID, for images made with :func:`make_image`.
+        self.images: dict[str, str] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        if start:
+            try:
+                self.start()
+            except BaseException:
+                if self._owns_dir:
+                    shutil.rmtree(self.base_dir, ignore_errors=True)
+                raise
+
+    # -- properties -------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """API URL for podman-py / the agent, e.g. ``unix:///tmp/gat-x/podman.sock``."""
+        return f"unix://{self.sock}"
+
+    @property
+    def running(self) -> bool:
+        """True while the service process started by :meth:`start` is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the service process (or of nsenter wrapping it), if running."""
+        return self._proc.pid if self.running else None
+
+    def global_args(self) -> list[str]:
+        """The podman global options selecting this service's storage."""
+        return [
+            "--root", str(self.root),
+            "--runroot", str(self.runroot),
+            "--tmpdir", str(self.tmpdir),
+            "--network-config-dir", str(self.netdir),
+            "--cgroup-manager", "cgroupfs",
+        ]
+
+    def _prefix(self) -> list[str]:
+        if self.netns:
+            return ["nsenter", f"--net=/run/netns/{self.netns}"]
+        return []
+
+    def command(self, *args: str) -> list[str]:
+        """argv running ``podman <global args> *args`` (nsenter-wrapped if netns)."""
+        return [*self._prefix(), "podman", *self.global_args(), *args]
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the service (no-op if running) and wait until ``/_ping`` answers."""
+        if self.running:
+            return
+        self._closed = False
+        try:
+            self.sock.unlink()
+        except FileNotFoundError:
+            pass
+        if shutil.which("podman") is None:
+            raise PodmanUnavailable("podman not found on PATH: run `bash .ci/setup` (as root)")
+        log = open(self.log_path, "ab")
+        try:
+            self._proc = subprocess.Popen(
+                self.command("system", "service", "--time=0", self.url),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise PodmanUnavailable(
+                    f"podman system service exited with {self._proc.returncode}:\n{self.log_tail()}"
+                )
+            if ping(self.sock):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise PodmanUnavailable(f"podman service did not answer on {self.sock} within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate the service process and wait for it (containers keep running)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def cleanup(self, remove_dir: bool = True) -> None:
+        """Remove every pod and container, stop the service, delete ``base_dir``."""
+        if self._closed:
+            return
+        self._closed = True
+        for args in (("pod", "rm", "-fa", "-t", "0"), ("rm", "-fa", "-t", "0")):
+            self.podman(*args, check=False, timeout=120)
+        self.stop()
+        if remove_dir:
+            self._unmount_all()
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    close = cleanup
+
+    def __enter__(self) -> "PodmanService":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def _unmount_all(self) -> None:
+        """Unmount what Podman left mounted under base_dir (e.g. root/overlay)."""
+        base = str(self.base_dir.resolve())
+        mounts = []
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    mp = line.split()[4].replace("\\040", " ")
+                    if mp == base or mp.startswith(base + "/"):
+                        mounts.append(mp)
+        except OSError:
+            return
+        for mp in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+
+    # -- using it --------------------------------------------------------------
+
+    def podman(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | bytes | None = None,
+        timeout: float | None = 300,
+        text: bool = True,
+    ) -> subprocess.CompletedProcess:
+        """Run the podman CLI on this service's storage; output is captured.
+
+        Works whether or not the service process is running.  With
+        ``check=True`` (default) a non-zero exit raises
+        :class:`subprocess.CalledProcessError` whose message includes stderr.
+        """
+        if isinstance(input, bytes):
+            text = False
+        cp = subprocess.run(
+            self.command(*args),
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=text,
+            timeout=timeout,
+        )
+        if check and cp.returncode != 0:
+            raise _CalledProcessError(cp.returncode, cp.args, cp.stdout, cp.stderr)
+        return cp
+
+    def client(self, **kwargs):
+        """A ``podman.PodmanClient`` connected to :attr:`url`."""
+        import podman  # podman-py
+
+        return podman.PodmanClient(base_url=self.url, **kwargs)
+
+    def reset(self) -> None:
+        """Remove every pod, container, volume, secret and non-default network.
+
+        Images are kept.  Starts the service again if it was stopped.
+        """
+        if not self.running:
+            self.start()
+        self.podman("pod", "rm", "-fa", "-t", "0")
+        self.podman("rm", "-fa", "-t", "0")
+        self.podman("volume", "rm", "-fa")
+        nets = self.podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+        extra = [n for n in nets if n != "podman"]
+        if extra:
+            self.podman("network", "rm", "-f", *extra)
+        secrets = self.podman("secret", "ls", "--format", "{{.ID}}").stdout.split()
+        if secrets:
+            self.podman("secret", "rm", *secrets)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Last lines of the service's own output (for error messages)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        ns = f" netns={self.netns}" if self.netns else ""
+        return f"<PodmanService {self.url} {state}{ns}>"
+
+
+class _CalledProcessError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        err = self.stderr.decode(errors="replace") if isinstance(self.stderr, bytes) else (self.stderr or "")
+        return f"{super().__str__()}\nstderr:\n{err.strip()}"
+
+
+# -- images -----------------------------------------------------------------------
+
+_ROOTFS_CACHE: dict[tuple[str, tuple[str, ...]], bytes] = {}
+
+
+def _rootfs_tar(variant: str, applets: Sequence[str] = APPLETS) -> bytes:
+    """The image's rootfs as a tar (cached per process, i.e. per test session)."""
+    key = (variant, tuple(applets))
+    if key in _ROOTFS_CACHE:
+        return _ROOTFS_CACHE[key]
+    if not os.path.exists(BUSYBOX):
+        raise PodmanUnavailable(f"{BUSYBOX} not found: install busybox-static (bash .ci/setup)")
+    mtime = 1_700_000_000
+
+    def dir_info(name: str, mode: int = 0o755) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(name)
+        ti.type = tarfile.DIRTYPE
+        ti.mode = mode
+        ti.mtime = mtime
+        return ti
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "etc", "www", "proc", "sys", "dev", "run", "var"):
+            tar.addfile(dir_info(d))
+        tar.addfile(dir_info("tmp", 0o1777))
+        data = Path(BUSYBOX).read_bytes()
+        ti = tarfile.TarInfo("bin/busybox")
+        ti.size, ti.mode, ti.mtime = len(data), 0o755, mtime
+        tar.addfile(ti, io.BytesIO(data))
+        for applet in applets:
+            ti = tarfile.TarInfo(f"bin/{applet}")
+            ti.type, ti.linkname, ti.mode, ti.mtime = tarfile.SYMTYPE, "busybox", 0o777, mtime
+            tar.addfile(ti)
+        page = (variant + "\n").encode()
+        ti = tarfile.TarInfo("www/index.html")
+        ti.size, ti.mode, ti.mtime = len(page), 0o644, mtime
+        tar.addfile(ti, io.BytesIO(page))
+    _ROOTFS_CACHE[key] = buf.getvalue()
+    return _ROOTFS_CACHE[key]
+
+
+def make_image(
+    service: PodmanService,
+    ref: str,
+    variant: str = "",
+    *,
+    cmd: Sequence[str] | None = None,
+) -> str:
+    """Build a busybox-static image and import it into ``service``'s storage.
+
+    The image has ``/bin/busybox`` with the :data:`APPLETS` symlinks,
+    ``ENV PATH=/bin`` (kube play needs it) and ``/www/index.html`` containing
+    ``variant`` + newline, so different variants give different image IDs.
+    ``cmd`` optionally sets the image's CMD (e.g. ``["httpd", "-f", "-p",
+    "8080", "-h", "/www"]``).  Returns the image ID.
+    """
+    import json
+
+    args = ["import", "--change", "ENV=PATH=/bin"]
+    if cmd:
+        args += ["--change", "CMD=" + json.dumps(list(cmd), separators=(",", ":"))]
+    cp = service.podman(*args, "-", ref, input=_rootfs_tar(variant))
+    out = cp.stdout.decode().strip().splitlines()
+    image_id = (out[-1] if out else "").removeprefix("sha256:")
+    service.images[ref] = image_id
+    return image_id

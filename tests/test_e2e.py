@@ -1,0 +1,274 @@
+"""End to end on real Git and real Podman: the user story of the core pipeline.
+
+Commits are pushed to a real bare repository; `gitops-agent` commands run
+in-process against a private Podman service. Every assertion reads the real
+state back from Podman.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gitops_agent.agent import Agent
+from gitops_agent.cli import main
+from gitops_agent import config as config_mod
+from podman_env import WEB1, WEB2
+
+SECRET_VALUE = "pa55-w0rd-never-shown"
+
+NAMESPACE = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+"""
+CONFIG = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: demo
+data:
+  GREETING: hello
+  index.html: "<h1>from git</h1>"
+"""
+SECRET = f"""\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: demo
+stringData:
+  token: {SECRET_VALUE}
+"""
+PVC = """\
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: demo
+spec:
+  accessModes: [ReadWriteOnce]
+"""
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  selector: {app: web}
+  ports:
+    - port: 8080
+"""
+
+
+def deployment(image: str, command: str = "httpd") -> str:
+    return f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: {image}
+          command: ["{command}", "-f", "-p", "8080", "-h", "/www"]
+          env:
+            - name: GREETING
+              valueFrom: {{configMapKeyRef: {{name: web-config, key: GREETING}}}}
+            - name: TOKEN
+              valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}
+          volumeMounts:
+            - {{name: site, mountPath: /www}}
+            - {{name: data, mountPath: /data}}
+      volumes:
+        - name: site
+          configMap: {{name: web-config}}
+        - name: data
+          persistentVolumeClaim: {{claimName: data}}
+"""
+
+
+class Cli:
+    """Runs `gitops-agent` in-process and keeps every byte it printed."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], config: Path) -> None:
+        self.capsys = capsys
+        self.config = config
+        self.transcript: list[str] = []
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        code = main([args[0], "--config", str(self.config), *args[1:]])
+        cap = self.capsys.readouterr()
+        self.transcript += [cap.out, cap.err]
+        return code, cap.out, cap.err
+
+
+def app_containers(svc: Any) -> dict[str, dict[str, Any]]:
+    """Managed app containers by name, read back from Podman."""
+    out = svc.podman("ps", "-a", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout
+    return {c["Names"][0]: c for c in json.loads(out or "[]") if not c.get("IsInfra")}
+
+
+def pod_hashes(svc: Any) -> set[str]:
+    return {c["Labels"]["io.gitops-agent.template-hash"] for c in app_containers(svc).values()}
+
+
+@pytest.fixture
+def setup(clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Any, Any, Cli, Path]:
+    cfg = tmp_path / "agent.yaml"
+    state = tmp_path / "state"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": git_remote.url, "branch": "main", "path": "clusters/edge", "interval": "5s"},
+        "nodes": [{"name": "local", "url": clean_podman.url}],
+        "stateDir": str(state),
+        "readyTimeout": "30s",
+    }))
+    return clean_podman, git_remote, Cli(capsys, cfg), state
+
+
+def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
+    """push → pods; resync is a no-op; drift is repaired; bystanders are untouched; image change rolls;
+    a bad commit changes nothing; revert restores the first template; prune keeps the volume; secrets stay hidden."""
+    svc, repo, cli, state = setup
+    base = "clusters/edge"
+    # a container the agent does not own, with a label that looks almost like ours
+    svc.podman("run", "-d", "--name", "bystander", "--label", "io.gitops-agent.managed=false", WEB1, "sleep", "1000")
+    bystander_id = svc.podman("inspect", "--format", "{{.Id}}", "bystander").stdout.strip()
+
+    for name, text in (("ns.yaml", NAMESPACE), ("web/config.yaml", CONFIG), ("web/secret.yaml", SECRET),
+                       ("web/pvc.yaml", PVC), ("web/deploy.yaml", deployment(WEB1)), ("web/svc.yaml", SERVICE)):
+        repo.write(f"{base}/{name}", text)
+    c1 = repo.commit_and_push("web v1")
+
+    # 1. first sync creates the labelled pods
+    code, out, err = cli("sync")
+    assert code == 0, err
+    assert f"main@sha1:{c1}" in out
+    first = app_containers(svc)
+    assert len(first) == 2
+    for c in first.values():
+        labels = c["Labels"]
+        assert labels["io.gitops-agent.managed"] == "true"
+        assert (labels["io.gitops-agent.namespace"], labels["io.gitops-agent.kind"], labels["io.gitops-agent.name"]) == ("demo", "Deployment", "web")
+        assert labels["io.gitops-agent.revision"] == c1
+        assert c["State"] == "running"
+    hash1 = pod_hashes(svc)
+    assert len(hash1) == 1
+    one = next(iter(first))
+    env = svc.podman("exec", one, "env").stdout
+    assert "GREETING=hello" in env and f"TOKEN={SECRET_VALUE}" in env  # the secret reaches the container...
+    assert svc.podman("exec", one, "cat", "/www/index.html").stdout == "<h1>from git</h1>"
+    # Service: the name resolves on the namespace network
+    svc.podman("exec", one, "sh", "-c", "echo 'GET /index.html HTTP/1.0\r\n\r\n' | nc web 8080 | grep -q 'from git'")
+    # data written into the PVC
+    svc.podman("exec", one, "sh", "-c", "echo precious > /data/keep.txt")
+
+    # 2. a second sync changes nothing: same container IDs, no write call
+    agent = Agent(config_mod.load(str(cli.config)))
+    try:
+        out2 = agent.sync()
+        assert out2.result == "in-sync" and out2.actions == 0
+        assert agent.nodes["local"].writes == 0
+    finally:
+        agent.close()
+    assert {n: c["Id"] for n, c in app_containers(svc).items()} == {n: c["Id"] for n, c in first.items()}
+    code, out, _ = cli("diff")
+    assert code == 0 and "in sync" in out
+
+    # 3. a container removed by hand comes back
+    svc.podman("rm", "-f", one)
+    code, out, _ = cli("diff")
+    assert code == 1 and "replace-pod" in out
+    code, _, err = cli("sync")
+    assert code == 0, err
+    after = app_containers(svc)
+    assert set(after) == set(first) and all(c["State"] == "running" for c in after.values())
+
+    # 4. image change: new template hash, pods replaced, data kept
+    repo.write(f"{base}/web/deploy.yaml", deployment(WEB2))
+    c2 = repo.commit_and_push("web v2")
+    code, out, _ = cli("diff")
+    assert code == 1 and "rollout" in out
+    code, _, err = cli("sync")
+    assert code == 0, err
+    hash2 = pod_hashes(svc)
+    assert len(hash2) == 1 and hash2 != hash1
+    v2 = app_containers(svc)
+    assert len(v2) == 2 and all(c["Image"].endswith("gitops-test/web:2") for c in v2.values())
+    assert svc.podman("exec", next(iter(v2)), "cat", "/data/keep.txt").stdout.strip() == "precious"
+
+    # 5. an invalid commit is rejected with FILE:LINE errors; running pods keep their IDs
+    repo.write(f"{base}/web/deploy.yaml", deployment(WEB2).replace("replicas: 2", "replicas: two"))
+    repo.write(f"{base}/web/extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: demo\nspec: {}\n")
+    c3 = repo.commit_and_push("broken")
+    code, _, err = cli("sync")
+    assert code == 1
+    assert f"{base}/web/deploy.yaml:8:" in err  # `replicas: two` is on line 8
+    assert f"{base}/web/extra.yaml:6:" in err  # the unknown `spec` key
+    assert {n: c["Id"] for n, c in app_containers(svc).items()} == {n: c["Id"] for n, c in v2.items()}
+    code, out, _ = cli("status", "--output", "json")
+    st = json.loads(out)
+    assert st["condition"] == "Stalled"
+    assert st["attemptedRevision"] == f"main@sha1:{c3}" and st["appliedRevision"] == f"main@sha1:{c2}"
+    code, out, _ = cli("history")
+    assert "rejected" in out
+
+    # 6. git revert of the bad commit, then of the image change: the first template hash is back
+    repo.revert(c3)
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert {n: c["Id"] for n, c in app_containers(svc).items()} == {n: c["Id"] for n, c in v2.items()}
+    c5 = repo.revert(c2)
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert pod_hashes(svc) == hash1
+    assert set(app_containers(svc)) == set(first)  # same pod names: the template is recognised
+    assert svc.podman("exec", next(iter(app_containers(svc))), "cat", "/data/keep.txt").stdout.strip() == "precious"
+    code, out, _ = cli("status", "--output", "json")
+    st = json.loads(out)
+    assert st["condition"] == "Ready" and st["appliedRevision"] == f"main@sha1:{c5}"
+    web = next(o for o in st["objects"] if o["kind"] == "Deployment")
+    assert (web["ready"], web["desired"], web["templateHash"]) == (2, 2, next(iter(hash1)))
+    assert web["revision"] == 3  # v1 → v2 → v1 again, numbered the Kubernetes way
+
+    # 7. deleting the manifest prunes its pods but keeps the volume and its data
+    repo.remove(f"{base}/web/deploy.yaml")
+    repo.commit_and_push("retire web")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert app_containers(svc) == {}
+    vols = svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert "gitops-demo-data" in vols
+    data = svc.podman("run", "--rm", "-v", "gitops-demo-data:/data", WEB1, "cat", "/data/keep.txt").stdout
+    assert data.strip() == "precious"
+
+    # the unmanaged container was never touched
+    assert svc.podman("inspect", "--format", "{{.Id}} {{.State.Status}}", "bystander").stdout.split() == [bystander_id, "running"]
+
+    # the Secret's value appears in no output and nowhere in the agent's own state
+    code, out, _ = cli("history", "--output", "json")
+    cli("status")
+    cli("diff")
+    transcript = "".join(cli.transcript)
+    assert SECRET_VALUE not in transcript
+    assert SECRET_VALUE.encode() not in (state / "state.db").read_bytes()
+    for f in state.glob("state.db*"):
+        assert SECRET_VALUE.encode() not in f.read_bytes()

@@ -1,0 +1,1018 @@
+"""Unit tests of `gitops_agent.manifests`: YAML text in, `model` objects or problems out."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gitops_agent import model
+from gitops_agent.errors import RevisionRejected, SourceUnavailable
+from gitops_agent.manifests import Limits, SourceFile, is_manifest_path, load_directory, parse
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def y(text: str) -> str:
+    """YAML written indented inside a test, without the indentation."""
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def files(named: dict[str, str | bytes]) -> list[SourceFile]:
+    return [SourceFile(path, data.encode() if isinstance(data, str) else data) for path, data in named.items()]
+
+
+def ok(named: dict[str, str], revision_id: str = "") -> model.Revision:
+    return parse(files(named), revision_id)
+
+
+def problems(named: dict[str, str | bytes], limits: Limits = Limits()) -> list[str]:
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files(named), "main@sha1:" + "0" * 40, limits)
+    return [str(problem) for problem in rejected.value.problems]
+
+
+def by_ref(revision: model.Revision) -> dict[str, model.Object]:
+    return {str(obj.ref): obj for obj in revision.objects}
+
+
+NAMESPACE = y("""
+    apiVersion: v1
+    kind: Namespace
+    metadata:
+      name: shop
+""")
+
+CONFIGMAP = y("""
+    apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: web-config
+      namespace: shop
+    data:
+      LOG_LEVEL: info
+      released: 2024-01-01
+    binaryData:
+      logo.png: aGVsbG8=
+""")
+
+SECRET = y("""
+    apiVersion: v1
+    kind: Secret
+    metadata:
+      name: db
+      namespace: shop
+    type: Opaque
+    data:
+      password: czNjcjN0
+      user: aWdub3JlZA==
+    stringData:
+      user: admin
+""")
+
+PVC = y("""
+    apiVersion: v1
+    kind: PersistentVolumeClaim
+    metadata:
+      name: data
+      namespace: shop
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 1Gi
+""")
+
+DEPLOYMENT = y("""
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: web
+      namespace: shop
+      labels: {app: web}
+    spec:
+      selector:
+        matchLabels: {app: web}
+      template:
+        metadata:
+          labels: {app: web, tier: front}
+          annotations: {note: hi}
+        spec:
+          containers:
+            - name: web
+              image: nginx
+              command: [nginx]
+              args: ["-g", "daemon off;"]
+              workingDir: /srv
+              env:
+                - name: LOG_LEVEL
+                  valueFrom:
+                    configMapKeyRef: {name: web-config, key: LOG_LEVEL}
+                - name: PLAIN
+                  value: "x"
+              envFrom:
+                - secretRef: {name: db}
+                  prefix: DB_
+              ports:
+                - {containerPort: 80, name: http}
+              resources:
+                limits: {cpu: 500m, memory: 128Mi}
+              volumeMounts:
+                - {name: cfg, mountPath: /etc/web, readOnly: true}
+                - {name: data, mountPath: /data}
+              livenessProbe:
+                exec: {command: ["true"]}
+                periodSeconds: 5
+          volumes:
+            - name: cfg
+              configMap:
+                name: web-config
+                items: [{key: LOG_LEVEL, path: level}]
+            - name: data
+              persistentVolumeClaim: {claimName: data}
+""")
+
+SERVICE = y("""
+    apiVersion: v1
+    kind: Service
+    metadata:
+      name: web
+      namespace: shop
+    spec:
+      selector: {app: web}
+      ports:
+        - {port: 8080, targetPort: http}
+""")
+
+FULL_SET = {
+    "namespace.yaml": NAMESPACE,
+    "web/config.yaml": CONFIGMAP + "---\n" + SECRET,
+    "web/pvc.yml": PVC,
+    "web/deployment.yaml": DEPLOYMENT,
+    "web/service.yaml": SERVICE,
+}
+
+
+def deployment(spec_patch: str = "", container_patch: str = "", name: str = "web", labels: str = "{app: web}") -> str:
+    """A minimal valid Deployment in `default`, with extra lines for its spec and its only container."""
+    text = y(f"""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: {name}
+        spec:
+          selector:
+            matchLabels: {labels}
+          template:
+            metadata:
+              labels: {labels}
+            spec:
+              containers:
+                - name: main
+                  image: app:1
+    """)
+    for patch, indent in ((container_patch, 10), (spec_patch, 2)):
+        text += textwrap.indent(y(patch).rstrip("\n") + "\n", " " * indent) if patch else ""
+    return text
+
+
+# --- the happy path -----------------------------------------------------------
+
+
+def test_full_set_becomes_model_objects_in_kind_order() -> None:
+    """A valid repository yields every object, sorted Namespace, ConfigMap, Secret, PVC, Pod, Deployment, Service."""
+    revision = ok(FULL_SET, "main@sha1:" + "a" * 40)
+    assert revision.id == "main@sha1:" + "a" * 40
+    assert [str(obj.ref) for obj in revision.objects] == [
+        "Namespace/shop/shop",
+        "ConfigMap/shop/web-config",
+        "Secret/shop/db",
+        "PersistentVolumeClaim/shop/data",
+        "Deployment/shop/web",
+        "Service/shop/web",
+    ]
+    objects = by_ref(revision)
+    assert objects["Namespace/shop/shop"] == model.Namespace(
+        model.ObjectRef("Namespace", "shop", "shop"), model.Origin("namespace.yaml", 1)
+    )
+    assert objects["PersistentVolumeClaim/shop/data"] == model.Claim(
+        model.ObjectRef("PersistentVolumeClaim", "shop", "data"), model.Origin("web/pvc.yml", 1), storage="1Gi"
+    )
+    assert objects["Service/shop/web"] == model.Service(
+        model.ObjectRef("Service", "shop", "web"),
+        model.Origin("web/service.yaml", 1),
+        selector={"app": "web"},
+        ports=(model.ServicePort(port=8080, target_port="http"),),
+    )
+
+
+def test_deployment_fields_and_defaults() -> None:
+    """Every accepted Deployment field lands in the Workload, and omitted ones get Kubernetes' defaults."""
+    workload = by_ref(ok(FULL_SET))["Deployment/shop/web"]
+    assert workload == model.Workload(
+        ref=model.ObjectRef("Deployment", "shop", "web"),
+        origin=model.Origin("web/deployment.yaml", 1),
+        template=model.PodTemplate(
+            labels={"app": "web", "tier": "front"},
+            annotations={"note": "hi"},
+            containers=(
+                model.Container(
+                    name="web",
+                    image="nginx",
+                    image_pull_policy="Always",
+                    command=("nginx",),
+                    args=("-g", "daemon off;"),
+                    working_dir="/srv",
+                    env=(
+                        model.EnvVar("LOG_LEVEL", ref=model.KeyRef("ConfigMap", "web-config", "LOG_LEVEL")),
+                        model.EnvVar("PLAIN", value="x"),
+                    ),
+                    env_from=(model.EnvFrom("Secret", "db", prefix="DB_"),),
+                    ports=(model.ContainerPort(80, name="http"),),
+                    resources=model.Resources(cpu_millis=500, memory_bytes=128 << 20),
+                    volume_mounts=(
+                        model.VolumeMount("cfg", "/etc/web", read_only=True),
+                        model.VolumeMount("data", "/data"),
+                    ),
+                    liveness_probe=model.Probe(command=("true",), period_seconds=5),
+                ),
+            ),
+            volumes=(
+                model.Volume("cfg", "configMap", "web-config", items=(model.KeyToPath("LOG_LEVEL", "level"),)),
+                model.Volume("data", "persistentVolumeClaim", "data"),
+            ),
+            restart_policy="Always",
+            termination_grace_period_seconds=30,
+        ),
+        replicas=1,
+        selector={"app": "web"},
+        strategy="RollingUpdate",
+        rolling_update=model.RollingUpdate("25%", "25%"),
+        revision_history_limit=10,
+        labels={"app": "web"},
+    )
+
+
+def test_config_data_is_decoded() -> None:
+    """ConfigMap binaryData and Secret data are base64-decoded, Secret stringData wins, dates stay text."""
+    objects = by_ref(ok(FULL_SET))
+    config = objects["ConfigMap/shop/web-config"]
+    secret = objects["Secret/shop/db"]
+    assert isinstance(config, model.ConfigData) and isinstance(secret, model.ConfigData)
+    assert dict(config.data) == {"LOG_LEVEL": b"info", "released": b"2024-01-01", "logo.png": b"hello"}
+    assert dict(secret.data) == {"password": b"s3cr3t", "user": b"admin"}
+    assert secret.is_secret and not config.is_secret
+
+
+def test_bare_pod_is_a_single_replica_recreate_workload() -> None:
+    """A Pod becomes a Workload of kind Pod with one replica, strategy Recreate and its labels on the template."""
+    pod = y("""
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: job
+          labels: {app: job}
+          annotations: {a: b}
+        spec:
+          restartPolicy: OnFailure
+          terminationGracePeriodSeconds: 5
+          nodeSelector: {disk: ssd}
+          containers:
+            - {name: main, image: "busybox:1.36", imagePullPolicy: Never}
+    """)
+    workload = ok({"pod.yaml": pod}).objects[0]
+    assert isinstance(workload, model.Workload)
+    assert workload.ref == model.ObjectRef("Pod", "default", "job")
+    assert (workload.replicas, workload.strategy, workload.labels) == (1, "Recreate", {"app": "job"})
+    assert workload.template == model.PodTemplate(
+        labels={"app": "job"},
+        annotations={"a": "b"},
+        containers=(model.Container("main", "busybox:1.36", "Never"),),
+        restart_policy="OnFailure",
+        termination_grace_period_seconds=5,
+        node_selector={"disk": "ssd"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "policy"),
+    [
+        ("nginx", "Always"),
+        ("nginx:latest", "Always"),
+        ("nginx:1.25", "IfNotPresent"),
+        ("localhost:5000/team/app", "Always"),
+        ("localhost:5000/team/app:2", "IfNotPresent"),
+        ("nginx@sha256:" + "a" * 64, "IfNotPresent"),
+    ],
+)
+def test_image_pull_policy_defaults_like_kubernetes(image: str, policy: str) -> None:
+    """imagePullPolicy defaults to Always for `latest` or no tag and no digest, else IfNotPresent."""
+    workload = ok({"d.yaml": deployment().replace("image: app:1", f"image: {image}")}).objects[0]
+    assert isinstance(workload, model.Workload)
+    assert workload.template.containers[0].image_pull_policy == policy
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "expected"),
+    [
+        ('"500m"', '"128Mi"', model.Resources(500, 128 * 2**20)),
+        ('"1"', '"1G"', model.Resources(1000, 10**9)),
+        ('"0.5"', '"1000000"', model.Resources(500, 1_000_000)),
+        ("2", "1000000", model.Resources(2000, 1_000_000)),
+        ("0.25", '"1.5Ki"', model.Resources(250, 1536)),
+    ],
+)
+def test_quantities_convert_to_millicores_and_bytes(cpu: str, memory: str, expected: model.Resources) -> None:
+    """CPU and memory limits, as strings or numbers, become cpu_millis and memory_bytes."""
+    text = deployment(container_patch=f"resources: {{limits: {{cpu: {cpu}, memory: {memory}}}}}")
+    workload = ok({"d.yaml": text}).objects[0]
+    assert isinstance(workload, model.Workload)
+    assert workload.template.containers[0].resources == expected
+
+
+def test_deployment_strategy_and_counts() -> None:
+    """replicas, revisionHistoryLimit and rollingUpdate values are kept exactly as written."""
+    text = deployment(spec_patch="""
+        replicas: 3
+        revisionHistoryLimit: 2
+        strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: "50%"}}
+    """)
+    workload = ok({"d.yaml": text}).objects[0]
+    assert isinstance(workload, model.Workload)
+    assert (workload.replicas, workload.revision_history_limit) == (3, 2)
+    assert workload.rolling_update == model.RollingUpdate(1, "50%")
+
+
+def test_nodeport_service_and_default_target_port() -> None:
+    """A NodePort Service keeps its nodePort; targetPort defaults to port."""
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          type: NodePort
+          selector: {app: web}
+          ports:
+            - {name: http, port: 80, nodePort: 30080, protocol: UDP}
+    """)
+    (obj,) = ok({"s.yaml": service}).objects
+    assert obj == model.Service(
+        model.ObjectRef("Service", "default", "web"),
+        model.Origin("s.yaml", 1),
+        selector={"app": "web"},
+        ports=(model.ServicePort(80, 80, "UDP", 30080, "http"),),
+        type="NodePort",
+    )
+
+
+def test_empty_documents_are_skipped_and_merge_keys_apply() -> None:
+    """Empty and null documents are skipped; aliases and `<<` merge keys are expanded (explicit keys win)."""
+    text = y("""
+        ---
+        # only a comment
+        ---
+        --- null
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: &name merged
+          labels: {app: *name}
+        data:
+          <<: [{a: one, b: one}, {b: two, c: two}]
+          c: own
+    """)
+    (config,) = ok({"c.yaml": text}).objects
+    assert config.origin == model.Origin("c.yaml", 6)
+    assert isinstance(config, model.ConfigData)
+    assert dict(config.data) == {"a": b"one", "b": b"one", "c": b"own"}
+
+
+def test_digest_ignores_file_order_and_non_manifests() -> None:
+    """The digest depends on manifest paths and bytes only, not on the order files are given in."""
+    forward = parse(files(FULL_SET))
+    backward = parse(files(dict(reversed(FULL_SET.items())) | {"README.md": "hi", ".hidden/x.yaml": "junk"}))
+    assert forward.digest == backward.digest
+    assert forward.digest.startswith("sha256:") and len(forward.digest) == 7 + 64
+    changed = parse(files(FULL_SET | {"web/pvc.yml": PVC.replace("1Gi", "2Gi")}))
+    moved = parse(files({("other/" + path): text for path, text in FULL_SET.items()}))
+    assert len({forward.digest, changed.digest, moved.digest}) == 3
+
+
+def test_no_files_is_an_empty_revision() -> None:
+    """A repository without manifests is a valid, empty revision (pruning safety is not decided here)."""
+    assert parse([], "r").objects == ()
+
+
+# --- unsupported and unknown --------------------------------------------------
+
+
+def test_unsupported_field_differs_from_unknown_field() -> None:
+    """A known Kubernetes field is 'not supported by gitops-agent'; a misspelt one is 'unknown'."""
+    text = deployment(container_patch="imagee: nginx\nreadinessProbe: {}\n").replace(
+        "      containers:", "      hostNetwork: true\n      containers:"
+    )
+    assert problems({"d.yaml": text}) == [
+        "d.yaml:12: Deployment/web: spec.template.spec.hostNetwork: field 'hostNetwork' is not supported by gitops-agent",
+        "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
+        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].readinessProbe: "
+        "field 'readinessProbe' is not supported by gitops-agent (only livenessProbe is honoured)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("patch", "path", "message"),
+    [
+        ("resources: {requests: {cpu: 1}}", "containers[0].resources.requests",
+         "field 'requests' is not supported by gitops-agent (only limits are enforced)"),
+        ("livenessProbe: {exec: {command: [x]}, httpGet: {path: /}}", "containers[0].livenessProbe.httpGet",
+         "field 'httpGet' is not supported by gitops-agent (only exec probes are honoured)"),
+        ("securityContext: {privileged: true}", "containers[0].securityContext",
+         "field 'securityContext' is not supported by gitops-agent"),
+        ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
+         "field 'subPath' is not supported by gitops-agent"),
+        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: x}}}]", "containers[0].env[0].valueFrom.fieldRef",
+         "field 'fieldRef' is not supported by gitops-agent"),
+    ],
+)
+def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:
+    """Well-known container fields that the agent cannot honour are named as unsupported, at their key."""
+    (problem,) = problems({"d.yaml": deployment(container_patch=patch)})
+    assert problem == f"d.yaml:15: Deployment/web: spec.template.spec.{path}: {message}"
+
+
+def test_unsupported_volume_source_and_deployment_fields() -> None:
+    """emptyDir volumes, matchExpressions and minReadySeconds are unsupported, each at its own line."""
+    text = y("""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec:
+          minReadySeconds: 5
+          selector:
+            matchLabels: {app: web}
+            matchExpressions: []
+          template:
+            metadata: {labels: {app: web}}
+            spec:
+              containers: [{name: main, image: "app:1"}]
+              volumes:
+                - name: scratch
+                  emptyDir: {}
+    """)
+    assert problems({"d.yaml": text}) == [
+        "d.yaml:5: Deployment/web: spec.minReadySeconds: field 'minReadySeconds' is not supported by gitops-agent",
+        "d.yaml:8: Deployment/web: spec.selector.matchExpressions: "
+        "field 'matchExpressions' is not supported by gitops-agent (use matchLabels)",
+        "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].emptyDir: "
+        "field 'emptyDir' is not supported by gitops-agent (use a persistentVolumeClaim)",
+    ]
+
+
+def test_unsupported_kind_and_wrong_api_version() -> None:
+    """An unknown kind lists the supported ones; a known kind with the wrong apiVersion names the right one."""
+    text = y("""
+        apiVersion: apps/v1
+        kind: StatefulSet
+        metadata: {name: db}
+        ---
+        apiVersion: extensions/v1beta1
+        kind: Deployment
+        metadata: {name: old}
+        ---
+        metadata: {name: nokind}
+    """)
+    assert problems({"k.yaml": text}) == [
+        "k.yaml:2: StatefulSet/db: kind: kind 'StatefulSet' is not supported by gitops-agent "
+        "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, Service)",
+        "k.yaml:5: Deployment/old: apiVersion: apiVersion for kind Deployment must be 'apps/v1', not 'extensions/v1beta1'",
+        "k.yaml:9: missing required field 'kind'",
+    ]
+
+
+# --- schema errors ------------------------------------------------------------
+
+
+def test_schema_errors_point_at_the_offending_line() -> None:
+    """Type, enum, pattern, required and const errors carry the line and JSON path of the node at fault."""
+    text = y("""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: Web_1
+          labels: {"bad key!": x}
+        spec:
+          replicas: many
+          selector:
+            matchLabels: {app: web}
+          template:
+            metadata:
+              labels: {app: web}
+            spec:
+              restartPolicy: Never
+              containers:
+                - name: main
+                  imagePullPolicy: Sometimes
+                  resources: {limits: {cpu: lots}}
+    """)
+    assert problems({"d.yaml": text}) == [
+        "d.yaml:4: Deployment/Web_1: metadata.name: must be a DNS-1123 subdomain: dot-separated lowercase labels of "
+        "letters, digits and '-', each starting and ending with a letter or digit",
+        "d.yaml:5: Deployment/Web_1: metadata.labels[\"bad key!\"]: key 'bad key!' must be a qualified name: an optional "
+        "DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with "
+        "a letter or digit",
+        "d.yaml:7: Deployment/Web_1: spec.replicas: must be an integer, not a string",
+        "d.yaml:14: Deployment/Web_1: spec.template.spec.restartPolicy: must be Always in a Deployment",
+        "d.yaml:16: Deployment/Web_1: spec.template.spec.containers[0]: missing required field 'image'",
+        "d.yaml:17: Deployment/Web_1: spec.template.spec.containers[0].imagePullPolicy: "
+        "must be one of Always, IfNotPresent, Never, not 'Sometimes'",
+        "d.yaml:18: Deployment/Web_1: spec.template.spec.containers[0].resources.limits.cpu: "
+        "must be a CPU quantity such as \"500m\", \"1\" or \"0.5\"",
+    ]
+
+
+def test_volume_sources_are_validated_one_per_volume() -> None:
+    """Each volume is checked on its own: no source, two sources, or a single valid one."""
+    template = y("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: p}
+        spec:
+          containers: [{name: main, image: "app:1"}]
+          volumes:
+            - name: none
+            - {name: two, configMap: {name: c, optional: true}, secret: {secretName: s, optional: true}}
+            - {name: fine, configMap: {name: c, optional: true}}
+    """)
+    message = "needs a name and exactly one source: configMap, secret or persistentVolumeClaim"
+    assert problems({"p.yaml": template}) == [
+        f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
+        f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",
+    ]
+
+
+def test_nodeport_must_be_explicit() -> None:
+    """A NodePort Service without nodePort says that gitops-agent does not allocate node ports."""
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          type: NodePort
+          selector: {app: web}
+          ports:
+            - port: 80
+    """)
+    assert problems({"s.yaml": service}) == [
+        "s.yaml:8: Service/web: spec.ports[0]: a NodePort Service must set nodePort explicitly: "
+        "gitops-agent does not allocate node ports (unlike Kubernetes)",
+    ]
+
+
+def test_secret_type_and_base64_are_checked() -> None:
+    """Only Opaque Secrets are accepted, and data values must be base64."""
+    secret = y("""
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: tls}
+        type: kubernetes.io/tls
+        data:
+          key: not base64!
+    """)
+    assert problems({"s.yaml": secret}) == [
+        "s.yaml:4: Secret/tls: type: only type Opaque is supported by gitops-agent",
+        "s.yaml:6: Secret/tls: data.key: must be standard padded base64 on a single line",
+    ]
+
+
+def test_values_over_podman_secret_limit_are_rejected() -> None:
+    """A value over 512000 bytes after decoding (Podman's secret store limit) is an error."""
+    secret = y(f"""
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: big}}
+        stringData:
+          small: x
+          large: {"x" * 512_001}
+    """)
+    assert problems({"s.yaml": secret}) == [
+        "s.yaml:6: Secret/big: stringData.large: value is 512001 bytes; Podman's secret store holds at most 512000",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: x}\nbinaryData: {k: eA==}\n",
+            "c.yaml:5: ConfigMap/c: binaryData.k: key 'k' is also in data",
+        ),
+        (
+            deployment(container_patch="resources: {limits: {memory: 0}}"),
+            "c.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.memory: "
+            "must be greater than zero (omit the limit for no limit)",
+        ),
+        (
+            deployment(spec_patch="strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 0%}}"),
+            "c.yaml:15: Deployment/web: spec.strategy.rollingUpdate: maxSurge and maxUnavailable cannot both be 0",
+        ),
+        (
+            deployment(spec_patch="strategy: {type: Recreate, rollingUpdate: {maxSurge: 1}}"),
+            "c.yaml:15: Deployment/web: spec.strategy.rollingUpdate: may not be set when the strategy type is Recreate",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {a: b}\n"
+            "  ports: [{name: x, port: 80}, {port: 81}]\n",
+            "c.yaml:6: Service/s: spec.ports[1]: a Service with several ports must name each one",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {a: b}\n"
+            "  ports: [{port: 80, nodePort: 30080}]\n",
+            "c.yaml:6: Service/s: spec.ports[0].nodePort: is only allowed when the Service type is NodePort",
+        ),
+    ],
+)
+def test_single_object_rules(text: str, problem: str) -> None:
+    """Rules within one object that go beyond field shapes are enforced with a precise location."""
+    assert problems({"c.yaml": text}) == [problem]
+
+
+# --- YAML and files -----------------------------------------------------------
+
+
+def test_duplicate_keys_are_rejected() -> None:
+    """A key given twice in one mapping is an error at the second one, not a silent override."""
+    text = y("""
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: a
+        data:
+          k: one
+          k: two
+    """)
+    assert problems({"c.yaml": text}) == ["c.yaml:7: data.k: duplicate key 'k'"]
+
+
+def test_alias_bomb_is_stopped() -> None:
+    """A billion-laughs document stops at the node limit with one problem instead of exhausting memory."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    assert problems({"bomb.yaml": "\n".join(levels)}) == [
+        "bomb.yaml:1: YAML expands to more than 100000 nodes (too many aliases?)",
+    ]
+
+
+def test_alias_expansion_is_counted_against_the_limit() -> None:
+    """Each alias expansion counts as nodes, so a small limit rejects a small file that expands a lot."""
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: &d {a: b, c: d}\nx: [*d, *d, *d]\n"
+    assert problems({"c.yaml": text}, Limits(max_yaml_nodes=15)) == [
+        "c.yaml:4: YAML expands to more than 15 nodes (too many aliases?)",
+    ]
+
+
+def test_deep_and_recursive_yaml_is_rejected() -> None:
+    """Deep nesting and self-referencing anchors are rejected instead of overflowing the stack."""
+    assert problems({"deep.yaml": "a: " + "[" * 5000 + "]" * 5000, "loop.yaml": "a: &a [*a]\n"}) == [
+        "deep.yaml:1: YAML is nested deeper than 64 levels",
+        "loop.yaml:1: YAML is nested deeper than 64 levels",
+    ]
+
+
+def test_unsafe_and_exotic_tags_are_not_executed() -> None:
+    """Python object tags and other non-JSON tags are errors; nothing is constructed."""
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: !!python/object/apply:os.system [echo]\n"
+    assert problems({"c.yaml": text}) == [
+        "c.yaml:4: data: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not supported",
+    ]
+
+
+def test_binary_non_utf8_and_syntax_errors() -> None:
+    """Binary files, non-UTF-8 text, invalid YAML and non-mapping documents are reported with their line."""
+    assert problems({
+        "a.yaml": b"kind: x\n\x00\x01",
+        "b.yaml": b"a: 1\nb: \xff\n",
+        "c.yaml": "a: [1, 2\n",
+        "d.yaml": "- just\n- a list\n",
+        "e.yaml": "key: 1\n key2: 2\n",
+    }) == [
+        "a.yaml:2: binary file (contains NUL bytes)",
+        "b.yaml:2: file is not UTF-8 text",
+        "c.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'",
+        "d.yaml:1: a document must be a mapping, not a list",
+        "e.yaml:2: invalid YAML: mapping values are not allowed here",
+    ]
+
+
+def test_symlinks_and_size_limits() -> None:
+    """Symlinks are rejected; a file over max_file_bytes is rejected without being parsed."""
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(
+            [SourceFile("link.yaml", b"", is_symlink=True), SourceFile("big.yaml", b"# " + b"x" * 100)],
+            limits=Limits(max_file_bytes=100),
+        )
+    assert [str(problem) for problem in rejected.value.problems] == [
+        "big.yaml:1: file is 102 bytes; the limit is 100",
+        "link.yaml:1: symlinks are not followed; commit the file itself",
+    ]
+
+
+def test_file_count_and_total_size_limits() -> None:
+    """Too many files, or too many bytes in total, stop reading with one problem at the first file over the limit."""
+    three = {"a.yaml": "# a\n", "b.yaml": "# b\n", "c.yaml": "# c\n"}
+    assert problems(three, Limits(max_files=2)) == ["c.yaml:1: more than 2 manifest files, the limit"]
+    assert problems(three, Limits(max_total_bytes=6)) == [
+        "b.yaml:1: manifest files total more than 6 bytes, the limit",
+    ]
+
+
+def test_dotfiles_and_other_files_are_ignored() -> None:
+    """Only .yaml/.yml files outside dot-directories are manifests."""
+    assert is_manifest_path("apps/web/deploy.yaml") and is_manifest_path("x.yml")
+    assert not any(map(is_manifest_path, [".hidden.yaml", ".github/ci.yaml", "a/.b/c.yaml", "README.md", "x.json"]))
+    assert parse(files({".github/workflow.yaml": "not: [valid", "notes.txt": "\x00"})).objects == ()
+
+
+def test_load_directory_skips_dotfiles_and_reports_symlinks(tmp_path: Path) -> None:
+    """load_directory reads manifests recursively, skips dot entries, and never follows symlinks."""
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "ns.yaml").write_text(NAMESPACE)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config.yaml").write_text("x")
+    (tmp_path / ".hidden.yml").write_text("x")
+    (tmp_path / "notes.md").write_text("x")
+    os.symlink(tmp_path / "apps" / "ns.yaml", tmp_path / "link.yaml")
+    os.symlink(tmp_path / "apps", tmp_path / "linked.yaml")
+    assert load_directory(tmp_path) == [
+        SourceFile("apps/ns.yaml", NAMESPACE.encode()),
+        SourceFile("link.yaml", b"", is_symlink=True),
+        SourceFile("linked.yaml", b"", is_symlink=True),
+    ]
+
+
+def test_load_directory_of_a_missing_path_is_source_unavailable(tmp_path: Path) -> None:
+    """An unreadable or missing directory is SourceUnavailable, not an OSError."""
+    with pytest.raises(SourceUnavailable, match="No such file or directory"):
+        load_directory(tmp_path / "missing")
+
+
+# --- checks across objects ----------------------------------------------------
+
+
+def test_undeclared_namespace_and_duplicates() -> None:
+    """Objects outside 'default' need their Namespace; the same Kind/namespace/name twice is an error."""
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: {ns}\n"
+    assert problems({
+        "a.yaml": config.format(ns="default"),
+        "b.yaml": config.format(ns="default"),
+        "c.yaml": config.format(ns="prod"),
+    }) == [
+        "b.yaml:4: ConfigMap/c: metadata.name: duplicate object: ConfigMap/default/c is also declared at a.yaml:1",
+        "c.yaml:5: ConfigMap/c: metadata.namespace: namespace 'prod' is not declared in the repository",
+    ]
+
+
+def test_references_to_missing_objects_and_keys() -> None:
+    """env, envFrom and volumes must name existing ConfigMaps, Secrets, keys and claims, unless optional."""
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {present: x}\n"
+    pod = y("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: p}
+        spec:
+          containers:
+            - name: main
+              image: "app:1"
+              env:
+                - name: A
+                  valueFrom: {configMapKeyRef: {name: cfg, key: absent}}
+                - name: B
+                  valueFrom: {secretKeyRef: {name: nosecret, key: k}}
+                - name: C
+                  valueFrom: {secretKeyRef: {name: nosecret, key: k, optional: true}}
+              envFrom:
+                - configMapRef: {name: nocfg}
+                - secretRef: {name: nosecret, optional: true}
+              volumeMounts:
+                - {name: undeclared, mountPath: /x}
+          volumes:
+            - name: files
+              configMap:
+                name: cfg
+                items: [{key: present, path: a}, {key: missing, path: b}]
+            - name: claim
+              persistentVolumeClaim: {claimName: noclaim}
+    """)
+    assert problems({"config.yaml": config, "pod.yaml": pod}) == [
+        "pod.yaml:10: Pod/p: spec.containers[0].env[0].valueFrom.configMapKeyRef.key: ConfigMap 'cfg' has no key 'absent'",
+        "pod.yaml:12: Pod/p: spec.containers[0].env[1].valueFrom.secretKeyRef.name: "
+        "Secret 'nosecret' does not exist in namespace 'default'",
+        "pod.yaml:16: Pod/p: spec.containers[0].envFrom[0].configMapRef.name: "
+        "ConfigMap 'nocfg' does not exist in namespace 'default'",
+        "pod.yaml:19: Pod/p: spec.containers[0].volumeMounts[0].name: volume 'undeclared' is not declared in the pod's volumes",
+        "pod.yaml:24: Pod/p: spec.volumes[0].configMap.items[1].key: ConfigMap 'cfg' has no key 'missing'",
+        "pod.yaml:26: Pod/p: spec.volumes[1].persistentVolumeClaim.claimName: "
+        "PersistentVolumeClaim 'noclaim' does not exist in namespace 'default'",
+    ]
+
+
+def test_references_look_in_the_pods_namespace_only() -> None:
+    """A ConfigMap of the same name in another namespace does not satisfy a reference."""
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: other}\n"
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n"
+    text = deployment(container_patch="envFrom: [{configMapRef: {name: cfg}}]")
+    assert problems({"c.yaml": config, "d.yaml": text, "ns.yaml": namespace}) == [
+        "d.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].configMapRef.name: "
+        "ConfigMap 'cfg' does not exist in namespace 'default'",
+    ]
+
+
+def test_pod_internal_consistency() -> None:
+    """Duplicate container names and a selector that does not match the template labels are errors."""
+    text = y("""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec:
+          selector:
+            matchLabels: {app: web, tier: front}
+          template:
+            metadata: {labels: {app: web}}
+            spec:
+              containers:
+                - {name: main, image: "app:1"}
+                - {name: main, image: "app:2"}
+    """)
+    assert problems({"d.yaml": text}) == [
+        "d.yaml:6: Deployment/web: spec.selector.matchLabels: "
+        "selector does not match the template labels: tier=front not in spec.template.metadata.labels",
+        "d.yaml:12: Deployment/web: spec.template.spec.containers[1].name: duplicate container name 'main'",
+    ]
+
+
+def test_host_port_conflicts_between_workloads_and_node_ports() -> None:
+    """Two pods binding the same host port and protocol conflict, and a nodePort counts as a host port."""
+    first = deployment(name="a", labels="{app: a}", spec_patch="strategy: {type: Recreate}",
+                       container_patch="ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 53, hostPort: 53}]")
+    second = deployment(name="b", labels="{app: b}", spec_patch="strategy: {type: Recreate}",
+                        container_patch="ports: [{containerPort: 80, hostPort: 8080}, "
+                                        "{containerPort: 53, hostPort: 53, protocol: UDP}]")
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: s}
+        spec:
+          type: NodePort
+          selector: {app: nothing}
+          ports: [{name: a, port: 80, nodePort: 30053}, {name: b, port: 81, nodePort: 30080}]
+    """)
+    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n" \
+          "    - {name: m, image: x, ports: [{containerPort: 1, hostPort: 30080}]}\n"
+    assert problems({"a.yaml": first, "b.yaml": second, "p.yaml": pod, "s.yaml": service}) == [
+        "b.yaml:15: Deployment/b: spec.template.spec.containers[0].ports[0].hostPort: "
+        "host port 8080/TCP is already used by Deployment/a at a.yaml:15",
+        "s.yaml:7: Service/s: spec.ports[1].nodePort: host port 30080/TCP is already used by Pod/p at p.yaml:6",
+    ]
+
+
+def test_host_port_workload_must_not_run_two_pods() -> None:
+    """A hostPort Deployment with several replicas, or a surging RollingUpdate, conflicts with itself."""
+    def web(name: str, host_port: int, spec_patch: str) -> str:
+        ports = f"ports: [{{containerPort: 80, hostPort: {host_port}}}]"
+        return deployment(name=name, labels=f"{{app: {name}}}", container_patch=ports, spec_patch=spec_patch)
+
+    assert problems({
+        "replicas.yaml": web("replicas", 8080, "replicas: 2\nstrategy: {type: Recreate}"),
+        "surge.yaml": web("surge", 8081, ""),
+        "fine.yaml": web("fine", 8082, "strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}"),
+    }) == [
+        "replicas.yaml:15: Deployment/replicas: spec.template.spec.containers[0].ports[0].hostPort: hostPort 8080/TCP: "
+        "2 replicas would run 2 pods on one node, and only one of them can bind the port; use replicas: 1",
+        "surge.yaml:15: Deployment/surge: spec.template.spec.containers[0].ports[0].hostPort: hostPort 8081/TCP: "
+        "a RollingUpdate with maxSurge 25% starts the new pod while the old one still holds the port; "
+        "use strategy Recreate or maxSurge: 0",
+    ]
+
+
+def test_nodeport_service_selecting_several_pods() -> None:
+    """A NodePort Service may select one pod only, and its workload must not surge."""
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          type: NodePort
+          selector: {app: web}
+          ports: [{port: 80, targetPort: http, nodePort: 30080}]
+    """)
+    web = deployment(spec_patch="replicas: 3", container_patch="ports: [{containerPort: 80, name: http}]")
+    assert problems({"d.yaml": web, "s.yaml": service}) == [
+        "s.yaml:6: Service/web: spec.selector: a NodePort Service selects 3 pods (3 of Deployment/web), "
+        "but only one pod on a node can own a node port",
+        "s.yaml:7: Service/web: spec.ports[0].nodePort: nodePort 30080/TCP is served by Deployment/web: "
+        "a RollingUpdate with maxSurge 25% starts the new pod while the old one still holds the port; "
+        "use strategy Recreate or maxSurge: 0",
+    ]
+
+
+def test_service_target_port_name_must_exist() -> None:
+    """A named targetPort must be a container port name of every selected workload."""
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n" \
+              "  ports: [{port: 80, targetPort: http}]\n"
+    assert problems({"d.yaml": deployment(), "s.yaml": service}) == [
+        "s.yaml:6: Service/web: spec.ports[0].targetPort: targetPort 'http' is not a container port name of Deployment/web",
+    ]
+
+
+def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
+    """Problems from several files and several check stages come together, sorted by file then line."""
+    bad_config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: nowhere}\nimmutable: true\n"
+    rejected = problems({
+        "z.yaml": deployment(container_patch="envFrom: [{secretRef: {name: s}}]"),
+        "a.yaml": bad_config,
+        "m.yaml": "a: [",
+    })
+    assert rejected == [
+        "a.yaml:3: ConfigMap/c: metadata.namespace: namespace 'nowhere' is not declared in the repository",
+        "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent",
+        "m.yaml:1: invalid YAML: expected the node content, but found '<stream end>'",
+        "z.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].secretRef.name: "
+        "Secret 's' does not exist in namespace 'default'",
+    ]
+
+
+def test_rejection_carries_the_revision_id() -> None:
+    """RevisionRejected names the revision so the loop can record which commit was bad."""
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files({"a.yaml": "- x"}), "main@sha1:" + "b" * 40)
+    assert rejected.value.revision == "main@sha1:" + "b" * 40
+    assert str(rejected.value).startswith("revision main@sha1:" + "b" * 40 + " rejected: 1 problem(s)\n")
+
+
+# --- schemas themselves -------------------------------------------------------
+
+
+def test_schemas_are_valid_and_closed() -> None:
+    """Every schema is valid draft 2020-12, and every object either forbids unknown fields or is a typed map."""
+    names = sorted(path.name for path in SCHEMAS.glob("*.json"))
+    assert names == [
+        "_defs.json", "configmap.json", "deployment.json", "namespace.json",
+        "persistentvolumeclaim.json", "pod.json", "secret.json", "service.json",
+    ]
+
+    def open_objects(node: object, where: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "additionalProperties" not in node and "$ref" not in node:
+                yield where
+            for key, value in node.items():
+                yield from open_objects(value, f"{where}/{key}")
+
+    for name in names:
+        schema = json.loads((SCHEMAS / name).read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert list(open_objects(schema, name)) == []
+
+
+# --- robustness ---------------------------------------------------------------
+
+_VALID_DOCS = list(yaml.safe_load_all(SECRET + "---\n" + DEPLOYMENT + "---\n" + SERVICE))
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@st.composite
+def _mutated_manifests(draw: st.DrawFn) -> bytes:
+    """The valid documents with one value somewhere replaced by arbitrary JSON-ish data."""
+    docs = json.loads(json.dumps(_VALID_DOCS))
+    node = draw(st.sampled_from(docs))
+    while isinstance(node, (dict, list)) and node and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node))))
+        if not isinstance(node[key], (dict, list)) or not node[key]:
+            node[key] = draw(_JSONISH)
+            break
+        node = node[key]
+    return yaml.safe_dump_all(docs).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode), _mutated_manifests()))
+def test_any_input_is_either_accepted_or_rejected_cleanly(data: bytes) -> None:
+    """Arbitrary bytes, text or mangled manifests never raise anything but RevisionRejected."""
+    try:
+        revision = parse([SourceFile("fuzz.yaml", data)])
+    except RevisionRejected as rejected:
+        assert rejected.problems and all(problem.file == "fuzz.yaml" for problem in rejected.problems)
+    else:
+        assert revision.digest.startswith("sha256:")

@@ -1,0 +1,232 @@
+"""Pure planning: desired.compile_node and plan.plan from literals, no Podman, no Git."""
+
+from __future__ import annotations
+
+import pytest
+
+from gitops_agent.config import NodeConfig, PruneConfig
+from gitops_agent.desired import (
+    L_KIND,
+    L_NAME,
+    L_NAMESPACE,
+    L_TEMPLATE_HASH,
+    MANAGED,
+    compile_node,
+    replicas_on,
+    resolve_surge,
+)
+from gitops_agent.errors import PruneRefused
+from gitops_agent.live import LiveContainer, LivePod, LiveState
+from gitops_agent.model import (
+    Claim,
+    ConfigData,
+    Container,
+    EnvVar,
+    KeyRef,
+    ObjectRef,
+    Origin,
+    PodTemplate,
+    Revision,
+    Service,
+    ServicePort,
+    Volume,
+    VolumeMount,
+    Workload,
+)
+from gitops_agent.plan import plan, rolling_step
+
+O = Origin("x.yaml", 1)
+NODE = NodeConfig("local")
+SHA = "a" * 40
+
+
+def web(image: str = "localhost/web:1", replicas: int = 2, cm: str = "web-config") -> Workload:
+    return Workload(
+        ref=ObjectRef("Deployment", "default", "web"),
+        origin=O,
+        replicas=replicas,
+        selector={"app": "web"},
+        template=PodTemplate(
+            labels={"app": "web"},
+            containers=(
+                Container(
+                    name="httpd",
+                    image=image,
+                    image_pull_policy="IfNotPresent",
+                    env=(EnvVar("TOKEN", ref=KeyRef("Secret", "creds", "token")),),
+                    volume_mounts=(VolumeMount("site", "/www"), VolumeMount("data", "/data")),
+                ),
+            ),
+            volumes=(Volume("site", "configMap", cm), Volume("data", "persistentVolumeClaim", "data")),
+        ),
+    )
+
+
+def revision(*objs: object, sha: str = SHA) -> Revision:
+    return Revision(f"main@sha1:{sha}", "sha256:x", tuple(objs))  # type: ignore[arg-type]
+
+
+def base(page: bytes = b"<h1>hi</h1>", **kw: object) -> Revision:
+    return revision(
+        ConfigData(ObjectRef("ConfigMap", "default", "web-config"), O, {"index.html": page}),
+        ConfigData(ObjectRef("Secret", "default", "creds"), O, {"token": b"s3cret"}),
+        Claim(ObjectRef("PersistentVolumeClaim", "default", "data"), O),
+        web(**kw),  # type: ignore[arg-type]
+        Service(ObjectRef("Service", "default", "web"), O, {"app": "web"}, (ServicePort(80, 80),)),
+    )
+
+
+def live_from(rev: Revision, ready: bool = True) -> LiveState:
+    """A node on which `rev` was applied exactly."""
+    d = compile_node(rev, NODE, (NODE,))
+    pods = {
+        p.name: LivePod(p.name, "id-" + p.name, "Running", dict(p.labels),
+                        tuple(LiveContainer(c.name, "c-" + c.name, c.image, "running" if ready else "exited", "", {}) for c in p.containers))
+        for w in d.workloads for p in w.pods
+    }
+    return LiveState(
+        node="local",
+        pods=pods,
+        networks={n.name: dict(n.labels) for n in d.networks},
+        volumes={v.name: dict(v.labels) for v in d.volumes},
+        secrets=frozenset(s.name for s in d.secrets),
+    )
+
+
+def test_first_sync_creates_in_dependency_order() -> None:
+    """An empty node gets network, volume, secrets, then pods: nothing before what it needs."""
+    p = plan(compile_node(base(), NODE, (NODE,)), LiveState("local"))
+    ops = [a.op for a in p.actions]
+    assert ops == ["create-network", "create-volume", "create-secret", "create-secret", "create-pod", "create-pod"]
+
+
+def test_applied_state_plans_nothing() -> None:
+    """A node that already matches the revision needs no action (so no write call)."""
+    rev = base()
+    assert plan(compile_node(rev, NODE, (NODE,)), live_from(rev)).actions == ()
+
+
+def test_new_commit_with_same_content_plans_nothing() -> None:
+    """A commit that changes nothing in the templates does not touch running pods."""
+    rev1, rev2 = base(), base()
+    rev2 = revision(*rev2.objects, sha="b" * 40)
+    assert plan(compile_node(rev2, NODE, (NODE,)), live_from(rev1)).in_sync
+
+
+def test_image_change_is_a_rollout_with_a_new_template_hash() -> None:
+    """Changing the image gives a new template hash and one rollout action replacing both old pods."""
+    old, new = base(), base(image="localhost/web:2")
+    d = compile_node(new, NODE, (NODE,))
+    p = plan(d, live_from(old))
+    (roll,) = [a for a in p.actions if a.op == "rollout"]
+    assert roll.workload is not None and roll.workload.template_hash != compile_node(old, NODE, (NODE,)).workloads[0].template_hash
+    assert len(roll.old_pods) == 2
+
+
+def test_configmap_change_rolls_the_pods_that_use_it() -> None:
+    """The template hash covers the content of the ConfigMaps a pod uses."""
+    h1 = compile_node(base(page=b"one"), NODE, (NODE,)).workloads[0].template_hash
+    h2 = compile_node(base(page=b"two"), NODE, (NODE,)).workloads[0].template_hash
+    assert h1 != h2
+
+
+def test_scaling_is_not_a_new_template() -> None:
+    """replicas is not in the template hash: scaling creates or removes pods, no rollout."""
+    d3 = compile_node(base(replicas=3), NODE, (NODE,))
+    p = plan(d3, live_from(base(replicas=2)))
+    assert [a.op for a in p.actions] == ["create-pod"]
+    p = plan(compile_node(base(replicas=1), NODE, (NODE,)), live_from(base(replicas=2)))
+    assert [a.op for a in p.actions] == ["remove-pod"]
+
+
+def test_removed_container_and_stopped_pod_are_repaired() -> None:
+    """Drift: a container removed by hand replaces its pod; a stopped one is started."""
+    rev = base()
+    live = live_from(rev)
+    names = sorted(live.pods)
+    pods = dict(live.pods)
+    pods[names[0]] = LivePod(names[0], "x", "Degraded", pods[names[0]].labels, ())
+    p0 = pods[names[1]]
+    pods[names[1]] = LivePod(p0.name, p0.id, "Exited", p0.labels, tuple(LiveContainer(c.name, c.id, c.image, "exited", "", {}) for c in p0.containers))
+    p = plan(compile_node(rev, NODE, (NODE,)), LiveState("local", pods, live.networks, live.volumes, live.secrets))
+    assert sorted((a.op, a.target) for a in p.actions) == [("replace-pod", names[0]), ("start-pod", names[1])]
+
+
+def test_prune_removes_pods_whose_workload_left_git_but_keeps_volume_data() -> None:
+    """Deleting a Deployment and its claim removes the pods; the volume stays, reported orphaned."""
+    rev = base()
+    live = live_from(rev)
+    smaller = revision(*[o for o in rev.objects if o.ref.kind not in ("Deployment", "PersistentVolumeClaim")],
+                       Workload(ObjectRef("Pod", "default", "other"), O, PodTemplate({"a": "b"}, (Container("c", "img:1", "IfNotPresent"),))))
+    p = plan(compile_node(smaller, NODE, (NODE,)), live)
+    removed = [a.target for a in p.actions if a.op == "remove-pod"]
+    assert sorted(removed) == sorted(live.pods)
+    assert not [a for a in p.actions if a.op == "remove-volume"]
+    assert p.orphaned_volumes == ("gitops-default-data",)
+
+
+def test_prune_of_everything_needs_opt_in() -> None:
+    """A revision that would delete every managed pod is refused unless prune.allowEmpty."""
+    live = live_from(base())
+    empty = compile_node(revision(), NODE, (NODE,))
+    with pytest.raises(PruneRefused, match="allowEmpty"):
+        plan(empty, live)
+    p = plan(empty, live, PruneConfig(allow_empty=True))
+    assert len([a for a in p.actions if a.op == "remove-pod"]) == 2
+
+
+def test_prune_leaves_pods_outside_the_inventory_alone() -> None:
+    """With an inventory, a managed pod whose owner this agent never applied is not deleted."""
+    stranger = LivePod("x", "1", "Running", {MANAGED: "true", L_KIND: "Deployment", L_NAMESPACE: "default", L_NAME: "x", L_TEMPLATE_HASH: "h"}, ())
+    rev = base()
+    live = live_from(rev)
+    live = LiveState("local", {**live.pods, "x": stranger}, live.networks, live.volumes, live.secrets)
+    p = plan(compile_node(rev, NODE, (NODE,)), live, inventory={o.ref for o in rev.objects})
+    assert p.actions == () and p.untracked == ("x",)
+
+
+def test_secret_value_never_in_plan_text() -> None:
+    """Plan actions name secrets by their Podman name; the value appears in no action's text."""
+    p = plan(compile_node(base(), NODE, (NODE,)), LiveState("local"))
+    assert all("s3cret" not in str(a) and "s3cret" not in repr(a) for a in p.actions)
+
+
+def test_pod_names_are_stable_and_carry_the_template_hash() -> None:
+    """The same revision always yields the same pod names: <name>-<hash>-<suffix>."""
+    a = compile_node(base(), NODE, (NODE,)).workloads[0]
+    b = compile_node(base(), NODE, (NODE,)).workloads[0]
+    assert [p.name for p in a.pods] == [p.name for p in b.pods]
+    assert all(p.name.startswith(f"web-{a.template_hash}-") for p in a.pods)
+    assert len({p.name for p in a.pods}) == 2
+
+
+def test_replicas_spread_evenly_over_matching_nodes() -> None:
+    """5 replicas over 3 nodes: 2, 2, 1, in node-name order; a non-matching node gets none."""
+    nodes = tuple(NodeConfig(n, labels={"zone": "a"}) for n in ("n1", "n2", "n3")) + (NodeConfig("n4"),)
+    w = web(replicas=5)
+    w = Workload(w.ref, w.origin, PodTemplate(w.template.labels, w.template.containers, w.template.volumes, node_selector={"zone": "a"}), replicas=5)
+    assert [replicas_on(w, n, nodes) for n in nodes] == [2, 2, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "replicas,surge,unavail,state,expected",
+    [
+        (2, 1, 0, (2, 2, 0, 0), (1, 0)),  # surge one new pod first, remove nothing yet
+        (2, 1, 0, (2, 2, 1, 1), (0, 1)),  # new one ready: one old may go
+        (2, 1, 0, (2, 2, 1, 0), (0, 0)),  # new one not ready: wait
+        (4, 0, 1, (4, 4, 0, 0), (0, 1)),  # no surge: remove first
+        (2, 0, 0, (2, 2, 0, 0), (0, 1)),  # both zero: still moves one at a time
+        (2, 1, 0, (2, 0, 0, 0), (1, 2)),  # old pods not ready serve nothing: they may go
+    ],
+)
+def test_rolling_step_follows_kubernetes_arithmetic(replicas: int, surge: int, unavail: int, state: tuple[int, int, int, int], expected: tuple[int, int]) -> None:
+    """maxSurge bounds the total, maxUnavailable bounds how many ready pods may be missing."""
+    s = rolling_step(replicas, surge, unavail, *state)
+    assert (s.create, s.remove) == expected
+
+
+def test_percent_rounding_matches_kubernetes() -> None:
+    """25% of 3: maxSurge rounds up to 1, maxUnavailable rounds down to 0."""
+    assert resolve_surge("25%", 3, round_up=True) == 1
+    assert resolve_surge("25%", 3, round_up=False) == 0
+    assert resolve_surge(2, 3, round_up=True) == 2
