@@ -100,7 +100,7 @@ def plan(
                 untracked.append(pod.name)
                 continue
             removals.append(Action("remove-pod", pod.name, f"{owner or 'owner unknown'} is no longer in Git", owner=owner))
-        if removals and not wanted and not prune.allow_empty:
+        if removals and not desired.inventory and not prune.allow_empty:
             raise PruneRefused(
                 f"node {desired.node}: revision {desired.revision} would delete every managed pod "
                 f"({len(removals)}); set prune.allowEmpty: true if that is really wanted"

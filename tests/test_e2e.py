@@ -54,6 +54,7 @@ metadata:
   namespace: demo
 spec:
   accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 10Mi}}
 """
 SERVICE = """\
 apiVersion: v1
@@ -221,7 +222,7 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     c3 = repo.commit_and_push("broken")
     code, _, err = cli("sync")
     assert code == 1
-    assert f"{base}/web/deploy.yaml:8:" in err  # `replicas: two` is on line 8
+    assert f"{base}/web/deploy.yaml:7: Deployment/web: spec.replicas:" in err  # `replicas: two` is on line 7
     assert f"{base}/web/extra.yaml:6:" in err  # the unknown `spec` key
     assert {n: c["Id"] for n, c in app_containers(svc).items()} == {n: c["Id"] for n, c in v2.items()}
     code, out, _ = cli("status", "--output", "json")

@@ -166,7 +166,7 @@ def test_prune_removes_pods_whose_workload_left_git_but_keeps_volume_data() -> N
 
 
 def test_prune_of_everything_needs_opt_in() -> None:
-    """A revision that would delete every managed pod is refused unless prune.allowEmpty."""
+    """An empty revision (no objects at all) that would delete every managed pod is refused unless prune.allowEmpty."""
     live = live_from(base())
     empty = compile_node(revision(), NODE, (NODE,))
     with pytest.raises(PruneRefused, match="allowEmpty"):
