@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 from .config import PruneConfig
-from .desired import NodeDesired, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, WorkloadSpec
+from .desired import L_KIND, L_NAME, L_NAMESPACE, NodeDesired, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, WorkloadSpec
 from .errors import PruneRefused
 from .live import LivePod, LiveState
 from .model import ObjectRef
@@ -118,6 +118,10 @@ def plan(
     if prune.enabled:
         keep_nets = {n.name for n in desired.networks}
         for name in sorted(set(live.networks) - keep_nets):
+            labels = live.networks[name]
+            owner = ObjectRef(labels.get(L_KIND, ""), labels.get(L_NAMESPACE, ""), labels.get(L_NAME, ""))
+            if known is not None and owner not in known:
+                continue  # a managed network this agent never applied: not ours to remove
             removals.append(Action("remove-network", name, "namespace removed from Git"))
     return Plan(desired.node, tuple(acts + removals), tuple(orphans), tuple(untracked))
 

@@ -230,3 +230,14 @@ def test_percent_rounding_matches_kubernetes() -> None:
     assert resolve_surge("25%", 3, round_up=True) == 1
     assert resolve_surge("25%", 3, round_up=False) == 0
     assert resolve_surge(2, 3, round_up=True) == 2
+
+
+def test_prune_leaves_networks_outside_the_inventory_alone() -> None:
+    """A managed-labelled network whose namespace this agent never applied is not removed."""
+    rev = base()
+    live = live_from(rev)
+    foreign = {MANAGED: "true", L_KIND: "Namespace", L_NAMESPACE: "other", L_NAME: "other"}
+    live = LiveState("local", live.pods, {**live.networks, "gitops-other": foreign}, live.volumes, live.secrets)
+    assert plan(compile_node(rev, NODE, (NODE,)), live, inventory={o.ref for o in rev.objects}).actions == ()
+    p = plan(compile_node(rev, NODE, (NODE,)), live, inventory={o.ref for o in rev.objects} | {ObjectRef("Namespace", "other", "other")})
+    assert [(a.op, a.target) for a in p.actions] == [("remove-network", "gitops-other")]
