@@ -8,6 +8,7 @@ state back from Podman.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +21,22 @@ from gitops_agent import config as config_mod
 from podman_env import WEB1, WEB2
 
 SECRET_VALUE = "pa55-w0rd-never-shown"
+# Podman 4.3 keeps aardvark-dns state per network name machine-wide, across services:
+# a namespace of its own keeps this test's Service name from meeting another Podman's.
+NS = f"e2e{os.getpid()}"
 
-NAMESPACE = """\
+NAMESPACE = f"""\
 apiVersion: v1
 kind: Namespace
 metadata:
-  name: demo
+  name: {NS}
 """
-CONFIG = """\
+CONFIG = f"""\
 apiVersion: v1
 kind: ConfigMap
 metadata:
   name: web-config
-  namespace: demo
+  namespace: {NS}
 data:
   GREETING: hello
   index.html: "<h1>from git</h1>"
@@ -42,28 +46,28 @@ apiVersion: v1
 kind: Secret
 metadata:
   name: creds
-  namespace: demo
+  namespace: {NS}
 stringData:
   token: {SECRET_VALUE}
 """
-PVC = """\
+PVC = f"""\
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata:
   name: data
-  namespace: demo
+  namespace: {NS}
 spec:
   accessModes: [ReadWriteOnce]
-  resources: {requests: {storage: 10Mi}}
+  resources: {{requests: {{storage: 10Mi}}}}
 """
-SERVICE = """\
+SERVICE = f"""\
 apiVersion: v1
 kind: Service
 metadata:
   name: web
-  namespace: demo
+  namespace: {NS}
 spec:
-  selector: {app: web}
+  selector: {{app: web}}
   ports:
     - port: 8080
 """
@@ -75,7 +79,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: web
-  namespace: demo
+  namespace: {NS}
 spec:
   replicas: 2
   selector:
@@ -168,7 +172,7 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     for c in first.values():
         labels = c["Labels"]
         assert labels["io.gitops-agent.managed"] == "true"
-        assert (labels["io.gitops-agent.namespace"], labels["io.gitops-agent.kind"], labels["io.gitops-agent.name"]) == ("demo", "Deployment", "web")
+        assert (labels["io.gitops-agent.namespace"], labels["io.gitops-agent.kind"], labels["io.gitops-agent.name"]) == (NS, "Deployment", "web")
         assert labels["io.gitops-agent.revision"] == c1
         assert c["State"] == "running"
     hash1 = pod_hashes(svc)
@@ -218,7 +222,7 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
 
     # 5. an invalid commit is rejected with FILE:LINE errors; running pods keep their IDs
     repo.write(f"{base}/web/deploy.yaml", deployment(WEB2).replace("replicas: 2", "replicas: two"))
-    repo.write(f"{base}/web/extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: demo\nspec: {}\n")
+    repo.write(f"{base}/web/extra.yaml", f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: {NS}\nspec: {{}}\n")
     c3 = repo.commit_and_push("broken")
     code, _, err = cli("sync")
     assert code == 1
@@ -257,8 +261,8 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     assert code == 0, err
     assert app_containers(svc) == {}
     vols = svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
-    assert "gitops-demo-data" in vols
-    data = svc.podman("run", "--rm", "-v", "gitops-demo-data:/data", WEB1, "cat", "/data/keep.txt").stdout
+    assert f"gitops-{NS}-data" in vols
+    data = svc.podman("run", "--rm", "-v", f"gitops-{NS}-data:/data", WEB1, "cat", "/data/keep.txt").stdout
     assert data.strip() == "precious"
 
     # the unmanaged container was never touched
