@@ -10,6 +10,7 @@ by class (errors.py), never by message.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 from .apply import apply
 from .config import AgentConfig
-from .desired import compile_node
+from .desired import compile_node, network_name, volume_name
 from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
 from .history import History
 from .live import LiveState
@@ -264,8 +265,6 @@ class Daemon:
                     daemon.schedule(daemon.DEBOUNCE)
 
         root = url[len("file://"):]
-        import os
-
         gitdir = os.path.join(root, ".git") if os.path.isdir(os.path.join(root, ".git")) else root
         self._observer = Observer()
         self._observer.schedule(Changed(), gitdir, recursive=True)
@@ -358,12 +357,8 @@ def status(agent: Agent) -> dict[str, Any]:
                     state="Ready" if ready == w.replicas and len(pods) == w.replicas else ("Progressing" if pods else "Missing"),
                 )
             elif o.ref.kind == "PersistentVolumeClaim":
-                from .desired import volume_name
-
                 entry["state"] = "Bound" if volume_name(o.ref.namespace, o.ref.name) in live.volumes else "Pending"
             elif o.ref.kind == "Namespace":
-                from .desired import network_name
-
                 entry["state"] = "Active" if network_name(o.ref.name) in live.networks else "Missing"
             elif o.ref.kind in ("ConfigMap", "Secret"):
                 mine = [s for s in desired.secrets if s.source == o.ref]

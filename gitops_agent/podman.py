@@ -69,6 +69,8 @@ class Node:
         except requests.exceptions.Timeout as e:
             raise NodeError(self.name, f"Podman at {self.url} timed out ({what})") from e
         except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
+            if _unreachable(e):  # podman-py wraps connection failures in APIError
+                raise NodeError(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
             raise NodeError(self.name, f"{what}: {e}") from e
         if resp.status_code == 404 and ok404:
             return None
@@ -248,3 +250,13 @@ def _explain(resp: Any) -> str:
         return str(body.get("message") or body.get("cause") or resp.text).strip()
     except ValueError:
         return f"HTTP {resp.status_code}: {resp.text.strip()[:300]}"
+
+
+def _unreachable(error: BaseException) -> bool:
+    """True when the error chain holds a failed connection or a timeout."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, FileNotFoundError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

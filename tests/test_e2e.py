@@ -277,3 +277,21 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     assert SECRET_VALUE.encode() not in (state / "state.db").read_bytes()
     for f in state.glob("state.db*"):
         assert SECRET_VALUE.encode() not in f.read_bytes()
+
+
+def test_unreachable_node_is_a_clear_error_and_nothing_is_recorded_as_applied(git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A node whose Podman socket does not answer: sync exits 1 with one clear line, status says UNREACHABLE."""
+    git_remote.write("ns.yaml", NAMESPACE)
+    git_remote.commit_and_push("ns")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({"source": {"url": git_remote.url}, "nodes": [{"name": "edge1", "url": f"unix://{tmp_path}/none.sock"}],
+                                   "stateDir": str(tmp_path / "state")}))
+    cli = Cli(capsys, cfg)
+    code, _, err = cli("sync")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"gitops-agent: node edge1: cannot reach Podman at unix://{tmp_path}/none.sock (list pods): is the Podman service running?"
+    assert "Traceback" not in err
+    code, out, _ = cli("status", "--output", "json")
+    st = json.loads(out)
+    assert st["appliedRevision"] == "" and st["condition"] == "Reconciling"
+    assert st["nodes"] == [{"name": "edge1", "reachable": False, "error": st["nodes"][0]["error"]}] and "cannot reach Podman" in st["nodes"][0]["error"]
