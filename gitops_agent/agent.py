@@ -181,7 +181,8 @@ class Agent:
         if out.head:
             self.history.put("attempted_revision", out.head)
         self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(), "nodeErrors": out.node_errors})
-        digest = self._parsed[revision.rsplit(":", 1)[-1]].digest if revision.rsplit(":", 1)[-1] in self._parsed else ""
+        parsed = self._parsed.get(revision.rsplit(":", 1)[-1])
+        digest = parsed.digest if parsed else ""
         self.history.record_sync(revision, digest, started, out.result, out.error, out.actions)
         self.log("sync", revision=revision, result=out.result, actions=out.actions, seconds=round(time.time() - started, 3),
                  **({"error": out.error.splitlines()[0]} if out.error else {}))

@@ -91,14 +91,14 @@ def _do(node: Node, a: Action, ready_timeout: float, log: Log, stop: threading.E
 
 
 def _pods(node: Node, w: WorkloadSpec) -> list[LivePod]:
-    return node.read().pods_of(w.ref)
+    return sorted((p for p in node.read_pods().values() if p.owner == w.ref), key=lambda p: p.name)
 
 
 def wait_ready(node: Node, owner: object, names: list[str], timeout: float) -> None:
     """Block until every pod in `names` is ready; RolloutFailed with the reason after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        pods = {p.name: p for p in node.read().pods.values() if p.name in names}
+        pods = {p.name: p for p in node.read_pods().values() if p.name in names}
         waiting = [n for n in names if n not in pods or not pods[n].ready]
         if not waiting:
             return

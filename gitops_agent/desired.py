@@ -140,9 +140,6 @@ class WorkloadSpec:
     pods: tuple[PodSpec, ...]
     images: tuple[tuple[str, str], ...]  # (image, pull policy) of every container
 
-    def pod_named(self, name: str) -> PodSpec | None:
-        return next((p for p in self.pods if p.name == name), None)
-
 
 @dataclass(frozen=True)
 class NodeDesired:

@@ -85,19 +85,31 @@ class Node:
 
     # --- reading --------------------------------------------------------------------
 
-    def ping(self) -> str:
-        """Podman's version; raises NodeError when the service does not answer."""
-        info = self._call("GET", "/version", "version")
-        return str((info or {}).get("Version", "?"))
-
     def read(self) -> LiveState:
         """Everything the agent owns on this node, in one list call per object type."""
-        pods = self._call("GET", "/pods/json", "list pods", params={"filters": _MANAGED_FILTER}) or []
-        ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true", "filters": _MANAGED_FILTER}) or []
+        live_pods = self.read_pods()
         nets = self._call("GET", "/networks/json", "list networks", params={"filters": _MANAGED_FILTER}) or []
         vols = self._call("GET", "/volumes/json", "list volumes", params={"filters": _MANAGED_FILTER}) or []
         secrets = self._call("GET", "/secrets/json", "list secrets") or []
         images = self._call("GET", "/images/json", "list images") or []
+        image_names: set[str] = set()
+        for img in images:
+            image_names.update(img.get("Names") or [])
+            image_names.update(img.get("RepoTags") or [])
+            image_names.add(img.get("Id", ""))
+        return LiveState(
+            node=self.name,
+            pods=live_pods,
+            networks={n["name"]: n.get("labels") or {} for n in nets},
+            volumes={v["Name"]: v.get("Labels") or {} for v in vols},
+            secrets=frozenset(s["Spec"]["Name"] for s in secrets if s["Spec"]["Name"].startswith(SECRET_PREFIX)),
+            images=frozenset(image_names),
+        )
+
+    def read_pods(self) -> dict[str, LivePod]:
+        """Managed pods with their app containers: two list calls (what a rollout polls)."""
+        pods = self._call("GET", "/pods/json", "list pods", params={"filters": _MANAGED_FILTER}) or []
+        ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true", "filters": _MANAGED_FILTER}) or []
         by_pod: dict[str, list[LiveContainer]] = {}
         for c in ctrs:
             if c.get("IsInfra"):
@@ -124,19 +136,7 @@ class Node:
             )
             for p in pods
         }
-        image_names: set[str] = set()
-        for img in images:
-            image_names.update(img.get("Names") or [])
-            image_names.update(img.get("RepoTags") or [])
-            image_names.add(img.get("Id", ""))
-        return LiveState(
-            node=self.name,
-            pods=live_pods,
-            networks={n["name"]: n.get("labels") or {} for n in nets},
-            volumes={v["Name"]: v.get("Labels") or {} for v in vols},
-            secrets=frozenset(s["Spec"]["Name"] for s in secrets if s["Spec"]["Name"].startswith(SECRET_PREFIX)),
-            images=frozenset(image_names),
-        )
+        return live_pods
 
     def has_image(self, image: str, images: frozenset[str]) -> bool:
         candidates = {image, f"docker.io/{image}", f"docker.io/library/{image}"}
