@@ -22,7 +22,7 @@ from typing import Any
 from .apply import apply
 from .config import AgentConfig
 from .desired import compile_node, network_name, volume_name
-from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
+from .errors import AgentError, ConfigError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
 from .history import History
 from .live import LiveState
 from .log import Log, discard
@@ -30,6 +30,7 @@ from .manifests import parse
 from .model import ObjectRef, Revision, Workload
 from .plan import Plan, plan
 from .podman import Node
+from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
 from .source import GitSource, resolve
 
 
@@ -39,12 +40,13 @@ class Outcome:
 
     head: str = ""  # newest revision id in Git ("" when Git could not be read)
     target: str = ""  # revision the nodes were reconciled to
-    result: str = ""  # applied | in-sync | rejected | failed | source-error
+    result: str = ""  # applied | in-sync | rejected | failed | source-error | progressing | superseded | suspended
     error: str = ""
     actions: int = 0
     problems: tuple[Problem, ...] = ()
     plans: dict[str, Plan] = field(default_factory=dict)
     node_errors: dict[str, str] = field(default_factory=dict)
+    rollout: RolloutState | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class Agent:
         self._parsed: dict[str, Revision] = {}
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
+        self.fleet = Fleet(cfg, self.nodes, self.history, log, self.stop)
 
     def close(self) -> None:
         for n in self.nodes.values():
@@ -75,7 +78,9 @@ class Agent:
         if sha not in self._parsed:
             self.git.fetch(sha)
             rev_id = self.location.revision(sha)
-            self._parsed = {sha: parse(self.git.files(sha), rev_id)}  # keep one: memory stays flat
+            rev = parse(self.git.files(sha), rev_id)
+            self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
+            self._parsed[sha] = rev
         return self._parsed[sha]
 
     def applied(self) -> Revision | None:
@@ -109,6 +114,11 @@ class Agent:
             return out
 
     def _resolve_target(self, out: Outcome) -> Revision | None:
+        suspended = self.history.get("suspended")
+        if suspended:
+            # break-glass: Git is not followed until `resume`; the pinned revision is still reconciled
+            out.result, out.error = "suspended", f"syncing suspended ({suspended['reason']}); run `gitops-agent resume` to follow Git again"
+            return self.revision(suspended["sha"])
         try:
             sha = self.git.remote_head()
         except SourceUnavailable as e:
@@ -121,6 +131,11 @@ class Agent:
             # the same bad commit: not retried until the branch moves (no flapping)
             out.result, out.error = "rejected", rejected.get("error", "")
             out.problems = tuple(Problem(**p) for p in rejected.get("problems", []))
+            return self.applied()
+        failed = self.history.get("failed") or {}
+        if failed.get("sha") == sha:
+            # a revision that failed its rollout: not retried until Git moves (no flapping)
+            out.result, out.error = "failed", _failure_message(failed)
             return self.applied()
         try:
             return self.revision(sha)
@@ -136,45 +151,133 @@ class Agent:
 
     def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
         out.target = rev.id
+        if dry_run:
+            self._plan_only(rev, out)
+            return
+        stable = self.applied()
+        if stable is not None and stable.commit == rev.commit:
+            self._converge(rev, out)
+            return
+        # a new revision: a rollout, node by node (rollout.py)
+        state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out))
+        out.rollout = state
+        out.actions = sum(n.actions for n in state.nodes.values())
+        if state.phase == COMPLETE:
+            out.result = out.result or ("applied" if out.actions else "in-sync")
+            self._finish(rev)
+            return
+        if state.phase == PROGRESSING:  # some nodes deferred (unreachable)
+            out.result = "progressing"
+            out.error = f"revision {rev.id} reached {state.progress()}; deferred until reachable: " + "; ".join(
+                state.nodes[n].error for n in state.deferred)
+        elif state.phase == SUPERSEDED:
+            out.result, out.error = "superseded", f"a newer commit arrived during the rollout of {rev.id}"
+        else:
+            out.result = "failed"
+            out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
+        out.node_errors.update({n: p.error for n, p in state.nodes.items() if p.status in ("failed", "deferred", "rollback-deferred")})
+
+    def _plan_only(self, rev: Revision, out: Outcome) -> None:
         known = self.history.inventory()
-        wanted = set(o.ref for o in rev.objects)
-        hashes: dict[ObjectRef, str] = {}
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                desired = compile_node(rev, cfg_node, self.cfg.nodes)
-                hashes.update((w.ref, w.template_hash) for w in desired.workloads)
-                live = node.read()
-                p = plan(desired, live, self.cfg.prune, known)
-                out.plans[node.name] = p
-                if dry_run or p.in_sync:
-                    continue
-                if known is not None and not wanted <= known:
-                    known = known | wanted
-                    self.history.set_inventory(known)  # before writing: a crash mid-apply leaves nothing untracked
-                self.log("node.apply", node=node.name, revision=rev.id, actions=len(p.actions))
-                out.actions += apply(node, p, live, self.cfg.ready_timeout, self.log, self.stop)
+                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known)
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
-                self.log("node.failed", level="error", node=node.name, error=str(e))
-        if dry_run:
-            return
+
+    def _converge(self, rev: Revision, out: Outcome) -> None:
+        """The stable revision again (drift repair): every node on its own; one node's
+        failure does not stop the others."""
+        self.fleet.track(rev)
+        for name in self.nodes:
+            try:
+                out.actions += self.fleet.step(rev, name)
+            except (NodeError, PruneRefused) as e:
+                out.node_errors[name] = str(e)
+                self.log("node.failed", level="error", node=name, error=str(e))
+        leftover = self.history.get("rollout") or {}
+        if leftover.get("phase") == ROLLING_BACK and not out.node_errors:  # a rollback cut short by a crash is now done
+            self.history.put("rollout", {**leftover, "phase": ROLLED_BACK, "finished": time.time()})
         if out.node_errors:
             out.result = "failed"
             out.error = "; ".join(out.node_errors.values())
-            return
-        if out.result:  # rejected or source-error: the fallback revision is fine, the newest is not
-            return
-        out.result = "applied" if out.actions else "in-sync"
-        self.history.set_inventory(wanted)
+        elif not out.result:
+            out.result = "applied" if out.actions else "in-sync"
+            self._finish(rev)
+
+    def _superseded(self, rev: Revision, out: Outcome) -> bool:
+        """Rollover: has Git moved past the revision being rolled out?"""
+        if out.result == "suspended" or self.stop.is_set():
+            return False
+        try:
+            return self.git.remote_head() != rev.commit
+        except SourceUnavailable:
+            return False
+
+    def _finish(self, rev: Revision) -> None:
+        """`rev` now runs on every node: it becomes the stable revision."""
+        self.history.set_inventory({o.ref for o in rev.objects})
         self.history.put("applied_sha", rev.commit)
         self.history.put("applied_revision", rev.id)
         self.history.put("applied_digest", rev.digest)
         self.git.keep(rev.commit, "applied")
+        self.git.keep(rev.commit, f"stable/{rev.commit}")
+        for dropped in self.history.add_stable(rev.id, rev.commit):
+            self.git.forget(f"stable/{dropped['sha']}")
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
+        hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
         for w in workloads:
             self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
         self.history.forget_workloads_except({w.ref for w in workloads})
+
+    # --- break-glass ------------------------------------------------------------------------
+
+    def rollback(self, to: str | None = None) -> Outcome:
+        """Roll every node back to an earlier stable revision without Git, then suspend
+        syncing until `resume`. `to`: a revision id or commit (prefix); default: the
+        stable revision before the current one."""
+        with self._lock:
+            started = time.time()
+            out = Outcome()
+            current = self.applied()
+            stable = self.history.get("stable", [])
+            if to:
+                found = [s for s in stable if s["sha"].startswith(to.rsplit(":", 1)[-1]) or s["revision"] == to]
+                if len(found) != 1:
+                    known = ", ".join(s["revision"] for s in reversed(stable)) or "none"
+                    raise ConfigError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
+                pick = found[0]
+            else:
+                older = [s for s in stable if current is None or s["sha"] != current.commit]
+                if not older:
+                    raise ConfigError("no earlier stable revision to roll back to (see `gitops-agent history`)")
+                pick = older[-1]
+            rev = self.revision(pick["sha"])
+            out.head, out.target = "", rev.id
+            self.log("rollback.start", to=rev.id, current=current.id if current else "-")
+            state = self.fleet.roll(rev, current, cause="rollback")
+            out.rollout = state
+            out.actions = sum(n.actions for n in state.nodes.values())
+            if state.phase == COMPLETE:
+                out.result = "applied" if out.actions else "in-sync"
+                self._finish(rev)
+            else:
+                out.result = "failed" if state.phase != PROGRESSING else "progressing"
+                out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
+            pinned = self.applied()
+            self.history.put("suspended", {
+                "revision": pinned.id if pinned else rev.id, "sha": pinned.commit if pinned else rev.commit,
+                "at": time.time(), "reason": f"gitops-agent rollback to {rev.id}",
+            })
+            self._record(out, started)
+            return out
+
+    def resume(self) -> dict[str, Any] | None:
+        """Follow Git again; returns the suspension that was lifted (None: was not suspended)."""
+        suspended = self.history.get("suspended")
+        self.history.delete("suspended")
+        return suspended
 
     def _record(self, out: Outcome, started: float) -> None:
         revision = out.head or out.target or "unknown"
@@ -198,6 +301,22 @@ class Agent:
             except NodeError as e:
                 result[name] = str(e)
         return result
+
+
+def _failure_message(f: dict[str, Any]) -> str:
+    """One paragraph on a failed rollout: which node, pod and probe, what it said, what was done."""
+    text = f"revision {f.get('revision', '?')} failed"
+    if f.get("node"):
+        text += f" on node {f['node']}"
+    text += f": {f.get('error', 'unknown error')}"
+    phase = f.get("phase")
+    if phase == ROLLED_BACK:
+        text += f"; nodes it reached were rolled back to {f.get('previous')}"
+    elif phase == "halted":
+        text += "; rollout halted (no rollback)"
+    elif phase == "rollback-failed":
+        text += f"; rollback failed ({f.get('rollback_error', '')}): syncing suspended, fix the node and run `gitops-agent resume`"
+    return text + "; not retried until Git moves"
 
 
 # --- the daemon ------------------------------------------------------------------------
@@ -236,7 +355,10 @@ class Daemon:
         ok = False
         try:
             out = self.agent.sync()
-            ok = out.ok or out.result == "rejected"  # a bad commit is not retried faster: it waits for Git to move
+            ok = out.ok or out.result in ("rejected", "suspended")  # a bad commit is not retried faster: it waits for Git to move
+            if out.result == "superseded":  # rollover: take the newer commit now
+                self.schedule(0)
+                return
         except AgentError as e:
             self.log("sync.crashed", level="error", error=str(e))
         delay = self._next_delay(ok)

@@ -17,16 +17,24 @@ from .live import LivePod, LiveState
 from .log import Log
 from .plan import Action, Plan, rolling_step
 from .podman import Node
+from .probes import Prober
 
 POLL = 0.25
 
 
 class RolloutFailed(NodeError):
-    """New pods did not become ready in time; the old ones that were not yet replaced keep running."""
+    """A new pod crashed, failed its readiness/startup probe, or was not ready by the
+    deadline. The old pods that were not yet replaced keep running."""
+
+    def __init__(self, node: str, message: str, pod: str = "", probe: str = "", output: str = "") -> None:
+        super().__init__(node, message)
+        self.pod, self.probe, self.output = pod, probe, output
 
 
-def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log) -> None:
-    """Pull what the plan's new pods need, before anything is stopped. Never: must be preloaded."""
+def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False) -> None:
+    """Pull what the plan's new pods need, before anything is stopped. Never: must be
+    preloaded. `local_first` (a rollback) uses an image already on the node even when
+    its policy is Always, so a rollback works with the registry down."""
     wanted: dict[str, str] = {}
     for a in plan.actions:
         pods = a.workload.pods if a.workload else ((a.pod,) if a.pod and a.op != "start-pod" else ())
@@ -37,29 +45,77 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log) -> None:
         present = node.has_image(image, live.images)
         if policy == "Never" and not present:
             raise NodeError(node.name, f"image {image} is not on the node and imagePullPolicy is Never (preload it with podman load)")
-        if policy == "Always" or not present:
+        if not present or (policy == "Always" and not local_first):
             log("image.pull", node=node.name, image=image, policy=policy)
             node.pull(image)
 
 
-def apply(node: Node, plan: Plan, live: LiveState, ready_timeout: float, log: Log, stop: threading.Event | None = None) -> int:
-    """Carry out every action in order; returns how many were done. Raises at the
-    first failure, and with Interrupted between two steps once `stop` is set."""
+class Gate:
+    """Judges new pods on one node step: probes (`Prober`), minReadySeconds held
+    unless `hold` is off (a rollback to a known-good template), one absolute
+    `deadline` (wall clock, so it survives a restart of the agent)."""
+
+    def __init__(self, node: Node, deadline: float, hold: bool = True) -> None:
+        self.node = node
+        self.deadline = deadline
+        self.hold = hold
+        self.prober = Prober(node.exec)
+        self._ready_since: dict[str, float] = {}
+
+    def available(self, spec: PodSpec, pod: LivePod | None) -> bool:
+        """Ready for minReadySeconds; raises RolloutFailed when the pod failed."""
+        v = self.prober.judge(spec, pod)
+        if v.failed:
+            raise RolloutFailed(self.node.name, f"{spec.owner}: pod {spec.name}: {v.failed}" + (f": {v.output}" if v.output else ""),
+                                pod=spec.name, probe=v.probe, output=v.output)
+        now = time.time()
+        if not v.ready:
+            self._ready_since.pop(spec.name, None)
+            return False
+        since = self._ready_since.setdefault(spec.name, now)
+        return now - since >= (spec.min_ready_seconds if self.hold else 0)
+
+    def check_deadline(self, spec: PodSpec, pod: LivePod | None) -> None:
+        if time.time() > self.deadline:
+            raise RolloutFailed(self.node.name, f"{spec.owner}: pod {spec.name} not ready by the progress deadline ({_why(pod)})",
+                                pod=spec.name, probe="deadline", output=_why(pod))
+
+
+def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Event | None = None, *,
+          deadline: float | None = None, hold: bool = True, local_first: bool = False) -> int:
+    """Carry out every action in order; returns how many were done. New pods are
+    created together and waited for before the next removal. Raises at the first
+    failure, and with Interrupted between two steps once `stop` is set."""
     if plan.in_sync:
         return 0
     stop = stop or threading.Event()
-    ensure_images(node, plan, live, log)
+    ensure_images(node, plan, live, log, local_first)
+    if deadline is None:
+        deadline = time.time() + step_seconds(plan)
+    gate = Gate(node, deadline, hold)
+    pending: list[PodSpec] = []
     done = 0
     for a in plan.actions:
         if stop.is_set():
             raise Interrupted(f"stopped after {done} of {len(plan.actions)} action(s) on node {node.name}")
+        if a.op.startswith("remove-") and pending:
+            wait(node, pending, gate)
+            pending = []
         log("action", node=node.name, op=a.op, target=a.target, reason=a.reason)
-        _do(node, a, ready_timeout, log, stop)
+        pending += _do(node, a, gate, log, stop)
         done += 1
+    wait(node, pending, gate)
     return done
 
 
-def _do(node: Node, a: Action, ready_timeout: float, log: Log, stop: threading.Event) -> None:
+def step_seconds(plan: Plan) -> int:
+    """How long the node step may take: the largest progressDeadlineSeconds among the pods it starts."""
+    specs = [p for a in plan.actions for p in (a.workload.pods if a.workload else (a.pod,) if a.pod else ())]
+    return max((p.progress_deadline_seconds for p in specs), default=600)
+
+
+def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> list[PodSpec]:
+    """One action; returns the pods it started, to be waited for."""
     if a.op == "create-network" and a.network:
         node.create_network(a.network)
     elif a.op == "create-volume" and a.volume:
@@ -68,16 +124,16 @@ def _do(node: Node, a: Action, ready_timeout: float, log: Log, stop: threading.E
         node.create_secret(a.secret)
     elif a.op == "create-pod" and a.pod:
         node.create_pod(a.pod)
-        wait_ready(node, a.pod.owner, [a.pod.name], ready_timeout)
+        return [a.pod]
     elif a.op == "replace-pod" and a.pod:
         node.remove_pod(a.pod.name, a.pod.stop_timeout)
         node.create_pod(a.pod)
-        wait_ready(node, a.pod.owner, [a.pod.name], ready_timeout)
+        return [a.pod]
     elif a.op == "start-pod" and a.pod:
         node.start_pod(a.pod.name)
-        wait_ready(node, a.pod.owner, [a.pod.name], ready_timeout)
+        return [a.pod]
     elif a.op == "rollout" and a.workload:
-        rollout(node, a.workload, ready_timeout, log, stop)
+        rollout(node, a.workload, gate, log, stop)
     elif a.op == "remove-pod":
         node.remove_pod(a.target)
     elif a.op == "remove-secret":
@@ -88,22 +144,17 @@ def _do(node: Node, a: Action, ready_timeout: float, log: Log, stop: threading.E
         node.remove_network(a.target)
     else:
         raise ValueError(f"malformed action {a}")
+    return []
 
 
-def _pods(node: Node, w: WorkloadSpec) -> list[LivePod]:
-    return sorted((p for p in node.read_pods().values() if p.owner == w.ref), key=lambda p: p.name)
-
-
-def wait_ready(node: Node, owner: object, names: list[str], timeout: float) -> None:
-    """Block until every pod in `names` is ready; RolloutFailed with the reason after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = {p.name: p for p in node.read_pods().values() if p.name in names}
-        waiting = [n for n in names if n not in pods or not pods[n].ready]
+def wait(node: Node, specs: list[PodSpec], gate: Gate) -> None:
+    """Block until every pod in `specs` is available; RolloutFailed when one fails or at the deadline."""
+    while specs:
+        pods = node.read_pods()
+        waiting = [s for s in specs if not gate.available(s, pods.get(s.name))]
         if not waiting:
             return
-        if time.monotonic() > deadline:
-            raise RolloutFailed(node.name, f"{owner}: pod {waiting[0]} not ready after {timeout:g}s ({_why(pods.get(waiting[0]))})")
+        gate.check_deadline(waiting[0], pods.get(waiting[0].name))
         time.sleep(POLL)
 
 
@@ -111,28 +162,34 @@ def _why(pod: LivePod | None) -> str:
     if pod is None:
         return "pod is gone"
     bad = [f"container {c.labels.get('io.gitops-agent.container', c.name)} is {c.health or c.state}" for c in pod.containers if not (c.running and c.health != "unhealthy")]
-    return "; ".join(bad) or f"pod status {pod.status}"
+    return "; ".join(bad) or "its readiness probe has not passed"
 
 
-def rollout(node: Node, w: WorkloadSpec, ready_timeout: float, log: Log, stop: threading.Event | None = None) -> None:
+def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.Event | None = None) -> None:
     """Replace a workload's pods of older templates with `w`'s, step by step.
 
-    RollingUpdate keeps at least `replicas - maxUnavailable` pods ready and at
-    most `replicas + maxSurge` in total; Recreate removes every old pod first.
-    Fails (RolloutFailed) when no step makes progress for `ready_timeout`.
+    RollingUpdate keeps at least `replicas - maxUnavailable` pods available and
+    at most `replicas + maxSurge` in total; Recreate removes every old pod
+    first. A new pod counts as available once ready for minReadySeconds. A new
+    pod left half-built (an agent killed mid-create) is rebuilt.
     """
     wanted = [p.name for p in w.pods]
     specs = {p.name: p for p in w.pods}
     stop_timeout = w.pods[0].stop_timeout if w.pods else 10
-    last_progress = time.monotonic()
     while True:
         if stop is not None and stop.is_set():
             raise Interrupted(f"rollout of {w.ref} on node {node.name} stopped between steps; the next pass resumes it")
         pods = _pods(node, w)
         old = [p for p in pods if p.template_hash != w.template_hash or p.name not in specs]
         new = [p for p in pods if p.name in specs and p.template_hash == w.template_hash]
-        new_ready = [p for p in new if p.ready]
-        if not old and len(new_ready) == len(wanted):
+        broken = [p for p in new if len(p.containers) < len(specs[p.name].containers)]
+        for pod in broken:
+            log("rollout.rebuild", node=node.name, workload=str(w.ref), pod=pod.name)
+            node.remove_pod(pod.name, 0)
+        if broken:
+            continue
+        available = [p for p in new if gate.available(specs[p.name], p)]
+        if not old and len(available) == len(wanted):
             log("rollout.done", node=node.name, workload=str(w.ref), template=w.template_hash, replicas=len(wanted))
             return
         if w.strategy == "Recreate":
@@ -141,7 +198,7 @@ def rollout(node: Node, w: WorkloadSpec, ready_timeout: float, log: Log, stop: t
             step = rolling_step(
                 len(wanted), w.max_surge, w.max_unavailable,
                 old_total=len(old), old_ready=sum(p.ready for p in old),
-                new_total=len(new), new_ready=len(new_ready),
+                new_total=len(new), new_ready=len(available),
             )
             create_n, remove_n = step.create, step.remove
         have = {p.name for p in new}
@@ -155,13 +212,14 @@ def rollout(node: Node, w: WorkloadSpec, ready_timeout: float, log: Log, stop: t
             log("rollout.create", node=node.name, workload=str(w.ref), pod=spec.name)
             node.create_pod(spec)
         if to_create or to_remove:
-            last_progress = time.monotonic()
             continue
-        if time.monotonic() - last_progress > ready_timeout:
-            waiting = next((p for p in new if not p.ready), None)
-            raise RolloutFailed(
-                node.name,
-                f"{w.ref}: rollout to template {w.template_hash} made no progress for {ready_timeout:g}s"
-                + (f" (pod {waiting.name}: {_why(waiting)})" if waiting else ""),
-            )
+        waiting = next((p for p in new if p not in available), None)
+        if waiting is not None:
+            gate.check_deadline(specs[waiting.name], waiting)
+        elif time.time() > gate.deadline:
+            raise RolloutFailed(node.name, f"{w.ref}: rollout to template {w.template_hash} did not finish by the progress deadline")
         time.sleep(POLL)
+
+
+def _pods(node: Node, w: WorkloadSpec) -> list[LivePod]:
+    return sorted((p for p in node.read_pods().values() if p.owner == w.ref), key=lambda p: p.name)

@@ -28,7 +28,9 @@ from .model import (
     ConfigData,
     Container,
     Namespace,
+    NodeRollout,
     ObjectRef,
+    Probe,
     Revision,
     Service,
     Workload,
@@ -104,6 +106,8 @@ class ContainerSpec:
     cpu_millis: int | None
     memory_bytes: int | None
     labels: Mapping[str, str]
+    readiness: Probe | None = None  # run by the agent while it waits for the pod
+    startup: Probe | None = None  # run by the agent; liveness waits for it (start period)
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,13 @@ class PodSpec:
     stop_timeout: int
     containers: tuple[ContainerSpec, ...]
     labels: Mapping[str, str]
+    min_ready_seconds: int = 0  # the pod counts as available once ready this long
+    progress_deadline_seconds: int = 600
 
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """One Deployment or Pod as it should be on this node: `replicas` pods of one template."""
+    """One Deployment, DaemonSet or Pod as it should be on this node: `replicas` pods of one template."""
 
     ref: ObjectRef
     template_hash: str
@@ -139,6 +145,9 @@ class WorkloadSpec:
     max_unavailable: int
     pods: tuple[PodSpec, ...]
     images: tuple[tuple[str, str], ...]  # (image, pull policy) of every container
+    min_ready_seconds: int = 0
+    progress_deadline_seconds: int = 600
+    node_rollout: NodeRollout = NodeRollout()
 
 
 @dataclass(frozen=True)
@@ -270,13 +279,21 @@ def node_matches(node: NodeConfig, selector: Mapping[str, str]) -> bool:
     return all(node.labels.get(k) == v for k, v in selector.items())
 
 
+def matching_nodes(workload: Workload, nodes: Iterable[NodeConfig]) -> list[str]:
+    """Names of the nodes whose labels satisfy the workload's nodeSelector, in name order."""
+    return sorted(n.name for n in nodes if node_matches(n, workload.template.node_selector))
+
+
 def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> int:
-    """Spread `replicas` evenly over the matching nodes, in node-name order; the
-    first nodes take the remainder. Deterministic, so an unchanged Deployment is
-    never reshuffled."""
-    matching = sorted(n.name for n in nodes if node_matches(n, workload.template.node_selector))
+    """Pods of `workload` on `node`. A DaemonSet runs one on every matching
+    node. A Deployment spreads `replicas` evenly over the matching nodes, in
+    node-name order, the first nodes taking the remainder: deterministic, so an
+    unchanged Deployment is never reshuffled between syncs."""
+    matching = matching_nodes(workload, nodes)
     if node.name not in matching:
         return 0
+    if workload.ref.kind == "DaemonSet":
+        return 1
     base, extra = divmod(workload.replicas, len(matching))
     return base + (1 if matching.index(node.name) < extra else 0)
 
@@ -332,6 +349,9 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 max_unavailable=resolve_surge(w.rolling_update.max_unavailable, count, round_up=False),
                 pods=pods,
                 images=tuple(sorted({(c.image, c.image_pull_policy) for c in w.template.containers})),
+                min_ready_seconds=w.min_ready_seconds,
+                progress_deadline_seconds=w.progress_deadline_seconds,
+                node_rollout=w.node_rollout,
             )
         )
     return NodeDesired(
@@ -379,6 +399,8 @@ def _pod(
         stop_timeout=t.termination_grace_period_seconds,
         containers=containers,
         labels=labels,
+        min_ready_seconds=w.min_ready_seconds,
+        progress_deadline_seconds=w.progress_deadline_seconds,
     )
 
 
@@ -459,6 +481,10 @@ def _container(
                 mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
 
     probe = c.liveness_probe
+    start_period = probe.initial_delay_seconds if probe else 0
+    if probe and c.startup_probe:  # Podman 4.3 has no startup healthcheck: liveness waits out the startup probe
+        s = c.startup_probe
+        start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
     return ContainerSpec(
         name=f"{pod}-{c.name}",
         image=c.image,
@@ -470,12 +496,60 @@ def _container(
         secret_mounts=tuple(mounts),
         volumes=tuple(binds),
         working_dir=c.working_dir,
-        health_cmd=probe.command if probe else None,
+        health_cmd=probe_command(probe) if probe else None,
         health_interval=probe.period_seconds if probe else 0,
         health_timeout=probe.timeout_seconds if probe else 0,
         health_retries=probe.failure_threshold if probe else 0,
-        health_start_period=probe.initial_delay_seconds if probe else 0,
+        health_start_period=start_period,
         cpu_millis=c.resources.cpu_millis,
         memory_bytes=c.resources.memory_bytes,
         labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
+        readiness=c.readiness_probe,
+        startup=c.startup_probe,
     )
+
+
+# --- probes -------------------------------------------------------------------------
+
+NO_TOOL_EXIT = 98  # the probe shell found no tool to run an httpGet/tcpSocket probe with
+
+
+def probe_command(probe: Probe) -> tuple[str, ...]:
+    """The command that runs `probe` inside the container.
+
+    Podman's healthcheck (liveness) and the agent (readiness, startup) both run
+    probes in the container, since neither can reach a pod's address on a
+    remote node. `exec` runs its command as is; `httpGet` and `tcpSocket` run a
+    small POSIX shell script that uses curl, wget or nc, whichever the image
+    has (busybox's nc is enough for HTTP and TCP; HTTPS needs curl or wget).
+    With none of them it exits 98 and says so.
+    """
+    if probe.action == "exec":
+        return probe.command
+    host = probe.host or "127.0.0.1"
+    t = str(probe.timeout_seconds)
+    if probe.action == "tcpSocket":
+        script = (
+            f"if command -v nc >/dev/null 2>&1; then nc -w {t} {_sh(host)} {probe.port} </dev/null >/dev/null; "
+            f"else echo 'tcpSocket probe: the image has no nc' >&2; exit {NO_TOOL_EXIT}; fi"
+        )
+        return ("/bin/sh", "-c", script)
+    scheme = probe.scheme.lower()
+    url = f"{scheme}://{host}:{probe.port}{probe.path}"
+    curl_h = "".join(f" -H {_sh(f'{k}: {v}')}" for k, v in probe.headers)
+    wget_h = "".join(f" --header {_sh(f'{k}: {v}')}" for k, v in probe.headers)
+    crlf = "\\r\\n"  # printf turns these into CR LF
+    request = f"GET {probe.path} HTTP/1.0{crlf}Host: {host}{crlf}" + "".join(f"{k}: {v}{crlf}" for k, v in probe.headers) + crlf
+    nc = f"printf {_sh(request.replace('%', '%%'))} | nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
+    tools = "curl, wget" + ("" if scheme == "https" else " or nc")
+    script = (
+        f"if command -v curl >/dev/null 2>&1; then curl -fsSk -o /dev/null -m {t}{curl_h} {_sh(url)}; "
+        + (f"elif command -v nc >/dev/null 2>&1; then {nc}; " if scheme == "http" else "")
+        + f"elif command -v wget >/dev/null 2>&1; then wget -q -O /dev/null -T {t} --no-check-certificate{wget_h} {_sh(url)}; "
+        + f"else echo 'httpGet probe: the image has no {tools}' >&2; exit {NO_TOOL_EXIT}; fi"
+    )
+    return ("/bin/sh", "-c", script)
+
+
+def _sh(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"

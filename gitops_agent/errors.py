@@ -67,6 +67,10 @@ class NodeError(AgentError):
         super().__init__(f"node {node}: {message}")
 
 
+class NodeUnreachable(NodeError):
+    """The node's Podman API did not answer (service down, network gone, timeout)."""
+
+
 class PruneRefused(AgentError):
     """The revision would delete every managed object; needs `prune.allowEmpty`."""
 

@@ -41,6 +41,16 @@ CREATE TABLE IF NOT EXISTS workload_revisions (
     updated REAL NOT NULL,
     PRIMARY KEY (kind, namespace, name, template_hash)
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    cause TEXT NOT NULL,           -- git | rollback
+    phase TEXT NOT NULL,           -- complete | halted | rolled-back | rollback-failed | superseded
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    detail TEXT NOT NULL           -- the final rollout state (JSON): nodes, failure
+);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -102,6 +112,9 @@ class History:
         self._exec("INSERT INTO state(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                    (key, json.dumps(value)))
 
+    def delete(self, key: str) -> None:
+        self._exec("DELETE FROM state WHERE key = ?", (key,))
+
     def inventory(self) -> set[ObjectRef] | None:
         raw = self.get("inventory")
         return None if raw is None else {ObjectRef(*r) for r in raw}
@@ -120,6 +133,25 @@ class History:
     def syncs(self, limit: int = 50) -> list[SyncRecord]:
         rows = self._exec("SELECT id, revision, digest, started, duration, result, error, actions FROM syncs ORDER BY id DESC LIMIT ?", (limit,))
         return [SyncRecord(*r) for r in rows.fetchall()]
+
+    # --- rollouts ------------------------------------------------------------------------
+
+    def record_rollout(self, state: dict[str, Any]) -> None:
+        self._exec(
+            "INSERT INTO rollouts(revision, previous, cause, phase, started, finished, detail) VALUES (?,?,?,?,?,?,?)",
+            (state["target"], state["previous"], state["cause"], state["phase"], state["started"], state["finished"], json.dumps(state)),
+        )
+
+    def rollouts(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT id, detail FROM rollouts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{"id": r[0], **json.loads(r[1])} for r in rows]
+
+    def add_stable(self, revision: str, sha: str, keep: int = 20) -> list[dict[str, Any]]:
+        """Remember a revision that ran everywhere; returns the ones dropped beyond `keep`."""
+        stable = [s for s in self.get("stable", []) if s["sha"] != sha]
+        stable.append({"revision": revision, "sha": sha, "at": time.time()})
+        self.put("stable", stable[-keep:])
+        return stable[:-keep]
 
     # --- workload revisions -----------------------------------------------------------
 

@@ -24,6 +24,8 @@ class LiveContainer:
     state: str  # Podman's: "running", "exited", "created", ...
     health: str  # "healthy" | "unhealthy" | "starting" | "" (no healthcheck)
     labels: Mapping[str, str] = field(default_factory=dict)
+    started_at: int = 0  # unix seconds of the last start: a change means Podman restarted it
+    exit_code: int = 0
 
     @property
     def running(self) -> bool:

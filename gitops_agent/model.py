@@ -104,9 +104,21 @@ class Volume:
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe with Kubernetes' defaults. Only `exec` is honoured so far."""
+    """A liveness, readiness or startup probe with Kubernetes' defaults.
 
-    command: tuple[str, ...]
+    `action` is "exec" (run `command` in the container), "httpGet" (GET
+    `scheme`://`host`:`port``path` with `headers`, success on 200-399) or
+    "tcpSocket" (open a connection to `host`:`port`). A named port is resolved
+    to its containerPort by `manifests`, so `port` is always a number here.
+    """
+
+    action: str  # "exec" | "httpGet" | "tcpSocket"
+    command: tuple[str, ...] = ()  # exec
+    port: int = 0  # httpGet, tcpSocket
+    path: str = "/"  # httpGet
+    scheme: str = "HTTP"  # httpGet: "HTTP" | "HTTPS"
+    host: str = ""  # httpGet/tcpSocket; "" is the pod itself (127.0.0.1)
+    headers: tuple[tuple[str, str], ...] = ()  # httpGet
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1
@@ -136,6 +148,8 @@ class Container:
     volume_mounts: tuple[VolumeMount, ...] = ()
     working_dir: str | None = None
     liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
 
 
 @dataclass(frozen=True)
@@ -189,9 +203,38 @@ class RollingUpdate:
     max_unavailable: int | str = "25%"
 
 
+ROLLOUT_ANNOTATION_PREFIX = "rollout.gitops-agent.io/"
+
+
+@dataclass(frozen=True)
+class NodeRollout:
+    """Node-level rollout knobs: annotations `rollout.gitops-agent.io/<knob>` on a
+    Deployment or DaemonSet (Kubernetes has no fields for them, so the manifest
+    stays valid Kubernetes).
+
+    - `max-parallel-nodes` (int >= 1 or "N%" of the nodes the workload runs on,
+      rounded down, at least 1): nodes updated at once. Default 1: the first
+      node in the agent config is the canary.
+    - `auto-rollback` ("true" | "false"): on failure, roll the nodes already
+      touched back to the last stable revision. Default true; false only halts.
+    - `unreachable-node-timeout` (seconds, int >= 0): how long the rollout waits
+      for an unreachable node it has not updated yet before deferring it.
+      Default 60.
+    """
+
+    max_parallel_nodes: int | str = 1
+    auto_rollback: bool = True
+    unreachable_node_timeout: int = 60
+
+
 @dataclass(frozen=True)
 class Workload:
-    """A Deployment (`replicas` pods) or a bare Pod (one pod, replicas=1)."""
+    """A Deployment (`replicas` pods spread over the matching nodes), a
+    DaemonSet (one pod on every matching node) or a bare Pod (one pod).
+
+    For a DaemonSet `replicas` is unused and `rolling_update` holds its
+    `updateStrategy.rollingUpdate` (defaults maxSurge 0, maxUnavailable 1).
+    """
 
     ref: ObjectRef
     origin: Origin
@@ -202,6 +245,10 @@ class Workload:
     rolling_update: RollingUpdate = RollingUpdate()
     revision_history_limit: int = 10
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    min_ready_seconds: int = 0
+    progress_deadline_seconds: int = 600
+    node_rollout: NodeRollout = NodeRollout()
 
 
 @dataclass(frozen=True)

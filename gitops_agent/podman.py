@@ -21,7 +21,7 @@ import podman.errors
 import requests
 
 from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
-from .errors import NodeError
+from .errors import NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
@@ -49,7 +49,8 @@ class Node:
     # --- transport ----------------------------------------------------------------
 
     def _call(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None = None,
-              body: Any = None, raw: bytes | None = None, timeout: float | None = None, ok404: bool = False) -> Any:
+              body: Any = None, raw: bytes | None = None, timeout: float | None = None, ok404: bool = False,
+              as_bytes: bool = False) -> Any:
         if method == "GET":
             self.reads += 1
         else:
@@ -65,17 +66,19 @@ class Node:
                 resp = api.post(path, params=params, data=data, timeout=timeout,
                                 headers={"content-type": "application/json"} if body is not None else None)
         except requests.exceptions.ConnectionError as e:
-            raise NodeError(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
+            raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
         except requests.exceptions.Timeout as e:
-            raise NodeError(self.name, f"Podman at {self.url} timed out ({what})") from e
+            raise NodeUnreachable(self.name, f"Podman at {self.url} timed out ({what})") from e
         except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
             if _unreachable(e):  # podman-py wraps connection failures in APIError
-                raise NodeError(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
+                raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
             raise NodeError(self.name, f"{what}: {e}") from e
         if resp.status_code == 404 and ok404:
             return None
         if resp.status_code >= 400:
             raise NodeError(self.name, f"{what}: {_explain(resp)}")
+        if as_bytes:
+            return resp.content
         if not resp.content:
             return None
         try:
@@ -124,6 +127,8 @@ class Node:
                     state=c.get("State", ""),
                     health=status if status in _HEALTH else "",
                     labels=labels,
+                    started_at=int(c.get("StartedAt") or 0),
+                    exit_code=int(c.get("ExitCode") or 0),
                 )
             )
         live_pods = {
@@ -137,6 +142,26 @@ class Node:
             for p in pods
         }
         return live_pods
+
+    def ping(self) -> None:
+        """One cheap call; NodeUnreachable when the node's Podman API does not answer."""
+        self._call("GET", "/_ping", "ping", timeout=5)
+
+    def exec(self, container: str, command: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
+        """Run `command` in a running container (a probe); (exit code, last output).
+        The exit code is None when it did not finish within `timeout` seconds."""
+        created = self._call("POST", f"/containers/{container}/exec", f"exec in {container}",
+                             body={"Cmd": list(command), "AttachStdout": True, "AttachStderr": True})
+        exec_id = created["Id"]
+        try:
+            raw = self._call("POST", f"/exec/{exec_id}/start", f"exec in {container}", body={"Detach": False}, timeout=timeout,
+                             as_bytes=True)
+        except NodeUnreachable as e:
+            if _read_timed_out(e):  # the probe took too long; the node itself answered
+                return None, f"timed out after {timeout:g}s"
+            raise
+        info = self._call("GET", f"/exec/{exec_id}/json", f"exec in {container}") or {}
+        return info.get("ExitCode"), _demux(raw)[-400:]
 
     def has_image(self, image: str, images: frozenset[str]) -> bool:
         candidates = {image, f"docker.io/{image}", f"docker.io/library/{image}"}
@@ -244,12 +269,33 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
     return body
 
 
+def _demux(raw: Any) -> str:
+    """Podman's multiplexed exec stream (8-byte frame headers) → plain text."""
+    data = raw if isinstance(raw, bytes) else b""
+    out, i = [], 0
+    while i + 8 <= len(data) and data[i] in (0, 1, 2) and data[i + 1:i + 4] == b"\0\0\0":
+        size = int.from_bytes(data[i + 4:i + 8], "big")
+        out.append(data[i + 8:i + 8 + size])
+        i += 8 + size
+    text = b"".join(out) if out else data
+    return text.decode("utf-8", "replace").strip()
+
+
 def _explain(resp: Any) -> str:
     try:
         body = resp.json()
         return str(body.get("message") or body.get("cause") or resp.text).strip()
     except ValueError:
         return f"HTTP {resp.status_code}: {resp.text.strip()[:300]}"
+
+
+def _read_timed_out(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ReadTimeout, TimeoutError)) or type(seen).__name__ == "ReadTimeoutError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _unreachable(error: BaseException) -> bool:

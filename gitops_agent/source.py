@@ -127,6 +127,13 @@ class GitSource:
         except git.GitError as e:
             raise SourceUnavailable(f"cannot record {name} revision in the local mirror: {e}") from e
 
+    def forget(self, name: str) -> None:
+        """Drop a pin made by `keep` (its commit may then be garbage-collected)."""
+        try:
+            self.repo.git.update_ref("-d", f"refs/gitops/{name}")
+        except git.GitError:
+            pass  # already gone
+
     def files(self, sha: str, limits: Limits = Limits()) -> list[SourceFile]:
         """Every manifest file under the configured path in commit `sha`, read from the object store."""
         try:

@@ -289,7 +289,9 @@ def test_unreachable_node_is_a_clear_error_and_nothing_is_recorded_as_applied(gi
     cli = Cli(capsys, cfg)
     code, _, err = cli("sync")
     assert code == 1
-    assert err.strip().splitlines()[-1] == f"gitops-agent: node edge1: cannot reach Podman at unix://{tmp_path}/none.sock (list pods): is the Podman service running?"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("gitops-agent: revision main@sha1:") and "reached 0/1 node(s); deferred until reachable: " in last
+    assert last.endswith(f"node edge1: cannot reach Podman at unix://{tmp_path}/none.sock (ping): is the Podman service running?")
     assert "Traceback" not in err
     code, out, _ = cli("status", "--output", "json")
     st = json.loads(out)

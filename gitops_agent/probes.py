@@ -1,0 +1,123 @@
+"""Readiness and startup probes, run by the agent while it waits for new pods.
+
+Liveness is Podman's job (a healthcheck with restart on failure, so it keeps
+working while the agent is down). Readiness and startup gate a rollout, so the
+agent runs them itself, in the container (`desired.probe_command`), with
+Kubernetes' timing: `initialDelaySeconds` after the container started, one run
+every `periodSeconds`, `successThreshold` / `failureThreshold` consecutive
+results. Unlike Kubernetes, a pod whose readiness probe fails
+`failureThreshold` times in a row during a rollout fails the rollout at once
+instead of waiting out the progress deadline (the issue's "fails readiness").
+
+`Prober.judge` turns one observation of a pod into a verdict; the only I/O is
+the `run` callable (Node.exec), so the state machine is tested with a fake.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
+from .live import LiveContainer, LivePod
+from .model import Probe
+
+Run = Callable[[str, tuple[str, ...], float], "tuple[int | None, str]"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    failed: str = ""  # why the pod failed (empty: not failed)
+    container: str = ""
+    probe: str = ""  # "readiness" | "startup" | "crash"
+    output: str = ""  # the probe's last output or the container's exit
+
+
+@dataclass
+class _Track:
+    started_at: int
+    probe: str = ""
+    successes: int = 0
+    failures: int = 0
+    next_run: float = 0.0
+    startup_ok: bool = False
+    ready: bool = False
+    output: str = ""
+
+
+class Prober:
+    """Remembers each new container's probe results across observations."""
+
+    def __init__(self, run: Run, clock: Callable[[], float] = time.time) -> None:
+        self._run = run
+        self._clock = clock
+        self._tracks: dict[str, _Track] = {}
+
+    def judge(self, spec: PodSpec, pod: LivePod | None) -> Verdict:
+        """Ready when every container runs and passes its probes; failed on a crash,
+        a restart, or `failureThreshold` failed startup/readiness probes in a row."""
+        if pod is None:
+            return Verdict(False)
+        ready = True
+        for cs in spec.containers:
+            live = pod.container(cs.name)
+            if live is None:
+                return Verdict(False)
+            v = self._container(cs, live)
+            if v.failed:
+                return v
+            ready = ready and v.ready
+        return Verdict(ready)
+
+    def _container(self, cs: ContainerSpec, c: LiveContainer) -> Verdict:
+        name = c.labels.get("io.gitops-agent.container", c.name)
+        if c.state in ("exited", "stopped", "dead"):
+            return Verdict(False, f"container {name} exited with code {c.exit_code}", name, "crash", f"exit code {c.exit_code}")
+        if not c.running:
+            return Verdict(False)
+        t = self._tracks.setdefault(c.id, _Track(started_at=c.started_at))
+        if c.started_at != t.started_at:
+            return Verdict(False, f"container {name} was restarted (it exited or failed its liveness probe)", name, "crash", t.output)
+        if c.health == "unhealthy":
+            return Verdict(False)
+        if cs.startup is not None and not t.startup_ok:
+            failed = self._step(t, cs.startup, "startup", c)
+            if failed:
+                return Verdict(False, failed, name, "startup", t.output)
+            if not t.startup_ok:
+                return Verdict(False)
+        if cs.readiness is None:
+            return Verdict(True)
+        failed = self._step(t, cs.readiness, "readiness", c)
+        if failed:
+            return Verdict(False, failed, name, "readiness", t.output)
+        return Verdict(t.ready)
+
+    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer) -> str:
+        """Run `probe` if it is due; returns a failure message once it has failed enough."""
+        now = self._clock()
+        if t.probe != kind:
+            t.probe, t.successes, t.failures = kind, 0, 0
+            t.next_run = max(t.next_run, c.started_at + probe.initial_delay_seconds)
+        if now < t.next_run:
+            return ""
+        t.next_run = now + probe.period_seconds
+        code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
+        t.output = output
+        if code == 0:
+            t.successes, t.failures = t.successes + 1, 0
+            if kind == "startup":
+                t.startup_ok = True
+            elif t.successes >= probe.success_threshold:
+                t.ready = True
+            return ""
+        t.successes, t.failures = 0, t.failures + 1
+        t.ready = False
+        if code == NO_TOOL_EXIT:
+            return f"{kind} probe cannot run in container {c.labels.get('io.gitops-agent.container', c.name)}: {output}"
+        if t.failures >= probe.failure_threshold:
+            result = "timed out" if code is None else f"exit code {code}"
+            return f"{kind} probe failed {t.failures} time(s) in a row ({result})"
+        return ""
