@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .apply import apply
 from .config import AgentConfig
-from .desired import compile_node, network_name, volume_name
-from .errors import AgentError, ConfigError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
+from .desired import compile_node, unplaced
+from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
 from .history import History
 from .live import LiveState
 from .log import Log, discard
 from .manifests import parse
-from .model import ObjectRef, Revision, Workload
+from .model import Revision, Workload
 from .plan import Plan, plan
 from .podman import Node
 from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
@@ -154,6 +153,8 @@ class Agent:
         if dry_run:
             self._plan_only(rev, out)
             return
+        for warning in unplaced(rev, self.cfg.nodes):
+            self.log("placement", level="warning", message=warning)
         stable = self.applied()
         if stable is not None and stable.commit == rev.commit:
             self._converge(rev, out)
@@ -246,12 +247,12 @@ class Agent:
                 found = [s for s in stable if s["sha"].startswith(to.rsplit(":", 1)[-1]) or s["revision"] == to]
                 if len(found) != 1:
                     known = ", ".join(s["revision"] for s in reversed(stable)) or "none"
-                    raise ConfigError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
+                    raise AgentError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
                 pick = found[0]
             else:
                 older = [s for s in stable if current is None or s["sha"] != current.commit]
                 if not older:
-                    raise ConfigError("no earlier stable revision to roll back to (see `gitops-agent history`)")
+                    raise AgentError("no earlier stable revision to roll back to (see `gitops-agent history`)")
                 pick = older[-1]
             rev = self.revision(pick["sha"])
             out.head, out.target = "", rev.id
@@ -272,12 +273,6 @@ class Agent:
             })
             self._record(out, started)
             return out
-
-    def resume(self) -> dict[str, Any] | None:
-        """Follow Git again; returns the suspension that was lifted (None: was not suspended)."""
-        suspended = self.history.get("suspended")
-        self.history.delete("suspended")
-        return suspended
 
     def _record(self, out: Outcome, started: float) -> None:
         revision = out.head or out.target or "unknown"
@@ -418,80 +413,3 @@ class Daemon:
             self.agent.close()
             self.log("stopped")
         return 0
-
-
-# --- status ------------------------------------------------------------------------------
-
-
-def status(agent: Agent) -> dict[str, Any]:
-    """Applied vs attempted revision, the condition, and each object's state on each node."""
-    h = agent.history
-    applied = h.get("applied_revision", "")
-    attempted = h.get("attempted_revision", "")
-    last = h.get("last_result") or {}
-    rejected = h.get("rejected") or {}
-    head_rejected = bool(attempted) and rejected.get("sha") == attempted.rsplit(":", 1)[-1]
-    if head_rejected:
-        condition, message = "Stalled", f"revision {attempted} rejected: fix it with a new commit"
-    elif last.get("result") in ("applied", "in-sync") and applied == attempted:
-        condition, message = "Ready", f"applied revision {applied}"
-    elif not last:
-        condition, message = "Reconciling", "no sync has run yet"
-    else:
-        condition, message = "Reconciling", f"last pass {last.get('result')}: {last.get('error', '')}".strip()
-    out: dict[str, Any] = {
-        "source": {"url": agent.location.url, "branch": agent.location.branch, "path": agent.location.path},
-        "appliedRevision": applied,
-        "attemptedRevision": attempted,
-        "condition": condition,
-        "message": message,
-        "problems": [str(Problem(**p)) for p in rejected.get("problems", [])] if head_rejected else [],
-        "lastSync": last,
-        "nodes": [],
-        "objects": [],
-        "orphanedVolumes": [],
-    }
-    rev = agent.applied()
-    lives = agent.live()
-    revs = {(r.kind, r.namespace, r.name, r.template_hash): r.number for r in h.workload_revisions()}
-    for cfg_node in agent.cfg.nodes:
-        live = lives[cfg_node.name]
-        if isinstance(live, str):
-            out["nodes"].append({"name": cfg_node.name, "reachable": False, "error": live})
-            continue
-        out["nodes"].append({"name": cfg_node.name, "reachable": True, "pods": len(live.pods)})
-        desired = compile_node(rev, cfg_node, agent.cfg.nodes) if rev else None
-        if desired is None:
-            continue
-        by_ref = {w.ref: w for w in desired.workloads}
-        vol_names = {v.name for v in desired.volumes}
-        out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
-        for o in rev.objects if rev else ():
-            entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": cfg_node.name}
-            if o.ref in by_ref:
-                w = by_ref[o.ref]
-                pods = live.pods_of(o.ref)
-                current = [p for p in pods if p.template_hash == w.template_hash]
-                ready = sum(p.ready for p in current)
-                entry.update(
-                    ready=ready, desired=w.replicas, templateHash=w.template_hash,
-                    revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
-                    pods=[{"name": p.name, "ready": p.ready, "status": p.status} for p in pods],
-                    state="Ready" if ready == w.replicas and len(pods) == w.replicas else ("Progressing" if pods else "Missing"),
-                )
-            elif o.ref.kind == "PersistentVolumeClaim":
-                entry["state"] = "Bound" if volume_name(o.ref.namespace, o.ref.name) in live.volumes else "Pending"
-            elif o.ref.kind == "Namespace":
-                entry["state"] = "Active" if network_name(o.ref.name) in live.networks else "Missing"
-            elif o.ref.kind in ("ConfigMap", "Secret"):
-                mine = [s for s in desired.secrets if s.source == o.ref]
-                entry["keys"] = len(getattr(o, "data", {}))
-                entry["state"] = "Applied" if all(s.name in live.secrets for s in mine) else "Missing"
-            elif o.ref.kind == "Service":
-                endpoints = sum(
-                    p.ready for w in desired.workloads for p in live.pods_of(w.ref)
-                    if any(o.ref.name in ps.aliases for ps in w.pods[:1])
-                )
-                entry.update(endpoints=endpoints, state="Ready" if endpoints else "NoEndpoints")
-            out["objects"].append(entry)
-    return out

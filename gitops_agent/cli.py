@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         with_config(sp)
         sp.add_argument("--log-format", choices=("text", "json"), default="text")
+    rb = sub.add_parser("rollback", help="break-glass: roll every node back to an earlier stable revision without Git, and suspend syncing")
+    with_config(rb)
+    rb.add_argument("--to", metavar="REVISION", help="revision id or commit (prefix) from `history`; default: the one before the current")
+    rb.add_argument("--log-format", choices=("text", "json"), default="text")
+    rs = sub.add_parser("resume", help="follow Git again after `rollback` or a failed rollback")
+    with_config(rs)
     for name, text in (("status", "applied vs attempted revision and each object's state"),
                        ("history", "past sync attempts and workload revisions")):
         sp = sub.add_parser(name, help=text)
@@ -157,6 +163,33 @@ def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     return 1
 
 
+def _rollback(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    agent = _agent(cfg, args)
+    try:
+        out = agent.rollback(args.to)
+    finally:
+        agent.close()
+    if out.ok:
+        print(f"{out.target}: rolled back ({out.actions} action(s)); syncing suspended until `gitops-agent resume`")
+        return 0
+    _problems(out)
+    print("syncing suspended until `gitops-agent resume`", file=sys.stderr)
+    return 1
+
+
+def _resume(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .history import History
+
+    h = History(cfg.state_dir)
+    try:
+        lifted = h.get("suspended")
+        h.delete("suspended")
+    finally:
+        h.close()
+    print(f"resumed: following Git again (was suspended: {lifted['reason']})" if lifted else "not suspended: already following Git")
+    return 0
+
+
 def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     from .agent import Daemon
 
@@ -165,7 +198,7 @@ def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
 
 
 def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
-    from .agent import status
+    from .status import status
 
     agent = _agent(cfg, args, quiet=True)
     try:
@@ -181,6 +214,17 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     print(f"Condition: {st['condition']}: {st['message']}")
     for pr in st["problems"]:
         print(f"  {pr}")
+    for w in st["warnings"]:
+        print(f"Warning:   {w}")
+    ro = st["rollout"]
+    if ro:
+        print(f"Rollout:   {ro['target']} ({ro['cause']}) from {ro['previous'] or '-'}: {ro['phase']}, {ro['progress']}"
+              + (", fast-tracked" if ro["fast"] else f", {ro['batch']} node(s) at a time"))
+        for n in ro["nodes"]:
+            print(f"  {n['name']:<12} {n['status']:<18} {n['error'].splitlines()[0][:100] if n['error'] else ''}".rstrip())
+        if ro["failure"]:
+            f = ro["failure"]
+            print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: {f.get('output') or f.get('error')}")
     for n in st["nodes"]:
         print(f"Node {n['name']}: " + (f"reachable, {n['pods']} managed pod(s)" if n["reachable"] else f"UNREACHABLE: {n['error']}"))
     rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL")]
@@ -188,6 +232,7 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         detail = ""
         if "desired" in o:
             detail = f"{o['ready']}/{o['desired']} ready, template {o['templateHash']}" + (f", revision {o['revision']}" if o.get("revision") else "")
+            detail += "".join(f", old template {t['templateHash']}" for t in o["otherTemplates"])
         elif "endpoints" in o:
             detail = f"{o['endpoints']} endpoint(s)"
         elif "keys" in o:
@@ -206,11 +251,22 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     try:
         syncs = h.syncs()
         revs = h.workload_revisions()
+        rollouts = h.rollouts()
     finally:
         h.close()
     if args.output == "json":
-        print(json.dumps({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs]}, indent=2))
+        print(json.dumps({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs],
+                          "rollouts": rollouts}, indent=2))
         return 0
+    if rollouts:
+        rows = [("ROLLOUT", "STARTED", "REVISION", "FROM", "CAUSE", "RESULT", "SECONDS", "DETAIL")]
+        for r in rollouts:
+            f = r.get("failure") or {}
+            detail = f"node {f['node']}: {f.get('error', '').splitlines()[0][:80]}" if f.get("node") else ""
+            rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _short(r["target"]),
+                         _short(r["previous"]) or "-", r["cause"], r["phase"], f"{r['finished'] - r['started']:.2f}", detail))
+        _table(rows)
+        print()
     rows = [("#", "STARTED", "REVISION", "RESULT", "ACTIONS", "SECONDS", "ERROR")]
     for s in syncs:
         rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision), s.result,
@@ -236,7 +292,8 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-_COMMANDS = {"diff": _diff, "sync": _sync, "run": _run, "status": _status, "history": _history}
+_COMMANDS = {"diff": _diff, "sync": _sync, "run": _run, "status": _status, "history": _history,
+             "rollback": _rollback, "resume": _resume}
 
 
 if __name__ == "__main__":

@@ -284,6 +284,18 @@ def matching_nodes(workload: Workload, nodes: Iterable[NodeConfig]) -> list[str]
     return sorted(n.name for n in nodes if node_matches(n, workload.template.node_selector))
 
 
+def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
+    """Workloads whose nodeSelector matches no configured node: a clear status, not a crash."""
+    warnings = []
+    for w in (o for o in rev.objects if isinstance(o, Workload)):
+        if matching_nodes(w, nodes) or (w.ref.kind == "Deployment" and w.replicas == 0):
+            continue
+        selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
+        what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
+        warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
+    return warnings
+
+
 def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> int:
     """Pods of `workload` on `node`. A DaemonSet runs one on every matching
     node. A Deployment spreads `replicas` evenly over the matching nodes, in

@@ -100,7 +100,7 @@ class Prober:
         now = self._clock()
         if t.probe != kind:
             t.probe, t.successes, t.failures = kind, 0, 0
-            t.next_run = max(t.next_run, c.started_at + probe.initial_delay_seconds)
+            t.next_run = c.started_at + probe.initial_delay_seconds
         if now < t.next_run:
             return ""
         t.next_run = now + probe.period_seconds

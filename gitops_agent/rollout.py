@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .apply import RolloutFailed, apply, step_seconds
+from .apply import apply, step_seconds
 from .config import AgentConfig
 from .desired import compile_node, matching_nodes, resolve_surge
 from .errors import Interrupted, NodeError, NodeUnreachable, PruneRefused

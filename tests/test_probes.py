@@ -1,0 +1,133 @@
+"""The probe state machine (probes.Prober) with a scripted exec and a fake clock: pure, no Podman."""
+
+from __future__ import annotations
+
+from gitops_agent.desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
+from gitops_agent.live import LiveContainer, LivePod
+from gitops_agent.model import ObjectRef, Probe
+from gitops_agent.probes import Prober
+
+REF = ObjectRef("Deployment", "default", "web")
+
+
+def spec(readiness: Probe | None = None, startup: Probe | None = None) -> PodSpec:
+    c = ContainerSpec(
+        name="web-abc-web", image="img", pull_policy="IfNotPresent", entrypoint=(), command=(), env={}, secret_env={},
+        secret_mounts=(), volumes=(), working_dir=None, health_cmd=None, health_interval=0, health_timeout=0,
+        health_retries=0, health_start_period=0, cpu_millis=None, memory_bytes=None, labels={},
+        readiness=readiness, startup=startup,
+    )
+    return PodSpec("web-abc", REF, "abc", "gitops-default", (), (), "always", 1, (c,), {})
+
+
+def pod(state: str = "running", started_at: int = 100, health: str = "", exit_code: int = 0) -> LivePod:
+    c = LiveContainer("web-abc-web", "cid", "img", state, health, {"io.gitops-agent.container": "web"}, started_at, exit_code)
+    return LivePod("web-abc", "pid", "Running", {}, (c,))
+
+
+class Script:
+    """Answers probe runs from a list of exit codes; records when each ran."""
+
+    def __init__(self, codes: list[int | None], clock: list[float]) -> None:
+        self.codes, self.clock, self.calls = list(codes), clock, []
+
+    def __call__(self, container: str, command: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
+        self.calls.append((self.clock[0], container, command, timeout))
+        code = self.codes.pop(0)
+        return code, f"output {code}"
+
+
+def prober(codes: list[int | None]) -> tuple[Prober, Script, list[float]]:
+    clock = [100.0]
+    run = Script(codes, clock)
+    return Prober(run, clock=lambda: clock[0]), run, clock
+
+
+def test_no_probe_means_ready_while_running():
+    p, run, _ = prober([])
+    assert p.judge(spec(), pod()).ready
+    assert not p.judge(spec(), pod(state="created")).ready
+    assert run.calls == []
+
+
+def test_readiness_waits_initial_delay_then_runs_every_period_until_success_threshold():
+    probe = Probe("exec", ("cat", "/ready"), initial_delay_seconds=5, period_seconds=2, success_threshold=2)
+    p, run, clock = prober([1, 0, 0])
+    s = spec(readiness=probe)
+    assert not p.judge(s, pod()).ready and run.calls == []  # t=100 < started 100 + 5
+    clock[0] = 105
+    v = p.judge(s, pod())
+    assert not v.ready and not v.failed and len(run.calls) == 1  # failed once (threshold 3)
+    clock[0] = 106
+    assert not p.judge(s, pod()).ready and len(run.calls) == 1  # not due before 107
+    clock[0] = 107
+    assert not p.judge(s, pod()).ready  # one success of two
+    clock[0] = 109
+    assert p.judge(s, pod()).ready
+    assert [c[0] for c in run.calls] == [105, 107, 109]
+    assert run.calls[0][1:] == ("cid", ("cat", "/ready"), 1.0)
+
+
+def test_readiness_failing_failure_threshold_times_fails_the_pod_with_its_output():
+    probe = Probe("exec", ("false",), period_seconds=1, failure_threshold=2)
+    p, _, clock = prober([1, 1])
+    assert not p.judge(spec(readiness=probe), pod()).failed
+    clock[0] += 1
+    v = p.judge(spec(readiness=probe), pod())
+    assert v.failed == "readiness probe failed 2 time(s) in a row (exit code 1)"
+    assert (v.probe, v.container, v.output) == ("readiness", "web", "output 1")
+
+
+def test_a_timeout_counts_as_a_failure():
+    probe = Probe("exec", ("sleep", "9"), failure_threshold=1)
+    p, _, _ = prober([None])
+    assert p.judge(spec(readiness=probe), pod()).failed == "readiness probe failed 1 time(s) in a row (timed out)"
+
+
+def test_startup_gates_readiness_and_fails_after_its_threshold():
+    startup = Probe("exec", ("test", "-f", "/started"), period_seconds=1, failure_threshold=2)
+    ready = Probe("exec", ("true",))
+    p, run, clock = prober([1, 0, 0])
+    s = spec(readiness=ready, startup=startup)
+    assert not p.judge(s, pod()).ready
+    clock[0] += 1
+    assert p.judge(s, pod()).ready  # startup passed, then readiness ran at once
+    assert [c[2] for c in run.calls] == [("test", "-f", "/started"), ("test", "-f", "/started"), ("true",)]
+    p2, _, clock2 = prober([1, 1])
+    p2.judge(s, pod())
+    clock2[0] += 1
+    v = p2.judge(s, pod())
+    assert (v.probe, v.failed) == ("startup", "startup probe failed 2 time(s) in a row (exit code 1)")
+
+
+def test_exited_or_restarted_container_is_a_crash():
+    p, _, _ = prober([])
+    v = p.judge(spec(), pod(state="exited", exit_code=3))
+    assert (v.probe, v.failed) == ("crash", "container web exited with code 3")
+    assert p.judge(spec(), pod(started_at=100)).ready
+    v = p.judge(spec(), pod(started_at=130))
+    assert v.probe == "crash" and "was restarted" in v.failed
+
+
+def test_unhealthy_liveness_is_not_ready_and_missing_pod_or_container_is_not_ready():
+    p, _, _ = prober([])
+    assert not p.judge(spec(), pod(health="unhealthy")).ready
+    assert not p.judge(spec(), None).ready
+    assert not p.judge(spec(), LivePod("web-abc", "pid", "Running", {}, ())).ready
+
+
+def test_probe_without_tools_fails_at_once_with_a_clear_message():
+    p, _, _ = prober([NO_TOOL_EXIT])
+    v = p.judge(spec(readiness=Probe("httpGet", port=80)), pod())
+    assert v.failed == "readiness probe cannot run in container web: output 98"
+
+
+def test_probe_commands():
+    assert probe_command(Probe("exec", ("cat", "/x"))) == ("cat", "/x")
+    tcp = probe_command(Probe("tcpSocket", port=5432, timeout_seconds=2))
+    assert tcp[:2] == ("/bin/sh", "-c") and "nc -w 2 '127.0.0.1' 5432 </dev/null" in tcp[2]
+    http = probe_command(Probe("httpGet", port=8080, path="/healthz", host="10.0.0.1", headers=(("X-Probe", "it's"),)))[2]
+    assert "curl -fsSk -o /dev/null -m 1 -H 'X-Probe: it'\\''s' 'http://10.0.0.1:8080/healthz'" in http
+    assert "GET /healthz HTTP/1.0\\r\\nHost: 10.0.0.1\\r\\nX-Probe: it'\\''s\\r\\n\\r\\n" in http
+    https = probe_command(Probe("httpGet", port=443, scheme="HTTPS"))[2]
+    assert " nc " not in https and "no curl, wget'" in https
