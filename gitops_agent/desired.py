@@ -551,8 +551,13 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     curl_h = "".join(f" -H {_sh(f'{k}: {v}')}" for k, v in probe.headers)
     wget_h = "".join(f" --header {_sh(f'{k}: {v}')}" for k, v in probe.headers)
     crlf = "\\r\\n"  # printf turns these into CR LF
-    request = f"GET {probe.path} HTTP/1.0{crlf}Host: {host}{crlf}" + "".join(f"{k}: {v}{crlf}" for k, v in probe.headers) + crlf
-    nc = f"printf {_sh(request.replace('%', '%%'))} | nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
+
+    def lit(text: str) -> str:  # printf must print the manifest's text as is
+        return text.replace("\\", "\\\\").replace("%", "%%")
+
+    lines = [f"GET {probe.path} HTTP/1.0", f"Host: {host}", *(f"{k}: {v}" for k, v in probe.headers)]
+    request = "".join(lit(line) + crlf for line in lines) + crlf
+    nc = f"printf {_sh(request)} | nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
     tools = "curl, wget" + ("" if scheme == "https" else " or nc")
     script = (
         f"if command -v curl >/dev/null 2>&1; then curl -fsSk -o /dev/null -m {t}{curl_h} {_sh(url)}; "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +82,18 @@ class WorkloadRevision:
     updated: float
 
 
+class _Rows(list[Any]):
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+
 class History:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "state.db"
+        self._mutex = threading.Lock()
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
@@ -96,9 +106,11 @@ class History:
     def close(self) -> None:
         self._db.close()
 
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> "_Rows":
+        """Run one statement and fetch its rows under a lock: a rollout updates nodes from threads."""
         try:
-            return self._db.execute(sql, args)
+            with self._mutex:
+                return _Rows(self._db.execute(sql, args).fetchall())
         except sqlite3.Error as e:
             raise StateError(f"state store {self.path}: {e}") from e
 

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
@@ -132,6 +132,7 @@ _KINDS = {
     "PersistentVolumeClaim": "v1",
     "Pod": "v1",
     "Deployment": "apps/v1",
+    "DaemonSet": "apps/v1",
     "Service": "v1",
 }
 _KIND_ORDER = {kind: index for index, kind in enumerate(_KINDS)}
@@ -538,13 +539,44 @@ def _claim(doc: _Document) -> model.Claim:
 
 def _pod(doc: _Document) -> model.Workload:
     metadata = doc.body["metadata"]
-    labels = metadata.get("labels", {})
-    template = _pod_template(doc, ("spec",), doc.body["spec"], labels, metadata.get("annotations", {}))
-    return model.Workload(doc.ref, doc.origin, template, replicas=1, strategy="Recreate", labels=labels)
+    labels, annotations = metadata.get("labels", {}), metadata.get("annotations", {})
+    template = _pod_template(doc, ("spec",), doc.body["spec"], labels, annotations)
+    for key in annotations:
+        if key.startswith(model.ROLLOUT_ANNOTATION_PREFIX):
+            doc.report(("metadata", "annotations", key), "rollout knobs apply to Deployments and DaemonSets, not Pods")
+    return model.Workload(
+        doc.ref, doc.origin, template, replicas=1, strategy="Recreate", labels=labels, annotations=annotations
+    )
 
 
 def _deployment(doc: _Document) -> model.Workload:
     spec = doc.body["spec"]
+    strategy = spec.get("strategy", {})
+    strategy_type = strategy.get("type", "RollingUpdate")
+    rolling = strategy.get("rollingUpdate", {})
+    rolling_update = model.RollingUpdate(rolling.get("maxSurge", "25%"), rolling.get("maxUnavailable", "25%"))
+    if strategy_type == "RollingUpdate":
+        _check_rolling_update(doc, ("spec", "strategy", "rollingUpdate"), rolling_update)
+    return _controller(
+        doc,
+        replicas=spec.get("replicas", 1),
+        strategy=strategy_type,
+        rolling_update=rolling_update,
+        progress_deadline_seconds=_progress_deadline(doc, spec),
+    )
+
+
+def _daemonset(doc: _Document) -> model.Workload:
+    """One pod per matching node; Kubernetes' DaemonSet rolling-update defaults (maxSurge 0, maxUnavailable 1)."""
+    rolling = doc.body["spec"].get("updateStrategy", {}).get("rollingUpdate", {})
+    rolling_update = model.RollingUpdate(rolling.get("maxSurge", 0), rolling.get("maxUnavailable", 1))
+    _check_rolling_update(doc, ("spec", "updateStrategy", "rollingUpdate"), rolling_update)
+    return _controller(doc, replicas=1, strategy="RollingUpdate", rolling_update=rolling_update)
+
+
+def _controller(doc: _Document, **fields: Any) -> model.Workload:
+    """A Deployment or DaemonSet: the fields both share, plus the kind-specific `fields`."""
+    spec, metadata = doc.body["spec"], doc.body["metadata"]
     template_metadata = spec["template"]["metadata"]
     template = _pod_template(
         doc,
@@ -560,24 +592,89 @@ def _deployment(doc: _Document) -> model.Workload:
             ("spec", "selector", "matchLabels"),
             f"selector does not match the template labels: {', '.join(missing)} not in spec.template.metadata.labels",
         )
-    strategy = spec.get("strategy", {})
-    strategy_type = strategy.get("type", "RollingUpdate")
-    rolling = strategy.get("rollingUpdate", {})
-    rolling_update = model.RollingUpdate(rolling.get("maxSurge", "25%"), rolling.get("maxUnavailable", "25%"))
-    no_surge, none_unavailable = _is_zero(rolling_update.max_surge), _is_zero(rolling_update.max_unavailable)
-    if strategy_type == "RollingUpdate" and no_surge and none_unavailable:
-        doc.report(("spec", "strategy", "rollingUpdate"), "maxSurge and maxUnavailable cannot both be 0")
+    annotations = metadata.get("annotations", {})
     return model.Workload(
         doc.ref,
         doc.origin,
         template,
-        replicas=spec.get("replicas", 1),
         selector=selector,
-        strategy=strategy_type,
-        rolling_update=rolling_update,
         revision_history_limit=spec.get("revisionHistoryLimit", 10),
-        labels=doc.body["metadata"].get("labels", {}),
+        labels=metadata.get("labels", {}),
+        annotations=annotations,
+        min_ready_seconds=spec.get("minReadySeconds", 0),
+        node_rollout=_node_rollout(doc, annotations),
+        **fields,
     )
+
+
+def _check_rolling_update(doc: _Document, path: JsonPath, rolling_update: model.RollingUpdate) -> None:
+    if _is_zero(rolling_update.max_surge) and _is_zero(rolling_update.max_unavailable):
+        doc.report(path, "maxSurge and maxUnavailable cannot both be 0")
+
+
+def _progress_deadline(doc: _Document, spec: dict[str, Any]) -> int:
+    """progressDeadlineSeconds, which Kubernetes requires to be greater than minReadySeconds."""
+    deadline, min_ready = spec.get("progressDeadlineSeconds", 600), spec.get("minReadySeconds", 0)
+    if deadline <= min_ready:
+        given = "progressDeadlineSeconds" in spec
+        path = ("spec", "progressDeadlineSeconds" if given else "minReadySeconds")
+        shown = f"{deadline}" if given else f"{deadline}, the default"
+        doc.report(path, f"progressDeadlineSeconds ({shown}) must be greater than minReadySeconds ({min_ready})")
+    return deadline
+
+
+def _node_rollout(doc: _Document, annotations: Mapping[str, str]) -> model.NodeRollout:
+    """The `rollout.gitops-agent.io/` annotations of a Deployment or DaemonSet."""
+    knobs: dict[str, Any] = {}
+    for key, value in annotations.items():
+        knob = key.removeprefix(model.ROLLOUT_ANNOTATION_PREFIX)
+        if knob == key:
+            continue
+        path = ("metadata", "annotations", key)
+        if knob not in _KNOBS:
+            close = difflib.get_close_matches(knob, _KNOBS, n=1)
+            hint = f"did you mean {model.ROLLOUT_ANNOTATION_PREFIX + close[0]!r}?" if close else \
+                f"known: {', '.join(model.ROLLOUT_ANNOTATION_PREFIX + name for name in _KNOBS)}"
+            doc.report(path, f"unknown rollout knob {_short(key)} ({hint})")
+            continue
+        name, parse_value, form = _KNOBS[knob]
+        parsed = parse_value(value)
+        if parsed is None:
+            doc.report(path, f"must be {form}, not {_short(value)}")
+        else:
+            knobs[name] = parsed
+    return model.NodeRollout(**knobs)
+
+
+def _parallel_nodes(value: str) -> int | str | None:
+    """A count ("2" -> 2) or a percentage ("50%"); None unless the count is positive and the percentage 1-100."""
+    match = re.fullmatch(r"([0-9]{1,9})(%?)", value)
+    if match is None or int(match[1]) < 1 or (match[2] and int(match[1]) > 100):
+        return None
+    return f"{int(match[1])}%" if match[2] else int(match[1])
+
+
+def _seconds(value: str) -> int | None:
+    """Whole seconds ("60" -> 60); None unless a number from 0 to 2147483647."""
+    if re.fullmatch(r"[0-9]{1,10}", value) is None or int(value) > 2**31 - 1:
+        return None
+    return int(value)
+
+
+# rollout.gitops-agent.io/<knob> -> (NodeRollout field, parser returning None when invalid, the allowed form)
+_KNOBS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "max-parallel-nodes": (
+        "max_parallel_nodes",
+        _parallel_nodes,
+        'a positive number of nodes such as "2", or a percentage of the nodes from "1%" to "100%"',
+    ),
+    "auto-rollback": ("auto_rollback", {"true": True, "false": False}.get, '"true" or "false"'),
+    "unreachable-node-timeout": (
+        "unreachable_node_timeout",
+        _seconds,
+        'a whole number of seconds such as "60"',
+    ),
+}
 
 
 def _is_zero(amount: int | str) -> bool:
@@ -655,7 +752,15 @@ _REF_KINDS = {
 
 
 def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> model.Container:
-    probe = container.get("livenessProbe")
+    ports = tuple(
+        model.ContainerPort(port["containerPort"], port.get("protocol", "TCP"), port.get("hostPort"), port.get("name"))
+        for port in container.get("ports", ())
+    )
+    probes = {
+        field_name: _probe(doc, path + (key,), container[key], container["name"], ports)
+        for key, field_name in _PROBE_FIELDS.items()
+        if key in container
+    }
     return model.Container(
         name=container["name"],
         image=container["image"],
@@ -664,27 +769,59 @@ def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> mod
         args=tuple(container.get("args", ())),
         env=tuple(_env_var(env) for env in container.get("env", ())),
         env_from=tuple(_env_from(source) for source in container.get("envFrom", ())),
-        ports=tuple(
-            model.ContainerPort(
-                port["containerPort"], port.get("protocol", "TCP"), port.get("hostPort"), port.get("name")
-            )
-            for port in container.get("ports", ())
-        ),
+        ports=ports,
         resources=_resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {})),
         volume_mounts=tuple(
             model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False))
             for mount in container.get("volumeMounts", ())
         ),
         working_dir=container.get("workingDir"),
-        liveness_probe=None if probe is None else model.Probe(
-            command=tuple(probe["exec"]["command"]),
-            initial_delay_seconds=probe.get("initialDelaySeconds", 0),
-            period_seconds=probe.get("periodSeconds", 10),
-            timeout_seconds=probe.get("timeoutSeconds", 1),
-            success_threshold=int(probe.get("successThreshold", 1)),  # `const: 1` also admits 1.0
-            failure_threshold=probe.get("failureThreshold", 3),
-        ),
+        **probes,
     )
+
+
+_PROBE_FIELDS = {
+    "livenessProbe": "liveness_probe",
+    "readinessProbe": "readiness_probe",
+    "startupProbe": "startup_probe",
+}
+_PROBE_ACTIONS = ("exec", "httpGet", "tcpSocket")
+
+
+def _probe(
+    doc: _Document, path: JsonPath, probe: dict[str, Any], container: str, ports: tuple[model.ContainerPort, ...]
+) -> model.Probe:
+    """A probe with Kubernetes' defaults; a named port becomes its containerPort number."""
+    (action,) = (name for name in _PROBE_ACTIONS if name in probe)  # exactly one, by the schema
+    handler = probe[action]
+    port = handler.get("port", 0)
+    return model.Probe(
+        action=action,
+        command=tuple(handler.get("command", ())),
+        port=_probe_port(doc, path + (action, "port"), port, container, ports) if isinstance(port, str) else port,
+        path=handler.get("path", "/"),
+        scheme=handler.get("scheme", "HTTP"),
+        host=handler.get("host", ""),
+        headers=tuple((header["name"], header["value"]) for header in handler.get("httpHeaders", ())),
+        initial_delay_seconds=probe.get("initialDelaySeconds", 0),
+        period_seconds=probe.get("periodSeconds", 10),
+        timeout_seconds=probe.get("timeoutSeconds", 1),
+        success_threshold=int(probe.get("successThreshold", 1)),  # `const: 1` also admits 1.0
+        failure_threshold=probe.get("failureThreshold", 3),
+    )
+
+
+def _probe_port(
+    doc: _Document, path: JsonPath, name: str, container: str, ports: tuple[model.ContainerPort, ...]
+) -> int:
+    """The containerPort named `name` in the probe's own container; 0 (and a problem) if there is none."""
+    for port in ports:
+        if port.name == name:
+            return port.container_port
+    names = [port.name for port in ports if port.name]
+    available = f"its port names: {', '.join(map(repr, names))}" if names else "it has no named ports"
+    doc.report(path, f"port {name!r} is not a containerPort name of container {container!r} ({available})")
+    return 0
 
 
 def _default_pull_policy(image: str) -> str:
@@ -767,6 +904,7 @@ _CONVERTERS = {
     "PersistentVolumeClaim": _claim,
     "Pod": _pod,
     "Deployment": _deployment,
+    "DaemonSet": _daemonset,
     "Service": _service,
 }
 
@@ -784,6 +922,7 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]]) -> Non
         if first is not doc:
             where = f"{first.file}:{first.lines[()]}"
             doc.report(("metadata", "name"), f"duplicate object: {doc.ref} is also declared at {where}")
+    _check_pod_name_clashes(declared.values())
     namespaces = {ref.name for ref in declared if ref.kind == "Namespace"}
     for doc, _ in entries:
         if doc.kind and doc.kind != "Namespace" and doc.namespace != model.DEFAULT_NAMESPACE \
@@ -798,6 +937,22 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]]) -> Non
     for doc, service in services:
         _check_service(doc, service, [workload for _, workload in workloads])
     _check_host_ports(workloads, services)
+
+
+def _check_pod_name_clashes(docs: Iterable[_Document]) -> None:
+    """A Deployment and a DaemonSet of one name and namespace would give their pods the same names."""
+    owners: dict[tuple[str, str], _Document] = {}
+    for doc in docs:  # in file order
+        if doc.kind not in ("Deployment", "DaemonSet"):
+            continue
+        first = owners.setdefault((doc.namespace, doc.name), doc)
+        if first is not doc:
+            where = f"{first.file}:{first.lines[()]}"
+            doc.report(
+                ("metadata", "name"),
+                f"{first.kind} {doc.name!r} at {where} has the same name in namespace {doc.namespace!r}; "
+                "pods are named after their workload, so rename one",
+            )
 
 
 def _pod_spec_path(workload: model.Workload) -> JsonPath:
@@ -936,8 +1091,9 @@ def _check_single_owner(claim: _HostPort, workload: model.Workload, what: str) -
 
 def _check_surge(claim: _HostPort, workload: model.Workload, what: str) -> None:
     if workload.strategy == "RollingUpdate" and not _is_zero(workload.rolling_update.max_surge):
+        fix = "use maxSurge: 0" if workload.ref.kind == "DaemonSet" else "use strategy Recreate or maxSurge: 0"
         claim.doc.report(
             claim.path,
             f"{what}: a RollingUpdate with maxSurge {workload.rolling_update.max_surge} starts the new pod "
-            "while the old one still holds the port; use strategy Recreate or maxSurge: 0",
+            f"while the old one still holds the port; {fix}",
         )
