@@ -17,6 +17,30 @@ Podman (helpers in ``tests/podman_env.py``):
     secret and network (except the default "podman"); restarted if a
     previous test stopped it.  Use this one in tests that create things.
 
+``fleet`` (session)
+    Three simulated nodes for multi-node tests: a list of three
+    :class:`podman_env.PodmanService`, each with its own storage, socket and
+    network-config dir, running in its OWN network namespace (``ip netns``
+    named ``gatf<pid>-node<i>``, ``lo`` up; the service is wrapped in
+    ``nsenter --net=/run/netns/...``) and its own mount namespace with a
+    private netavark run dir (Podman 4.3 otherwise shares aardvark-dns and
+    ipam state between all rootful services; see ``podman_env``).  Per node:
+    ``.name`` ("node1".."node3", for the agent config), ``.url`` (unix socket
+    URL for the agent / podman-py), ``.podman(*args)``, ``.client()``,
+    ``.stop()`` / ``.start()`` (an unreachable node and its return:
+    containers keep running meanwhile), ``.netns`` (namespace name: reach a
+    node's published ports with ``podman_env.http_get(port, netns=svc.netns)``
+    or ``nsenter --net=/run/netns/<svc.netns> ...``).  WEB1 and WEB2 are
+    imported on every node (``.images``).  Nodes cannot reach each other or
+    the root namespace (no veth links).  Teardown removes every node's
+    containers and directory and deletes the namespaces, also after failures.
+    Missing Podman/ip/nsenter/unshare: the fixture FAILS (never skips).
+
+``clean_fleet`` (function)
+    The same three nodes, each reset like ``clean_podman`` (stopped services
+    started again; every pod, container, volume, secret and non-default
+    network removed; images kept).  Use this one in tests that create things.
+
 Git (helpers in ``tests/gitrepo.py``):
 
 ``git_remote`` (function)
@@ -24,18 +48,37 @@ Git (helpers in ``tests/gitrepo.py``):
     working tree; ``.write() / .remove() / .commit_and_push() / .revert() /
     .head()``.
 
-Tests using ``podman_service`` or ``clean_podman`` get the ``podman`` marker
-automatically (``pytest -m "not podman"`` runs the rest).
+Tests using ``podman_service``, ``clean_podman``, ``fleet`` or ``clean_fleet``
+get the ``podman`` marker automatically (``pytest -m "not podman"`` runs the rest).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from gitrepo import GitRemote
-from podman_env import WEB1, WEB2, PodmanService, PodmanUnavailable, make_image, missing_tools
+from podman_env import (
+    WEB1,
+    WEB2,
+    NodeNamespace,
+    PodmanService,
+    PodmanUnavailable,
+    make_image,
+    missing_tools,
+)
 
-_PODMAN_FIXTURES = {"podman_service", "clean_podman"}
+_PODMAN_FIXTURES = {"podman_service", "clean_podman", "fleet", "clean_fleet"}
+
+#: Number of nodes in ``fleet``.
+FLEET_SIZE = 3
+#: ``ip netns`` names of fleet nodes: gatf<pid of the test session>-node<i>.
+_FLEET_NS = re.compile(r"^gatf(\d+)-node\d+$")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,3 +119,94 @@ def clean_podman(podman_service):
 def git_remote(tmp_path):
     """A fresh GitRemote (bare repo + working tree) under tmp_path."""
     return GitRemote(tmp_path / "git")
+
+
+# -- multi-node fleet -------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_fleet_namespaces() -> None:
+    """``ip netns del`` fleet namespaces left by test sessions that died (SIGKILL)."""
+    cp = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    for line in cp.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _FLEET_NS.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+def _start_node(i: int) -> tuple[NodeNamespace, PodmanService]:
+    """Namespaces + private service for node i, with WEB1 and WEB2 imported."""
+    ns = NodeNamespace(f"gatf{os.getpid()}-node{i}")
+    svc = None
+    try:
+        svc = PodmanService(netns=ns.name, mount_ns=ns.mount_ns, name=f"node{i}")
+        make_image(svc, WEB1, variant="1")
+        make_image(svc, WEB2, variant="2")
+        return ns, svc
+    except BaseException:
+        if svc is not None:
+            svc.cleanup()
+        ns.close()
+        raise
+
+
+def _stop_node(ns: NodeNamespace, svc: PodmanService) -> None:
+    try:
+        svc.cleanup()
+    finally:
+        ns.close()
+
+
+def _each(fn, items) -> list:
+    """fn(item) for every item in parallel; all run even if some raise; re-raise the first error."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(fn, *item) if isinstance(item, tuple) else pool.submit(fn, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    """Three private Podman services, each in its own network namespace, WEB1/WEB2 on each."""
+    missing = missing_tools() + [t for t in ("ip", "nsenter", "unshare") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(
+            "Podman fleet tests need: " + ", ".join(missing) + ". Run `bash .ci/setup` (as root) first.",
+            pytrace=False,
+        )
+    _remove_stale_fleet_namespaces()
+    with ThreadPoolExecutor(max_workers=FLEET_SIZE) as pool:
+        futures = [pool.submit(_start_node, i) for i in range(1, FLEET_SIZE + 1)]
+    started = [f.result() for f in futures if f.exception() is None]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        try:
+            _each(_stop_node, started)
+        finally:
+            e = errors[0]
+            if isinstance(e, PodmanUnavailable):
+                pytest.fail(f"cannot start the Podman fleet: {e}", pytrace=False)
+            raise e
+    try:
+        yield [svc for _, svc in started]
+    finally:
+        _each(_stop_node, started)
+
+
+@pytest.fixture
+def clean_fleet(fleet):
+    """The fleet's nodes, each emptied like ``clean_podman`` (and running again)."""
+    _each(PodmanService.reset, fleet)
+    return fleet

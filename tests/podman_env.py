@@ -17,7 +17,23 @@ Typical use (the fixtures in ``conftest.py`` do this for you)::
 Multi-node tests can run a service inside a network namespace they created
 (``ip netns add node1``) with ``PodmanService(netns="node1")``; the service
 and every ``svc.podman(...)`` call are then wrapped in
-``nsenter --net=/run/netns/node1``.
+``nsenter --net=/run/netns/node1``.  :class:`NodeNamespace` does the whole
+set-up for one simulated node (network namespace with ``lo`` up, plus a
+mount namespace with a private netavark run directory, see below)::
+
+    ns = NodeNamespace("gat-node1-1234")
+    svc = PodmanService(netns=ns.name, mount_ns=ns.mount_ns, name="node1")
+    ns.http_get(8080)                # GET / on 127.0.0.1:8080 inside the node
+    svc.cleanup(); ns.close()
+
+Podman quirk (4.3): a rootful Podman keeps netavark's run directory
+(``/run/containers/networks``: ``ipam.db`` and the aardvark-dns config and
+pid file) at that fixed path, whatever ``--root``/``--runroot`` say.  Only
+one aardvark-dns then runs on the machine, in the network namespace of
+whichever service started it first, so container DNS breaks on every other
+node (and for other test sessions' services).  :class:`NodeNamespace` mounts
+a private tmpfs there, in a mount namespace of its own, to give each node
+its own.
 """
 
 from __future__ import annotations
@@ -37,12 +53,15 @@ from typing import Sequence
 
 __all__ = [
     "APPLETS",
+    "NETAVARK_RUN_DIR",
+    "NodeNamespace",
     "QUIRKS_CONF",
     "PodmanService",
     "PodmanUnavailable",
     "WEB1",
     "WEB2",
     "containers_conf",
+    "http_get",
     "make_image",
     "missing_tools",
     "ping",
@@ -175,11 +194,17 @@ class PodmanService:
         service (and :meth:`podman` calls) in, via ``nsenter --net=``.
     :param default_subnet: subnet of the default "podman" network; by default
         a free /24 in 10.200.0.0/16 is picked (see :func:`_pick_default_subnet`).
+    :param mount_ns: path of a mount namespace to run the service (and
+        :meth:`podman` calls) in, via ``nsenter --mount=`` (e.g.
+        :attr:`NodeNamespace.mount_ns`).
+    :param name: a name for the node (e.g. "node1"), for agent configs and
+        messages; default None.
     :param start: start the service right away (default True).
 
     Attributes: ``base_dir``, ``root``, ``runroot``, ``tmpdir``, ``netdir``,
     ``sock`` (socket path), ``url`` ("unix://..."), ``env`` (environment for
-    podman), ``log_path`` (service output), ``netns``, ``default_subnet``,
+    podman), ``log_path`` (service output), ``netns``, ``mount_ns``,
+    ``name``, ``default_subnet``,
     ``images`` (ref -> ID of images made with :func:`make_image`).
     """
 
@@ -188,6 +213,8 @@ class PodmanService:
         base_dir: str | os.PathLike[str] | None = None,
         *,
         netns: str | None = None,
+        mount_ns: str | None = None,
+        name: str | None = None,
         default_subnet: str | None = None,
         start: bool = True,
     ) -> None:
@@ -207,6 +234,8 @@ class PodmanService:
         for d in (self.root, self.runroot, self.tmpdir, self.netdir):
             d.mkdir(parents=True, exist_ok=True)
         self.netns = netns
+        self.mount_ns = mount_ns
+        self.name = name
         self.default_subnet = default_subnet or _pick_default_subnet(netns)
         self.env = containers_conf(self.base_dir, default_subnet=self.default_subnet)
         #: image ref -> image ID, for images made with :func:`make_image`.
@@ -249,9 +278,12 @@ class PodmanService:
         ]
 
     def _prefix(self) -> list[str]:
+        opts = []
         if self.netns:
-            return ["nsenter", f"--net=/run/netns/{self.netns}"]
-        return []
+            opts.append(f"--net=/run/netns/{self.netns}")
+        if self.mount_ns:
+            opts.append(f"--mount={self.mount_ns}")
+        return ["nsenter", *opts] if opts else []
 
     def command(self, *args: str) -> list[str]:
         """argv running ``podman <global args> *args`` (nsenter-wrapped if netns)."""
@@ -327,19 +359,27 @@ class PodmanService:
         self.cleanup()
 
     def _unmount_all(self) -> None:
-        """Unmount what Podman left mounted under base_dir (e.g. root/overlay)."""
+        """Unmount what Podman left mounted under base_dir (e.g. root/overlay).
+
+        With ``mount_ns`` this looks and unmounts inside that mount namespace.
+        """
         base = str(self.base_dir.resolve())
         mounts = []
+        mnt = ["nsenter", f"--mount={self.mount_ns}"] if self.mount_ns else []
         try:
-            with open("/proc/self/mountinfo") as f:
-                for line in f:
-                    mp = line.split()[4].replace("\\040", " ")
-                    if mp == base or mp.startswith(base + "/"):
-                        mounts.append(mp)
-        except OSError:
+            if mnt:
+                info = subprocess.run([*mnt, "cat", "/proc/self/mountinfo"], capture_output=True,
+                                      text=True, timeout=30).stdout
+            else:
+                info = Path("/proc/self/mountinfo").read_text()
+        except (OSError, subprocess.SubprocessError):
             return
+        for line in info.splitlines():
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == base or mp.startswith(base + "/"):
+                mounts.append(mp)
         for mp in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", mp], capture_output=True)
+            subprocess.run([*mnt, "umount", "-l", mp], capture_output=True, timeout=30)
 
     # -- using it --------------------------------------------------------------
 
@@ -405,13 +445,163 @@ class PodmanService:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         ns = f" netns={self.netns}" if self.netns else ""
-        return f"<PodmanService {self.url} {state}{ns}>"
+        name = f" {self.name}" if self.name else ""
+        return f"<PodmanService{name} {self.url} {state}{ns}>"
 
 
 class _CalledProcessError(subprocess.CalledProcessError):
     def __str__(self) -> str:
         err = self.stderr.decode(errors="replace") if isinstance(self.stderr, bytes) else (self.stderr or "")
         return f"{super().__str__()}\nstderr:\n{err.strip()}"
+
+
+# -- simulated nodes ----------------------------------------------------------------
+
+#: Where a rootful Podman 4.3 keeps netavark's ipam.db and aardvark-dns state,
+#: regardless of --root/--runroot (see the module docstring).
+NETAVARK_RUN_DIR = "/run/containers/networks"
+
+
+class NodeNamespace:
+    """Namespaces for one simulated node: ``ip netns`` + a private netavark run dir.
+
+    Creates the network namespace ``name`` (``ip netns add``, ``lo`` up) and a
+    mount namespace in which :data:`NETAVARK_RUN_DIR` and ``/run/netns`` are
+    private tmpfs mounts.  The
+    mount namespace is kept alive by a small helper process (``unshare ...
+    cat``) that ends by itself when this Python process dies (its stdin
+    closes).  It is a slave of the host's mounts, so it sees e.g. the test
+    directories, while mounts made inside it (container rootfs, container
+    netns files) stay inside: run the podman CLI through the service
+    (:meth:`PodmanService.podman` does) or :meth:`command`, not from the host.
+
+    Use :attr:`name` as ``PodmanService(netns=...)`` and :attr:`mount_ns` as
+    ``PodmanService(mount_ns=...)``.  :meth:`close` ends the helper and
+    deletes the network namespace (idempotent).
+
+    :raises PodmanUnavailable: if ``ip``, ``nsenter`` or ``unshare`` is
+        missing or the namespaces cannot be created.
+    """
+
+    def __init__(self, name: str, *, timeout: float = 30.0) -> None:
+        missing = [t for t in ("ip", "nsenter", "unshare") if shutil.which(t) is None]
+        if missing:
+            raise PodmanUnavailable(f"{', '.join(missing)} not found (package iproute2 / util-linux)")
+        self.name = name
+        self.path = f"/run/netns/{name}"
+        self._holder: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        _run_or_raise(["ip", "netns", "add", name], timeout)
+        try:
+            _run_or_raise(["nsenter", f"--net={self.path}", "ip", "link", "set", "lo", "up"], timeout)
+            os.makedirs(NETAVARK_RUN_DIR, exist_ok=True)
+            # Private netavark run dir, and a private /run/netns for the
+            # containers' namespace files (which would otherwise show up,
+            # unusable, in the host's `ip netns list`).
+            script = (
+                f"mount -t tmpfs -o mode=0755,size=64m gat-netrun {NETAVARK_RUN_DIR}"
+                " && mount -t tmpfs -o mode=0755,size=1m gat-netns /run/netns"
+                " && echo ready && exec cat >/dev/null"
+            )
+            self._holder = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            assert self._holder.stdout is not None
+            line = self._holder.stdout.readline()  # "ready", or EOF if it failed
+            if line.strip() != b"ready":
+                err = self._holder.stderr.read().decode(errors="replace") if self._holder.stderr else ""
+                raise PodmanUnavailable(f"cannot make a mount namespace for node {name}: {err.strip()}")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def mount_ns(self) -> str:
+        """Path of the node's mount namespace (``/proc/PID/ns/mnt`` of the helper)."""
+        if self._holder is None or self._holder.poll() is not None:
+            raise RuntimeError(f"mount namespace of node {self.name} is gone")
+        return f"/proc/{self._holder.pid}/ns/mnt"
+
+    def command(self, *argv: str) -> list[str]:
+        """argv running ``argv`` inside the node's network and mount namespaces."""
+        return ["nsenter", f"--net={self.path}", f"--mount={self.mount_ns}", *argv]
+
+    def run(self, *argv: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside the node's namespaces (output captured as text)."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.command(*argv), timeout=timeout, **kwargs)
+
+    def http_get(self, port: int, host: str = "127.0.0.1", path: str = "/", timeout: float = 5.0) -> str | None:
+        """Body of ``GET path`` on ``host:port`` as seen from inside the node, or None.
+
+        None if nothing answers with an HTTP response (refused, timed out).
+        Uses busybox ``nc``, in the node's network namespace only.
+        """
+        return http_get(port, host, path, timeout=timeout, netns=self.name)
+
+    def close(self) -> None:
+        """End the mount-namespace helper and delete the network namespace."""
+        if self._closed:
+            return
+        self._closed = True
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            for stream in (holder.stdin, holder.stdout, holder.stderr):
+                if stream is not None:
+                    stream.close()
+            try:
+                holder.wait(10)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait(10)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=60)
+
+    def __enter__(self) -> "NodeNamespace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<NodeNamespace {self.name}>"
+
+
+def _run_or_raise(argv: list[str], timeout: float) -> None:
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if cp.returncode != 0:
+        raise PodmanUnavailable(f"{' '.join(argv)} failed ({cp.returncode}): {cp.stderr.strip()}")
+
+
+def http_get(
+    port: int,
+    host: str = "127.0.0.1",
+    path: str = "/",
+    *,
+    timeout: float = 5.0,
+    netns: str | None = None,
+) -> str | None:
+    """Body of an HTTP/1.0 ``GET`` via busybox ``nc``, or None if nothing answered.
+
+    ``netns`` runs it inside ``/run/netns/<netns>`` (``nsenter --net``);
+    without it, in the caller's network namespace.
+    """
+    request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    argv = [BUSYBOX, "nc", "-w", str(max(1, int(timeout))), host, str(port)]
+    if netns:
+        argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
+    try:
+        cp = subprocess.run(argv, input=request.encode(), capture_output=True, timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        return None
+    head, sep, body = cp.stdout.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/"):
+        return None
+    return body.decode(errors="replace")
 
 
 # -- images -----------------------------------------------------------------------

@@ -295,5 +295,6 @@ def test_unreachable_node_is_a_clear_error_and_nothing_is_recorded_as_applied(gi
     assert "Traceback" not in err
     code, out, _ = cli("status", "--output", "json")
     st = json.loads(out)
-    assert st["appliedRevision"] == "" and st["condition"] == "Reconciling"
-    assert st["nodes"] == [{"name": "edge1", "reachable": False, "error": st["nodes"][0]["error"]}] and "cannot reach Podman" in st["nodes"][0]["error"]
+    assert st["appliedRevision"] == "" and st["condition"] == "Progressing" and "0/1 node(s)" in st["message"]
+    assert st["rollout"]["nodes"][0]["status"] == "deferred"
+    assert st["nodes"] == [{"name": "edge1", "reachable": False, "error": st["nodes"][0]["error"], "labels": {}}] and "cannot reach Podman" in st["nodes"][0]["error"]
