@@ -44,6 +44,8 @@ class NodeConfig:
     name: str
     url: str = DEFAULT_SOCKET
     labels: Mapping[str, str] = field(default_factory=dict)
+    identity: str | None = None
+    """SSH private key for an ssh:// url (ssh://user@host/run/podman/podman.sock)."""
 
 
 @dataclass(frozen=True)
@@ -119,13 +121,22 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
     )
     nodes: list[NodeConfig] = []
     for i, n in enumerate(top.get("nodes") or [{"name": "local"}]):
-        nd = _take(n, {"name", "url", "labels"}, f"nodes[{i}]")
+        nd = _take(n, {"name", "url", "labels", "identity"}, f"nodes[{i}]")
         if not nd.get("name"):
             raise ConfigError(f"nodes[{i}].name is required")
         labels = nd.get("labels") or {}
         if not isinstance(labels, Mapping):
             raise ConfigError(f"nodes[{i}].labels: expected a mapping")
-        nodes.append(NodeConfig(str(nd["name"]), str(nd.get("url", DEFAULT_SOCKET)), {str(k): str(v) for k, v in labels.items()}))
+        node_url = str(nd.get("url", DEFAULT_SOCKET))
+        if not node_url.startswith(("unix://", "tcp://", "ssh://", "http+unix://")):
+            raise ConfigError(f"nodes[{i}].url: {node_url!r} must start with unix://, tcp:// or ssh://")
+        identity = nd.get("identity")
+        if identity is not None:
+            if not node_url.startswith("ssh://"):
+                raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
+            identity = str(Path(str(identity)).expanduser() if Path(str(identity)).expanduser().is_absolute() or base_dir is None
+                           else (base_dir / str(identity)).resolve())
+        nodes.append(NodeConfig(str(nd["name"]), node_url, {str(k): str(v) for k, v in labels.items()}, identity))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")

@@ -33,13 +33,14 @@ _NS = 1_000_000_000
 class Node:
     """One Podman service, reached through its API socket."""
 
-    def __init__(self, name: str, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, name: str, url: str, timeout: float = 60.0, identity: str | None = None) -> None:
         self.name = name
         self.url = url
         self.reads = 0
         self.writes = 0
         try:
-            self._client = podman.PodmanClient(base_url=url, timeout=timeout)
+            extra = {"identity": identity} if identity else {}
+            self._client = podman.PodmanClient(base_url=url, timeout=timeout, **extra)
         except (podman.errors.PodmanError, ValueError, OSError) as e:
             raise NodeError(name, f"cannot use Podman URL {url}: {e}") from e
 

@@ -48,7 +48,9 @@ def resolve(cfg: SourceConfig) -> Location:
     local = Path(url[len("file://"):]) if url.startswith("file://") else Path(url)
     if "://" not in url or url.startswith("file://"):
         if not local.exists():
-            raise SourceUnavailable(f"source {url}: no such directory")
+            # gone for now (unmounted, moved): keep the URL, so the mirror and the last good
+            # revision stay usable; fetching reports SourceUnavailable until it is back
+            return Location(url="file://" + str(local.absolute()), branch=cfg.branch, path=path.strip("/"))
         try:
             top = git.Repo(local, search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:

@@ -308,3 +308,62 @@ def test_placement_node_selector_daemonset_and_even_spread(clean_fleet: list[Any
     assert out.ok, out.error
     assert [count(svc, "nginx") for svc in fleet] == [1, 1, 0]
     assert [count(svc, "spread") for svc in fleet] == [2, 2, 1]
+
+
+def test_break_glass_rollback_without_git_then_resume(env: tuple[list[Any], Any, Path], tmp_path: Path) -> None:
+    fleet, repo, cfg = env
+    push(repo, "v1", workload("web", WEB1))
+    assert sync(cfg).result == "applied"
+    v1_hash = hashes(fleet[0])
+    push(repo, "v2", workload("web", WEB2))
+    assert sync(cfg).result == "applied"
+    v2_hash = hashes(fleet[0])
+
+    gone = Path(str(repo.url).removeprefix("file://") + ".away")
+    Path(str(repo.url).removeprefix("file://")).rename(gone)  # the Git server is down
+    run = [sys.executable, "-m", "gitops_agent"]
+    cp = subprocess.run([*run, "rollback", "--config", str(cfg)], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    assert "rolled back" in cp.stdout and "suspended" in cp.stdout
+    assert [hashes(svc) for svc in fleet] == [v1_hash] * 3
+    st = status_of(cfg)
+    assert st["condition"] == "Suspended" and "resume" in st["message"]
+    assert st["rollout"]["cause"] == "rollback" and st["rollout"]["phase"] == "complete"
+
+    gone.rename(Path(str(repo.url).removeprefix("file://")))  # Git is back, still at v2
+    out = sync(cfg)
+    assert out.result == "suspended"  # Git is not followed while suspended...
+    assert [hashes(svc) for svc in fleet] == [v1_hash] * 3
+    fleet[1].podman("pod", "rm", "-f", "-t", "0", "-a")  # ...but drift is still repaired, to the pinned revision
+    assert sync(cfg).result == "suspended"
+    assert hashes(fleet[1]) == v1_hash
+
+    cp = subprocess.run([*run, "resume", "--config", str(cfg)], capture_output=True, text=True)
+    assert cp.returncode == 0 and "following Git again" in cp.stdout
+    assert sync(cfg).result == "applied"
+    assert [hashes(svc) for svc in fleet] == [v2_hash] * 3
+    cp = subprocess.run([*run, "history", "--config", str(cfg)], capture_output=True, text=True)
+    assert cp.returncode == 0 and "rollback" in cp.stdout and "complete" in cp.stdout
+
+
+def test_liveness_probe_restarts_the_container_through_podman(env: tuple[list[Any], Any, Path]) -> None:
+    """Liveness is Podman's healthcheck with restart-on-failure: it works with the agent gone. This sandbox
+    has no systemd to run the healthcheck timer, so the test fires one check itself, as the timer would."""
+    fleet, repo, cfg = env
+    w = workload("web", WEB1, replicas=1)
+    c = w["spec"]["template"]["spec"]["containers"][0]
+    c["command"] = ["sh", "-c", "touch /tmp/alive && exec httpd -f -p 8080 -h /www"]
+    c["livenessProbe"] = {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 30, "failureThreshold": 1}
+    push(repo, "v1", w)
+    assert sync(cfg).result == "applied"
+    (name, ctr), = app_containers(fleet[0]).items()
+    fleet[0].podman("healthcheck", "run", name)  # healthy
+    fleet[0].podman("exec", name, "rm", "/tmp/alive")
+    fleet[0].podman("healthcheck", "run", name, check=False)  # unhealthy: Podman restarts it
+    deadline = time.monotonic() + 30
+    while app_containers(fleet[0])[name]["StartedAt"] == ctr["StartedAt"] or app_containers(fleet[0])[name]["State"] != "running":
+        assert time.monotonic() < deadline, app_containers(fleet[0])[name]
+        time.sleep(0.2)
+    after = app_containers(fleet[0])[name]
+    assert after["Id"] == ctr["Id"]  # the same container, restarted in place
+    fleet[0].podman("exec", name, "cat", "/tmp/alive")  # and healthy again
