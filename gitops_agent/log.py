@@ -18,7 +18,7 @@ Log = Callable[..., None]
 
 def _quote(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if (not text or any(ch in text for ch in " \"=\n")) else text
+    return json.dumps(text, ensure_ascii=False) if (not text or any(ch in text for ch in " \"=\n")) else text
 
 
 class EventLog:

@@ -367,3 +367,31 @@ def test_liveness_probe_restarts_the_container_through_podman(env: tuple[list[An
     after = app_containers(fleet[0])[name]
     assert after["Id"] == ctr["Id"]  # the same container, restarted in place
     fleet[0].podman("exec", name, "cat", "/tmp/alive")  # and healthy again
+
+
+def test_a_new_commit_mid_rollout_supersedes_the_target(env: tuple[list[Any], Any, Path]) -> None:
+    fleet, repo, cfg = env
+    push(repo, "v1", workload("web", WEB1))
+    assert sync(cfg).result == "applied"
+    push(repo, "v2", workload("web", WEB2))
+    v3 = workload("web", WEB1)
+    v3["spec"]["template"]["metadata"]["labels"]["release"] = "v3"
+
+    class PushV3(Events):
+        def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
+            super().__call__(event, level, **fields)
+            if event == "rollout.node.done" and fields["node"] == "n1":
+                push(repo, "v3", v3)  # arrives while v2 is on its way
+
+    out = sync(cfg, PushV3())
+    assert out.result == "superseded", out.error
+    assert image_of(fleet[0]) == {WEB2} and image_of(fleet[1]) == {WEB1} and image_of(fleet[2]) == {WEB1}  # n2, n3 never got v2
+    out = sync(cfg)
+    assert out.result == "applied", out.error
+    v3_hash = hashes(fleet[0])
+    assert [hashes(svc) for svc in fleet] == [v3_hash] * 3 and all(pod_count(svc) == 1 for svc in fleet)
+    agent = Agent(config_mod.load(str(cfg)))
+    try:
+        assert [r["phase"] for r in agent.history.rollouts()][:2] == ["complete", "superseded"]
+    finally:
+        agent.close()
