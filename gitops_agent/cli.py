@@ -258,6 +258,7 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         print(json.dumps({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs],
                           "rollouts": rollouts}, indent=2))
         return 0
+    rows: list[tuple[str, ...]]
     if rollouts:
         rows = [("ROLLOUT", "STARTED", "REVISION", "FROM", "CAUSE", "RESULT", "SECONDS", "DETAIL")]
         for r in rollouts:
@@ -275,8 +276,8 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     if revs:
         print()
         rows = [("WORKLOAD", "REVISION", "TEMPLATE", "COMMIT")]
-        for r in revs:
-            rows.append((f"{r.kind}/{r.namespace}/{r.name}", str(r.number), r.template_hash, _short(r.revision)))
+        for wr in revs:
+            rows.append((f"{wr.kind}/{wr.namespace}/{wr.name}", str(wr.number), wr.template_hash, _short(wr.revision)))
         _table(rows)
     return 0
 
@@ -286,7 +287,7 @@ def _short(revision: str) -> str:
     return f"{branch}@{sha[:12]}" if sha else revision
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 import yaml
@@ -485,7 +485,8 @@ def _check_document(doc: _Document) -> model.Object | None:
     body = doc.body
     metadata = body.get("metadata")
     if isinstance(metadata, dict):
-        doc.name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
+        name = metadata.get("name")
+        doc.name = name if isinstance(name, str) else ""
         namespace = metadata.get("namespace", model.DEFAULT_NAMESPACE)
         doc.namespace = namespace if isinstance(namespace, str) else model.DEFAULT_NAMESPACE
     kind = body.get("kind")
@@ -866,7 +867,7 @@ def _volume(volume: dict[str, Any]) -> model.Volume:
     )
 
 
-_QUANTITY_SUFFIXES = {
+_QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
     "": 1, "m": Decimal("0.001"),
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
@@ -897,7 +898,7 @@ def _quantity(doc: _Document, path: JsonPath, quantity: int | float | str | None
     return amount
 
 
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[_Document], model.Object]] = {
     "Namespace": _namespace,
     "ConfigMap": _config_data,
     "Secret": _config_data,
@@ -1061,12 +1062,12 @@ def _check_host_ports(
     for doc, service in services:
         if service.type != "NodePort":
             continue
-        for i, port in enumerate(service.ports):
-            assert port.node_port is not None  # required by the schema for NodePort
-            claim = _HostPort(port.node_port, port.protocol, doc, ("spec", "ports", i, "nodePort"))
+        for i, sport in enumerate(service.ports):
+            assert sport.node_port is not None  # required by the schema for NodePort
+            claim = _HostPort(sport.node_port, sport.protocol, doc, ("spec", "ports", i, "nodePort"))
             claims.append(claim)
             for workload in (w for _, w in workloads if _selects(service, w) and w.replicas > 0):
-                what = f"nodePort {port.node_port}/{port.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
+                what = f"nodePort {sport.node_port}/{sport.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
                 _check_surge(claim, workload, what)
 
     owners: dict[tuple[int, str], _HostPort] = {}

@@ -152,15 +152,16 @@ class GitSource:
             for item in tree.traverse():
                 if not isinstance(item, git.Blob):
                     continue
-                rel = item.path[len(prefix):] if item.path.startswith(prefix) else item.path
+                path = str(item.path)
+                rel = path[len(prefix):] if path.startswith(prefix) else path
                 if not is_manifest_path(rel):
                     continue
                 if item.mode == _SYMLINK_MODE:
-                    out.append(SourceFile(item.path, b"", is_symlink=True))
+                    out.append(SourceFile(path, b"", is_symlink=True))
                     continue
                 stream = item.data_stream
                 # read one byte past the limit: enough for `manifests` to report it, never the whole blob
-                out.append(SourceFile(item.path, stream.read(limits.max_file_bytes + 1)))
+                out.append(SourceFile(path, stream.read(limits.max_file_bytes + 1)))
             return out
         except SourceUnavailable:
             raise
