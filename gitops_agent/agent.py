@@ -15,6 +15,7 @@ import random
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -288,14 +289,17 @@ class Agent:
     # --- read-only views ------------------------------------------------------------------
 
     def live(self) -> dict[str, LiveState | str]:
-        """Each node's live state, or the error that kept it from being read."""
-        result: dict[str, LiveState | str] = {}
-        for name, node in self.nodes.items():
+        """Each node's live state, or the error that kept it from being read. Nodes are
+        read in parallel, so a slow or unreachable node does not hold up the others."""
+
+        def read(node: Node) -> LiveState | str:
             try:
-                result[name] = node.read()
+                return node.read()
             except NodeError as e:
-                result[name] = str(e)
-        return result
+                return str(e)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.nodes)))) as pool:
+            return dict(zip(self.nodes, pool.map(read, self.nodes.values())))
 
 
 def _failure_message(f: dict[str, Any]) -> str:
