@@ -10,15 +10,17 @@ by class (errors.py), never by message.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Iterator
 
 from .config import AgentConfig
 from .desired import compile_node, unplaced
@@ -47,6 +49,7 @@ class Outcome:
     plans: dict[str, Plan] = field(default_factory=dict)
     node_errors: dict[str, str] = field(default_factory=dict)
     rollout: RolloutState | None = None
+    waiting: bool = False  # nothing to retry until Git moves (or `resume`): the daemon does not back off
 
     @property
     def ok(self) -> bool:
@@ -70,6 +73,25 @@ class Agent:
         for n in self.nodes.values():
             n.close()
         self.history.close()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One pass at a time per state directory, across processes (`run` and a
+        break-glass `rollback` must not drive the same pods at once)."""
+        path = self.cfg.state_dir / "agent.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StateError(f"cannot open the lock {path}: {e.strerror}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log("lock.wait", message="another gitops-agent pass is running on this state directory; waiting for it")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     # --- revisions -----------------------------------------------------------------
 
@@ -98,7 +120,7 @@ class Agent:
 
     def sync(self, dry_run: bool = False) -> Outcome:
         """One full reconcile pass. With dry_run, only plans (for `diff`)."""
-        with self._lock:
+        with self._lock, (nullcontext() if dry_run else self._exclusive()):
             started = time.time()
             out = Outcome()
             try:
@@ -118,36 +140,52 @@ class Agent:
         if suspended:
             # break-glass: Git is not followed until `resume`; the pinned revision is still reconciled
             out.result, out.error = "suspended", f"syncing suspended ({suspended['reason']}); run `gitops-agent resume` to follow Git again"
+            out.waiting = True
             return self.revision(suspended["sha"])
         try:
             sha = self.git.remote_head()
         except SourceUnavailable as e:
             out.result, out.error = "source-error", str(e)
             self.log("source.unavailable", level="warning", error=str(e))
-            return self.applied()
+            return self._fallback()
         out.head = self.location.revision(sha)
         rejected = self.history.get("rejected") or {}
         if rejected.get("sha") == sha:
             # the same bad commit: not retried until the branch moves (no flapping)
-            out.result, out.error = "rejected", rejected.get("error", "")
+            out.result, out.error, out.waiting = "rejected", rejected.get("error", ""), True
             out.problems = tuple(Problem(**p) for p in rejected.get("problems", []))
-            return self.applied()
+            return self._fallback()
         failed = self.history.get("failed") or {}
         if failed.get("sha") == sha:
             # a revision that failed its rollout: not retried until Git moves (no flapping)
-            out.result, out.error = "failed", _failure_message(failed)
+            out.result, out.error, out.waiting = "failed", _failure_message(failed), True
+            if failed.get("halted"):
+                return None  # halted without rollback: every node is left as it is for a human to look at
             return self.applied()
         try:
             return self.revision(sha)
         except RevisionRejected as e:
-            out.result, out.error, out.problems = "rejected", str(e), e.problems
+            out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
             self.history.put("rejected", {"sha": sha, "error": str(e), "problems": [p.__dict__ for p in e.problems]})
             self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems))
-            return self.applied()
+            return self._fallback()
         except SourceUnavailable as e:
             out.result, out.error = "source-error", str(e)
             self.log("source.unavailable", level="warning", error=str(e))
-            return self.applied()
+            return self._fallback()
+
+    def _fallback(self) -> Revision | None:
+        """What to reconcile when the head cannot be used: the revision an unfinished rollout
+        is taking the nodes to (reverting its finished nodes would be a rollback nobody asked
+        for), else the last stable revision."""
+        rollout = self.history.get("rollout") or {}
+        failed = self.history.get("failed") or {}
+        if rollout.get("phase") == PROGRESSING and rollout.get("target_sha") != failed.get("sha"):
+            try:
+                return self.revision(rollout["target_sha"])
+            except (SourceUnavailable, RevisionRejected):
+                pass
+        return self.applied()
 
     def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
         out.target = rev.id
@@ -239,22 +277,24 @@ class Agent:
         """Roll every node back to an earlier stable revision without Git, then suspend
         syncing until `resume`. `to`: a revision id or commit (prefix); default: the
         stable revision before the current one."""
-        with self._lock:
+        with self._lock, self._exclusive():
             started = time.time()
             out = Outcome()
             current = self.applied()
             stable = self.history.get("stable", [])
             if to:
-                found = [s for s in stable if s["sha"].startswith(to.rsplit(":", 1)[-1]) or s["revision"] == to]
+                key = to.rsplit(":", 1)[-1].rsplit("@", 1)[-1]  # main@sha1:<sha>, main@<prefix> (as `history` prints) or <prefix>
+                found = [s for s in stable if s["revision"] == to or (len(key) >= 4 and s["sha"].startswith(key))]
                 if len(found) != 1:
                     known = ", ".join(s["revision"] for s in reversed(stable)) or "none"
                     raise AgentError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
                 pick = found[0]
             else:
-                older = [s for s in stable if current is None or s["sha"] != current.commit]
-                if not older:
+                shas = [s["sha"] for s in stable]
+                at = shas.index(current.commit) if current is not None and current.commit in shas else len(stable)
+                if at == 0:
                     raise AgentError("no earlier stable revision to roll back to (see `gitops-agent history`)")
-                pick = older[-1]
+                pick = stable[at - 1]
             rev = self.revision(pick["sha"])
             out.head, out.target = "", rev.id
             self.log("rollback.start", to=rev.id, current=current.id if current else "-")
@@ -267,7 +307,9 @@ class Agent:
             else:
                 out.result = "failed" if state.phase != PROGRESSING else "progressing"
                 out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
-            pinned = self.applied()
+            # pinned: the rollback target while it is done or still on its way (deferred nodes),
+            # else (it failed and was rolled back) what runs now
+            pinned = rev if state.phase in (COMPLETE, PROGRESSING) else self.applied()
             self.history.put("suspended", {
                 "revision": pinned.id if pinned else rev.id, "sha": pinned.commit if pinned else rev.commit,
                 "at": time.time(), "reason": f"gitops-agent rollback to {rev.id}",
@@ -354,12 +396,14 @@ class Daemon:
         ok = False
         try:
             out = self.agent.sync()
-            ok = out.ok or out.result in ("rejected", "suspended")  # a bad commit is not retried faster: it waits for Git to move
+            ok = out.ok or out.waiting  # a bad commit is not retried faster: it waits for Git to move
             if out.result == "superseded":  # rollover: take the newer commit now
                 self.schedule(0)
                 return
         except AgentError as e:
             self.log("sync.crashed", level="error", error=str(e))
+        except Exception as e:  # a bug must not stop an unattended agent: log it, back off, go on
+            self.log("sync.crashed", level="error", error=f"{type(e).__name__}: {e}", bug="yes")
         delay = self._next_delay(ok)
         if not self.stop.is_set():
             self.schedule(delay)

@@ -55,10 +55,11 @@ class Gate:
     unless `hold` is off (a rollback to a known-good template), one absolute
     `deadline` (wall clock, so it survives a restart of the agent)."""
 
-    def __init__(self, node: Node, deadline: float, hold: bool = True) -> None:
+    def __init__(self, node: Node, deadline: float, hold: bool = True, cap: float | None = None) -> None:
         self.node = node
-        self.deadline = deadline
+        self.step_deadline = self.deadline = deadline
         self.hold = hold
+        self.cap = cap
         self.prober = Prober(node.exec)
         self._ready_since: dict[str, float] = {}
 
@@ -75,6 +76,12 @@ class Gate:
         since = self._ready_since.setdefault(spec.name, now)
         return now - since >= (spec.min_ready_seconds if self.hold else 0)
 
+    def arm(self, seconds: float) -> None:
+        """A workload's own progress deadline (capped), starting now, within the step's absolute deadline."""
+        if self.cap is not None:
+            seconds = min(seconds, self.cap)
+        self.deadline = min(self.step_deadline, time.time() + seconds)
+
     def check_deadline(self, spec: PodSpec, pod: LivePod | None) -> None:
         if time.time() > self.deadline:
             raise RolloutFailed(self.node.name, f"{spec.owner}: pod {spec.name} not ready by the progress deadline ({_why(pod)})",
@@ -82,7 +89,7 @@ class Gate:
 
 
 def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Event | None = None, *,
-          deadline: float | None = None, hold: bool = True, local_first: bool = False) -> int:
+          deadline: float | None = None, hold: bool = True, local_first: bool = False, cap: float | None = None) -> int:
     """Carry out every action in order; returns how many were done. New pods are
     created together and waited for before the next removal. Raises at the first
     failure, and with Interrupted between two steps once `stop` is set."""
@@ -92,7 +99,7 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
     ensure_images(node, plan, live, log, local_first)
     if deadline is None:
         deadline = time.time() + step_seconds(plan)
-    gate = Gate(node, deadline, hold)
+    gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []
     done = 0
     for a in plan.actions:
@@ -102,6 +109,10 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
             wait(node, pending, gate)
             pending = []
         log("action", node=node.name, op=a.op, target=a.target, reason=a.reason)
+        if a.workload is not None:
+            gate.arm(a.workload.progress_deadline_seconds)
+        elif a.pod is not None and not pending:
+            gate.arm(a.pod.progress_deadline_seconds)
         pending += _do(node, a, gate, log, stop)
         done += 1
     wait(node, pending, gate)
@@ -184,9 +195,11 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         new = [p for p in pods if p.name in specs and p.template_hash == w.template_hash]
         broken = [p for p in new if len(p.containers) < len(specs[p.name].containers)]
         for pod in broken:
+            gate.check_deadline(specs[pod.name], pod)
             log("rollout.rebuild", node=node.name, workload=str(w.ref), pod=pod.name)
             node.remove_pod(pod.name, 0)
         if broken:
+            time.sleep(POLL)
             continue
         available = [p for p in new if gate.available(specs[p.name], p)]
         if not old and len(available) == len(wanted):

@@ -101,6 +101,11 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+def _label(value: Any) -> str:
+    """A label value as Kubernetes writes it: YAML `true` is "true", not Python's "True"."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentConfig:
     """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`."""
     top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout"}, "config")
@@ -129,14 +134,14 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
             raise ConfigError(f"nodes[{i}].labels: expected a mapping")
         node_url = str(nd.get("url", DEFAULT_SOCKET))
         if not node_url.startswith(("unix://", "tcp://", "ssh://", "http+unix://")):
-            raise ConfigError(f"nodes[{i}].url: {node_url!r} must start with unix://, tcp:// or ssh://")
+            raise ConfigError(f"nodes[{i}].url: {node_url!r} must start with unix://, tcp://, ssh:// or http+unix://")
         identity = nd.get("identity")
         if identity is not None:
             if not node_url.startswith("ssh://"):
                 raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
             identity = str(Path(str(identity)).expanduser() if Path(str(identity)).expanduser().is_absolute() or base_dir is None
                            else (base_dir / str(identity)).resolve())
-        nodes.append(NodeConfig(str(nd["name"]), node_url, {str(k): str(v) for k, v in labels.items()}, identity))
+        nodes.append(NodeConfig(str(nd["name"]), node_url, {str(k): _label(v) for k, v in labels.items()}, identity))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")

@@ -159,8 +159,11 @@ class History:
         return [{"id": r[0], **json.loads(r[1])} for r in rows]
 
     def add_stable(self, revision: str, sha: str, keep: int = 20) -> list[dict[str, Any]]:
-        """Remember a revision that ran everywhere; returns the ones dropped beyond `keep`."""
-        stable = [s for s in self.get("stable", []) if s["sha"] != sha]
+        """Remember a revision that ran everywhere, in the order revisions first became
+        stable (a rollback to one keeps its place); returns the ones dropped beyond `keep`."""
+        stable = self.get("stable", [])
+        if any(s["sha"] == sha for s in stable):
+            return []
         stable.append({"revision": revision, "sha": sha, "at": time.time()})
         self.put("stable", stable[-keep:])
         return stable[:-keep]

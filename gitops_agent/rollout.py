@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .apply import apply, step_seconds
+from .apply import Gate, apply, step_seconds, wait
 from .config import AgentConfig
 from .desired import compile_node, matching_nodes, resolve_surge
 from .errors import Interrupted, NodeError, NodeUnreachable, PruneRefused
@@ -115,24 +115,31 @@ class Fleet:
     # --- one node -----------------------------------------------------------------------
 
     def step(self, rev: Revision, name: str, *, deadline: float | None = None, hold: bool = True,
-             local_first: bool = False) -> int:
-        """Apply `rev` to node `name`, health-gated; returns the actions done.
+             local_first: bool = False, verify: bool = False) -> int:
+        """Apply `rev` to node `name`, health-gated; returns the actions done. With
+        `verify` (a step resumed after a crash) the pods are judged even when the plan
+        is empty, since they may have been created but never seen ready.
         Raises NodeError (NodeUnreachable, RolloutFailed), PruneRefused, Interrupted."""
         node = self.nodes[name]
         cfg_node = next(n for n in self.cfg.nodes if n.name == name)
         live = node.read()
-        p = plan(compile_node(rev, cfg_node, self.cfg.nodes), live, self.cfg.prune, self.history.inventory())
-        if p.in_sync:
-            return 0
+        desired = compile_node(rev, cfg_node, self.cfg.nodes)
+        p = plan(desired, live, self.cfg.prune, self.history.inventory())
         if not deadline:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
+        if p.in_sync:
+            if verify:
+                wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold))
+            return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
-        return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first)
+        return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
+                     cap=self.cfg.ready_timeout)
 
     def budget(self, rev: Revision) -> float:
-        """Seconds a node step of `rev` may take: its largest progressDeadlineSeconds, capped by readyTimeout."""
-        deadlines = [o.progress_deadline_seconds for o in rev.objects if isinstance(o, Workload)]
-        return min(max(deadlines, default=600), self.cfg.ready_timeout)
+        """Seconds a whole node step of `rev` may take, across restarts: the workloads roll one
+        after another, each within its progressDeadlineSeconds capped by readyTimeout."""
+        cap = self.cfg.ready_timeout
+        return sum(min(o.progress_deadline_seconds, cap) for o in rev.objects if isinstance(o, Workload)) or cap
 
     def track(self, rev: Revision) -> None:
         """Add the revision's objects to the inventory before any write, so that a
@@ -149,8 +156,8 @@ class Fleet:
         new = {w.ref: w.template_hash for w in compile_node(target, first, self.cfg.nodes).workloads}
         old = {w.ref: w.template_hash for w in compile_node(previous, first, self.cfg.nodes).workloads} if previous else {}
         changed = [o for o in target.objects if isinstance(o, Workload) and new[o.ref] != old.get(o.ref)]
-        if not changed:
-            return Policy(len(self.cfg.nodes), True, 0, False, ())
+        if not changed:  # no new template (scaling, config not used by pods, deletions): still one node at a time
+            return Policy(1, True, 0, False, ())
         stable = {(r.kind, r.namespace, r.name, r.template_hash) for r in self.history.workload_revisions()}
         fast = all((w.ref.kind, w.ref.namespace, w.ref.name, new[w.ref]) in stable for w in changed)
         batch = min(_parallel(w, self.cfg) for w in changed)
@@ -176,29 +183,31 @@ class Fleet:
             cause=cause, started=time.time(),
         )
         state.phase, state.batch, state.fast = PROGRESSING, pol.batch, pol.fast
-        for name in state.order:
-            if state.nodes[name].status == "deferred":
-                state.nodes[name].status = "pending"
+        for np in state.nodes.values():
+            if np.status == "deferred":  # a fresh try: its deadline starts when its step starts
+                np.status, np.started, np.deadline = "pending", 0.0, 0.0
         self.track(target)
         self.save(state)
         self.log("rollout.start", revision=target.id, previous=state.previous or "-", batch=pol.batch, fast=pol.fast,
                  changed=",".join(str(r) for r in pol.changed) or "-")
-        pending = [n for n in state.order if state.nodes[n].status in ("pending", "updating")]
-        for i in range(0, len(pending), pol.batch):
-            if self.stop.is_set():
-                raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; the next start resumes it")
-            if i and superseded():
-                state.phase = SUPERSEDED
-                self.log("rollout.superseded", revision=target.id, progress=state.progress())
-                break
-            batch = pending[i:i + pol.batch]
-            failed = self._batch(state, target, batch, pol)
-            if failed:
-                self._fail(state, target, previous, failed, pol)
-                break
+        if any(np.status == "failed" for np in state.nodes.values()):
+            self._fail(state, target, previous, pol)  # failed before a crash: finish handling it
         else:
-            if not state.deferred:
-                state.phase = COMPLETE
+            # done nodes are stepped again too (a no-op when in sync): one may have been changed meanwhile
+            todo = [n for n in state.order if state.nodes[n].status in ("pending", "updating", "done")]
+            for i in range(0, len(todo), pol.batch):
+                if self.stop.is_set():
+                    raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; the next start resumes it")
+                if i and superseded():
+                    state.phase = SUPERSEDED
+                    self.log("rollout.superseded", revision=target.id, progress=state.progress())
+                    break
+                if self._batch(state, target, todo[i:i + pol.batch], pol):
+                    self._fail(state, target, previous, pol)
+                    break
+            else:
+                if all(state.nodes[n].status == "done" for n in state.order):
+                    state.phase = COMPLETE
         if state.phase != PROGRESSING:
             state.finished = time.time()
             self.history.record_rollout(state.to_json())
@@ -208,10 +217,15 @@ class Fleet:
         return state
 
     def _resume(self, target: Revision) -> RolloutState | None:
+        """The unfinished rollout of `target`, if any, fitted to the nodes configured now."""
         raw = self.history.get("rollout")
         if not raw or raw.get("target") != target.id or raw.get("phase") not in (PROGRESSING, SUPERSEDED):
             return None
         state = RolloutState.from_json(dict(raw))
+        names = [n.name for n in self.cfg.nodes]
+        state.nodes = {n: state.nodes.get(n, NodeProgress()) for n in names}  # removed nodes dropped, new ones pending
+        state.order = names
+        state.touched = [n for n in state.touched if n in state.nodes]
         self.log("rollout.resume", revision=target.id, progress=state.progress())
         return state
 
@@ -219,48 +233,64 @@ class Fleet:
         with self._lock:
             self.history.put("rollout", state.to_json())
 
-    def _batch(self, state: RolloutState, target: Revision, names: list[str], pol: Policy) -> list[str]:
-        """Update `names` at once; returns the nodes that failed."""
+    def _batch(self, state: RolloutState, target: Revision, names: list[str], pol: Policy) -> bool:
+        """Update `names` at once; True when one of them failed."""
+        failed = threading.Event()
         if len(names) == 1:
-            return [n for n in names if not self._node(state, target, n, pol)]
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            ok = list(pool.map(lambda n: self._node(state, target, n, pol), names))
-        return [n for n, good in zip(names, ok) if not good]
+            self._node(state, target, names[0], pol, failed)
+        else:
+            with ThreadPoolExecutor(max_workers=len(names)) as pool:
+                list(pool.map(lambda n: self._node(state, target, n, pol, failed), names))
+        return failed.is_set()
 
-    def _node(self, state: RolloutState, target: Revision, name: str, pol: Policy) -> bool:
-        """One node step of the rollout; False when the node failed it."""
+    def _update(self, state: RolloutState, name: str, **changes: Any) -> None:
+        """Change one node's progress and persist it, atomically with the other threads of a batch."""
+        with self._lock:
+            np = state.nodes[name]
+            for key, value in changes.items():
+                setattr(np, key, value)
+            if np.status == "updating" and name not in state.touched:
+                state.touched.append(name)
+            if np.status == "failed" and not state.failure:
+                state.failure = {"node": name, "error": np.error, "pod": "", "probe": "", "output": ""}
+            self.history.put("rollout", state.to_json())
+
+    def _node(self, state: RolloutState, target: Revision, name: str, pol: Policy, failed: threading.Event) -> None:
+        """One node step of the rollout; sets `failed` when the node failed it."""
         np = state.nodes[name]
-        unreachable = self._wait_reachable(name, pol.unreachable_timeout)
-        if unreachable:
-            np.status, np.error = "deferred", unreachable
-            self.log("rollout.deferred", level="warning", node=name, revision=target.id)
-            self.save(state)
-            return True
         resumed = np.status == "updating"
-        np.status = "updating"
-        np.started = np.started or time.time()
-        np.deadline = np.deadline or time.time() + self.budget(target)  # absolute, persisted before the step
-        if name not in state.touched:
-            state.touched.append(name)
-        self.save(state)
-        self.log("rollout.node", node=name, revision=target.id, step=f"{state.order.index(name) + 1}/{len(state.order)}")
+        unreachable = self._wait_reachable(name, 0 if resumed else pol.unreachable_timeout)
+        if unreachable and resumed:  # lost during its own step: a failure
+            self._update(state, name, status="failed", error=unreachable, finished=time.time())
+            failed.set()
+            return
+        if unreachable:
+            self._update(state, name, status="deferred", error=unreachable)
+            self.log("rollout.deferred", level="warning", node=name, revision=target.id, error=unreachable)
+            return
+        if failed.is_set():  # a sibling in this batch failed: do not start on a failed revision
+            return
+        was_done = np.status == "done"
+        self._update(state, name, status="updating", error="", started=np.started or time.time(),
+                     deadline=np.deadline or time.time() + self.budget(target))  # absolute, persisted before the step
+        if not was_done:
+            self.log("rollout.node", node=name, revision=target.id, step=f"{state.order.index(name) + 1}/{len(state.order)}")
         try:
-            actions = self.step(target, name, deadline=np.deadline, hold=not pol.fast, local_first=pol.fast)
+            actions = self.step(target, name, deadline=np.deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
         except (NodeError, PruneRefused) as e:
-            np.status, np.error, np.finished = "failed", str(e), time.time()
-            if not state.failure:
-                state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
-                                 "probe": getattr(e, "probe", ""), "output": getattr(e, "output", "")}
+            with self._lock:
+                if not state.failure:
+                    state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
+                                     "probe": getattr(e, "probe", ""), "output": getattr(e, "output", "")}
+            self._update(state, name, status="failed", error=str(e), finished=time.time())
             self.log("rollout.node.failed", level="error", node=name, error=str(e))
-            self.save(state)
-            return False
-        np.status, np.finished, np.actions = "done", time.time(), np.actions + actions
-        if not actions and not resumed:
-            state.touched.remove(name)  # nothing to change there: not touched, never rolled back
-        self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
-                 seconds=round(np.finished - np.started, 2))
-        self.save(state)
-        return True
+            failed.set()
+            return
+        self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
+                     actions=np.actions + actions)
+        if not was_done or actions:
+            self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
+                     seconds=round(np.finished - np.started, 2))
 
     def _wait_reachable(self, name: str, timeout: int) -> str:
         """"" once the node answers; the error if it still does not after `timeout` seconds."""
@@ -274,34 +304,36 @@ class Fleet:
                     return str(e)
             time.sleep(1.0)
 
-    def _fail(self, state: RolloutState, target: Revision, previous: Revision | None, failed: list[str], pol: Policy) -> None:
-        """Record the failure; roll the touched nodes back, newest first, when the policy says so."""
-        self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), **state.failure})
-        if previous is None or not pol.auto_rollback:
+    def _fail(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Policy) -> None:
+        """Record the failure; roll back, newest first, every node this rollout may have changed."""
+        halted = previous is None or not pol.auto_rollback
+        self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
+                                    **state.failure})
+        if halted:
             state.phase = HALTED
             why = "no earlier revision to roll back to" if previous is None else "auto-rollback is off"
             self.log("rollout.halted", level="error", revision=target.id, reason=why)
             return
+        assert previous is not None
         state.phase = ROLLING_BACK
         self.save(state)
-        for name in reversed(state.touched):
-            np = state.nodes[name]
+        reached = [n for n in reversed(state.order) if state.nodes[n].status in ("updating", "done", "failed", "rollback-deferred")]
+        for name in reached:  # a node already on `previous` has an empty plan: nothing is written there
             self.log("rollback.node", node=name, to=previous.id)
             try:
                 self.step(previous, name, hold=False, local_first=True)
-                np.status = "rolled-back"
+                self._update(state, name, status="rolled-back")
             except NodeUnreachable as e:
-                np.status, np.error = "rollback-deferred", str(e)
+                self._update(state, name, status="rollback-deferred", error=str(e))
                 self.log("rollback.deferred", level="warning", node=name, error=str(e))
             except (NodeError, PruneRefused) as e:
-                np.status, np.error = "failed", f"rollback failed: {e}"
                 state.phase = ROLLBACK_FAILED
                 state.failure["rollback_error"] = str(e)
+                self._update(state, name, status="failed", error=f"rollback failed: {e}")
                 self.history.put("suspended", {"revision": previous.id, "sha": previous.commit, "at": time.time(),
                                                "reason": f"rollback of node {name} to {previous.id} failed: {e}"})
                 self.log("rollback.failed", level="error", node=name, error=str(e))
                 return
-            self.save(state)
         state.phase = ROLLED_BACK
 
 
