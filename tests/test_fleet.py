@@ -395,3 +395,21 @@ def test_a_new_commit_mid_rollout_supersedes_the_target(env: tuple[list[Any], An
         assert [r["phase"] for r in agent.history.rollouts()][:2] == ["complete", "superseded"]
     finally:
         agent.close()
+
+
+def test_auto_rollback_off_halts_and_leaves_every_node_as_it_is(env: tuple[list[Any], Any, Path]) -> None:
+    fleet, repo, cfg = env
+    knobs = {"rollout.gitops-agent.io/auto-rollback": "false", "rollout.gitops-agent.io/max-parallel-nodes": "2"}
+    push(repo, "v1", workload("web", WEB1, annotations=knobs))
+    assert sync(cfg).result == "applied"
+    bad = {"exec": {"command": ["cat", "/www/ready-flag"]}, "periodSeconds": 1, "failureThreshold": 2}
+    push(repo, "v2", workload("web", WEB2, readiness=bad, annotations=knobs))
+    out = sync(cfg)
+    assert out.result == "failed" and "halted" in out.error
+    # the first batch was n1 and n2 (max-parallel-nodes 2): both hold the failed pods for a human to look at; n3 untouched
+    assert WEB2 in image_of(fleet[0]) and WEB2 in image_of(fleet[1]) and image_of(fleet[2]) == {WEB1}
+    held = [ids(svc) for svc in fleet]
+    again = sync(cfg)  # Git has not moved: nothing is retried and nothing is rolled back behind the operator's back
+    assert again.result == "failed" and again.rollout is None
+    assert [ids(svc) for svc in fleet] == held
+    assert status_of(cfg)["rollout"]["phase"] == "halted"
