@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from .desired import PodSpec, WorkloadSpec
 from .errors import Interrupted, NodeError
 from .live import LivePod, LiveState
@@ -20,6 +21,7 @@ from .podman import Node
 from .probes import Prober
 
 POLL = 0.25
+CREATE_PARALLEL = 4  # pods created at once on one node: bounded, an edge box has few cores
 
 
 class RolloutFailed(NodeError):
@@ -102,21 +104,57 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
     gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []
     done = 0
-    for a in plan.actions:
+    actions = list(plan.actions)
+    while actions:
         if stop.is_set():
             raise Interrupted(f"stopped after {done} of {len(plan.actions)} action(s) on node {node.name}")
+        a = actions[0]
         if a.op.startswith("remove-") and pending:
             wait(node, pending, gate)
             pending = []
-        log("action", node=node.name, op=a.op, target=a.target, reason=a.reason)
         if a.workload is not None:
             gate.arm(a.workload.progress_deadline_seconds)
         elif a.pod is not None and not pending:
             gate.arm(a.pod.progress_deadline_seconds)
+        if a.op == "create-pod":  # consecutive creations go together, a few at a time
+            batch = _takewhile_create(actions)
+            for b in batch:
+                log("action", node=node.name, op=b.op, target=b.target, reason=b.reason)
+            specs = [b.pod for b in batch if b.pod is not None]
+            create_pods(node, specs)
+            pending += specs
+            del actions[:len(batch)]
+            done += len(batch)
+            continue
+        log("action", node=node.name, op=a.op, target=a.target, reason=a.reason)
         pending += _do(node, a, gate, log, stop)
+        del actions[0]
         done += 1
     wait(node, pending, gate)
     return done
+
+
+def _takewhile_create(actions: list[Action]) -> list[Action]:
+    batch: list[Action] = []
+    for a in actions:
+        if a.op != "create-pod":
+            break
+        batch.append(a)
+    return batch
+
+
+def create_pods(node: Node, specs: list[PodSpec]) -> None:
+    """Create pods, CREATE_PARALLEL at a time (Podman's API serves them concurrently);
+    every creation is tried, then the first error is raised."""
+    if len(specs) <= 1:
+        for spec in specs:
+            node.create_pod(spec)
+        return
+    with ThreadPoolExecutor(max_workers=min(CREATE_PARALLEL, len(specs))) as pool:
+        futures = [pool.submit(node.create_pod, spec) for spec in specs]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
 
 
 def step_seconds(plan: Plan) -> int:
@@ -223,7 +261,7 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
             node.remove_pod(pod.name, stop_timeout)
         for spec in to_create:
             log("rollout.create", node=node.name, workload=str(w.ref), pod=spec.name)
-            node.create_pod(spec)
+        create_pods(node, to_create)
         if to_create or to_remove:
             continue
         waiting = next((p for p in new if p not in available), None)

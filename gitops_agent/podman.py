@@ -14,6 +14,7 @@ through the methods named for them. Must not decide *what* to change: that is
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Mapping
 
 import podman
@@ -38,6 +39,7 @@ class Node:
         self.url = url
         self.reads = 0
         self.writes = 0
+        self._count = threading.Lock()  # pods are created from a few threads at once
         try:
             extra = {"identity": identity} if identity else {}
             self._client = podman.PodmanClient(base_url=url, timeout=timeout, **extra)
@@ -52,10 +54,11 @@ class Node:
     def _call(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None = None,
               body: Any = None, raw: bytes | None = None, timeout: float | None = None, ok404: bool = False,
               as_bytes: bool = False) -> Any:
-        if method == "GET":
-            self.reads += 1
-        else:
-            self.writes += 1
+        with self._count:
+            if method == "GET":
+                self.reads += 1
+            else:
+                self.writes += 1
         api = self._client.api
         try:
             if method == "GET":
