@@ -11,6 +11,7 @@ by class (errors.py), never by message.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import random
 import signal
@@ -100,7 +101,7 @@ class Agent:
         if sha not in self._parsed:
             self.git.fetch(sha)
             rev_id = self.location.revision(sha)
-            rev = parse(self.git.files(sha), rev_id)
+            rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy)
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
             self._parsed[sha] = rev
         return self._parsed[sha]
@@ -123,6 +124,8 @@ class Agent:
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
             started = time.time()
             out = Outcome()
+            if not dry_run and self.history.needs_rebuild:  # the store was lost: take back what the nodes' labels tell
+                self.history.rebuild(self.live(), self.location.revision, self.log)
             try:
                 target = self._resolve_target(out)
                 if target is not None:
@@ -150,7 +153,7 @@ class Agent:
             return self._fallback()
         out.head = self.location.revision(sha)
         rejected = self.history.get("rejected") or {}
-        if rejected.get("sha") == sha:
+        if rejected.get("sha") == sha and rejected.get("policy") == self._policy_key():
             # the same bad commit: not retried until the branch moves (no flapping)
             out.result, out.error, out.waiting = "rejected", rejected.get("error", ""), True
             out.problems = tuple(Problem(**p) for p in rejected.get("problems", []))
@@ -166,13 +169,18 @@ class Agent:
             return self.revision(sha)
         except RevisionRejected as e:
             out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
-            self.history.put("rejected", {"sha": sha, "error": str(e), "problems": [p.__dict__ for p in e.problems]})
+            self.history.put("rejected", {"sha": sha, "error": str(e), "problems": [p.__dict__ for p in e.problems],
+                                          "policy": self._policy_key()})
             self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems))
             return self._fallback()
         except SourceUnavailable as e:
             out.result, out.error = "source-error", str(e)
             self.log("source.unavailable", level="warning", error=str(e))
             return self._fallback()
+
+    def _policy_key(self) -> str:
+        """The policy a rejection was judged under: a changed policy re-judges the same commit."""
+        return hashlib.sha256(repr(self.cfg.policy).encode()).hexdigest()[:16]
 
     def _fallback(self) -> Revision | None:
         """What to reconcile when the head cannot be used: the revision an unfinished rollout
@@ -244,7 +252,8 @@ class Agent:
             out.error = "; ".join(out.node_errors.values())
         elif not out.result:
             out.result = "applied" if out.actions else "in-sync"
-            self._finish(rev)
+            if out.actions or self.history.get("applied_sha") != rev.commit:
+                self._finish(rev)  # an in-sync pass of the stable revision has nothing to record
 
     def _superseded(self, rev: Revision, out: Outcome) -> bool:
         """Rollover: has Git moved past the revision being rolled out?"""

@@ -224,7 +224,6 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
     """
     wanted = [p.name for p in w.pods]
     specs = {p.name: p for p in w.pods}
-    stop_timeout = w.pods[0].stop_timeout if w.pods else 10
     while True:
         if stop is not None and stop.is_set():
             raise Interrupted(f"rollout of {w.ref} on node {node.name} stopped between steps; the next pass resumes it")
@@ -258,7 +257,7 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         to_remove = sorted(old, key=lambda p: (p.ready, p.name))[:remove_n]
         for pod in to_remove:
             log("rollout.remove", node=node.name, workload=str(w.ref), pod=pod.name)
-            node.remove_pod(pod.name, stop_timeout)
+            node.remove_pod(pod.name)  # with its own terminationGracePeriodSeconds
         for spec in to_create:
             log("rollout.create", node=node.name, workload=str(w.ref), pod=spec.name)
         create_pods(node, to_create)

@@ -38,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--source", help="Git URL or local path to follow, instead of (or overriding) source.url")
         sp.add_argument("--state-dir", help="where history, cache and the Git mirror live (overrides stateDir)")
 
-    v = sub.add_parser("validate", help="check manifests in a directory; no config, no Podman")
+    v = sub.add_parser("validate", help="check manifests in a directory; no Podman")
     v.add_argument("path", nargs="?", default=".", help="directory of manifests (default: .)")
+    v.add_argument("--config", "-c", help="check against this agent config's policy (default: the default policy, "
+                   "which denies privileged containers, host namespaces, added capabilities and hostPath)")
     for name, text in (("diff", "show what a sync would change; exit 0 in sync, 1 differences, 2 error"),
                        ("sync", "one full reconcile pass, then exit"),
                        ("run", "the daemon: poll, watch, reconcile")):
@@ -64,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
-            return _validate(Path(args.path))
+            policy = config_mod.load(args.config).policy if args.config else config_mod.PolicyConfig()
+            return _validate(Path(args.path), policy)
         cfg = config_mod.load(args.config, args.source)
         if args.state_dir:
             from dataclasses import replace
@@ -81,14 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _validate(path: Path) -> int:
+def _validate(path: Path, policy: config_mod.PolicyConfig = config_mod.PolicyConfig()) -> int:
     from .manifests import load_directory, parse
 
     if not path.is_dir():
         print(f"gitops-agent: {path} is not a directory", file=sys.stderr)
         return 1
     try:
-        rev = parse(load_directory(path), str(path))
+        rev = parse(load_directory(path), str(path), policy=policy)
     except RevisionRejected as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

@@ -8,6 +8,7 @@ must not silently fall back to a default).
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .model import HostPathRule, Policy
+
+PolicyConfig = Policy
+"""The `policy:` section: `model.Policy`, defined there so that `manifests` can use it too."""
 
 ENV_VAR = "GITOPS_AGENT_CONFIG"
 DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
@@ -66,6 +71,9 @@ class AgentConfig:
     prune: PruneConfig = PruneConfig()
     ready_timeout: float = 120.0
     """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600; edge pods start locally)."""
+    policy: PolicyConfig = PolicyConfig()
+    """What manifests may ask of the nodes; the default denies privileged containers, host namespaces,
+    added capabilities and hostPath volumes."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -108,7 +116,7 @@ def _label(value: Any) -> str:
 
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentConfig:
     """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`."""
-    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout"}, "config")
+    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy"}, "config")
     if "source" not in top:
         raise ConfigError("config: 'source' is required (source.url: the Git repository to follow)")
     src = _take(top["source"], {"url", "branch", "path", "interval", "timeout"}, "source")
@@ -160,6 +168,47 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         state_dir=state_dir,
         prune=prune,
         ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
+        policy=policy_from_mapping(top.get("policy") or {}),
+    )
+
+
+_CAPABILITY = re.compile(r"^(CAP_)?([A-Z][A-Z0-9_]*)$")
+
+
+def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
+    """The `policy:` section (Kubernetes PodSecurityPolicy names); anything absent is denied."""
+    pol = _take(raw, {"allowPrivileged", "allowHostNetwork", "allowHostPID", "allowHostIPC",
+                      "allowedCapabilities", "allowedHostPaths"}, "policy")
+    caps_raw = pol.get("allowedCapabilities") or []
+    if not isinstance(caps_raw, list):
+        raise ConfigError("policy.allowedCapabilities: expected a list of capability names such as NET_ADMIN")
+    caps: list[str] = []
+    for i, cap in enumerate(caps_raw):
+        m = _CAPABILITY.match(cap) if isinstance(cap, str) else None
+        if cap != "*" and m is None:
+            raise ConfigError(f"policy.allowedCapabilities[{i}]: {cap!r} is not a capability name "
+                              "(such as NET_ADMIN or CAP_NET_ADMIN, or * for any)")
+        caps.append("*" if cap == "*" else m.group(2) if m else "")
+    paths_raw = pol.get("allowedHostPaths") or []
+    if not isinstance(paths_raw, list):
+        raise ConfigError("policy.allowedHostPaths: expected a list of {pathPrefix, readOnly}")
+    rules: list[HostPathRule] = []
+    for i, entry in enumerate(paths_raw):
+        where = f"policy.allowedHostPaths[{i}]"
+        e = _take(entry, {"pathPrefix", "readOnly"}, where)
+        prefix = e.get("pathPrefix")
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ConfigError(f"{where}.pathPrefix: must be an absolute path, got {prefix!r}")
+        if ".." in prefix.split("/"):
+            raise ConfigError(f"{where}.pathPrefix: must not contain '..'")
+        rules.append(HostPathRule(posixpath.normpath(prefix).replace("//", "/"), _bool(e.get("readOnly", False), f"{where}.readOnly")))
+    return Policy(
+        allow_privileged=_bool(pol.get("allowPrivileged", False), "policy.allowPrivileged"),
+        allow_host_network=_bool(pol.get("allowHostNetwork", False), "policy.allowHostNetwork"),
+        allow_host_pid=_bool(pol.get("allowHostPID", False), "policy.allowHostPID"),
+        allow_host_ipc=_bool(pol.get("allowHostIPC", False), "policy.allowHostIPC"),
+        allowed_capabilities=tuple(dict.fromkeys(caps)),
+        allowed_host_paths=tuple(rules),
     )
 
 

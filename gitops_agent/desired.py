@@ -87,6 +87,15 @@ class VolumeBind:
 
 
 @dataclass(frozen=True)
+class HostMount:
+    """A hostPath volume: `source` on the node bind-mounted at `target`."""
+
+    source: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str  # Podman container name
     image: str
@@ -108,6 +117,17 @@ class ContainerSpec:
     labels: Mapping[str, str]
     readiness: Probe | None = None  # run by the agent while it waits for the pod
     startup: Probe | None = None  # run by the agent; liveness waits for it (start period)
+    host_mounts: tuple[HostMount, ...] = ()
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()  # Podman's names: CAP_NET_ADMIN, or ALL
+    cap_drop: tuple[str, ...] = ()
+    read_only_root_fs: bool = False
+    user: str | None = None  # "uid" or "uid:gid"
+    no_new_privileges: bool = False
+    # Host namespaces are set on each container: Podman 4.3 ignores a pod's pidns/ipcns for its containers.
+    host_pid: bool = False
+    host_ipc: bool = False
+    host_uts: bool = False  # with the host network, as Kubernetes does: the node's hostname
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,10 @@ class PodSpec:
     labels: Mapping[str, str]
     min_ready_seconds: int = 0  # the pod counts as available once ready this long
     progress_deadline_seconds: int = 600
+    host_network: bool = False
+    """hostNetwork: the pod shares the node's network namespace. It is not on the namespace
+    network (`network` is ""), has no DNS aliases (manifests rejects a Service selecting it)
+    and no port mappings: its containerPorts are bound on the node directly."""
 
 
 @dataclass(frozen=True)
@@ -207,9 +231,32 @@ def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigDa
         (s.ref.name, s.type, [asdict(p) for p in s.ports]) for s in services if _selects(s, workload)
     )
     return safe_encode(
-        _digest({"ns": workload.ref.namespace, "template": asdict(workload.template), "config": content, "services": svc}),
+        _digest({"ns": workload.ref.namespace, "template": _hashed_template(workload), "config": content, "services": svc}),
         10,
     )
+
+
+# Fields added to the model after template hashes were first used on nodes, with their defaults.
+# At their default they are left out of the hash, so that upgrading the agent does not replace
+# every pod; set to anything else, they are hashed like every other field.
+_ADDED_TEMPLATE_FIELDS: dict[str, Any] = {"host_network": False, "host_pid": False, "host_ipc": False}
+_ADDED_CONTAINER_FIELDS: dict[str, Any] = {
+    "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
+    "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
+}
+_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
+
+
+def _hashed_template(workload: Workload) -> dict[str, Any]:
+    """asdict(template) without the added fields that hold their defaults."""
+
+    def trim(fields: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in fields.items() if k not in added or v != added[k]}
+
+    template = trim(asdict(workload.template), _ADDED_TEMPLATE_FIELDS)
+    template["containers"] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template["containers"]]
+    template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
+    return template
 
 
 def _config_refs(workload: Workload) -> set[tuple[str, str]]:
@@ -389,11 +436,11 @@ def _pod(
     t = w.template
     labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
     ports: list[PortMapping] = []
-    for c in t.containers:
+    for c in () if t.host_network else t.containers:
         for p in c.ports:
             if p.host_port:
                 ports.append(PortMapping(p.host_port, p.container_port, p.protocol.lower()))
-    for s in services:
+    for s in () if t.host_network else services:
         if s.type != "NodePort":
             continue
         for sp in s.ports:
@@ -404,8 +451,8 @@ def _pod(
         name=name,
         owner=w.ref,
         template_hash=thash,
-        network=network_name(w.ref.namespace),
-        aliases=tuple(sorted(s.ref.name for s in services)),
+        network="" if t.host_network else network_name(w.ref.namespace),
+        aliases=() if t.host_network else tuple(sorted(s.ref.name for s in services)),
         ports=tuple(ports),
         restart_policy={"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
         stop_timeout=t.termination_grace_period_seconds,
@@ -413,6 +460,7 @@ def _pod(
         labels=labels,
         min_ready_seconds=w.min_ready_seconds,
         progress_deadline_seconds=w.progress_deadline_seconds,
+        host_network=t.host_network,
     )
 
 
@@ -476,9 +524,13 @@ def _container(
 
     mounts: list[SecretMount] = []
     binds: list[VolumeBind] = []
+    host_mounts: list[HostMount] = []
     volumes = {v.name: v for v in w.template.volumes}
     for m in c.volume_mounts:
         v = volumes[m.name]
+        if v.kind == "hostPath":
+            host_mounts.append(HostMount(v.source, m.mount_path, m.read_only))
+            continue
         if v.kind == "persistentVolumeClaim":
             binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
             continue
@@ -518,7 +570,23 @@ def _container(
         labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
+        host_mounts=tuple(host_mounts),
+        privileged=c.privileged,
+        cap_add=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_add)),
+        cap_drop=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_drop)),
+        read_only_root_fs=c.read_only_root_fs,
+        user=None if c.run_as_user is None else
+        str(c.run_as_user) if c.run_as_group is None else f"{c.run_as_user}:{c.run_as_group}",
+        no_new_privileges=not c.allow_privilege_escalation,
+        host_pid=w.template.host_pid,
+        host_ipc=w.template.host_ipc,
+        host_uts=w.template.host_network,
     )
+
+
+def _podman_cap(name: str) -> str:
+    """Kubernetes' NET_ADMIN → Podman's CAP_NET_ADMIN; ALL stays ALL."""
+    return name if name == "ALL" else f"CAP_{name}"
 
 
 # --- probes -------------------------------------------------------------------------

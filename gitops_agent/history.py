@@ -5,10 +5,26 @@ workload (a new number only when its template hash is new), and a few keys of
 agent state (applied/attempted/rejected revision, inventory). Written once per
 pass by `agent`; read by `status` and `history`. Holds no Secret value: only
 names, hashes and error messages the agent itself composed.
+
+Losing it must never stop the agent:
+- a store that is not a SQLite database any more (overwritten, truncated,
+  malformed pages) is moved aside to `state.db.corrupt-<timestamp>` and a new
+  one is started; a store that is gone starts new too. Either way the next
+  sync calls `rebuild` with the nodes' live state: the inventory (owner labels
+  on pods, networks and volumes) and the applied revision (the commit in the
+  pods' `io.gitops-agent.revision` label, when they all agree) come back; what
+  labels cannot tell (sync history, workload revision numbers, stable
+  revisions for break-glass rollback, failed/rejected records, a suspension,
+  an unfinished rollout's progress) is listed under the `store` key, logged,
+  and shown by `status`;
+- a state directory that cannot be written (disk full, read-only) is a
+  `StateError` naming the cause; `problem()` lets `status` say so without
+  writing anything.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -16,10 +32,23 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
+from .desired import L_KIND, L_NAME, L_NAMESPACE, L_REVISION
 from .errors import StateError
+from .live import LiveState
 from .model import ObjectRef
+
+#: What the store holds that no label on a node can give back.
+LOST_ON_RESET = (
+    "sync history (`gitops-agent history` starts empty)",
+    "workload revision numbers (they start again at 1)",
+    "stable revisions for break-glass `rollback` (only the rebuilt applied revision is known)",
+    "failed/rejected revision records (a bad head commit is tried once more)",
+    "a break-glass suspension, if one was in force (Git is followed again)",
+    "an unfinished rollout's progress (the next pass recomputes it from the nodes)",
+)
+_LOW_SPACE = 256 * 1024  # bytes free in the state directory under which `problem()` speaks up
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS syncs (
@@ -92,16 +121,89 @@ class _Rows(list[Any]):
 
 class History:
     def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
         self.path = state_dir / "state.db"
         self._mutex = threading.Lock()
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise StateError(f"cannot open the state store {self.path}: {e}") from e
+            existed = self.path.exists() and self.path.stat().st_size > 0
+        except OSError as e:
+            raise StateError(f"cannot open the state store {self.path}: {_why(e)}") from e
+        moved, damage = "", ""
+        self._unwritable = ""  # why the store is open read-only (disk full): every write retries the real open
+        try:
+            try:
+                self._db = self._open()
+            except _Corrupt as e:
+                damage = str(e)
+                moved = self._move_aside()
+                self._db = self._open()
+        except _Unwritable as e:
+            # no crash loop on a full disk: read what is there, fail each write with the cause, recover once it is gone
+            self._unwritable = str(e)
+            self._db = self._read_only(existed and not moved)
+            return
+        if moved or not existed:
+            cause = "corrupt" if moved else "missing"
+            self.put("store", {"at": time.time(), "cause": cause, "movedTo": moved, "damage": damage, "rebuild": "pending"})
+
+    def _open(self) -> sqlite3.Connection:
+        db = None
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            check = db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise _Corrupt("; ".join(str(r[0]) for r in check[:3]))
+            db.executescript(_SCHEMA)
+            return db
+        except _Corrupt:
+            db.close()  # type: ignore[union-attr]
+            raise
+        except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()
+            if _corrupt(e):
+                raise _Corrupt(str(e)) from e
+            error = _Unwritable if _full(e, self.dir) else StateError
+            raise error(f"cannot open the state store {self.path}: {_why(e, self.dir)}") from e
+        except OSError as e:
+            if db is not None:
+                db.close()
+            error = _Unwritable if _full(e, self.dir) else StateError
+            raise error(f"cannot open the state store {self.path}: {_why(e, self.dir)}") from e
+
+    def _read_only(self, existing: bool) -> sqlite3.Connection:
+        """A connection that needs no disk space: the file as it is (its WAL ignored), or an empty store."""
+        try:
+            if existing:
+                return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            pass
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.executescript(_SCHEMA)
+        return db
+
+    def _move_aside(self) -> str:
+        """state.db (and its -wal) → state.db.corrupt-<ts>[-wal]; -shm is only a cache: removed."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            os.replace(self.path, target)
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists():
+                os.replace(wal, Path(f"{target}-wal"))
+            shm = self.path.with_name(self.path.name + "-shm")
+            if shm.exists():
+                shm.unlink()
+        except OSError as e:
+            raise StateError(f"the state store {self.path} is corrupt and cannot be moved aside: {_why(e, self.dir)}") from e
+        return str(target)
 
     def close(self) -> None:
         self._db.close()
@@ -110,9 +212,94 @@ class History:
         """Run one statement and fetch its rows under a lock: a rollout updates nodes from threads."""
         try:
             with self._mutex:
+                if self._unwritable and not sql.lstrip().upper().startswith("SELECT"):
+                    self._reopen()
                 return _Rows(self._db.execute(sql, args).fetchall())
         except sqlite3.Error as e:
-            raise StateError(f"state store {self.path}: {e}") from e
+            raise StateError(f"state store {self.path}: {_why(e, self.dir)}") from e
+
+    def _reopen(self) -> None:
+        """A write while read-only: open the store for real, or fail with why it still cannot be."""
+        try:
+            db = self._open()
+        except (_Corrupt, StateError) as e:
+            raise StateError(str(e)) from None
+        self._db.close()
+        self._db, self._unwritable = db, ""
+
+    # --- health and recovery ------------------------------------------------------
+
+    def problem(self) -> str:
+        """Why the state directory cannot take writes now ("" when it can). Read-only:
+        for `status`, which must say so even though nothing can be recorded."""
+        try:
+            st = os.statvfs(self.dir)
+        except OSError as e:
+            return f"state directory {self.dir}: {_why(e)}"
+        if st.f_bavail * st.f_frsize < _LOW_SPACE:
+            return (f"state directory {self.dir} is full ({st.f_bavail * st.f_frsize // 1024} KiB free): "
+                    "syncs fail until space is freed, then the next pass recovers; nodes keep what they run")
+        if not os.access(self.dir, os.W_OK):
+            return f"state directory {self.dir} is not writable"
+        return ""
+
+    @property
+    def needs_rebuild(self) -> bool:
+        return (self.get("store") or {}).get("rebuild") == "pending"
+
+    def rebuild(self, lives: Mapping[str, "LiveState | str"], revision_id: Callable[[str], str],
+                log: Callable[..., None] | None = None) -> dict[str, Any] | None:
+        """After the store was lost (`needs_rebuild`): take back what the labels on the nodes'
+        live objects tell, record what they cannot, and log it. Returns the record (None when
+        there was nothing to lose: a first start on empty nodes, or no node could be read)."""
+        record = dict(self.get("store") or {})
+        read = {n: s for n, s in lives.items() if isinstance(s, LiveState)}
+        unread = sorted(n for n, s in lives.items() if not isinstance(s, LiveState))
+        if not read:
+            return None  # try again on the next pass
+        refs: set[ObjectRef] = set()
+        commits: set[str] = set()
+        pods = 0
+        for live in read.values():
+            for pod in live.pods.values():
+                pods += 1
+                if pod.owner is not None:
+                    refs.add(pod.owner)
+                if pod.labels.get(L_REVISION):
+                    commits.add(pod.labels[L_REVISION])
+            for labels in (*live.networks.values(), *live.volumes.values()):
+                if labels.get(L_KIND) and labels.get(L_NAME):
+                    refs.add(ObjectRef(labels[L_KIND], labels.get(L_NAMESPACE, ""), labels[L_NAME]))
+        if not refs and record.get("cause") == "missing":
+            self.put("store", {**record, "rebuild": "done", "lost": [], "rebuilt": {}})
+            return None  # a first start: nothing was lost
+        rebuilt: dict[str, Any] = {"inventory": len(refs), "objects": sorted(str(r) for r in refs), "pods": pods,
+                                   "nodesRead": sorted(read)}
+        if unread:
+            rebuilt["nodesNotRead"] = unread
+        if refs:
+            known = self.inventory() or set()
+            self.set_inventory(known | refs)
+        if len(commits) == 1:
+            sha = next(iter(commits))
+            self.put("applied_sha", sha)
+            self.put("applied_revision", revision_id(sha))
+            rebuilt["appliedRevision"] = revision_id(sha)
+        else:
+            rebuilt["appliedRevision"] = ""
+            rebuilt["appliedUnknown"] = (f"the pods carry {len(commits)} different revisions (a rollout was in progress)"
+                                         if commits else "no managed pod runs")
+        what = "was corrupt and was moved aside to " + record.get("movedTo", "?") if record.get("cause") == "corrupt" \
+            else "was missing"
+        message = (f"state store {self.path} {what}; rebuilt from the labels on live objects: inventory of "
+                   f"{len(refs)} object(s), applied revision {rebuilt['appliedRevision'] or 'unknown (' + rebuilt['appliedUnknown'] + ')'}"
+                   f"; lost: {'; '.join(LOST_ON_RESET)}")
+        record.update(rebuild="done", rebuiltAt=time.time(), rebuilt=rebuilt, lost=list(LOST_ON_RESET), message=message)
+        self.put("store", record)
+        if log is not None:
+            log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
+                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
+        return record
 
     # --- key/value state ----------------------------------------------------------
 
@@ -206,3 +393,40 @@ class History:
         for kind, ns, name in self._exec("SELECT DISTINCT kind, namespace, name FROM workload_revisions").fetchall():
             if ObjectRef(kind, ns, name) not in keep:
                 self._exec("DELETE FROM workload_revisions WHERE kind=? AND namespace=? AND name=?", (kind, ns, name))
+
+
+class _Corrupt(Exception):
+    """The store file is not a sound SQLite database."""
+
+
+def _corrupt(e: sqlite3.DatabaseError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return not isinstance(e, sqlite3.OperationalError)
+
+
+class _Unwritable(StateError):
+    """The store cannot be opened for writing because the state directory is full."""
+
+
+def _full(e: BaseException, state_dir: Path | None) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or getattr(e, "errno", None) == errno.ENOSPC:
+        return True
+    if state_dir is not None and (code is None or code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)):
+        try:  # a full tmpfs shows as "disk I/O error" when SQLite grows its -shm file
+            st = os.statvfs(state_dir)
+            return st.f_bavail * st.f_frsize < _LOW_SPACE
+        except OSError:
+            pass
+    return False
+
+
+def _why(e: BaseException, state_dir: Path | None = None) -> str:
+    """The error, with the cause spelled out when the disk is full."""
+    full = _full(e, state_dir)
+    text = getattr(e, "strerror", None) or str(e)
+    if full:
+        return f"no space left in the state directory{' ' + str(state_dir) if state_dir else ''} ({text}); free some space: the next pass recovers"
+    return text

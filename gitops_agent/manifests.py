@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -42,6 +42,11 @@ class SourceFile:
     path: str  # repository-relative POSIX path, e.g. "apps/web/deploy.yaml"
     data: bytes
     is_symlink: bool = False
+    size: int | None = None  # the real size when `data` is not read at all (too large)
+
+    @property
+    def length(self) -> int:
+        return self.size if self.size is not None else len(self.data)
 
 
 @dataclass(frozen=True)
@@ -90,17 +95,22 @@ def load_directory(root: Path) -> list[SourceFile]:
     return sorted(files, key=lambda file: file.path)
 
 
-def parse(files: Iterable[SourceFile], revision_id: str = "", limits: Limits = Limits()) -> model.Revision:
+def parse(
+    files: Iterable[SourceFile], revision_id: str = "", limits: Limits = Limits(), policy: model.Policy = model.Policy()
+) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
-    Raises `RevisionRejected` with every problem found, sorted by file and line.
+    `policy` (the agent config's `policy:`) says which privileged features
+    (privileged containers, host namespaces, added capabilities, hostPath
+    volumes) the workloads may use; the default denies them all. Raises
+    `RevisionRejected` with every problem found, sorted by file and line.
     """
     problems: list[Problem] = []
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
     documents: list[_Document] = []
     total_bytes = 0
     for index, file in enumerate(manifests):
-        total_bytes += len(file.data)
+        total_bytes += file.length
         if index >= limits.max_files:
             problems.append(Problem(file.path, 1, "", "", f"more than {limits.max_files} manifest files, the limit"))
             break
@@ -111,7 +121,7 @@ def parse(files: Iterable[SourceFile], revision_id: str = "", limits: Limits = L
         documents.extend(_read_file(file, limits, problems))
 
     entries = [(document, _check_document(document)) for document in documents]
-    _check_revision(entries)
+    _check_revision(entries, policy)
     problems.extend(problem for document in documents for problem in document.problems)
     if problems:
         unique = dict.fromkeys(problems)
@@ -334,8 +344,8 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
     if file.is_symlink:
         problem(1, "symlinks are not followed; commit the file itself")
         return
-    if len(file.data) > limits.max_file_bytes:
-        problem(1, f"file is {len(file.data)} bytes; the limit is {limits.max_file_bytes}")
+    if file.length > limits.max_file_bytes:
+        problem(1, f"file is {file.length} bytes; the limit is {limits.max_file_bytes}")
         return
     if b"\0" in file.data:
         problem(file.data[: file.data.index(b"\0")].count(b"\n") + 1, "binary file (contains NUL bytes)")
@@ -719,6 +729,8 @@ def _pod_template(
     doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str], annotations: dict[str, str]
 ) -> model.PodTemplate:
     containers = tuple(_container(doc, prefix + ("containers", i), c) for i, c in enumerate(spec["containers"]))
+    if spec.get("hostNetwork", False):
+        containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
     volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
     _report_duplicates(
         doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
@@ -741,7 +753,22 @@ def _pod_template(
         termination_grace_period_seconds=spec.get("terminationGracePeriodSeconds", 30),
         node_selector=spec.get("nodeSelector", {}),
         annotations=annotations,
+        host_network=spec.get("hostNetwork", False),
+        host_pid=spec.get("hostPID", False),
+        host_ipc=spec.get("hostIPC", False),
     )
+
+
+def _host_network_ports(doc: _Document, path: JsonPath, container: model.Container) -> model.Container:
+    """On the host network a containerPort is a port of the node: as in Kubernetes, hostPort defaults to
+    containerPort and must equal it."""
+    ports = []
+    for j, port in enumerate(container.ports):
+        if port.host_port is not None and port.host_port != port.container_port:
+            doc.report(path + ("ports", j, "hostPort"),
+                       f"must equal containerPort ({port.container_port}) with hostNetwork: true")
+        ports.append(replace(port, host_port=port.container_port))
+    return replace(container, ports=tuple(ports))
 
 
 _REF_KINDS = {
@@ -757,7 +784,7 @@ def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> mod
         model.ContainerPort(port["containerPort"], port.get("protocol", "TCP"), port.get("hostPort"), port.get("name"))
         for port in container.get("ports", ())
     )
-    probes = {
+    probes: dict[str, Any] = {
         field_name: _probe(doc, path + (key,), container[key], container["name"], ports)
         for key, field_name in _PROBE_FIELDS.items()
         if key in container
@@ -778,7 +805,30 @@ def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> mod
         ),
         working_dir=container.get("workingDir"),
         **probes,
+        **_security_context(doc, path + ("securityContext",), container.get("securityContext", {})),
     )
+
+
+def _security_context(doc: _Document, path: JsonPath, context: dict[str, Any]) -> dict[str, Any]:
+    """The container fields of a securityContext, with Kubernetes' consistency checks."""
+    capabilities = context.get("capabilities", {})
+    fields: dict[str, Any] = {
+        "privileged": context.get("privileged", False),
+        "cap_add": _capabilities(doc, path + ("capabilities", "add"), capabilities.get("add", [])),
+        "cap_drop": _capabilities(doc, path + ("capabilities", "drop"), capabilities.get("drop", [])),
+        "read_only_root_fs": context.get("readOnlyRootFilesystem", False),
+        "run_as_user": context.get("runAsUser"),
+        "run_as_group": context.get("runAsGroup"),
+        "allow_privilege_escalation": context.get("allowPrivilegeEscalation", True),
+    }
+    if "runAsGroup" in context and "runAsUser" not in context:
+        doc.report(path + ("runAsGroup",), "runAsGroup needs runAsUser (Podman sets the user and group together)")
+    if not fields["allow_privilege_escalation"]:  # Kubernetes' own validation
+        if fields["privileged"]:
+            doc.report(path + ("allowPrivilegeEscalation",), "cannot be false with privileged: true")
+        elif "SYS_ADMIN" in fields["cap_add"]:
+            doc.report(path + ("allowPrivilegeEscalation",), "cannot be false with capability SYS_ADMIN")
+    return fields
 
 
 _PROBE_FIELDS = {
@@ -856,6 +906,8 @@ _VOLUME_SOURCES = {  # volume source -> (field naming the object, kind of that o
 
 def _volume(volume: dict[str, Any]) -> model.Volume:
     ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
+    if kind == "hostPath":
+        return model.Volume(volume["name"], kind, _normpath(source["path"]), host_path_type=source.get("type", ""))
     return model.Volume(
         name=volume["name"],
         kind=kind,
@@ -865,6 +917,37 @@ def _volume(volume: dict[str, Any]) -> model.Volume:
         read_only=source.get("readOnly", False),
         optional=source.get("optional", False),
     )
+
+
+def _normpath(path: str) -> str:
+    """An absolute path without '..' (by the schema), with '.', repeated and trailing '/' removed."""
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
+
+
+def _under(path: str, prefix: str) -> bool:
+    """`path` is `prefix` or below it, by whole components (/var/log/app is under /var/log; /var/logs is not)."""
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+# Linux capabilities (capabilities(7)), as Kubernetes names them; ALL is every one.
+_CAPABILITIES = frozenset("""
+    AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN DAC_OVERRIDE
+    DAC_READ_SEARCH FOWNER FSETID IPC_LOCK IPC_OWNER KILL LEASE LINUX_IMMUTABLE MAC_ADMIN MAC_OVERRIDE
+    MKNOD NET_ADMIN NET_BIND_SERVICE NET_BROADCAST NET_RAW PERFMON SETFCAP SETGID SETPCAP SETUID
+    SYSLOG SYS_ADMIN SYS_BOOT SYS_CHROOT SYS_MODULE SYS_NICE SYS_PACCT SYS_PTRACE SYS_RAWIO
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG WAKE_ALARM ALL
+""".split())
+
+
+def _capabilities(doc: _Document, path: JsonPath, names: list[str]) -> tuple[str, ...]:
+    """Capability names without the CAP_ prefix, one per list item (so indexes stay those of the
+    manifest); an unknown name is a problem."""
+    result = tuple(name.removeprefix("CAP_") for name in names)
+    for i, (name, bare) in enumerate(zip(names, result)):
+        if bare not in _CAPABILITIES:
+            close = difflib.get_close_matches(bare, _CAPABILITIES, n=1)
+            doc.report(path + (i,), f"unknown capability {_short(name)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return result
 
 
 _QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
@@ -913,8 +996,8 @@ _CONVERTERS: dict[str, Callable[[_Document], model.Object]] = {
 # --- across documents ---------------------------------------------------------
 
 
-def _check_revision(entries: list[tuple[_Document, model.Object | None]]) -> None:
-    """Checks between objects; problems go to the document at fault."""
+def _check_revision(entries: list[tuple[_Document, model.Object | None]], policy: model.Policy) -> None:
+    """Checks between objects and against the agent's policy; problems go to the document at fault."""
     declared: dict[model.ObjectRef, _Document] = {}
     for doc, _ in entries:
         if not (doc.kind and doc.name):
@@ -935,6 +1018,7 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]]) -> Non
     services = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Service)]
     for doc, workload in workloads:
         _check_references(doc, workload, declared.keys(), config)
+        _check_policy(doc, workload, policy)
     for doc, service in services:
         _check_service(doc, service, [workload for _, workload in workloads])
     _check_host_ports(workloads, services)
@@ -990,12 +1074,58 @@ def _check_references(
                 selector = prefix + ("containers", i, "envFrom", j, _ref_field(env_from.kind, "Ref"))
                 check(selector + ("name",), env_from.kind, env_from.name)
     for i, volume in enumerate(workload.template.volumes):
-        if volume.optional:
+        if volume.optional or volume.kind == "hostPath":
             continue
         source = prefix + ("volumes", i, volume.kind)
         name_field, kind = _VOLUME_SOURCES[volume.kind]
         keys = [(source + ("items", j, "key"), item.key) for j, item in enumerate(volume.items)]
         check(source + (name_field,), kind, volume.source, keys)
+
+
+def _check_policy(doc: _Document, workload: model.Workload, policy: model.Policy) -> None:
+    """Every privileged feature the pod asks for is allowed by the agent's policy, reported at its field."""
+    prefix = _pod_spec_path(workload)
+    template = workload.template
+    for used, allowed, key, what in (
+        (template.host_network, policy.allow_host_network, "hostNetwork", "the host network"),
+        (template.host_pid, policy.allow_host_pid, "hostPID", "the host PID namespace"),
+        (template.host_ipc, policy.allow_host_ipc, "hostIPC", "the host IPC namespace"),
+    ):
+        if used and not allowed:
+            doc.report(prefix + (key,), f"{what} is not allowed by the agent policy (policy.allow{key[0].upper()}{key[1:]})")
+    allowed_caps = set(policy.allowed_capabilities)
+    shown_caps = ", ".join(policy.allowed_capabilities) or "none"
+    for i, container in enumerate(template.containers):
+        context = prefix + ("containers", i, "securityContext")
+        if container.privileged and not policy.allow_privileged:
+            doc.report(context + ("privileged",),
+                       "privileged containers are not allowed by the agent policy (policy.allowPrivileged)")
+        if "*" in allowed_caps:
+            continue
+        for j, cap in enumerate(container.cap_add):
+            if cap not in allowed_caps:
+                doc.report(context + ("capabilities", "add", j),
+                           f"capability {cap} is not in policy.allowedCapabilities (allowed: {shown_caps})")
+    rules = policy.allowed_host_paths
+    shown_paths = ", ".join(map(str, rules)) or "none"
+    for i, volume in enumerate(template.volumes):
+        if volume.kind != "hostPath":
+            continue
+        matching = [rule for rule in rules if _under(volume.source, rule.path_prefix)]
+        if not matching:
+            doc.report(prefix + ("volumes", i, "hostPath", "path"),
+                       f"hostPath {volume.source} is outside policy.allowedHostPaths (allowed: {shown_paths})")
+            continue
+        if any(not rule.read_only for rule in matching):
+            continue
+        for c, container in enumerate(template.containers):
+            for j, mount in enumerate(container.volume_mounts):
+                if mount.name == volume.name and not mount.read_only:
+                    doc.report(
+                        prefix + ("containers", c, "volumeMounts", j),
+                        "a writable hostPath mount needs an allowedHostPaths entry without readOnly "
+                        f"({volume.source} matches only {', '.join(map(str, matching))}); set readOnly: true on the mount",
+                    )
 
 
 def _ref_field(kind: str, suffix: str) -> str:
@@ -1012,6 +1142,13 @@ def _selects(service: model.Service, workload: model.Workload) -> bool:
 def _check_service(doc: _Document, service: model.Service, workloads: list[model.Workload]) -> None:
     """Named target ports exist in the selected pods; a NodePort Service selects at most one pod."""
     selected = [workload for workload in workloads if _selects(service, workload)]
+    for workload in selected:
+        if workload.template.host_network:
+            doc.report(
+                ("spec", "selector"),
+                f"selects {workload.ref.kind}/{workload.ref.name}, which uses hostNetwork: its pods are not on the "
+                "namespace network, so they get no Service name or node port; reach them at the node's address",
+            )
     for i, port in enumerate(service.ports):
         if not isinstance(port.target_port, str):
             continue

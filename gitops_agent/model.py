@@ -91,15 +91,19 @@ class KeyToPath:
 
 @dataclass(frozen=True)
 class Volume:
-    """A pod volume: `configMap`, `secret` or `persistentVolumeClaim`."""
+    """A pod volume: `configMap`, `secret`, `persistentVolumeClaim` or `hostPath`.
+
+    For a `hostPath` volume `source` is the normalised absolute path on the
+    node and `host_path_type` Kubernetes' `type` ("" when not given)."""
 
     name: str
-    kind: str  # "configMap" | "secret" | "persistentVolumeClaim"
-    source: str  # ConfigMap name, Secret name or claim name
+    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath"
+    source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
     read_only: bool = False
     optional: bool = False
+    host_path_type: str = ""  # hostPath: "" | "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice"
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,14 @@ class Container:
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
+    # securityContext; capability names without the CAP_ prefix ("NET_ADMIN", or "ALL")
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    read_only_root_fs: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,41 @@ class PodTemplate:
     termination_grace_period_seconds: int = 30
     node_selector: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+
+
+# --- agent policy -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostPathRule:
+    """One `policy.allowedHostPaths` entry: host paths under `path_prefix`
+    (whole path components: /var/log allows /var/log/app, not /var/logs)."""
+
+    path_prefix: str
+    read_only: bool = False
+    """True: only read-only mounts of those paths are allowed."""
+
+    def __str__(self) -> str:
+        return f"{self.path_prefix} read-only" if self.read_only else self.path_prefix
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a revision may ask of the node, from the agent config's `policy:`
+    section (names as in Kubernetes' PodSecurityPolicy). The default denies
+    everything: a workload using a denied feature makes the revision invalid.
+
+    `allowed_capabilities` holds names without the CAP_ prefix; "*" allows any."""
+
+    allow_privileged: bool = False
+    allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    allowed_capabilities: tuple[str, ...] = ()
+    allowed_host_paths: tuple[HostPathRule, ...] = ()
 
 
 # --- top-level kinds ----------------------------------------------------------

@@ -9,11 +9,20 @@ Reading a node costs a fixed number of list calls (pods, containers, networks,
 volumes, secrets, images), whatever the number of objects. Writes happen only
 through the methods named for them. Must not decide *what* to change: that is
 `plan`'s job.
+
+Fault injection (TEST ONLY, never set it in production): with the environment
+variable `GITOPS_AGENT_CRASH_AFTER_WRITES=N` the process sends itself SIGKILL
+right after the N-th successful write call (POST/DELETE that changes a node's
+state; probe execs are not counted) summed over every node of the process. The
+crash-safety harness (`tests/test_crash.py`) uses it to kill the agent after
+every single Podman write of a sync or a rollout. Unset, nothing changes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from typing import Any, Mapping
 
@@ -30,6 +39,19 @@ _HEALTH = {"healthy", "unhealthy", "starting"}
 _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
 _NS = 1_000_000_000
 
+# fault injection (test only, see the module docstring): SIGKILL after this many writes
+_CRASH_AFTER = int(os.environ.get("GITOPS_AGENT_CRASH_AFTER_WRITES") or 0)
+_crash_lock = threading.Lock()
+_crash_count = 0
+
+
+def _count_write() -> None:
+    global _crash_count
+    with _crash_lock:
+        _crash_count += 1
+        if _crash_count >= _CRASH_AFTER:
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 class Node:
     """One Podman service, reached through its API socket."""
@@ -38,7 +60,8 @@ class Node:
         self.name = name
         self.url = url
         self.reads = 0
-        self.writes = 0
+        self.writes = 0  # every POST/DELETE, probe execs included
+        self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
         try:
             extra = {"identity": identity} if identity else {}
@@ -53,7 +76,7 @@ class Node:
 
     def _call(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None = None,
               body: Any = None, raw: bytes | None = None, timeout: float | None = None, ok404: bool = False,
-              as_bytes: bool = False) -> Any:
+              as_bytes: bool = False, probe: bool = False) -> Any:
         with self._count:
             if method == "GET":
                 self.reads += 1
@@ -81,6 +104,11 @@ class Node:
             return None
         if resp.status_code >= 400:
             raise NodeError(self.name, f"{what}: {_explain(resp)}")
+        if method != "GET" and not probe:
+            with self._count:
+                self.changes += 1
+            if _CRASH_AFTER:
+                _count_write()
         if as_bytes:
             return resp.content
         if not resp.content:
@@ -155,11 +183,11 @@ class Node:
         """Run `command` in a running container (a probe); (exit code, last output).
         The exit code is None when it did not finish within `timeout` seconds."""
         created = self._call("POST", f"/containers/{container}/exec", f"exec in {container}",
-                             body={"Cmd": list(command), "AttachStdout": True, "AttachStderr": True})
+                             body={"Cmd": list(command), "AttachStdout": True, "AttachStderr": True}, probe=True)
         exec_id = created["Id"]
         try:
             raw = self._call("POST", f"/exec/{exec_id}/start", f"exec in {container}", body={"Detach": False}, timeout=timeout,
-                             as_bytes=True)
+                             as_bytes=True, probe=True)
         except NodeUnreachable as e:
             if _read_timed_out(e):  # the probe took too long; the node itself answered
                 return None, f"timed out after {timeout:g}s"
@@ -200,13 +228,7 @@ class Node:
 
     def create_pod(self, spec: PodSpec) -> None:
         """Create the pod, its infra container and its containers, then start it."""
-        self._call("POST", "/pods/create", f"create pod {spec.name}", body={
-            "name": spec.name,
-            "hostname": spec.name[:63],
-            "labels": dict(spec.labels),
-            "networks": {spec.network: {"aliases": list(spec.aliases)}},
-            "portmappings": [{"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports],
-        })
+        self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
         try:
             for c in spec.containers:
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
@@ -218,8 +240,20 @@ class Node:
     def start_pod(self, name: str) -> None:
         self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
 
-    def remove_pod(self, name: str, stop_timeout: int = 10) -> None:
-        self._call("POST", f"/pods/{name}/stop", f"stop pod {name}", params={"t": stop_timeout}, timeout=stop_timeout + 60, ok404=True)
+    def remove_pod(self, name: str, stop_timeout: int | None = None) -> None:
+        """Stop (SIGTERM, then SIGKILL after `stop_timeout` seconds; None: each container's own
+        stop timeout, i.e. the terminationGracePeriodSeconds it was created with) and remove."""
+        self.stop_pod(name, stop_timeout)
+        self.delete_pod(name)
+
+    def stop_pod(self, name: str, stop_timeout: int | None = None) -> None:
+        params = {"t": stop_timeout} if stop_timeout is not None else None
+        wait = (stop_timeout if stop_timeout is not None else 600) + 60
+        self._call("POST", f"/pods/{name}/stop", f"stop pod {name}", params=params, timeout=wait, ok404=True)
+
+    def delete_pod(self, name: str) -> None:
+        """Remove a pod (stopped or not). Podman 4.3 takes seconds for a container that ran exec
+        sessions (the agent's probes), so a rollout does this off its critical path."""
         self._call("DELETE", f"/pods/{name}", f"remove pod {name}", params={"force": "true"}, timeout=120, ok404=True)
 
     def remove_secret(self, name: str) -> None:
@@ -230,6 +264,21 @@ class Node:
 
     def remove_network(self, name: str) -> None:
         self._call("DELETE", f"/networks/{name}", f"remove network {name}", ok404=True)
+
+
+def _pod_body(spec: PodSpec) -> dict[str, Any]:
+    """libpod's pod spec. A hostNetwork pod joins the node's network namespace: no network,
+    DNS aliases or port mappings (its ports are the node's), and the node's hostname."""
+    body: dict[str, Any] = {"name": spec.name, "labels": dict(spec.labels)}
+    if spec.host_network:
+        body["netns"] = {"nsmode": "host"}
+    else:
+        body["hostname"] = spec.name[:63]
+        body["networks"] = {spec.network: {"aliases": list(spec.aliases)}}
+        body["portmappings"] = [
+            {"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports
+        ]
+    return body
 
 
 def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
@@ -254,6 +303,27 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         body["secrets"] = [{"Source": m.secret, "Target": m.target, "Mode": m.mode} for m in c.secret_mounts]
     if c.volumes:
         body["volumes"] = [{"Name": v.volume, "Dest": v.target, "Options": ["ro" if v.read_only else "rw"]} for v in c.volumes]
+    if c.host_mounts:  # hostPath: a missing source fails the create ("statfs ...: no such file or directory")
+        body["mounts"] = [
+            {"destination": m.target, "source": m.source, "type": "bind", "options": ["rbind", "ro" if m.read_only else "rw"]}
+            for m in c.host_mounts
+        ]
+    if c.privileged:
+        body["privileged"] = True
+    if c.cap_add:
+        body["cap_add"] = list(c.cap_add)
+    if c.cap_drop:
+        body["cap_drop"] = list(c.cap_drop)
+    if c.read_only_root_fs:
+        body["read_only_filesystem"] = True
+    if c.user is not None:
+        body["user"] = c.user
+    if c.no_new_privileges:
+        body["no_new_privileges"] = True
+    # Podman 4.3 applies a pod's pidns/ipcns to its infra container only: each container asks for the host's.
+    for wanted, key in ((c.host_pid, "pidns"), (c.host_ipc, "ipcns"), (c.host_uts, "utsns")):
+        if wanted:
+            body[key] = {"nsmode": "host"}
     limits: dict[str, Any] = {}
     if c.cpu_millis:
         limits["cpu"] = {"quota": c.cpu_millis * 100, "period": 100_000}

@@ -71,7 +71,7 @@ class RolloutState:
     batch: int = 1
     fast: bool = False
     touched: list[str] = field(default_factory=list)  # nodes changed by this rollout, in order
-    failure: dict[str, str] = field(default_factory=dict)  # node, pod, probe, output, error
+    failure: dict[str, Any] = field(default_factory=dict)  # node, pod, probe, output, error, unreachable
     started: float = 0.0
     finished: float = 0.0
 
@@ -124,6 +124,8 @@ class Fleet:
         cfg_node = next(n for n in self.cfg.nodes if n.name == name)
         live = node.read()
         desired = compile_node(rev, cfg_node, self.cfg.nodes)
+        if _start_unstarted(node, desired, live, self.log):
+            live = node.read()
         p = plan(desired, live, self.cfg.prune, self.history.inventory())
         if not deadline:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
@@ -261,6 +263,9 @@ class Fleet:
         resumed = np.status == "updating"
         unreachable = self._wait_reachable(name, 0 if resumed else pol.unreachable_timeout)
         if unreachable and resumed:  # lost during its own step: a failure
+            with self._lock:
+                state.failure = state.failure or {"node": name, "error": unreachable, "pod": "", "probe": "", "output": "",
+                                                  "unreachable": True}
             self._update(state, name, status="failed", error=unreachable, finished=time.time())
             failed.set()
             return
@@ -281,7 +286,8 @@ class Fleet:
             with self._lock:
                 if not state.failure:
                     state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
-                                     "probe": getattr(e, "probe", ""), "output": getattr(e, "output", "")}
+                                     "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
+                                     "unreachable": isinstance(e, NodeUnreachable)}
             self._update(state, name, status="failed", error=str(e), finished=time.time())
             self.log("rollout.node.failed", level="error", node=name, error=str(e))
             failed.set()
@@ -307,8 +313,13 @@ class Fleet:
     def _fail(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Policy) -> None:
         """Record the failure; roll back, newest first, every node this rollout may have changed."""
         halted = previous is None or not pol.auto_rollback
-        self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
-                                    **state.failure})
+        if state.failure.get("unreachable"):
+            # the node went away, not the revision's fault: roll back as for any failure, but try the
+            # revision again on the next pass (with backoff) instead of waiting for Git to move
+            self.log("rollout.retry", level="warning", revision=target.id, node=state.failure.get("node"))
+        else:
+            self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
+                                        **state.failure})
         if halted:
             state.phase = HALTED
             why = "no earlier revision to roll back to" if previous is None else "auto-rollback is off"
@@ -342,3 +353,19 @@ def _parallel(w: Workload, cfg: AgentConfig) -> int:
     if isinstance(value, int):
         return max(1, value)
     return max(1, resolve_surge(value, len(matching_nodes(w, cfg.nodes)), round_up=False))
+
+
+def _start_unstarted(node: Node, desired: Any, live: Any, log: Log) -> bool:
+    """Start the pods of a current template that were created but never started: an agent killed
+    between `create container` and `start pod` leaves them so, and a rolling update would
+    otherwise wait for them until its deadline and fail a good revision. True when one was started."""
+    started = False
+    for w in desired.workloads:
+        names = {p.name for p in w.pods}
+        for pod in live.pods_of(w.ref):
+            if pod.name in names and pod.template_hash == w.template_hash and pod.containers and \
+                    len(pod.containers) == len(w.pods[0].containers) and all(c.state in ("created", "configured") for c in pod.containers):
+                log("pod.start", node=node.name, pod=pod.name, reason="created but never started (agent stopped mid-create)")
+                node.start_pod(pod.name)
+                started = True
+    return started

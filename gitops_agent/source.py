@@ -23,6 +23,39 @@ from .manifests import Limits, SourceFile, is_manifest_path
 
 _SYMLINK_MODE = 0o120000
 
+# never wait for a human: no credential prompt on a terminal (a remote that now asks for
+# a password, e.g. a deleted or private repository on a forge, fails at once instead of
+# hanging until the timeout)
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+
+# git's generic advice after the real error: not a reason
+_BOILERPLATE = (
+    "fatal: could not read from remote repository.",
+    "please make sure you have the correct access rights",
+    "and the repository exists.",
+)
+
+
+def _reason(stderr: object, status: object) -> str:
+    """The lines of git's stderr that say what went wrong, on one line.
+
+    GitPython wraps stderr as `stderr: '…'`; git's own output may span lines
+    (`unable to connect to host:` / `host[0: …]: errno=Connection refused`) and ends
+    with advice that names no cause. An empty stderr becomes the exit status.
+    """
+    text = str(stderr or "").strip()
+    if text.startswith("stderr:"):
+        text = text.removeprefix("stderr:").strip()
+        if len(text) >= 2 and text[0] == text[-1] == "'":
+            text = text[1:-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if ln.lower() not in _BOILERPLATE] or lines
+    reason = ""
+    for ln in useful:
+        ln = ln.removeprefix("fatal: ").removeprefix("error: ")
+        reason = f"{reason} {ln}" if reason.endswith(":") else f"{reason}; {ln}" if reason else ln
+    return reason or f"git exited with status {status}"
+
 
 @dataclass(frozen=True)
 class Location:
@@ -53,8 +86,11 @@ def resolve(cfg: SourceConfig) -> Location:
             return Location(url="file://" + str(local.absolute()), branch=cfg.branch, path=path.strip("/"))
         try:
             top = git.Repo(local, search_parent_directories=True)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
-            raise SourceUnavailable(f"source {url}: not a Git repository") from e
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            # there but not (yet) a repository: an empty mount point, a repository being
+            # replaced. Like a missing path: the agent starts, keeps the last good revision,
+            # and every pass reports it (`'…' does not appear to be a git repository`)
+            return Location(url="file://" + str(local.absolute()), branch=cfg.branch, path=path.strip("/"))
         root = Path(top.git_dir if top.bare else top.working_tree_dir or top.git_dir).resolve()
         inner = local.resolve().relative_to(root).as_posix() if local.resolve() != root else ""
         if inner and not top.bare:
@@ -84,14 +120,14 @@ class GitSource:
     def _git(self, *args: str) -> str:
         try:
             out: str = self.repo.git.execute(
-                ["git", *args], kill_after_timeout=self.timeout, with_extended_output=False
+                ["git", *args], kill_after_timeout=self.timeout, with_extended_output=False, env=_GIT_ENV
             )
             return out
         except git.GitCommandError as e:
-            detail = (e.stderr or "").strip().splitlines()
-            reason = detail[-1].removeprefix("stderr: ").strip(" '") if detail else f"git exited {e.status}"
-            if e.status in (-9, 9, "-9") or "timed out" in str(e).lower():
+            if e.status in (-9, 9, "-9") or "did not complete in" in str(e.stderr):
                 reason = f"timed out after {self.timeout:g}s"
+            else:
+                reason = _reason(e.stderr, e.status)
             raise SourceUnavailable(f"git {args[0]} {self.location.url}: {reason}") from e
         except (git.GitError, OSError, subprocess.SubprocessError) as e:
             raise SourceUnavailable(f"git {args[0]} {self.location.url}: {e}") from e
@@ -149,6 +185,7 @@ class GitSource:
                     ) from e
             prefix = f"{self.location.path}/" if self.location.path else ""
             out: list[SourceFile] = []
+            total = 0
             for item in tree.traverse():
                 if not isinstance(item, git.Blob):
                     continue
@@ -159,9 +196,13 @@ class GitSource:
                 if item.mode == _SYMLINK_MODE:
                     out.append(SourceFile(path, b"", is_symlink=True))
                     continue
-                stream = item.data_stream
-                # read one byte past the limit: enough for `manifests` to report it, never the whole blob
-                out.append(SourceFile(path, stream.read(limits.max_file_bytes + 1)))
+                total += item.size
+                if item.size > limits.max_file_bytes or total > limits.max_total_bytes:
+                    # never read: `manifests` reports the size (reading part of a blob from
+                    # GitPython's shared cat-file stream can leave it blocked)
+                    out.append(SourceFile(path, b"", size=item.size))
+                    continue
+                out.append(SourceFile(path, item.data_stream.read()))
             return out
         except SourceUnavailable:
             raise

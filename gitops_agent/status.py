@@ -30,8 +30,16 @@ def status(agent: Agent) -> dict[str, Any]:
     head_rejected = bool(attempted) and rejected.get("sha") == head_sha
     head_failed = bool(attempted) and failed.get("sha") == head_sha
     unfinished = rollout is not None and rollout.get("phase") in (PROGRESSING, ROLLING_BACK)
-    if suspended:
+    store, store_problem = h.get("store") or {}, h.problem()
+    if store_problem:  # nothing can be recorded: the other keys may be stale
+        condition, message = "Stalled", store_problem
+    elif suspended:
         condition, message = "Suspended", f"{suspended['reason']}; pinned to {suspended['revision']}; `gitops-agent resume` follows Git again"
+    elif last.get("result") == "source-error":
+        # checked before rejected/failed: those speak of the head seen before Git went away,
+        # and "fix it with a new commit" is no advice while no commit can be read
+        keep = f"nodes keep the last good revision {applied}" if applied else "nothing applied yet"
+        condition, message = "Reconciling", f"Git source unavailable: {last.get('error', '')}; {keep}; retrying"
     elif head_rejected:
         condition, message = "Stalled", f"revision {attempted} rejected: fix it with a new commit"
     elif head_failed:
@@ -55,6 +63,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "rollout": _rollout(rollout),
         "problems": [str(Problem(**p)) for p in rejected.get("problems", [])] if head_rejected else [],
         "lastSync": last,
+        "stateStore": {"problem": store_problem, **({"reset": store} if store.get("lost") else {})},
         "nodes": [],
         "objects": [],
         "orphanedVolumes": [],
@@ -63,6 +72,8 @@ def status(agent: Agent) -> dict[str, Any]:
     rev = agent.applied()
     if rev is not None:
         out["warnings"] = unplaced(rev, agent.cfg.nodes)
+    if store.get("lost"):  # the store was lost and rebuilt from labels: say what is gone for good
+        out["warnings"].append(store["message"])
     lives = agent.live()
     revs = {(r.kind, r.namespace, r.name, r.template_hash): r.number for r in h.workload_revisions()}
     node_status = {n: p["status"] for n, p in (rollout or {}).get("nodes", {}).items()} if unfinished else {}

@@ -64,6 +64,7 @@ import pytest
 
 from gitrepo import GitRemote
 from podman_env import (
+    pid_alive,
     WEB1,
     WEB2,
     NodeNamespace,
@@ -71,6 +72,9 @@ from podman_env import (
     PodmanUnavailable,
     make_image,
     missing_tools,
+    run_each,
+    start_node,
+    stop_node,
 )
 
 _PODMAN_FIXTURES = {"podman_service", "clean_podman", "fleet", "clean_fleet"}
@@ -124,14 +128,6 @@ def git_remote(tmp_path):
 # -- multi-node fleet -------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_fleet_namespaces() -> None:
@@ -140,41 +136,17 @@ def _remove_stale_fleet_namespaces() -> None:
     for line in cp.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         m = _FLEET_NS.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 
 def _start_node(i: int) -> tuple[NodeNamespace, PodmanService]:
     """Namespaces + private service for node i, with WEB1 and WEB2 imported."""
-    ns = NodeNamespace(f"gatf{os.getpid()}-node{i}")
-    svc = None
-    try:
-        svc = PodmanService(netns=ns.name, mount_ns=ns.mount_ns, name=f"node{i}")
-        make_image(svc, WEB1, variant="1")
-        make_image(svc, WEB2, variant="2")
-        return ns, svc
-    except BaseException:
-        if svc is not None:
-            svc.cleanup()
-        ns.close()
-        raise
+    return start_node(f"gatf{os.getpid()}-node{i}", f"node{i}")
 
 
-def _stop_node(ns: NodeNamespace, svc: PodmanService) -> None:
-    try:
-        svc.cleanup()
-    finally:
-        ns.close()
-
-
-def _each(fn, items) -> list:
-    """fn(item) for every item in parallel; all run even if some raise; re-raise the first error."""
-    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        futures = [pool.submit(fn, *item) if isinstance(item, tuple) else pool.submit(fn, item) for item in items]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
-    return [f.result() for f in futures]
+_stop_node = stop_node
+_each = run_each
 
 
 @pytest.fixture(scope="session")

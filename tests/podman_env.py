@@ -48,10 +48,12 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = [
+    "pid_alive",
     "APPLETS",
     "NETAVARK_RUN_DIR",
     "NodeNamespace",
@@ -65,6 +67,9 @@ __all__ = [
     "make_image",
     "missing_tools",
     "ping",
+    "run_each",
+    "start_node",
+    "stop_node",
 ]
 
 BUSYBOX = "/bin/busybox"
@@ -91,6 +96,17 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists (used to clean up namespaces of dead test runs)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class PodmanUnavailable(RuntimeError):
@@ -602,6 +618,50 @@ def http_get(
     if not sep or not head.startswith(b"HTTP/"):
         return None
     return body.decode(errors="replace")
+
+
+def start_node(
+    netns_name: str,
+    node_name: str,
+    images: Sequence[tuple[str, str]] = ((WEB1, "1"), (WEB2, "2")),
+) -> tuple[NodeNamespace, PodmanService]:
+    """One simulated node: :class:`NodeNamespace` ``netns_name`` plus a private
+    service in it named ``node_name``, with ``images`` ((ref, variant) pairs;
+    default WEB1 and WEB2) imported.  On failure everything started is
+    cleaned up before the error propagates.  Undo with :func:`stop_node`.
+    Used by the ``fleet`` fixture and by ``benchmarks/``.
+    """
+    ns = NodeNamespace(netns_name)
+    svc = None
+    try:
+        svc = PodmanService(netns=ns.name, mount_ns=ns.mount_ns, name=node_name)
+        for ref, variant in images:
+            make_image(svc, ref, variant=variant)
+        return ns, svc
+    except BaseException:
+        if svc is not None:
+            svc.cleanup()
+        ns.close()
+        raise
+
+
+def stop_node(ns: NodeNamespace, svc: PodmanService) -> None:
+    """Undo :func:`start_node`: remove the node's containers and directory, delete its namespaces."""
+    try:
+        svc.cleanup()
+    finally:
+        ns.close()
+
+
+def run_each(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+    """``fn(item)`` (``fn(*item)`` for tuples) for every item in parallel; all run
+    even if some raise; re-raise the first error, else return the results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(fn, *item) if isinstance(item, tuple) else pool.submit(fn, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 # -- images -----------------------------------------------------------------------

@@ -438,10 +438,10 @@ def test_no_files_is_an_empty_revision() -> None:
 def test_unsupported_field_differs_from_unknown_field() -> None:
     """A known Kubernetes field is 'not supported by gitops-agent'; a misspelt one is 'unknown'."""
     text = deployment(container_patch="imagee: nginx\nlifecycle: {}\n").replace(
-        "      containers:", "      hostNetwork: true\n      containers:"
+        "      containers:", "      hostUsers: false\n      containers:"
     )
     assert problems({"d.yaml": text}) == [
-        "d.yaml:12: Deployment/web: spec.template.spec.hostNetwork: field 'hostNetwork' is not supported by gitops-agent",
+        "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent",
         "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
         "d.yaml:17: Deployment/web: spec.template.spec.containers[0].lifecycle: "
         "field 'lifecycle' is not supported by gitops-agent",
@@ -458,8 +458,10 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent"),
-        ("securityContext: {privileged: true}", "containers[0].securityContext",
-         "field 'securityContext' is not supported by gitops-agent"),
+        ("securityContext: {seccompProfile: {type: RuntimeDefault}}", "containers[0].securityContext.seccompProfile",
+         "field 'seccompProfile' is not supported by gitops-agent"),
+        ("securityContext: {runAsNonRoot: true}", "containers[0].securityContext.runAsNonRoot",
+         "field 'runAsNonRoot' is not supported by gitops-agent (set runAsUser to a non-zero user id)"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
          "field 'subPath' is not supported by gitops-agent"),
         ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: x}}}]", "containers[0].env[0].valueFrom.fieldRef",
@@ -575,7 +577,7 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
             - {name: two, configMap: {name: c, optional: true}, secret: {secretName: s, optional: true}}
             - {name: fine, configMap: {name: c, optional: true}}
     """)
-    message = "needs a name and exactly one source: configMap, secret or persistentVolumeClaim"
+    message = "needs a name and exactly one source: configMap, secret, persistentVolumeClaim or hostPath"
     assert problems({"p.yaml": template}) == [
         f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
         f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",
@@ -1501,6 +1503,247 @@ def test_rollout_knobs_on_a_pod_are_rejected() -> None:
     ]
     fine = only_workload(pod.replace(f'    {KNOB}max-parallel-nodes: "2"\n', "").replace(f'    {KNOB}whatever: "x"\n', ""))
     assert fine.annotations == {"note": "fine"} and fine.template.annotations == {"note": "fine"}
+
+
+# --- the agent's policy: privileged features --------------------------------
+
+
+def pod(spec_patch: str = "", container_patch: str = "") -> str:
+    """A bare Pod; `spec_patch` lines start at line 5, its container's extra lines right after `image`."""
+    text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n"
+    text += textwrap.indent(y(spec_patch).rstrip("\n") + "\n", "  ") if spec_patch else ""
+    text += "  containers:\n    - name: main\n      image: app:1\n"
+    text += textwrap.indent(y(container_patch).rstrip("\n") + "\n", "      ") if container_patch else ""
+    return text
+
+
+def checked(text: str, policy: model.Policy) -> list[str]:
+    """Problems of one file under `policy` ([] when valid)."""
+    try:
+        parse(files({"p.yaml": text}), "", policy=policy)
+    except RevisionRejected as rejected:
+        return [str(problem) for problem in rejected.problems]
+    return []
+
+
+ALLOW_ALL = model.Policy(
+    allow_privileged=True, allow_host_network=True, allow_host_pid=True, allow_host_ipc=True,
+    allowed_capabilities=("*",), allowed_host_paths=(model.HostPathRule("/"),),
+)
+HOST_LOG = "volumes: [{name: log, hostPath: {path: /var/log}}]\n"
+
+
+@pytest.mark.parametrize(
+    ("spec_patch", "container_patch", "expected"),
+    [
+        ("", "securityContext: {privileged: true}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.privileged: "
+         "privileged containers are not allowed by the agent policy (policy.allowPrivileged)"),
+        ("hostNetwork: true", "",
+         "p.yaml:5: Pod/p: spec.hostNetwork: the host network is not allowed by the agent policy (policy.allowHostNetwork)"),
+        ("hostPID: true", "",
+         "p.yaml:5: Pod/p: spec.hostPID: the host PID namespace is not allowed by the agent policy (policy.allowHostPID)"),
+        ("hostIPC: true", "",
+         "p.yaml:5: Pod/p: spec.hostIPC: the host IPC namespace is not allowed by the agent policy (policy.allowHostIPC)"),
+        ("", "securityContext:\n  capabilities:\n    add: [CHOWN, CAP_NET_ADMIN]",
+         "p.yaml:10: Pod/p: spec.containers[0].securityContext.capabilities.add[0]: "
+         "capability CHOWN is not in policy.allowedCapabilities (allowed: none)"),
+        ("volumes:\n  - name: etc\n    hostPath: {path: /etc, type: Directory}", "volumeMounts: [{name: etc, mountPath: /h}]",
+         "p.yaml:7: Pod/p: spec.volumes[0].hostPath.path: hostPath /etc is outside policy.allowedHostPaths (allowed: none)"),
+    ],
+)
+def test_default_policy_denies_privileged_features(spec_patch: str, container_patch: str, expected: str) -> None:
+    """Each privileged feature is a problem at its own field under the default policy, naming the policy key."""
+    found = checked(pod(spec_patch, container_patch), model.Policy())
+    assert found[0] == expected
+    assert checked(pod(spec_patch, container_patch), ALLOW_ALL) == []
+
+
+def test_every_denied_capability_is_reported() -> None:
+    """Each denied capability at its own list index, with or without CAP_, repeated or not; drop needs no policy."""
+    text = pod(container_patch="securityContext: {capabilities: {add: [SYS_TIME, CHOWN, CHOWN, CAP_NET_ADMIN], drop: [ALL]}}")
+    assert checked(text, model.Policy(allowed_capabilities=("SYS_TIME",))) == [
+        "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[1]: "
+        "capability CHOWN is not in policy.allowedCapabilities (allowed: SYS_TIME)",
+        "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[2]: "
+        "capability CHOWN is not in policy.allowedCapabilities (allowed: SYS_TIME)",
+        "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[3]: "
+        "capability NET_ADMIN is not in policy.allowedCapabilities (allowed: SYS_TIME)",
+    ]
+    assert checked(text, model.Policy(allowed_capabilities=("SYS_TIME", "CHOWN", "NET_ADMIN"))) == []
+    assert checked(text, model.Policy(allowed_capabilities=("*",))) == []
+    assert checked(pod(container_patch="securityContext: {capabilities: {add: [ALL]}}"), model.Policy()) == [
+        "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[0]: "
+        "capability ALL is not in policy.allowedCapabilities (allowed: none)",
+    ]
+
+
+def test_policy_problems_in_deployments_point_into_the_template() -> None:
+    text = deployment(container_patch="securityContext: {privileged: true}").replace(
+        "      containers:", "      hostNetwork: true\n      containers:"
+    )
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files({"d.yaml": text}))  # the default policy
+    assert [str(problem) for problem in rejected.value.problems] == [
+        "d.yaml:12: Deployment/web: spec.template.spec.hostNetwork: "
+        "the host network is not allowed by the agent policy (policy.allowHostNetwork)",
+        "d.yaml:16: Deployment/web: spec.template.spec.containers[0].securityContext.privileged: "
+        "privileged containers are not allowed by the agent policy (policy.allowPrivileged)",
+    ]
+
+
+def test_allowed_features_reach_the_model() -> None:
+    text = pod(
+        "hostNetwork: true\nhostPID: true\nhostIPC: true\n" + HOST_LOG,
+        """
+        securityContext:
+          privileged: true
+          capabilities: {add: [NET_ADMIN, CAP_SYS_TIME, NET_ADMIN], drop: [CAP_CHOWN]}
+          readOnlyRootFilesystem: true
+          runAsUser: 1000
+          runAsGroup: 2000
+          allowPrivilegeEscalation: true
+        volumeMounts: [{name: log, mountPath: /host/log, readOnly: true}]
+        """,
+    )
+    policy = model.Policy(
+        allow_privileged=True, allow_host_network=True, allow_host_pid=True, allow_host_ipc=True,
+        allowed_capabilities=("NET_ADMIN", "SYS_TIME"), allowed_host_paths=(model.HostPathRule("/var/log", read_only=True),),
+    )
+    (workload,) = parse(files({"p.yaml": text}), policy=policy).objects
+    assert isinstance(workload, model.Workload)
+    template = workload.template
+    assert (template.host_network, template.host_pid, template.host_ipc) == (True, True, True)
+    assert template.volumes == (model.Volume("log", "hostPath", "/var/log"),)
+    (container,) = template.containers
+    assert container.privileged and container.read_only_root_fs and container.allow_privilege_escalation
+    assert (container.cap_add, container.cap_drop) == (("NET_ADMIN", "SYS_TIME", "NET_ADMIN"), ("CHOWN",))
+    assert (container.run_as_user, container.run_as_group) == (1000, 2000)
+
+
+def test_defaults_deny_nothing_that_is_not_used() -> None:
+    """Without securityContext, host namespaces or hostPath, the model holds the safe defaults."""
+    (container,) = only_workload(pod()).template.containers
+    assert container == model.Container("main", "app:1", "IfNotPresent")
+    assert not container.privileged and container.cap_add == () and container.run_as_user is None
+    template = only_workload(pod()).template
+    assert (template.host_network, template.host_pid, template.host_ipc) == (False, False, False)
+
+
+@pytest.mark.parametrize(
+    ("path", "rules", "expected"),
+    [
+        ("/var/log", ("/var/log",), None),
+        ("/var/log/app/", ("/var/log",), None),
+        ("/var//log/./app", ("/var/log",), None),
+        ("/anything", ("/",), None),
+        ("/var/logs", ("/var/log",), "hostPath /var/logs is outside policy.allowedHostPaths (allowed: /var/log)"),
+        ("/var", ("/var/log", "/srv"), "hostPath /var is outside policy.allowedHostPaths (allowed: /var/log, /srv)"),
+        ("/etc", ("/var/log:ro",),
+         "hostPath /etc is outside policy.allowedHostPaths (allowed: /var/log read-only)"),
+    ],
+)
+def test_host_paths_match_whole_components(path: str, rules: tuple[str, ...], expected: str | None) -> None:
+    policy = model.Policy(allowed_host_paths=tuple(
+        model.HostPathRule(rule.removesuffix(":ro"), read_only=rule.endswith(":ro")) for rule in rules
+    ))
+    text = pod(f"volumes: [{{name: h, hostPath: {{path: {json.dumps(path)}}}}}]",
+               "volumeMounts: [{name: h, mountPath: /h, readOnly: true}]")
+    assert checked(text, policy) == ([] if expected is None else [f"p.yaml:5: Pod/p: spec.volumes[0].hostPath.path: {expected}"])
+
+
+def test_read_only_host_path_rules_need_read_only_mounts() -> None:
+    """A readOnly allowedHostPaths entry allows the path only if every mount of it is read-only."""
+    text = pod(HOST_LOG, """
+        volumeMounts: [{name: log, mountPath: /a, readOnly: true}, {name: log, mountPath: /b}]
+    """)
+    read_only = model.Policy(allowed_host_paths=(model.HostPathRule("/var/log", read_only=True),))
+    assert checked(text, read_only) == [
+        "p.yaml:9: Pod/p: spec.containers[0].volumeMounts[1]: a writable hostPath mount needs an allowedHostPaths "
+        "entry without readOnly (/var/log matches only /var/log read-only); set readOnly: true on the mount",
+    ]
+    writable = model.Policy(allowed_host_paths=(model.HostPathRule("/var/log", read_only=True), model.HostPathRule("/var")))
+    assert checked(text, writable) == []
+
+
+@pytest.mark.parametrize(
+    ("spec_patch", "container_patch", "expected"),
+    [
+        ("volumes: [{name: h, hostPath: {path: var/log}}]", "",
+         "p.yaml:5: Pod/p: spec.volumes[0].hostPath.path: must be an absolute path without '..' components"),
+        ("volumes: [{name: h, hostPath: {path: /var/log/../../etc}}]", "",
+         "p.yaml:5: Pod/p: spec.volumes[0].hostPath.path: must be an absolute path without '..' components"),
+        ("volumes: [{name: h, hostPath: {path: /var/log, type: DirectoryOrCreate}}]", "",
+         "p.yaml:5: Pod/p: spec.volumes[0].hostPath.type: must be one of Directory, File, Socket, CharDevice, "
+         "BlockDevice or \"\" (DirectoryOrCreate and FileOrCreate are not supported: gitops-agent does not create "
+         "paths on the node)"),
+        ("", "securityContext: {capabilities: {add: [net_admin]}}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[0]: "
+         "must be a capability name such as NET_ADMIN or CAP_NET_ADMIN (upper case)"),
+        ("", "securityContext: {capabilities: {drop: [NET_ADMN]}}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.drop[0]: "
+         "unknown capability 'NET_ADMN' (did you mean 'NET_ADMIN'?)"),
+        ("", "securityContext: {privileged: yes please}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.privileged: must be a boolean, not a string"),
+        ("", "securityContext: {runAsGroup: 5}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.runAsGroup: "
+         "runAsGroup needs runAsUser (Podman sets the user and group together)"),
+        ("", "securityContext: {runAsUser: -1}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.runAsUser: must be at least 0"),
+        ("", "securityContext: {privileged: true, allowPrivilegeEscalation: false}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.allowPrivilegeEscalation: cannot be false with privileged: true"),
+        ("", "securityContext: {capabilities: {add: [CAP_SYS_ADMIN]}, allowPrivilegeEscalation: false}",
+         "p.yaml:8: Pod/p: spec.containers[0].securityContext.allowPrivilegeEscalation: "
+         "cannot be false with capability SYS_ADMIN"),
+        ("hostNetwork: 1", "",
+         "p.yaml:5: Pod/p: spec.hostNetwork: must be a boolean, not an integer"),
+        ("securityContext: {runAsUser: 1}", "",
+         "p.yaml:5: Pod/p: spec.securityContext: field 'securityContext' is not supported by gitops-agent "
+         "(set securityContext on each container)"),
+    ],
+)
+def test_security_field_errors(spec_patch: str, container_patch: str, expected: str) -> None:
+    """Form errors are reported whatever the policy allows."""
+    assert checked(pod(spec_patch, container_patch), ALLOW_ALL) == [expected]
+
+
+def test_host_network_ports_are_node_ports() -> None:
+    """With hostNetwork a containerPort is bound on the node: hostPort defaults to it and must equal it, and two
+    pods cannot both bind it."""
+    text = pod("hostNetwork: true", "ports: [{containerPort: 80}, {containerPort: 81, hostPort: 8081}]")
+    assert checked(text, ALLOW_ALL) == [
+        "p.yaml:9: Pod/p: spec.containers[0].ports[1].hostPort: must equal containerPort (81) with hostNetwork: true",
+    ]
+    (workload,) = parse(files({"p.yaml": pod("hostNetwork: true", "ports: [{containerPort: 80}]")}), policy=ALLOW_ALL).objects
+    assert isinstance(workload, model.Workload)
+    assert workload.template.containers[0].ports == (model.ContainerPort(80, "TCP", 80),)
+    other = deployment(container_patch="ports: [{containerPort: 80}]", spec_patch="strategy: {type: Recreate}").replace(
+        "      containers:", "      hostNetwork: true\n      containers:"
+    )
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files({"a.yaml": pod("hostNetwork: true", "ports: [{containerPort: 80}]"), "b.yaml": other}), policy=ALLOW_ALL)
+    assert [str(problem) for problem in rejected.value.problems] == [
+        "b.yaml:16: Deployment/web: spec.template.spec.containers[0].ports[0].hostPort: "
+        "host port 80/TCP is already used by Pod/p at a.yaml:9",
+    ]
+
+
+def test_a_service_cannot_select_a_host_network_pod() -> None:
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          selector: {app: web}
+          ports: [{port: 80}]
+    """)
+    text = pod("hostNetwork: true").replace("metadata: {name: p}", "metadata: {name: p, labels: {app: web}}")
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files({"p.yaml": text, "s.yaml": service}), policy=ALLOW_ALL)
+    assert [str(problem) for problem in rejected.value.problems] == [
+        "s.yaml:5: Service/web: spec.selector: selects Pod/p, which uses hostNetwork: its pods are not on the namespace "
+        "network, so they get no Service name or node port; reach them at the node's address",
+    ]
 
 
 # --- schemas themselves -------------------------------------------------------
