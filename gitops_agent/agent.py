@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
+from . import systemd
 from .config import AgentConfig
 from .desired import compile_node, unplaced
 from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
@@ -63,7 +64,7 @@ class Agent:
         self.log = log
         self.history = History(cfg.state_dir)
         self.location = resolve(cfg.source)
-        self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout)
+        self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout, cfg.source.verify)
         self.nodes = {n.name: Node(n.name, n.url, identity=n.identity) for n in cfg.nodes}
         self._parsed: dict[str, Revision] = {}
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
@@ -100,6 +101,8 @@ class Agent:
         """The validated revision at commit `sha` (fetched if needed); RevisionRejected if invalid."""
         if sha not in self._parsed:
             self.git.fetch(sha)
+            if self.cfg.source.verify and sha not in {s["sha"] for s in self.history.get("stable", [])}:
+                self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
             rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy)
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
@@ -180,7 +183,8 @@ class Agent:
 
     def _policy_key(self) -> str:
         """The policy a rejection was judged under: a changed policy re-judges the same commit."""
-        return hashlib.sha256(repr(self.cfg.policy).encode()).hexdigest()[:16]
+        judged = repr(self.cfg.policy) + (repr(self.cfg.source.verify) if self.cfg.source.verify else "")
+        return hashlib.sha256(judged.encode()).hexdigest()[:16]
 
     def _fallback(self) -> Revision | None:
         """What to reconcile when the head cannot be used: the revision an unfinished rollout
@@ -380,6 +384,10 @@ class Daemon:
     BACKOFF_START = 2.0
     BACKOFF_CAP = 300.0
     DEBOUNCE = 1.0
+    # systemd (Type=notify): READY=1 once the first pass has finished (the node is reconciled,
+    # or the reason it is not is in STATUS=), but no later than this after start, so a long
+    # first rollout stays inside the unit's TimeoutStartSec (300 s in the shipped unit).
+    READY_DEADLINE = 240.0
 
     def __init__(self, agent: Agent, log: Log) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -390,6 +398,9 @@ class Daemon:
         self.failures = 0
         self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._observer: Any = None
+        self._ready = False
+        self._in_pass = False
+        self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
 
     def _next_delay(self, ok: bool) -> float:
         interval = self.agent.cfg.source.interval
@@ -402,22 +413,47 @@ class Daemon:
     def _pass(self) -> None:
         if self.stop.is_set():
             return
+        self._in_pass = True
+        try:
+            self._pass_once()
+        finally:
+            self._in_pass = False
+
+    def _pass_once(self) -> None:
         ok = False
         try:
             out = self.agent.sync()
             ok = out.ok or out.waiting  # a bad commit is not retried faster: it waits for Git to move
+            self._notify_result(f"{out.result} {out.target or out.head or '-'}" + (f": {out.error.splitlines()[0]}" if out.error else ""))
             if out.result == "superseded":  # rollover: take the newer commit now
                 self.schedule(0)
                 return
         except AgentError as e:
             self.log("sync.crashed", level="error", error=str(e))
+            self._notify_result(f"sync crashed: {e}")
         except Exception as e:  # a bug must not stop an unattended agent: log it, back off, go on
             self.log("sync.crashed", level="error", error=f"{type(e).__name__}: {e}", bug="yes")
+            self._notify_result(f"sync crashed: {type(e).__name__}: {e}")
         delay = self._next_delay(ok)
         if not self.stop.is_set():
             self.schedule(delay)
             if not ok:
                 self.log("backoff", seconds=round(delay, 1), failures=self.failures)
+
+    def _notify_result(self, line: str) -> None:
+        """STATUS= after every pass (shown by `systemctl status`); READY=1 after the first."""
+        fields = [f"STATUS={line.splitlines()[0][:200] if line else '-'}"]
+        if not self._ready:
+            self._ready = True
+            fields.insert(0, "READY=1")
+        systemd.notify(*fields)
+
+    def _alive(self) -> bool:
+        """What WATCHDOG=1 vouches for: the scheduler thread runs and a pass is either running
+        or scheduled (a lost schedule would leave the node unreconciled forever)."""
+        thread = getattr(self.scheduler, "_thread", None)
+        return (self.scheduler.running and (thread is None or thread.is_alive())
+                and (self._in_pass or self.scheduler.get_job("sync") is not None))
 
     def schedule(self, delay: float) -> None:
         when = datetime.now() + timedelta(seconds=delay)
@@ -441,14 +477,20 @@ class Daemon:
 
         root = url[len("file://"):]
         gitdir = os.path.join(root, ".git") if os.path.isdir(os.path.join(root, ".git")) else root
-        self._observer = Observer()
-        self._observer.schedule(Changed(), gitdir, recursive=True)
-        self._observer.start()
+        observer = Observer()
+        try:
+            observer.schedule(Changed(), gitdir, recursive=True)
+            observer.start()
+        except OSError as e:  # e.g. the repository is gone after a reboot: polling still finds it again
+            self.log("watch.unavailable", level="warning", path=gitdir, error=e.strerror or str(e))
+            return
+        self._observer = observer
         self.log("watch", path=gitdir)
 
     def run(self) -> int:
         def on_signal(signum: int, _frame: Any) -> None:
             self.log("signal", signal=signal.Signals(signum).name)
+            systemd.notify("STOPPING=1", "STATUS=stopping: the current step finishes first")
             self.stop.set()
             self.agent.stop.set()
 
@@ -459,9 +501,18 @@ class Daemon:
         self.scheduler.start()
         self._watch()
         self.schedule(0)
+        started = next_ping = time.monotonic()
         try:
+            # the main loop is the watchdog's heartbeat: a wedged main thread or a dead
+            # scheduler stops the pings, and systemd restarts the agent after WatchdogSec
             while not self.stop.wait(0.5):
-                pass
+                now = time.monotonic()
+                if self._watchdog is not None and now >= next_ping and self._alive():
+                    systemd.notify("WATCHDOG=1")
+                    next_ping = now + self._watchdog
+                if not self._ready and now - started > self.READY_DEADLINE:
+                    self._ready = True
+                    systemd.notify("READY=1", "STATUS=first pass still running")
         finally:
             if self._observer is not None:
                 self._observer.stop()

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(rb)
     rb.add_argument("--to", metavar="REVISION", help="revision id or commit (prefix) from `history`; default: the one before the current")
     rb.add_argument("--log-format", choices=("text", "json"), default="text")
+    sub.add_parser("unit", help="print the systemd unit shipped with the package "
+                   "(gitops-agent unit > /etc/systemd/system/gitops-agent.service)")
     rs = sub.add_parser("resume", help="follow Git again after `rollback` or a failed rollback")
     with_config(rs)
     for name, text in (("status", "applied vs attempted revision and each object's state"),
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "unit":
+            return _unit()
         if args.command == "validate":
             policy = config_mod.load(args.config).policy if args.config else config_mod.PolicyConfig()
             return _validate(Path(args.path), policy)
@@ -82,6 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if args.command == "diff" else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _unit() -> int:
+    """The shipped unit, its ExecStart pointed at this installation (a venv, /usr/local, ...)."""
+    import os
+    from importlib.resources import files
+
+    text = (files("gitops_agent") / "data" / "gitops-agent.service").read_text()
+    exe = os.path.abspath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "gitops-agent" else f"{sys.executable} -m gitops_agent"
+    sys.stdout.write(text.replace("ExecStart=/usr/local/bin/gitops-agent ", f"ExecStart={exe} "))
+    return 0
 
 
 def _validate(path: Path, policy: config_mod.PolicyConfig = config_mod.PolicyConfig()) -> int:

@@ -40,6 +40,22 @@ class SourceConfig:
     """Seconds between polls in `run`. Flux's default for GitRepository is 1m; 30 s suits a single edge node."""
     timeout: float = 60.0
     """Seconds any one Git network operation may take before it counts as a failure."""
+    verify: VerifyConfig | None = None
+    """Commit verification (`source.verify`); None: commits are not verified."""
+
+
+VERIFY_MODES = ("head", "tag")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """`source.verify`: only revisions signed by one of `keys` are applied."""
+
+    mode: str = "head"
+    """head: the branch head commit must carry a good signature; tag: an annotated tag pointing at
+    the branch head must carry one."""
+    keys: tuple[Path, ...] = ()
+    """Trusted keys: ASCII-armored OpenPGP public keys, SSH public keys, or SSH allowed_signers files."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +135,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
     top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy"}, "config")
     if "source" not in top:
         raise ConfigError("config: 'source' is required (source.url: the Git repository to follow)")
-    src = _take(top["source"], {"url", "branch", "path", "interval", "timeout"}, "source")
+    src = _take(top["source"], {"url", "branch", "path", "interval", "timeout", "verify"}, "source")
     if not src.get("url"):
         raise ConfigError("source.url is required")
     url = str(src["url"])
@@ -131,6 +147,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         path=str(src.get("path", "") or "").strip("/"),
         interval=parse_duration(src.get("interval", 30), "source.interval"),
         timeout=parse_duration(src.get("timeout", 60), "source.timeout"),
+        verify=verify_from_mapping(src["verify"], base_dir) if src.get("verify") is not None else None,
     )
     nodes: list[NodeConfig] = []
     for i, n in enumerate(top.get("nodes") or [{"name": "local"}]):
@@ -170,6 +187,27 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(top.get("policy") or {}),
     )
+
+
+def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> VerifyConfig:
+    """The `source.verify` section: `mode` (head | tag) and `keys` (files, relative to the config's folder)."""
+    ver = _take(raw, {"mode", "keys"}, "source.verify")
+    mode = ver.get("mode", "head")
+    if mode not in VERIFY_MODES:
+        raise ConfigError(f"source.verify.mode: {mode!r} is not one of {', '.join(VERIFY_MODES)}")
+    keys_raw = ver.get("keys")
+    if not isinstance(keys_raw, list) or not keys_raw or not all(isinstance(k, str) and k for k in keys_raw):
+        raise ConfigError("source.verify.keys: expected a non-empty list of key files "
+                          "(ASCII-armored OpenPGP public keys, SSH public keys or allowed_signers files)")
+    keys: list[Path] = []
+    for i, k in enumerate(keys_raw):
+        p = Path(k).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = (base_dir / p).resolve()
+        if not p.is_file():
+            raise ConfigError(f"source.verify.keys[{i}]: {p} is not a readable file")
+        keys.append(p)
+    return VerifyConfig(mode=str(mode), keys=tuple(keys))
 
 
 _CAPABILITY = re.compile(r"^(CAP_)?([A-Z][A-Z0-9_]*)$")

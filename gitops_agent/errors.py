@@ -36,7 +36,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        parts = [f"{self.file}:{self.line}"]
+        parts = [f"{self.file}:{self.line}"] if self.file else []
         if self.object:
             parts.append(self.object)
         if self.path:

@@ -5,20 +5,28 @@ Follows one branch of one repository: asks the remote for its head
 private bare repository under `stateDir`, and reads the manifest files of a
 commit straight from Git's object store (no work tree, so nothing on disk can
 drift from the commit). Every Git failure becomes `SourceUnavailable`.
+
+With `source.verify`, `verify(sha)` checks a commit's (or its tag's) signature
+against the configured keys only: a private GNUPGHOME and an SSH
+allowed_signers file under `stateDir/verify`, rebuilt at every start. A
+missing or untrusted signature is a `RevisionRejected`.
 Must not parse manifests or talk to Podman.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
-from .config import SourceConfig
-from .errors import SourceUnavailable
+from .config import SourceConfig, VerifyConfig
+from .errors import ConfigError, Problem, RevisionRejected, SourceUnavailable
 from .manifests import Limits, SourceFile, is_manifest_path
 
 _SYMLINK_MODE = 0o120000
@@ -102,9 +110,11 @@ def resolve(cfg: SourceConfig) -> Location:
 class GitSource:
     """A shallow mirror of one branch, kept in `state_dir/source`."""
 
-    def __init__(self, location: Location, state_dir: Path, timeout: float = 60.0) -> None:
+    def __init__(self, location: Location, state_dir: Path, timeout: float = 60.0,
+                 verify: VerifyConfig | None = None) -> None:
         self.location = location
         self.timeout = timeout
+        self.verifier = _Verifier(verify, state_dir / "verify") if verify else None
         key = hashlib.sha256(location.url.encode()).hexdigest()[:12]
         self.dir = state_dir / "source" / key
         try:
@@ -158,6 +168,53 @@ class GitSource:
         if not self.has(sha):  # the branch moved between ls-remote and fetch: take what was fetched
             raise SourceUnavailable(f"branch {branch} moved while fetching {sha[:12]}; will retry")
 
+    def verify(self, sha: str) -> None:
+        """RevisionRejected unless commit `sha` (fetched) is signed by a configured key: the
+        commit itself (mode head) or an annotated tag pointing at it (mode tag)."""
+        v = self.verifier
+        if v is None:
+            return
+        short = sha[:12]
+        revision = self.location.revision(sha)
+        if v.cfg.mode == "head":
+            if not re.search(r"^gpgsig(-sha256)? ", self._git("cat-file", "commit", sha).split("\n\n", 1)[0], re.M):
+                raise v.rejected(revision, f"commit {short} is not signed")
+            ok, why = v.run(self.dir, "verify-commit", sha, self.timeout)
+            if not ok:
+                raise v.rejected(revision, f"commit {short}: {why}")
+            return
+        # mode tag: annotated tags pointing at sha, the local ones first (works with Git down)
+        failures: list[str] = []
+        tried: set[str] = set()
+        for remote in (False, True):
+            tags = self._remote_tags(sha) if remote else self._local_tags(sha)
+            for tag in tags:
+                if tag in tried:
+                    continue
+                tried.add(tag)
+                ok, why = v.run(self.dir, "verify-tag", tag, self.timeout)
+                if ok:
+                    return
+                failures.append(f"tag {tag}: {why}")
+        if not failures:
+            raise v.rejected(revision, f"no signed tag points at {short} (source.verify.mode is tag: "
+                                       "push an annotated tag signed by a trusted key with the commit)")
+        raise v.rejected(revision, f"no tag pointing at {short} has a trusted signature: " + "; ".join(failures))
+
+    def _local_tags(self, sha: str) -> list[str]:
+        """Annotated tags in the mirror that point at `sha` (lightweight tags carry no signature)."""
+        out = self._git("for-each-ref", "--points-at", sha, "--format=%(objecttype) %(refname:strip=2)", "refs/tags")
+        return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("tag ")]
+
+    def _remote_tags(self, sha: str) -> list[str]:
+        """Fetch the remote's annotated tags pointing at `sha` (shallow: the tag and its commit)."""
+        out = self._git("ls-remote", "--tags", "--", self.location.url)
+        names = [name.removeprefix("refs/tags/").removesuffix("^{}") for peeled, _, name in
+                 (line.partition("\t") for line in out.splitlines()) if peeled == sha and name.endswith("^{}")]
+        if names:
+            self._git("fetch", "--depth", "1", "--no-tags", "origin", *(f"+refs/tags/{n}:refs/tags/{n}" for n in names))
+        return names
+
     def keep(self, sha: str, name: str) -> None:
         """Pin a commit under refs/gitops/<name> so it stays readable after the branch moves on."""
         try:
@@ -208,3 +265,117 @@ class GitSource:
             raise
         except (git.GitError, ValueError, OSError) as e:
             raise SourceUnavailable(f"cannot read commit {sha[:12]}: {e}") from e
+
+
+_SSH_KEY = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+[A-Za-z0-9+/=]+")
+_SSH_FINGERPRINT = re.compile(r"key (SHA256:[A-Za-z0-9+/=]+)")
+
+
+class _Verifier:
+    """The trusted keys of `source.verify`, prepared for git: OpenPGP keys imported into a
+    private GNUPGHOME (ultimate ownertrust; nothing else is in that keyring), SSH keys in
+    one allowed_signers file. Rebuilt at every start, so a key removed from the config is
+    no longer trusted."""
+
+    def __init__(self, cfg: VerifyConfig, home: Path) -> None:
+        self.cfg = cfg
+        self.home = home
+        pgp: list[Path] = []
+        signers: list[str] = []
+        for path in cfg.keys:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError as e:
+                raise ConfigError(f"source.verify.keys: cannot read {path}: {e.strerror}") from e
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            if "-----BEGIN PGP PUBLIC KEY BLOCK-----" in text:
+                pgp.append(path)
+            elif lines and all(_SSH_KEY.match(ln) for ln in lines):  # SSH public keys: any principal
+                signers += [f'* namespaces="git" {ln}' for ln in lines]
+            elif lines and all(_SSH_KEY.search(ln) for ln in lines):  # an allowed_signers file as it is
+                signers += lines
+            else:
+                raise ConfigError(f"source.verify.keys: {path} is neither an ASCII-armored OpenPGP public key, "
+                                  "an SSH public key nor an SSH allowed_signers file")
+        self.gpg = shutil.which("gpg") or ""
+        self.ssh_keygen = shutil.which("ssh-keygen") or ""
+        if pgp and not self.gpg:
+            raise ConfigError("source.verify: OpenPGP keys are configured but `gpg` is not installed (apt install gnupg)")
+        if signers and not self.ssh_keygen:
+            raise ConfigError("source.verify: SSH keys are configured but `ssh-keygen` is not installed "
+                              "(apt install openssh-client)")
+        try:
+            if home.exists():
+                shutil.rmtree(home)
+            (home / "gnupg").mkdir(parents=True, mode=0o700)
+            os.chmod(home, 0o700)
+            # no-autostart: importing or verifying must not leave a gpg-agent behind in the state dir
+            (home / "gnupg" / "gpg.conf").write_text("no-autostart\n")
+            self.allowed_signers = home / "allowed_signers"
+            self.allowed_signers.write_text("".join(f"{ln}\n" for ln in signers))
+        except OSError as e:
+            raise ConfigError(f"source.verify: cannot prepare {home}: {e}") from e
+        self.env = {**os.environ, "GNUPGHOME": str(home / "gnupg"), "GIT_TERMINAL_PROMPT": "0"}
+        for path in pgp:
+            self._gpg("--import", str(path), what=f"cannot import the OpenPGP key {path}")
+        if pgp:
+            listing = self._gpg("--with-colons", "--list-keys", what="cannot list the imported OpenPGP keys")
+            fprs = [ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:")]
+            self._gpg("--import-ownertrust", what="cannot trust the imported OpenPGP keys",
+                      stdin="".join(f"{f}:6:\n" for f in fprs))
+
+    def _gpg(self, *args: str, what: str, stdin: str | None = None) -> str:
+        try:
+            cp = subprocess.run([self.gpg, "--batch", "--no-tty", *args], input=stdin, env=self.env,
+                                capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ConfigError(f"source.verify: {what}: {e}") from e
+        if cp.returncode != 0:
+            raise ConfigError(f"source.verify: {what}: {cp.stderr.strip().splitlines()[-1:] or cp.returncode}")
+        return cp.stdout
+
+    def run(self, repo: Path, command: str, what: str, timeout: float) -> tuple[bool, str]:
+        """`git verify-commit|verify-tag --raw what` with only the configured keys; (ok, why not)."""
+        cfg = ["-c", f"gpg.ssh.allowedSignersFile={self.allowed_signers}", "-c", "gpg.minTrustLevel=fully"]
+        if self.gpg:
+            cfg += ["-c", f"gpg.program={self.gpg}"]
+        if self.ssh_keygen:
+            cfg += ["-c", f"gpg.ssh.program={self.ssh_keygen}"]
+        try:
+            cp = subprocess.run(["git", *cfg, command, "--raw", what], cwd=repo, env=self.env,
+                                capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise SourceUnavailable(f"git {command} {what}: timed out after {timeout:g}s") from e
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SourceUnavailable(f"git {command} {what}: {e}") from e
+        if cp.returncode == 0:
+            return True, ""
+        return False, _why(cp.stderr)
+
+    def rejected(self, revision: str, message: str) -> RevisionRejected:
+        return RevisionRejected([Problem("", 0, "", "", message)], revision)
+
+
+def _why(stderr: str) -> str:
+    """git verify-*'s raw output (gpg status lines, or ssh-keygen's words) as one reason."""
+    status = {ln.split()[1]: ln.split()[2:] for ln in stderr.splitlines() if ln.startswith("[GNUPG:] ") and len(ln.split()) > 1}
+    if "NO_PUBKEY" in status or "ERRSIG" in status:
+        key = (status.get("NO_PUBKEY") or status.get("ERRSIG") or ["?"])[0]
+        return f"signature by OpenPGP key {key} is not from a trusted key"
+    for bad in ("BADSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG"):
+        if bad in status:
+            key = (status[bad] or ["?"])[0]
+            kind = {"BADSIG": "is bad (the signed content was changed)", "EXPKEYSIG": "was made by an expired key",
+                    "REVKEYSIG": "was made by a revoked key", "EXPSIG": "has expired"}[bad]
+            return f"signature by OpenPGP key {key} {kind}"
+    if "GOODSIG" in status:  # good but not trusted enough (cannot happen: every imported key is trusted)
+        return f"signature by OpenPGP key {status['GOODSIG'][0]} is not from a trusted key"
+    m = _SSH_FINGERPRINT.search(stderr)
+    if m and ("No principal matched" in stderr or "not allowed" in stderr or "find-principals" in stderr):
+        return f"signature by SSH key {m.group(1)} is not from a trusted key"
+    if m and "Good" not in stderr:
+        return f"bad SSH signature by key {m.group(1)}"
+    if "no signature found" in stderr:
+        return "not signed"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("[GNUPG:]")]
+    return "signature does not verify" + (f": {lines[-1].removeprefix('error: ')}" if lines else "")
