@@ -110,7 +110,7 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
             raise Interrupted(f"stopped after {done} of {len(plan.actions)} action(s) on node {node.name}")
         a = actions[0]
         if a.op.startswith("remove-") and pending:
-            wait(node, pending, gate)
+            wait(node, pending, gate, stop)
             pending = []
         if a.workload is not None:
             gate.arm(a.workload.progress_deadline_seconds)
@@ -130,7 +130,7 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
         pending += _do(node, a, gate, log, stop)
         del actions[0]
         done += 1
-    wait(node, pending, gate)
+    wait(node, pending, gate, stop)
     return done
 
 
@@ -196,9 +196,12 @@ def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> l
     return []
 
 
-def wait(node: Node, specs: list[PodSpec], gate: Gate) -> None:
-    """Block until every pod in `specs` is available; RolloutFailed when one fails or at the deadline."""
+def wait(node: Node, specs: list[PodSpec], gate: Gate, stop: threading.Event | None = None) -> None:
+    """Block until every pod in `specs` is available; RolloutFailed when one fails or at the
+    deadline; Interrupted once `stop` is set (SIGTERM must not wait for a long deadline)."""
     while specs:
+        if stop is not None and stop.is_set():
+            raise Interrupted(f"stopped on node {node.name} while waiting for {len(specs)} pod(s); the next pass resumes")
         pods = node.read_pods()
         waiting = [s for s in specs if not gate.available(s, pods.get(s.name))]
         if not waiting:

@@ -281,7 +281,7 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         rows = [("ROLLOUT", "STARTED", "REVISION", "FROM", "CAUSE", "RESULT", "SECONDS", "DETAIL")]
         for r in rollouts:
             f = r.get("failure") or {}
-            detail = f"node {f['node']}: {f.get('error', '').splitlines()[0][:80]}" if f.get("node") else ""
+            detail = f"node {f['node']}: {''.join((f.get('error') or '').splitlines()[:1])[:80]}" if f.get("node") else ""
             rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _short(r["target"]),
                          _short(r["previous"]) or "-", r["cause"], r["phase"], f"{r['finished'] - r['started']:.2f}", detail))
         _table(rows)

@@ -131,7 +131,7 @@ class Fleet:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
         if p.in_sync:
             if verify:
-                wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold))
+                wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
         return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
@@ -277,7 +277,7 @@ class Fleet:
             return
         was_done = np.status == "done"
         self._update(state, name, status="updating", error="", started=np.started or time.time(),
-                     deadline=np.deadline or time.time() + self.budget(target))  # absolute, persisted before the step
+                     deadline=self._deadline(np.deadline, target, was_done, resumed))  # absolute, persisted before the step
         if not was_done:
             self.log("rollout.node", node=name, revision=target.id, step=f"{state.order.index(name) + 1}/{len(state.order)}")
         try:
@@ -297,6 +297,19 @@ class Fleet:
         if not was_done or actions:
             self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
                      seconds=round(np.finished - np.started, 2))
+
+    def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool) -> float:
+        """The step's absolute deadline. A resumed step keeps its persisted one, but never
+        less than a grace period (minReadySeconds and a few polls) from now, so pods that are
+        healthy are not failed for the time the agent was down; a done node re-checked on a
+        later pass gets a fresh one."""
+        now = time.time()
+        if resumed and persisted:
+            holds = [o.min_ready_seconds for o in target.objects if isinstance(o, Workload)]
+            return max(persisted, now + max(holds, default=0) + 10)
+        if was_done or not persisted:
+            return now + self.budget(target)
+        return persisted
 
     def _wait_reachable(self, name: str, timeout: int) -> str:
         """"" once the node answers; the error if it still does not after `timeout` seconds."""
