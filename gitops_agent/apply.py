@@ -223,7 +223,8 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
     RollingUpdate keeps at least `replicas - maxUnavailable` pods available and
     at most `replicas + maxSurge` in total; Recreate removes every old pod
     first. A new pod counts as available once ready for minReadySeconds. A new
-    pod left half-built (an agent killed mid-create) is rebuilt.
+    pod left half-built (an agent killed mid-create) is rebuilt, one left
+    unstarted is started.
     """
     wanted = [p.name for p in w.pods]
     specs = {p.name: p for p in w.pods}
@@ -240,6 +241,13 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
             node.remove_pod(pod.name, 0)
         if broken:
             time.sleep(POLL)
+            continue
+        # created but never started (the agent was killed between "create container" and "start pod")
+        unstarted = [p for p in new if all(c.state in ("created", "configured") for c in p.containers)]
+        for pod in unstarted:
+            log("rollout.start-pod", node=node.name, workload=str(w.ref), pod=pod.name, reason="created but never started")
+            node.start_pod(pod.name)
+        if unstarted:
             continue
         available = [p for p in new if gate.available(specs[p.name], p)]
         if not old and len(available) == len(wanted):

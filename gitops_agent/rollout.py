@@ -124,8 +124,6 @@ class Fleet:
         cfg_node = next(n for n in self.cfg.nodes if n.name == name)
         live = node.read()
         desired = compile_node(rev, cfg_node, self.cfg.nodes)
-        if _start_unstarted(node, desired, live, self.log):
-            live = node.read()
         p = plan(desired, live, self.cfg.prune, self.history.inventory())
         if not deadline:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
@@ -367,18 +365,3 @@ def _parallel(w: Workload, cfg: AgentConfig) -> int:
         return max(1, value)
     return max(1, resolve_surge(value, len(matching_nodes(w, cfg.nodes)), round_up=False))
 
-
-def _start_unstarted(node: Node, desired: Any, live: Any, log: Log) -> bool:
-    """Start the pods of a current template that were created but never started: an agent killed
-    between `create container` and `start pod` leaves them so, and a rolling update would
-    otherwise wait for them until its deadline and fail a good revision. True when one was started."""
-    started = False
-    for w in desired.workloads:
-        names = {p.name for p in w.pods}
-        for pod in live.pods_of(w.ref):
-            if pod.name in names and pod.template_hash == w.template_hash and pod.containers and \
-                    len(pod.containers) == len(w.pods[0].containers) and all(c.state in ("created", "configured") for c in pod.containers):
-                log("pod.start", node=node.name, pod=pod.name, reason="created but never started (agent stopped mid-create)")
-                node.start_pod(pod.name)
-                started = True
-    return started
