@@ -603,6 +603,14 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     small POSIX shell script that uses curl, wget or nc, whichever the image
     has (busybox's nc is enough for HTTP and TCP; HTTPS needs curl or wget).
     With none of them it exits 98 and says so.
+
+    URL fidelity: the path reaches the server as written, up to a `#` (a
+    fragment is never sent, as with Kubernetes' prober and every browser).
+    curl runs with `-g` (no `{}`/`[]` globbing: one request, to the declared
+    path); nc sends the request line as written; busybox wget sends it as
+    written too, GNU wget percent-encodes `{ } | ^` and the like (the same
+    resource to a server that decodes the path). A `Host` header of the
+    probe's own replaces the default one.
     """
     if probe.action == "exec":
         return probe.command
@@ -615,7 +623,8 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
         )
         return ("/bin/sh", "-c", script)
     scheme = probe.scheme.lower()
-    url = f"{scheme}://{host}:{probe.port}{probe.path}"
+    target = probe.path.split("#", 1)[0] or "/"
+    url = f"{scheme}://{host}:{probe.port}{target}"
     curl_h = "".join(f" -H {_sh(f'{k}: {v}')}" for k, v in probe.headers)
     wget_h = "".join(f" --header {_sh(f'{k}: {v}')}" for k, v in probe.headers)
     crlf = "\\r\\n"  # printf turns these into CR LF
@@ -623,12 +632,13 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     def lit(text: str) -> str:  # printf must print the manifest's text as is
         return text.replace("\\", "\\\\").replace("%", "%%")
 
-    lines = [f"GET {probe.path} HTTP/1.0", f"Host: {host}", *(f"{k}: {v}" for k, v in probe.headers)]
+    own_host = any(k.lower() == "host" for k, _ in probe.headers)
+    lines = [f"GET {target} HTTP/1.0", *([] if own_host else [f"Host: {host}"]), *(f"{k}: {v}" for k, v in probe.headers)]
     request = "".join(lit(line) + crlf for line in lines) + crlf
     nc = f"printf {_sh(request)} | nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
     tools = "curl, wget" + ("" if scheme == "https" else " or nc")
     script = (
-        f"if command -v curl >/dev/null 2>&1; then curl -fsSk -o /dev/null -m {t}{curl_h} {_sh(url)}; "
+        f"if command -v curl >/dev/null 2>&1; then curl -fsSkg -o /dev/null -m {t}{curl_h} {_sh(url)}; "
         + (f"elif command -v nc >/dev/null 2>&1; then {nc}; " if scheme == "http" else "")
         + f"elif command -v wget >/dev/null 2>&1; then wget -q -O /dev/null -T {t} --no-check-certificate{wget_h} {_sh(url)}; "
         + f"else echo 'httpGet probe: the image has no {tools}' >&2; exit {NO_TOOL_EXIT}; fi"

@@ -127,7 +127,7 @@ def test_probe_commands():
     tcp = probe_command(Probe("tcpSocket", port=5432, timeout_seconds=2))
     assert tcp[:2] == ("/bin/sh", "-c") and "nc -w 2 '127.0.0.1' 5432 </dev/null" in tcp[2]
     http = probe_command(Probe("httpGet", port=8080, path="/healthz", host="10.0.0.1", headers=(("X-Probe", "it's"),)))[2]
-    assert "curl -fsSk -o /dev/null -m 1 -H 'X-Probe: it'\\''s' 'http://10.0.0.1:8080/healthz'" in http
+    assert "curl -fsSkg -o /dev/null -m 1 -H 'X-Probe: it'\\''s' 'http://10.0.0.1:8080/healthz'" in http
     assert "GET /healthz HTTP/1.0\\r\\nHost: 10.0.0.1\\r\\nX-Probe: it'\\''s\\r\\n\\r\\n" in http
     https = probe_command(Probe("httpGet", port=443, scheme="HTTPS"))[2]
     assert " nc " not in https and "no curl, wget'" in https
