@@ -155,6 +155,9 @@ class PodSpec:
     """hostNetwork: the pod shares the node's network namespace. It is not on the namespace
     network (`network` is ""), has no DNS aliases (manifests rejects a Service selecting it)
     and no port mappings: its containerPorts are bound on the node directly."""
+    redactions: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+    """(text to hide, what to show instead) for the value of every Secret key the pod uses
+    (env and mounted files): probe output passes through `redact` before it is kept."""
 
 
 @dataclass(frozen=True)
@@ -447,6 +450,8 @@ def _pod(
             if sp.node_port:
                 ports.append(PortMapping(sp.node_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
     containers = tuple(_container(w, name, c, commit, thash, configs, secrets) for c in t.containers)
+    used = {n for c in containers for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
+    hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]
     return PodSpec(
         name=name,
         owner=w.ref,
@@ -461,7 +466,36 @@ def _pod(
         min_ready_seconds=w.min_ready_seconds,
         progress_deadline_seconds=w.progress_deadline_seconds,
         host_network=t.host_network,
+        redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
     )
+
+
+# --- redaction ------------------------------------------------------------------------
+
+MIN_REDACTED = 4  # shorter values are not searched for: they would blank out ordinary text
+OUTPUT_LIMIT = 400  # characters of probe output kept (the end, where the error usually is)
+
+
+def redactions(values: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, str], ...]:
+    """(text, placeholder) pairs for Secret values, longest first: the whole value, the value
+    without its trailing newline (a mounted file printed by `cat`), and each of its lines."""
+    pairs: dict[str, str] = {}
+    for label, data in values:
+        text = data.decode("utf-8", "replace")
+        for part in (text, text.rstrip("\r\n"), *text.splitlines()):
+            part = part.strip("\r\n")
+            if len(part) >= MIN_REDACTED:
+                pairs.setdefault(part, label)
+    return tuple(sorted(pairs.items(), key=lambda kv: (-len(kv[0]), kv[0])))
+
+
+def redact(text: str, pairs: Iterable[tuple[str, str]], limit: int = OUTPUT_LIMIT) -> str:
+    """`text` with every Secret value replaced by its placeholder, then cut to its last
+    `limit` characters (cut after redacting, so no part of a value survives the cut)."""
+    for value, label in pairs:
+        if value in text:
+            text = text.replace(value, label)
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
 def _target_port(target: int | str | None, port: int, containers: tuple[Container, ...]) -> int:

@@ -180,8 +180,9 @@ class Node:
         self._call("GET", "/_ping", "ping", timeout=5)
 
     def exec(self, container: str, command: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
-        """Run `command` in a running container (a probe); (exit code, last output).
-        The exit code is None when it did not finish within `timeout` seconds."""
+        """Run `command` in a running container (a probe); (exit code, its whole output: the
+        caller redacts and bounds it). The exit code is None when it did not finish within
+        `timeout` seconds."""
         created = self._call("POST", f"/containers/{container}/exec", f"exec in {container}",
                              body={"Cmd": list(command), "AttachStdout": True, "AttachStderr": True}, probe=True)
         exec_id = created["Id"]
@@ -193,7 +194,7 @@ class Node:
                 return None, f"timed out after {timeout:g}s"
             raise
         info = self._call("GET", f"/exec/{exec_id}/json", f"exec in {container}") or {}
-        return info.get("ExitCode"), _demux(raw)[-400:]
+        return info.get("ExitCode"), _demux(raw)
 
     def has_image(self, image: str, images: frozenset[str]) -> bool:
         candidates = {image, f"docker.io/{image}", f"docker.io/library/{image}"}

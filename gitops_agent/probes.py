@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
+from .desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
 from .live import LiveContainer, LivePod
 from .model import Probe
 
@@ -65,13 +65,13 @@ class Prober:
             live = pod.container(cs.name)
             if live is None:
                 return Verdict(False)
-            v = self._container(cs, live)
+            v = self._container(cs, live, spec.redactions)
             if v.failed:
                 return v
             ready = ready and v.ready
         return Verdict(ready)
 
-    def _container(self, cs: ContainerSpec, c: LiveContainer) -> Verdict:
+    def _container(self, cs: ContainerSpec, c: LiveContainer, hide: tuple[tuple[str, str], ...]) -> Verdict:
         name = c.labels.get("io.gitops-agent.container", c.name)
         if c.state in ("exited", "stopped", "dead"):
             return Verdict(False, f"container {name} exited with code {c.exit_code}", name, "crash", f"exit code {c.exit_code}")
@@ -83,20 +83,22 @@ class Prober:
         if c.health == "unhealthy":
             return Verdict(False)
         if cs.startup is not None and not t.startup_ok:
-            failed = self._step(t, cs.startup, "startup", c)
+            failed = self._step(t, cs.startup, "startup", c, hide)
             if failed:
                 return Verdict(False, failed, name, "startup", t.output)
             if not t.startup_ok:
                 return Verdict(False)
         if cs.readiness is None:
             return Verdict(True)
-        failed = self._step(t, cs.readiness, "readiness", c)
+        failed = self._step(t, cs.readiness, "readiness", c, hide)
         if failed:
             return Verdict(False, failed, name, "readiness", t.output)
         return Verdict(t.ready)
 
-    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer) -> str:
-        """Run `probe` if it is due; returns a failure message once it has failed enough."""
+    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer, hide: tuple[tuple[str, str], ...]) -> str:
+        """Run `probe` if it is due; returns a failure message once it has failed enough.
+        Its output is kept only redacted (the pod's Secret values) and bounded: this is the one
+        place every probe's output passes before it can reach a message, log or the store."""
         now = self._clock()
         if t.probe != kind:
             t.probe, t.successes, t.failures = kind, 0, 0
@@ -105,7 +107,7 @@ class Prober:
             return ""
         t.next_run = now + probe.period_seconds
         code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
-        t.output = output
+        t.output = output = redact(output, hide)
         if code == 0:
             t.successes, t.failures = t.successes + 1, 0
             if kind == "startup":

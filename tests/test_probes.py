@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gitops_agent.desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
+import dataclasses
+
+from gitops_agent.desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact, redactions
 from gitops_agent.live import LiveContainer, LivePod
 from gitops_agent.model import ObjectRef, Probe
 from gitops_agent.probes import Prober
@@ -131,3 +133,58 @@ def test_probe_commands():
     assert "GET /healthz HTTP/1.0\\r\\nHost: 10.0.0.1\\r\\nX-Probe: it'\\''s\\r\\n\\r\\n" in http
     https = probe_command(Probe("httpGet", port=443, scheme="HTTPS"))[2]
     assert " nc " not in https and "no curl, wget'" in https
+
+
+def test_redaction_hides_every_form_of_a_secret_value_and_bounds_the_output():
+    pairs = redactions([("[S a key k]", b"hunter2-long\n"), ("[S a key f]", b"line-one\nline-two\n"), ("[S a key x]", b"abc")])
+    text = "got hunter2-long and line-two; whole: line-one\nline-two\n; abc stays"
+    assert redact(text, pairs) == "got [S a key k] and [S a key f]; whole: [S a key f]\n; abc stays"
+    # cut after redacting: no fragment of a value survives at the edge of the kept tail
+    long = "x" * 1000 + "hunter2-long" + "y" * 395
+    kept = redact(long, pairs)
+    assert len(kept) == 400 and kept.endswith("y" * 395) and "hunter" not in kept and "long" not in kept
+
+
+def test_probe_output_is_redacted_where_it_is_recorded():
+    s = spec(readiness=Probe("exec", ("x",), failure_threshold=1))
+    s = dataclasses.replace(s, redactions=redactions([("[Secret c key t]", b"s3cr3t-value")]))
+    p = Prober(lambda cid, cmd, t: (1, "TOKEN=s3cr3t-value " + "z" * 1000), clock=lambda: 1000.0)
+    v = p.judge(s, pod())
+    assert v.failed and "s3cr3t" not in v.output and "TOKEN=[Secret c key t]" not in v.output  # the tail is kept
+    assert len(v.output) == 400
+    p = Prober(lambda cid, cmd, t: (1, "TOKEN=s3cr3t-value"), clock=lambda: 1000.0)
+    assert p.judge(s, pod()).output == "TOKEN=[Secret c key t]"
+
+
+def test_a_pod_redacts_the_secrets_it_uses_and_not_its_configmaps():
+    from gitops_agent.config import NodeConfig
+    from gitops_agent.desired import compile_node
+    from gitops_agent.manifests import SourceFile, parse
+
+    docs = """\
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+stringData: {a: secret-env-value, b: secret-file-value}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c}
+data: {k: plain-config-value}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - name: x
+      image: img
+      env: [{name: A, valueFrom: {secretKeyRef: {name: s, key: a}}}, {name: K, valueFrom: {configMapKeyRef: {name: c, key: k}}}]
+      volumeMounts: [{name: v, mountPath: /v}]
+  volumes: [{name: v, secret: {secretName: s, items: [{key: b, path: b}]}}]
+"""
+    rev = parse([SourceFile("p.yaml", docs.encode())], "main@sha1:" + "0" * 40)
+    node = NodeConfig("n", "unix:///x")
+    pod_spec = compile_node(rev, node, (node,)).workloads[0].pods[0]
+    assert dict(pod_spec.redactions) == {"secret-env-value": "[Secret s key a]", "secret-file-value": "[Secret s key b]"}
+    assert "secret-env-value" not in repr(pod_spec)
