@@ -4,21 +4,30 @@ Sits between `manifests` (Kubernetes-shaped model) and `plan` (diff against
 live). Decides names, labels, template hashes and placement. No I/O, no clock,
 no Podman: every function here is unit-tested from literals.
 
-Naming on a node (Podman names are node-global, Kubernetes names are per
-namespace, so the namespace is part of every name that is not content-hashed):
+Naming on a node. Podman names are node-global, Kubernetes names are per
+namespace, so every name must be injective over the full identity. The parts
+are joined with `_`, which Kubernetes' name grammar (DNS labels and
+subdomains) forbids in namespaces, object names and container names, so the
+parts can always be told apart again:
 - network  `gitops-<namespace>`
-- volume   `gitops-<namespace>-<claim>`
-- secret   `gitops-<namespace>-<kind>-<name>-<key>-<content hash>` (Podman
-  secrets are immutable; a new value is a new secret)
-- pod      Deployment: `<name>-<template hash>-<suffix>`; Pod: `<name>`
-           (the template hash covers the namespace, so two namespaces never collide)
-- container `<pod>-<container>`
+- volume   `gitops-<namespace>_<claim>` (before 0.15: `gitops-<namespace>-<claim>`,
+           which two namespaces could share; such a volume is kept, see `claim_volume`)
+- secret   `gitops-<namespace>_<kind>_<name>_<key>-<hash>`, the hash over the
+           full identity and the value (Podman secrets are immutable: a new value
+           is a new secret); the readable part is cut at 200 characters, then
+           only the hash keeps names apart
+- pod      Deployment/DaemonSet: `<name>-<template hash>-<suffix>` (the template
+           hash covers the namespace); Pod: `<name>` in namespace `default` (unless
+           it has that Deployment shape), else `<name>_<namespace>`
+- container `<pod>_<container>` (before 0.15 `<pod>-<container>`: such containers
+           are still recognised, see `legacy_container_name`)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -290,29 +299,67 @@ def _selects(service: Service, workload: Workload) -> bool:
 # --- names ------------------------------------------------------------------------
 
 
+SEP = "_"  # joins the parts of a name: no namespace, object or container name can hold it
+_SECRET_READABLE = 200  # characters of a secret name's readable part
+_DEPLOYMENT_SHAPE = re.compile(f"-[{_ALPHABET}]{{10}}-[{_ALPHABET}]{{5}}$")
+
+
 def network_name(namespace: str) -> str:
     return f"gitops-{namespace}"
 
 
 def volume_name(namespace: str, claim: str) -> str:
+    return f"gitops-{namespace}{SEP}{claim}"
+
+
+def legacy_volume_name(namespace: str, claim: str) -> str:
+    """The name agents before 0.15 gave a claim's volume (not injective: `a-b`/`c` = `a`/`b-c`)."""
     return f"gitops-{namespace}-{claim}"
 
 
+def claim_volume(claim: ObjectRef, live: Mapping[str, Mapping[str, str]]) -> str:
+    """The volume that holds `claim`'s data on a node whose managed volumes (name → labels)
+    are `live`: the current name; else a volume under the old name whose ownership labels
+    say it is this claim's (its data carries over: never a fresh empty volume, never a
+    delete); else the current name, to be created."""
+    name = volume_name(claim.namespace, claim.name)
+    if name in live:
+        return name
+    old = legacy_volume_name(claim.namespace, claim.name)
+    labels = live.get(old)
+    if labels is not None and (labels.get(L_KIND), labels.get(L_NAMESPACE), labels.get(L_NAME)) == (
+            claim.kind, claim.namespace, claim.name):
+        return old
+    return name
+
+
 def secret_name(source: ObjectRef, key: str, data: bytes) -> str:
-    h = safe_encode(hashlib.sha256(source.namespace.encode() + b"\0" + key.encode() + b"\0" + data).hexdigest(), 8)
-    readable = f"{SECRET_PREFIX}{source.namespace}-{source.kind.lower()}-{source.name}-{key}"
-    readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:200]
+    identity = "\0".join((source.namespace, source.kind, source.name, key)).encode()
+    h = safe_encode(hashlib.sha256(identity + b"\0\0" + data).hexdigest(), 10)
+    readable = SEP.join((f"{SECRET_PREFIX}{source.namespace}", source.kind.lower(), source.name, key))
+    readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:_SECRET_READABLE]
     return f"{readable}-{h}"
 
 
 def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
     """Stable names: the same template and replica index always give the same pod name."""
     if workload.ref.kind == "Pod":
-        return [workload.ref.name][:count]
+        name, ns = workload.ref.name, workload.ref.namespace
+        plain = ns == "default" and not _DEPLOYMENT_SHAPE.search(name)
+        return [name if plain else f"{name}{SEP}{ns}"][:count]
     return [
         f"{workload.ref.name}-{thash}-{safe_encode(hashlib.sha256(f'{thash}/{i}'.encode()).hexdigest(), 5)}"
         for i in range(count)
     ]
+
+
+def container_name(pod: str, container: str) -> str:
+    return f"{pod}{SEP}{container}"
+
+
+def legacy_container_name(pod: str, container: str) -> str:
+    """What agents before 0.15 named a container: pods created then keep it (no replacement)."""
+    return f"{pod}-{container}"
 
 
 def owner_labels(ref: ObjectRef, commit: str, thash: str = "") -> dict[str, str]:
@@ -584,7 +631,7 @@ def _container(
         s = c.startup_probe
         start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
     return ContainerSpec(
-        name=f"{pod}-{c.name}",
+        name=container_name(pod, c.name),
         image=c.image,
         pull_policy=c.image_pull_policy,
         entrypoint=c.command,

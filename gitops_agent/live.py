@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .desired import L_KIND, L_NAME, L_NAMESPACE, L_TEMPLATE_HASH
+from .desired import L_KIND, L_NAME, L_NAMESPACE, L_TEMPLATE_HASH, SEP, legacy_container_name
 from .model import ObjectRef
 
 
@@ -58,6 +58,15 @@ class LivePod:
 
     def container(self, name: str) -> LiveContainer | None:
         return next((c for c in self.containers if c.name == name), None)
+
+    def container_for(self, name: str) -> LiveContainer | None:
+        """The container a spec names `name` (`<pod>_<container>`): by that name, or by the
+        name agents before 0.15 gave it, so that an upgrade replaces no running pod."""
+        found = self.container(name)
+        prefix = self.name + SEP
+        if found is not None or not name.startswith(prefix):
+            return found
+        return self.container(legacy_container_name(self.name, name[len(prefix):]))
 
 
 @dataclass(frozen=True)

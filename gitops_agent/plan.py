@@ -8,11 +8,22 @@ scale), then deletions in reverse (pods, secrets, volumes, networks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Literal, Mapping
 
 from .config import PruneConfig
-from .desired import L_KIND, L_NAME, L_NAMESPACE, NodeDesired, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, WorkloadSpec
+from .desired import (
+    L_KIND,
+    L_NAME,
+    L_NAMESPACE,
+    NetworkSpec,
+    NodeDesired,
+    PodSpec,
+    SecretSpec,
+    VolumeSpec,
+    WorkloadSpec,
+    claim_volume,
+)
 from .errors import PruneRefused
 from .live import LivePod, LiveState
 from .model import ObjectRef
@@ -73,6 +84,7 @@ def plan(
     removes a managed object only when its owner is in that inventory; without
     one (a fresh or lost state directory) the ownership labels alone decide.
     """
+    desired = adopt_volumes(desired, live.volumes)
     acts: list[Action] = []
     for net in desired.networks:
         if net.name not in live.networks:
@@ -149,16 +161,37 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
         if pod is None:
             acts.append(Action("create-pod", spec.name, f"{w.ref} wants {w.replicas} replica(s) here", owner=w.ref, pod=spec))
             continue
-        missing = [c.name for c in spec.containers if pod.container(c.name) is None]
+        missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
         if missing:
             acts.append(Action("replace-pod", spec.name, f"container {', '.join(missing)} removed by hand", owner=w.ref, pod=spec))
         elif spec.restart_policy == "always" and any(not c.running for c in pod.containers):
             stopped = [c.name for c in pod.containers if not c.running]
             acts.append(Action("start-pod", spec.name, f"container {', '.join(stopped)} stopped", owner=w.ref, pod=spec))
-    for pod in pods:
-        if pod.name not in desired_names:
-            acts.append(Action("remove-pod", pod.name, f"{w.ref} scaled to {w.replicas} here", owner=w.ref))
-    return acts
+    gone = [Action("remove-pod", pod.name, f"{w.ref} scaled to {w.replicas} here", owner=w.ref)
+            for pod in pods if pod.name not in desired_names]
+    if w.ref.kind == "Pod":  # a Pod renamed by an upgrade: one instance at a time (its hostPorts, its name)
+        return gone + acts
+    return acts + gone
+
+
+def adopt_volumes(desired: NodeDesired, live_volumes: Mapping[str, Mapping[str, str]]) -> NodeDesired:
+    """`desired` with each claim's volume named as it exists on the node (`claim_volume`):
+    a volume made under the pre-0.15 name keeps serving its claim, with its data."""
+    rename = {v.name: claim_volume(v.claim, live_volumes) for v in desired.volumes}
+    rename = {new: old for new, old in rename.items() if new != old}
+    if not rename:
+        return desired
+
+    def pod(p: PodSpec) -> PodSpec:
+        return replace(p, containers=tuple(
+            replace(c, volumes=tuple(replace(b, volume=rename.get(b.volume, b.volume)) for b in c.volumes))
+            for c in p.containers))
+
+    return replace(
+        desired,
+        volumes=tuple(replace(v, name=rename.get(v.name, v.name)) for v in desired.volumes),
+        workloads=tuple(replace(w, pods=tuple(pod(p) for p in w.pods)) for w in desired.workloads),
+    )
 
 
 @dataclass(frozen=True)

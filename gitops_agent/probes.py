@@ -62,7 +62,7 @@ class Prober:
             return Verdict(False)
         ready = True
         for cs in spec.containers:
-            live = pod.container(cs.name)
+            live = pod.container_for(cs.name)
             if live is None:
                 return Verdict(False)
             v = self._container(cs, live, spec.redactions)

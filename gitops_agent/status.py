@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .agent import Agent, _failure_message
-from .desired import compile_node, network_name, unplaced, volume_name
+from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import Problem
 from .live import LiveState
 from .model import Object
@@ -87,7 +87,7 @@ def status(agent: Agent) -> dict[str, Any]:
         if rev is None:
             continue
         desired = compile_node(rev, cfg_node, agent.cfg.nodes)
-        vol_names = {v.name for v in desired.volumes}
+        vol_names = {claim_volume(v.claim, live.volumes) for v in desired.volumes}
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
         for o in rev.objects:
             out["objects"].append(_object(o, cfg_node.name, desired, live, revs))
@@ -117,7 +117,7 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             state=state,
         )
     elif o.ref.kind == "PersistentVolumeClaim":
-        entry["state"] = "Bound" if volume_name(o.ref.namespace, o.ref.name) in live.volumes else "Pending"
+        entry["state"] = "Bound" if claim_volume(o.ref, live.volumes) in live.volumes else "Pending"
     elif o.ref.kind == "Namespace":
         entry["state"] = "Active" if network_name(o.ref.name) in live.networks else "Missing"
     elif o.ref.kind in ("ConfigMap", "Secret"):

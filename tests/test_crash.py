@@ -360,7 +360,7 @@ def test_kill_9_after_every_write_of_a_sync(clean_podman: Any, git_remote: Any, 
     r0 = push(repo, "r0: namespace, data volume, writer", sync_r0())
     out, _ = sync_in_process(cfg)
     assert out.result == "applied", out.error
-    vol = volume_info(svc, f"gitops-{NS_A}-data")
+    vol = volume_info(svc, f"gitops-{NS_A}_data")
     data = Path(vol["Mountpoint"]) / "keep.txt"
     deadline = time.monotonic() + 20
     while not data.exists():
@@ -372,7 +372,7 @@ def test_kill_9_after_every_write_of_a_sync(clean_podman: Any, git_remote: Any, 
     r1 = push(repo, "r1: second namespace, cache volume, secret, web x2; writer gone", sync_r1())
 
     def volume_intact(where: str) -> None:
-        now = volume_info(svc, f"gitops-{NS_A}-data")
+        now = volume_info(svc, f"gitops-{NS_A}_data")
         assert now["CreatedAt"] == vol["CreatedAt"] and now["Mountpoint"] == vol["Mountpoint"], f"{where}: volume re-created"
         assert data.read_text().strip() == TOKEN, f"{where}: volume data lost"
         web = [c["Names"][0] for c in podman_json(svc, "ps", "--filter", "label=io.gitops-agent.name=web") if not c.get("IsInfra")]

@@ -261,8 +261,8 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     assert code == 0, err
     assert app_containers(svc) == {}
     vols = svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
-    assert f"gitops-{NS}-data" in vols
-    data = svc.podman("run", "--rm", "-v", f"gitops-{NS}-data:/data", WEB1, "cat", "/data/keep.txt").stdout
+    assert f"gitops-{NS}_data" in vols
+    data = svc.podman("run", "--rm", "-v", f"gitops-{NS}_data:/data", WEB1, "cat", "/data/keep.txt").stdout
     assert data.strip() == "precious"
 
     # the unmanaged container was never touched

@@ -16,28 +16,16 @@ import pytest
 import yaml
 
 from podman_env import WEB1
-from test_e2e import Cli, app_containers
+from test_e2e import Cli, app_containers, setup  # noqa: F401  (setup: the shared fixture)
 
 TOKEN = "tok-9f8e7d6c5b4a-never-shown"
 FILE_LINE = "file-line-3a2b1c-never-shown"
+BASE = "clusters/edge"  # the path the shared `setup` fixture syncs
 NS = f"own{os.getpid()}"  # a namespace of its own: aardvark-dns state is machine-wide per network name
 
 
 def _namespace(name: str) -> str:
     return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"
-
-
-@pytest.fixture
-def env(clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Any, Any, Cli, Path]:
-    cfg = tmp_path / "agent.yaml"
-    state = tmp_path / "state"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": git_remote.url, "branch": "main", "path": "apps", "interval": "5s"},
-        "nodes": [{"name": "local", "url": clean_podman.url}],
-        "stateDir": str(state),
-        "readyTimeout": "30s",
-    }))
-    return clean_podman, git_remote, Cli(capsys, cfg), state
 
 
 PROBE_PRINTS_SECRET = f"""\
@@ -76,13 +64,13 @@ spec:
 """
 
 
-def test_probe_output_never_shows_a_secret_value(env: tuple[Any, Any, Cli, Path]) -> None:
+def test_probe_output_never_shows_a_secret_value(setup: tuple[Any, Any, Cli, Path]) -> None:
     """A readiness probe printing a Secret env var and a mounted Secret file fails the rollout:
     the output is kept (redacted, naming the key), and neither value appears in sync, status,
     history (text and JSON) nor in the bytes of state.db."""
-    svc, repo, cli, state = env
-    repo.write("apps/ns.yaml", _namespace(NS))
-    repo.write("apps/leaky.yaml", PROBE_PRINTS_SECRET)
+    svc, repo, cli, state = setup
+    repo.write(f"{BASE}/ns.yaml", _namespace(NS))
+    repo.write(f"{BASE}/leaky.yaml", PROBE_PRINTS_SECRET)
     repo.commit_and_push("a probe that prints its secret")
     code, out, err = cli("sync")
     assert code != 0
@@ -102,3 +90,86 @@ def test_probe_output_never_shows_a_secret_value(env: tuple[Any, Any, Cli, Path]
     name = next(iter(app_containers(svc)))
     printed = svc.podman("exec", name, "sh", "-c", "echo token=$TOKEN; tail -n 1 /etc/creds/file").stdout
     assert printed.split() == [f"token={TOKEN}", FILE_LINE]
+
+
+P = os.getpid()
+NS_A, NS_CAT, NS_SEC = f"c{P}", f"c{P}-cat", f"c{P}-secret-b"  # dash-joined, these met in one name
+
+
+def _pod(name: str, ns: str, container: str = "app", claim: str = "", secret: str = "") -> str:
+    env = f"[{{name: WHO, value: {ns}/{name}}}" + (
+        f", {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: {secret}, key: k}}}}}}]" if secret else "]")
+    mounts = f"\n      volumeMounts: [{{name: d, mountPath: /data}}]" if claim else ""
+    volumes = f"\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: {claim}}}}}]" if claim else ""
+    return f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: {container}
+      image: {WEB1}
+      command: [sh, -c, "[ -d /data ] && echo $WHO >> /data/who; exec sleep 3600"]
+      env: {env}{mounts}{volumes}
+"""
+
+
+def _claim(name: str, ns: str) -> str:
+    return (f"apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+            "spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Mi}}}\n")
+
+
+def _secret(name: str, ns: str, value: str) -> str:
+    return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData: {{k: {value}}}\n"
+
+
+def _volume_files(svc: Any, volume: str) -> str:
+    return svc.podman("run", "--rm", "-v", f"{volume}:/data", WEB1, "sh", "-c", "cat /data/*").stdout
+
+
+def test_names_never_collide_across_namespaces_and_old_volumes_keep_their_data(setup: tuple[Any, Any, Cli, Path]) -> None:
+    """Every kind the agent names, with identities whose dash-joined names were equal: volumes
+    (`c-cat`/`data` vs `c`/`cat-data`), secrets (`c`/`b-secret-n` vs `c-secret-b`/`n`), a Pod
+    `twin` in three namespaces, containers (`web`/`db-x` vs `web-db`/`x`), networks. A volume an
+    old agent made under the old name keeps serving its own claim, with its data; the other
+    namespace gets a fresh one. A container under its old name is not replaced."""
+    svc, repo, cli, state = setup
+    legacy = f"gitops-{NS_CAT}-data"  # what an agent before 0.15 named NS_CAT's claim "data"
+    svc.podman("volume", "create", "--label", "io.gitops-agent.managed=true", "--label", f"io.gitops-agent.namespace={NS_CAT}",
+               "--label", "io.gitops-agent.kind=PersistentVolumeClaim", "--label", "io.gitops-agent.name=data", legacy)
+    svc.podman("run", "--rm", "-v", f"{legacy}:/data", WEB1, "sh", "-c", "echo precious > /data/keep")
+    docs = {
+        "ns.yaml": "---\n".join(_namespace(n) for n in (NS_A, NS_CAT, NS_SEC)),
+        "claims.yaml": _claim("data", NS_CAT) + "---\n" + _claim("cat-data", NS_A),
+        "secrets.yaml": _secret("b-secret-n", NS_A, "value-of-a") + "---\n" + _secret("n", NS_SEC, "value-of-sec"),
+        "twins.yaml": "---\n".join((_pod("twin", NS_CAT, claim="data"), _pod("twin", NS_A, claim="cat-data", secret="b-secret-n"),
+                                    _pod("twin", NS_SEC, secret="n"))),
+        "web.yaml": _pod("web", "default", container="db-x") + "---\n" + _pod("web-db", "default", container="x"),
+    }
+    for name, text in docs.items():
+        repo.write(f"{BASE}/{name}", text)
+    repo.commit_and_push("names that used to collide")
+    code, out, err = cli("sync")
+    assert code == 0, out + err
+    ctrs = app_containers(svc)
+    assert sorted(ctrs) == sorted([f"twin_{NS_CAT}_app", f"twin_{NS_A}_app", f"twin_{NS_SEC}_app", "web_db-x", "web-db_x"])
+    assert all(c["State"] == "running" for c in ctrs.values())
+    vols = set(svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
+    assert {legacy, f"gitops-{NS_A}_cat-data"} <= vols and f"gitops-{NS_CAT}_data" not in vols
+    assert _volume_files(svc, legacy).split() == ["precious", f"{NS_CAT}/twin"]  # old data carried over, own writer only
+    assert _volume_files(svc, f"gitops-{NS_A}_cat-data").split() == [f"{NS_A}/twin"]  # fresh, never the other one's
+    for ns, value in ((NS_A, "value-of-a"), (NS_SEC, "value-of-sec")):
+        assert svc.podman("exec", f"twin_{ns}_app", "sh", "-c", "echo $TOKEN").stdout.strip() == value
+    nets = set(svc.podman("network", "ls", "--format", "{{.Name}}").stdout.split())
+    assert {f"gitops-{n}" for n in (NS_A, NS_CAT, NS_SEC)} <= nets
+    code, out, _ = cli("status", "--output", "json")
+    claims = {o["namespace"]: o["state"] for o in json.loads(out)["objects"] if o["kind"] == "PersistentVolumeClaim"}
+    assert claims == {NS_CAT: "Bound", NS_A: "Bound"} and json.loads(out)["orphanedVolumes"] == []
+
+    # a container under its pre-0.15 name (`<pod>-<container>`) is recognised: no replacement
+    before = ctrs["web_db-x"]["Id"]
+    svc.podman("rename", "web_db-x", "web-db-x")
+    code, out, err = cli("sync")
+    assert code == 0 and "in-sync" in out + err, out + err
+    assert app_containers(svc)["web-db-x"]["Id"] == before

@@ -162,7 +162,7 @@ def test_prune_removes_pods_whose_workload_left_git_but_keeps_volume_data() -> N
     removed = [a.target for a in p.actions if a.op == "remove-pod"]
     assert sorted(removed) == sorted(live.pods)
     assert not [a for a in p.actions if a.op == "remove-volume"]
-    assert p.orphaned_volumes == ("gitops-default-data",)
+    assert p.orphaned_volumes == ("gitops-default_data",)
 
 
 def test_prune_of_everything_needs_opt_in() -> None:
