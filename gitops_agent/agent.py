@@ -234,7 +234,8 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known)
+                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
+                                            self.history.secrets(node.name))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
 

@@ -139,6 +139,8 @@ def _print_plans(out: Any) -> int:
                 print(f"  {_SIGN[a.op]} {a.op:<14} {a.target:<{width}}  {a.reason}")
         for v in p.orphaned_volumes:
             print(f"  ! volume {v} is orphaned (claim removed from Git; data kept)")
+        for name in p.unknown_secrets:
+            print(f"  ! secret {name} was not made by this agent: left alone")
         changes += len(p.actions)
     return changes
 
@@ -259,6 +261,8 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     _table(rows)
     for v in st["orphanedVolumes"]:
         print(f"Orphaned volume (data kept): {v}")
+    for name in st["unknownSecrets"]:
+        print(f"Unknown secret (not made by this agent, left alone): {name}")
     return 0
 
 

@@ -11,7 +11,9 @@ Losing it must never stop the agent:
   malformed pages) is moved aside to `state.db.corrupt-<timestamp>` and a new
   one is started; a store that is gone starts new too. Either way the next
   sync calls `rebuild` with the nodes' live state: the inventory (owner labels
-  on pods, networks and volumes) and the applied revision (the commit in the
+  on pods, networks and volumes; secrets: only those carrying the agent's mark
+  in their driver options, since Podman 4.3 keeps no secret labels and a name
+  proves nothing) and the applied revision (the commit in the
   pods' `io.gitops-agent.revision` label, when they all agree) come back; what
   labels cannot tell (sync history, workload revision numbers, stable
   revisions for break-glass rollback, failed/rejected records, a suspension,
@@ -32,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .desired import L_KIND, L_NAME, L_NAMESPACE, L_REVISION
 from .errors import StateError
@@ -84,6 +86,11 @@ CREATE TABLE IF NOT EXISTS rollouts (
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secrets (   -- every Podman secret the agent made, recorded before it is made
+    node TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (node, name)
 );
 """
 
@@ -280,6 +287,11 @@ class History:
         if refs:
             known = self.inventory() or set()
             self.set_inventory(known | refs)
+        marked = 0
+        for node, live in read.items():  # secrets: only those the agent's mark proves (see plan.owned_secrets)
+            self.record_secrets(node, add=sorted(live.marked_secrets))
+            marked += len(live.marked_secrets)
+        rebuilt["secrets"] = marked
         if len(commits) == 1:
             sha = next(iter(commits))
             self.put("applied_sha", sha)
@@ -320,6 +332,20 @@ class History:
 
     def set_inventory(self, refs: set[ObjectRef]) -> None:
         self.put("inventory", sorted([r.kind, r.namespace, r.name] for r in refs))
+
+    # --- secret inventory: Podman 4.3 keeps no labels on secrets --------------------
+
+    def secrets(self, node: str) -> set[str]:
+        """The Podman secrets the agent made on `node` (names only, never a value)."""
+        return {r[0] for r in self._exec("SELECT name FROM secrets WHERE node = ?", (node,)).fetchall()}
+
+    def record_secrets(self, node: str, add: Iterable[str] = (), drop: Iterable[str] = ()) -> None:
+        """`add` before the secrets are created (a crash in between leaves a record of a secret
+        that may not exist: harmless), `drop` once they are removed."""
+        for name in add:
+            self._exec("INSERT OR IGNORE INTO secrets(node, name) VALUES (?, ?)", (node, name))
+        for name in drop:
+            self._exec("DELETE FROM secrets WHERE node = ? AND name = ?", (node, name))
 
     # --- syncs ------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Filled by `podman` (the only module that talks to Podman) with one list call
 per object type; consumed by the pure `plan`. Holds only objects carrying
-`io.gitops-agent.managed=true` (secrets: the `gitops-` name prefix, since
-Podman 4.3 drops secret labels), so nothing here can lead to touching an
-object the agent does not own.
+`io.gitops-agent.managed=true`, so nothing here can lead to touching an
+object the agent does not own. Secrets are the exception: Podman 4.3 drops
+their labels, so every `gitops-*` secret is listed, with the subset that
+carries the agent's mark in its driver options; `plan` removes only the
+secrets the agent can prove it made (`plan.owned_secrets`).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class LiveState:
     pods: Mapping[str, LivePod] = field(default_factory=dict)
     networks: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name → labels
     volumes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name → labels
-    secrets: frozenset[str] = frozenset()
+    secrets: frozenset[str] = frozenset()  # every `gitops-*` secret, the agent's or not
+    marked_secrets: frozenset[str] = frozenset()  # those carrying the agent's mark (driver options)
     images: frozenset[str] = frozenset()  # every name and id a local image answers to
 
     def pods_of(self, ref: ObjectRef) -> list[LivePod]:

@@ -66,6 +66,7 @@ class Plan:
     actions: tuple[Action, ...]
     orphaned_volumes: tuple[str, ...] = ()  # PVC data kept although its claim left Git
     untracked: tuple[str, ...] = field(default_factory=tuple)  # managed pods outside the inventory: left alone
+    unknown_secrets: tuple[str, ...] = ()  # `gitops-*` secrets the agent cannot prove it made: left alone
 
     @property
     def in_sync(self) -> bool:
@@ -77,12 +78,17 @@ def plan(
     live: LiveState,
     prune: PruneConfig = PruneConfig(),
     inventory: Iterable[ObjectRef] | None = None,
+    secrets: Iterable[str] = (),
 ) -> Plan:
     """The actions that bring `live` to `desired`, each with the reason it is needed.
 
     `inventory` is what this agent applied before (from its history). Prune
     removes a managed object only when its owner is in that inventory; without
     one (a fresh or lost state directory) the ownership labels alone decide.
+    `secrets` is this node's secret inventory (the names the agent recorded
+    before creating them): a secret is removed only when it is in it or
+    carries the agent's mark (`owned_secrets`); any other `gitops-*` secret is
+    left alone and listed in `unknown_secrets`.
     """
     desired = adopt_volumes(desired, live.volumes)
     acts: list[Action] = []
@@ -117,8 +123,7 @@ def plan(
                 f"node {desired.node}: revision {desired.revision} would delete every managed pod "
                 f"({len(removals)}); set prune.allowEmpty: true if that is really wanted"
             )
-        keep_secrets = {s.name for s in desired.secrets}
-        for name in sorted(live.secrets - keep_secrets):
+        for name in sorted(owned_secrets(live, secrets) - {s.name for s in desired.secrets}):
             removals.append(Action("remove-secret", name, "no longer referenced"))
     orphans: list[str] = []
     keep_volumes = {v.name for v in desired.volumes}
@@ -135,7 +140,20 @@ def plan(
             if known is not None and owner not in known:
                 continue  # a managed network this agent never applied: not ours to remove
             removals.append(Action("remove-network", name, "namespace removed from Git"))
-    return Plan(desired.node, tuple(acts + removals), tuple(orphans), tuple(untracked))
+    return Plan(desired.node, tuple(acts + removals), tuple(orphans), tuple(untracked),
+                tuple(sorted(unknown_secrets(desired, live, secrets))))
+
+
+def owned_secrets(live: LiveState, recorded: Iterable[str]) -> frozenset[str]:
+    """The live secrets the agent made: in its inventory (`recorded`), or proven by the mark
+    it puts in each secret's driver options (what survives a lost state store)."""
+    return live.secrets & (frozenset(recorded) | live.marked_secrets)
+
+
+def unknown_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[str]) -> set[str]:
+    """`gitops-*` secrets that are not desired and that the agent cannot prove it made: a hand-made
+    `gitops-admin-key`, or one an agent before 0.15 made (no mark, no record). Never removed."""
+    return set(live.secrets - {s.name for s in desired.secrets} - owned_secrets(live, recorded))
 
 
 def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:

@@ -138,6 +138,9 @@ class Node:
             networks={n["name"]: n.get("labels") or {} for n in nets},
             volumes={v["Name"]: v.get("Labels") or {} for v in vols},
             secrets=frozenset(s["Spec"]["Name"] for s in secrets if s["Spec"]["Name"].startswith(SECRET_PREFIX)),
+            marked_secrets=frozenset(
+                s["Spec"]["Name"] for s in secrets
+                if s["Spec"]["Name"].startswith(SECRET_PREFIX) and _driver_options(s).get(MANAGED) == "true"),
             images=frozenset(image_names),
         )
 
@@ -224,8 +227,12 @@ class Node:
         self._call("POST", "/volumes/create", f"create volume {spec.name}", body={"Name": spec.name, "Label": dict(spec.labels)})
 
     def create_secret(self, spec: SecretSpec) -> None:
-        # The value goes in the request body only; it is never part of a message or log.
-        self._call("POST", "/secrets/create", f"create secret {spec.name}", params={"name": spec.name, "driver": "file"}, raw=spec.data)
+        """The value goes in the request body only; it is never part of a message or log.
+        Podman 4.3 drops a secret's labels but keeps its driver options: the ownership labels
+        go there, the agent's mark on the secrets it made (see `LiveState.marked_secrets`)."""
+        marks = {k: v for k, v in spec.labels.items() if v}
+        self._call("POST", "/secrets/create", f"create secret {spec.name}",
+                   params={"name": spec.name, "driver": "file", "driveropts": json.dumps(marks)}, raw=spec.data)
 
     def create_pod(self, spec: PodSpec) -> None:
         """Create the pod, its infra container and its containers, then start it."""
@@ -342,6 +349,11 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         }
         body["health_check_on_failure_action"] = _ON_FAILURE_RESTART
     return body
+
+
+def _driver_options(secret: Mapping[str, Any]) -> Mapping[str, Any]:
+    driver = (secret.get("Spec") or {}).get("Driver") or {}
+    return driver.get("Options") or {}
 
 
 def _demux(raw: Any) -> str:

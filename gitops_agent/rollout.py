@@ -124,7 +124,9 @@ class Fleet:
         cfg_node = next(n for n in self.cfg.nodes if n.name == name)
         live = node.read()
         desired = compile_node(rev, cfg_node, self.cfg.nodes)
-        p = plan(desired, live, self.cfg.prune, self.history.inventory())
+        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
+        # record every secret before it exists: an unrecorded secret of ours would be left for ever
+        self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
         if p.in_sync:
@@ -132,8 +134,10 @@ class Fleet:
                 wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
-        return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
+        done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
                      cap=self.cfg.ready_timeout)
+        self.history.record_secrets(name, drop=[a.target for a in p.actions if a.op == "remove-secret"])
+        return done
 
     def budget(self, rev: Revision) -> float:
         """Seconds a whole node step of `rev` may take, across restarts: the workloads roll one

@@ -13,6 +13,7 @@ from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import Problem
 from .live import LiveState
 from .model import Object
+from .plan import unknown_secrets
 from .rollout import PROGRESSING, ROLLING_BACK
 
 
@@ -67,6 +68,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "nodes": [],
         "objects": [],
         "orphanedVolumes": [],
+        "unknownSecrets": [],
         "warnings": [],
     }
     rev = agent.applied()
@@ -89,6 +91,7 @@ def status(agent: Agent) -> dict[str, Any]:
         desired = compile_node(rev, cfg_node, agent.cfg.nodes)
         vol_names = {claim_volume(v.claim, live.volumes) for v in desired.volumes}
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
+        out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown_secrets(desired, live, h.secrets(cfg_node.name)))]
         for o in rev.objects:
             out["objects"].append(_object(o, cfg_node.name, desired, live, revs))
     return out

@@ -173,3 +173,37 @@ def test_names_never_collide_across_namespaces_and_old_volumes_keep_their_data(s
     code, out, err = cli("sync")
     assert code == 0 and "in-sync" in out + err, out + err
     assert app_containers(svc)["web-db-x"]["Id"] == before
+
+
+def _secret_names(svc: Any) -> set[str]:
+    return set(svc.podman("secret", "ls", "--format", "{{.Name}}").stdout.split())
+
+
+def test_a_hand_made_gitops_secret_is_never_deleted_even_after_the_store_is_lost(setup: tuple[Any, Any, Cli, Path]) -> None:
+    """`gitops-admin-key`, made by hand, survives every sync and is shown in `status`; the
+    agent's own old secrets are pruned, from its inventory and, with the state store
+    deleted, from the mark it puts in their driver options."""
+    svc, repo, cli, state = setup
+    svc.podman("secret", "create", "gitops-admin-key", "/etc/hostname")
+    repo.write(f"{BASE}/ns.yaml", _namespace(NS))
+    user = _pod("user", NS, secret="s")
+    for value in ("value-one", "value-two", "value-three"):
+        repo.write(f"{BASE}/app.yaml", _secret("s", NS, value) + "---\n" + user)
+        repo.commit_and_push(value)
+        if value == "value-three":  # the store is lost: only the mark tells the agent's secrets apart
+            for f in state.glob("state.db*"):
+                f.unlink()
+        before = _secret_names(svc) - {"gitops-admin-key"}
+        code, out, err = cli("sync")
+        assert code == 0, out + err
+        names = _secret_names(svc)
+        assert "gitops-admin-key" in names
+        ours = names - {"gitops-admin-key"}
+        assert len(ours) == 1 and not ours & before  # the new value's secret, the old one pruned
+        assert svc.podman("exec", f"user_{NS}_app", "sh", "-c", "echo $TOKEN").stdout.strip() == value
+    code, out, _ = cli("status", "--output", "json")
+    assert json.loads(out)["unknownSecrets"] == ["local/gitops-admin-key"]
+    code, out, _ = cli("status")
+    assert "Unknown secret (not made by this agent, left alone): local/gitops-admin-key" in out
+    code, out, _ = cli("diff")
+    assert "secret gitops-admin-key was not made by this agent: left alone" in out

@@ -241,3 +241,24 @@ def test_prune_leaves_networks_outside_the_inventory_alone() -> None:
     assert plan(compile_node(rev, NODE, (NODE,)), live, inventory={o.ref for o in rev.objects}).actions == ()
     p = plan(compile_node(rev, NODE, (NODE,)), live, inventory={o.ref for o in rev.objects} | {ObjectRef("Namespace", "other", "other")})
     assert [(a.op, a.target) for a in p.actions] == [("remove-network", "gitops-other")]
+
+
+def test_prune_removes_only_the_secrets_the_agent_can_prove_it_made() -> None:
+    """Podman 4.3 keeps no labels on secrets: the agent's inventory (recorded before each create)
+    or its mark in the driver options proves a secret is the agent's; any other `gitops-*`
+    secret (a hand-made `gitops-admin-key`, one made by a pre-0.15 agent) is left alone and listed."""
+    import dataclasses
+
+    from gitops_agent.plan import unknown_secrets
+
+    rev = base()
+    live = live_from(rev)
+    extra = {"gitops-admin-key", "gitops-recorded-old", "gitops-marked-old"}
+    live = dataclasses.replace(live, secrets=live.secrets | extra, marked_secrets=live.secrets | {"gitops-marked-old"})
+    d = compile_node(rev, NODE, (NODE,))
+    p = plan(d, live, secrets={"gitops-recorded-old", "gitops-gone-already"})
+    assert [(a.op, a.target) for a in p.actions] == [("remove-secret", "gitops-marked-old"), ("remove-secret", "gitops-recorded-old")]
+    assert p.unknown_secrets == ("gitops-admin-key",)
+    assert unknown_secrets(d, live, ()) == {"gitops-admin-key", "gitops-recorded-old"}
+    # a desired secret is never unknown, whoever made it
+    assert not unknown_secrets(d, dataclasses.replace(live, marked_secrets=frozenset()), ()) & {s.name for s in d.secrets}
