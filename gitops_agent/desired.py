@@ -10,16 +10,17 @@ are joined with `_`, which Kubernetes' name grammar (DNS labels and
 subdomains) forbids in namespaces, object names and container names, so the
 parts can always be told apart again:
 - network  `gitops-<namespace>`
-- volume   `gitops-<namespace>_<claim>` (before 0.15: `gitops-<namespace>-<claim>`,
+- volume   `gitops-<namespace>_<claim>` (in older agents: `gitops-<namespace>-<claim>`,
            which two namespaces could share; such a volume is kept, see `claim_volume`)
 - secret   `gitops-<namespace>_<kind>_<name>_<key>-<hash>`, the hash over the
            full identity and the value (Podman secrets are immutable: a new value
            is a new secret); the readable part is cut at 200 characters, then
            only the hash keeps names apart
 - pod      Deployment/DaemonSet: `<name>-<template hash>-<suffix>` (the template
-           hash covers the namespace); Pod: `<name>` in namespace `default` (unless
+           hash covers the namespace; two replicas whose suffixes meet: the later
+           one draws again, so no replica's name depends on a later one); Pod: `<name>` in namespace `default` (unless
            it has that Deployment shape), else `<name>_<namespace>`
-- container `<pod>_<container>` (before 0.15 `<pod>-<container>`: such containers
+- container `<pod>_<container>` (in older agents `<pod>-<container>`: such containers
            are still recognised, see `legacy_container_name`)
 """
 
@@ -313,7 +314,7 @@ def volume_name(namespace: str, claim: str) -> str:
 
 
 def legacy_volume_name(namespace: str, claim: str) -> str:
-    """The name agents before 0.15 gave a claim's volume (not injective: `a-b`/`c` = `a`/`b-c`)."""
+    """The name older agents (dash-joined names) gave a claim's volume (not injective: `a-b`/`c` = `a`/`b-c`)."""
     return f"gitops-{namespace}-{claim}"
 
 
@@ -347,10 +348,19 @@ def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
         name, ns = workload.ref.name, workload.ref.namespace
         plain = ns == "default" and not _DEPLOYMENT_SHAPE.search(name)
         return [name if plain else f"{name}{SEP}{ns}"][:count]
-    return [
-        f"{workload.ref.name}-{thash}-{safe_encode(hashlib.sha256(f'{thash}/{i}'.encode()).hexdigest(), 5)}"
-        for i in range(count)
-    ]
+    names: list[str] = []
+    taken: set[str] = set()
+    for i in range(count):
+        seed, attempt = f"{thash}/{i}", 0
+        while True:  # two replicas whose 5-character suffixes meet: the later one draws again
+            name = f"{workload.ref.name}-{thash}-{safe_encode(hashlib.sha256(seed.encode()).hexdigest(), 5)}"
+            if name not in taken:
+                break
+            attempt += 1
+            seed = f"{thash}/{i}/{attempt}"
+        names.append(name)
+        taken.add(name)
+    return names
 
 
 def container_name(pod: str, container: str) -> str:
@@ -358,7 +368,7 @@ def container_name(pod: str, container: str) -> str:
 
 
 def legacy_container_name(pod: str, container: str) -> str:
-    """What agents before 0.15 named a container: pods created then keep it (no replacement)."""
+    """What older agents (dash-joined names) named a container: pods created then keep it (no replacement)."""
     return f"{pod}-{container}"
 
 

@@ -63,7 +63,7 @@ class LivePod:
 
     def container_for(self, name: str) -> LiveContainer | None:
         """The container a spec names `name` (`<pod>_<container>`): by that name, or by the
-        name agents before 0.15 gave it, so that an upgrade replaces no running pod."""
+        name older agents (dash-joined names) gave it, so that an upgrade replaces no running pod."""
         found = self.container(name)
         prefix = self.name + SEP
         if found is not None or not name.startswith(prefix):

@@ -152,7 +152,7 @@ def owned_secrets(live: LiveState, recorded: Iterable[str]) -> frozenset[str]:
 
 def unknown_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[str]) -> set[str]:
     """`gitops-*` secrets that are not desired and that the agent cannot prove it made: a hand-made
-    `gitops-admin-key`, or one an agent before 0.15 made (no mark, no record). Never removed."""
+    `gitops-admin-key`, or one an older agent (dash-joined names) made (no mark, no record). Never removed."""
     return set(live.secrets - {s.name for s in desired.secrets} - owned_secrets(live, recorded))
 
 
@@ -194,7 +194,7 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
 
 def adopt_volumes(desired: NodeDesired, live_volumes: Mapping[str, Mapping[str, str]]) -> NodeDesired:
     """`desired` with each claim's volume named as it exists on the node (`claim_volume`):
-    a volume made under the pre-0.15 name keeps serving its claim, with its data."""
+    a volume made under the old dash-joined name keeps serving its claim, with its data."""
     rename = {v.name: claim_volume(v.claim, live_volumes) for v in desired.volumes}
     rename = {new: old for new, old in rename.items() if new != old}
     if not rename:

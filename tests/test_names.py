@@ -1,10 +1,11 @@
 """Podman names are injective over the full identity, for every kind the agent names
-(networks, volumes, secrets, pods, containers), and an upgrade from the pre-0.15
+(networks, volumes, secrets, pods, containers), and an upgrade from the old dash-joined
 names keeps volumes (and their data) and running containers. Pure: from literals."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from gitops_agent.desired import (
     legacy_volume_name,
     network_name,
     pod_names,
+    safe_encode,
     secret_name,
     volume_name,
 )
@@ -143,3 +145,14 @@ def test_a_bare_pod_renamed_by_the_upgrade_is_removed_before_its_new_name_is_cre
         LiveContainer("twin-c", "cid", "img", "running", "", {}),))})
     assert [(a.op, a.target) for a in plan(d, live).actions if a.op.endswith("-pod")] == [
         ("remove-pod", "twin"), ("create-pod", "twin_shop")]
+
+
+def test_replica_names_stay_distinct_for_a_large_deployment() -> None:
+    """5-character suffixes of 20,000 replicas meet (birthday bound): a later replica draws again;
+    the names of the replicas before it do not change."""
+    w = Workload(ObjectRef("Deployment", "default", "web"), O, PodTemplate({}, ()), replicas=20_000)
+    names = pod_names(w, "bcdfghjklm", 20_000)
+    assert len(set(names)) == 20_000
+    naive = {safe_encode(hashlib.sha256(f"bcdfghjklm/{i}".encode()).hexdigest(), 5) for i in range(20_000)}
+    assert len(naive) < 20_000  # the first draws did meet: the test exercises the second draw
+    assert pod_names(w, "bcdfghjklm", 3) == names[:3]

@@ -135,7 +135,7 @@ def test_names_never_collide_across_namespaces_and_old_volumes_keep_their_data(s
     old agent made under the old name keeps serving its own claim, with its data; the other
     namespace gets a fresh one. A container under its old name is not replaced."""
     svc, repo, cli, state = setup
-    legacy = f"gitops-{NS_CAT}-data"  # what an agent before 0.15 named NS_CAT's claim "data"
+    legacy = f"gitops-{NS_CAT}-data"  # what an older agent (dash-joined names) named NS_CAT's claim "data"
     svc.podman("volume", "create", "--label", "io.gitops-agent.managed=true", "--label", f"io.gitops-agent.namespace={NS_CAT}",
                "--label", "io.gitops-agent.kind=PersistentVolumeClaim", "--label", "io.gitops-agent.name=data", legacy)
     svc.podman("run", "--rm", "-v", f"{legacy}:/data", WEB1, "sh", "-c", "echo precious > /data/keep")
@@ -167,7 +167,7 @@ def test_names_never_collide_across_namespaces_and_old_volumes_keep_their_data(s
     claims = {o["namespace"]: o["state"] for o in json.loads(out)["objects"] if o["kind"] == "PersistentVolumeClaim"}
     assert claims == {NS_CAT: "Bound", NS_A: "Bound"} and json.loads(out)["orphanedVolumes"] == []
 
-    # a container under its pre-0.15 name (`<pod>-<container>`) is recognised: no replacement
+    # a container under its old dash-joined name (`<pod>-<container>`) is recognised: no replacement
     before = ctrs["web_db-x"]["Id"]
     svc.podman("rename", "web_db-x", "web-db-x")
     code, out, err = cli("sync")

@@ -246,7 +246,7 @@ def test_prune_leaves_networks_outside_the_inventory_alone() -> None:
 def test_prune_removes_only_the_secrets_the_agent_can_prove_it_made() -> None:
     """Podman 4.3 keeps no labels on secrets: the agent's inventory (recorded before each create)
     or its mark in the driver options proves a secret is the agent's; any other `gitops-*`
-    secret (a hand-made `gitops-admin-key`, one made by a pre-0.15 agent) is left alone and listed."""
+    secret (a hand-made `gitops-admin-key`, one made by an older agent) is left alone and listed."""
     import dataclasses
 
     from gitops_agent.plan import unknown_secrets
