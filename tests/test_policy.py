@@ -359,7 +359,7 @@ def test_policy_end_to_end(clean_podman: Any, git_remote: Any, tmp_path: Path, c
     now = app_containers(svc)
     assert set(now) != set(good) and all(c["State"] == "running" for c in now.values())
     (web_name,) = [name for name in now if name.startswith("web-")]
-    (hostns_name,) = [name for name in now if name.startswith("hostns-")]
+    (hostns_name,) = [name for name in now if name.startswith("hostns_")]
     config = inspect(svc, web_name)
     assert config["HostConfig"]["Privileged"] is True
     (mount,) = [m for m in config["Mounts"] if m["Destination"] == "/host/logs"]

@@ -156,6 +156,16 @@ def test_probe_output_is_redacted_where_it_is_recorded():
     assert p.judge(s, pod()).output == "TOKEN=[Secret c key t]"
 
 
+def test_startup_probe_output_and_a_crash_after_it_are_redacted_too():
+    s = spec(startup=Probe("exec", ("x",), failure_threshold=1))
+    s = dataclasses.replace(s, redactions=redactions([("[Secret c key t]", b"s3cr3t-value")]))
+    p = Prober(lambda cid, cmd, t: (1, "boot failed, TOKEN=s3cr3t-value"), clock=lambda: 1000.0)
+    v = p.judge(s, pod())
+    assert v.probe == "startup" and v.output == "boot failed, TOKEN=[Secret c key t]"
+    v = p.judge(s, pod(started_at=200))  # restarted: the crash verdict carries the last (redacted) output
+    assert v.probe == "crash" and "s3cr3t" not in v.output
+
+
 def test_a_pod_redacts_the_secrets_it_uses_and_not_its_configmaps():
     from gitops_agent.config import NodeConfig
     from gitops_agent.desired import compile_node
@@ -166,6 +176,11 @@ apiVersion: v1
 kind: Secret
 metadata: {name: s}
 stringData: {a: secret-env-value, b: secret-file-value}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: e}
+stringData: {E: secret-from-envfrom}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -180,11 +195,13 @@ spec:
     - name: x
       image: img
       env: [{name: A, valueFrom: {secretKeyRef: {name: s, key: a}}}, {name: K, valueFrom: {configMapKeyRef: {name: c, key: k}}}]
+      envFrom: [{secretRef: {name: e}}]
       volumeMounts: [{name: v, mountPath: /v}]
   volumes: [{name: v, secret: {secretName: s, items: [{key: b, path: b}]}}]
 """
     rev = parse([SourceFile("p.yaml", docs.encode())], "main@sha1:" + "0" * 40)
     node = NodeConfig("n", "unix:///x")
     pod_spec = compile_node(rev, node, (node,)).workloads[0].pods[0]
-    assert dict(pod_spec.redactions) == {"secret-env-value": "[Secret s key a]", "secret-file-value": "[Secret s key b]"}
+    assert dict(pod_spec.redactions) == {"secret-env-value": "[Secret s key a]", "secret-file-value": "[Secret s key b]",
+                                         "secret-from-envfrom": "[Secret e key E]"}
     assert "secret-env-value" not in repr(pod_spec)
