@@ -65,7 +65,7 @@ def test_readable_names_and_what_stays_as_it_was() -> None:
     assert secret_name(ObjectRef("ConfigMap", "shop", "cfg"), "index.html", b"x").startswith("gitops-shop_configmap_cfg_index.html-")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.tuples(label, subdomain, label, subdomain))
 def test_volume_pod_and_network_names_are_injective(ids: tuple[str, str, str, str]) -> None:
     ns1, n1, ns2, n2 = ids
@@ -76,7 +76,7 @@ def test_volume_pod_and_network_names_are_injective(ids: tuple[str, str, str, st
         assert network_name(ns1) != network_name(ns2)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.tuples(subdomain, label, subdomain, label), st.sampled_from(["default", "shop"]))
 def test_container_names_are_injective(ids: tuple[str, str, str, str], ns: str) -> None:
     p1, c1, p2, c2 = ids
@@ -85,7 +85,7 @@ def test_container_names_are_injective(ids: tuple[str, str, str, str], ns: str) 
         assert container_name(pod1, c1) != container_name(pod2, c2)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.tuples(label, st.sampled_from(["ConfigMap", "Secret"]), subdomain, key),
        st.tuples(label, st.sampled_from(["ConfigMap", "Secret"]), subdomain, key))
 def test_secret_names_are_injective_over_the_identity(a: tuple[str, str, str, str], b: tuple[str, str, str, str]) -> None:
