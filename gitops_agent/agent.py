@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from . import systemd
 from .config import AgentConfig
-from .desired import compile_node, unplaced
+from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
 from .history import History
 from .live import LiveState
@@ -129,6 +129,8 @@ class Agent:
             out = Outcome()
             if not dry_run and self.history.needs_rebuild:  # the store was lost: take back what the nodes' labels tell
                 self.history.rebuild(self.live(), self.location.revision, self.log)
+            if not dry_run:
+                self._adopt_legacy_secrets()
             try:
                 target = self._resolve_target(out)
                 if target is not None:
@@ -140,6 +142,30 @@ class Agent:
             if not dry_run:
                 self._record(out, started)
             return out
+
+    def _adopt_legacy_secrets(self) -> None:
+        """Once per node, after an upgrade from an agent with dash-joined names: the secrets that
+        agent made for the applied revision go into the secret inventory, so that prune removes
+        them once no pod of that agent is left (`plan`). Unproven `gitops-*` secrets stay unknown."""
+        done = set(self.history.get("secrets_adopted", []))
+        pending = [n for n in self.nodes if n not in done]
+        if not pending:
+            return
+        rev = self.applied()
+        if rev is None and self.history.get("applied_sha"):
+            return  # the applied revision cannot be read now (Git down, no mirror): next pass
+        legacy = legacy_secret_names(rev) if rev is not None else frozenset()
+        lives = self.live() if legacy else {}
+        for name in pending:
+            live = lives.get(name)
+            if legacy and not isinstance(live, LiveState):
+                continue  # unreachable: next pass
+            found = sorted(live.secrets & legacy) if isinstance(live, LiveState) else []
+            self.history.record_secrets(name, add=found)
+            if found:
+                self.log("secrets.adopted", node=name, secrets=len(found), revision=rev.id if rev else "-")
+            done.add(name)
+        self.history.put("secrets_adopted", sorted(done))
 
     def _resolve_target(self, out: Outcome) -> Revision | None:
         suspended = self.history.get("suspended")

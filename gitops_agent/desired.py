@@ -342,6 +342,22 @@ def secret_name(source: ObjectRef, key: str, data: bytes) -> str:
     return f"{readable}-{h}"
 
 
+def legacy_secret_name(source: ObjectRef, key: str, data: bytes) -> str:
+    """What older agents (dash-joined names) named a key's secret: the hash left out kind and name."""
+    h = safe_encode(hashlib.sha256(source.namespace.encode() + b"\0" + key.encode() + b"\0" + data).hexdigest(), 8)
+    readable = f"{SECRET_PREFIX}{source.namespace}-{source.kind.lower()}-{source.name}-{key}"
+    readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:_SECRET_READABLE]
+    return f"{readable}-{h}"
+
+
+def legacy_secret_names(revision: Revision) -> frozenset[str]:
+    """The secrets an older agent made for `revision`: on upgrade, the ones of the applied revision
+    are taken into the secret inventory (their names embed a hash of the value, so only something
+    that knew each value made them, and the old agent used them as its own either way)."""
+    return frozenset(legacy_secret_name(o.ref, k, v) for o in revision.objects if isinstance(o, ConfigData)
+                     for k, v in o.data.items())
+
+
 def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
     """Stable names: the same template and replica index always give the same pod name."""
     if workload.ref.kind == "Pod":

@@ -61,6 +61,12 @@ class LivePod:
     def container(self, name: str) -> LiveContainer | None:
         return next((c for c in self.containers if c.name == name), None)
 
+    @property
+    def from_older_agent(self) -> bool:
+        """A pod an older agent made (a container under a dash-joined name): it may use secrets
+        under the old names, which must stay while it runs (Podman cannot restart it without)."""
+        return any(not c.name.startswith(self.name + SEP) for c in self.containers)
+
     def container_for(self, name: str) -> LiveContainer | None:
         """The container a spec names `name` (`<pod>_<container>`): by that name, or by the
         name older agents (dash-joined names) gave it, so that an upgrade replaces no running pod."""

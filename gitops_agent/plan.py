@@ -123,7 +123,9 @@ def plan(
                 f"node {desired.node}: revision {desired.revision} would delete every managed pod "
                 f"({len(removals)}); set prune.allowEmpty: true if that is really wanted"
             )
-        for name in sorted(owned_secrets(live, secrets) - {s.name for s in desired.secrets}):
+        # while a pod an older agent made runs, it may use any old-named secret: none is removed yet
+        upgrading = any(p.from_older_agent for p in live.pods.values())
+        for name in () if upgrading else sorted(owned_secrets(live, secrets) - {s.name for s in desired.secrets}):
             removals.append(Action("remove-secret", name, "no longer referenced"))
     orphans: list[str] = []
     keep_volumes = {v.name for v in desired.volumes}

@@ -156,3 +156,30 @@ def test_replica_names_stay_distinct_for_a_large_deployment() -> None:
     naive = {safe_encode(hashlib.sha256(f"bcdfghjklm/{i}".encode()).hexdigest(), 5) for i in range(20_000)}
     assert len(naive) < 20_000  # the first draws did meet: the test exercises the second draw
     assert pod_names(w, "bcdfghjklm", 3) == names[:3]
+
+
+def test_legacy_secret_names_are_what_older_agents_made() -> None:
+    from gitops_agent.desired import legacy_secret_name, legacy_secret_names
+    from gitops_agent.model import ConfigData
+
+    # the literal is the name the agent at d9a9327 gave this key
+    assert legacy_secret_name(ObjectRef("Secret", "shop", "creds"), "token", b"s3cret") == "gitops-shop-secret-creds-token-nwvpvhd9"
+    rev = revision(ConfigData(ObjectRef("Secret", "shop", "creds"), O, {"token": b"s3cret", "b": b"x"}))
+    assert "gitops-shop-secret-creds-token-nwvpvhd9" in legacy_secret_names(rev) and len(legacy_secret_names(rev)) == 2
+
+
+def test_no_secret_is_removed_while_a_pod_made_by_an_older_agent_runs() -> None:
+    """It may use any old-named secret, and Podman cannot start its container again without it."""
+    rev = base()
+    live = live_from(rev)
+    d = compile_node(rev, NODE, (NODE,))
+    old_secret = "gitops-default-secret-creds-token-abcdefgh"
+    live = dataclasses.replace(live, secrets=live.secrets | {old_secret})
+    assert [a.target for a in plan(d, live, secrets={old_secret}).actions] == [old_secret]  # every pod is new: removed
+    first = next(iter(live.pods.values()))
+    aged = dataclasses.replace(first, containers=tuple(
+        dataclasses.replace(c, name=legacy_container_name(first.name, c.name[len(first.name) + 1:])) for c in first.containers))
+    assert aged.from_older_agent and not first.from_older_agent
+    upgrading = dataclasses.replace(live, pods={**live.pods, first.name: aged})
+    p = plan(d, upgrading, secrets={old_secret})
+    assert p.actions == () and p.unknown_secrets == ()  # kept, and known to be the agent's

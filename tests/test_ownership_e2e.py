@@ -207,3 +207,46 @@ def test_a_hand_made_gitops_secret_is_never_deleted_even_after_the_store_is_lost
     assert "Unknown secret (not made by this agent, left alone): local/gitops-admin-key" in out
     code, out, _ = cli("diff")
     assert "secret gitops-admin-key was not made by this agent: left alone" in out
+
+
+def test_upgrade_takes_the_old_agents_secrets_and_removes_them_once_its_pods_are_gone(
+        setup: tuple[Any, Any, Cli, Path]) -> None:
+    """The state an agent with dash-joined names left: its secret (old name, no mark, no record)
+    and its pod (container `user-app`). The upgraded agent keeps both while that pod runs (Podman
+    could not restart it without the secret), takes the secret as its own (a name only the applied
+    revision's value gives), and removes it once a new template replaced the pod."""
+    import sqlite3
+
+    from gitops_agent.desired import legacy_secret_name
+    from gitops_agent.model import ObjectRef
+
+    svc, repo, cli, state = setup
+    svc.podman("secret", "create", "gitops-admin-key", "/etc/hostname")
+    user = _pod("user", "default", secret="s")
+    repo.write(f"{BASE}/app.yaml", _secret("s", "default", "old-value") + "---\n" + user)
+    repo.commit_and_push("before the upgrade")
+    code, out, err = cli("sync")
+    assert code == 0, out + err
+    # what the older agent would have left instead: its names, and a store without a secret inventory
+    old_secret = legacy_secret_name(ObjectRef("Secret", "default", "s"), "k", b"old-value")
+    with open(state / "old-secret", "w") as f:
+        f.write("old-value")
+    svc.podman("secret", "create", old_secret, str(state / "old-secret"))
+    svc.podman("rename", "user_app", "user-app")
+    with sqlite3.connect(state / "state.db") as db:
+        db.execute("DELETE FROM secrets")
+        db.execute("DELETE FROM state WHERE key = 'secrets_adopted'")
+    code, out, err = cli("sync")
+    assert code == 0 and "in-sync" in out + err, out + err
+    assert old_secret in _secret_names(svc)  # the old pod may need it
+    code, out, _ = cli("status", "--output", "json")
+    assert json.loads(out)["unknownSecrets"] == ["local/gitops-admin-key"]  # the old agent's is known, not unknown
+
+    repo.write(f"{BASE}/app.yaml", _secret("s", "default", "new-value") + "---\n" + user)
+    repo.commit_and_push("a new value replaces the old pod")
+    for _ in range(2):  # the pass that replaces the old pod plans with it still running: the next one prunes
+        code, out, err = cli("sync")
+        assert code == 0, out + err
+    names = _secret_names(svc)
+    assert old_secret not in names and "gitops-admin-key" in names and len(names) == 2
+    assert svc.podman("exec", "user_app", "sh", "-c", "echo $TOKEN").stdout.strip() == "new-value"
