@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import config as config_mod
-from .errors import AgentError, ConfigError, RevisionRejected
+from .errors import AgentError, ConfigError, RevisionRejected, quote_path
 from .log import EventLog, discard
 
 _SIGN = {
@@ -103,7 +103,7 @@ def _validate(path: Path, policy: config_mod.PolicyConfig = config_mod.PolicyCon
     from .manifests import load_directory, parse
 
     if not path.is_dir():
-        print(f"gitops-agent: {path} is not a directory", file=sys.stderr)
+        print(f"gitops-agent: {quote_path(str(path))} is not a directory", file=sys.stderr)
         return 1
     try:
         rev = parse(load_directory(path), str(path), policy=policy)

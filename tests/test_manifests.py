@@ -619,17 +619,18 @@ def test_secret_type_and_base64_are_checked() -> None:
 
 
 def test_values_over_podman_secret_limit_are_rejected() -> None:
-    """A value over 512000 bytes after decoding (Podman's secret store limit) is an error."""
+    """A value of 512000 bytes or more after decoding is an error: Podman's secret store holds less than 512000."""
     secret = y(f"""
         apiVersion: v1
         kind: Secret
         metadata: {{name: big}}
         stringData:
           small: x
-          large: {"x" * 512_001}
+          fits: {"x" * 511_999}
+          large: {"x" * 512_000}
     """)
     assert problems({"s.yaml": secret}) == [
-        "s.yaml:6: Secret/big: stringData.large: value is 512001 bytes; Podman's secret store holds at most 512000",
+        "s.yaml:7: Secret/big: stringData.large: value is 512000 bytes; Podman's secret store holds at most 511999",
     ]
 
 
