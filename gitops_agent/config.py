@@ -1,26 +1,32 @@
 """Agent settings: grouped frozen dataclasses, loaded from YAML.
 
 Read once at start-up by `cli`; passed explicitly to everything else. Nothing
-here talks to Git or Podman. Unknown keys are an error (a typo in the config
-must not silently fall back to a default).
+here talks to Git or Podman. The file is read as safely as a manifest and
+checked against `data/config.schema.json` first, with every problem reported
+at once as FILE:LINE (`ConfigError`); unknown keys are an error (a typo in the
+config must not silently fall back to a default). What the schema cannot say
+(duplicate node names, key files that must exist) is checked here after it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from .errors import ConfigError
-from .model import HostPathRule, Policy
+from .errors import ConfigError, Problem, quote_path
+from .model import HostPathRule, NodeLimits, Policy
 
 PolicyConfig = Policy
 """The `policy:` section: `model.Policy`, defined there so that `manifests` can use it too."""
+LimitsConfig = NodeLimits
+"""The `limits:` section: `model.NodeLimits` (maxPodsPerNode, maxContainersPerPod, maxReplicasPerRevision)."""
 
 ENV_VAR = "GITOPS_AGENT_CONFIG"
 DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
@@ -90,6 +96,8 @@ class AgentConfig:
     policy: PolicyConfig = PolicyConfig()
     """What manifests may ask of the nodes; the default denies privileged containers, host namespaces,
     added capabilities and hostPath volumes."""
+    limits: LimitsConfig = LimitsConfig()
+    """How many pods a revision may place on a node, containers in a pod, and pods in all."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -130,9 +138,23 @@ def _label(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+@cache
+def schema() -> dict[str, Any]:
+    """The config file's JSON schema, shipped inside the package (found by a wheel install too)."""
+    return json.loads((files("gitops_agent") / "data" / "config.schema.json").read_text(encoding="utf-8"))
+
+
+def _raise(problems: list[Problem]) -> None:
+    if problems:
+        raise ConfigError("\n".join(map(str, problems)))
+
+
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentConfig:
     """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`."""
-    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy"}, "config")
+    from . import manifests  # not at the top: manifests (through desired) imports this module
+
+    _raise(manifests.check_value(raw, schema()))
+    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy", "limits"}, "config")
     if "source" not in top:
         raise ConfigError("config: 'source' is required (source.url: the Git repository to follow)")
     src = _take(top["source"], {"url", "branch", "path", "interval", "timeout", "verify"}, "source")
@@ -186,7 +208,15 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         prune=prune,
         ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(top.get("policy") or {}),
+        limits=limits_from_mapping(top.get("limits") or {}),
     )
+
+
+def limits_from_mapping(raw: Mapping[str, Any]) -> NodeLimits:
+    """The `limits:` section (schema-checked: positive integers); anything absent keeps its default."""
+    names = {"maxPodsPerNode": "max_pods_per_node", "maxContainersPerPod": "max_containers_per_pod",
+             "maxReplicasPerRevision": "max_replicas_per_revision"}
+    return NodeLimits(**{names[key]: value for key, value in _take(raw, set(names), "limits").items()})
 
 
 def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> VerifyConfig:
@@ -256,16 +286,18 @@ def load(path: str | os.PathLike[str] | None, source_override: str | None = None
     The built-in default follows `source_override` (a Git URL or local path) on the
     local Podman socket; without a config file `--source` is required.
     """
+    from . import manifests  # not at the top: manifests (through desired) imports this module
+
     path = path or os.environ.get(ENV_VAR)
     if path:
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = p.read_bytes()
         except OSError as e:
-            raise ConfigError(f"cannot read config {p}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {p} is not valid YAML: {e}") from e
-        cfg = from_mapping(raw or {}, base_dir=p.parent.resolve())
+            raise ConfigError(f"cannot read config {quote_path(str(p))}: {e.strerror}") from e
+        raw, problems = manifests.read_checked(manifests.SourceFile(str(p), data), schema())
+        _raise(problems)
+        cfg = from_mapping(raw, base_dir=p.parent.resolve())
     else:
         if not source_override:
             raise ConfigError(

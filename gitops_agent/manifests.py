@@ -139,6 +139,35 @@ def parse(
     return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects))
 
 
+def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """One YAML file holding one mapping (the agent config), read as safely as a manifest and checked
+    against `schema`: its value ({} for an empty file) and every problem found, at FILE:LINE."""
+    problems: list[Problem] = []
+    documents = list(_read_file(file, Limits(), problems))
+    for extra in documents[1:]:
+        problems.append(Problem(file.path, extra.lines[()], "", "", "a second YAML document; the file holds one"))
+    if not documents:
+        return {}, problems
+    body, lines = documents[0].body, documents[0].lines
+    problems.extend(Problem(file.path, line, "", path, message) for line, path, message in _checked(body, lines, schema))
+    return body, problems
+
+
+def check_value(value: Any, schema: Mapping[str, Any]) -> list[Problem]:
+    """`value` (already parsed, so without lines) checked against `schema`: every problem found."""
+    return [Problem("", 0, "", path, message) for _, path, message in _checked(value, {(): 0}, schema)]
+
+
+def _checked(value: Any, lines: Mapping[JsonPath, int], schema: Mapping[str, Any]) -> Iterator[tuple[int, str, str]]:
+    """(line, JSON path, message) of every schema problem of `value`, in path order."""
+    located = _Document("", {}, dict(lines))
+    found = []
+    for error in _Validator(schema).iter_errors(value):
+        for path, message in _schema_problems(error):
+            found.append((located.line_of(path), _json_path(path), message))
+    yield from sorted(dict.fromkeys(found))
+
+
 # --- documents and problems ---------------------------------------------------
 
 JsonPath = tuple[str | int, ...]
