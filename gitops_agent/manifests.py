@@ -149,7 +149,8 @@ def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str,
     if not documents:
         return {}, problems
     body, lines = documents[0].body, documents[0].lines
-    problems.extend(Problem(file.path, line, "", path, message) for line, path, message in _checked(body, lines, schema))
+    found = _checked(body, lines, schema)
+    problems.extend(Problem(file.path, line, "", path, message) for line, path, message in found)
     return body, problems
 
 
@@ -1144,7 +1145,9 @@ def _check_name_length(
                          f"longer than Podman's limit of {limit}: use a shorter name")
 
 
-def _check_podman_secrets(doc: _Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]) -> None:
+def _check_podman_secrets(
+    doc: _Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]
+) -> None:
     """Every key that becomes a Podman secret (a file of a mounted configMap/secret volume, a Secret's key
     in the environment) is not empty, since Podman refuses a 0-byte secret, and gets a name Podman accepts."""
     prefix = _pod_spec_path(workload)
@@ -1214,7 +1217,8 @@ def _check_capacity(
     full = sorted(((sum(c for c, _ in counts), name) for name, counts in per_node.items()
                    if sum(c for c, _ in counts) > limits.max_pods_per_node), reverse=True)
     if full:
-        shown = ", ".join(f"{name} {count}" for count, name in full[:3]) + (f" and {len(full) - 3} more" if len(full) > 3 else "")
+        shown = ", ".join(f"{name} {count}" for count, name in full[:3])
+        shown += f" and {len(full) - 3} more" if len(full) > 3 else ""
         report(largest(per_node[full[0][1]]), f"{len(full)} node(s) would run more than limits.maxPodsPerNode "
                                               f"({limits.max_pods_per_node}) pods: {shown}")
 

@@ -51,7 +51,8 @@ CANARY_B64 = "Y2FuYXJ5LTdIcTJ4Wi1kby1ub3QtcHJpbnQ="  # base64 of SECRET_CANARY
 
 
 def _secret(body: str) -> bytes:
-    return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\n{body}\n".replace("CANARY", SECRET_CANARY).encode()
+    text = f"apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\n{body}\n"
+    return text.replace("CANARY", SECRET_CANARY).encode()
 
 
 SECRET_LEAKS: dict[str, bytes] = {
@@ -106,6 +107,11 @@ def _mounting(config: str, data: str, name: str = "site") -> bytes:
     return (_CONFIG.replace("NAME", name).replace("DATA", data) + "---\n" + deploy + config).encode()
 
 
+def _cpu(limit: str) -> bytes:
+    return GOOD_DEPLOY.replace("image: localhost/gitops-test/web:1}",
+                               f"image: localhost/gitops-test/web:1, resources: {{limits: {{cpu: {limit}}}}}}}").encode()
+
+
 NODE_LIMITS: dict[str, tuple[dict[str, bytes | tuple[str, str]], str]] = {
     "empty ConfigMap value mounted as a file": ({"web.yaml": _mounting("", "{index.html: ''}")},
                                                 "Podman secrets cannot be empty"),
@@ -124,18 +130,15 @@ NODE_LIMITS: dict[str, tuple[dict[str, bytes | tuple[str, str]], str]] = {
     "maxSurge beyond int32": ({"web.yaml": GOOD_DEPLOY.replace(
         "  replicas: 1\n", "  replicas: 1\n  strategy: {rollingUpdate: {maxSurge: 99999999999}}\n").encode()},
         "must be at most 2147483647"),
-    "CPU limit under 10m": ({"web.yaml": GOOD_DEPLOY.replace(
-        "image: localhost/gitops-test/web:1}", "image: localhost/gitops-test/web:1, resources: {limits: {cpu: 5m}}}").encode()},
-        "must be at least 10m"),
-    "CPU limit over the kernel's quota": ({"web.yaml": GOOD_DEPLOY.replace(
-        "image: localhost/gitops-test/web:1}", "image: localhost/gitops-test/web:1, resources: {limits: {cpu: 200000000}}}").encode()},
-        "is too large"),
+    "CPU limit under 10m": ({"web.yaml": _cpu("5m")}, "must be at least 10m"),
+    "CPU limit over the kernel's quota": ({"web.yaml": _cpu("200000000")}, "is too large"),
     "replicas: 100000": ({"web.yaml": GOOD_DEPLOY.replace("replicas: 1", "replicas: 100000").encode()},
                          "limits.maxPodsPerNode"),
     "21 containers in a pod": ({"web.yaml": GOOD_DEPLOY.replace(
         "containers: [{name: web, image: localhost/gitops-test/web:1}]",
         "containers: [" + ", ".join(f"{{name: c{i}, image: localhost/gitops-test/web:1}}" for i in range(21)) + "]",
     ).encode()}, "limits.maxContainersPerPod"),
-    "file name with a newline": ({"web\nnot-a-problem.yaml": GOOD_DEPLOY.replace("replicas: 1", "replicas: x").encode()},
-                                 '"web\\nnot-a-problem.yaml":5'),
+    "file name with a newline": (
+        {"web\nnot-a-problem.yaml": GOOD_DEPLOY.replace("replicas: 1", "replicas: x").encode()},
+        '"web\\nnot-a-problem.yaml":5'),
 }

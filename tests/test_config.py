@@ -35,14 +35,17 @@ def test_the_schema_ships_inside_the_package() -> None:
         (b"source: {url: /r}\nnodes: 5\n", "agent.yaml:2: nodes: must be a list or null, not an integer"),
         (b"source: {url: /r}\nstateDir: [a]\n", "agent.yaml:2: stateDir: must be a string, not a list"),
         (b"source: {url: /r}\n# caf\xe9\n", "agent.yaml:2: file is not UTF-8 text"),
-        (b"source: {url: /r}\nnodes: [\n", "agent.yaml:3: invalid YAML: expected the node content, but found '<stream end>'"),
+        (b"source: {url: /r}\nnodes: [\n",
+         "agent.yaml:3: invalid YAML: expected the node content, but found '<stream end>'"),
         (b"source: {url: /r}\n---\nsource: {url: /s}\n", "agent.yaml:3: a second YAML document; the file holds one"),
         (b"source: !!python/object/apply:os.system [true]\n",
          "agent.yaml:1: source: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not supported"),
         (b"- source\n", "agent.yaml:1: a document must be a mapping, not a list"),
-        (b"nodes: []\n", "agent.yaml:1: missing required field 'source'"),
-        (b"source: {url: /r, interval: soon}\n", "agent.yaml:1: source.interval: must be a duration (examples: 30s, 5m, 1h)"),
-        (b"source: {url: /r}\nlimits: {maxPodsPerNode: 0}\n", "agent.yaml:2: limits.maxPodsPerNode: must be at least 1"),
+        (b"nodes: []\n", "agent.yaml:1: missing required field 'source' (source.url: the Git repository to follow)"),
+        (b"source: {url: /r, interval: soon}\n",
+         "agent.yaml:1: source.interval: must be a duration (examples: 30s, 5m, 1h)"),
+        (b"source: {url: /r}\nlimits: {maxPodsPerNode: 0}\n",
+         "agent.yaml:2: limits.maxPodsPerNode: must be at least 1"),
     ],
 )
 def test_config_file_errors_name_the_file_and_line(tmp_path: Path, text: bytes, message: str) -> None:
@@ -85,7 +88,8 @@ def test_cli_exits_2_with_the_problems_and_no_traceback(tmp_path: Path, capsys: 
 
 def test_limits_section(tmp_path: Path) -> None:
     """`limits:` sets the per-node limits; anything absent keeps its default (110 pods per node, like the kubelet)."""
-    (tmp_path / "agent.yaml").write_text("source: {url: /r}\nlimits: {maxPodsPerNode: 20, maxReplicasPerRevision: 50}\n")
+    (tmp_path / "agent.yaml").write_text(
+        "source: {url: /r}\nlimits: {maxPodsPerNode: 20, maxReplicasPerRevision: 50}\n")
     cfg = config_mod.load(str(tmp_path / "agent.yaml"))
     assert cfg.limits == NodeLimits(max_pods_per_node=20, max_containers_per_pod=20, max_replicas_per_revision=50)
     assert config_mod.from_mapping({"source": {"url": "/r"}}).limits == NodeLimits(110, 20, 10_000)
@@ -99,7 +103,8 @@ def test_validate_applies_the_configs_limits_and_nodes(tmp_path: Path, capsys: p
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 12\n"
         "  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n"
         "    spec: {containers: [{name: web, image: localhost/x:1}]}\n")
-    (tmp_path / "agent.yaml").write_text("source: {url: /r}\nnodes: [{name: a}, {name: b}]\nlimits: {maxPodsPerNode: 5}\n")
+    (tmp_path / "agent.yaml").write_text(
+        "source: {url: /r}\nnodes: [{name: a}, {name: b}]\nlimits: {maxPodsPerNode: 5}\n")
     assert main(["validate", str(manifests), "--config", str(tmp_path / "agent.yaml")]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "web.yaml:5: Deployment/web: spec.replicas: 2 node(s) would run more than limits.maxPodsPerNode (5) pods: "
