@@ -1030,11 +1030,12 @@ _QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
 }
 
 
-# The range the node accepts, in sub-units. CPU becomes a CFS quota of millicores x 100 us per 100 ms
-# period: the kernel refuses a quota under 1 ms (Podman: "cannot be less than 1ms") or over 2^44-1 us
-# (measured). Memory is a byte count Podman keeps in an int64.
-_CPU_MILLIS = (10, (2**44 - 1) // 100)
-_MEMORY_BYTES = (1, 2**63 - 1)
+# The range the node accepts, in sub-units, and why the minimum. CPU becomes a CFS quota of millicores x
+# 100 us per 100 ms period: the kernel refuses a quota under 1 ms (Podman: "cannot be less than 1ms") or
+# over 2^44-1 us. Memory: runc's own start needs about 2.5 MB in the container's cgroup, so a limit of
+# 3 MiB fails every start and 4 MiB works (measured); the count is an int64.
+_CPU_MILLIS = (10, (2**44 - 1) // 100, "must be at least 10m: the kernel refuses a CPU quota under 1 ms per 100 ms")
+_MEMORY_BYTES = (4 << 20, 2**63 - 1, "must be at least 4Mi: the container runtime alone needs about 2.5 MB to start")
 
 
 def _resources(doc: _Document, path: JsonPath, limits: dict[str, Any]) -> model.Resources:
@@ -1045,7 +1046,7 @@ def _resources(doc: _Document, path: JsonPath, limits: dict[str, Any]) -> model.
 
 
 def _quantity(
-    doc: _Document, path: JsonPath, quantity: int | float | str | None, per_unit: int, bounds: tuple[int, int]
+    doc: _Document, path: JsonPath, quantity: int | float | str | None, per_unit: int, bounds: tuple[int, int, str]
 ) -> int | None:
     """A schema-valid quantity in whole (rounded-up) sub-units: millicores for CPU, bytes for memory."""
     if quantity is None:
@@ -1059,7 +1060,7 @@ def _quantity(
     if amount <= 0:
         doc.report(path, "must be greater than zero (omit the limit for no limit)")
     elif amount < bounds[0]:
-        doc.report(path, "must be at least 10m: the kernel refuses a CPU quota under 1 ms per 100 ms")
+        doc.report(path, bounds[2])
     elif amount > bounds[1]:
         doc.report(path, "is too large")
     return amount

@@ -132,6 +132,9 @@ NODE_LIMITS: dict[str, tuple[dict[str, bytes | tuple[str, str]], str]] = {
         "must be at most 2147483647"),
     "CPU limit under 10m": ({"web.yaml": _cpu("5m")}, "must be at least 10m"),
     "CPU limit over the kernel's quota": ({"web.yaml": _cpu("200000000")}, "is too large"),
+    "memory limit under 4Mi": ({"web.yaml": GOOD_DEPLOY.replace(
+        "image: localhost/gitops-test/web:1}", "image: localhost/gitops-test/web:1, resources: {limits: {memory: 3Mi}}}",
+    ).encode()}, "must be at least 4Mi"),
     "replicas: 100000": ({"web.yaml": GOOD_DEPLOY.replace("replicas: 1", "replicas: 100000").encode()},
                          "limits.maxPodsPerNode"),
     "21 containers in a pod": ({"web.yaml": GOOD_DEPLOY.replace(

@@ -345,9 +345,9 @@ def test_image_pull_policy_defaults_like_kubernetes(image: str, policy: str) -> 
     [
         ('"500m"', '"128Mi"', model.Resources(500, 128 * 2**20)),
         ('"1"', '"1G"', model.Resources(1000, 10**9)),
-        ('"0.5"', '"1000000"', model.Resources(500, 1_000_000)),
-        ("2", "1000000", model.Resources(2000, 1_000_000)),
-        ("0.25", '"1.5Ki"', model.Resources(250, 1536)),
+        ('"0.5"', '"10000000"', model.Resources(500, 10_000_000)),
+        ("2", "10000000", model.Resources(2000, 10_000_000)),
+        ("0.25", '"4.5Mi"', model.Resources(250, 4_718_592)),
     ],
 )
 def test_quantities_convert_to_millicores_and_bytes(cpu: str, memory: str, expected: model.Resources) -> None:
