@@ -501,7 +501,7 @@ def _container(
         cfg = configs.get((kind, name))
         if cfg is None or key not in cfg.data:
             return
-        if kind == "ConfigMap":
+        if kind == "ConfigMap" or not cfg.data[key]:  # an empty Secret value: plain env, Podman stores no 0 bytes
             env[var] = cfg.data[key].decode("utf-8", errors="replace")
             secret_env.pop(var, None)
         else:

@@ -1150,7 +1150,8 @@ def _check_podman_secrets(
     doc: _Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]
 ) -> None:
     """Every key that becomes a Podman secret (a file of a mounted configMap/secret volume, a Secret's key
-    in the environment) is not empty, since Podman refuses a 0-byte secret, and gets a name Podman accepts."""
+    in the environment) gets a name Podman accepts; a file is not empty, since Podman refuses a 0-byte
+    secret (an empty Secret value in the environment is plain env: `desired` never stores it)."""
     prefix = _pod_spec_path(workload)
     namespace = workload.ref.namespace
 
@@ -1162,8 +1163,11 @@ def _check_podman_secrets(
             if key not in source.data:
                 continue
             if not source.data[key]:
-                doc.report(path, f"{kind} {name!r} key {key!r} is empty and {use}: Podman keeps it as a secret, "
-                                 "and Podman secrets cannot be empty; give the key a value or leave it out")
+                if use == "mounted as a file":
+                    doc.report(path, f"{kind} {name!r} key {key!r} is empty and {use}: Podman keeps files as "
+                                     "secrets, and Podman secrets cannot be empty; give the key a value or leave "
+                                     "it out of items")
+                continue  # in the environment: plain env
             sname = desired.secret_name(source.ref, key, source.data[key])
             _check_name_length(doc, "secret", sname, path, f"{kind} {name!r} key {key!r} is {use}; its")
 

@@ -77,7 +77,7 @@ SECRET_LEAKS: dict[str, bytes] = {
     "unclosed flow mapping": _secret("stringData: {TOKEN: CANARY"),
     "bad escape": _secret('stringData: {TOKEN: "CANARY\\q"}'),
     "control character": _secret("stringData: {TOKEN: CANARY\x01}"),
-    "empty value in the environment": _secret("stringData: {TOKEN: CANARY, EMPTY: ''}") + b"""---
+    "empty value mounted as a file": _secret("stringData: {TOKEN: CANARY, EMPTY: ''}") + b"""---
 apiVersion: v1
 kind: Pod
 metadata: {name: leak}
@@ -85,7 +85,8 @@ spec:
   containers:
     - name: c
       image: localhost/gitops-test/web:1
-      envFrom: [{secretRef: {name: creds}}]
+      volumeMounts: [{name: s, mountPath: /s}]
+  volumes: [{name: s, secret: {secretName: creds}}]
 """,
 }
 

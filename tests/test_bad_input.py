@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bad_corpus import CANARY_B64, CORPUS, GOOD_DEPLOY, NODE_LIMITS, SECRET_CANARY, SECRET_LEAKS
+from test_hostile import EMPTY_SECRET_ENV
 from gitops_agent.agent import Agent
 from gitops_agent.cli import main
 from gitops_agent.config import from_mapping
@@ -124,3 +125,21 @@ def test_a_secret_value_in_every_error_path_is_never_shown_or_stored(
         for secret in (SECRET_CANARY, CANARY_B64, SECRET_CANARY[:11]):  # ... without the value
             assert secret not in text, (secret, where)
     assert managed_ids(clean_podman) == {}
+
+
+def test_an_empty_secret_value_in_the_environment_runs(clean_podman: Any, git_remote: Any, tmp_path: Path) -> None:
+    """What validate accepts the node runs: a Secret with an empty value, used in the environment, starts on real
+    Podman (the empty value as plain env, the other key through a Podman secret)."""
+    git_remote.path("web.yaml").write_bytes(EMPTY_SECRET_ENV)
+    git_remote.commit_and_push("empty secret value")
+    cfg = from_mapping({"source": {"url": git_remote.url}, "nodes": [{"name": "n", "url": clean_podman.url}],
+                        "stateDir": str(tmp_path / "state")})
+    agent = Agent(cfg)
+    try:
+        out = agent.sync()
+        assert out.result == "applied", out.error
+    finally:
+        agent.close()
+    (name,) = [n for n in managed_ids(clean_podman) if not n.endswith("-infra")]
+    shown = clean_podman.podman("exec", name, "sh", "-c", 'echo "[$EMPTY][$ONE][$TOKEN]"').stdout.strip()
+    assert shown == "[][][t0ken]"

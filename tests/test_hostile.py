@@ -169,3 +169,27 @@ def test_paths_are_quoted_as_git_quotes_them(name: str, tmp_path: Path) -> None:
     listed = subprocess.run(["git", "-C", str(tmp_path), "ls-files", "--others"], capture_output=True, check=True)
     assert quote_path(name) == listed.stdout.decode().removesuffix("\n")
     assert "\n" not in str(Problem(name, 3, "Pod/p", "spec", "bad"))
+
+
+EMPTY_SECRET_ENV = b"""\
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {TOKEN: t0ken, EMPTY: ''}
+---
+""" + GOOD_DEPLOY.replace(
+    "image: localhost/gitops-test/web:1}",
+    'image: localhost/gitops-test/web:1, command: [httpd, "-f", "-p", "8080", "-h", /www], '
+    "envFrom: [{secretRef: {name: creds}}], env: [{name: ONE, valueFrom: {secretKeyRef: {name: creds, key: EMPTY}}}]}",
+).encode()
+
+
+def test_an_empty_secret_value_in_the_environment_is_plain_env() -> None:
+    """Podman cannot store a 0-byte secret, so an empty Secret value in the environment is passed as plain env
+    (it reveals nothing); the other keys stay Podman secrets."""
+    revision = parse([SourceFile("web.yaml", EMPTY_SECRET_ENV)])
+    node = desired.compile_node(revision, NodeConfig("local"), (NodeConfig("local"),))
+    (container,) = node.workloads[0].pods[0].containers
+    assert dict(container.env) == {"EMPTY": "", "ONE": ""}
+    assert list(container.secret_env) == ["TOKEN"]
+    assert [secret.key for secret in node.secrets] == ["TOKEN"]
