@@ -143,3 +143,26 @@ def test_an_empty_secret_value_in_the_environment_runs(clean_podman: Any, git_re
     (name,) = [n for n in managed_ids(clean_podman) if not n.endswith("-infra")]
     shown = clean_podman.podman("exec", name, "sh", "-c", 'echo "[$EMPTY][$ONE][$TOKEN]"').stdout.strip()
     assert shown == "[][][t0ken]"
+
+
+def test_the_longest_names_validate_accepts_run(clean_podman: Any, git_remote: Any, tmp_path: Path) -> None:
+    """Podman has no length limit that pod and container names reach: a Deployment named with 253 characters
+    (a 270-character pod name) and a 63-character container (a 334-character container name) in a 63-character
+    namespace start on real Podman, so validate needs no limit for them (it has ones for volumes, networks and
+    secrets, tests/bad_corpus.py NODE_LIMITS)."""
+    name, container, namespace = "w" * 253, "c" * 63, "n" * 63
+    deploy = GOOD.replace("metadata: {name: web}", f"metadata: {{name: {name}, namespace: {namespace}}}") \
+        .replace("{name: web, image", f"{{name: {container}, image")
+    git_remote.write("ns.yaml", f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n")
+    git_remote.write("web.yaml", deploy)
+    git_remote.commit_and_push("long names")
+    cfg = from_mapping({"source": {"url": git_remote.url}, "nodes": [{"name": "n", "url": clean_podman.url}],
+                        "stateDir": str(tmp_path / "state")})
+    agent = Agent(cfg)
+    try:
+        out = agent.sync()
+        assert out.result == "applied", out.error
+    finally:
+        agent.close()
+    (running,) = [n for n in managed_ids(clean_podman) if not n.endswith("-infra")]
+    assert len(running) == 334 and running.startswith(name) and running.endswith(container)
