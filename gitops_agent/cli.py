@@ -229,7 +229,9 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(st, indent=2, sort_keys=False))
         return 0
-    print(f"Source:    {st['source']['url']} ({st['source']['branch']}{'/' + st['source']['path'] if st['source']['path'] else ''})")
+    source = st["source"]
+    where = quote_path(source["branch"] + (f"/{source['path']}" if source["path"] else ""))
+    print(f"Source:    {quote_path(source['url'])} ({where})")
     print(f"Applied:   {st['appliedRevision'] or '-'}")
     print(f"Attempted: {st['attemptedRevision'] or '-'}")
     print(f"Condition: {st['condition']}: {st['message']}")
