@@ -26,7 +26,9 @@ from typing import Any, Iterator
 from . import systemd
 from .config import AgentConfig
 from .desired import compile_node, unplaced
-from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
+from .errors import (
+    AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
+)
 from .history import History
 from .live import LiveState
 from .log import Log, discard
@@ -84,7 +86,7 @@ class Agent:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
-            raise StateError(f"cannot open the lock {path}: {e.strerror}") from e
+            raise StateError(f"cannot open the lock {quote_path(str(path))}: {e.strerror}") from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,7 +3,11 @@
 Sits between the source (the Git checkout, or `load_directory` for the
 `validate` command) and the desired-state model that `desired`/`plan` consume.
 `parse` reads YAML safely, validates every document against `schemas/`, checks
-the objects against each other and converts them into `model` objects.
+the objects against each other, against what the node would refuse (Podman's
+limits, on the names `desired` gives) and against the config's `limits:` (by
+`desired`'s placement arithmetic, before any pod is built), and converts them
+into `model` objects. `read_checked` reads the agent config file the same way,
+against its own schema. No message quotes a Secret's value.
 
 It must not talk to Git or Podman, follow symlinks, execute YAML tags, or
 return a partial revision: either every document is valid and consistent, or
@@ -234,15 +238,28 @@ def _secret_values(documents: Iterable[_Document]) -> list[str]:
         if doc.body.get("kind") != "Secret":
             continue
         for name in ("data", "stringData"):
-            entries = doc.body.get(name)
-            for value in entries.values() if isinstance(entries, dict) else ():
-                values.add(str(value))
-                if name == "data" and isinstance(value, str):
+            for value in _strings(doc.body.get(name)):
+                values.add(value)
+                if name == "data":
                     try:
                         values.add(base64.b64decode(value, validate=True).decode("utf-8"))
                     except ValueError:  # not base64, or not text: the schema reports it, without the value
                         pass
     return sorted((value for value in values if len(value) >= _MIN_REDACTED), key=len, reverse=True)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every scalar inside a YAML value (and every key below its top level), as text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item)
+            if isinstance(item, dict):
+                yield from item
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif value is not None:
+        yield str(value)
 
 
 def _redacted(problems: list[Problem], documents: Iterable[_Document]) -> Iterator[Problem]:
