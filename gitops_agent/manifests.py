@@ -1221,10 +1221,10 @@ def _check_capacity(
             doc.report(_pod_spec_path(workload) + ("containers",),
                        f"{len(workload.template.containers)} containers in one pod; "
                        f"limits.maxContainersPerPod is {limits.max_containers_per_pod}")
-    per_node = {node.name: [(desired.replicas_on(w, node, nodes), doc) for doc, w in workloads] for node in nodes}
-    total = sum(count for counts in per_node.values() for count, _ in counts)
     if not workloads:
         return
+    per_node = {node.name: [(desired.replicas_on(w, node, nodes), doc) for doc, w in workloads] for node in nodes}
+    total = sum(count for counts in per_node.values() for count, _ in counts)
 
     def largest(counts: Iterable[tuple[int, _Document]]) -> _Document:
         return max(counts, key=lambda item: item[0])[1]
