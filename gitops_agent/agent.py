@@ -26,7 +26,9 @@ from typing import Any, Iterator
 from . import systemd
 from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
-from .errors import AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError
+from .errors import (
+    AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
+)
 from .history import History
 from .live import LiveState
 from .log import Log, discard
@@ -84,7 +86,7 @@ class Agent:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
-            raise StateError(f"cannot open the lock {path}: {e.strerror}") from e
+            raise StateError(f"cannot open the lock {quote_path(str(path))}: {e.strerror}") from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -104,7 +106,8 @@ class Agent:
             if self.cfg.source.verify and sha not in {s["sha"] for s in self.history.get("stable", [])}:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
-            rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy)
+            rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
+                        node_limits=self.cfg.limits)
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
             self._parsed[sha] = rev
         return self._parsed[sha]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import config as config_mod
-from .errors import AgentError, ConfigError, RevisionRejected
+from .errors import AgentError, ConfigError, RevisionRejected, quote_path
 from .log import EventLog, discard
 
 _SIGN = {
@@ -70,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "unit":
             return _unit()
         if args.command == "validate":
-            policy = config_mod.load(args.config).policy if args.config else config_mod.PolicyConfig()
-            return _validate(Path(args.path), policy)
+            return _validate(Path(args.path), config_mod.load(args.config) if args.config else None)
         cfg = config_mod.load(args.config, args.source)
         if args.state_dir:
             from dataclasses import replace
@@ -99,14 +98,18 @@ def _unit() -> int:
     return 0
 
 
-def _validate(path: Path, policy: config_mod.PolicyConfig = config_mod.PolicyConfig()) -> int:
+def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
+    """Without a config: the default policy and limits, every workload on one node."""
     from .manifests import load_directory, parse
 
     if not path.is_dir():
-        print(f"gitops-agent: {path} is not a directory", file=sys.stderr)
+        print(f"gitops-agent: {quote_path(str(path))} is not a directory", file=sys.stderr)
         return 1
     try:
-        rev = parse(load_directory(path), str(path), policy=policy)
+        if cfg is None:
+            rev = parse(load_directory(path), str(path))
+        else:
+            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits)
     except RevisionRejected as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -228,7 +231,9 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(st, indent=2, sort_keys=False))
         return 0
-    print(f"Source:    {st['source']['url']} ({st['source']['branch']}{'/' + st['source']['path'] if st['source']['path'] else ''})")
+    source = st["source"]
+    where = quote_path(source["branch"] + (f"/{source['path']}" if source["path"] else ""))
+    print(f"Source:    {quote_path(source['url'])} ({where})")
     print(f"Applied:   {st['appliedRevision'] or '-'}")
     print(f"Attempted: {st['attemptedRevision'] or '-'}")
     print(f"Condition: {st['condition']}: {st['message']}")

@@ -1,26 +1,32 @@
 """Agent settings: grouped frozen dataclasses, loaded from YAML.
 
 Read once at start-up by `cli`; passed explicitly to everything else. Nothing
-here talks to Git or Podman. Unknown keys are an error (a typo in the config
-must not silently fall back to a default).
+here talks to Git or Podman. The file is read as safely as a manifest and
+checked against `data/config.schema.json` first, with every problem reported
+at once as FILE:LINE (`ConfigError`); unknown keys are an error (a typo in the
+config must not silently fall back to a default). What the schema cannot say
+(duplicate node names, key files that must exist) is checked here after it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from .errors import ConfigError
-from .model import HostPathRule, Policy
+from .errors import ConfigError, Problem, quote_path
+from .model import HostPathRule, NodeLimits, Policy
 
 PolicyConfig = Policy
 """The `policy:` section: `model.Policy`, defined there so that `manifests` can use it too."""
+LimitsConfig = NodeLimits
+"""The `limits:` section: `model.NodeLimits` (maxPodsPerNode, maxContainersPerPod, maxReplicasPerRevision)."""
 
 ENV_VAR = "GITOPS_AGENT_CONFIG"
 DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
@@ -42,9 +48,6 @@ class SourceConfig:
     """Seconds any one Git network operation may take before it counts as a failure."""
     verify: VerifyConfig | None = None
     """Commit verification (`source.verify`); None: commits are not verified."""
-
-
-VERIFY_MODES = ("head", "tag")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class AgentConfig:
     policy: PolicyConfig = PolicyConfig()
     """What manifests may ask of the nodes; the default denies privileged containers, host namespaces,
     added capabilities and hostPath volumes."""
+    limits: LimitsConfig = LimitsConfig()
+    """How many pods a revision may place on a node, containers in a pod, and pods in all."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -110,19 +115,9 @@ def parse_duration(value: Any, where: str) -> float:
     return seconds
 
 
-def _take(raw: Mapping[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    return dict(raw)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A schema-checked optional section: a mapping, or {} when absent or null."""
+    return dict(raw.get(key) or {})
 
 
 def _label(value: Any) -> str:
@@ -130,53 +125,58 @@ def _label(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+@cache
+def schema() -> dict[str, Any]:
+    """The config file's JSON schema, shipped inside the package (found by a wheel install too)."""
+    return json.loads((files("gitops_agent") / "data" / "config.schema.json").read_text(encoding="utf-8"))
+
+
+def _raise(problems: list[Problem]) -> None:
+    if problems:
+        raise ConfigError("\n".join(map(str, problems)))
+
+
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentConfig:
-    """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`."""
-    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy"}, "config")
-    if "source" not in top:
-        raise ConfigError("config: 'source' is required (source.url: the Git repository to follow)")
-    src = _take(top["source"], {"url", "branch", "path", "interval", "timeout", "verify"}, "source")
-    if not src.get("url"):
-        raise ConfigError("source.url is required")
-    url = str(src["url"])
+    """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`.
+
+    The schema is checked first (every problem at once); what follows relies on its shapes and
+    checks only what it cannot say."""
+    from . import manifests  # not at the top: manifests (through desired) imports this module
+
+    _raise(manifests.check_value(raw, schema()))
+    src = raw["source"]
+    url = src["url"]
     if base_dir is not None and "://" not in url and not url.startswith("/") and "@" not in url:
         url = str((base_dir / url).resolve())
     source = SourceConfig(
         url=url,
-        branch=str(src.get("branch", "main")),
-        path=str(src.get("path", "") or "").strip("/"),
+        branch=src.get("branch", "main"),
+        path=(src.get("path") or "").strip("/"),
         interval=parse_duration(src.get("interval", 30), "source.interval"),
         timeout=parse_duration(src.get("timeout", 60), "source.timeout"),
         verify=verify_from_mapping(src["verify"], base_dir) if src.get("verify") is not None else None,
     )
     nodes: list[NodeConfig] = []
-    for i, n in enumerate(top.get("nodes") or [{"name": "local"}]):
-        nd = _take(n, {"name", "url", "labels", "identity"}, f"nodes[{i}]")
-        if not nd.get("name"):
-            raise ConfigError(f"nodes[{i}].name is required")
-        labels = nd.get("labels") or {}
-        if not isinstance(labels, Mapping):
-            raise ConfigError(f"nodes[{i}].labels: expected a mapping")
-        node_url = str(nd.get("url", DEFAULT_SOCKET))
-        if not node_url.startswith(("unix://", "tcp://", "ssh://", "http+unix://")):
-            raise ConfigError(f"nodes[{i}].url: {node_url!r} must start with unix://, tcp://, ssh:// or http+unix://")
+    for i, nd in enumerate(raw.get("nodes") or [{"name": "local"}]):
+        node_url = nd.get("url", DEFAULT_SOCKET)
         identity = nd.get("identity")
         if identity is not None:
             if not node_url.startswith("ssh://"):
                 raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
-            identity = str(Path(str(identity)).expanduser() if Path(str(identity)).expanduser().is_absolute() or base_dir is None
-                           else (base_dir / str(identity)).resolve())
-        nodes.append(NodeConfig(str(nd["name"]), node_url, {str(k): _label(v) for k, v in labels.items()}, identity))
+            key = Path(identity).expanduser()
+            identity = str(key if key.is_absolute() or base_dir is None else (base_dir / identity).resolve())
+        labels = {str(k): _label(v) for k, v in _section(nd, "labels").items()}
+        nodes.append(NodeConfig(nd["name"], node_url, labels, identity))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")
-    pr = _take(top.get("prune") or {}, {"enabled", "allowEmpty", "deleteVolumes"}, "prune")
+    pr = _section(raw, "prune")
     prune = PruneConfig(
-        enabled=_bool(pr.get("enabled", True), "prune.enabled"),
-        allow_empty=_bool(pr.get("allowEmpty", False), "prune.allowEmpty"),
-        delete_volumes=_bool(pr.get("deleteVolumes", False), "prune.deleteVolumes"),
+        enabled=pr.get("enabled", True),
+        allow_empty=pr.get("allowEmpty", False),
+        delete_volumes=pr.get("deleteVolumes", False),
     )
-    state_dir = Path(str(top.get("stateDir", DEFAULT_STATE_DIR)))
+    state_dir = Path(raw.get("stateDir", DEFAULT_STATE_DIR))
     if base_dir is not None and not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()
     return AgentConfig(
@@ -184,19 +184,24 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         nodes=tuple(nodes),
         state_dir=state_dir,
         prune=prune,
-        ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
-        policy=policy_from_mapping(top.get("policy") or {}),
+        ready_timeout=parse_duration(raw.get("readyTimeout", 120), "readyTimeout"),
+        policy=policy_from_mapping(_section(raw, "policy")),
+        limits=limits_from_mapping(_section(raw, "limits")),
     )
 
 
+def limits_from_mapping(raw: Mapping[str, Any]) -> NodeLimits:
+    """The schema-checked `limits:` section; anything absent keeps its default."""
+    names = {"maxPodsPerNode": "max_pods_per_node", "maxContainersPerPod": "max_containers_per_pod",
+             "maxReplicasPerRevision": "max_replicas_per_revision"}
+    return NodeLimits(**{names[key]: value for key, value in raw.items()})
+
+
 def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> VerifyConfig:
-    """The `source.verify` section: `mode` (head | tag) and `keys` (files, relative to the config's folder)."""
-    ver = _take(raw, {"mode", "keys"}, "source.verify")
-    mode = ver.get("mode", "head")
-    if mode not in VERIFY_MODES:
-        raise ConfigError(f"source.verify.mode: {mode!r} is not one of {', '.join(VERIFY_MODES)}")
-    keys_raw = ver.get("keys")
-    if not isinstance(keys_raw, list) or not keys_raw or not all(isinstance(k, str) and k for k in keys_raw):
+    """The schema-checked `source.verify` section: `mode` (head | tag) and `keys` (files, relative to the
+    config's folder), which must exist."""
+    keys_raw = raw.get("keys")
+    if not keys_raw:
         raise ConfigError("source.verify.keys: expected a non-empty list of key files "
                           "(ASCII-armored OpenPGP public keys, SSH public keys or allowed_signers files)")
     keys: list[Path] = []
@@ -205,46 +210,29 @@ def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) ->
         if not p.is_absolute() and base_dir is not None:
             p = (base_dir / p).resolve()
         if not p.is_file():
-            raise ConfigError(f"source.verify.keys[{i}]: {p} is not a readable file")
+            raise ConfigError(f"source.verify.keys[{i}]: {quote_path(str(p))} is not a readable file")
         keys.append(p)
-    return VerifyConfig(mode=str(mode), keys=tuple(keys))
+    return VerifyConfig(mode=raw.get("mode", "head"), keys=tuple(keys))
 
 
 _CAPABILITY = re.compile(r"^(CAP_)?([A-Z][A-Z0-9_]*)$")
 
 
 def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
-    """The `policy:` section (Kubernetes PodSecurityPolicy names); anything absent is denied."""
-    pol = _take(raw, {"allowPrivileged", "allowHostNetwork", "allowHostPID", "allowHostIPC",
-                      "allowedCapabilities", "allowedHostPaths"}, "policy")
-    caps_raw = pol.get("allowedCapabilities") or []
-    if not isinstance(caps_raw, list):
-        raise ConfigError("policy.allowedCapabilities: expected a list of capability names such as NET_ADMIN")
-    caps: list[str] = []
-    for i, cap in enumerate(caps_raw):
-        m = _CAPABILITY.match(cap) if isinstance(cap, str) else None
-        if cap != "*" and m is None:
-            raise ConfigError(f"policy.allowedCapabilities[{i}]: {cap!r} is not a capability name "
-                              "(such as NET_ADMIN or CAP_NET_ADMIN, or * for any)")
-        caps.append("*" if cap == "*" else m.group(2) if m else "")
-    paths_raw = pol.get("allowedHostPaths") or []
-    if not isinstance(paths_raw, list):
-        raise ConfigError("policy.allowedHostPaths: expected a list of {pathPrefix, readOnly}")
+    """The schema-checked `policy:` section (Kubernetes PodSecurityPolicy names); anything absent is denied."""
+    caps = ["*" if cap == "*" else _CAPABILITY.match(cap).group(2)  # type: ignore[union-attr]  # by the schema
+            for cap in raw.get("allowedCapabilities") or []]
     rules: list[HostPathRule] = []
-    for i, entry in enumerate(paths_raw):
-        where = f"policy.allowedHostPaths[{i}]"
-        e = _take(entry, {"pathPrefix", "readOnly"}, where)
-        prefix = e.get("pathPrefix")
-        if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise ConfigError(f"{where}.pathPrefix: must be an absolute path, got {prefix!r}")
+    for i, entry in enumerate(raw.get("allowedHostPaths") or []):
+        prefix = entry["pathPrefix"]
         if ".." in prefix.split("/"):
-            raise ConfigError(f"{where}.pathPrefix: must not contain '..'")
-        rules.append(HostPathRule(posixpath.normpath(prefix).replace("//", "/"), _bool(e.get("readOnly", False), f"{where}.readOnly")))
+            raise ConfigError(f"policy.allowedHostPaths[{i}].pathPrefix: must not contain '..'")
+        rules.append(HostPathRule(posixpath.normpath(prefix).replace("//", "/"), entry.get("readOnly", False)))
     return Policy(
-        allow_privileged=_bool(pol.get("allowPrivileged", False), "policy.allowPrivileged"),
-        allow_host_network=_bool(pol.get("allowHostNetwork", False), "policy.allowHostNetwork"),
-        allow_host_pid=_bool(pol.get("allowHostPID", False), "policy.allowHostPID"),
-        allow_host_ipc=_bool(pol.get("allowHostIPC", False), "policy.allowHostIPC"),
+        allow_privileged=raw.get("allowPrivileged", False),
+        allow_host_network=raw.get("allowHostNetwork", False),
+        allow_host_pid=raw.get("allowHostPID", False),
+        allow_host_ipc=raw.get("allowHostIPC", False),
         allowed_capabilities=tuple(dict.fromkeys(caps)),
         allowed_host_paths=tuple(rules),
     )
@@ -256,16 +244,18 @@ def load(path: str | os.PathLike[str] | None, source_override: str | None = None
     The built-in default follows `source_override` (a Git URL or local path) on the
     local Podman socket; without a config file `--source` is required.
     """
+    from . import manifests  # not at the top: manifests (through desired) imports this module
+
     path = path or os.environ.get(ENV_VAR)
     if path:
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = p.read_bytes()
         except OSError as e:
-            raise ConfigError(f"cannot read config {p}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {p} is not valid YAML: {e}") from e
-        cfg = from_mapping(raw or {}, base_dir=p.parent.resolve())
+            raise ConfigError(f"cannot read config {quote_path(str(p))}: {e.strerror}") from e
+        raw, problems = manifests.read_checked(manifests.SourceFile(str(p), data), schema())
+        _raise(problems)
+        cfg = from_mapping(raw, base_dir=p.parent.resolve())
     else:
         if not source_override:
             raise ConfigError(

@@ -14,8 +14,8 @@ parts can always be told apart again:
            which two namespaces could share; such a volume is kept, see `claim_volume`)
 - secret   `gitops-<namespace>_<kind>_<name>_<key>-<hash>`, the hash over the
            full identity and the value (Podman secrets are immutable: a new value
-           is a new secret); the readable part is cut at 200 characters, then
-           only the hash keeps names apart
+           is a new secret); the readable part is cut at 53 characters so the
+           name fits Podman's limit of 64; past that only the hash keeps names apart
 - pod      Deployment/DaemonSet: `<name>-<template hash>-<suffix>` (the template
            hash covers the namespace; two replicas whose suffixes meet: the later
            one draws again, so no replica's name depends on a later one); Pod: `<name>` in namespace `default` (unless
@@ -301,7 +301,8 @@ def _selects(service: Service, workload: Workload) -> bool:
 
 
 SEP = "_"  # joins the parts of a name: no namespace, object or container name can hold it
-_SECRET_READABLE = 200  # characters of a secret name's readable part
+_SECRET_HASH = 10
+_SECRET_READABLE = 64 - 1 - _SECRET_HASH  # Podman 4.3 refuses secret names over 64 characters
 _DEPLOYMENT_SHAPE = re.compile(f"-[{_ALPHABET}]{{10}}-[{_ALPHABET}]{{5}}$")
 
 
@@ -336,7 +337,7 @@ def claim_volume(claim: ObjectRef, live: Mapping[str, Mapping[str, str]]) -> str
 
 def secret_name(source: ObjectRef, key: str, data: bytes) -> str:
     identity = "\0".join((source.namespace, source.kind, source.name, key)).encode()
-    h = safe_encode(hashlib.sha256(identity + b"\0\0" + data).hexdigest(), 10)
+    h = safe_encode(hashlib.sha256(identity + b"\0\0" + data).hexdigest(), _SECRET_HASH)
     readable = SEP.join((f"{SECRET_PREFIX}{source.namespace}", source.kind.lower(), source.name, key))
     readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:_SECRET_READABLE]
     return f"{readable}-{h}"
@@ -346,7 +347,7 @@ def legacy_secret_name(source: ObjectRef, key: str, data: bytes) -> str:
     """What older agents (dash-joined names) named a key's secret: the hash left out kind and name."""
     h = safe_encode(hashlib.sha256(source.namespace.encode() + b"\0" + key.encode() + b"\0" + data).hexdigest(), 8)
     readable = f"{SECRET_PREFIX}{source.namespace}-{source.kind.lower()}-{source.name}-{key}"
-    readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:_SECRET_READABLE]
+    readable = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in readable)[:200]
     return f"{readable}-{h}"
 
 
@@ -608,7 +609,7 @@ def _container(
         cfg = configs.get((kind, name))
         if cfg is None or key not in cfg.data:
             return
-        if kind == "ConfigMap":
+        if kind == "ConfigMap" or not cfg.data[key]:  # an empty Secret value: plain env, Podman stores no 0 bytes
             env[var] = cfg.data[key].decode("utf-8", errors="replace")
             secret_env.pop(var, None)
         else:

@@ -25,6 +25,23 @@ class ConfigError(AgentError):
     """The agent configuration (file, flags, environment) is invalid."""
 
 
+_ESCAPES = {0x07: "\\a", 0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0B: "\\v", 0x0C: "\\f", 0x0D: "\\r",
+            0x22: '\\"', 0x5C: "\\\\"}
+
+
+def quote_path(path: str) -> str:
+    """A path as Git prints it with `core.quotePath` (the default): as is when every byte is printable
+    ASCII other than `"` and `\\`; else in double quotes, with C escapes and octal bytes (a newline in a
+    file name cannot start what reads like another line of output)."""
+    data = path.encode("utf-8", errors="surrogateescape")
+    if all(0x20 <= byte < 0x7F and byte not in (0x22, 0x5C) for byte in data):
+        return path
+    return '"' + "".join(
+        chr(byte) if 0x20 <= byte < 0x7F and byte not in _ESCAPES else _ESCAPES.get(byte, f"\\{byte:03o}")
+        for byte in data
+    ) + '"'
+
+
 @dataclass(frozen=True)
 class Problem:
     """One validation finding, printed as `FILE:LINE: Kind/name: json.path: message`."""
@@ -36,7 +53,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        parts = [f"{self.file}:{self.line}"] if self.file else []
+        parts = [f"{quote_path(self.file)}:{self.line}"] if self.file else []
         if self.object:
             parts.append(self.object)
         if self.path:

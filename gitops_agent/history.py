@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .desired import L_KIND, L_NAME, L_NAMESPACE, L_REVISION
-from .errors import StateError
+from .errors import StateError, quote_path
 from .live import LiveState
 from .model import ObjectRef
 
@@ -136,7 +136,7 @@ class History:
             os.chmod(state_dir, 0o700)
             existed = self.path.exists() and self.path.stat().st_size > 0
         except OSError as e:
-            raise StateError(f"cannot open the state store {self.path}: {_why(e)}") from e
+            raise StateError(f"cannot open the state store {quote_path(str(self.path))}: {_why(e)}") from e
         moved, damage = "", ""
         self._unwritable = ""  # why the store is open read-only (disk full): every write retries the real open
         try:
@@ -174,12 +174,12 @@ class History:
             if _corrupt(e):
                 raise _Corrupt(str(e)) from e
             error = _Unwritable if _full(e, self.dir) else StateError
-            raise error(f"cannot open the state store {self.path}: {_why(e, self.dir)}") from e
+            raise error(f"cannot open the state store {quote_path(str(self.path))}: {_why(e, self.dir)}") from e
         except OSError as e:
             if db is not None:
                 db.close()
             error = _Unwritable if _full(e, self.dir) else StateError
-            raise error(f"cannot open the state store {self.path}: {_why(e, self.dir)}") from e
+            raise error(f"cannot open the state store {quote_path(str(self.path))}: {_why(e, self.dir)}") from e
 
     def _read_only(self, existing: bool) -> sqlite3.Connection:
         """A connection that needs no disk space: the file as it is (its WAL ignored), or an empty store."""
@@ -209,7 +209,8 @@ class History:
             if shm.exists():
                 shm.unlink()
         except OSError as e:
-            raise StateError(f"the state store {self.path} is corrupt and cannot be moved aside: {_why(e, self.dir)}") from e
+            raise StateError(f"the state store {quote_path(str(self.path))} is corrupt and cannot be moved aside: "
+                             f"{_why(e, self.dir)}") from e
         return str(target)
 
     def close(self) -> None:
@@ -223,7 +224,7 @@ class History:
                     self._reopen()
                 return _Rows(self._db.execute(sql, args).fetchall())
         except sqlite3.Error as e:
-            raise StateError(f"state store {self.path}: {_why(e, self.dir)}") from e
+            raise StateError(f"state store {quote_path(str(self.path))}: {_why(e, self.dir)}") from e
 
     def _reopen(self) -> None:
         """A write while read-only: open the store for real, or fail with why it still cannot be."""
@@ -242,12 +243,13 @@ class History:
         try:
             st = os.statvfs(self.dir)
         except OSError as e:
-            return f"state directory {self.dir}: {_why(e)}"
+            return f"state directory {quote_path(str(self.dir))}: {_why(e)}"
         if st.f_bavail * st.f_frsize < _LOW_SPACE:
-            return (f"state directory {self.dir} is full ({st.f_bavail * st.f_frsize // 1024} KiB free): "
+            return (f"state directory {quote_path(str(self.dir))} is full "
+                    f"({st.f_bavail * st.f_frsize // 1024} KiB free): "
                     "syncs fail until space is freed, then the next pass recovers; nodes keep what they run")
         if not os.access(self.dir, os.W_OK):
-            return f"state directory {self.dir} is not writable"
+            return f"state directory {quote_path(str(self.dir))} is not writable"
         return ""
 
     @property
@@ -303,7 +305,8 @@ class History:
                                          if commits else "no managed pod runs")
         what = "was corrupt and was moved aside to " + record.get("movedTo", "?") if record.get("cause") == "corrupt" \
             else "was missing"
-        message = (f"state store {self.path} {what}; rebuilt from the labels on live objects: inventory of "
+        message = (f"state store {quote_path(str(self.path))} {what}; "
+                   "rebuilt from the labels on live objects: inventory of "
                    f"{len(refs)} object(s), applied revision {rebuilt['appliedRevision'] or 'unknown (' + rebuilt['appliedUnknown'] + ')'}"
                    f"; lost: {'; '.join(LOST_ON_RESET)}")
         record.update(rebuild="done", rebuiltAt=time.time(), rebuilt=rebuilt, lost=list(LOST_ON_RESET), message=message)

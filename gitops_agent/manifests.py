@@ -3,7 +3,11 @@
 Sits between the source (the Git checkout, or `load_directory` for the
 `validate` command) and the desired-state model that `desired`/`plan` consume.
 `parse` reads YAML safely, validates every document against `schemas/`, checks
-the objects against each other and converts them into `model` objects.
+the objects against each other, against what the node would refuse (Podman's
+limits, on the names `desired` gives) and against the config's `limits:` (by
+`desired`'s placement arithmetic, before any pod is built), and converts them
+into `model` objects. `read_checked` reads the agent config file the same way,
+against its own schema. No message quotes a Secret's value.
 
 It must not talk to Git or Podman, follow symlinks, execute YAML tags, or
 return a partial revision: either every document is valid and consistent, or
@@ -20,7 +24,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cache
@@ -31,8 +35,9 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from . import model
-from .errors import Problem, RevisionRejected, SourceUnavailable
+from . import desired, model
+from .config import NodeConfig
+from .errors import Problem, RevisionRejected, SourceUnavailable, quote_path
 
 # --- public API ---------------------------------------------------------------
 
@@ -91,19 +96,26 @@ def load_directory(root: Path) -> list[SourceFile]:
                 elif path.is_file():
                     files.append(SourceFile(relative, path.read_bytes()))
     except OSError as error:
-        raise SourceUnavailable(f"cannot read {error.filename or root}: {error.strerror}") from error
+        raise SourceUnavailable(f"cannot read {quote_path(str(error.filename or root))}: {error.strerror}") from error
     return sorted(files, key=lambda file: file.path)
 
 
 def parse(
-    files: Iterable[SourceFile], revision_id: str = "", limits: Limits = Limits(), policy: model.Policy = model.Policy()
+    files: Iterable[SourceFile],
+    revision_id: str = "",
+    limits: Limits = Limits(),
+    policy: model.Policy = model.Policy(),
+    nodes: Sequence[NodeConfig] = (NodeConfig("local"),),
+    node_limits: model.NodeLimits = model.NodeLimits(),
 ) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
     `policy` (the agent config's `policy:`) says which privileged features
     (privileged containers, host namespaces, added capabilities, hostPath
-    volumes) the workloads may use; the default denies them all. Raises
-    `RevisionRejected` with every problem found, sorted by file and line.
+    volumes) the workloads may use; the default denies them all. `nodes` and
+    `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
+    revision places on each node. Raises `RevisionRejected` with every problem
+    found, sorted by file and line.
     """
     problems: list[Problem] = []
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
@@ -122,12 +134,43 @@ def parse(
 
     entries = [(document, _check_document(document)) for document in documents]
     _check_revision(entries, policy)
+    _check_capacity([(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)], tuple(nodes), node_limits)
     problems.extend(problem for document in documents for problem in document.problems)
     if problems:
-        unique = dict.fromkeys(problems)
+        unique = dict.fromkeys(_redacted(problems, documents))
         raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
     objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
     return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects))
+
+
+def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """One YAML file holding one mapping (the agent config), read as safely as a manifest and checked
+    against `schema`: its value ({} for an empty file) and every problem found, at FILE:LINE."""
+    problems: list[Problem] = []
+    documents = list(_read_file(file, Limits(), problems))
+    for extra in documents[1:]:
+        problems.append(Problem(file.path, extra.lines[()], "", "", "a second YAML document; the file holds one"))
+    if not documents:
+        return {}, problems
+    body, lines = documents[0].body, documents[0].lines
+    found = _checked(body, lines, schema)
+    problems.extend(Problem(file.path, line, "", path, message) for line, path, message in found)
+    return body, problems
+
+
+def check_value(value: Any, schema: Mapping[str, Any]) -> list[Problem]:
+    """`value` (already parsed, so without lines) checked against `schema`: every problem found."""
+    return [Problem("", 0, "", path, message) for _, path, message in _checked(value, {(): 0}, schema)]
+
+
+def _checked(value: Any, lines: Mapping[JsonPath, int], schema: Mapping[str, Any]) -> Iterator[tuple[int, str, str]]:
+    """(line, JSON path, message) of every schema problem of `value`, in path order."""
+    located = _Document("", {}, dict(lines))
+    found = []
+    for error in _Validator(schema).iter_errors(value):
+        for path, message in _schema_problems(error):
+            found.append((located.line_of(path), _json_path(path), message))
+    yield from sorted(dict.fromkeys(found))
 
 
 # --- documents and problems ---------------------------------------------------
@@ -146,7 +189,7 @@ _KINDS = {
     "Service": "v1",
 }
 _KIND_ORDER = {kind: index for index, kind in enumerate(_KINDS)}
-_MAX_VALUE_BYTES = 512_000  # Podman's secret store limit
+_MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
 _MAX_DEPTH = 64  # YAML nesting; far deeper than any manifest
 
 
@@ -183,6 +226,51 @@ class _Document:
         kind = kind if isinstance(kind, str) else ""
         label = f"{kind}/{self.name}" if kind and self.name else kind
         self.problems.append(Problem(self.file, self.line_of(path), label, _json_path(path), message))
+
+
+_MIN_REDACTED = 4  # shorter values are left alone: they would blank out ordinary words of the messages
+
+
+def _secret_values(documents: Iterable[_Document]) -> list[str]:
+    """Every Secret value of the revision as it could appear in a message: as written and base64-decoded."""
+    values: set[str] = set()
+    for doc in documents:
+        if doc.body.get("kind") != "Secret":
+            continue
+        for name in ("data", "stringData"):
+            for value in _strings(doc.body.get(name)):
+                values.add(value)
+                if name == "data":
+                    try:
+                        values.add(base64.b64decode(value, validate=True).decode("utf-8"))
+                    except ValueError:  # not base64, or not text: the schema reports it, without the value
+                        pass
+    return sorted((value for value in values if len(value) >= _MIN_REDACTED), key=len, reverse=True)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every scalar inside a YAML value (and every key below its top level), as text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item)
+            if isinstance(item, dict):
+                yield from item
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif value is not None:
+        yield str(value)
+
+
+def _redacted(problems: list[Problem], documents: Iterable[_Document]) -> Iterator[Problem]:
+    """The problems with any Secret value in their messages replaced: no message quotes a Secret's value,
+    and this is the net under that rule."""
+    values = _secret_values(documents)
+    for problem in problems:
+        message = problem.message
+        for value in values:
+            message = message.replace(value, "<redacted>")
+        yield problem if message == problem.message else replace(problem, message=message)
 
 
 def _json_path(path: JsonPath) -> str:
@@ -292,7 +380,9 @@ class _Builder:
         raise _YamlProblem(_line(node), f"YAML tag {node.tag!r} is not supported", path)
 
     def scalar(self, node: yaml.ScalarNode, path: JsonPath) -> Any:
-        invalid = _YamlProblem(_line(node), f"{_short(node.value)} is not a valid {node.tag.removeprefix(_TAG)}", path)
+        # The value is never quoted: it may be a Secret's, and the line and path already point at it.
+        tag = node.tag.removeprefix(_TAG)
+        invalid = _YamlProblem(_line(node), f"value is not a valid {tag} (tag !!{tag})", path)
         # An explicit tag (`!!int abc`) must agree with what the value resolves to.
         if node.tag != _STR and self.loader.resolve(yaml.ScalarNode, node.value, (True, False)) != node.tag:
             raise invalid
@@ -957,14 +1047,24 @@ _QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
 }
 
 
+# The range the node accepts, in sub-units, and why the minimum. CPU becomes a CFS quota of millicores x
+# 100 us per 100 ms period: the kernel refuses a quota under 1 ms (Podman: "cannot be less than 1ms") or
+# over 2^44-1 us. Memory: runc's own start needs about 2.5 MB in the container's cgroup, so a limit of
+# 3 MiB fails every start and 4 MiB works (measured); the count is an int64.
+_CPU_MILLIS = (10, (2**44 - 1) // 100, "must be at least 10m: the kernel refuses a CPU quota under 1 ms per 100 ms")
+_MEMORY_BYTES = (4 << 20, 2**63 - 1, "must be at least 4Mi: the container runtime alone needs about 2.5 MB to start")
+
+
 def _resources(doc: _Document, path: JsonPath, limits: dict[str, Any]) -> model.Resources:
     return model.Resources(
-        cpu_millis=_quantity(doc, path + ("cpu",), limits.get("cpu"), per_unit=1000),
-        memory_bytes=_quantity(doc, path + ("memory",), limits.get("memory"), per_unit=1),
+        cpu_millis=_quantity(doc, path + ("cpu",), limits.get("cpu"), per_unit=1000, bounds=_CPU_MILLIS),
+        memory_bytes=_quantity(doc, path + ("memory",), limits.get("memory"), per_unit=1, bounds=_MEMORY_BYTES),
     )
 
 
-def _quantity(doc: _Document, path: JsonPath, quantity: int | float | str | None, per_unit: int) -> int | None:
+def _quantity(
+    doc: _Document, path: JsonPath, quantity: int | float | str | None, per_unit: int, bounds: tuple[int, int, str]
+) -> int | None:
     """A schema-valid quantity in whole (rounded-up) sub-units: millicores for CPU, bytes for memory."""
     if quantity is None:
         return None
@@ -976,7 +1076,9 @@ def _quantity(doc: _Document, path: JsonPath, quantity: int | float | str | None
     amount = math.ceil(Decimal(number) * _QUANTITY_SUFFIXES[suffix] * per_unit)
     if amount <= 0:
         doc.report(path, "must be greater than zero (omit the limit for no limit)")
-    elif amount >= 1 << 63:
+    elif amount < bounds[0]:
+        doc.report(path, bounds[2])
+    elif amount > bounds[1]:
         doc.report(path, "is too large")
     return amount
 
@@ -1004,7 +1106,7 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]], policy
             continue
         first = declared.setdefault(doc.ref, doc)
         if first is not doc:
-            where = f"{first.file}:{first.lines[()]}"
+            where = f"{quote_path(first.file)}:{first.lines[()]}"
             doc.report(("metadata", "name"), f"duplicate object: {doc.ref} is also declared at {where}")
     _check_pod_name_clashes(declared.values())
     namespaces = {ref.name for ref in declared if ref.kind == "Namespace"}
@@ -1019,6 +1121,12 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]], policy
     for doc, workload in workloads:
         _check_references(doc, workload, declared.keys(), config)
         _check_policy(doc, workload, policy)
+        _check_podman_secrets(doc, workload, config)
+    for doc, obj in entries:
+        if isinstance(obj, model.Claim):
+            _check_name_length(doc, "volume", desired.volume_name(obj.ref.namespace, obj.ref.name))
+        elif isinstance(obj, model.Namespace):
+            _check_name_length(doc, "network", desired.network_name(obj.ref.name))
     for doc, service in services:
         _check_service(doc, service, [workload for _, workload in workloads])
     _check_host_ports(workloads, services)
@@ -1032,12 +1140,109 @@ def _check_pod_name_clashes(docs: Iterable[_Document]) -> None:
             continue
         first = owners.setdefault((doc.namespace, doc.name), doc)
         if first is not doc:
-            where = f"{first.file}:{first.lines[()]}"
+            where = f"{quote_path(first.file)}:{first.lines[()]}"
             doc.report(
                 ("metadata", "name"),
                 f"{first.kind} {doc.name!r} at {where} has the same name in namespace {doc.namespace!r}; "
                 "pods are named after their workload, so rename one",
             )
+
+
+# Longest name Podman 4.3 accepts, per object (measured): a volume is a directory `<name>` (NAME_MAX), a
+# network a file `<name>.json`, a secret name is at most 64 characters. Pods and containers have none
+# (334-character container names work; the pod's hostname is cut to 63 by `podman`).
+PODMAN_NAME_LIMITS = {"volume": 255, "network": 250, "secret": 64}
+
+
+def _check_name_length(
+    doc: _Document, what: str, name: str, path: JsonPath = ("metadata", "name"), subject: str = "its"
+) -> None:
+    limit = PODMAN_NAME_LIMITS[what]
+    if len(name) > limit:
+        doc.report(path, f"{subject} Podman {what} would be named {_short(name)} ({len(name)} characters), "
+                         f"longer than Podman's limit of {limit}: use a shorter name")
+
+
+def _check_podman_secrets(
+    doc: _Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]
+) -> None:
+    """Every key that becomes a Podman secret (a file of a mounted configMap/secret volume, a Secret's key
+    in the environment) gets a name Podman accepts; a file is not empty, since Podman refuses a 0-byte
+    secret (an empty Secret value in the environment is plain env: `desired` never stores it)."""
+    prefix = _pod_spec_path(workload)
+    namespace = workload.ref.namespace
+
+    def check(path: JsonPath, kind: str, name: str, keys: Iterable[str] | None, use: str) -> None:
+        source = config.get(model.ObjectRef(kind, namespace, name))
+        if source is None:
+            return  # absent (optional, or reported by _check_references) or itself invalid
+        for key in sorted(source.data) if keys is None else keys:
+            if key not in source.data:
+                continue
+            if not source.data[key]:
+                if use == "mounted as a file":
+                    doc.report(path, f"{kind} {name!r} key {key!r} is empty and {use}: Podman keeps files as "
+                                     "secrets, and Podman secrets cannot be empty; give the key a value or leave "
+                                     "it out of items")
+                continue  # in the environment: plain env
+            sname = desired.secret_name(source.ref, key, source.data[key])
+            _check_name_length(doc, "secret", sname, path, f"{kind} {name!r} key {key!r} is {use}; its")
+
+    volumes = {volume.name: (i, volume) for i, volume in enumerate(workload.template.volumes)}
+    mounted = {mount.name for container in workload.template.containers for mount in container.volume_mounts}
+    for name in sorted(mounted & volumes.keys()):
+        i, volume = volumes[name]
+        if volume.kind not in ("configMap", "secret"):
+            continue
+        kind = _VOLUME_SOURCES[volume.kind][1]
+        source = prefix + ("volumes", i, volume.kind)
+        if volume.items:
+            for j, item in enumerate(volume.items):
+                check(source + ("items", j, "key"), kind, volume.source, [item.key], "mounted as a file")
+        else:
+            check(source + (_VOLUME_SOURCES[volume.kind][0],), kind, volume.source, None, "mounted as a file")
+    for i, container in enumerate(workload.template.containers):
+        for j, env in enumerate(container.env):
+            if env.ref is not None and env.ref.kind == "Secret":
+                path = prefix + ("containers", i, "env", j, "valueFrom", "secretKeyRef", "key")
+                check(path, "Secret", env.ref.name, [env.ref.key], "in the environment")
+        for j, env_from in enumerate(container.env_from):
+            if env_from.kind == "Secret":
+                path = prefix + ("containers", i, "envFrom", j, "secretRef", "name")
+                check(path, "Secret", env_from.name, None, "in the environment")
+
+
+def _check_capacity(
+    workloads: list[tuple[_Document, model.Workload]], nodes: tuple[NodeConfig, ...], limits: model.NodeLimits
+) -> None:
+    """The revision stays within the config's `limits:`, counted from placement alone (no pod is built)."""
+    for doc, workload in workloads:
+        if len(workload.template.containers) > limits.max_containers_per_pod:
+            doc.report(_pod_spec_path(workload) + ("containers",),
+                       f"{len(workload.template.containers)} containers in one pod; "
+                       f"limits.maxContainersPerPod is {limits.max_containers_per_pod}")
+    if not workloads:
+        return
+    per_node = {node.name: [(desired.replicas_on(w, node, nodes), doc) for doc, w in workloads] for node in nodes}
+    total = sum(count for counts in per_node.values() for count, _ in counts)
+
+    def largest(counts: Iterable[tuple[int, _Document]]) -> _Document:
+        return max(counts, key=lambda item: item[0])[1]
+
+    def report(doc: _Document, message: str) -> None:
+        doc.report(("spec", "replicas") if doc.kind == "Deployment" else (), message)
+
+    if total > limits.max_replicas_per_revision:
+        summed = [(sum(counts[i][0] for counts in per_node.values()), doc) for i, (doc, _) in enumerate(workloads)]
+        report(largest(summed), f"the revision would run {total} pods over all nodes; "
+                                f"limits.maxReplicasPerRevision is {limits.max_replicas_per_revision}")
+    full = sorted(((sum(c for c, _ in counts), name) for name, counts in per_node.items()
+                   if sum(c for c, _ in counts) > limits.max_pods_per_node), reverse=True)
+    if full:
+        shown = ", ".join(f"{name} {count}" for count, name in full[:3])
+        shown += f" and {len(full) - 3} more" if len(full) > 3 else ""
+        report(largest(per_node[full[0][1]]), f"{len(full)} node(s) would run more than limits.maxPodsPerNode "
+                                              f"({limits.max_pods_per_node}) pods: {shown}")
 
 
 def _pod_spec_path(workload: model.Workload) -> JsonPath:
@@ -1178,7 +1383,7 @@ class _HostPort:
 
     @property
     def where(self) -> str:
-        return f"{self.doc.kind}/{self.doc.name} at {self.doc.file}:{self.doc.line_of(self.path)}"
+        return f"{self.doc.kind}/{self.doc.name} at {quote_path(self.doc.file)}:{self.doc.line_of(self.path)}"
 
 
 def _check_host_ports(

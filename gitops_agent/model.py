@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .errors import quote_path
+
 DEFAULT_NAMESPACE = "default"
 
 
@@ -35,7 +37,7 @@ class Origin:
     line: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        return f"{quote_path(self.file)}:{self.line}"
 
 
 # --- pod template -------------------------------------------------------------
@@ -208,6 +210,21 @@ class Policy:
     allow_host_ipc: bool = False
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[HostPathRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeLimits:
+    """The agent config's `limits:` section: how much one revision may ask for. A revision over a
+    limit is rejected whole by `manifests.parse`, from placement arithmetic alone, before any pod
+    spec is computed or anything is created."""
+
+    max_pods_per_node: int = 110
+    """Pods of all workloads on one node; 110 is the kubelet's default `maxPods`."""
+    max_containers_per_pod: int = 20
+    """Containers in one pod template (Kubernetes has no such limit; every container is a process tree
+    and a Podman container to create, start and probe)."""
+    max_replicas_per_revision: int = 10_000
+    """Pods of the whole revision, summed over every node (a typo such as `replicas: 100000`)."""
 
 
 # --- top-level kinds ----------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 import git
 
 from .config import SourceConfig, VerifyConfig
-from .errors import ConfigError, Problem, RevisionRejected, SourceUnavailable
+from .errors import ConfigError, Problem, RevisionRejected, SourceUnavailable, quote_path
 from .manifests import Limits, SourceFile, is_manifest_path
 
 _SYMLINK_MODE = 0o120000
@@ -125,7 +125,7 @@ class GitSource:
                 self.repo = git.Repo.init(self.dir, bare=True)
                 self.repo.create_remote("origin", location.url)
         except (git.GitError, OSError) as e:
-            raise SourceUnavailable(f"cannot prepare the local mirror in {self.dir}: {e}") from e
+            raise SourceUnavailable(f"cannot prepare the local mirror in {quote_path(str(self.dir))}: {e}") from e
 
     def _git(self, *args: str) -> str:
         try:
@@ -286,7 +286,7 @@ class _Verifier:
             try:
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError as e:
-                raise ConfigError(f"source.verify.keys: cannot read {path}: {e.strerror}") from e
+                raise ConfigError(f"source.verify.keys: cannot read {quote_path(str(path))}: {e.strerror}") from e
             lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
             if "-----BEGIN PGP PUBLIC KEY BLOCK-----" in text:
                 pgp.append(path)
@@ -295,7 +295,8 @@ class _Verifier:
             elif lines and all(_SSH_KEY.search(ln) for ln in lines):  # an allowed_signers file as it is
                 signers += lines
             else:
-                raise ConfigError(f"source.verify.keys: {path} is neither an ASCII-armored OpenPGP public key, "
+                raise ConfigError(f"source.verify.keys: {quote_path(str(path))} is neither an ASCII-armored "
+                                  "OpenPGP public key, "
                                   "an SSH public key nor an SSH allowed_signers file")
         self.gpg = shutil.which("gpg") or ""
         self.ssh_keygen = shutil.which("ssh-keygen") or ""
@@ -317,7 +318,7 @@ class _Verifier:
             raise ConfigError(f"source.verify: cannot prepare {home}: {e}") from e
         self.env = {**os.environ, "GNUPGHOME": str(home / "gnupg"), "GIT_TERMINAL_PROMPT": "0"}
         for path in pgp:
-            self._gpg("--import", str(path), what=f"cannot import the OpenPGP key {path}")
+            self._gpg("--import", str(path), what=f"cannot import the OpenPGP key {quote_path(str(path))}")
         if pgp:
             listing = self._gpg("--with-colons", "--list-keys", what="cannot list the imported OpenPGP keys")
             fprs = [ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:")]

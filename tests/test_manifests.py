@@ -345,9 +345,9 @@ def test_image_pull_policy_defaults_like_kubernetes(image: str, policy: str) -> 
     [
         ('"500m"', '"128Mi"', model.Resources(500, 128 * 2**20)),
         ('"1"', '"1G"', model.Resources(1000, 10**9)),
-        ('"0.5"', '"1000000"', model.Resources(500, 1_000_000)),
-        ("2", "1000000", model.Resources(2000, 1_000_000)),
-        ("0.25", '"1.5Ki"', model.Resources(250, 1536)),
+        ('"0.5"', '"10000000"', model.Resources(500, 10_000_000)),
+        ("2", "10000000", model.Resources(2000, 10_000_000)),
+        ("0.25", '"4.5Mi"', model.Resources(250, 4_718_592)),
     ],
 )
 def test_quantities_convert_to_millicores_and_bytes(cpu: str, memory: str, expected: model.Resources) -> None:
@@ -619,17 +619,18 @@ def test_secret_type_and_base64_are_checked() -> None:
 
 
 def test_values_over_podman_secret_limit_are_rejected() -> None:
-    """A value over 512000 bytes after decoding (Podman's secret store limit) is an error."""
+    """A value of 512000 bytes or more after decoding is an error: Podman's secret store holds less than 512000."""
     secret = y(f"""
         apiVersion: v1
         kind: Secret
         metadata: {{name: big}}
         stringData:
           small: x
-          large: {"x" * 512_001}
+          fits: {"x" * 511_999}
+          large: {"x" * 512_000}
     """)
     assert problems({"s.yaml": secret}) == [
-        "s.yaml:6: Secret/big: stringData.large: value is 512001 bytes; Podman's secret store holds at most 512000",
+        "s.yaml:7: Secret/big: stringData.large: value is 512000 bytes; Podman's secret store holds at most 511999",
     ]
 
 

@@ -144,10 +144,10 @@ def test_config_verify_section(tmp_path: Path) -> None:
     assert cfg.source.verify == config_mod.VerifyConfig("head", (tmp_path / "k.asc",))
     assert config_mod.from_mapping({"source": {"url": "https://example.org/r.git"}}).source.verify is None
     for verify, message in (
-        ({"mode": "commit", "keys": ["k.asc"]}, "source.verify.mode: 'commit' is not one of head, tag"),
+        ({"mode": "commit", "keys": ["k.asc"]}, "source.verify.mode: must be one of head, tag, not 'commit'"),
         ({"mode": "tag"}, "source.verify.keys: expected a non-empty list"),
         ({"keys": ["missing.asc"]}, f"source.verify.keys[0]: {tmp_path / 'missing.asc'} is not a readable file"),
-        ({"keys": ["k.asc"], "trust": "all"}, "source.verify: unknown key(s) trust"),
+        ({"keys": ["k.asc"], "trust": "all"}, "source.verify.trust: unknown field 'trust'"),
     ):
         with pytest.raises(ConfigError) as e:
             config_mod.from_mapping({"source": {"url": "https://example.org/r.git", "verify": verify}}, tmp_path)
