@@ -90,6 +90,8 @@ class Node:
 
     def _unreachable(self, what: str) -> str:
         if self.tunnel is not None:
+            if self.tunnel.dropped:
+                self.tunnel.ensure()  # the precise reason (refused, timeout, host key ...) if it cannot reconnect
             return self.tunnel.failure()
         return f"cannot reach Podman at {self.url} ({what}): is the Podman service running?"
 

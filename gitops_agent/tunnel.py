@@ -29,6 +29,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import shlex
 import socket
 import tempfile
 import threading
@@ -157,7 +158,7 @@ def _kind_of(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, OSError):
         if exc.errno in (errno.ETIMEDOUT,):
             return TIMEOUT, ""
-        return UNREACHABLE, exc.strerror or str(exc)
+        return UNREACHABLE, os.strerror(exc.errno) if exc.errno else str(exc)
     return UNREACHABLE, str(exc) or type(exc).__name__
 
 
@@ -167,15 +168,16 @@ def _kind_of(exc: BaseException) -> tuple[str, str]:
 class _Client(asyncssh.SSHClient):
     """Records the host key a node offered (for the message) and when the connection drops."""
 
-    def __init__(self, tunnel: Tunnel) -> None:
+    def __init__(self, tunnel: Tunnel, generation: int) -> None:
         self._tunnel = tunnel
+        self._generation = generation
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         self._tunnel._offered = key.get_fingerprint()
         return False  # only keys in knownHosts are trusted
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._tunnel._on_lost(exc)
+        self._tunnel._on_lost(self._generation, exc)
 
 
 class Tunnel:
@@ -197,6 +199,7 @@ class Tunnel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._local: set[asyncio.StreamWriter] = set()  # forwarded connections open now
         self.socket_path = _socket_path(settings.run_dir, node)
 
     @property
@@ -228,8 +231,8 @@ class Tunnel:
             conn = self._conn
             if conn is not None and self._lost is None:
                 return
-            if conn is not None:
-                conn.abort()
+            if conn is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(conn.abort)
                 self._conn = None
             keys = self._client_keys()
             try:
@@ -281,8 +284,9 @@ class Tunnel:
         self._offered = ""
         interval = max(1.0, self.settings.connect_timeout / 3)
         self.handshakes += 1
+        generation = self.handshakes
         conn, _ = await asyncssh.create_connection(
-            lambda: _Client(self), self.target.host, self.target.port,
+            lambda: _Client(self, generation), self.target.host, self.target.port,
             username=self.target.user, client_keys=keys, known_hosts=known,
             config=[], agent_path=None, x509_trusted_certs=None, x509_trusted_cert_paths=None,
             preferred_auth="publickey", password=None, gss_host=None,
@@ -299,7 +303,11 @@ class Tunnel:
             self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path))
             os.chmod(self.socket_path, 0o600)
 
-    def _on_lost(self, exc: Exception | None) -> None:
+    def _on_lost(self, generation: int, exc: Exception | None) -> None:
+        if generation != self.handshakes:
+            return  # an older connection, already replaced
+        for w in list(self._local):  # forwarded connections in flight fail now, not at their own timeout
+            w.close()
         if exc is None:
             self._lost = "closed"
         elif isinstance(exc, asyncssh.DisconnectError) and "keepalive" in exc.reason.lower():
@@ -329,7 +337,7 @@ class Tunnel:
         try:
             r_reader, r_writer = await conn.open_unix_connection(self.target.socket)
         except asyncssh.ChannelOpenError as e:
-            self._channel_error = self._channel_reason(e, "AllowStreamLocalForwarding")
+            self._channel_error = await self._socket_reason(conn, e)
             writer.close()
             return
         except (OSError, asyncssh.Error) as e:
@@ -337,12 +345,27 @@ class Tunnel:
             writer.close()
             return
         self._channel_error = None
-        await _splice(reader, writer, r_reader, r_writer)
+        self._local.add(writer)
+        try:
+            await _splice(reader, writer, r_reader, r_writer)
+        finally:
+            self._local.discard(writer)
 
-    def _channel_reason(self, e: asyncssh.ChannelOpenError, setting: str) -> str:
+    async def _socket_reason(self, conn: asyncssh.SSHClientConnection, e: asyncssh.ChannelOpenError) -> str:
+        """sshd answers "open failed" both when the socket is missing and when forwarding is not allowed
+        (OpenSSH 9.2: AllowTcpForwarding no also refuses unix sockets): ask the node whether the socket exists."""
+        setting = "AllowTcpForwarding / AllowStreamLocalForwarding"
         if e.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
             return reason(FORWARDING_REFUSED, self.node, self.target, self.settings, setting)
-        return reason(SOCKET_MISSING, self.node, self.target, self.settings, e.reason or "connect failed")
+        try:
+            done = await asyncio.wait_for(conn.run(f"test -S {shlex.quote(self.target.socket)}"), 5)
+            exists = done.exit_status == 0
+        except (OSError, asyncssh.Error, asyncio.TimeoutError):
+            return reason(SOCKET_MISSING, self.node, self.target, self.settings,
+                          f"{e.reason or 'open failed'}; or {setting} is off")
+        if exists:
+            return reason(FORWARDING_REFUSED, self.node, self.target, self.settings, setting)
+        return reason(SOCKET_MISSING, self.node, self.target, self.settings, "no such socket")
 
     def open_tcp(self, host: str, port: int, timeout: float) -> socket.socket:
         """A TCP stream to `host:port` as seen from the node, carried by this node's SSH connection.
