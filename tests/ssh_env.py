@@ -154,9 +154,20 @@ class SshNode:
         (self.dir / "sshd.pid").unlink(missing_ok=True)
 
     def link(self, up: bool) -> None:
-        """The node's end of the veth up or down: packets to the node vanish (a cut link, not a refusal)."""
-        subprocess.run(["nsenter", f"--net={self.ns.path}", "ip", "link", "set", f"{self.veth}n", "up" if up else "down"],
+        """The node's end of the veth up or down: packets to the node vanish (a cut link, not a refusal).
+        Down pins the node's MAC in the root namespace, so the agent's packets are sent and never answered
+        (a timeout) rather than refused by a failed ARP lookup ("No route to host")."""
+        peer = f"{self.veth}n"
+        if not up:
+            out = subprocess.run(["nsenter", f"--net={self.ns.path}", "ip", "-o", "link", "show", peer],
+                                 capture_output=True, text=True, check=True, timeout=30).stdout
+            out = out.split("link/ether", 1)[1].split()[0]
+            subprocess.run(["ip", "neigh", "replace", self.node_ip, "lladdr", out, "dev", self.veth, "nud", "permanent"],
+                           check=True, timeout=30)
+        subprocess.run(["nsenter", f"--net={self.ns.path}", "ip", "link", "set", peer, "up" if up else "down"],
                        check=True, timeout=30)
+        if up:
+            subprocess.run(["ip", "neigh", "del", self.node_ip, "dev", self.veth], capture_output=True, timeout=30)
 
     def logins(self) -> int:
         return self.log.read_text().count("Accepted publickey") if self.log.exists() else 0
