@@ -365,8 +365,9 @@ class Agent:
 def _ssh_settings(cfg: AgentConfig, n: NodeConfig) -> SshSettings | None:
     if not n.url.startswith("ssh://"):
         return None
-    return SshSettings(identity=n.identity, known_hosts=n.known_hosts, insecure_ignore_host_key=n.insecure_ignore_host_key,
-                       connect_timeout=n.connect_timeout, run_dir=cfg.state_dir / "ssh")
+    return SshSettings(identity=n.identity, known_hosts=n.known_hosts,
+                       insecure_ignore_host_key=n.insecure_ignore_host_key, connect_timeout=n.connect_timeout,
+                       run_dir=cfg.state_dir / "ssh")
 
 
 def _failure_message(f: dict[str, Any]) -> str:

@@ -202,7 +202,8 @@ def _file(value: Any, base_dir: Path | None) -> str:
     return str(p if p.is_absolute() or base_dir is None else (base_dir / p).resolve())
 
 
-def _ssh_options(nd: Mapping[str, Any], url: str, global_known: Any, base_dir: Path | None, where: str) -> dict[str, Any]:
+def _ssh_options(nd: Mapping[str, Any], url: str, global_known: Any, base_dir: Path | None,
+                 where: str) -> dict[str, Any]:
     """knownHosts / insecureIgnoreHostKey / connectTimeout of one node; an ssh:// node must say how its host
     key is checked and which key logs in (nothing under ~/.ssh is ever used)."""
     ssh_keys = ("knownHosts", "insecureIgnoreHostKey", "connectTimeout")

@@ -162,8 +162,8 @@ class SshNode:
             out = subprocess.run(["nsenter", f"--net={self.ns.path}", "ip", "-o", "link", "show", peer],
                                  capture_output=True, text=True, check=True, timeout=30).stdout
             out = out.split("link/ether", 1)[1].split()[0]
-            subprocess.run(["ip", "neigh", "replace", self.node_ip, "lladdr", out, "dev", self.veth, "nud", "permanent"],
-                           check=True, timeout=30)
+            subprocess.run(["ip", "neigh", "replace", self.node_ip, "lladdr", out, "dev", self.veth,
+                            "nud", "permanent"], check=True, timeout=30)
         subprocess.run(["nsenter", f"--net={self.ns.path}", "ip", "link", "set", peer, "up" if up else "down"],
                        check=True, timeout=30)
         if up:

@@ -215,7 +215,8 @@ def test_sshd_stopped_during_a_rollout_defers_the_node_then_it_converges(
     sync = cli(cfg, "sync")  # the real command line: exit code, stderr, no traceback
     assert sync.returncode == 1 and "Traceback" not in sync.stderr
     (line,) = messages(sync.stderr)
-    assert line.startswith("gitops-agent: revision ") and line.endswith(f"deferred until reachable: node {node.name}: {refused}")
+    assert line.startswith("gitops-agent: revision ")
+    assert line.endswith(f"deferred until reachable: node {node.name}: {refused}")
     assert time.monotonic() - t0 < 30
 
     node.start_sshd()
