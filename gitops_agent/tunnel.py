@@ -200,6 +200,7 @@ class Tunnel:
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._local: set[asyncio.StreamWriter] = set()  # forwarded connections open now
+        self._streams: set[asyncio.Future[None]] = set()  # open_tcp copy tasks (the loop keeps only weak refs)
         self.socket_path = _socket_path(settings.run_dir, node)
 
     @property
@@ -403,7 +404,9 @@ class Tunnel:
             sock.close()
             raise
         reader, writer = await asyncio.open_connection(sock=sock)
-        asyncio.ensure_future(_splice(reader, writer, r_reader, r_writer))
+        task = asyncio.ensure_future(_splice(reader, writer, r_reader, r_writer))
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
 
     # --- closing ---
 
@@ -439,6 +442,11 @@ class Tunnel:
             self.socket_path.unlink()
         except FileNotFoundError:
             pass
+        if self.socket_path.parent != self.settings.run_dir:  # the private fallback folder of a deep stateDir
+            try:
+                self.socket_path.parent.rmdir()
+            except OSError:
+                pass
 
 
 async def _pump(reader: Any, writer: Any) -> None:
