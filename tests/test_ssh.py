@@ -234,6 +234,11 @@ def _passphrase_key(node: SshNode, tmp: Path) -> dict[str, Any]:
     return {"identity": str(keygen(tmp / "locked", passphrase="secret"))}
 
 
+def _password_offered(node: SshNode, tmp: Path) -> dict[str, Any]:
+    node.start_sshd(PasswordAuthentication="yes", KbdInteractiveAuthentication="yes")
+    return {"identity": str(keygen(tmp / "wrong"))}
+
+
 def _changed_host_key(node: SshNode, tmp: Path) -> dict[str, Any]:
     node.start_sshd(host_key=keygen(tmp / "impostor"))
     return {}
@@ -265,6 +270,7 @@ def _socket_missing(node: SshNode, tmp: Path) -> dict[str, Any]:
 
 FAULTS = {  # name: (set-up, the reason's start (format: node), seconds allowed)
     "wrong key": (_wrong_key, "authentication refused: root@{a} does not accept the identity", 10),
+    "password offered": (_password_offered, "authentication refused: root@{a}", 10),
     "passphrase key": (_passphrase_key, "identity {tmp}/locked is protected by a passphrase", 10),
     "changed host key": (_changed_host_key, "host key for edge-ssh ({a}) does not match knownHosts: SHA256:", 10),
     "unknown host key": (_unknown_host_key, "host key for edge-ssh ({a}) is not in knownHosts", 10),
