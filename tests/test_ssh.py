@@ -186,9 +186,9 @@ def test_sshd_stopped_during_a_rollout_defers_the_node_then_it_converges(
     and `sync` say it in one line without a traceback; once sshd is back the node converges."""
     cfg = write_config(tmp_path, git_remote, node, local=clean_podman)
     knobs = {"rollout.gitops-agent.io/unreachable-node-timeout": "2"}
-    push(git_remote, "v1", workload("web", WEB1, replicas=1, annotations=knobs))
+    push(git_remote, "v1", workload("web", WEB1, replicas=2, annotations=knobs))  # one per node
     assert cli_in_process(cfg, "sync").returncode == 0
-    push(git_remote, "v2", workload("web", WEB2, replicas=1, annotations=knobs))
+    push(git_remote, "v2", workload("web", WEB2, replicas=2, annotations=knobs))
 
     class StopSshd(Events):
         def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
