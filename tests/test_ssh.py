@@ -27,6 +27,7 @@ from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from gitops_agent.cli import main as cli_main
 from gitops_agent.errors import ConfigError, NodeError
+from gitops_agent.podman import Node
 from gitops_agent.tunnel import SshSettings, SshTarget, Tunnel, parse_target, reason
 from podman_env import WEB1, WEB2
 from ssh_env import SshNode, keygen
@@ -329,6 +330,29 @@ def test_open_tcp_reaches_an_address_as_seen_from_the_node(node: SshNode, tmp_pa
             tunnel.open_tcp(node.node_ip, 2222, timeout=5)
     finally:
         tunnel.close()
+
+
+def test_link_cut_under_an_open_connection_is_noticed_within_the_timeout(node: SshNode, tmp_path: Path) -> None:
+    """A call in flight when the link goes silent fails by the keepalive (not the 60 s API timeout), and the
+    reconnect attempt is bounded by connectTimeout; after the link returns, one new login and it works."""
+    settings = SshSettings(identity=str(node.client_key), known_hosts=str(node.known_hosts(tmp_path / "kh")),
+                           connect_timeout=3, run_dir=tmp_path / "run")
+    podman = Node(node.name, node.url, ssh=settings)
+    try:
+        podman.ping()
+        node.link(False)
+        t0 = time.monotonic()
+        with pytest.raises(NodeError) as caught:
+            podman.read()
+        elapsed = time.monotonic() - t0
+        assert caught.value.reason == f"timeout: no SSH answer from {node.address} within 3s", caught.value.reason
+        assert elapsed < 3 * 1.4 + 3 + 2, f"{elapsed:.1f}s"  # keepalive (~1.3 x 3 s), then one reconnect (3 s)
+        node.link(True)
+        podman.ping()
+        assert podman.handshakes >= 2
+    finally:
+        podman.close()
+        node.link(True)
 
 
 # kill -9 in CI (the harder case); SIGTERM too with GITOPS_AGENT_SSH_ALL=1 (CI time budget)
