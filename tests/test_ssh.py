@@ -332,6 +332,21 @@ def test_open_tcp_reaches_an_address_as_seen_from_the_node(node: SshNode, tmp_pa
         tunnel.close()
 
 
+def test_insecure_ignore_host_key_connects_to_any_key_and_warns(node: SshNode, git_remote: Any, tmp_path: Path) -> None:
+    """Labs only: with insecureIgnoreHostKey an unknown host key is accepted, and every start logs a warning."""
+    push(git_remote, "v1", workload("web", WEB1, replicas=1))
+    cfg = write_config(tmp_path, git_remote, node, insecureIgnoreHostKey=True)
+    (tmp_path / "known_hosts").write_text("")  # the global knownHosts lists nothing
+    events = Events()
+    agent = Agent(config_mod.load(str(cfg)), events)
+    try:
+        agent.nodes[node.name].ping()
+    finally:
+        agent.close()
+    (warning,) = events.of("ssh.insecure")
+    assert warning[1]["node"] == node.name and "not checked" in warning[1]["message"]
+
+
 def test_link_cut_under_an_open_connection_is_noticed_within_the_timeout(node: SshNode, tmp_path: Path) -> None:
     """A call in flight when the link goes silent fails by the keepalive (not the 60 s API timeout), and the
     reconnect attempt is bounded by connectTimeout; after the link returns, one new login and it works."""
