@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 from . import systemd
-from .config import AgentConfig
+from .config import AgentConfig, NodeConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
@@ -38,6 +38,7 @@ from .plan import Plan, plan
 from .podman import Node
 from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
 from .source import GitSource, resolve
+from .tunnel import SshSettings
 
 
 @dataclass
@@ -67,7 +68,11 @@ class Agent:
         self.history = History(cfg.state_dir)
         self.location = resolve(cfg.source)
         self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout, cfg.source.verify)
-        self.nodes = {n.name: Node(n.name, n.url, identity=n.identity) for n in cfg.nodes}
+        self.nodes = {n.name: Node(n.name, n.url, ssh=_ssh_settings(cfg, n)) for n in cfg.nodes}
+        for n in cfg.nodes:
+            if n.insecure_ignore_host_key:
+                log("ssh.insecure", level="warning", node=n.name,
+                    message=f"insecureIgnoreHostKey: the host key of node {n.name} is not checked (labs only)")
         self._parsed: dict[str, Revision] = {}
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
@@ -381,10 +386,18 @@ class Agent:
             try:
                 return node.read()
             except NodeError as e:
-                return str(e)
+                return e.reason
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.nodes)))) as pool:
             return dict(zip(self.nodes, pool.map(read, self.nodes.values())))
+
+
+def _ssh_settings(cfg: AgentConfig, n: NodeConfig) -> SshSettings | None:
+    if not n.url.startswith("ssh://"):
+        return None
+    return SshSettings(identity=n.identity, known_hosts=n.known_hosts,
+                       insecure_ignore_host_key=n.insecure_ignore_host_key, connect_timeout=n.connect_timeout,
+                       run_dir=cfg.state_dir / "ssh")
 
 
 def _failure_message(f: dict[str, Any]) -> str:

@@ -165,8 +165,8 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         agent.close()
     if out.result in ("rejected", "source-error") or out.node_errors:
         _problems(out)
-        for node, err in out.node_errors.items():
-            print(f"node {node}: {err}", file=sys.stderr)
+        for node, err in out.node_errors.items():  # a NodeError's text already starts with "node NAME: "
+            print(err if err.startswith(f"node {node}: ") else f"node {node}: {err}", file=sys.stderr)
         return 2
     print(f"revision {out.target}")
     return 1 if _print_plans(out) else 0

@@ -70,6 +70,12 @@ class NodeConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     identity: str | None = None
     """SSH private key for an ssh:// url (ssh://user@host/run/podman/podman.sock)."""
+    known_hosts: str | None = None
+    """known_hosts file with the ssh:// node's host key (the node's own `knownHosts`, else the global one)."""
+    insecure_ignore_host_key: bool = False
+    """Labs only: accept any host key of an ssh:// node (a man in the middle would get in)."""
+    connect_timeout: float = 10.0
+    """Seconds to reach an ssh:// node (TCP connect, key exchange, login); a dead link is noticed within ~1.3x."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +169,10 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         if identity is not None:
             if not node_url.startswith("ssh://"):
                 raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
-            key = Path(identity).expanduser()
-            identity = str(key if key.is_absolute() or base_dir is None else (base_dir / identity).resolve())
+            identity = _file(identity, base_dir)
         labels = {str(k): _label(v) for k, v in _section(nd, "labels").items()}
-        nodes.append(NodeConfig(nd["name"], node_url, labels, identity))
+        nodes.append(NodeConfig(nd["name"], node_url, labels, identity,
+                                **_ssh_options(nd, node_url, raw.get("knownHosts"), base_dir, f"nodes[{i}]")))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")
@@ -195,6 +201,36 @@ def limits_from_mapping(raw: Mapping[str, Any]) -> NodeLimits:
     names = {"maxPodsPerNode": "max_pods_per_node", "maxContainersPerPod": "max_containers_per_pod",
              "maxReplicasPerRevision": "max_replicas_per_revision"}
     return NodeLimits(**{names[key]: value for key, value in raw.items()})
+
+
+def _file(value: Any, base_dir: Path | None) -> str:
+    """A file named in the config: `~` expanded, a relative path taken from the config file's folder."""
+    p = Path(str(value)).expanduser()
+    return str(p if p.is_absolute() or base_dir is None else (base_dir / p).resolve())
+
+
+def _ssh_options(nd: Mapping[str, Any], url: str, global_known: Any, base_dir: Path | None,
+                 where: str) -> dict[str, Any]:
+    """knownHosts / insecureIgnoreHostKey / connectTimeout of one node; an ssh:// node must say how its host
+    key is checked and which key logs in (nothing under ~/.ssh is ever used)."""
+    ssh_keys = ("knownHosts", "insecureIgnoreHostKey", "connectTimeout")
+    if not url.startswith("ssh://"):
+        used = [k for k in ssh_keys if k in nd]
+        if used:
+            raise ConfigError(f"{where}.{used[0]}: only used with an ssh:// url")
+        return {}
+    insecure = nd.get("insecureIgnoreHostKey", False)  # types checked by the schema
+    known = nd.get("knownHosts", global_known)
+    if not nd.get("identity"):
+        raise ConfigError(f"{where}.identity: required for an ssh:// url (the private key that logs in to the node)")
+    if not known and not insecure:
+        raise ConfigError(f"{where}: an ssh:// node needs knownHosts (a file with its host key, e.g. from ssh-keyscan, "
+                          "checked out of band; per node or global), or insecureIgnoreHostKey: true (labs only)")
+    return {
+        "known_hosts": _file(known, base_dir) if known else None,
+        "insecure_ignore_host_key": insecure,
+        "connect_timeout": parse_duration(nd.get("connectTimeout", 10), f"{where}.connectTimeout"),
+    }
 
 
 def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> VerifyConfig:

@@ -81,6 +81,7 @@ class NodeError(AgentError):
 
     def __init__(self, node: str, message: str) -> None:
         self.node = node
+        self.reason = message  # the message without the "node NAME: " prefix (for tables already naming the node)
         super().__init__(f"node {node}: {message}")
 
 

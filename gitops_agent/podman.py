@@ -2,8 +2,11 @@
 
 Speaks our own types (`desired` specs in, `live` state out) and translates
 every podman-py / HTTP error into `NodeError`. It uses podman-py's API client
-(unix://, tcp:// and ssh:// transports) and sends libpod's own JSON specs, so
-every field the agent honours reaches Podman unchanged.
+(unix:// and tcp:// transports) and sends libpod's own JSON specs, so every
+field the agent honours reaches Podman unchanged. An ssh:// node is reached
+through the agent's own `tunnel.Tunnel` (one SSH connection per node, kept
+across passes): podman-py talks to the tunnel's local unix socket, never
+through its own ssh transport.
 
 Reading a node costs a fixed number of list calls (pods, containers, networks,
 volumes, secrets, images), whatever the number of objects. Writes happen only
@@ -33,6 +36,7 @@ import requests
 from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
 from .errors import NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
+from .tunnel import SshSettings, Tunnel
 
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
@@ -56,21 +60,40 @@ def _count_write() -> None:
 class Node:
     """One Podman service, reached through its API socket."""
 
-    def __init__(self, name: str, url: str, timeout: float = 60.0, identity: str | None = None) -> None:
+    def __init__(self, name: str, url: str, timeout: float = 60.0, ssh: SshSettings | None = None) -> None:
+        """`ssh`: how an ssh:// url is reached (identity, knownHosts, ...); required for one."""
         self.name = name
         self.url = url
         self.reads = 0
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
+        self.tunnel: Tunnel | None = None
+        base_url = url
         try:
-            extra = {"identity": identity} if identity else {}
-            self._client = podman.PodmanClient(base_url=url, timeout=timeout, **extra)
+            if url.startswith("ssh://"):
+                self.tunnel = Tunnel(name, url, ssh or SshSettings(identity=None, known_hosts=None))
+                base_url = self.tunnel.url
+            self._client = podman.PodmanClient(base_url=base_url, timeout=timeout)
         except (podman.errors.PodmanError, ValueError, OSError) as e:
             raise NodeError(name, f"cannot use Podman URL {url}: {e}") from e
 
     def close(self) -> None:
         self._client.close()
+        if self.tunnel is not None:
+            self.tunnel.close()
+
+    @property
+    def handshakes(self) -> int:
+        """SSH connections made to this node so far (0 for a unix:// or tcp:// node)."""
+        return self.tunnel.handshakes if self.tunnel is not None else 0
+
+    def _unreachable(self, what: str) -> str:
+        if self.tunnel is not None:
+            if self.tunnel.dropped:
+                self.tunnel.ensure()  # the precise reason (refused, timeout, host key ...) if it cannot reconnect
+            return self.tunnel.failure()
+        return f"cannot reach Podman at {self.url} ({what}): is the Podman service running?"
 
     # --- transport ----------------------------------------------------------------
 
@@ -82,6 +105,8 @@ class Node:
                 self.reads += 1
             else:
                 self.writes += 1
+        if self.tunnel is not None:
+            self.tunnel.ensure()
         api = self._client.api
         try:
             if method == "GET":
@@ -93,12 +118,14 @@ class Node:
                 resp = api.post(path, params=params, data=data, timeout=timeout,
                                 headers={"content-type": "application/json"} if body is not None else None)
         except requests.exceptions.ConnectionError as e:
-            raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
+            raise NodeUnreachable(self.name, self._unreachable(what)) from e
         except requests.exceptions.Timeout as e:
+            if self.tunnel is not None and self.tunnel.dropped:
+                raise NodeUnreachable(self.name, self.tunnel.failure()) from e
             raise NodeUnreachable(self.name, f"Podman at {self.url} timed out ({what})") from e
         except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
             if _unreachable(e):  # podman-py wraps connection failures in APIError
-                raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
+                raise NodeUnreachable(self.name, self._unreachable(what)) from e
             raise NodeError(self.name, f"{what}: {e}") from e
         if resp.status_code == 404 and ok404:
             return None
