@@ -592,17 +592,20 @@ def _podman_cap(name: str) -> str:
 # --- probes -------------------------------------------------------------------------
 
 NO_TOOL_EXIT = 98  # the probe shell found no tool to run an httpGet/tcpSocket probe with
+NO_SUCH_EXECUTABLE_EXIT = 97  # Node.exec: the image has no such executable (no /bin/sh, a typo in exec.command)
 
 
 def probe_command(probe: Probe) -> tuple[str, ...]:
     """The command that runs `probe` inside the container.
 
-    Podman's healthcheck (liveness) and the agent (readiness, startup) both run
-    probes in the container, since neither can reach a pod's address on a
-    remote node. `exec` runs its command as is; `httpGet` and `tcpSocket` run a
-    small POSIX shell script that uses curl, wget or nc, whichever the image
-    has (busybox's nc is enough for HTTP and TCP; HTTPS needs curl or wget).
-    With none of them it exits 98 and says so.
+    Used for every `exec` probe, for liveness (Podman's healthcheck runs in the
+    container), and as the fallback for httpGet/tcpSocket readiness and startup
+    probes on nodes whose pod addresses the agent cannot reach (tcp://; see
+    `probes.probe_way`; elsewhere the agent probes from outside, `netprobe`).
+    `exec` runs its command as is; `httpGet` and `tcpSocket` run a small POSIX
+    shell script that uses curl, wget or nc, whichever the image has (busybox's
+    nc is enough for HTTP and TCP; HTTPS needs curl or wget). With none of them
+    it exits 98 and says so; an image without /bin/sh cannot run it at all.
     """
     if probe.action == "exec":
         return probe.command

@@ -30,7 +30,8 @@ import podman
 import podman.errors
 import requests
 
-from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
+from .dial import Dialer, DialError, NetnsDialer, Sandbox
+from .desired import MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
 from .errors import NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 
@@ -38,6 +39,8 @@ _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
 _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
 _NS = 1_000_000_000
+_LOCAL_SCHEMES = ("unix://", "http+unix://")
+_NOT_FOUND = "OCI runtime attempted to invoke a command that was not found"  # libpod's ErrOCIRuntimeNotFound
 
 # fault injection (test only, see the module docstring): SIGKILL after this many writes
 _CRASH_AFTER = int(os.environ.get("GITOPS_AGENT_CRASH_AFTER_WRITES") or 0)
@@ -63,6 +66,10 @@ class Node:
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
+        # How httpGet/tcpSocket probes reach this node's pods from outside (None: in the container).
+        # A local socket means the agent is on the node's host: it enters the pod's network namespace.
+        # An ssh:// node gets a RemoteDialer(self.pod_sandbox, <its tunnel's open_tcp>) from its transport.
+        self.dialer: Dialer | None = NetnsDialer(self.pod_sandbox) if url.startswith(_LOCAL_SCHEMES) else None
         try:
             extra = {"identity": identity} if identity else {}
             self._client = podman.PodmanClient(base_url=url, timeout=timeout, **extra)
@@ -193,7 +200,25 @@ class Node:
                 return None, f"timed out after {timeout:g}s"
             raise
         info = self._call("GET", f"/exec/{exec_id}/json", f"exec in {container}") or {}
-        return info.get("ExitCode"), _demux(raw)[-400:]
+        output = _demux(raw)
+        if info.get("ExitCode") == 127 and _NOT_FOUND in output:  # the runtime found no such file in the image
+            return NO_SUCH_EXECUTABLE_EXIT, f"no such executable in the image: {command[0]}"
+        return info.get("ExitCode"), output[-400:]
+
+    def pod_sandbox(self, pod: str) -> Sandbox:
+        """The host PID of pod `pod`'s infra container and the pod's IP (for `dial`); DialError when
+        the pod or its infra container is gone or not running."""
+        info = self._call("GET", f"/pods/{pod}/json", f"inspect pod {pod}", ok404=True) or {}
+        infra = info.get("InfraContainerID") or next((c.get("Id") for c in info.get("Containers") or []), "")
+        if not infra:
+            raise DialError(f"pod {pod} is gone")
+        c = self._call("GET", f"/containers/{infra}/json", f"inspect pod {pod}", ok404=True) or {}
+        pid = int((c.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            raise DialError(f"pod {pod} is not running (its infra container has no process)")
+        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
+        return Sandbox(pid, ip)
 
     def has_image(self, image: str, images: frozenset[str]) -> bool:
         candidates = {image, f"docker.io/{image}", f"docker.io/library/{image}"}

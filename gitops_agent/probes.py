@@ -2,15 +2,21 @@
 
 Liveness is Podman's job (a healthcheck with restart on failure, so it keeps
 working while the agent is down). Readiness and startup gate a rollout, so the
-agent runs them itself, in the container (`desired.probe_command`), with
-Kubernetes' timing: `initialDelaySeconds` after the container started, one run
-every `periodSeconds`, `successThreshold` / `failureThreshold` consecutive
-results. Unlike Kubernetes, a pod whose readiness probe fails
-`failureThreshold` times in a row during a rollout fails the rollout at once
-instead of waiting out the progress deadline (the issue's "fails readiness").
+agent runs them itself, with Kubernetes' timing: `initialDelaySeconds` after the
+container started, one run every `periodSeconds`, `successThreshold` /
+`failureThreshold` consecutive results. Unlike Kubernetes, a pod whose readiness
+probe fails `failureThreshold` times in a row during a rollout fails the rollout
+at once instead of waiting out the progress deadline (the issue's "fails readiness").
+
+How one probe runs (`probe_way`): `exec` in the container (Node.exec);
+`httpGet` / `tcpSocket` from outside the container, as the kubelet does, through
+the node's dialer (`dial`, `netprobe`) when the node has one (local unix://
+nodes), else as a script in the container (`desired.probe_command`, the
+fallback for tcp:// nodes, whose pod addresses the agent cannot reach).
 
 `Prober.judge` turns one observation of a pod into a verdict; the only I/O is
-the `run` callable (Node.exec), so the state machine is tested with a fake.
+the `run` callable (Node.exec) and the `outside` callable (netprobe.check over
+the node's dialer), so the state machine is tested with fakes.
 """
 
 from __future__ import annotations
@@ -19,11 +25,20 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
+from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
 from .live import LiveContainer, LivePod
 from .model import Probe
 
-Run = Callable[[str, tuple[str, ...], float], "tuple[int | None, str]"]
+Run = Callable[[str, tuple[str, ...], float], "tuple[int | None, str]"]  # (container id, argv, timeout)
+Outside = Callable[[str, Probe], "tuple[int | None, str]"]  # (pod name, probe): httpGet/tcpSocket from outside
+
+IN_CONTAINER = "in the container"
+OUTSIDE = "by the agent, from outside the container"
+
+
+def probe_way(probe: Probe, outside: bool) -> str:
+    """PURE: how `probe` runs on a node that can (`outside`) or cannot reach its pods' addresses."""
+    return OUTSIDE if outside and probe.action != "exec" else IN_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -50,8 +65,9 @@ class _Track:
 class Prober:
     """Remembers each new container's probe results across observations."""
 
-    def __init__(self, run: Run, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, run: Run, clock: Callable[[], float] = time.time, outside: Outside | None = None) -> None:
         self._run = run
+        self._outside = outside
         self._clock = clock
         self._tracks: dict[str, _Track] = {}
 
@@ -65,13 +81,13 @@ class Prober:
             live = pod.container(cs.name)
             if live is None:
                 return Verdict(False)
-            v = self._container(cs, live)
+            v = self._container(cs, live, pod.name)
             if v.failed:
                 return v
             ready = ready and v.ready
         return Verdict(ready)
 
-    def _container(self, cs: ContainerSpec, c: LiveContainer) -> Verdict:
+    def _container(self, cs: ContainerSpec, c: LiveContainer, pod: str) -> Verdict:
         name = c.labels.get("io.gitops-agent.container", c.name)
         if c.state in ("exited", "stopped", "dead"):
             return Verdict(False, f"container {name} exited with code {c.exit_code}", name, "crash", f"exit code {c.exit_code}")
@@ -83,19 +99,19 @@ class Prober:
         if c.health == "unhealthy":
             return Verdict(False)
         if cs.startup is not None and not t.startup_ok:
-            failed = self._step(t, cs.startup, "startup", c)
+            failed = self._step(t, cs.startup, "startup", c, pod)
             if failed:
                 return Verdict(False, failed, name, "startup", t.output)
             if not t.startup_ok:
                 return Verdict(False)
         if cs.readiness is None:
             return Verdict(True)
-        failed = self._step(t, cs.readiness, "readiness", c)
+        failed = self._step(t, cs.readiness, "readiness", c, pod)
         if failed:
             return Verdict(False, failed, name, "readiness", t.output)
         return Verdict(t.ready)
 
-    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer) -> str:
+    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer, pod: str) -> str:
         """Run `probe` if it is due; returns a failure message once it has failed enough."""
         now = self._clock()
         if t.probe != kind:
@@ -104,7 +120,11 @@ class Prober:
         if now < t.next_run:
             return ""
         t.next_run = now + probe.period_seconds
-        code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
+        if probe_way(probe, self._outside is not None) == OUTSIDE:
+            assert self._outside is not None
+            code, output = self._outside(pod, probe)
+        else:
+            code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
         t.output = output
         if code == 0:
             t.successes, t.failures = t.successes + 1, 0
@@ -115,7 +135,7 @@ class Prober:
             return ""
         t.successes, t.failures = 0, t.failures + 1
         t.ready = False
-        if code == NO_TOOL_EXIT:
+        if code in (NO_TOOL_EXIT, NO_SUCH_EXECUTABLE_EXIT):
             return f"{kind} probe cannot run in container {c.labels.get('io.gitops-agent.container', c.name)}: {output}"
         if t.failures >= probe.failure_threshold:
             result = "timed out" if code is None else f"exit code {code}"
