@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command
 from .live import LiveContainer, LivePod
@@ -36,9 +36,26 @@ IN_CONTAINER = "in the container"
 OUTSIDE = "by the agent, from outside the container"
 
 
-def probe_way(probe: Probe, outside: bool) -> str:
-    """PURE: how `probe` runs on a node that can (`outside`) or cannot reach its pods' addresses."""
+HEALTHCHECK = "by Podman's healthcheck, in the container"
+
+
+def probe_way(probe: Probe, outside: bool, kind: str = "readiness") -> str:
+    """PURE: how a `kind` probe runs on a node that can (`outside`) or cannot reach its pods' addresses.
+    Liveness is always Podman's healthcheck, so it keeps working while the agent is down."""
+    if kind == "liveness":
+        return HEALTHCHECK
     return OUTSIDE if outside and probe.action != "exec" else IN_CONTAINER
+
+
+def probe_ways(containers: Iterable[ContainerSpec], outside: bool) -> list[dict[str, str]]:
+    """PURE: one row per probe of `containers` (for `status`): container, probe kind, action, how it runs."""
+    rows = []
+    for cs in containers:
+        name = cs.labels.get("io.gitops-agent.container", cs.name)
+        for kind, probe in (("startup", cs.startup), ("readiness", cs.readiness), ("liveness", cs.liveness)):
+            if probe is not None:
+                rows.append({"container": name, "probe": kind, "action": probe.action, "runs": probe_way(probe, outside, kind)})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,7 @@ class _Track:
     failures: int = 0
     next_run: float = 0.0
     startup_ok: bool = False
+    liveness_checked: bool = False
     ready: bool = False
     output: str = ""
 
@@ -98,6 +116,11 @@ class Prober:
             return Verdict(False, f"container {name} was restarted (it exited or failed its liveness probe)", name, "crash", t.output)
         if c.health == "unhealthy":
             return Verdict(False)
+        if cs.liveness is not None and cs.liveness.action != "exec" and not t.liveness_checked:
+            t.liveness_checked = True
+            failed = self._can_run_healthcheck(cs.liveness, c)
+            if failed:
+                return Verdict(False, failed, name, "liveness", t.output)
         if cs.startup is not None and not t.startup_ok:
             failed = self._step(t, cs.startup, "startup", c, pod)
             if failed:
@@ -110,6 +133,18 @@ class Prober:
         if failed:
             return Verdict(False, failed, name, "readiness", t.output)
         return Verdict(t.ready)
+
+    def _can_run_healthcheck(self, probe: Probe, c: LiveContainer) -> str:
+        """Podman runs an httpGet/tcpSocket liveness probe as a script in the container: run it once,
+        so an image without /bin/sh or without curl/wget/nc fails the rollout with the reason instead of
+        being restarted by its healthcheck forever. Any other result is the healthcheck's to judge."""
+        code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
+        if code not in (NO_TOOL_EXIT, NO_SUCH_EXECUTABLE_EXIT):
+            return ""
+        self._tracks[c.id].output = output
+        name = c.labels.get("io.gitops-agent.container", c.name)
+        return (f"liveness probe cannot run in container {name} (Podman's healthcheck runs {probe.action} liveness "
+                "probes in the container)")
 
     def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer, pod: str) -> str:
         """Run `probe` if it is due; returns a failure message once it has failed enough."""

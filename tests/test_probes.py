@@ -164,3 +164,18 @@ def test_exec_probe_on_an_image_without_the_executable_fails_at_once():
     p, _, _ = prober([NO_SUCH_EXECUTABLE_EXIT])
     v = p.judge(spec(readiness=Probe("exec", ("cat", "/ready"))), pod())
     assert v.failed == "readiness probe cannot run in container web: output 97"
+
+
+def test_http_liveness_is_tried_once_in_the_container_and_fails_the_pod_only_when_it_cannot_run():
+    """Podman's healthcheck runs httpGet liveness in the container: an image without /bin/sh fails at once
+    (instead of a restart loop); a probe that runs, whatever its result, is left to the healthcheck."""
+    from dataclasses import replace
+    live = Probe("httpGet", port=8080)
+    p, run, _ = prober([NO_SUCH_EXECUTABLE_EXIT])
+    s = spec()
+    s = replace(s, containers=(replace(s.containers[0], liveness=live),))
+    v = p.judge(s, pod())
+    assert (v.probe, v.output) == ("liveness", "output 97") and v.failed.startswith("liveness probe cannot run in container web")
+    p, run, _ = prober([1])
+    assert p.judge(s, pod()).ready and p.judge(s, pod()).ready and len(run.calls) == 1
+    assert run.calls[0][2] == probe_command(live)
