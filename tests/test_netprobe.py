@@ -164,3 +164,23 @@ def test_a_hung_server_times_out_and_tcp_socket_reports_open_or_refused() -> Non
         hung.close()
     code, out = netprobe.check(dialer(), "p", Probe("tcpSocket", port=port))
     assert code == 1 and out == f"dial tcp 127.0.0.1:{port}: connection refused"
+
+
+def test_netns_dialer_reports_a_gone_pod_and_connects_inside_a_live_namespace() -> None:
+    """NetnsDialer makes its socket in /proc/<pid>/ns/net: with this process's own pid that is our namespace
+    (a real setns round trip); a pid that does not exist is a DialError naming the namespace, never a traceback."""
+    import os
+
+    from gitops_agent.dial import DialError, NetnsDialer
+    srv, port = serve()
+    try:
+        Handler.routes = {"/": (200, {})}
+        d = NetnsDialer(lambda pod: Sandbox(os.getpid(), "127.0.0.1"))
+        assert netprobe.check(d, "p", http_probe(port)) == (0, f"GET http://127.0.0.1:{port}/: HTTP 200")
+        gone = NetnsDialer(lambda pod: Sandbox(2 ** 22 + 1, "10.0.0.9"))
+        with pytest.raises(DialError, match=r"the pod's network namespace \(/proc/4194305/ns/net\) is gone"):
+            gone.dial("p", "10.0.0.9", 80, 1)
+        assert netprobe.check(gone, "p", Probe("tcpSocket", port=80))[0] == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
