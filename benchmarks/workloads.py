@@ -297,7 +297,9 @@ def rollout(b: Bench) -> list[Row]:
     b.notes.append(
         f"rollout: 3 nodes (each a private Podman service in its own network and mount namespace, as the test "
         f"fleet), one Deployment of {3 * per_node} replicas ({per_node} per node), "
-        f"{'no readiness probe (--quick)' if readiness is None else 'httpGet readiness probe (periodSeconds 1, run by the agent from outside the container, in the pod network namespace)'}, "
+        + ("no readiness probe (--quick)" if readiness is None else "httpGet readiness probe (periodSeconds 1, run by "
+           "the agent from outside the container, in the pod's network namespace)") + ", "
+        f"
         f"maxSurge 1 / maxUnavailable 0, stop timeout 1 s, default rollout "
         f"knobs (one node at a time, canary first). Each run starts from empty nodes and a fresh agent state; the "
         f"initial apply of v1 took {spread(first)}. The `git revert` is fast-tracked (every node at once) "
@@ -313,7 +315,8 @@ def rollout(b: Bench) -> list[Row]:
         Row("rollout", "`git revert` back to WEB1 (one `sync`, fast-tracked)", fmt_s(median(back))),
         Row("rollout", f"Podman floor: the same {3 * per_node} replacements by a podman CLI script", fmt_s(ff)),
         Row("rollout", "Podman floor: the replacements back to WEB1", fmt_s(fb)),
-        Row("rollout", "agent rollout / Podman floor", f"{median(fwd) / ff:.2f}×", "≤ 1.0×", _verdict(median(fwd) <= ff)),
+        Row("rollout", "agent rollout / Podman floor", f"{median(fwd) / ff:.2f}×", "≤ 1.0×",
+            _verdict(median(fwd) <= ff)),
         Row("rollout", "agent revert / Podman floor (revert)", f"{median(back) / fb:.2f}×", "≤ 0.5×",
             _verdict(median(back) <= 0.5 * fb)),
     ]

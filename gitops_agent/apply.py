@@ -64,7 +64,8 @@ class Gate:
         self.hold = hold
         self.cap = cap
         dialer = node.dialer
-        self.prober = Prober(node.exec, outside=(lambda pod, probe: netprobe.check(dialer, pod, probe)) if dialer else None)
+        outside = (lambda pod, probe: netprobe.check(dialer, pod, probe)) if dialer else None
+        self.prober = Prober(node.exec, outside=outside)
         self._ready_since: dict[str, float] = {}
 
     def available(self, spec: PodSpec, pod: LivePod | None) -> bool:

@@ -244,8 +244,8 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             f = ro["failure"]
             print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: {f.get('output') or f.get('error')}")
     for n in st["nodes"]:
-        print(f"Node {n['name']}: " + (f"reachable, {n['pods']} managed pod(s); httpGet/tcpSocket probes {n['httpTcpProbes']}"
-                                       if n["reachable"] else f"UNREACHABLE: {n['error']}"))
+        state = f"reachable, {n['pods']} managed pod(s); httpGet/tcpSocket probes {n['httpTcpProbes']}"
+        print(f"Node {n['name']}: " + (state if n["reachable"] else f"UNREACHABLE: {n['error']}"))
     rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL")]
     for o in st["objects"]:
         detail = ""

@@ -616,7 +616,9 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     t = str(probe.timeout_seconds)
     if probe.action == "tcpSocket":
         script = (
-            f"{_BOUNDED}if command -v nc >/dev/null 2>&1; then bounded {t} nc -w {t} {_sh(host)} {probe.port} </dev/null >/dev/null; "
+            # connected: nc exits 0 when the server closes, or is stopped by `timeout` after the connect bound
+            f"{_BOUNDED}if command -v nc >/dev/null 2>&1; then bounded {probe.timeout_seconds + 1} nc -w {t} {_sh(host)} "
+            f"{probe.port} </dev/null >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -ge 124 ]; "
             f"else echo 'tcpSocket probe: the image has no nc' >&2; exit {NO_TOOL_EXIT}; fi"
         )
         return ("/bin/sh", "-c", script)
@@ -644,7 +646,8 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
 
 # busybox's `nc -w` bounds the connect only: a server that accepts and never answers would hang the probe
 # (and Podman 4.3 does not stop a healthcheck at its timeout). `timeout`, when the image has it, bounds it all.
-_BOUNDED = "bounded() { t=$1; shift; if command -v timeout >/dev/null 2>&1; then timeout \"$t\" \"$@\"; else \"$@\"; fi; }; "
+_BOUNDED = ('bounded() { t=$1; shift; if command -v timeout >/dev/null 2>&1; then timeout "$t" "$@"; '
+            'else "$@"; fi; }; ')
 
 
 def _sh(text: str) -> str:

@@ -84,7 +84,8 @@ def _http(dialer: Dialer, pod: str, probe: Probe, deadline: float) -> tuple[int 
         url = urlsplit(urljoin(f"{scheme}://{_netloc(host, port)}{target}", location))
         new_host = url.hostname or ""
         if new_host != first_host.lower() or url.scheme not in ("http", "https"):
-            return 0, f"GET {shown}: HTTP {status}: probe terminated redirects (to {location}, another host): counted as success"
+            return 0, (f"GET {shown}: HTTP {status}: probe terminated redirects (to {location}, another host): "
+                       "counted as success")
         scheme, host = url.scheme, new_host
         port = url.port or (443 if scheme == "https" else 80)
         target = url.path or "/"

@@ -31,7 +31,8 @@ import podman.errors
 import requests
 
 from .dial import Dialer, DialError, NetnsDialer, Sandbox
-from .desired import MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
+from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec,
+                      VolumeSpec)
 from .errors import NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 

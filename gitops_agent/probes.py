@@ -54,7 +54,8 @@ def probe_ways(containers: Iterable[ContainerSpec], outside: bool) -> list[dict[
         name = cs.labels.get("io.gitops-agent.container", cs.name)
         for kind, probe in (("startup", cs.startup), ("readiness", cs.readiness), ("liveness", cs.liveness)):
             if probe is not None:
-                rows.append({"container": name, "probe": kind, "action": probe.action, "runs": probe_way(probe, outside, kind)})
+                runs = probe_way(probe, outside, kind)
+                rows.append({"container": name, "probe": kind, "action": probe.action, "runs": runs})
     return rows
 
 

@@ -464,7 +464,8 @@ def test_a_hung_http_server_is_restarted_by_its_httpget_liveness_healthcheck(env
     fleet, repo, cfg = env
     w = workload("web", WEB1, replicas=1)
     w["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {
-        "httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 30, "timeoutSeconds": 1, "failureThreshold": 1}
+        "httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 30, "timeoutSeconds": 1,
+        "failureThreshold": 1}
     push(repo, "v1", w)
     assert sync(cfg).result == "applied"
     (name, ctr), = app_containers(fleet[0]).items()

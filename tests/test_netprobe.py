@@ -159,7 +159,8 @@ def test_a_hung_server_times_out_and_tcp_socket_reports_open_or_refused() -> Non
     try:
         code, out = netprobe.check(dialer(), "p", http_probe(port, "/", timeout_seconds=1))
         assert code is None and out == f"GET http://127.0.0.1:{port}/: no answer within 1s"
-        assert netprobe.check(dialer(), "p", Probe("tcpSocket", port=port)) == (0, f"tcp 127.0.0.1:{port}: connection opened")
+        opened = (0, f"tcp 127.0.0.1:{port}: connection opened")
+        assert netprobe.check(dialer(), "p", Probe("tcpSocket", port=port)) == opened
     finally:
         hung.close()
     code, out = netprobe.check(dialer(), "p", Probe("tcpSocket", port=port))

@@ -175,7 +175,8 @@ def test_http_liveness_is_tried_once_in_the_container_and_fails_the_pod_only_whe
     s = spec()
     s = replace(s, containers=(replace(s.containers[0], liveness=live),))
     v = p.judge(s, pod())
-    assert (v.probe, v.output) == ("liveness", "output 97") and v.failed.startswith("liveness probe cannot run in container web")
+    assert (v.probe, v.output) == ("liveness", "output 97")
+    assert v.failed.startswith("liveness probe cannot run in container web")
     p, run, _ = prober([1])
     assert p.judge(s, pod()).ready and p.judge(s, pod()).ready and len(run.calls) == 1
     assert run.calls[0][2] == probe_command(live)
