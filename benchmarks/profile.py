@@ -134,7 +134,8 @@ def _rollout(top: int) -> int:
         try:
             return original(self, method, path, *a, **kw)
         finally:
-            kind = f"{method} " + re.sub(r"^/(pods|containers|exec)/[^/]+", r"/\1/{id}", path.split("?")[0])
+            kind = f"{method} " + re.sub(r"^/(pods|containers|exec)/(?!json$|create$)[^/]+", r"/\1/{id}",
+                                            path.split("?")[0])
             with lock:
                 calls[kind].append(time.perf_counter() - t0)
 

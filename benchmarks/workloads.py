@@ -299,7 +299,6 @@ def rollout(b: Bench) -> list[Row]:
         f"fleet), one Deployment of {3 * per_node} replicas ({per_node} per node), "
         + ("no readiness probe (--quick)" if readiness is None else "httpGet readiness probe (periodSeconds 1, run by "
            "the agent from outside the container, in the pod's network namespace)") + ", "
-        f"
         f"maxSurge 1 / maxUnavailable 0, stop timeout 1 s, default rollout "
         f"knobs (one node at a time, canary first). Each run starts from empty nodes and a fresh agent state; the "
         f"initial apply of v1 took {spread(first)}. The `git revert` is fast-tracked (every node at once) "

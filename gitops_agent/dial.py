@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 _CLONE_NEWNET = 0x40000000
+_CACHE_LIMIT = 256  # pods whose sandbox a NetnsDialer remembers
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class NetnsDialer:
         if box is None or not os.path.exists(f"/proc/{box.pid}/ns/net"):
             box = self._sandbox_of(pod)
             with self._lock:
+                if len(self._cache) >= _CACHE_LIMIT:  # a long-running agent sees many pods come and go
+                    self._cache.clear()
                 self._cache[pod] = box
         return box
 

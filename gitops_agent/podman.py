@@ -10,6 +10,12 @@ volumes, secrets, images), whatever the number of objects. Writes happen only
 through the methods named for them. Must not decide *what* to change: that is
 `plan`'s job.
 
+Probes: `exec` runs a probe in a container (an executable missing from the image
+comes back as `NO_SUCH_EXECUTABLE_EXIT` with a plain sentence); `dialer` is how
+httpGet/tcpSocket probes reach this node's pods from outside the container
+(`dial`: a local socket means the agent is on the node's host, so it enters the
+pod's network namespace; `pod_sandbox` says where that is). None: in the container.
+
 Fault injection (TEST ONLY, never set it in production): with the environment
 variable `GITOPS_AGENT_CRASH_AFTER_WRITES=N` the process sends itself SIGKILL
 right after the N-th successful write call (POST/DELETE that changes a node's
