@@ -40,10 +40,13 @@ _CACHE_LIMIT = 256  # pods whose sandbox a NetnsDialer remembers
 @dataclass(frozen=True)
 class Sandbox:
     """Where a pod's network lives on its node: the infra container's host PID and the pod's IP
-    ("" on the host network, where the pod's own address is the node's 127.0.0.1)."""
+    ("" on the host network, where the pod's own address is the node's 127.0.0.1); `container` is the
+    infra container's ID, which its process's cgroup names (checked, so that a node whose Podman socket
+    is forwarded from another machine never makes the agent enter an unrelated local process)."""
 
     pid: int
     ip: str
+    container: str = ""
 
 
 class DialError(Exception):
@@ -83,6 +86,7 @@ class NetnsDialer:
             box = self._cache.get(pod)
         if box is None or not os.path.exists(f"/proc/{box.pid}/ns/net"):
             box = self._sandbox_of(pod)
+            _check_same_host(box, pod)
             with self._lock:
                 if len(self._cache) >= _CACHE_LIMIT:  # a long-running agent sees many pods come and go
                     self._cache.clear()
@@ -132,6 +136,20 @@ class RemoteDialer:
             stream.settimeout(timeout)
             return stream
         return bridge(stream, timeout)
+
+
+def _check_same_host(box: Sandbox, pod: str) -> None:
+    if not box.container:
+        return
+    try:
+        with open(f"/proc/{box.pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            mine = box.container in f.read()
+    except OSError:
+        mine = False
+    if not mine:
+        raise DialError(f"pod {pod}'s infra process (pid {box.pid}) is not on the agent's host: is this node's "
+                        "Podman socket forwarded from another machine? (probing from outside needs the agent on the "
+                        "node's host)")
 
 
 def socket_in_netns(pid: int) -> socket.socket:

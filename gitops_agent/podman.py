@@ -225,7 +225,7 @@ class Node:
             raise DialError(f"pod {pod} is not running (its infra container has no process)")
         nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
         ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
-        return Sandbox(pid, ip)
+        return Sandbox(pid, ip, infra)
 
     def has_image(self, image: str, images: frozenset[str]) -> bool:
         candidates = {image, f"docker.io/{image}", f"docker.io/library/{image}"}

@@ -169,7 +169,8 @@ def test_a_hung_server_times_out_and_tcp_socket_reports_open_or_refused() -> Non
 
 def test_netns_dialer_reports_a_gone_pod_and_connects_inside_a_live_namespace() -> None:
     """NetnsDialer makes its socket in /proc/<pid>/ns/net: with this process's own pid that is our namespace
-    (a real setns round trip); a pid that does not exist is a DialError naming the namespace, never a traceback."""
+    (a real setns round trip); a pid that does not exist, or whose cgroup does not name the pod's infra container
+    (a socket forwarded from another machine), is a DialError with the reason, never a traceback."""
     import os
 
     from gitops_agent.dial import DialError, NetnsDialer
@@ -182,6 +183,9 @@ def test_netns_dialer_reports_a_gone_pod_and_connects_inside_a_live_namespace() 
         with pytest.raises(DialError, match=r"the pod's network namespace \(/proc/4194305/ns/net\) is gone"):
             gone.dial("p", "10.0.0.9", 80, 1)
         assert netprobe.check(gone, "p", Probe("tcpSocket", port=80))[0] == 1
+        elsewhere = NetnsDialer(lambda pod: Sandbox(os.getpid(), "127.0.0.1", "f" * 64))  # not our cgroup
+        code, out = netprobe.check(elsewhere, "p", http_probe(port))
+        assert code == 1 and f"pod p's infra process (pid {os.getpid()}) is not on the agent's host" in out
     finally:
         srv.shutdown()
         srv.server_close()
