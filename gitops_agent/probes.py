@@ -1,7 +1,9 @@
 """Readiness and startup probes, run by the agent while it waits for new pods.
 
 Liveness is Podman's job (a healthcheck with restart on failure, so it keeps
-working while the agent is down). Readiness and startup gate a rollout, so the
+working while the agent is down); an httpGet/tcpSocket liveness probe is tried
+once in each new container, so an image that cannot run Podman's in-container
+script fails the rollout with the reason instead of a restart loop. Readiness and startup gate a rollout, so the
 agent runs them itself, with Kubernetes' timing: `initialDelaySeconds` after the
 container started, one run every `periodSeconds`, `successThreshold` /
 `failureThreshold` consecutive results. Unlike Kubernetes, a pod whose readiness
@@ -34,8 +36,6 @@ Outside = Callable[[str, Probe], "tuple[int | None, str]"]  # (pod name, probe):
 
 IN_CONTAINER = "in the container"
 OUTSIDE = "by the agent, from outside the container"
-
-
 HEALTHCHECK = "by Podman's healthcheck, in the container"
 
 

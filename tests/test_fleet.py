@@ -480,3 +480,27 @@ def test_a_hung_http_server_is_restarted_by_its_httpget_liveness_healthcheck(env
         time.sleep(0.2)
     assert app_containers(fleet[0])[name]["Id"] == ctr["Id"]  # the same container, restarted in place
     fleet[0].podman("healthcheck", "run", name)  # and it answers again
+
+
+def test_without_a_dialer_http_readiness_falls_back_to_the_in_container_script(env: tuple[list[Any], Any, Path]) -> None:
+    """A node whose pod addresses the agent cannot reach (tcp://: no dialer) runs httpGet readiness as the
+    in-container script: busybox's nc gates the rollout; the shell-less image cannot run it and says why."""
+    fleet, repo, cfg = env
+    run_each(lambda svc: make_bare_image(svc, BARE1, "1"), fleet[:1])
+    only_n1 = {"n1": {"probe": "fallback"}}
+    cfg = write_config(cfg.parent, repo, fleet, labels=only_n1)
+    agent = Agent(config_mod.load(str(cfg)), Events())
+    try:
+        for node in agent.nodes.values():
+            node.dialer = None  # what a tcp:// node gets
+        push(repo, "v1", workload("web", WEB1, replicas=1, node_selector={"probe": "fallback"}))
+        assert agent.sync().result == "applied"
+        execs = agent.nodes["n1"].writes - agent.nodes["n1"].changes
+        assert execs >= 1  # the probe ran as an exec in the container
+        push(repo, "v2", workload("web", BARE1, replicas=1, node_selector={"probe": "fallback"}))
+        out = agent.sync()
+        assert out.result == "failed"
+        assert "readiness probe cannot run in container web: no such executable in the image: /bin/sh" in out.error
+    finally:
+        agent.close()
+    assert image_of(fleet[0]) == {WEB1}

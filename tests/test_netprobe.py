@@ -189,3 +189,14 @@ def test_netns_dialer_reports_a_gone_pod_and_connects_inside_a_live_namespace() 
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_transport_decides_the_dialer() -> None:
+    """unix:// (the agent is on the node's host) probes from the pod's namespace; tcp:// and ssh:// have no
+    dialer (in-container fallback) until their transport provides one."""
+    from gitops_agent.dial import NetnsDialer
+    from gitops_agent.podman import Node
+
+    assert isinstance(Node("a", "unix:///run/podman/podman.sock").dialer, NetnsDialer)
+    assert isinstance(Node("b", "http+unix:///run/podman/podman.sock").dialer, NetnsDialer)
+    assert Node("c", "tcp://127.0.0.1:1").dialer is None
