@@ -84,9 +84,12 @@ class NetnsDialer:
     def _sandbox(self, pod: str) -> Sandbox:
         with self._lock:
             box = self._cache.get(pod)
-        if box is None or not os.path.exists(f"/proc/{box.pid}/ns/net"):
+        if box is None or not _is_its_process(box):  # gone, or its pid reused by another process
             box = self._sandbox_of(pod)
-            _check_same_host(box, pod)
+            if not _is_its_process(box):
+                raise DialError(f"pod {pod}'s infra process (pid {box.pid}) is not on the agent's host (it ended, or "
+                                "this node's Podman socket is forwarded from another machine: probing from outside "
+                                "needs the agent on the node's host)")
             with self._lock:
                 if len(self._cache) >= _CACHE_LIMIT:  # a long-running agent sees many pods come and go
                     self._cache.clear()
@@ -105,7 +108,7 @@ class NetnsDialer:
         try:
             sock.settimeout(timeout)
             sock.connect((host, port))
-        except BaseException as e:
+        except OSError as e:
             sock.close()
             raise _describe(e, host, port, timeout) from e
         return sock
@@ -138,18 +141,13 @@ class RemoteDialer:
         return bridge(stream, timeout)
 
 
-def _check_same_host(box: Sandbox, pod: str) -> None:
-    if not box.container:
-        return
+def _is_its_process(box: Sandbox) -> bool:
+    """True when process `box.pid` on this host is the infra container's (its cgroup names the container)."""
     try:
         with open(f"/proc/{box.pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            mine = box.container in f.read()
+            return box.container in f.read()
     except OSError:
-        mine = False
-    if not mine:
-        raise DialError(f"pod {pod}'s infra process (pid {box.pid}) is not on the agent's host: is this node's "
-                        "Podman socket forwarded from another machine? (probing from outside needs the agent on the "
-                        "node's host)")
+        return False
 
 
 def socket_in_netns(pid: int) -> socket.socket:
