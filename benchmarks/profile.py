@@ -3,7 +3,10 @@
 Profiles, on a private Podman node (never the host's):
 - the no-op sync: `--syncs` passes of a running in-process agent over a node with `--pods`
   managed pods;
-- the cold apply: one cold `Agent()` + `sync()` of `--cold` single-replica Deployments.
+- the cold apply: one cold `Agent()` + `sync()` of `--cold` single-replica Deployments;
+- with `--rollout`, only the rollout workload's forward rollout (3 nodes x 5 replicas, httpGet
+  readiness, WEB1 -> WEB2): cProfile, plus wall time per Podman API call kind (every
+  `Node._call`, whatever the thread), which is where a rollout waits.
 
 Uses pyinstrument when installed (wall clock, so time spent waiting on Podman and Git
 shows up; `pip install pyinstrument` into the venv, it is not a project dependency),
@@ -22,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from ._env import WEB1, Bench, GitRemote, agent_config, bench_dir, deployment, dump_all, load_agent, preflight
+from ._env import WEB1, WEB2, Bench, GitRemote, agent_config, bench_dir, deployment, dump_all, load_agent, preflight
 
 
 def _profiled(title: str, fn: Callable[[], Any], top: int, prepare: Callable[[], Any] = lambda: None) -> None:
@@ -62,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--syncs", type=int, default=20, help="no-op syncs profiled together")
     ap.add_argument("--cold", type=int, default=50, help="Deployments (1 replica) in the cold apply")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--rollout", action="store_true", help="profile only a 3-node x 5-replica rollout")
     args = ap.parse_args(argv)
     if preflight():
         print("missing: " + ", ".join(preflight()), file=sys.stderr)
         return 2
+    if args.rollout:
+        return _rollout(args.top)
     with bench_dir() as d:
         b = Bench(runs=1, quick=False, workdir=d)
         try:
@@ -106,6 +112,70 @@ def main(argv: list[str] | None = None) -> int:
                 _profiled(f"no-op sync x{args.syncs}, {args.pods} managed pods", noop, args.top)
             finally:
                 agent.close()
+        finally:
+            b.close()
+    return 0
+
+
+def _rollout(top: int) -> int:
+    """The rollout workload's WEB1 -> WEB2 rollout, profiled, with each Podman API call's wall time."""
+    import re
+    import threading
+    from collections import defaultdict
+
+    from gitops_agent.podman import Node
+
+    calls: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+    original = Node._call
+
+    def traced(self: Node, method: str, path: str, *a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return original(self, method, path, *a, **kw)
+        finally:
+            kind = f"{method} " + re.sub(r"^/(pods|containers|exec)/(?!json$|create$)[^/]+", r"/\1/{id}",
+                                            path.split("?")[0])
+            with lock:
+                calls[kind].append(time.perf_counter() - t0)
+
+    readiness = {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1}
+    with bench_dir() as d:
+        b = Bench(runs=1, quick=False, workdir=d)
+        try:
+            fleet = b.nodes(3, "prof")
+            remote = GitRemote(b.tmp("roll-git"))
+            cfg = agent_config(b.tmp("roll-cfg") / "agent.yaml", remote.url, fleet, b.tmp("roll-state"),
+                               source_path="apps")
+
+            def push(image: str) -> None:
+                docs = [deployment("web", image, 15, readiness=readiness, rolling=True)]
+                remote.write("apps/web.yaml", dump_all(docs))
+                remote.commit_and_push(image)
+
+            agent = load_agent(cfg)
+            try:
+                push(WEB1)
+                assert agent.sync().result == "applied"
+                push(WEB2)
+                Node._call = traced  # type: ignore[method-assign]
+                t0 = time.perf_counter()
+                prof = cProfile.Profile()
+                prof.enable()
+                out = agent.sync()
+                prof.disable()
+                wall = time.perf_counter() - t0
+                Node._call = original  # type: ignore[method-assign]
+                assert out.result == "applied", out.error
+            finally:
+                agent.close()
+            print(f"##### rollout WEB1 -> WEB2, 3 nodes x 5 replicas: {wall:.2f} s")
+            print(f"{'API call':<40} {'count':>5} {'total s':>8} {'mean s':>7}")
+            for kind, ts in sorted(calls.items(), key=lambda kv: -sum(kv[1])):
+                print(f"{kind:<40} {len(ts):>5} {sum(ts):>8.2f} {sum(ts) / len(ts):>7.3f}")
+            st = io.StringIO()
+            pstats.Stats(prof, stream=st).strip_dirs().sort_stats("cumulative").print_stats(top)
+            print("\n".join(line for line in st.getvalue().splitlines() if line.strip()))
         finally:
             b.close()
     return 0

@@ -251,10 +251,15 @@ def rollout(b: Bench) -> list[Row]:
     back: list[float] = []
     first: list[float] = []
     fast: list[bool] = []
+    floor_fwd: list[float] = []
+    floor_back: list[float] = []
     try:
         for r in range(b.runs):
-            if r:
-                run_each(PodmanService.reset, fleet)
+            run_each(PodmanService.reset, fleet)
+            f, bk = _podman_floor(fleet, per_node)
+            floor_fwd.append(f)
+            floor_back.append(bk)
+            run_each(PodmanService.reset, fleet)
             remote = GitRemote(b.tmp(f"roll{r}-git"))
             cfg = agent_config(b.tmp(f"roll{r}-cfg") / "agent.yaml", remote.url, fleet, b.tmp(f"roll{r}-state"),
                                source_path="apps")
@@ -287,20 +292,59 @@ def rollout(b: Bench) -> list[Row]:
                     raise RuntimeError(f"rollout: node {svc.name} does not run {per_node} containers after the revert")
     finally:
         b.release(fleet)
-    b.extra["rollout"] = {"first": first, "forward": fwd, "revert": back, "fast": fast}
+    b.extra["rollout"] = {"first": first, "forward": fwd, "revert": back, "fast": fast,
+                          "floor-forward": floor_fwd, "floor-revert": floor_back}
     b.notes.append(
         f"rollout: 3 nodes (each a private Podman service in its own network and mount namespace, as the test "
         f"fleet), one Deployment of {3 * per_node} replicas ({per_node} per node), "
-        f"{'no readiness probe (--quick)' if readiness is None else 'httpGet readiness probe (periodSeconds 1, run by the agent inside the container)'}, "
+        + ("no readiness probe (--quick)" if readiness is None else "httpGet readiness probe (periodSeconds 1, run by "
+           "the agent from outside the container, in the pod's network namespace)") + ", "
         f"maxSurge 1 / maxUnavailable 0, stop timeout 1 s, default rollout "
         f"knobs (one node at a time, canary first). Each run starts from empty nodes and a fresh agent state; the "
         f"initial apply of v1 took {spread(first)}. The `git revert` is fast-tracked (every node at once) "
-        f"{'in every run' if all(fast) else 'NOT in every run'}."
+        f"{'in every run' if all(fast) else 'NOT in every run'}. The Podman floor is the same pod replacements by a "
+        f"plain script of podman CLI calls on each node (its own service), one pod at a time, node after node in the "
+        f"rollout's order: `pod create` + `create --pod` + `pod start` of the new pod, then `pod stop -t 1` and "
+        f"`pod rm` of the old one; it waits for nothing. Its revert is the same replacements back to WEB1 (no "
+        f"fast track). Each run does the floor first on emptied nodes, then the agent; ratios are per run's medians."
     )
+    ff, fb = median(floor_fwd), median(floor_back)
     return [
         Row("rollout", f"image WEB1→WEB2, 3 nodes × {per_node} replicas (one `sync`)", fmt_s(median(fwd))),
         Row("rollout", "`git revert` back to WEB1 (one `sync`, fast-tracked)", fmt_s(median(back))),
+        Row("rollout", f"Podman floor: the same {3 * per_node} replacements by a podman CLI script", fmt_s(ff)),
+        Row("rollout", "Podman floor: the replacements back to WEB1", fmt_s(fb)),
+        Row("rollout", "agent rollout / Podman floor", f"{median(fwd) / ff:.2f}×", "≤ 1.0×",
+            _verdict(median(fwd) <= ff)),
+        Row("rollout", "agent revert / Podman floor (revert)", f"{median(back) / fb:.2f}×", "≤ 0.5×",
+            _verdict(median(back) <= 0.5 * fb)),
     ]
+
+
+def _podman_floor(fleet: list[PodmanService], per_node: int) -> tuple[float, float]:
+    """The rollout's pod replacements done by a plain podman CLI script: (forward seconds, back seconds).
+    The starting pods (WEB1) are made first, untimed."""
+    def make(svc: PodmanService, name: str, image: str) -> None:
+        svc.podman("pod", "create", "--name", name)
+        svc.podman("create", "--pod", name, "--name", f"{name}-web", "--stop-timeout", "1", image, *HTTPD)
+        svc.podman("pod", "start", name)
+
+    def replace(svc: PodmanService, old: str, new: str, image: str) -> None:
+        make(svc, new, image)
+        svc.podman("pod", "stop", "-t", "1", old)
+        svc.podman("pod", "rm", old)
+
+    run_each(lambda svc: [make(svc, f"floor-a{i}", WEB1) for i in range(per_node)], fleet)
+    t0 = time.perf_counter()
+    for svc in fleet:
+        for i in range(per_node):
+            replace(svc, f"floor-a{i}", f"floor-b{i}", WEB2)
+    forward = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for svc in fleet:
+        for i in range(per_node):
+            replace(svc, f"floor-b{i}", f"floor-a{i}", WEB1)
+    return forward, time.perf_counter() - t0
 
 
 # --- 4. validate ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from . import netprobe
 from .desired import PodSpec, WorkloadSpec
 from .errors import Interrupted, NodeError
 from .live import LivePod, LiveState
@@ -62,7 +63,9 @@ class Gate:
         self.step_deadline = self.deadline = deadline
         self.hold = hold
         self.cap = cap
-        self.prober = Prober(node.exec)
+        dialer = node.dialer
+        outside = (lambda pod, probe: netprobe.check(dialer, pod, probe)) if dialer else None
+        self.prober = Prober(node.exec, outside=outside)
         self._ready_since: dict[str, float] = {}
 
     def available(self, spec: PodSpec, pod: LivePod | None) -> bool:

@@ -251,7 +251,8 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             f = ro["failure"]
             print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: {f.get('output') or f.get('error')}")
     for n in st["nodes"]:
-        print(f"Node {n['name']}: " + (f"reachable, {n['pods']} managed pod(s)" if n["reachable"] else f"UNREACHABLE: {n['error']}"))
+        state = f"reachable, {n['pods']} managed pod(s); httpGet/tcpSocket probes {n['httpTcpProbes']}"
+        print(f"Node {n['name']}: " + (state if n["reachable"] else f"UNREACHABLE: {n['error']}"))
     rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL")]
     for o in st["objects"]:
         detail = ""
@@ -264,6 +265,10 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             detail = f"{o['keys']} key(s)"
         rows.append((o["node"], o["kind"], o["namespace"], o["name"], o["state"], detail))
     _table(rows)
+    probes = [(o["node"], f"{o['kind']}/{o['name']}", p["container"], p["probe"], p["action"], p["runs"])
+              for o in st["objects"] for p in o.get("probes", [])]
+    if probes:
+        _table([("NODE", "WORKLOAD", "CONTAINER", "PROBE", "ACTION", "RUNS"), *probes])
     for v in st["orphanedVolumes"]:
         print(f"Orphaned volume (data kept): {v}")
     for name in st["unknownSecrets"]:

@@ -127,6 +127,7 @@ class ContainerSpec:
     labels: Mapping[str, str]
     readiness: Probe | None = None  # run by the agent while it waits for the pod
     startup: Probe | None = None  # run by the agent; liveness waits for it (start period)
+    liveness: Probe | None = None  # run by Podman's healthcheck (health_cmd); kept for `status` and `probes`
     host_mounts: tuple[HostMount, ...] = ()
     privileged: bool = False
     cap_add: tuple[str, ...] = ()  # Podman's names: CAP_NET_ADMIN, or ALL
@@ -678,6 +679,7 @@ def _container(
         labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
+        liveness=probe,
         host_mounts=tuple(host_mounts),
         privileged=c.privileged,
         cap_add=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_add)),
@@ -700,25 +702,29 @@ def _podman_cap(name: str) -> str:
 # --- probes -------------------------------------------------------------------------
 
 NO_TOOL_EXIT = 98  # the probe shell found no tool to run an httpGet/tcpSocket probe with
+NO_SUCH_EXECUTABLE_EXIT = 97  # Node.exec: the image has no such executable (no /bin/sh, a typo in exec.command)
 
 
 def probe_command(probe: Probe) -> tuple[str, ...]:
     """The command that runs `probe` inside the container.
 
-    Podman's healthcheck (liveness) and the agent (readiness, startup) both run
-    probes in the container, since neither can reach a pod's address on a
-    remote node. `exec` runs its command as is; `httpGet` and `tcpSocket` run a
-    small POSIX shell script that uses curl, wget or nc, whichever the image
-    has (busybox's nc is enough for HTTP and TCP; HTTPS needs curl or wget).
-    With none of them it exits 98 and says so.
+    Used for every `exec` probe, for liveness (Podman's healthcheck runs in the
+    container), and as the fallback for httpGet/tcpSocket readiness and startup
+    probes on nodes whose pod addresses the agent cannot reach (tcp://; see
+    `probes.probe_way`; elsewhere the agent probes from outside, `netprobe`).
+    `exec` runs its command as is; `httpGet` and `tcpSocket` run a small POSIX
+    shell script that uses curl, wget or nc, whichever the image has (busybox's
+    nc is enough for HTTP and TCP; HTTPS needs curl or wget; nc is bounded by
+    `timeoutSeconds` only when the image has `timeout`). With none of them it
+    exits 98 and says so; an image without /bin/sh cannot run it at all.
 
-    URL fidelity: the path reaches the server as written, up to a `#` (a
-    fragment is never sent, as with Kubernetes' prober and every browser).
-    curl runs with `-g` (no `{}`/`[]` globbing: one request, to the declared
-    path); nc sends the request line as written; busybox wget sends it as
-    written too, GNU wget percent-encodes `{ } | ^` and the like (the same
-    resource to a server that decodes the path). A `Host` header of the
-    probe's own replaces the default one.
+    URL fidelity (the in-container script): the path reaches the server as
+    written, up to a `#` (a fragment is never sent, as with Kubernetes' prober
+    and every browser). curl runs with `-g` (no `{}`/`[]` globbing: one
+    request, to the declared path); nc sends the request line as written;
+    busybox wget sends it as written too, GNU wget percent-encodes `{ } | ^`
+    and the like (the same resource to a server that decodes the path). A
+    `Host` header of the probe's own replaces the default one.
     """
     if probe.action == "exec":
         return probe.command
@@ -726,7 +732,9 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     t = str(probe.timeout_seconds)
     if probe.action == "tcpSocket":
         script = (
-            f"if command -v nc >/dev/null 2>&1; then nc -w {t} {_sh(host)} {probe.port} </dev/null >/dev/null; "
+            # connected: nc exits 0 when the server closes, or is stopped by `timeout` after the connect bound
+            f"{_BOUNDED}if command -v nc >/dev/null 2>&1; then bounded {probe.timeout_seconds + 1} nc -w {t} {_sh(host)} "
+            f"{probe.port} </dev/null >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -ge 124 ]; "
             f"else echo 'tcpSocket probe: the image has no nc' >&2; exit {NO_TOOL_EXIT}; fi"
         )
         return ("/bin/sh", "-c", script)
@@ -743,15 +751,21 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     own_host = any(k.lower() == "host" for k, _ in probe.headers)
     lines = [f"GET {target} HTTP/1.0", *([] if own_host else [f"Host: {host}"]), *(f"{k}: {v}" for k, v in probe.headers)]
     request = "".join(lit(line) + crlf for line in lines) + crlf
-    nc = f"printf {_sh(request)} | nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
+    nc = f"printf {_sh(request)} | bounded {t} nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
     tools = "curl, wget" + ("" if scheme == "https" else " or nc")
     script = (
-        f"if command -v curl >/dev/null 2>&1; then curl -fsSkg -o /dev/null -m {t}{curl_h} {_sh(url)}; "
+        f"{_BOUNDED}if command -v curl >/dev/null 2>&1; then curl -fsSkg -o /dev/null -m {t}{curl_h} {_sh(url)}; "
         + (f"elif command -v nc >/dev/null 2>&1; then {nc}; " if scheme == "http" else "")
         + f"elif command -v wget >/dev/null 2>&1; then wget -q -O /dev/null -T {t} --no-check-certificate{wget_h} {_sh(url)}; "
         + f"else echo 'httpGet probe: the image has no {tools}' >&2; exit {NO_TOOL_EXIT}; fi"
     )
     return ("/bin/sh", "-c", script)
+
+
+# busybox's `nc -w` bounds the connect only: a server that accepts and never answers would hang the probe
+# (and Podman 4.3 does not stop a healthcheck at its timeout). `timeout`, when the image has it, bounds it all.
+_BOUNDED = ('bounded() { t=$1; shift; if command -v timeout >/dev/null 2>&1; then timeout "$t" "$@"; '
+            'else "$@"; fi; }; ')
 
 
 def _sh(text: str) -> str:

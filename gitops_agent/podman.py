@@ -13,6 +13,12 @@ volumes, secrets, images), whatever the number of objects. Writes happen only
 through the methods named for them. Must not decide *what* to change: that is
 `plan`'s job.
 
+Probes: `exec` runs a probe in a container (an executable missing from the image
+comes back as `NO_SUCH_EXECUTABLE_EXIT` with a plain sentence); `dialer` is how
+httpGet/tcpSocket probes reach this node's pods from outside the container
+(`dial`: a local socket means the agent is on the node's host, so it enters the
+pod's network namespace; `pod_sandbox` says where that is). None: in the container.
+
 Fault injection (TEST ONLY, never set it in production): with the environment
 variable `GITOPS_AGENT_CRASH_AFTER_WRITES=N` the process sends itself SIGKILL
 right after the N-th successful write call (POST/DELETE that changes a node's
@@ -33,7 +39,9 @@ import podman
 import podman.errors
 import requests
 
-from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
+from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
+from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec,
+                      VolumeSpec)
 from .errors import NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .tunnel import SshSettings, Tunnel
@@ -42,6 +50,8 @@ _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
 _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
 _NS = 1_000_000_000
+_LOCAL_SCHEMES = ("unix://", "http+unix://")
+_NOT_FOUND = "OCI runtime attempted to invoke a command that was not found"  # libpod's ErrOCIRuntimeNotFound
 
 # fault injection (test only, see the module docstring): SIGKILL after this many writes
 _CRASH_AFTER = int(os.environ.get("GITOPS_AGENT_CRASH_AFTER_WRITES") or 0)
@@ -70,10 +80,15 @@ class Node:
         self._count = threading.Lock()  # pods are created from a few threads at once
         self.tunnel: Tunnel | None = None
         base_url = url
+        # How httpGet/tcpSocket probes reach this node's pods from outside (None: in the container).
+        # A local socket means the agent is on the node's host: it enters the pod's network namespace;
+        # an ssh:// node connects to the pod's IP from the node, through its SSH connection.
+        self.dialer: Dialer | None = NetnsDialer(self.pod_sandbox) if url.startswith(_LOCAL_SCHEMES) else None
         try:
             if url.startswith("ssh://"):
                 self.tunnel = Tunnel(name, url, ssh or SshSettings(identity=None, known_hosts=None))
                 base_url = self.tunnel.url
+                self.dialer = RemoteDialer(self.pod_sandbox, self.tunnel.open_tcp)
             self._client = podman.PodmanClient(base_url=base_url, timeout=timeout)
         except (podman.errors.PodmanError, ValueError, OSError) as e:
             raise NodeError(name, f"cannot use Podman URL {url}: {e}") from e
@@ -224,7 +239,25 @@ class Node:
                 return None, f"timed out after {timeout:g}s"
             raise
         info = self._call("GET", f"/exec/{exec_id}/json", f"exec in {container}") or {}
-        return info.get("ExitCode"), _demux(raw)
+        output = _demux(raw)
+        if info.get("ExitCode") == 127 and _NOT_FOUND in output:  # the runtime found no such file in the image
+            return NO_SUCH_EXECUTABLE_EXIT, f"no such executable in the image: {command[0]}"
+        return info.get("ExitCode"), output
+
+    def pod_sandbox(self, pod: str) -> Sandbox:
+        """The host PID of pod `pod`'s infra container and the pod's IP (for `dial`); DialError when
+        the pod or its infra container is gone or not running."""
+        info = self._call("GET", f"/pods/{pod}/json", f"inspect pod {pod}", ok404=True) or {}
+        infra = info.get("InfraContainerID") or next((c.get("Id") for c in info.get("Containers") or []), "")
+        if not infra:
+            raise DialError(f"pod {pod} is gone")
+        c = self._call("GET", f"/containers/{infra}/json", f"inspect pod {pod}", ok404=True) or {}
+        pid = int((c.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            raise DialError(f"pod {pod} is not running (its infra container has no process)")
+        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
+        return Sandbox(pid, ip, infra)
 
     def has_image(self, image: str, images: frozenset[str]) -> bool:
         candidates = {image, f"docker.io/{image}", f"docker.io/library/{image}"}

@@ -1,29 +1,62 @@
 """Readiness and startup probes, run by the agent while it waits for new pods.
 
 Liveness is Podman's job (a healthcheck with restart on failure, so it keeps
-working while the agent is down). Readiness and startup gate a rollout, so the
-agent runs them itself, in the container (`desired.probe_command`), with
-Kubernetes' timing: `initialDelaySeconds` after the container started, one run
-every `periodSeconds`, `successThreshold` / `failureThreshold` consecutive
-results. Unlike Kubernetes, a pod whose readiness probe fails
-`failureThreshold` times in a row during a rollout fails the rollout at once
-instead of waiting out the progress deadline (the issue's "fails readiness").
+working while the agent is down); an httpGet/tcpSocket liveness probe is tried
+once in each new container, so an image that cannot run Podman's in-container
+script fails the rollout with the reason instead of a restart loop. Readiness and startup gate a rollout, so the
+agent runs them itself, with Kubernetes' timing: `initialDelaySeconds` after the
+container started, one run every `periodSeconds`, `successThreshold` /
+`failureThreshold` consecutive results. Unlike Kubernetes, a pod whose readiness
+probe fails `failureThreshold` times in a row during a rollout fails the rollout
+at once instead of waiting out the progress deadline (the issue's "fails readiness").
+
+How one probe runs (`probe_way`): `exec` in the container (Node.exec);
+`httpGet` / `tcpSocket` from outside the container, as the kubelet does, through
+the node's dialer (`dial`, `netprobe`) when the node has one (local unix://
+nodes), else as a script in the container (`desired.probe_command`, the
+fallback for tcp:// nodes, whose pod addresses the agent cannot reach).
 
 `Prober.judge` turns one observation of a pod into a verdict; the only I/O is
-the `run` callable (Node.exec), so the state machine is tested with a fake.
+the `run` callable (Node.exec) and the `outside` callable (netprobe.check over
+the node's dialer), so the state machine is tested with fakes.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
-from .desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
+from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
 from .live import LiveContainer, LivePod
 from .model import Probe
 
-Run = Callable[[str, tuple[str, ...], float], "tuple[int | None, str]"]
+Run = Callable[[str, tuple[str, ...], float], "tuple[int | None, str]"]  # (container id, argv, timeout)
+Outside = Callable[[str, Probe], "tuple[int | None, str]"]  # (pod name, probe): httpGet/tcpSocket from outside
+
+IN_CONTAINER = "in the container"
+OUTSIDE = "by the agent, from outside the container"
+HEALTHCHECK = "by Podman's healthcheck, in the container"
+
+
+def probe_way(probe: Probe, outside: bool, kind: str = "readiness") -> str:
+    """PURE: how a `kind` probe runs on a node that can (`outside`) or cannot reach its pods' addresses.
+    Liveness is always Podman's healthcheck, so it keeps working while the agent is down."""
+    if kind == "liveness":
+        return HEALTHCHECK
+    return OUTSIDE if outside and probe.action != "exec" else IN_CONTAINER
+
+
+def probe_ways(containers: Iterable[ContainerSpec], outside: bool) -> list[dict[str, str]]:
+    """PURE: one row per probe of `containers` (for `status`): container, probe kind, action, how it runs."""
+    rows = []
+    for cs in containers:
+        name = cs.labels.get("io.gitops-agent.container", cs.name)
+        for kind, probe in (("startup", cs.startup), ("readiness", cs.readiness), ("liveness", cs.liveness)):
+            if probe is not None:
+                runs = probe_way(probe, outside, kind)
+                rows.append({"container": name, "probe": kind, "action": probe.action, "runs": runs})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -43,6 +76,7 @@ class _Track:
     failures: int = 0
     next_run: float = 0.0
     startup_ok: bool = False
+    liveness_checked: bool = False
     ready: bool = False
     output: str = ""
 
@@ -50,8 +84,9 @@ class _Track:
 class Prober:
     """Remembers each new container's probe results across observations."""
 
-    def __init__(self, run: Run, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, run: Run, clock: Callable[[], float] = time.time, outside: Outside | None = None) -> None:
         self._run = run
+        self._outside = outside
         self._clock = clock
         self._tracks: dict[str, _Track] = {}
 
@@ -65,13 +100,13 @@ class Prober:
             live = pod.container_for(cs.name)
             if live is None:
                 return Verdict(False)
-            v = self._container(cs, live, spec.redactions)
+            v = self._container(cs, live, pod.name, spec.redactions)
             if v.failed:
                 return v
             ready = ready and v.ready
         return Verdict(ready)
 
-    def _container(self, cs: ContainerSpec, c: LiveContainer, hide: tuple[tuple[str, str], ...]) -> Verdict:
+    def _container(self, cs: ContainerSpec, c: LiveContainer, pod: str, hide: tuple[tuple[str, str], ...]) -> Verdict:
         name = c.labels.get("io.gitops-agent.container", c.name)
         if c.state in ("exited", "stopped", "dead"):
             return Verdict(False, f"container {name} exited with code {c.exit_code}", name, "crash", f"exit code {c.exit_code}")
@@ -82,20 +117,38 @@ class Prober:
             return Verdict(False, f"container {name} was restarted (it exited or failed its liveness probe)", name, "crash", t.output)
         if c.health == "unhealthy":
             return Verdict(False)
+        if cs.liveness is not None and cs.liveness.action != "exec" and not t.liveness_checked:
+            t.liveness_checked = True
+            failed = self._can_run_healthcheck(cs.liveness, c, hide)
+            if failed:
+                return Verdict(False, failed, name, "liveness", t.output)
         if cs.startup is not None and not t.startup_ok:
-            failed = self._step(t, cs.startup, "startup", c, hide)
+            failed = self._step(t, cs.startup, "startup", c, pod, hide)
             if failed:
                 return Verdict(False, failed, name, "startup", t.output)
             if not t.startup_ok:
                 return Verdict(False)
         if cs.readiness is None:
             return Verdict(True)
-        failed = self._step(t, cs.readiness, "readiness", c, hide)
+        failed = self._step(t, cs.readiness, "readiness", c, pod, hide)
         if failed:
             return Verdict(False, failed, name, "readiness", t.output)
         return Verdict(t.ready)
 
-    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer, hide: tuple[tuple[str, str], ...]) -> str:
+    def _can_run_healthcheck(self, probe: Probe, c: LiveContainer, hide: tuple[tuple[str, str], ...]) -> str:
+        """Podman runs an httpGet/tcpSocket liveness probe as a script in the container: run it once,
+        so an image without /bin/sh or without curl/wget/nc fails the rollout with the reason instead of
+        being restarted by its healthcheck forever. Any other result is the healthcheck's to judge."""
+        code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
+        if code not in (NO_TOOL_EXIT, NO_SUCH_EXECUTABLE_EXIT):
+            return ""
+        self._tracks[c.id].output = redact(output, hide)
+        name = c.labels.get("io.gitops-agent.container", c.name)
+        return (f"liveness probe cannot run in container {name} (Podman's healthcheck runs {probe.action} liveness "
+                "probes in the container)")
+
+    def _step(self, t: _Track, probe: Probe, kind: str, c: LiveContainer, pod: str,
+              hide: tuple[tuple[str, str], ...]) -> str:
         """Run `probe` if it is due; returns a failure message once it has failed enough.
         Its output is kept only redacted (the pod's Secret values) and bounded: this is the one
         place every probe's output passes before it can reach a message, log or the store."""
@@ -106,7 +159,11 @@ class Prober:
         if now < t.next_run:
             return ""
         t.next_run = now + probe.period_seconds
-        code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
+        if probe_way(probe, self._outside is not None) == OUTSIDE:
+            assert self._outside is not None
+            code, output = self._outside(pod, probe)
+        else:
+            code, output = self._run(c.id, probe_command(probe), float(probe.timeout_seconds))
         t.output = output = redact(output, hide)
         if code == 0:
             t.successes, t.failures = t.successes + 1, 0
@@ -117,7 +174,7 @@ class Prober:
             return ""
         t.successes, t.failures = 0, t.failures + 1
         t.ready = False
-        if code == NO_TOOL_EXIT:
+        if code in (NO_TOOL_EXIT, NO_SUCH_EXECUTABLE_EXIT):
             return f"{kind} probe cannot run in container {c.labels.get('io.gitops-agent.container', c.name)}: {output}"
         if t.failures >= probe.failure_threshold:
             result = "timed out" if code is None else f"exit code {code}"

@@ -14,6 +14,7 @@ from .errors import Problem
 from .live import LiveState
 from .model import Object
 from .plan import unknown_secrets
+from .probes import probe_ways
 from .rollout import PROGRESSING, ROLLING_BACK
 
 
@@ -84,7 +85,10 @@ def status(agent: Agent) -> dict[str, Any]:
         if isinstance(live, str):
             out["nodes"].append({"name": cfg_node.name, "reachable": False, "error": live, "labels": dict(cfg_node.labels)})
             continue
+        dialer = agent.nodes[cfg_node.name].dialer
         out["nodes"].append({"name": cfg_node.name, "reachable": True, "pods": len(live.pods), "labels": dict(cfg_node.labels),
+                             "httpTcpProbes": f"from outside the container: {dialer.mode}" if dialer else
+                             "in the container (the agent cannot reach this node's pod addresses)",
                              **({"rollout": node_status[cfg_node.name]} if cfg_node.name in node_status else {})})
         if rev is None:
             continue
@@ -93,11 +97,12 @@ def status(agent: Agent) -> dict[str, Any]:
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
         out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown_secrets(desired, live, h.secrets(cfg_node.name)))]
         for o in rev.objects:
-            out["objects"].append(_object(o, cfg_node.name, desired, live, revs))
+            out["objects"].append(_object(o, cfg_node.name, desired, live, revs, dialer is not None))
     return out
 
 
-def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tuple[str, str, str, str], int]) -> dict[str, Any]:
+def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tuple[str, str, str, str], int],
+            outside: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": node}
     by_ref = {w.ref: w for w in desired.workloads}
     if o.ref in by_ref:
@@ -117,6 +122,7 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
             otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))} for t in others],
             pods=[{"name": p.name, "ready": p.ready, "status": p.status, "templateHash": p.template_hash} for p in pods],
+            probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
             state=state,
         )
     elif o.ref.kind == "PersistentVolumeClaim":

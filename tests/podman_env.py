@@ -65,6 +65,7 @@ __all__ = [
     "containers_conf",
     "http_get",
     "make_image",
+    "make_bare_image",
     "missing_tools",
     "ping",
     "run_each",
@@ -81,7 +82,7 @@ WEB2 = "localhost/gitops-test/web:2"
 #: busybox applets linked into /bin of every test image.
 APPLETS: tuple[str, ...] = (
     "sh", "httpd", "nc", "sleep", "cat", "ls", "echo", "env",
-    "mkdir", "date", "rm", "touch", "grep", "true", "false",
+    "mkdir", "date", "rm", "touch", "grep", "true", "false", "timeout",
 )
 
 #: Fix for this sandbox's quirks (see /work/shared/ENVIRONMENT.md): crun
@@ -727,6 +728,29 @@ def make_image(
     if cmd:
         args += ["--change", "CMD=" + json.dumps(list(cmd), separators=(",", ":"))]
     cp = service.podman(*args, "-", ref, input=_rootfs_tar(variant))
+    out = cp.stdout.decode().strip().splitlines()
+    image_id = (out[-1] if out else "").removeprefix("sha256:")
+    service.images[ref] = image_id
+    return image_id
+
+
+def make_bare_image(service: PodmanService, ref: str, variant: str = "") -> str:
+    """An image with no shell and no tools: the static busybox binary as ``/bin/httpd`` (busybox picks
+    the applet from its name: it can only be an HTTP server) and ``/www/index.html`` (``variant``).
+    Like a distroless or scratch image: an exec probe or an in-container probe script cannot run."""
+    mtime = 1_700_000_000
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "www", "proc", "sys", "dev", "etc"):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, mtime
+            tar.addfile(ti)
+        for name, data, mode in (("bin/httpd", Path(BUSYBOX).read_bytes(), 0o755),
+                                 ("www/index.html", (variant + "\n").encode(), 0o644)):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), mode, mtime
+            tar.addfile(ti, io.BytesIO(data))
+    cp = service.podman("import", "--change", "ENV=PATH=/bin", "-", ref, input=buf.getvalue())
     out = cp.stdout.decode().strip().splitlines()
     image_id = (out[-1] if out else "").removeprefix("sha256:")
     service.images[ref] = image_id

@@ -23,7 +23,7 @@ import yaml
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from gitops_agent.status import status
-from podman_env import WEB1, WEB2
+from podman_env import WEB1, WEB2, make_bare_image, run_each
 
 NS = f"fl{os.getpid()}"
 HTTPD = ["httpd", "-f", "-p", "8080", "-h", "/www"]
@@ -413,3 +413,94 @@ def test_auto_rollback_off_halts_and_leaves_every_node_as_it_is(env: tuple[list[
     assert again.result == "failed" and again.rollout is None
     assert [ids(svc) for svc in fleet] == held
     assert status_of(cfg)["rollout"]["phase"] == "halted"
+
+
+BARE1, BARE2 = "localhost/gitops-test/bare:1", "localhost/gitops-test/bare:2"
+
+
+def test_shell_less_image_is_gated_on_http_readiness_probed_from_outside(env: tuple[list[Any], Any, Path]) -> None:
+    """An image whose only program is a static HTTP server (no /bin/sh, no tools) rolls out gated on an httpGet
+    readiness probe the agent runs from the pod's network namespace; a failing HTTP probe, an exec probe and an
+    httpGet liveness probe (Podman runs those in the container) each fail the canary with their reason."""
+    fleet, repo, cfg = env
+    run_each(lambda svc: (make_bare_image(svc, BARE1, "1"), make_bare_image(svc, BARE2, "2")), fleet)
+    assert fleet[0].podman("run", "--rm", BARE1, "sh", "-c", "true", check=False).returncode != 0  # truly no shell
+    push(repo, "v1", workload("web", BARE1, replicas=3))
+    assert sync(cfg).result == "applied"
+    assert [image_of(svc) for svc in fleet] == [{BARE1}] * 3
+    st = status_of(cfg)
+    assert st["nodes"][0]["httpTcpProbes"] == "from outside the container: agent (pod network namespace)"
+    web = next(o for o in st["objects"] if o["kind"] == "Deployment" and o["node"] == "n1")
+    assert web["probes"] == [{"container": "web", "probe": "readiness", "action": "httpGet",
+                              "runs": "by the agent, from outside the container"}]
+    good = [ids(svc) for svc in fleet]
+
+    bad_http = {"httpGet": {"path": "/missing", "port": 8080}, "periodSeconds": 1, "failureThreshold": 2}
+    push(repo, "v2: readiness 404", workload("web", BARE2, replicas=3, readiness=bad_http))
+    out = sync(cfg)
+    assert out.result == "failed" and "on node n1" in out.error and "readiness probe failed 2 time(s)" in out.error
+    assert ":8080/missing: HTTP 404 (success is 200-399)" in out.error and "rolled back" in out.error
+
+    exec_probe = {"exec": {"command": ["cat", "/www/index.html"]}, "periodSeconds": 1}
+    push(repo, "v3: exec readiness", workload("web", BARE2, replicas=3, readiness=exec_probe))
+    out = sync(cfg)
+    assert out.result == "failed"
+    assert "readiness probe cannot run in container web: no such executable in the image: cat" in out.error
+
+    w = workload("web", BARE2, replicas=3)
+    w["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"path": "/index.html", "port": 8080}}
+    push(repo, "v4: httpGet liveness", w)
+    out = sync(cfg)
+    assert out.result == "failed" and "liveness probe cannot run in container web" in out.error
+    assert "no such executable in the image: /bin/sh" in out.error
+    assert [image_of(svc) for svc in fleet] == [{BARE1}] * 3
+    assert [ids(svc) for svc in fleet[1:]] == good[1:]  # only the canary was ever touched
+
+
+def test_a_hung_http_server_is_restarted_by_its_httpget_liveness_healthcheck(env: tuple[list[Any], Any, Path]) -> None:
+    """httpGet liveness is Podman's healthcheck (it runs with the agent gone): a server that still accepts
+    connections but never answers (SIGSTOP) fails it and Podman restarts the container. The test fires the
+    check itself, as the systemd timer would (none in this sandbox)."""
+    fleet, repo, cfg = env
+    w = workload("web", WEB1, replicas=1)
+    w["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {
+        "httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 30, "timeoutSeconds": 1,
+        "failureThreshold": 1}
+    push(repo, "v1", w)
+    assert sync(cfg).result == "applied"
+    (name, ctr), = app_containers(fleet[0]).items()
+    fleet[0].podman("healthcheck", "run", name)  # healthy
+    pid = int(fleet[0].podman("inspect", "--format", "{{.State.Pid}}", name).stdout)
+    os.kill(pid, signal.SIGSTOP)  # hung, not crashed: the kernel still accepts its connections
+    hc = fleet[0].podman("healthcheck", "run", name, check=False)
+    assert hc.returncode != 0, hc
+    deadline = time.monotonic() + 30
+    while app_containers(fleet[0])[name]["StartedAt"] == ctr["StartedAt"] or app_containers(fleet[0])[name]["State"] != "running":
+        assert time.monotonic() < deadline, app_containers(fleet[0])[name]
+        time.sleep(0.2)
+    assert app_containers(fleet[0])[name]["Id"] == ctr["Id"]  # the same container, restarted in place
+    fleet[0].podman("healthcheck", "run", name)  # and it answers again
+
+
+def test_without_a_dialer_http_readiness_falls_back_to_the_in_container_script(env: tuple[list[Any], Any, Path]) -> None:
+    """A node whose pod addresses the agent cannot reach (tcp://: no dialer) runs httpGet readiness as the
+    in-container script: busybox's nc gates the rollout; the shell-less image cannot run it and says why."""
+    fleet, repo, cfg = env
+    run_each(lambda svc: make_bare_image(svc, BARE1, "1"), fleet[:1])
+    only_n1 = {"n1": {"probe": "fallback"}}
+    cfg = write_config(cfg.parent, repo, fleet, labels=only_n1)
+    agent = Agent(config_mod.load(str(cfg)), Events())
+    try:
+        for node in agent.nodes.values():
+            node.dialer = None  # what a tcp:// node gets
+        push(repo, "v1", workload("web", WEB1, replicas=1, node_selector={"probe": "fallback"}))
+        assert agent.sync().result == "applied"
+        execs = agent.nodes["n1"].writes - agent.nodes["n1"].changes
+        assert execs >= 1  # the probe ran as an exec in the container
+        push(repo, "v2", workload("web", BARE1, replicas=1, node_selector={"probe": "fallback"}))
+        out = agent.sync()
+        assert out.result == "failed"
+        assert "readiness probe cannot run in container web: no such executable in the image: /bin/sh" in out.error
+    finally:
+        agent.close()
+    assert image_of(fleet[0]) == {WEB1}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from gitops_agent.desired import NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact, redactions
+from gitops_agent.desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact, redactions
 from gitops_agent.live import LiveContainer, LivePod
 from gitops_agent.model import ObjectRef, Probe
-from gitops_agent.probes import Prober
+from gitops_agent.probes import IN_CONTAINER, OUTSIDE, Prober, probe_way
 
 REF = ObjectRef("Deployment", "default", "web")
 
@@ -205,3 +205,52 @@ spec:
     assert dict(pod_spec.redactions) == {"secret-env-value": "[Secret s key a]", "secret-file-value": "[Secret s key b]",
                                          "secret-from-envfrom": "[Secret e key E]"}
     assert "secret-env-value" not in repr(pod_spec)
+
+
+def test_probe_way_http_and_tcp_from_outside_when_the_node_has_a_dialer_exec_always_inside():
+    assert probe_way(Probe("httpGet", port=80), outside=True) == OUTSIDE
+    assert probe_way(Probe("tcpSocket", port=80), outside=True) == OUTSIDE
+    assert probe_way(Probe("exec", ("true",)), outside=True) == IN_CONTAINER
+    assert probe_way(Probe("httpGet", port=80), outside=False) == IN_CONTAINER
+
+
+def test_outside_probes_get_the_pod_name_and_exec_probes_still_run_in_the_container():
+    """On a node with a dialer the httpGet readiness goes to `outside` (pod name, probe); exec to `run`."""
+    clock = [100.0]
+    run = Script([0], clock)
+    outside: list[tuple[str, Probe]] = []
+
+    def check(pod_name: str, probe: Probe) -> tuple[int | None, str]:
+        outside.append((pod_name, probe))
+        return (0, "GET http://10.0.0.2:8080/: HTTP 200") if len(outside) > 1 else (1, "dial tcp: connection refused")
+
+    p = Prober(run, clock=lambda: clock[0], outside=check)
+    http = Probe("httpGet", port=8080, period_seconds=1)
+    s = spec(readiness=http, startup=Probe("exec", ("true",)))
+    v = p.judge(s, pod())
+    assert not v.ready and not v.failed and len(outside) == 1  # refused once of failureThreshold 3
+    clock[0] += 1
+    assert p.judge(s, pod()).ready
+    assert outside == [("web-abc", http), ("web-abc", http)] and [c[2] for c in run.calls] == [("true",)]
+
+
+def test_exec_probe_on_an_image_without_the_executable_fails_at_once():
+    p, _, _ = prober([NO_SUCH_EXECUTABLE_EXIT])
+    v = p.judge(spec(readiness=Probe("exec", ("cat", "/ready"))), pod())
+    assert v.failed == "readiness probe cannot run in container web: output 97"
+
+
+def test_http_liveness_is_tried_once_in_the_container_and_fails_the_pod_only_when_it_cannot_run():
+    """Podman's healthcheck runs httpGet liveness in the container: an image without /bin/sh fails at once
+    (instead of a restart loop); a probe that runs, whatever its result, is left to the healthcheck."""
+    from dataclasses import replace
+    live = Probe("httpGet", port=8080)
+    p, run, _ = prober([NO_SUCH_EXECUTABLE_EXIT])
+    s = spec()
+    s = replace(s, containers=(replace(s.containers[0], liveness=live),))
+    v = p.judge(s, pod())
+    assert (v.probe, v.output) == ("liveness", "output 97")
+    assert v.failed.startswith("liveness probe cannot run in container web")
+    p, run, _ = prober([1])
+    assert p.judge(s, pod()).ready and p.judge(s, pod()).ready and len(run.calls) == 1
+    assert run.calls[0][2] == probe_command(live)

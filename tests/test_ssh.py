@@ -29,9 +29,9 @@ from gitops_agent.cli import main as cli_main
 from gitops_agent.errors import ConfigError, NodeError
 from gitops_agent.podman import Node
 from gitops_agent.tunnel import SshSettings, SshTarget, Tunnel, parse_target, reason
-from podman_env import WEB1, WEB2
+from podman_env import WEB1, WEB2, make_bare_image
 from ssh_env import SshNode, keygen
-from test_fleet import Events, image_of, push, workload
+from test_fleet import BARE1, BARE2, Events, image_of, push, status_of, workload
 
 HOME_SSH = Path("~/.ssh").expanduser()
 
@@ -179,6 +179,31 @@ def test_sync_noop_and_rollout_over_one_reused_ssh_connection(node: SshNode, git
         agent.close()
     assert wait_for(lambda: node.sessions() == []), "the agent left an SSH session open"
     assert not list((tmp_path / "state" / "ssh").glob("*.sock"))
+
+
+def test_http_readiness_of_a_shell_less_image_is_probed_through_the_ssh_connection(
+        node: SshNode, git_remote: Any, tmp_path: Path) -> None:
+    """On an ssh:// node httpGet readiness runs from outside the container, over the node's SSH connection to the
+    pod's IP: an image with no shell and no tools rolls out gated on it, and a 404 fails it with the HTTP reason."""
+    make_bare_image(node.svc, BARE1, "1")
+    make_bare_image(node.svc, BARE2, "2")
+    cfg = write_config(tmp_path, git_remote, node)
+    push(git_remote, "v1", workload("web", BARE1, replicas=2))
+    agent = Agent(config_mod.load(str(cfg)), Events())
+    try:
+        out = agent.sync()
+        assert out.result == "applied", out.error
+        assert image_of(node.svc) == {BARE1}
+        bad = {"httpGet": {"path": "/missing", "port": 8080}, "periodSeconds": 1, "failureThreshold": 2}
+        push(git_remote, "v2: readiness 404", workload("web", BARE2, replicas=2, readiness=bad))
+        out = agent.sync()
+        assert out.result == "failed" and ":8080/missing: HTTP 404 (success is 200-399)" in out.error, out.error
+        assert image_of(node.svc) == {BARE1}
+        assert agent.nodes[node.name].handshakes == 1
+    finally:
+        agent.close()
+    st = status_of(cfg)
+    assert st["nodes"][0]["httpTcpProbes"] == "from outside the container: agent (through the node's transport)"
 
 
 def test_sshd_stopped_during_a_rollout_defers_the_node_then_it_converges(
