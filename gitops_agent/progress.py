@@ -127,21 +127,32 @@ _STYLE = {READY: "green", FAILED: "bold red", ROLLED_BACK: "yellow", ROLLING_BAC
           UPDATING: "cyan", PULLING: "cyan", WAITING: "dim"}
 
 
-def render(board: Board, now: float) -> Table:
-    """The rows as a rich table: node (canary marked), phase, pods bar, counts, elapsed; failures below."""
-    t = Table(title=f"rollout {board.revision[-12:]}: {board.phase}", title_justify="left", box=None, pad_edge=False)
-    for name in ("NODE", "PHASE", "PODS", "UPDATED/READY/DESIRED", "ELAPSED"):
-        t.add_column(name, no_wrap=True)
+_WIDTHS = (12, 20, 21, 8)  # PHASE, PODS, UPDATED/READY/DESIRED, ELAPSED: fixed, so each node's grid lines up
+
+
+def render(board: Board, now: float) -> Group:
+    """The rows: node (canary marked), phase, pods bar, counts, elapsed; a failure's reason on its own line
+    under its node. Each row is a grid of fixed column widths, so a long reason widens no column."""
+    node_w = max([len("NODE")] + [len(r.node) + (9 if r.canary else 0) for r in board.rows.values()])
+    parts: list[Any] = [Text(f"rollout {board.revision[-12:]}: {board.phase}", style="bold")]
+
+    def grid(*cells: Any) -> Table:
+        t = Table.grid(padding=(0, 2))
+        for w in (node_w, *_WIDTHS):
+            t.add_column(width=w, no_wrap=True)
+        t.add_row(*cells)
+        return t
+
+    parts.append(grid("NODE", "PHASE", "PODS", "UPDATED/READY/DESIRED", "ELAPSED"))
     for r in board.rows.values():
         updated, ready, desired = r.counts
-        bar = ProgressBar(total=max(desired, 1), completed=ready if desired else (1 if r.phase == READY else 0), width=20)
-        name = Text(r.node + (" (canary)" if r.canary else ""))
-        t.add_row(name, Text(r.phase, style=_STYLE.get(r.phase, "")), bar, f"{updated}/{ready}/{desired}",
-                  f"{r.elapsed(now):.1f}s" if r.started else "-")
+        bar = ProgressBar(total=max(desired, 1), completed=ready if desired else (1 if r.phase == READY else 0), width=_WIDTHS[1])
+        parts.append(grid(r.node + (" (canary)" if r.canary else ""), Text(r.phase, style=_STYLE.get(r.phase, "")), bar,
+                          f"{updated}/{ready}/{desired}", f"{r.elapsed(now):.1f}s" if r.started else "-"))
         if r.failure:
-            t.add_row("", Text(f"  └ {r.failure.splitlines()[0][:200] if r.failure.strip() else r.failure}", style="red"),
-                      "", "", "")
-    return t
+            first = r.failure.strip().splitlines()[0] if r.failure.strip() else r.failure
+            parts.append(Text(f"  └ {first[:300]}", style="red", overflow="fold"))
+    return Group(*parts)
 
 
 class RolloutView:
@@ -168,7 +179,7 @@ class RolloutView:
                 self._live = None
 
     def _renderable(self) -> Group:
-        return Group(render(self.board, self.clock()))
+        return render(self.board, self.clock())
 
     def print(self, line: str) -> None:
         """A log line, above the live table while there is one."""

@@ -1,0 +1,204 @@
+"""The operator's commands on the three-node test fleet (real Podman, real Git): the live
+rollout view read off a real terminal (tmux), `logs` across nodes surviving a node's Podman
+being stopped, `describe`, and completion of object names in a real bash."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from podman_env import WEB1, WEB2
+from test_fleet import NS, push, sync, workload, write_config
+
+AGENT = [sys.executable, "-m", "gitops_agent"]
+ROW = re.compile(r"^\s*(n\d)( \(canary\))?\s+(waiting|pulling|updating|ready|failed|rolling back|rolled back|deferred)\b")
+
+
+@pytest.fixture
+def env(clean_fleet: list[Any], git_remote: Any, tmp_path: Path) -> tuple[list[Any], Any, Path]:
+    return clean_fleet, git_remote, write_config(tmp_path, git_remote, clean_fleet)
+
+
+class Terminal:
+    """A command on a tmux pane of its own (own server socket), read as the screen shows it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.sock = f"gat-live-{os.getpid()}"
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        cmd = " ".join(f"'{a}'" for a in argv) + "; echo EXIT=$?; sleep 120"
+        subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-s", "t", "-x", "200", "-y", "60", cmd],
+                       env=env, check=True, timeout=30)
+
+    def screen(self, history: bool = False) -> str:
+        args = ["-S", "-"] if history else []
+        return subprocess.run(["tmux", "-L", self.sock, "capture-pane", "-p", "-t", "t", *args],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=30)
+
+
+def rows(screen: str) -> dict[str, tuple[str, bool]]:
+    """node → (phase, canary) of the live table on the screen (its last drawing)."""
+    out: dict[str, tuple[str, bool]] = {}
+    for line in screen.splitlines():
+        m = ROW.match(line)
+        if m:
+            out[m.group(1)] = (m.group(3), bool(m.group(2)))
+    return out
+
+
+def watch(term: Terminal, timeout: float = 120) -> tuple[list[dict[str, tuple[str, bool]]], str]:
+    """Screens until the command exits: the rows of each, and the whole text at the end."""
+    seen, until = [], time.time() + timeout
+    while time.time() < until:
+        screen = term.screen()
+        if rows(screen):
+            seen.append(rows(screen))
+        if "EXIT=" in screen:
+            return seen, term.screen(history=True)
+        time.sleep(0.1)
+    raise AssertionError(f"sync did not finish on the terminal:\n{term.screen(history=True)}")
+
+
+def test_live_view_on_a_terminal_during_a_real_three_node_rollout(env: tuple[list[Any], Any, Path]) -> None:
+    """Every node row appears in order, the canary is ready before the second node starts, a failed canary shows its probe output."""
+    fleet, repo, cfg = env
+    push(repo, "v1", workload("web", WEB1))
+    assert sync(cfg).result == "applied"
+
+    push(repo, "v2", workload("web", WEB2, min_ready=1))
+    term = Terminal([*AGENT, "sync", "-c", str(cfg)])
+    try:
+        seen, text = watch(term)
+    finally:
+        term.close()
+    assert "EXIT=0" in text and ": applied" in text, text
+    assert all(list(s) == ["n1", "n2", "n3"] for s in seen), seen  # every row, in rollout order, on every screen
+    assert all(s["n1"][1] and not s["n2"][1] and not s["n3"][1] for s in seen)  # the canary is marked
+    assert any(s["n1"][0] == "updating" and s["n2"][0] == "waiting" for s in seen), seen
+    for s in seen:  # the second node never starts before the canary is ready
+        if s["n2"][0] != "waiting":
+            assert s["n1"][0] == "ready", seen
+    assert seen[-1] == {"n1": ("ready", True), "n2": ("ready", False), "n3": ("ready", False)}
+    assert "1/1/1" in text and "rollout.node.done" in text  # pod counts in the table, log lines above it
+
+    bad = {"exec": {"command": ["cat", "/www/ready-flag"]}, "periodSeconds": 1, "failureThreshold": 2}
+    push(repo, "v3: readiness never passes", workload("web", WEB1, readiness=bad))
+    term = Terminal([*AGENT, "sync", "-c", str(cfg)])
+    try:
+        seen, text = watch(term)
+    finally:
+        term.close()
+    assert "EXIT=1" in text
+    assert any(s["n1"][0] == "failed" for s in seen) or "failed" in text
+    assert seen[-1] == {"n1": ("rolled back", True), "n2": ("waiting", False), "n3": ("waiting", False)}, seen
+    final = text[text.rindex("rollout "):]  # the last drawing of the table
+    assert "└ readiness probe:" in final and "No such file" in final, final
+
+
+def ticker(name: str = "ticker") -> dict[str, Any]:
+    loop = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done"
+    pod = {"terminationGracePeriodSeconds": 1,
+           "containers": [{"name": "main", "image": WEB1, "command": ["sh", "-c", loop]}]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}}
+
+
+class Lines:
+    """A process's stdout and stderr lines as they come, with their arrival time."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.out: list[tuple[float, str]] = []
+        self.err: list[tuple[float, str]] = []
+        for stream, into in ((proc.stdout, self.out), (proc.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+
+    @staticmethod
+    def _read(stream: Any, into: list[tuple[float, str]]) -> None:
+        for line in stream:
+            into.append((time.time(), line.rstrip("\n")))
+
+    def wait(self, what: str, test: Any, timeout: float = 30) -> None:
+        until = time.time() + timeout
+        while not test():
+            if time.time() > until:
+                raise AssertionError(f"timed out waiting for {what}:\nout={self.out[-10:]}\nerr={self.err}")
+            time.sleep(0.1)
+
+    def nodes_after(self, t: float) -> set[str]:
+        return {line[1:3] for when, line in self.out if when > t and line.startswith("[n")}
+
+
+def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any, Path]) -> None:
+    """logs reads every node with prefixes and --follow survives n3's Podman being stopped; describe and completion name the object."""
+    fleet, repo, cfg = env
+    push(repo, "ticker", ticker())
+    assert sync(cfg).result == "applied"
+    ref = f"Deployment/{NS}/ticker"
+    time.sleep(1.5)
+
+    cp = subprocess.run([*AGENT, "logs", ref, "--tail", "2", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    prefixes = [line.split(" ", 1)[0] for line in cp.stdout.splitlines()]
+    assert {p[1:3] for p in prefixes} == {"n1", "n2", "n3"}
+    assert all(re.fullmatch(r"\[n\d/ticker-[a-z0-9-]+/main\]", p) for p in prefixes), prefixes
+    assert all(prefixes.count(p) <= 2 for p in prefixes) and all(" tick " in ln for ln in cp.stdout.splitlines())
+    cp = subprocess.run([*AGENT, "logs", ref, "--container", "nope", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 1 and "no container of" in cp.stderr and "Traceback" not in cp.stderr
+    cp = subprocess.run([*AGENT, "logs", ref, "--previous", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0 and cp.stdout == "" and cp.stderr.count("no earlier run kept") == 3, cp.stderr
+
+    proc = subprocess.Popen([*AGENT, "logs", ref, "--follow", "--tail", "1", "-c", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = Lines(proc)
+    try:
+        lines.wait("a line from every node", lambda: lines.nodes_after(0) == {"n1", "n2", "n3"})
+        fleet[2].stop()
+        stopped = time.time()
+        lines.wait("n3 reported", lambda: any("node n3: dropped out" in ln for _, ln in lines.err))
+        lines.wait("n1 and n2 go on", lambda: {"n1", "n2"} <= lines.nodes_after(stopped + 1))
+        assert proc.poll() is None  # not fatal
+        fleet[2].start()
+        lines.wait("n3 back", lambda: any("node n3: back" in ln for _, ln in lines.err))
+        back = max(t for t, ln in lines.err if "node n3: back" in ln)
+        lines.wait("n3 followed again", lambda: "n3" in lines.nodes_after(back))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        fleet[2].start()
+    assert proc.returncode == 130 and not any("Traceback" in ln for _, ln in lines.err), lines.err
+
+    cp = subprocess.run([*AGENT, "describe", ref, "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    for n in ("n1", "n2", "n3"):
+        assert f"Node {n}: Ready, 1/1 ready, template " in cp.stdout
+    assert f"main: {WEB1}, running" in cp.stdout and "Rolled" in cp.stdout and "revision 1: template" in cp.stdout
+    data = yaml.safe_load(subprocess.run([*AGENT, "describe", ref, "-c", str(cfg), "-o", "yaml"], capture_output=True,
+                                         text=True, timeout=60).stdout)
+    assert [o["node"] for o in data["nodes"]] == ["n1", "n2", "n3"] and data["events"][0]["reason"] == "Rolled"
+    cp = subprocess.run([*AGENT, "describe", f"Deployment/{NS}/nope", "-c", str(cfg)], capture_output=True, text=True)
+    assert cp.returncode == 1 and "is not in the applied revision" in cp.stderr and "Traceback" not in cp.stderr
+
+    script = subprocess.run([*AGENT, "completion", "bash"], capture_output=True, text=True, check=True).stdout
+    (Path(cfg).parent / "complete.bash").write_text(script)
+    probe = (f'source "{Path(cfg).parent / "complete.bash"}"; COMP_WORDS=(gitops-agent describe -c "{cfg}" Dep); '
+             'COMP_CWORD=4; _gitops_agent; printf "%s\\n" "${COMPREPLY[@]}"; '
+             'COMP_WORDS=(gitops-agent sta); COMP_CWORD=1; _gitops_agent; printf "%s\\n" "${COMPREPLY[@]}"; '
+             'COMP_WORDS=(gitops-agent status -o ""); COMP_CWORD=3; _gitops_agent; printf "%s\\n" "${COMPREPLY[@]}"')
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    cp = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": path})
+    assert cp.stdout.split() == [f"Deployment/{NS}/ticker", "status", "table", "wide", "json", "yaml"], (cp.stdout, cp.stderr)
+    assert shutil.which("gitops-agent", path=path)
