@@ -254,7 +254,8 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         counts = (len(new), len(available), len(wanted))
         if counts != shown:  # for the live view: updated/ready against desired on this node
             shown = counts
-            log("rollout.progress", node=node.name, workload=str(w.ref), updated=counts[0], ready=counts[1], desired=counts[2])
+            log("rollout.progress", node=node.name, workload=str(w.ref),
+                updated=counts[0], ready=counts[1], desired=counts[2])
         if not old and len(available) == len(wanted):
             log("rollout.done", node=node.name, workload=str(w.ref), template=w.template_hash, replicas=len(wanted))
             return

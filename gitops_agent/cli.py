@@ -94,10 +94,12 @@ def _parser() -> argparse.ArgumentParser:
         with_config(sp)
         if name == "describe":
             sp.add_argument("object", metavar="KIND/NAMESPACE/NAME", help="e.g. Deployment/demo/web (deploy/demo/web)")
-        sp.add_argument("--output", "-o", choices=OUTPUTS, default="table")
-    lg = sub.add_parser("logs", help="containers' logs from every node the object runs on, each line prefixed [node/pod/container]")
+        sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
+    lg = sub.add_parser("logs", help="containers' logs from every node the object runs on, "
+                        "each line prefixed [node/pod/container]")
     with_config(lg)
-    lg.add_argument("object", metavar="KIND/NAMESPACE/NAME|POD", help="e.g. Deployment/demo/web, Pod/demo/db, or a pod name")
+    lg.add_argument("object", metavar="KIND/NAMESPACE/NAME|POD",
+                    help="e.g. Deployment/demo/web, Pod/demo/db, or a pod name")
     lg.add_argument("--container", metavar="NAME", default="", help="only this container of each pod")
     lg.add_argument("--tail", type=int, metavar="N", help="the last N lines of each container")
     lg.add_argument("--since", metavar="DURATION", help="only lines newer than this (30s, 10m, 2h, 1d)")
@@ -105,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--previous", "-p", action="store_true", help="the run before the container's last restart")
     cp = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
     cp.add_argument("shell", nargs="?", choices=SHELLS, help="the shell to complete for")
-    cp.add_argument("--objects", action="store_true", help="print the object names of the last applied revision (used by the scripts)")
+    cp.add_argument("--objects", action="store_true",
+                    help="print the object names of the last applied revision (used by the scripts)")
     with_config(cp)
     return p
 
@@ -376,7 +379,8 @@ def _describe(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         agent.close()
     if _emit(d, args.output):
         return 0
-    print(f"Name:      {d['name']}\nNamespace: {d['namespace']}\nKind:      {d['kind']}\nRevision:  {d['appliedRevision']}")
+    print(f"Name:      {d['name']}\nNamespace: {d['namespace']}\nKind:      {d['kind']}\n"
+          f"Revision:  {d['appliedRevision']}")
     for o in d["nodes"]:
         line = f"Node {o['node']}: {o['state']}"
         if "desired" in o:
@@ -387,7 +391,8 @@ def _describe(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             line += f", {o['endpoints']} endpoint(s)"
         print(line)
         for p in o.get("pods", []):
-            print(f"  Pod {p['name']}: {p['status']}, {'ready' if p['ready'] else 'not ready'}, template {p['templateHash']}")
+            ready = "ready" if p["ready"] else "not ready"
+            print(f"  Pod {p['name']}: {p['status']}, {ready}, template {p['templateHash']}")
             for c in p["containers"]:
                 started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c["startedAt"])) if c["startedAt"] else "-"
                 extra = f", exit code {c['exitCode']}" if c["state"] != "running" else ""
@@ -400,7 +405,8 @@ def _describe(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         rows = [("  TIME", "TYPE", "REASON", "MESSAGE")]
         for e in d["events"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])) if e["time"] else "-"
-            rows.append((f"  {when}", e["type"], e["reason"], e["message"] if args.output == "wide" else e["message"][:160]))
+            message = e["message"] if args.output == "wide" else e["message"][:160]
+            rows.append((f"  {when}", e["type"], e["reason"], message))
         _table(rows)
     return 0
 
@@ -425,7 +431,8 @@ def _logs(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
 
     try:
         if args.follow:
-            found = logs.follow(nodes, sel, out, err, threading.Event(), container=args.container, tail=args.tail, since=since)
+            found = logs.follow(nodes, sel, out, err, threading.Event(), container=args.container, tail=args.tail,
+                                since=since)
         else:
             found = logs.read(nodes, sel, out, err, container=args.container, tail=args.tail, since=since,
                               previous=args.previous)
@@ -433,7 +440,8 @@ def _logs(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         for n in nodes.values():
             n.close()
     if not found:
-        err(f"no container of {args.object}{' named ' + args.container if args.container else ''} on any reachable node")
+        named = f" named {args.container}" if args.container else ""
+        err(f"no container of {args.object}{named} on any reachable node")
         return 1
     return 0
 
@@ -447,7 +455,8 @@ def _doctor(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}[r.status]
             print(f"{mark} {r.check:<16} {(r.node or 'host'):<10} {r.detail}")
             if r.fix:
-                print("\n".join(f"       fix: {ln}" if i == 0 else f"            {ln}" for i, ln in enumerate(r.fix.splitlines())))
+                fix = r.fix.splitlines()
+                print("\n".join([f"       fix: {fix[0]}", *(f"            {ln}" for ln in fix[1:])]))
         failed = sum(r.status == "fail" for r in results)
         print(f"{len(results) - failed}/{len(results)} check(s) passed" + (f", {failed} failed" if failed else ""))
     return 0 if doctor.ok(results) else 1

@@ -9,7 +9,7 @@ revision. Pure text: must not read the store or talk to Podman itself.
 from __future__ import annotations
 
 import argparse
-from typing import Iterator
+from typing import Any, Iterator
 
 SHELLS = ("bash", "zsh", "fish")
 OBJECT_COMMANDS = ("describe", "logs")
@@ -41,7 +41,7 @@ def bash(parser: argparse.ArgumentParser, prog: str) -> str:
     cmds = _commands(parser)
     flags = "\n".join(f'        {c}) opts="{" ".join(o for a in _options(sp) for o in a.option_strings)}";;'
                       for c, sp in cmds.items())
-    choices = "\n".join(f'        "{c} {o}") COMPREPLY=($(compgen -W "{" ".join(map(str, a.choices))}" -- "$cur")); return;;'
+    choices = "\n".join(f'        "{c} {o}") COMPREPLY=($(compgen -W "{_words(a.choices)}" -- "$cur")); return;;'
                         for c, sp in cmds.items() for a in _options(sp) if a.choices for o in a.option_strings)
     func = "_" + prog.replace("-", "_")
     return f'''# {prog} completion for bash: {prog} completion bash > /etc/bash_completion.d/{prog}
@@ -63,7 +63,9 @@ def bash(parser: argparse.ArgumentParser, prog: str) -> str:
         {"|".join(OBJECT_COMMANDS)})
             local cfg=() i
             for ((i = 2; i < COMP_CWORD; i++)); do
-                case "${{COMP_WORDS[i]}}" in -c|--config|--state-dir|--source) cfg+=("${{COMP_WORDS[i]}}" "${{COMP_WORDS[i+1]}}");; esac
+                case "${{COMP_WORDS[i]}}" in
+                    -c|--config|--state-dir|--source) cfg+=("${{COMP_WORDS[i]}}" "${{COMP_WORDS[i+1]}}");;
+                esac
             done
             COMPREPLY=($(compgen -W "$({prog} completion --objects "${{cfg[@]}}" 2>/dev/null)" -- "$cur"));;
     esac
@@ -87,11 +89,16 @@ def fish(parser: argparse.ArgumentParser, prog: str) -> str:
     for c, sp in cmds.items():
         for a in _options(sp):
             spec = " ".join(f"-l {o[2:]}" if o.startswith("--") else f"-s {o[1:]}" for o in a.option_strings)
-            values = f" -xa {_quote(' '.join(map(str, a.choices)))}" if a.choices else (" -r" if a.nargs != 0 else "")
-            lines.append(f"complete -c {prog} -n '__fish_seen_subcommand_from {c}' {spec}{values} -d {_quote(a.help or '')}")
+            values = f" -xa {_quote(_words(a.choices))}" if a.choices else (" -r" if a.nargs != 0 else "")
+            when = f"'__fish_seen_subcommand_from {c}'"
+            lines.append(f"complete -c {prog} -n {when} {spec}{values} -d {_quote(a.help or '')}")
     lines.append(f"complete -c {prog} -n '__fish_seen_subcommand_from {' '.join(OBJECT_COMMANDS)}' "
                  f"-a '({prog} completion --objects 2>/dev/null)'")
     return "\n".join(lines) + "\n"
+
+
+def _words(choices: Any) -> str:
+    return " ".join(map(str, choices))
 
 
 def _quote(text: str) -> str:

@@ -88,7 +88,7 @@ def podman_api(ctx: Context) -> list[Result]:
 
 
 def runtime_quirks(ctx: Context) -> list[Result]:
-    """A container starts: recognises the hybrid-cgroup (crun) and setrlimit errors and prints the CONTAINERS_CONF fix."""
+    """A container starts: recognises the hybrid-cgroup (crun) and setrlimit errors; prints the CONTAINERS_CONF fix."""
     out = []
     for name, node, _ in ctx.reachable():
         images = node.images()
@@ -115,7 +115,7 @@ def namespace_dns(ctx: Context) -> list[Result]:
         if backend != "netavark":
             out.append(Result("namespace-dns", FAIL, f"network backend is {backend or 'unknown'}, not netavark: "
                               "no aardvark DNS, service names will not resolve",
-                              "install netavark and aardvark-dns and set network_backend = \"netavark\" in containers.conf "
+                              "install netavark and aardvark-dns; network_backend = \"netavark\" in containers.conf "
                               "(`podman system reset` is needed to switch backends)", name))
             continue
         try:
@@ -146,7 +146,8 @@ def clock(ctx: Context) -> list[Result]:
             out.append(Result("clock", FAIL, f"node clock is {server - now:+.0f}s off this host's",
                               "enable NTP on both (timedatectl set-ntp true)", name))
         else:
-            out.append(Result("clock", PASS, f"node clock within {MAX_SKEW_SECONDS:.0f}s ({server - now:+.0f}s)", node=name))
+            within = f"node clock within {MAX_SKEW_SECONDS:.0f}s ({server - now:+.0f}s)"
+            out.append(Result("clock", PASS, within, node=name))
     return out
 
 
@@ -179,7 +180,8 @@ def git_source(ctx: Context) -> list[Result]:
         try:
             src = GitSource(loc, Path(tmp), ctx.cfg.source.timeout, ctx.cfg.source.verify)
         except AgentError as e:
-            return [Result("git-verify-keys", FAIL, str(e), "fix source.verify.keys: ASCII-armored OpenPGP or SSH public keys")]
+            return [Result("git-verify-keys", FAIL, str(e),
+                           "fix source.verify.keys: ASCII-armored OpenPGP or SSH public keys")]
         out = []
         if ctx.cfg.source.verify:
             out.append(Result("git-verify-keys", PASS, f"{len(ctx.cfg.source.verify.keys)} key(s) loaded"))
@@ -193,10 +195,11 @@ def git_source(ctx: Context) -> list[Result]:
 
 # Each check is one function; the ones needing a node's API run after podman_api.
 # Waiting for their features: SSH host keys and identity files (ssh:// nodes), registry reachability and trust.
-CHECKS: tuple[Callable[[Context], list[Result]], ...] = (podman_api, runtime_quirks, namespace_dns, clock, state_dir, git_source)
+Check = Callable[[Context], list[Result]]
+CHECKS: tuple[Check, ...] = (podman_api, runtime_quirks, namespace_dns, clock, state_dir, git_source)
 
 
-def run(cfg: AgentConfig, checks: tuple[Callable[[Context], list[Result]], ...] = CHECKS) -> list[Result]:
+def run(cfg: AgentConfig, checks: tuple[Check, ...] = CHECKS) -> list[Result]:
     """Every check's results, in order. A check that raises is a failure of that check, not of doctor."""
     ctx = Context(cfg, {})
     results: list[Result] = []

@@ -40,6 +40,7 @@ _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
 _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
 _NS = 1_000_000_000
+_DOCTOR = {"io.gitops-agent.doctor": "true"}  # doctor's throwaway objects: never `managed`, so never planned over
 
 # fault injection (test only, see the module docstring): SIGKILL after this many writes
 _CRASH_AFTER = int(os.environ.get("GITOPS_AGENT_CRASH_AFTER_WRITES") or 0)
@@ -280,7 +281,8 @@ class Node:
 
     def inspect_container(self, container: str) -> dict[str, Any] | None:
         """One container's inspect data (RestartCount, State.StartedAt, ...); None when it is gone."""
-        out: dict[str, Any] | None = self._call("GET", f"/containers/{container}/json", f"inspect {container}", ok404=True)
+        out: dict[str, Any] | None = self._call("GET", f"/containers/{container}/json", f"inspect {container}",
+                                                ok404=True)
         return out
 
     def logs(self, container: str, *, tail: int | None = None, since: float | None = None, until: float | None = None,
@@ -309,7 +311,7 @@ class Node:
         agent never plans over it), then remove it. "" when it started, else Podman's error."""
         try:
             self._call("POST", "/containers/create", f"create container {name}",
-                       body={"name": name, "image": image, "command": ["true"], "labels": {"io.gitops-agent.doctor": "true"}})
+                       body={"name": name, "image": image, "command": ["true"], "labels": _DOCTOR})
             self._call("POST", f"/containers/{name}/start", f"start container {name}", timeout=60)
             return ""
         except NodeUnreachable:
@@ -317,14 +319,15 @@ class Node:
         except NodeError as e:
             return str(e)
         finally:
-            self._call("DELETE", f"/containers/{name}", f"remove container {name}", params={"force": "true"}, ok404=True)
+            self._call("DELETE", f"/containers/{name}", f"remove container {name}", params={"force": "true"},
+                       ok404=True)
 
     def trial_network(self, name: str) -> dict[str, Any]:
         """`doctor`: create a DNS-enabled network `name` as a Namespace gets one, return its
         inspect data (dns_enabled, network_interface), then remove it."""
         try:
             self._call("POST", "/networks/create", f"create network {name}",
-                       body={"name": name, "dns_enabled": True, "labels": {"io.gitops-agent.doctor": "true"}})
+                       body={"name": name, "dns_enabled": True, "labels": _DOCTOR})
             out: dict[str, Any] = self._call("GET", f"/networks/{name}/json", f"inspect network {name}") or {}
             return out
         finally:
@@ -332,7 +335,8 @@ class Node:
 
     def images(self) -> list[str]:
         """The tagged names of the node's local images."""
-        return sorted(n for img in self._call("GET", "/images/json", "list images") or [] for n in img.get("Names") or [])
+        images = self._call("GET", "/images/json", "list images") or []
+        return sorted(n for img in images for n in img.get("Names") or [])
 
     def _get(self, path: str, what: str, *, params: Mapping[str, Any] | None = None, stream: bool = False,
              timeout: float | None = None) -> Any:
@@ -341,7 +345,8 @@ class Node:
             resp = self._client.api.get(path, params=params, timeout=timeout, stream=stream)
         except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
             if _unreachable(e):
-                raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
+                raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): "
+                                      "is the Podman service running?") from e
             raise NodeError(self.name, f"{what}: {e}") from e
         if resp.status_code >= 400:
             raise NodeError(self.name, f"{what}: {_explain(resp)}")

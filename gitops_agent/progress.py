@@ -146,7 +146,8 @@ def render(board: Board, now: float) -> Group:
     parts.append(grid("NODE", "PHASE", "PODS", "UPDATED/READY/DESIRED", "ELAPSED"))
     for r in board.rows.values():
         updated, ready, desired = r.counts
-        bar = ProgressBar(total=max(desired, 1), completed=ready if desired else (1 if r.phase == READY else 0), width=_WIDTHS[1])
+        completed = ready if desired else (1 if r.phase == READY else 0)
+        bar = ProgressBar(total=max(desired, 1), completed=completed, width=_WIDTHS[1])
         parts.append(grid(r.node + (" (canary)" if r.canary else ""), Text(r.phase, style=_STYLE.get(r.phase, "")), bar,
                           f"{updated}/{ready}/{desired}", f"{r.elapsed(now):.1f}s" if r.started else "-"))
         if r.failure:

@@ -22,7 +22,12 @@ from podman_env import WEB1, WEB2
 from test_fleet import NS, push, sync, workload, write_config
 
 AGENT = [sys.executable, "-m", "gitops_agent"]
-ROW = re.compile(r"^\s*(n\d)( \(canary\))?\s+(waiting|pulling|updating|ready|failed|rolling back|rolled back|deferred)\b")
+PHASES = "waiting|pulling|updating|ready|failed|rolling back|rolled back|deferred"
+ROW = re.compile(rf"^\s*(n\d)( \(canary\))?\s+({PHASES})\b")
+
+
+def agent(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AGENT, *args, "-c", str(cfg)], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -73,7 +78,8 @@ def watch(term: Terminal, timeout: float = 120) -> tuple[list[dict[str, tuple[st
 
 
 def test_live_view_on_a_terminal_during_a_real_three_node_rollout(env: tuple[list[Any], Any, Path]) -> None:
-    """Every node row appears in order, the canary is ready before the second node starts, a failed canary shows its probe output."""
+    """Every node row appears in order, the canary is ready before the second node starts,
+    a failed canary shows its probe output."""
     fleet, repo, cfg = env
     push(repo, "v1", workload("web", WEB1))
     assert sync(cfg).result == "applied"
@@ -143,22 +149,23 @@ class Lines:
 
 
 def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any, Path]) -> None:
-    """logs reads every node with prefixes and --follow survives n3's Podman being stopped; describe and completion name the object."""
+    """logs reads every node with prefixes and --follow survives n3's Podman being stopped;
+    describe and completion name the object."""
     fleet, repo, cfg = env
     push(repo, "ticker", ticker())
     assert sync(cfg).result == "applied"
     ref = f"Deployment/{NS}/ticker"
     time.sleep(1.5)
 
-    cp = subprocess.run([*AGENT, "logs", ref, "--tail", "2", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    cp = agent(cfg, "logs", ref, "--tail", "2")
     assert cp.returncode == 0, cp.stderr
     prefixes = [line.split(" ", 1)[0] for line in cp.stdout.splitlines()]
     assert {p[1:3] for p in prefixes} == {"n1", "n2", "n3"}
     assert all(re.fullmatch(r"\[n\d/ticker-[a-z0-9-]+/main\]", p) for p in prefixes), prefixes
     assert all(prefixes.count(p) <= 2 for p in prefixes) and all(" tick " in ln for ln in cp.stdout.splitlines())
-    cp = subprocess.run([*AGENT, "logs", ref, "--container", "nope", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    cp = agent(cfg, "logs", ref, "--container", "nope")
     assert cp.returncode == 1 and "no container of" in cp.stderr and "Traceback" not in cp.stderr
-    cp = subprocess.run([*AGENT, "logs", ref, "--previous", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    cp = agent(cfg, "logs", ref, "--previous")
     assert cp.returncode == 0 and cp.stdout == "" and cp.stderr.count("no earlier run kept") == 3, cp.stderr
 
     proc = subprocess.Popen([*AGENT, "logs", ref, "--follow", "--tail", "1", "-c", str(cfg)],
@@ -181,15 +188,14 @@ def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any
         fleet[2].start()
     assert proc.returncode == 130 and not any("Traceback" in ln for _, ln in lines.err), lines.err
 
-    cp = subprocess.run([*AGENT, "describe", ref, "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    cp = agent(cfg, "describe", ref)
     assert cp.returncode == 0, cp.stderr
     for n in ("n1", "n2", "n3"):
         assert f"Node {n}: Ready, 1/1 ready, template " in cp.stdout
     assert f"main: {WEB1}, running" in cp.stdout and "Rolled" in cp.stdout and "revision 1: template" in cp.stdout
-    data = yaml.safe_load(subprocess.run([*AGENT, "describe", ref, "-c", str(cfg), "-o", "yaml"], capture_output=True,
-                                         text=True, timeout=60).stdout)
+    data = yaml.safe_load(agent(cfg, "describe", ref, "-o", "yaml").stdout)
     assert [o["node"] for o in data["nodes"]] == ["n1", "n2", "n3"] and data["events"][0]["reason"] == "Rolled"
-    cp = subprocess.run([*AGENT, "describe", f"Deployment/{NS}/nope", "-c", str(cfg)], capture_output=True, text=True)
+    cp = agent(cfg, "describe", f"Deployment/{NS}/nope")
     assert cp.returncode == 1 and "is not in the applied revision" in cp.stderr and "Traceback" not in cp.stderr
 
     script = subprocess.run([*AGENT, "completion", "bash"], capture_output=True, text=True, check=True).stdout
@@ -199,6 +205,8 @@ def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any
              'COMP_WORDS=(gitops-agent sta); COMP_CWORD=1; _gitops_agent; printf "%s\\n" "${COMPREPLY[@]}"; '
              'COMP_WORDS=(gitops-agent status -o ""); COMP_CWORD=3; _gitops_agent; printf "%s\\n" "${COMPREPLY[@]}"')
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    cp = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": path})
-    assert cp.stdout.split() == [f"Deployment/{NS}/ticker", "status", "table", "wide", "json", "yaml"], (cp.stdout, cp.stderr)
+    cp = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60,
+                        env={**os.environ, "PATH": path})
+    want = [f"Deployment/{NS}/ticker", "status", "table", "wide", "json", "yaml"]
+    assert cp.stdout.split() == want, (cp.stdout, cp.stderr)
     assert shutil.which("gitops-agent", path=path)

@@ -32,7 +32,8 @@ def test_a_node_moves_through_pulling_updating_ready_with_its_pod_counts() -> No
     """Pulling on image.pull, updating on pod work, counts from rollout.progress, all ready when done."""
     b = fold(START, ("rollout.node", {"node": "n1"}), ("image.pull", {"node": "n1"}))
     assert b.rows["n1"].phase == "pulling"
-    b.apply("rollout.progress", {"node": "n1", "workload": "Deployment/d/web", "updated": 1, "ready": 0, "desired": 3}, 5)
+    counts = {"updated": 1, "ready": 0, "desired": 3}
+    b.apply("rollout.progress", {"node": "n1", "workload": "Deployment/d/web", **counts}, 5)
     assert b.rows["n1"].phase == "updating" and b.rows["n1"].counts == (1, 0, 3)
     b.apply("rollout.node.done", {"node": "n1"}, 9)
     assert b.rows["n1"].phase == "ready" and b.rows["n1"].counts == (3, 3, 3)
