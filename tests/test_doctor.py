@@ -99,3 +99,22 @@ def test_doctor_recognises_the_rlimit_quirk_and_prints_the_containers_conf_fix(r
     (failed,) = [c for c in out["checks"] if c["status"] == "fail"]
     assert failed["check"] == "container-start" and "rlimit" in failed["detail"].lower()
     assert "CONTAINERS_CONF" in failed["fix"] and 'default_ulimits = ["nofile=1024:1024"' in failed["fix"]
+
+
+def test_doctor_loads_the_verification_keys_and_names_a_bad_one(repo: Any, tmp_path: Path) -> None:
+    """An SSH public key loads (git-verify-keys pass, git pass); a file that is no key fails with the fix."""
+    from gitops_agent.config import AgentConfig, SourceConfig, VerifyConfig
+    from gitops_agent.doctor import git_source, run
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True, timeout=30)
+    (tmp_path / "bad.pub").write_text("not a key\n")
+
+    def results(key: str) -> list[Any]:
+        cfg = AgentConfig(source=SourceConfig(url=repo.url, verify=VerifyConfig(keys=(tmp_path / key,))),
+                          nodes=(), state_dir=tmp_path / "state")
+        return run(cfg, (git_source,))
+
+    assert {r.check: r.status for r in results("key.pub")} == {"git-verify-keys": "pass", "git": "pass"}
+    (bad,) = results("bad.pub")
+    assert bad.check == "git-verify-keys" and bad.status == "fail" and "neither an ASCII-armored" in bad.detail
+    assert "source.verify.keys" in bad.fix
