@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         with_config(sp)
         sp.add_argument("--log-format", choices=("text", "json"), default="text")
+        if name == "diff":
+            sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
     rb = sub.add_parser("rollback", help="break-glass: roll every node back to an earlier stable revision without Git, and suspend syncing")
     with_config(rb)
     rb.add_argument("--to", metavar="REVISION", help="revision id or commit (prefix) from `history`; default: the one before the current")
@@ -217,6 +219,10 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         for node, err in out.node_errors.items():
             print(f"node {node}: {err}", file=sys.stderr)
         return 2
+    plans = {node: {"inSync": p.in_sync, "actions": [{"op": a.op, "target": a.target, "reason": a.reason} for a in p.actions],
+                    "orphanedVolumes": list(p.orphaned_volumes)} for node, p in out.plans.items()}
+    if _emit({"revision": out.target, "nodes": plans}, args.output):
+        return 1 if any(p["actions"] for p in plans.values()) else 0
     print(f"revision {out.target}")
     return 1 if _print_plans(out) else 0
 

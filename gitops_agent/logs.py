@@ -2,7 +2,8 @@
 
 A leaf beside `status`: finds the pods by their labels on each node (`podman.Node.read_pods`)
 and reads logs through each node's Podman API (`Node.logs`). With `follow`, one thread per
-container; a node that drops out is reported and followed again when it is back. Writes
+container, new pods picked up as they appear; a node that drops out is reported and followed
+again when it is back. Writes
 nothing anywhere. The lines are the application's own; the agent adds only the prefix.
 """
 
@@ -13,7 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator
 
 from .errors import AgentError, NodeError, NodeUnreachable
 from .live import LiveContainer
@@ -23,7 +24,8 @@ from .podman import Node
 C_NAME = "io.gitops-agent.container"
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-RETRY_SECONDS = 2.0
+RETRY_SECONDS = 2.0  # a node that dropped out is pinged again this often
+RESCAN_SECONDS = 2.0  # --follow looks for new pods (a rollout's) this often
 
 
 class BadSelector(AgentError):
@@ -130,22 +132,22 @@ def read(nodes: dict[str, Node], sel: Selector, out: Emit, err: Emit, *, contain
     return found
 
 
-def _has_lines(lines: Iterator[str]) -> bool:
-    return next(iter(lines), None) is not None
+def _has_lines(lines: Generator[str, None, None]) -> bool:
+    try:
+        return next(lines, None) is not None
+    finally:
+        lines.close()  # closes the HTTP response at once
 
 
 def follow(nodes: dict[str, Node], sel: Selector, out: Emit, err: Emit, stop: threading.Event, *, container: str = "",
            tail: int | None = None, since: float | None = None) -> int:
-    """Stream the selected containers' logs from every node until they all stopped or `stop` is set.
-    A node that drops out is reported and its containers are followed again once it answers."""
+    """Stream the selected containers' logs from every node until `stop` is set (like `stern`).
+    Pods are looked for again every RESCAN_SECONDS, so the new pods of a rollout are followed too.
+    A node that drops out is reported, and followed again once it answers. Returns how many
+    containers were found at the start (0: nothing to follow, returns at once)."""
     lines: queue.Queue[tuple[str, str]] = queue.Queue()
-    found: list[Target] = []
-    for node in nodes.values():
-        try:
-            found += targets(node, sel, container)
-        except NodeError as e:
-            lines.put(("err", f"node {node.name}: {e}"))
     down: set[str] = set()
+    followed: set[str] = set()  # container ids
     lock = threading.Lock()
 
     def report_down(node: str, why: str) -> None:
@@ -160,8 +162,8 @@ def follow(nodes: dict[str, Node], sel: Selector, out: Emit, err: Emit, stop: th
                 down.discard(node)
                 lines.put(("err", f"node {node}: back; following it again"))
 
-    def one(t: Target) -> None:
-        node, start, n = nodes[t.node], since, tail
+    def one(t: Target, start: float | None, n: int | None) -> None:
+        node = nodes[t.node]
         while not stop.is_set():
             try:
                 for line in node.logs(t.id, tail=n, since=start, follow=True):
@@ -185,16 +187,37 @@ def follow(nodes: dict[str, Node], sel: Selector, out: Emit, err: Emit, stop: th
                 lines.put(("err", f"{t.prefix} {e}"))
                 return
 
-    threads = [threading.Thread(target=one, args=(t,), daemon=True) for t in found]
-    for th in threads:
-        th.start()
-    while not stop.is_set() and (any(th.is_alive() for th in threads) or not lines.empty()):
+    def scan(first: bool) -> int:
+        found = 0
+        for node in nodes.values():
+            if not first and node.name in down:
+                continue  # its own threads wait for it to come back
+            try:
+                found_here = targets(node, sel, container)
+            except NodeError as e:
+                if first:
+                    lines.put(("err", f"node {node.name}: {e}"))
+                continue
+            for t in found_here:
+                found += 1
+                if t.id not in followed:
+                    followed.add(t.id)
+                    args = (t, since, tail) if first else (t, None, None)  # a new pod: all of its lines
+                    threading.Thread(target=one, args=args, daemon=True).start()
+        return found
+
+    found = scan(first=True)
+    next_scan = time.time() + RESCAN_SECONDS
+    while found and not stop.is_set():
         try:
             kind, text = lines.get(timeout=0.2)
+            (out if kind == "out" else err)(text)
         except queue.Empty:
-            continue
-        (out if kind == "out" else err)(text)
+            pass
+        if time.time() >= next_scan:
+            scan(first=False)
+            next_scan = time.time() + RESCAN_SECONDS
     while not lines.empty():
         kind, text = lines.get_nowait()
         (out if kind == "out" else err)(text)
-    return len(found)
+    return found

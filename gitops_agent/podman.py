@@ -25,7 +25,7 @@ import json
 import os
 import signal
 import threading
-from typing import Any, Iterator, Mapping
+from typing import Any, Generator, Iterator, Mapping
 
 import podman
 import podman.errors
@@ -286,7 +286,7 @@ class Node:
         return out
 
     def logs(self, container: str, *, tail: int | None = None, since: float | None = None, until: float | None = None,
-             follow: bool = False) -> Iterator[str]:
+             follow: bool = False) -> Generator[str, None, None]:
         """A container's log lines (stdout and stderr, in order). With `follow` the iterator
         ends when the container stops; NodeUnreachable when the node goes away meanwhile."""
         params: dict[str, Any] = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false"}

@@ -4,6 +4,7 @@ being stopped, `describe`, and completion of object names in a real bash."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -114,8 +115,8 @@ def test_live_view_on_a_terminal_during_a_real_three_node_rollout(env: tuple[lis
     assert "└ readiness probe:" in final and "No such file" in final, final
 
 
-def ticker(name: str = "ticker") -> dict[str, Any]:
-    loop = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done"
+def ticker(name: str = "ticker", word: str = "tick") -> dict[str, Any]:
+    loop = f"i=0; while true; do i=$((i+1)); echo {word} $i; sleep 0.5; done"
     pod = {"terminationGracePeriodSeconds": 1,
            "containers": [{"name": "main", "image": WEB1, "command": ["sh", "-c", loop]}]}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS},
@@ -182,6 +183,9 @@ def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any
         lines.wait("n3 back", lambda: any("node n3: back" in ln for _, ln in lines.err))
         back = max(t for t, ln in lines.err if "node n3: back" in ln)
         lines.wait("n3 followed again", lambda: "n3" in lines.nodes_after(back))
+        push(repo, "tock", ticker(word="tock"))  # a rollout replaces every pod: the new ones are followed too
+        assert sync(cfg).result == "applied"
+        lines.wait("the new pods", lambda: {ln[1:3] for _, ln in lines.out if " tock " in ln} == {"n1", "n2", "n3"})
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
@@ -192,9 +196,16 @@ def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any
     assert cp.returncode == 0, cp.stderr
     for n in ("n1", "n2", "n3"):
         assert f"Node {n}: Ready, 1/1 ready, template " in cp.stdout
-    assert f"main: {WEB1}, running" in cp.stdout and "Rolled" in cp.stdout and "revision 1: template" in cp.stdout
+    assert f"main: {WEB1}, running" in cp.stdout and "Rolled" in cp.stdout
+    assert "revision 2: template" in cp.stdout and "revision 1: template" in cp.stdout
     data = yaml.safe_load(agent(cfg, "describe", ref, "-o", "yaml").stdout)
     assert [o["node"] for o in data["nodes"]] == ["n1", "n2", "n3"] and data["events"][0]["reason"] == "Rolled"
+    cp = agent(cfg, "diff", "-o", "json")
+    assert cp.returncode == 0 and [n["inSync"] for n in json.loads(cp.stdout)["nodes"].values()] == [True] * 3
+    cp = agent(cfg, "status", "-o", "wide")
+    assert cp.returncode == 0 and "PODS" in cp.stdout
+    assert re.search(rf"^n1 +Deployment +{NS} +ticker +Ready +1/1 ready, .* ticker-[a-z0-9-]+$", cp.stdout, re.M), cp.stdout
+    assert yaml.safe_load(agent(cfg, "history", "-o", "yaml").stdout)["syncs"][0]["result"] == "applied"
     cp = agent(cfg, "describe", f"Deployment/{NS}/nope")
     assert cp.returncode == 1 and "is not in the applied revision" in cp.stderr and "Traceback" not in cp.stderr
 
