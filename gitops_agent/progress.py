@@ -72,6 +72,9 @@ class Board:
             self.revision, self.phase = str(fields.get("revision", "")), "progressing"
             fast = str(fields.get("fast", "")).lower() == "true"
             self.rows = {n: Row(n, canary=not fast and i == 0 and len(order) > 1) for i, n in enumerate(order)}
+            for n in str(fields.get("done", "")).split(","):  # a resumed rollout: these nodes finished before
+                if n in self.rows:
+                    self.rows[n].phase = READY
         elif event == "rollout.end":
             self.phase = str(fields.get("phase", ""))
             for r in self.rows.values():

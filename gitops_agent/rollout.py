@@ -188,8 +188,10 @@ class Fleet:
                 np.status, np.started, np.deadline = "pending", 0.0, 0.0
         self.track(target)
         self.save(state)
+        done = [n for n in state.order if state.nodes[n].status == "done"]  # a resumed rollout's finished nodes
         self.log("rollout.start", revision=target.id, previous=state.previous or "-", batch=pol.batch, fast=pol.fast,
-                 changed=",".join(str(r) for r in pol.changed) or "-", nodes=",".join(state.order))
+                 changed=",".join(str(r) for r in pol.changed) or "-", nodes=",".join(state.order),
+                 **({"done": ",".join(done)} if done else {}))
         if any(np.status == "failed" for np in state.nodes.values()):
             self._fail(state, target, previous, pol)  # failed before a crash: finish handling it
         else:

@@ -63,6 +63,12 @@ def test_deferred_and_first_deploy_counts() -> None:
     assert b.rows["n1"].counts == (1, 1, 1)
 
 
+def test_a_resumed_rollout_shows_the_nodes_done_before_as_ready() -> None:
+    """rollout.start of a resumed rollout names the nodes already done: they are ready, not waiting."""
+    b = fold(("rollout.start", {"revision": "r", "fast": False, "nodes": "n1,n2,n3", "done": "n1"}))
+    assert [r.phase for r in b.rows.values()] == ["ready", "waiting", "waiting"]
+
+
 def test_events_outside_a_rollout_change_nothing() -> None:
     """A node event before any rollout.start (a plain sync step) makes no row."""
     assert fold(("rollout.node", {"node": "n1"})).rows == {}
