@@ -38,7 +38,7 @@ _EXAMPLES = {
     "rollback": "gitops-agent rollback -c agent.yaml --to 3",
     "unit": "gitops-agent unit > /etc/systemd/system/gitops-agent.service",
     "resume": "gitops-agent resume -c agent.yaml",
-    "status": "gitops-agent status -c agent.yaml -o wide",
+    "status": "gitops-agent status -c agent.yaml -o wide     # or --watch: the rollout, live",
     "history": "gitops-agent history -c agent.yaml -o yaml",
     "describe": "gitops-agent describe Deployment/demo/web -c agent.yaml",
     "logs": "gitops-agent logs deploy/demo/web --tail 20 --follow -c agent.yaml",
@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         with_config(sp)
         if name == "describe":
             sp.add_argument("object", metavar="KIND/NAMESPACE/NAME", help="e.g. Deployment/demo/web (deploy/demo/web)")
+        if name == "status":
+            sp.add_argument("--watch", "-w", action="store_true",
+                            help="follow the newest rollout live until it ends (exit 0 complete, 1 otherwise)")
         sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
     lg = sub.add_parser("logs", help="containers' logs from every node the object runs on, "
                         "each line prefixed [node/pod/container]")
@@ -179,7 +182,11 @@ def _validate(path: Path, policy: config_mod.PolicyConfig = config_mod.PolicyCon
 def _agent(cfg: config_mod.AgentConfig, args: argparse.Namespace, quiet: bool = False) -> Any:
     from .agent import Agent
 
+    from .journal import Journal
+
     log = discard if quiet else EventLog(getattr(args, "log_format", "text"))
+    if isinstance(log, EventLog):
+        log.subscribe(Journal(cfg.state_dir))  # for `status --watch` in another process
     return Agent(cfg, log)
 
 
@@ -275,8 +282,38 @@ def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     return Daemon(agent, agent.log).run()
 
 
+def _watch(cfg: config_mod.AgentConfig) -> int:
+    """`status --watch`: the live rollout view, fed from the event journal of the agent
+    (`sync`, `run`, `rollback` in another process); plain lines when not on a terminal."""
+    from .journal import follow
+    from .log import live_wanted, text_line
+    from .progress import RolloutView, print_plain
+
+    view = RolloutView(sys.stdout)
+    live = live_wanted("text", sys.stdout)
+    phase = ""
+    for r in follow(cfg.state_dir, stop=lambda: False):
+        event, level, at = str(r.pop("event", "")), str(r.pop("level", "info")), float(r.pop("ts", 0) or 0)
+        if live:
+            view.feed(event, r, at)
+        else:
+            view.board.apply(event, r, at)
+            print(text_line(at, level, event, r), flush=True)
+        if event == "rollout.end":
+            phase = str(r.get("phase", ""))
+    if not view.board.rows:
+        print(f"no rollout recorded yet (journal {cfg.state_dir / 'events.jsonl'})")
+        return 0
+    if not live:
+        print_plain(view.board, sys.stdout, time.time())
+    return 0 if phase == "complete" else 1
+
+
 def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     from .status import status
+
+    if args.watch:
+        return _watch(cfg)
 
     agent = _agent(cfg, args, quiet=True)
     try:

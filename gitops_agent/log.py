@@ -64,7 +64,7 @@ class EventLog:
         if self.fmt == "json":
             line = json.dumps({"ts": ts, "level": level, "event": event, **fields}, default=str)
         else:
-            line = " ".join([ts, level, event, *(f"{k}={_quote(v)}" for k, v in fields.items())])
+            line = text_line(time.time(), level, event, fields)
         with self._lock:
             self._write(line)
             for subscriber in self._subscribers:
@@ -76,6 +76,12 @@ class EventLog:
     def _plain(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def text_line(at: float, level: str, event: str, fields: Mapping[str, Any]) -> str:
+    """`ts level event k=v ...`, the text format of one event."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return " ".join([ts, level, event, *(f"{k}={_quote(v)}" for k, v in fields.items())])
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -159,6 +159,11 @@ def render(board: Board, now: float) -> Group:
     return Group(*parts)
 
 
+def print_plain(board: Board, stream: TextIO, now: float) -> None:
+    """The rows once, without colours or cursor moves (not a terminal)."""
+    Console(file=stream, color_system=None, force_terminal=False, width=160, highlight=False).print(render(board, now))
+
+
 class RolloutView:
     """An EventLog subscriber drawing the board live while a rollout runs."""
 
@@ -170,8 +175,12 @@ class RolloutView:
         self._lock = threading.RLock()
 
     def __call__(self, event: str, level: str, fields: Mapping[str, Any]) -> None:
+        self.feed(event, fields, self.clock())
+
+    def feed(self, event: str, fields: Mapping[str, Any], at: float) -> None:
+        """One event that happened at `at` (a replayed one, for `status --watch`, in the past)."""
         with self._lock:
-            self.board.apply(event, fields, self.clock())
+            self.board.apply(event, fields, at)
             if event == "rollout.start" and self._live is None:
                 self._live = Live(get_renderable=self._renderable, console=self.console, refresh_per_second=4,
                                   transient=False, redirect_stdout=False, redirect_stderr=False)

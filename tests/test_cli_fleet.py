@@ -39,8 +39,8 @@ def env(clean_fleet: list[Any], git_remote: Any, tmp_path: Path) -> tuple[list[A
 class Terminal:
     """A command on a tmux pane of its own (own server socket), read as the screen shows it."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.sock = f"gat-live-{os.getpid()}"
+    def __init__(self, argv: list[str], name: str = "sync") -> None:
+        self.sock = f"gat-live-{name}-{os.getpid()}"
         env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
         cmd = " ".join(f"'{a}'" for a in argv) + "; echo EXIT=$?; sleep 120"
         subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-s", "t", "-x", "200", "-y", "60", cmd],
@@ -65,13 +65,17 @@ def rows(screen: str) -> dict[str, tuple[str, bool]]:
     return out
 
 
-def watch(term: Terminal, timeout: float = 120) -> tuple[list[dict[str, tuple[str, bool]]], str]:
-    """Screens until the command exits: the rows of each, and the whole text at the end."""
-    seen, until = [], time.time() + timeout
+def watch(term: Terminal, timeout: float = 120, then: Any = None) -> tuple[list[dict[str, tuple[str, bool]]], str]:
+    """Screens until the command exits: the rows of each, and the whole text at the end.
+    `then()` is called once, when the first rows are on the screen."""
+    seen: list[dict[str, tuple[str, bool]]] = []
+    until = time.time() + timeout
     while time.time() < until:
         screen = term.screen()
         if rows(screen):
             seen.append(rows(screen))
+            if then is not None and len(seen) == 1:
+                then()
         if "EXIT=" in screen:
             return seen, term.screen(history=True)
         time.sleep(0.1)
@@ -87,10 +91,15 @@ def test_live_view_on_a_terminal_during_a_real_three_node_rollout(env: tuple[lis
 
     push(repo, "v2", workload("web", WEB2, min_ready=1))
     term = Terminal([*AGENT, "sync", "-c", str(cfg)])
+    watcher: list[Terminal] = []  # `status --watch` in a terminal of its own, started once the rollout is under way
     try:
-        seen, text = watch(term)
+        seen, text = watch(term, then=lambda: watcher.append(Terminal([*AGENT, "status", "--watch", "-c", str(cfg)],
+                                                                      "watch")))
+        w_seen, w_text = watch(watcher[0])
     finally:
         term.close()
+        for t in watcher:
+            t.close()
     assert "EXIT=0" in text and ": applied" in text, text
     assert all(list(s) == ["n1", "n2", "n3"] for s in seen), seen  # every row, in rollout order, on every screen
     assert all(s["n1"][1] and not s["n2"][1] and not s["n3"][1] for s in seen)  # the canary is marked
@@ -100,6 +109,9 @@ def test_live_view_on_a_terminal_during_a_real_three_node_rollout(env: tuple[lis
             assert s["n1"][0] == "ready", seen
     assert seen[-1] == {"n1": ("ready", True), "n2": ("ready", False), "n3": ("ready", False)}
     assert "1/1/1" in text and "rollout.node.done" in text  # pod counts in the table, log lines above it
+    # status --watch, another process, drew the same rows from the agent's event journal and exited 0
+    assert "EXIT=0" in w_text and w_seen[-1] == seen[-1], (w_seen[-3:], w_text)
+    assert all(list(s) == ["n1", "n2", "n3"] for s in w_seen)
 
     bad = {"exec": {"command": ["cat", "/www/ready-flag"]}, "periodSeconds": 1, "failureThreshold": 2}
     push(repo, "v3: readiness never passes", workload("web", WEB1, readiness=bad))

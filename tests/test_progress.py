@@ -1,9 +1,14 @@
-"""The live rollout view's board, folded from literal events (pure: no terminal, no Podman)."""
+"""The live rollout view's board, folded from literal events, and the event journal that
+`status --watch` reads (no terminal, no Podman)."""
 
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
+from typing import Any
 
+from gitops_agent.journal import Journal, follow
 from gitops_agent.log import EventLog
 from gitops_agent.progress import Board, RolloutView, render
 
@@ -105,3 +110,38 @@ def _text(b: Board) -> str:
     c = Console(file=io.StringIO(), width=160, color_system=None)
     c.print(render(b, 10.0))
     return c.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_journal_keeps_rollout_events_and_follow_replays_the_newest_rollout(tmp_path: Path) -> None:
+    """Only rollout events are journalled; follow starts at the newest rollout.start and ends at its rollout.end."""
+    j = Journal(tmp_path)
+    j("sync", "info", {"result": "applied"})
+    j("rollout.start", "info", {"revision": "old", "nodes": "n1"})
+    j("rollout.end", "info", {"phase": "complete"})
+    j("rollout.start", "info", {"revision": "new", "nodes": "n1,n2"})
+    j("rollout.node", "info", {"node": "n1"})
+    (tmp_path / "events.jsonl").open("a").write('{"cut by a cra')  # a torn last line is skipped
+    got: list[dict[str, object]] = []
+    stops = iter([False, True])
+    for r in follow(tmp_path, stop=lambda: next(stops), poll=0.01):
+        got.append(r)
+    assert [(r["event"], r.get("revision")) for r in got] == [("rollout.start", "new"), ("rollout.node", None)]
+    assert all("sync" != r["event"] for r in got)
+    assert list(follow(tmp_path / "nothing", stop=lambda: True)) == []
+
+
+def test_status_watch_prints_the_last_rollout_and_its_exit_code(tmp_path: Path, capsys: Any) -> None:
+    """Not on a terminal, status --watch prints the events as lines and the rows once; 1 unless complete."""
+    from gitops_agent.cli import _watch
+    from gitops_agent.config import AgentConfig, SourceConfig
+
+    j = Journal(tmp_path)
+    for event, fields in (START, ("rollout.node", {"node": "n1"}),
+                          ("rollout.node.failed", {"node": "n1", "error": "e", "probe": "readiness", "output": "boom"}),
+                          ("rollback.node", {"node": "n1"}), ("rollout.end", {"phase": "rolled-back"})):
+        j(event, "info", fields)
+    code = _watch(AgentConfig(source=SourceConfig(url="x"), state_dir=tmp_path))
+    out = capsys.readouterr().out
+    assert code == 1 and "info rollout.node node=n1" in out and "\x1b" not in out
+    assert re.search(r"^n1 \(canary\) +rolled back", out, re.M) and "└ readiness probe: boom" in out
+    assert re.search(r"^n3 +waiting", out, re.M)
