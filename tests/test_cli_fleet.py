@@ -216,7 +216,8 @@ def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any
     assert cp.returncode == 0 and [n["inSync"] for n in json.loads(cp.stdout)["nodes"].values()] == [True] * 3
     cp = agent(cfg, "status", "-o", "wide")
     assert cp.returncode == 0 and "PODS" in cp.stdout
-    assert re.search(rf"^n1 +Deployment +{NS} +ticker +Ready +1/1 ready, .* ticker-[a-z0-9-]+$", cp.stdout, re.M), cp.stdout
+    row = rf"^n1 +Deployment +{NS} +ticker +Ready +1/1 ready, .* ticker-[a-z0-9-]+$"
+    assert re.search(row, cp.stdout, re.M), cp.stdout
     assert yaml.safe_load(agent(cfg, "history", "-o", "yaml").stdout)["syncs"][0]["result"] == "applied"
     cp = agent(cfg, "describe", f"Deployment/{NS}/nope")
     assert cp.returncode == 1 and "is not in the applied revision" in cp.stderr and "Traceback" not in cp.stderr
