@@ -10,11 +10,12 @@ nothing anywhere. The lines are the application's own; the agent adds only the p
 from __future__ import annotations
 
 import queue
+from collections import deque
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Generator
+from typing import Callable, Generator, Iterable
 
 from .errors import AgentError, NodeError, NodeUnreachable
 from .live import LiveContainer
@@ -122,10 +123,14 @@ def read(nodes: dict[str, Node], sel: Selector, out: Emit, err: Emit, *, contain
                 until = None
                 if previous:
                     until = float(t.started_at)
-                    if not _has_lines(node.logs(t.id, until=until, tail=1)):
+                    if not _has_lines(node.logs(t.id, until=until)):
                         err(f"{t.prefix} no earlier run kept by Podman (the container was not restarted)")
                         continue
-                for line in node.logs(t.id, tail=tail, since=since, until=until):
+                if until is not None and tail is not None:  # Podman cuts the tail before `until`: cut here
+                    lines: Iterable[str] = deque(node.logs(t.id, since=since, until=until), maxlen=tail)
+                else:
+                    lines = node.logs(t.id, tail=tail, since=since, until=until)
+                for line in lines:
                     out(f"{t.prefix} {line}")
         except NodeError as e:
             err(f"node {node.name}: {e}")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from podman_env import WEB1, WEB2
-from test_fleet import NS, push, sync, workload, write_config
+from test_fleet import NS, app_containers, push, sync, workload, write_config
 
 AGENT = [sys.executable, "-m", "gitops_agent"]
 PHASES = "waiting|pulling|updating|ready|failed|rolling back|rolled back|deferred"
@@ -180,6 +180,18 @@ def test_logs_describe_and_completion_across_the_fleet(env: tuple[list[Any], Any
     assert cp.returncode == 1 and "no container of" in cp.stderr and "Traceback" not in cp.stderr
     cp = agent(cfg, "logs", ref, "--previous")
     assert cp.returncode == 0 and cp.stdout == "" and cp.stderr.count("no earlier run kept") == 3, cp.stderr
+    (c1,) = app_containers(fleet[0])  # restarted on n1 only: its earlier run is the one before the restart
+    time.sleep(1.1)  # a second boundary: Podman's log times and StartedAt are compared in seconds
+    fleet[0].podman("restart", "-t", "0", c1)
+    time.sleep(1.5)
+    cp = agent(cfg, "logs", ref, "--previous")
+    assert cp.returncode == 0 and cp.stderr.count("no earlier run kept") == 2, cp.stderr
+    earlier = cp.stdout.splitlines()
+    assert earlier and all(ln.startswith("[n1/ticker-") and " tick " in ln for ln in earlier), cp.stdout
+    full = [ln for ln in agent(cfg, "logs", ref).stdout.splitlines() if ln.startswith("[n1/")]
+    assert full[:len(earlier)] == earlier  # the run before the restart: the start of the log kept by Podman
+    assert any(ln.endswith(" tick 1") for ln in full[len(earlier):])  # then the new run, counting from 1 again
+    assert agent(cfg, "logs", ref, "--previous", "--tail", "2").stdout.splitlines() == earlier[-2:]
 
     proc = subprocess.Popen([*AGENT, "logs", ref, "--follow", "--tail", "1", "-c", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
