@@ -53,6 +53,7 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=30)
+        Path(f"/tmp/tmux-{os.getuid()}/{self.sock}").unlink(missing_ok=True)  # the server leaves its socket file
 
 
 def rows(screen: str) -> dict[str, tuple[str, bool]]:
