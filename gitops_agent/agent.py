@@ -35,10 +35,9 @@ from .log import Log, discard
 from .manifests import parse
 from .model import Revision, Workload
 from .plan import Plan, plan
-from .podman import Node
+from .podman import Node, open_node
 from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
 from .source import GitSource, resolve
-from .tunnel import SshSettings
 
 
 @dataclass
@@ -68,7 +67,7 @@ class Agent:
         self.history = History(cfg.state_dir)
         self.location = resolve(cfg.source)
         self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout, cfg.source.verify)
-        self.nodes = {n.name: Node(n.name, n.url, ssh=_ssh_settings(cfg, n)) for n in cfg.nodes}
+        self.nodes = {n.name: open_node(cfg, n) for n in cfg.nodes}
         for n in cfg.nodes:
             if n.insecure_ignore_host_key:
                 log("ssh.insecure", level="warning", node=n.name,
@@ -390,14 +389,6 @@ class Agent:
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.nodes)))) as pool:
             return dict(zip(self.nodes, pool.map(read, self.nodes.values())))
-
-
-def _ssh_settings(cfg: AgentConfig, n: NodeConfig) -> SshSettings | None:
-    if not n.url.startswith("ssh://"):
-        return None
-    return SshSettings(identity=n.identity, known_hosts=n.known_hosts,
-                       insecure_ignore_host_key=n.insecure_ignore_host_key, connect_timeout=n.connect_timeout,
-                       run_dir=cfg.state_dir / "ssh")
 
 
 def _failure_message(f: dict[str, Any]) -> str:

@@ -231,6 +231,7 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
     """
     wanted = [p.name for p in w.pods]
     specs = {p.name: p for p in w.pods}
+    shown = (-1, -1, -1)
     while True:
         if stop is not None and stop.is_set():
             raise Interrupted(f"rollout of {w.ref} on node {node.name} stopped between steps; the next pass resumes it")
@@ -253,6 +254,11 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         if unstarted:
             continue
         available = [p for p in new if gate.available(specs[p.name], p)]
+        counts = (len(new), len(available), len(wanted))
+        if counts != shown:  # for the live view: updated/ready against desired on this node
+            shown = counts
+            log("rollout.progress", node=node.name, workload=str(w.ref),
+                updated=counts[0], ready=counts[1], desired=counts[2])
         if not old and len(available) == len(wanted):
             log("rollout.done", node=node.name, workload=str(w.ref), template=w.template_hash, replicas=len(wanted))
             return

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from . import config as config_mod
 from .errors import AgentError, ConfigError, RevisionRejected, quote_path
+from .completion import SHELLS, script
 from .log import EventLog, discard
 
 _SIGN = {
@@ -29,9 +30,38 @@ _SIGN = {
 }
 
 
+_EXAMPLES = {
+    "validate": "gitops-agent validate ./apps",
+    "diff": "gitops-agent diff -c /etc/gitops-agent/agent.yaml",
+    "sync": "gitops-agent sync -c /etc/gitops-agent/agent.yaml",
+    "run": "gitops-agent run -c /etc/gitops-agent/agent.yaml --log-format json",
+    "rollback": "gitops-agent rollback -c agent.yaml --to 3",
+    "unit": "gitops-agent unit > /etc/systemd/system/gitops-agent.service",
+    "resume": "gitops-agent resume -c agent.yaml",
+    "status": "gitops-agent status -c agent.yaml -o wide     # or --watch: the rollout, live",
+    "history": "gitops-agent history -c agent.yaml -o yaml",
+    "describe": "gitops-agent describe Deployment/demo/web -c agent.yaml",
+    "logs": "gitops-agent logs deploy/demo/web --tail 20 --follow -c agent.yaml",
+    "doctor": "gitops-agent doctor -c agent.yaml -o json",
+    "completion": "gitops-agent completion bash > /etc/bash_completion.d/gitops-agent",
+}
+OUTPUTS = ("table", "wide", "json", "yaml")
+
+
+class _Sub:
+    """add_parser with an example in each command's --help."""
+
+    def __init__(self, sub: Any) -> None:
+        self.sub = sub
+
+    def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
+        return self.sub.add_parser(name, epilog=f"example:\n  {_EXAMPLES[name]}", description=kw.get("help"),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gitops-agent", description="GitOps reconciliation agent for Podman.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _Sub(p.add_subparsers(dest="command", required=True, metavar="COMMAND"))
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", "-c", help="agent config YAML (default: $GITOPS_AGENT_CONFIG)")
@@ -48,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         with_config(sp)
         sp.add_argument("--log-format", choices=("text", "json"), default="text")
+        if name == "diff":
+            sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
     rb = sub.add_parser("rollback", help="break-glass: roll every node back to an earlier stable revision without Git, and suspend syncing")
     with_config(rb)
     rb.add_argument("--to", metavar="REVISION", help="revision id or commit (prefix) from `history`; default: the one before the current")
@@ -57,10 +89,32 @@ def _parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="follow Git again after `rollback` or a failed rollback")
     with_config(rs)
     for name, text in (("status", "applied vs attempted revision and each object's state"),
-                       ("history", "past sync attempts and workload revisions")):
+                       ("history", "past sync attempts and workload revisions"),
+                       ("describe", "one object on each node, with its recent events"),
+                       ("doctor", "check the host and every node; a fix for each failure; exit 0 only when all pass")):
         sp = sub.add_parser(name, help=text)
         with_config(sp)
-        sp.add_argument("--output", "-o", choices=("table", "json"), default="table")
+        if name == "describe":
+            sp.add_argument("object", metavar="KIND/NAMESPACE/NAME", help="e.g. Deployment/demo/web (deploy/demo/web)")
+        if name == "status":
+            sp.add_argument("--watch", "-w", action="store_true",
+                            help="follow the newest rollout live until it ends (exit 0 complete, 1 otherwise)")
+        sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
+    lg = sub.add_parser("logs", help="containers' logs from every node the object runs on, "
+                        "each line prefixed [node/pod/container]")
+    with_config(lg)
+    lg.add_argument("object", metavar="KIND/NAMESPACE/NAME|POD",
+                    help="e.g. Deployment/demo/web, Pod/demo/db, or a pod name")
+    lg.add_argument("--container", metavar="NAME", default="", help="only this container of each pod")
+    lg.add_argument("--tail", type=int, metavar="N", help="the last N lines of each container")
+    lg.add_argument("--since", metavar="DURATION", help="only lines newer than this (30s, 10m, 2h, 1d)")
+    lg.add_argument("--follow", "-f", action="store_true", help="stream new lines from every node until interrupted")
+    lg.add_argument("--previous", "-p", action="store_true", help="the run before the container's last restart")
+    cp = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
+    cp.add_argument("shell", nargs="?", choices=SHELLS, help="the shell to complete for")
+    cp.add_argument("--objects", action="store_true",
+                    help="print the object names of the last applied revision (used by the scripts)")
+    with_config(cp)
     return p
 
 
@@ -69,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "unit":
             return _unit()
+        if args.command == "completion" and not args.objects:
+            if not args.shell:
+                raise ConfigError("completion: name a shell (bash, zsh or fish)")
+            sys.stdout.write(script(args.shell, _parser()))
+            return 0
         if args.command == "validate":
             return _validate(Path(args.path), config_mod.load(args.config) if args.config else None)
         cfg = config_mod.load(args.config, args.source)
@@ -126,7 +185,11 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
 def _agent(cfg: config_mod.AgentConfig, args: argparse.Namespace, quiet: bool = False) -> Any:
     from .agent import Agent
 
+    from .journal import Journal
+
     log = discard if quiet else EventLog(getattr(args, "log_format", "text"))
+    if isinstance(log, EventLog):
+        log.subscribe(Journal(cfg.state_dir))  # for `status --watch` in another process
     return Agent(cfg, log)
 
 
@@ -168,6 +231,10 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         for node, err in out.node_errors.items():  # a NodeError's text already starts with "node NAME: "
             print(err if err.startswith(f"node {node}: ") else f"node {node}: {err}", file=sys.stderr)
         return 2
+    plans = {node: {"inSync": p.in_sync, "actions": [{"op": a.op, "target": a.target, "reason": a.reason} for a in p.actions],
+                    "orphanedVolumes": list(p.orphaned_volumes)} for node, p in out.plans.items()}
+    if _emit({"revision": out.target, "nodes": plans}, args.output):
+        return 1 if any(p["actions"] for p in plans.values()) else 0
     print(f"revision {out.target}")
     return 1 if _print_plans(out) else 0
 
@@ -220,16 +287,45 @@ def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     return Daemon(agent, agent.log).run()
 
 
+def _watch(cfg: config_mod.AgentConfig) -> int:
+    """`status --watch`: the live rollout view, fed from the event journal of the agent
+    (`sync`, `run`, `rollback` in another process); plain lines when not on a terminal."""
+    from .journal import follow
+    from .log import live_wanted, text_line
+    from .progress import RolloutView, print_plain
+
+    view = RolloutView(sys.stdout)
+    live = live_wanted("text", sys.stdout)
+    phase = ""
+    for r in follow(cfg.state_dir, stop=lambda: False):
+        event, level, at = str(r.pop("event", "")), str(r.pop("level", "info")), float(r.pop("ts", 0) or 0)
+        if live:
+            view.feed(event, r, at)
+        else:
+            view.board.apply(event, r, at)
+            print(text_line(at, level, event, r), flush=True)
+        if event == "rollout.end":
+            phase = str(r.get("phase", ""))
+    if not view.board.rows:
+        print(f"no rollout recorded yet (journal {cfg.state_dir / 'events.jsonl'})")
+        return 0
+    if not live:
+        print_plain(view.board, sys.stdout, time.time())
+    return 0 if phase == "complete" else 1
+
+
 def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     from .status import status
+
+    if args.watch:
+        return _watch(cfg)
 
     agent = _agent(cfg, args, quiet=True)
     try:
         st = status(agent)
     finally:
         agent.close()
-    if args.output == "json":
-        print(json.dumps(st, indent=2, sort_keys=False))
+    if _emit(st, args.output):
         return 0
     source = st["source"]
     where = quote_path(source["branch"] + (f"/{source['path']}" if source["path"] else ""))
@@ -253,7 +349,8 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     for n in st["nodes"]:
         state = f"reachable, {n['pods']} managed pod(s); httpGet/tcpSocket probes {n['httpTcpProbes']}"
         print(f"Node {n['name']}: " + (state if n["reachable"] else f"UNREACHABLE: {n['error']}"))
-    rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL")]
+    wide = args.output == "wide"
+    rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL") + (("PODS",) if wide else ())]
     for o in st["objects"]:
         detail = ""
         if "desired" in o:
@@ -263,7 +360,8 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             detail = f"{o['endpoints']} endpoint(s)"
         elif "keys" in o:
             detail = f"{o['keys']} key(s)"
-        rows.append((o["node"], o["kind"], o["namespace"], o["name"], o["state"], detail))
+        pods = (",".join(p["name"] for p in o.get("pods", [])) or "-",) if wide else ()
+        rows.append((o["node"], o["kind"], o["namespace"], o["name"], o["state"], detail) + pods)
     _table(rows)
     probes = [(o["node"], f"{o['kind']}/{o['name']}", p["container"], p["probe"], p["action"], p["runs"])
               for o in st["objects"] for p in o.get("probes", [])]
@@ -286,16 +384,16 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         rollouts = h.rollouts()
     finally:
         h.close()
-    if args.output == "json":
-        print(json.dumps({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs],
-                          "rollouts": rollouts}, indent=2))
+    if _emit({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs],
+              "rollouts": rollouts}, args.output):
         return 0
+    cut = 10_000 if args.output == "wide" else 80
     rows: list[tuple[str, ...]]
     if rollouts:
         rows = [("ROLLOUT", "STARTED", "REVISION", "FROM", "CAUSE", "RESULT", "SECONDS", "DETAIL")]
         for r in rollouts:
             f = r.get("failure") or {}
-            detail = f"node {f['node']}: {''.join((f.get('error') or '').splitlines()[:1])[:80]}" if f.get("node") else ""
+            detail = f"node {f['node']}: {''.join((f.get('error') or '').splitlines()[:1])[:cut]}" if f.get("node") else ""
             rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _short(r["target"]),
                          _short(r["previous"]) or "-", r["cause"], r["phase"], f"{r['finished'] - r['started']:.2f}", detail))
         _table(rows)
@@ -303,7 +401,7 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     rows = [("#", "STARTED", "REVISION", "RESULT", "ACTIONS", "SECONDS", "ERROR")]
     for s in syncs:
         rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision), s.result,
-                     str(s.actions), f"{s.duration:.2f}", s.error.splitlines()[0][:80] if s.error else ""))
+                     str(s.actions), f"{s.duration:.2f}", s.error.splitlines()[0][:cut] if s.error else ""))
     _table(rows)
     if revs:
         print()
@@ -311,6 +409,125 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         for wr in revs:
             rows.append((f"{wr.kind}/{wr.namespace}/{wr.name}", str(wr.number), wr.template_hash, _short(wr.revision)))
         _table(rows)
+    return 0
+
+
+def _emit(data: Any, output: str) -> bool:
+    """Print `data` as JSON or YAML when asked; False for the table formats (the caller prints)."""
+    if output == "json":
+        print(json.dumps(data, indent=2, default=str))
+    elif output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False, allow_unicode=True), end="")
+    else:
+        return False
+    return True
+
+
+def _describe(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .describe import describe, parse_ref
+
+    ref = parse_ref(args.object)
+    agent = _agent(cfg, args, quiet=True)
+    try:
+        d = describe(agent, ref)
+    finally:
+        agent.close()
+    if _emit(d, args.output):
+        return 0
+    print(f"Name:      {d['name']}\nNamespace: {d['namespace']}\nKind:      {d['kind']}\n"
+          f"Revision:  {d['appliedRevision']}")
+    for o in d["nodes"]:
+        line = f"Node {o['node']}: {o['state']}"
+        if "desired" in o:
+            line += f", {o['ready']}/{o['desired']} ready, template {o['templateHash']}" + (
+                f", revision {o['revision']}" if o.get("revision") else "")
+            line += "".join(f", old template {t['templateHash']}" for t in o["otherTemplates"])
+        elif "endpoints" in o:
+            line += f", {o['endpoints']} endpoint(s)"
+        print(line)
+        for p in o.get("pods", []):
+            ready = "ready" if p["ready"] else "not ready"
+            print(f"  Pod {p['name']}: {p['status']}, {ready}, template {p['templateHash']}")
+            for c in p["containers"]:
+                started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c["startedAt"])) if c["startedAt"] else "-"
+                extra = f", exit code {c['exitCode']}" if c["state"] != "running" else ""
+                print(f"    {c['name']}: {c['image']}, {c['state']}{', ' + c['health'] if c['health'] else ''}, "
+                      f"started {started}{extra}")
+    for n in d["unreachable"]:
+        print(f"Node {n['name']}: UNREACHABLE: {n['error']}")
+    print("Events:" if d["events"] else "Events:    <none>")
+    if d["events"]:
+        rows = [("  TIME", "TYPE", "REASON", "MESSAGE")]
+        for e in d["events"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])) if e["time"] else "-"
+            message = e["message"] if args.output == "wide" else e["message"][:160]
+            rows.append((f"  {when}", e["type"], e["reason"], message))
+        _table(rows)
+    return 0
+
+
+def _logs(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    import threading
+
+    from . import logs
+    from .podman import open_node
+
+    sel = logs.parse_selector(args.object)
+    since = logs.parse_since(args.since, time.time()) if args.since else None
+    if args.previous and args.follow:
+        raise logs.BadSelector("--previous and --follow do not go together: a previous run has ended")
+    nodes = {n.name: open_node(cfg, n, timeout=30) for n in cfg.nodes}
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    def err(line: str) -> None:
+        print(f"gitops-agent: {line}", file=sys.stderr, flush=True)
+
+    try:
+        if args.follow:
+            found = logs.follow(nodes, sel, out, err, threading.Event(), container=args.container, tail=args.tail,
+                                since=since)
+        else:
+            found = logs.read(nodes, sel, out, err, container=args.container, tail=args.tail, since=since,
+                              previous=args.previous)
+    finally:
+        for n in nodes.values():
+            n.close()
+    if not found:
+        named = f" named {args.container}" if args.container else ""
+        err(f"no container of {args.object}{named} on any reachable node")
+        return 1
+    return 0
+
+
+def _doctor(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from . import doctor
+
+    results = doctor.run(cfg)
+    if not _emit(doctor.as_json(results), args.output):
+        for r in results:
+            mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}[r.status]
+            print(f"{mark} {r.check:<16} {(r.node or 'host'):<10} {r.detail}")
+            if r.fix:
+                fix = r.fix.splitlines()
+                print("\n".join([f"       fix: {fix[0]}", *(f"            {ln}" for ln in fix[1:])]))
+        failed = sum(r.status == "fail" for r in results)
+        print(f"{len(results) - failed}/{len(results)} check(s) passed" + (f", {failed} failed" if failed else ""))
+    return 0 if doctor.ok(results) else 1
+
+
+def _completion(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    """`completion --objects`: the names `describe` and `logs` take, from the last applied revision."""
+    agent = _agent(cfg, args, quiet=True)
+    try:
+        rev = agent.applied()
+    finally:
+        agent.close()
+    for o in rev.objects if rev else ():
+        print(o.ref)
     return 0
 
 
@@ -326,7 +543,8 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 
 _COMMANDS = {"diff": _diff, "sync": _sync, "run": _run, "status": _status, "history": _history,
-             "rollback": _rollback, "resume": _resume}
+             "rollback": _rollback, "resume": _resume, "describe": _describe, "logs": _logs, "doctor": _doctor,
+             "completion": _completion}
 
 
 if __name__ == "__main__":

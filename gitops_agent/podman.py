@@ -29,16 +29,19 @@ every single Podman write of a sync or a rollout. Unset, nothing changes.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import signal
 import threading
-from typing import Any, Mapping
+from typing import Any, Generator, Iterator, Mapping
 
 import podman
 import podman.errors
 import requests
+import urllib3
 
+from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
 from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec,
                       VolumeSpec)
@@ -52,6 +55,7 @@ _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
 _NS = 1_000_000_000
 _LOCAL_SCHEMES = ("unix://", "http+unix://")
 _NOT_FOUND = "OCI runtime attempted to invoke a command that was not found"  # libpod's ErrOCIRuntimeNotFound
+_DOCTOR = {"io.gitops-agent.doctor": "true"}  # doctor's throwaway objects: never `managed`, so never planned over
 
 # fault injection (test only, see the module docstring): SIGKILL after this many writes
 _CRASH_AFTER = int(os.environ.get("GITOPS_AGENT_CRASH_AFTER_WRITES") or 0)
@@ -66,6 +70,17 @@ def _count_write() -> None:
         if _crash_count >= _CRASH_AFTER:
             os.kill(os.getpid(), signal.SIGKILL)
 
+
+
+def open_node(cfg: AgentConfig, n: NodeConfig, timeout: float = 60.0) -> "Node":
+    """The Node for config entry `n`: an ssh:// node gets its SSH settings and a tunnel socket folder in
+    the state dir (every command that talks to nodes opens them this way)."""
+    ssh = None
+    if n.url.startswith("ssh://"):
+        ssh = SshSettings(identity=n.identity, known_hosts=n.known_hosts,
+                          insecure_ignore_host_key=n.insecure_ignore_host_key, connect_timeout=n.connect_timeout,
+                          run_dir=cfg.state_dir / "ssh")
+    return Node(n.name, n.url, timeout=timeout, ssh=ssh)
 
 class Node:
     """One Podman service, reached through its API socket."""
@@ -332,6 +347,110 @@ class Node:
 
     def remove_network(self, name: str) -> None:
         self._call("DELETE", f"/networks/{name}", f"remove network {name}", ok404=True)
+
+    # --- reading for the CLI (describe, logs, doctor) ---------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Podman's /info (version, host cgroups, OCI runtime, network backend), with the
+        node's clock as `serverTime` (unix seconds, from the HTTP Date header)."""
+        resp = self._get("/info", "read Podman info", timeout=15)
+        out: dict[str, Any] = resp.json()
+        date = resp.headers.get("Date")
+        out["serverTime"] = email.utils.parsedate_to_datetime(date).timestamp() if date else None
+        return out
+
+    def inspect_container(self, container: str) -> dict[str, Any] | None:
+        """One container's inspect data (RestartCount, State.StartedAt, ...); None when it is gone."""
+        out: dict[str, Any] | None = self._call("GET", f"/containers/{container}/json", f"inspect {container}",
+                                                ok404=True)
+        return out
+
+    def logs(self, container: str, *, tail: int | None = None, since: float | None = None, until: float | None = None,
+             follow: bool = False) -> Generator[str, None, None]:
+        """A container's log lines (stdout and stderr, in order). With `follow` the iterator
+        ends when the container stops; NodeUnreachable when the node goes away meanwhile."""
+        params: dict[str, Any] = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if since is not None:
+            params["since"] = str(int(since))
+        if until is not None:
+            params["until"] = str(int(until))
+        resp = self._get(f"/containers/{container}/logs", f"logs of {container}", params=params, stream=True,
+                         timeout=None if follow else 60)
+        what = f"logs of {container}"
+        try:
+            yield from _log_lines(resp.raw)
+        except (requests.exceptions.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
+            raise NodeUnreachable(self.name, f"Podman at {self.url} stopped answering ({what})") from e
+        finally:
+            resp.close()
+
+    def trial_run(self, name: str, image: str) -> str:
+        """`doctor`: create and start a throwaway container `name` (not labelled managed, so the
+        agent never plans over it), then remove it. "" when it started, else Podman's error."""
+        try:
+            self._call("POST", "/containers/create", f"create container {name}",
+                       body={"name": name, "image": image, "command": ["true"], "labels": _DOCTOR})
+            self._call("POST", f"/containers/{name}/start", f"start container {name}", timeout=60)
+            return ""
+        except NodeUnreachable:
+            raise
+        except NodeError as e:
+            return str(e)
+        finally:
+            self._call("DELETE", f"/containers/{name}", f"remove container {name}", params={"force": "true"},
+                       ok404=True)
+
+    def trial_network(self, name: str) -> dict[str, Any]:
+        """`doctor`: create a DNS-enabled network `name` as a Namespace gets one, return its
+        inspect data (dns_enabled, network_interface), then remove it."""
+        try:
+            self._call("POST", "/networks/create", f"create network {name}",
+                       body={"name": name, "dns_enabled": True, "labels": _DOCTOR})
+            out: dict[str, Any] = self._call("GET", f"/networks/{name}/json", f"inspect network {name}") or {}
+            return out
+        finally:
+            self._call("DELETE", f"/networks/{name}", f"remove network {name}", ok404=True)
+
+    def images(self) -> list[str]:
+        """The tagged names of the node's local images."""
+        images = self._call("GET", "/images/json", "list images") or []
+        return sorted(n for img in images for n in img.get("Names") or [])
+
+    def _get(self, path: str, what: str, *, params: Mapping[str, Any] | None = None, stream: bool = False,
+             timeout: float | None = None) -> Any:
+        """A GET whose response (headers, a stream) the caller reads itself; errors as in `_call`."""
+        with self._count:
+            self.reads += 1
+        if self.tunnel is not None:
+            self.tunnel.ensure()
+        try:
+            resp = self._client.api.get(path, params=params, timeout=timeout, stream=stream)
+        except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
+            if _unreachable(e):
+                raise NodeUnreachable(self.name, self._unreachable(what)) from e
+            raise NodeError(self.name, f"{what}: {e}") from e
+        if resp.status_code >= 400:
+            raise NodeError(self.name, f"{what}: {_explain(resp)}")
+        return resp
+
+
+def _log_lines(raw: Any) -> Iterator[str]:
+    """Lines of Podman's multiplexed log stream (8-byte frame headers), read as they arrive."""
+    buf = b""
+    while True:
+        head = raw.read(8)
+        if len(head) < 8:
+            break
+        size = int.from_bytes(head[4:8], "big")
+        payload = raw.read(size) if size else b""
+        buf += payload
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if buf:
+        yield buf.decode("utf-8", "replace")
 
 
 def _pod_body(spec: PodSpec) -> dict[str, Any]:

@@ -192,8 +192,10 @@ class Fleet:
                 np.status, np.started, np.deadline = "pending", 0.0, 0.0
         self.track(target)
         self.save(state)
+        done = [n for n in state.order if state.nodes[n].status == "done"]  # a resumed rollout's finished nodes
         self.log("rollout.start", revision=target.id, previous=state.previous or "-", batch=pol.batch, fast=pol.fast,
-                 changed=",".join(str(r) for r in pol.changed) or "-")
+                 changed=",".join(str(r) for r in pol.changed) or "-", nodes=",".join(state.order),
+                 **({"done": ",".join(done)} if done else {}))
         if any(np.status == "failed" for np in state.nodes.values()):
             self._fail(state, target, previous, pol)  # failed before a crash: finish handling it
         else:
@@ -291,7 +293,8 @@ class Fleet:
                                      "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
                                      "unreachable": isinstance(e, NodeUnreachable)}
             self._update(state, name, status="failed", error=str(e), finished=time.time())
-            self.log("rollout.node.failed", level="error", node=name, error=str(e))
+            self.log("rollout.node.failed", level="error", node=name, error=str(e),
+                     **{k: getattr(e, k) for k in ("pod", "probe", "output") if getattr(e, k, "")})
             failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),

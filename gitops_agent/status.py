@@ -121,7 +121,11 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             ready=ready, desired=w.replicas, templateHash=w.template_hash,
             revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
             otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))} for t in others],
-            pods=[{"name": p.name, "ready": p.ready, "status": p.status, "templateHash": p.template_hash} for p in pods],
+            pods=[{"name": p.name, "ready": p.ready, "status": p.status, "templateHash": p.template_hash,
+                   "containers": [{"name": c.labels.get("io.gitops-agent.container", c.name), "image": c.image,
+                                   "state": c.state, "health": c.health, "startedAt": c.started_at,
+                                   "exitCode": c.exit_code}
+                                  for c in p.containers]} for p in pods],
             probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
             state=state,
         )

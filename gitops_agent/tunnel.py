@@ -180,6 +180,39 @@ class _Client(asyncssh.SSHClient):
         self._tunnel._on_lost(self._generation, exc)
 
 
+
+def check_files(url: str, settings: SshSettings) -> list[str]:
+    """What is wrong with an ssh:// node's key files, without connecting (for `doctor`): the identity must
+    load without a passphrase and be readable by its owner only; knownHosts must list the node's host."""
+    problems: list[str] = []
+    identity = settings.identity
+    if not identity:
+        problems.append("no identity (private key file) is configured")
+    else:
+        try:
+            asyncssh.read_private_key(identity)
+            mode = os.stat(identity).st_mode & 0o077
+            if mode:
+                problems.append(f"identity {identity} can be read by others (mode {oct(mode)}): chmod 600 it")
+        except asyncssh.KeyImportError as e:
+            problems.append(f"identity {identity}: " + ("has a passphrase (nobody is there to type it)"
+                                                        if "passphrase" in str(e).lower() else str(e)))
+        except OSError as e:
+            problems.append(f"identity {identity}: {e.strerror or e}")
+    if settings.insecure_ignore_host_key:
+        problems.append("insecureIgnoreHostKey is on: any host key is accepted (labs only)")
+    elif not settings.known_hosts:
+        problems.append("no knownHosts file is configured")
+    else:
+        try:
+            target = parse_target(url)
+            known = asyncssh.read_known_hosts(settings.known_hosts)
+            if not known.match(target.host, target.host, target.port)[0]:
+                problems.append(f"knownHosts {settings.known_hosts} has no key for {target.address}")
+        except (OSError, ValueError) as e:
+            problems.append(f"knownHosts {settings.known_hosts}: {getattr(e, 'strerror', None) or e}")
+    return problems
+
 class Tunnel:
     """One SSH connection to one node; `url` is the local unix socket podman-py uses.
 

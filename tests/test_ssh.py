@@ -425,3 +425,23 @@ def test_run_leaves_no_ssh_session_on_sigterm_or_kill_9(sig: int, node: SshNode,
             proc.wait(10)
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
     assert wait_for(lambda: node.sessions() == [], 10), "an SSH session outlived the agent"
+
+
+def test_doctor_checks_an_ssh_nodes_key_files(node: SshNode, git_remote: Any, tmp_path: Path) -> None:
+    """`doctor` passes an ssh:// node whose identity loads and whose host is in knownHosts, and names the problem
+    with a fix for a knownHosts without the node's key and for a passphrase-protected identity."""
+    from gitops_agent import doctor
+
+    def ssh_results(cfg: Path) -> list[Any]:
+        return [r for r in doctor.run(config_mod.load(str(cfg))) if r.check in ("ssh-keys", "podman-api")]
+
+    cfg = write_config(tmp_path, git_remote, node)
+    results = ssh_results(cfg)
+    assert [(r.check, r.status) for r in results] == [("podman-api", doctor.PASS), ("ssh-keys", doctor.PASS)], results
+    other = tmp_path / "other_known_hosts"
+    other.write_text("[10.0.0.1]:22 " + Path(f"{keygen(tmp_path / 'k')}.pub").read_text())
+    locked = keygen(tmp_path / "locked", passphrase="secret-phrase")
+    cfg = write_config(tmp_path, git_remote, node, knownHosts=str(other), identity=str(locked))
+    (bad,) = [r for r in ssh_results(cfg) if r.check == "ssh-keys"]
+    assert bad.status == doctor.FAIL and "has a passphrase" in bad.detail and "has no key for" in bad.detail
+    assert "ssh-keyscan" in bad.fix and "secret-phrase" not in bad.detail
