@@ -62,6 +62,7 @@ __all__ = [
     "PodmanUnavailable",
     "WEB1",
     "WEB2",
+    "HTTPD",
     "containers_conf",
     "http_get",
     "make_image",
@@ -77,6 +78,12 @@ BUSYBOX = "/bin/busybox"
 #: Images the session fixture ``podman_service`` makes (variants "1" and "2").
 WEB1 = "localhost/gitops-test/web:1"
 WEB2 = "localhost/gitops-test/web:2"
+
+#: The web server of WEB1/WEB2 (port 8080, /www) as a container command that stops at once. busybox
+#: httpd as PID 1 ignores SIGTERM, so Podman waits out the whole terminationGracePeriodSeconds (then
+#: SIGKILLs) on every stop: a second per replaced pod. Under `sh` with a TERM trap the container
+#: exits 0 as soon as Podman asks. Use it wherever that wait is not what the test is about.
+HTTPD: list[str] = ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
 
 #: busybox applets linked into /bin of every test image.
 APPLETS: tuple[str, ...] = (
