@@ -23,10 +23,9 @@ import yaml
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from gitops_agent.status import status
-from podman_env import WEB1, WEB2
+from podman_env import HTTPD, WEB1, WEB2
 
 NS = f"fl{os.getpid()}"
-HTTPD = ["httpd", "-f", "-p", "8080", "-h", "/www"]
 NAMES = ("n1", "n2", "n3")
 
 
