@@ -58,6 +58,7 @@ __all__ = [
     "NETAVARK_RUN_DIR",
     "NodeNamespace",
     "QUIRKS_CONF",
+    "EXEC_EXIT_DELAY",
     "PodmanService",
     "PodmanUnavailable",
     "WEB1",
@@ -128,18 +129,29 @@ def missing_tools() -> list[str]:
     return missing
 
 
+#: containers.conf `exit_command_delay` (seconds) of the services started here; None keeps Podman's
+#: default, 300. Podman 4.3 keeps the conmon of every API exec session (the agent's probes) alive that
+#: long before its cleanup, and removing a pod whose containers still have such conmons takes ~3.3 s
+#: (its cgroup cannot be removed; measured: 4.3 s right after an exec, 1.2 s six seconds after with a
+#: delay of 5, 1 s of it the stop). conftest.py sets 5 for the tests: well above the agent's few ms
+#: between an exec's end and its inspect, which the delay must cover. The benchmarks keep the default.
+EXEC_EXIT_DELAY: int | None = None
+
+
 def containers_conf(tmpdir: str | os.PathLike[str], *, default_subnet: str | None = None) -> dict[str, str]:
     """Write ``tmpdir/containers.conf`` and return the environment for podman.
 
     The file holds :data:`QUIRKS_CONF` (always: it does no harm on a normal
-    host) and, if given, ``default_subnet`` for the default "podman"
-    network.  The returned dict is a copy of ``os.environ`` with
+    host), :data:`EXEC_EXIT_DELAY` if set, and, if given, ``default_subnet``
+    for the default "podman" network.  The returned dict is a copy of ``os.environ`` with
     ``CONTAINERS_CONF`` pointing at the file, and without variables that
     would make the podman CLI talk to some other (remote) service.
     """
     tmpdir = Path(tmpdir)
     tmpdir.mkdir(parents=True, exist_ok=True)
     text = QUIRKS_CONF
+    if EXEC_EXIT_DELAY is not None:
+        text = text.replace("[engine]\n", f"[engine]\nexit_command_delay = {EXEC_EXIT_DELAY}\n", 1)
     if default_subnet:
         text += f'[network]\ndefault_subnet = "{default_subnet}"\n'
     path = tmpdir / "containers.conf"
