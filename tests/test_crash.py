@@ -106,8 +106,8 @@ def deployment(ns: str, name: str, image: str, replicas: int, command: list[str]
 
 def sync_r0() -> list[dict[str, Any]]:
     # the TERM trap: the pruned writer stops at once instead of after its grace period (see podman_env.HTTPD)
-    writer = deployment(NS_A, "writer", WEB1, 1, ["sh", "-c", f"[ -f /data/keep.txt ] || echo {TOKEN} > /data/keep.txt; "
-                                                  "trap 'exit 0' TERM; sleep 3600 & wait"], volumes={"data": "/data"})
+    script = f"[ -f /data/keep.txt ] || echo {TOKEN} > /data/keep.txt; trap 'exit 0' TERM; sleep 3600 & wait"
+    writer = deployment(NS_A, "writer", WEB1, 1, ["sh", "-c", script], volumes={"data": "/data"})
     return [namespace(NS_A), pvc(NS_A, "data"), writer]
 
 
@@ -293,7 +293,8 @@ def test_kill_points_interrupt_every_kind_of_write_on_every_node() -> None:
     """The default subset: first, last, and each kind of write once, the kinds spread over the nodes in turn."""
     step = ["POST /pods/create", "POST /containers/create", "POST /pods/*/start", "POST /pods/*/stop", "DELETE /pods/*"]
     rollout = [(node, kind) for node in ("n1", "n2", "n3") for kind in step]
-    assert kill_points(rollout) == [1, 4, 7, 10, 13, 15]  # n1: create pod, stop; n2: create container, remove; n3: start
+    # n1: create pod, stop; n2: create container, remove; n3: start
+    assert kill_points(rollout) == [1, 4, 7, 10, 13, 15]
     assert kill_points(rollout, full=True) == list(range(1, 16))
     assert kill_points(rollout, only=(7, 99)) == [7]
     one_node = [("local", k) for k in ("POST /networks/create", "POST /pods/create", "POST /containers/create",
@@ -301,7 +302,8 @@ def test_kill_points_interrupt_every_kind_of_write_on_every_node() -> None:
                                        "POST /pods/*/start", "DELETE /pods/*")]
     assert kill_points(one_node) == [1, 2, 3, 4, 8]  # the second pod's writes are kinds already interrupted
     assert write_kind("POST", "/pods/web-abc/start") == "POST /pods/*/start"
-    assert write_kind("POST", "/secrets/create") == "POST /secrets/create" and write_kind("DELETE", "/volumes/v") == "DELETE /volumes/*"
+    assert write_kind("POST", "/secrets/create") == "POST /secrets/create"
+    assert write_kind("DELETE", "/volumes/v") == "DELETE /volumes/*"
 
 
 def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare: Callable[[], tuple[str, Callable[[str], None]]],
@@ -352,7 +354,8 @@ def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare:
     elif FULL:
         assert len(points) == w
     else:  # every kind of write was interrupted once, and every node
-        assert {recorded[k - 1][1] for k in points} == {kind for _, kind in recorded} and points[0] == 1 and points[-1] == w
+        assert {recorded[k - 1][1] for k in points} == {kind for _, kind in recorded}
+        assert points[0] == 1 and points[-1] == w
         assert {recorded[k - 1][0] for k in points} == {node for node, _ in recorded}
     return report
 
