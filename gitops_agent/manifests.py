@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -494,7 +495,9 @@ def _describe(value: Any) -> str:
 
 # --- schemas ------------------------------------------------------------------
 
-_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# schemas/ at the top of the repository, installed as the data-only package `gitops_agent.schemas`
+# (pyproject.toml's package-dir): the same name in a wheel, an editable install and a source checkout.
+_SCHEMA_PACKAGE = "gitops_agent.schemas"
 
 
 def _is_integer(_checker: object, instance: object) -> bool:
@@ -517,7 +520,8 @@ _Validator = jsonschema.validators.extend(
 @cache
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
     """One validator per kind, from `schemas/<kind>.json`; `_defs.json` resolved by `$ref`."""
-    schemas = {path.name: json.loads(path.read_text()) for path in _SCHEMA_DIR.glob("*.json")}
+    schemas = {entry.name: json.loads(entry.read_text(encoding="utf-8"))
+               for entry in resources.files(_SCHEMA_PACKAGE).iterdir() if entry.name.endswith(".json")}
     registry: Registry = Registry().with_resources(
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
     )

@@ -58,10 +58,12 @@ __all__ = [
     "NETAVARK_RUN_DIR",
     "NodeNamespace",
     "QUIRKS_CONF",
+    "EXEC_EXIT_DELAY",
     "PodmanService",
     "PodmanUnavailable",
     "WEB1",
     "WEB2",
+    "HTTPD",
     "containers_conf",
     "http_get",
     "make_image",
@@ -78,6 +80,12 @@ BUSYBOX = "/bin/busybox"
 #: Images the session fixture ``podman_service`` makes (variants "1" and "2").
 WEB1 = "localhost/gitops-test/web:1"
 WEB2 = "localhost/gitops-test/web:2"
+
+#: The web server of WEB1/WEB2 (port 8080, /www) as a container command that stops at once. busybox
+#: httpd as PID 1 ignores SIGTERM, so Podman waits out the whole terminationGracePeriodSeconds (then
+#: SIGKILLs) on every stop: a second per replaced pod. Under `sh` with a TERM trap the container
+#: exits 0 as soon as Podman asks. Use it wherever that wait is not what the test is about.
+HTTPD: list[str] = ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
 
 #: busybox applets linked into /bin of every test image.
 APPLETS: tuple[str, ...] = (
@@ -122,18 +130,29 @@ def missing_tools() -> list[str]:
     return missing
 
 
+#: containers.conf `exit_command_delay` (seconds) of the services started here; None keeps Podman's
+#: default, 300. Podman 4.3 keeps the conmon of every API exec session (the agent's probes) alive that
+#: long before its cleanup, and removing a pod whose containers still have such conmons takes ~3.3 s
+#: (its cgroup cannot be removed; measured: 4.3 s right after an exec, 1.2 s six seconds after with a
+#: delay of 5, 1 s of it the stop). conftest.py sets 5 for the tests: well above the agent's few ms
+#: between an exec's end and its inspect, which the delay must cover. The benchmarks keep the default.
+EXEC_EXIT_DELAY: int | None = None
+
+
 def containers_conf(tmpdir: str | os.PathLike[str], *, default_subnet: str | None = None) -> dict[str, str]:
     """Write ``tmpdir/containers.conf`` and return the environment for podman.
 
     The file holds :data:`QUIRKS_CONF` (always: it does no harm on a normal
-    host) and, if given, ``default_subnet`` for the default "podman"
-    network.  The returned dict is a copy of ``os.environ`` with
+    host), :data:`EXEC_EXIT_DELAY` if set, and, if given, ``default_subnet``
+    for the default "podman" network.  The returned dict is a copy of ``os.environ`` with
     ``CONTAINERS_CONF`` pointing at the file, and without variables that
     would make the podman CLI talk to some other (remote) service.
     """
     tmpdir = Path(tmpdir)
     tmpdir.mkdir(parents=True, exist_ok=True)
     text = QUIRKS_CONF
+    if EXEC_EXIT_DELAY is not None:
+        text = text.replace("[engine]\n", f"[engine]\nexit_command_delay = {EXEC_EXIT_DELAY}\n", 1)
     if default_subnet:
         text += f'[network]\ndefault_subnet = "{default_subnet}"\n'
     path = tmpdir / "containers.conf"

@@ -23,9 +23,12 @@ pods are created again from its compiled specs (the very calls the agent
 makes), and the state directory is restored from a snapshot taken right after
 the start revision was applied.
 
-By default every kill point runs when W <= 12 (the sync: all 11), else an evenly
-spaced subset of 6 points plus the first and the last (the 3-node rollout: 8 of
-15; each rollout point costs ~16 s here, and CI must stay well under 20 min);
+By default a representative subset runs (`kill_points`): the first and the last
+write, and a kill after every KIND of write the scenario makes (create network,
+volume, secret, pod, container; start, stop, remove ...; read from the
+uninterrupted run), each kind on another node in turn, so that every node is
+killed mid-step (the sync: 9 of 11; the 3-node rollout: 6 of 15; a rollout point
+costs a whole rollout, ~16 s here, and CI must stay well under 20 min).
 GITOPS_CRASH_FULL=1 runs all of them (RELIABILITY.md has the full run).
 The counts are printed (`-s`) and kept as test properties (junit XML).
 
@@ -60,7 +63,7 @@ from gitops_agent.desired import compile_node
 from gitops_agent.errors import NodeError
 from gitops_agent.plan import plan
 from gitops_agent.status import status
-from podman_env import WEB1, WEB2
+from podman_env import HTTPD, WEB1, WEB2
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NS_A = f"ca{os.getpid()}"
@@ -68,10 +71,7 @@ NS_B = f"cb{os.getpid()}"
 NS_R = f"cr{os.getpid()}"
 TOKEN = f"precious-{os.getpid()}"
 FULL = os.environ.get("GITOPS_CRASH_FULL") == "1"
-SUBSET = int(os.environ.get("GITOPS_CRASH_SUBSET", "6"))
-ALL_UP_TO = 12  # scenarios with at most this many writes always run every kill point
 ONLY = [int(k) for k in os.environ.get("GITOPS_CRASH_POINTS", "").split(",") if k.strip()]
-HTTPD = ["httpd", "-f", "-p", "8080", "-h", "/www"]
 
 
 # --- manifests -----------------------------------------------------------------------
@@ -105,8 +105,9 @@ def deployment(ns: str, name: str, image: str, replicas: int, command: list[str]
 
 
 def sync_r0() -> list[dict[str, Any]]:
-    writer = deployment(NS_A, "writer", WEB1, 1, ["sh", "-c", f"[ -f /data/keep.txt ] || echo {TOKEN} > /data/keep.txt; exec sleep 3600"],
-                        volumes={"data": "/data"})
+    # the TERM trap: the pruned writer stops at once instead of after its grace period (see podman_env.HTTPD)
+    script = f"[ -f /data/keep.txt ] || echo {TOKEN} > /data/keep.txt; trap 'exit 0' TERM; sleep 3600 & wait"
+    writer = deployment(NS_A, "writer", WEB1, 1, ["sh", "-c", script], volumes={"data": "/data"})
     return [namespace(NS_A), pvc(NS_A, "data"), writer]
 
 
@@ -147,14 +148,40 @@ def agent_of(cfg: Path, log: Callable[..., None] | None = None) -> Agent:
     return Agent(config_mod.load(str(cfg)), log or (lambda *a, **k: None))
 
 
-def sync_in_process(cfg: Path, log: Callable[..., None] | None = None) -> tuple[Any, int]:
-    """One pass in this process; (outcome, Podman writes that changed a node)."""
+def sync_in_process(cfg: Path, log: Callable[..., None] | None = None,
+                    writes: list[tuple[str, str]] | None = None) -> tuple[Any, int]:
+    """One pass in this process; (outcome, Podman writes that changed a node). `writes`, if given,
+    receives (node, kind of write) for each of them, in order (see `write_kind`)."""
     agent = agent_of(cfg, log)
+    if writes is not None:
+        for node in agent.nodes.values():
+            node._call = _recording(node, writes)  # type: ignore[method-assign]
     try:
         out = agent.sync()
         return out, sum(n.changes for n in agent.nodes.values())
     finally:
         agent.close()
+
+
+def write_kind(method: str, path: str) -> str:
+    """A Podman API write without the object's name: "POST /pods/*/start", "POST /pods/create"."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 2 and parts[1] != "create":
+        parts[1] = "*"
+    return f"{method} /{'/'.join(parts)}"
+
+
+def _recording(node: Any, writes: list[tuple[str, str]]) -> Callable[..., Any]:
+    """`node._call`, also appending (node, kind) for each call that counted as a change of the node."""
+    call = node._call
+
+    def recorded(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        before = node.changes
+        result = call(method, path, *args, **kwargs)
+        if node.changes > before:
+            writes.append((node.name, write_kind(method, path)))
+        return result
+    return recorded
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -239,15 +266,44 @@ def volume_info(svc: Any, name: str) -> dict[str, Any]:
 # --- the harness --------------------------------------------------------------------------------
 
 
-def kill_points(w: int) -> list[int]:
-    """Every point with GITOPS_CRASH_FULL=1 or when there are few; else SUBSET evenly spaced plus first and last.
-    GITOPS_CRASH_POINTS=3,7 runs just those (to reproduce one kill point)."""
-    if ONLY:
-        return [k for k in ONLY if 1 <= k <= w]
-    if FULL or w <= ALL_UP_TO:
+def kill_points(writes: list[tuple[str, str]], full: bool = False, only: tuple[int, ...] = ()) -> list[int]:
+    """Which writes (1-based) to kill after, given the uninterrupted run's (node, kind) writes.
+
+    Every one with `full`; just `only` (GITOPS_CRASH_POINTS=3,7: to reproduce one kill point);
+    else the first, the last, and one write of every kind: the i-th kind (in order of first
+    appearance) on the i-th node in turn (nodes in order of first write) when that node makes
+    one, else its first occurrence. So every kind of write is interrupted once and, with as many
+    kinds as nodes or more, every node is interrupted in the middle of its step."""
+    w = len(writes)
+    if only:
+        return [k for k in only if 1 <= k <= w]
+    if full:
         return list(range(1, w + 1))
-    inner = {round(1 + i * (w - 1) / (SUBSET + 1)) for i in range(1, SUBSET + 1)}
-    return sorted(inner | {1, w})
+    kinds = list(dict.fromkeys(kind for _, kind in writes))
+    nodes = list(dict.fromkeys(node for node, _ in writes))
+    points = {1, w}
+    for i, kind in enumerate(kinds):
+        at = [k for k, (node, kd) in enumerate(writes, 1) if kd == kind]
+        on_turn = [k for k in at if writes[k - 1][0] == nodes[i % len(nodes)]]
+        points.add((on_turn or at)[0])
+    return sorted(points)
+
+
+def test_kill_points_interrupt_every_kind_of_write_on_every_node() -> None:
+    """The default subset: first, last, and each kind of write once, the kinds spread over the nodes in turn."""
+    step = ["POST /pods/create", "POST /containers/create", "POST /pods/*/start", "POST /pods/*/stop", "DELETE /pods/*"]
+    rollout = [(node, kind) for node in ("n1", "n2", "n3") for kind in step]
+    # n1: create pod, stop; n2: create container, remove; n3: start
+    assert kill_points(rollout) == [1, 4, 7, 10, 13, 15]
+    assert kill_points(rollout, full=True) == list(range(1, 16))
+    assert kill_points(rollout, only=(7, 99)) == [7]
+    one_node = [("local", k) for k in ("POST /networks/create", "POST /pods/create", "POST /containers/create",
+                                       "POST /pods/*/start", "POST /pods/create", "POST /containers/create",
+                                       "POST /pods/*/start", "DELETE /pods/*")]
+    assert kill_points(one_node) == [1, 2, 3, 4, 8]  # the second pod's writes are kinds already interrupted
+    assert write_kind("POST", "/pods/web-abc/start") == "POST /pods/*/start"
+    assert write_kind("POST", "/secrets/create") == "POST /secrets/create"
+    assert write_kind("DELETE", "/volumes/v") == "DELETE /volumes/*"
 
 
 def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare: Callable[[], tuple[str, Callable[[str], None]]],
@@ -255,12 +311,14 @@ def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare:
     """`prepare()` puts the start state in place and returns the head commit and an extra check."""
     t0 = time.monotonic()
     head, extra_check = prepare()
-    out, w = sync_in_process(cfg)  # the uninterrupted run: how many writes a kill can follow
+    recorded: list[tuple[str, str]] = []
+    out, w = sync_in_process(cfg, writes=recorded)  # the uninterrupted run: which writes a kill can follow
     assert out.result == "applied", out.error
     check_converged(cfg, nodes, head, f"{name}: uninterrupted")
     extra_check(f"{name}: uninterrupted")
     assert w > 5, f"{name}: only {w} writes"
-    points = kill_points(w)
+    assert len(recorded) == w, f"{name}: recorded {len(recorded)} writes of {w}"
+    points = kill_points(recorded, FULL, tuple(ONLY))
     per_point = []
     for k in points:
         where = f"{name}: kill after write {k}/{w}"
@@ -285,17 +343,20 @@ def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare:
         # seconds: reset, killed run, restart, second sync, checks
         per_point.append([round(b - a, 2) for a, b in zip(marks, marks[1:])])
     report = {"scenario": name, "writes": w, "kill_points": len(points), "full": len(points) == w, "points": points,
+              "kinds": [f"{k}: {node} {kind}" for k, (node, kind) in enumerate(recorded, 1) if k in points],
               "seconds": round(time.monotonic() - t0, 1), "seconds_per_point": per_point}
     print(f"\ncrash harness {name}: W={w} writes, {len(points)} kill point(s) tried "
           f"({'all' if len(points) == w else 'subset; GITOPS_CRASH_FULL=1 runs all ' + str(w)}), {report['seconds']} s; "
-          f"per point [reset, killed, restart, second, checks]: {per_point}")
+          f"after {report['kinds']}; per point [reset, killed, restart, second, checks]: {per_point}")
     record_property(f"crash_{name}", json.dumps(report))
     if ONLY:
         assert points
-    elif FULL or w <= ALL_UP_TO:
+    elif FULL:
         assert len(points) == w
-    else:
-        assert len(points) >= SUBSET + 2 and points[0] == 1 and points[-1] == w
+    else:  # every kind of write was interrupted once, and every node
+        assert {recorded[k - 1][1] for k in points} == {kind for _, kind in recorded}
+        assert points[0] == 1 and points[-1] == w
+        assert {recorded[k - 1][0] for k in points} == {node for node, _ in recorded}
     return report
 
 

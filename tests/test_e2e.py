@@ -18,7 +18,7 @@ import yaml
 from gitops_agent.agent import Agent
 from gitops_agent.cli import main
 from gitops_agent import config as config_mod
-from podman_env import WEB1, WEB2
+from podman_env import HTTPD, WEB1, WEB2
 
 SECRET_VALUE = "pa55-w0rd-never-shown"
 # Podman 4.3 keeps aardvark-dns state per network name machine-wide, across services:
@@ -73,7 +73,7 @@ spec:
 """
 
 
-def deployment(image: str, command: str = "httpd") -> str:
+def deployment(image: str, command: list[str] = HTTPD) -> str:
     return f"""\
 apiVersion: apps/v1
 kind: Deployment
@@ -94,7 +94,7 @@ spec:
       containers:
         - name: web
           image: {image}
-          command: ["{command}", "-f", "-p", "8080", "-h", "/www"]
+          command: {json.dumps(command)}
           env:
             - name: GREETING
               valueFrom: {{configMapKeyRef: {{name: web-config, key: GREETING}}}}

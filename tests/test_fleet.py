@@ -23,10 +23,9 @@ import yaml
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from gitops_agent.status import status
-from podman_env import WEB1, WEB2, make_bare_image, run_each
+from podman_env import HTTPD, WEB1, WEB2, make_bare_image, run_each
 
 NS = f"fl{os.getpid()}"
-HTTPD = ["httpd", "-f", "-p", "8080", "-h", "/www"]
 NAMES = ("n1", "n2", "n3")
 
 
@@ -34,10 +33,16 @@ def namespace() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
 
 
+BARE1, BARE2 = "localhost/gitops-test/bare:1", "localhost/gitops-test/bare:2"
+BARE_HTTPD = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+
+
 def workload(name: str, image: str, *, kind: str = "Deployment", replicas: int | None = 3, readiness: dict[str, Any] | None = None,
              min_ready: int = 0, deadline: int = 30, annotations: dict[str, str] | None = None,
              node_selector: dict[str, str] | None = None) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "web", "image": image, "command": HTTPD,
+    # a shell-less image has no sh for HTTPD's TERM trap: its httpd runs as is
+    command = BARE_HTTPD if image in (BARE1, BARE2) else HTTPD
+    container: dict[str, Any] = {"name": "web", "image": image, "command": command,
                                  "readinessProbe": readiness or {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1}}
     pod: dict[str, Any] = {"terminationGracePeriodSeconds": 1, "containers": [container]}
     if node_selector:
@@ -415,7 +420,6 @@ def test_auto_rollback_off_halts_and_leaves_every_node_as_it_is(env: tuple[list[
     assert status_of(cfg)["rollout"]["phase"] == "halted"
 
 
-BARE1, BARE2 = "localhost/gitops-test/bare:1", "localhost/gitops-test/bare:2"
 
 
 def test_shell_less_image_is_gated_on_http_readiness_probed_from_outside(env: tuple[list[Any], Any, Path]) -> None:

@@ -41,7 +41,7 @@ from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent, Daemon
 from gitops_agent.status import status
 from gitrepo import GitRemote, git
-from podman_env import WEB1
+from podman_env import HTTPD, WEB1
 
 NS = f"gf{os.getpid()}"
 TIMEOUT = 2.0  # source.timeout for the slow-remote tests
@@ -57,7 +57,7 @@ def manifests(replicas: int = 1, *, image: str = WEB1, broken: bool = False) -> 
             "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                 "terminationGracePeriodSeconds": 1,
-                "containers": [{"name": "web", "image": image, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}],
+                "containers": [{"name": "web", "image": image, "command": HTTPD}],
             }},
         },
     }

@@ -28,7 +28,7 @@ import yaml
 
 from gitops_agent import systemd
 from gitrepo import GitRemote
-from podman_env import WEB1
+from podman_env import HTTPD, WEB1
 
 NS = f"svc{os.getpid()}"
 UNIT = Path(__file__).resolve().parent.parent / "gitops_agent" / "data" / "gitops-agent.service"
@@ -43,7 +43,7 @@ def manifests(replicas: int) -> str:
             "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                 "terminationGracePeriodSeconds": 1,
-                "containers": [{"name": "web", "image": WEB1, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}],
+                "containers": [{"name": "web", "image": WEB1, "command": HTTPD}],
             }},
         },
     }

@@ -25,7 +25,7 @@ import yaml
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from gitrepo import GitRemote
-from podman_env import WEB1
+from podman_env import HTTPD, WEB1
 
 NS = f"soak{os.getpid()}"
 PASSES = int(os.environ.get("GITOPS_SOAK_PASSES", "100"))
@@ -54,7 +54,7 @@ def manifests(replicas: int, value: str, env: str) -> str:
              "selector": {"matchLabels": {"app": "web"}},
              "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                  "terminationGracePeriodSeconds": 1,
-                 "containers": [{"name": "web", "image": WEB1, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                 "containers": [{"name": "web", "image": WEB1, "command": HTTPD,
                                  "env": [{"name": "MODE", "value": env},
                                          {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}}]}],
              }},
