@@ -65,7 +65,7 @@ class Agent:
         self.history = History(cfg.state_dir)
         self.location = resolve(cfg.source)
         self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout, cfg.source.verify)
-        self.nodes = {n.name: Node(n.name, n.url, identity=n.identity) for n in cfg.nodes}
+        self.nodes = {n.name: Node(n.name, n.url, identity=n.identity, credentials=n.credentials) for n in cfg.nodes}
         self._parsed: dict[str, Revision] = {}
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
@@ -218,7 +218,7 @@ class Agent:
             out.result = out.result or ("applied" if out.actions else "in-sync")
             self._finish(rev)
             return
-        if state.phase == PROGRESSING:  # some nodes deferred (unreachable)
+        if state.phase == PROGRESSING:  # some nodes deferred (unreachable) or waiting for a registry
             out.result = "progressing"
             out.error = f"revision {rev.id} reached {state.progress()}; deferred until reachable: " + "; ".join(
                 state.nodes[n].error for n in state.deferred)
@@ -227,7 +227,8 @@ class Agent:
         else:
             out.result = "failed"
             out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
-        out.node_errors.update({n: p.error for n, p in state.nodes.items() if p.status in ("failed", "deferred", "rollback-deferred")})
+        out.node_errors.update({n: p.error for n, p in state.nodes.items()
+                                if p.status in ("failed", "deferred", "waiting", "rollback-deferred")})
 
     def _plan_only(self, rev: Revision, out: Outcome) -> None:
         known = self.history.inventory()

@@ -13,12 +13,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from .desired import PodSpec, WorkloadSpec
-from .errors import Interrupted, NodeError
+from .errors import ImagePullBackOff, Interrupted, NodeError
 from .live import LivePod, LiveState
 from .log import Log
 from .plan import Action, Plan, rolling_step
 from .podman import Node
 from .probes import Prober
+from .pullauth import Credential, for_image
 
 POLL = 0.25
 CREATE_PARALLEL = 4  # pods created at once on one node: bounded, an edge box has few cores
@@ -33,23 +34,47 @@ class RolloutFailed(NodeError):
         self.pod, self.probe, self.output = pod, probe, output
 
 
-def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False) -> None:
+PULL_RETRY = (1.0, 2.0, 4.0, 8.0)  # seconds between pull attempts within one node step
+
+
+def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False,
+                  deadline: float | None = None, stop: threading.Event | None = None) -> None:
     """Pull what the plan's new pods need, before anything is stopped. Never: must be
     preloaded. `local_first` (a rollback) uses an image already on the node even when
-    its policy is Always, so a rollback works with the registry down."""
-    wanted: dict[str, str] = {}
+    its policy is Always, so a rollback works with the registry down. A pull that fails
+    for a reason that may pass (ImagePullBackOff) is retried with backoff until
+    `deadline`, then raised; one refused for good (ImageUnavailable) is raised at once."""
+    wanted: dict[str, tuple[str, tuple[Credential, ...]]] = {}
     for a in plan.actions:
         pods = a.workload.pods if a.workload else ((a.pod,) if a.pod and a.op != "start-pod" else ())
         for pod in pods:
             for c in pod.containers:
-                wanted.setdefault(c.image, c.pull_policy)
-    for image, policy in sorted(wanted.items()):
+                wanted.setdefault(c.image, (c.pull_policy, pod.pull_credentials))
+    for image, (policy, pod_creds) in sorted(wanted.items()):
         present = node.has_image(image, live.images)
         if policy == "Never" and not present:
             raise NodeError(node.name, f"image {image} is not on the node and imagePullPolicy is Never (preload it with podman load)")
         if not present or (policy == "Always" and not local_first):
-            log("image.pull", node=node.name, image=image, policy=policy)
-            node.pull(image)
+            credential = for_image(image, (*pod_creds, *node.credentials))
+            log("image.pull", node=node.name, image=image, policy=policy,
+                **({"credentials": credential.source} if credential else {}))
+            pull(node, image, credential, log, deadline, stop)
+
+
+def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,
+         stop: threading.Event | None = None) -> None:
+    """One image, retried with backoff while the registry is unavailable and time is left."""
+    deadline = deadline if deadline is not None else time.time() + 600
+    for attempt in range(len(PULL_RETRY) + 1):
+        try:
+            node.pull(image, credential, timeout=deadline - time.time())
+            return
+        except ImagePullBackOff as e:
+            pause = PULL_RETRY[min(attempt, len(PULL_RETRY) - 1)]
+            if attempt == len(PULL_RETRY) or time.time() + pause >= deadline or (stop is not None and stop.is_set()):
+                raise
+            log("image.pull.retry", level="warning", node=node.name, image=image, seconds=pause, error=str(e))
+            time.sleep(pause)
 
 
 class Gate:
@@ -98,9 +123,9 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
     if plan.in_sync:
         return 0
     stop = stop or threading.Event()
-    ensure_images(node, plan, live, log, local_first)
     if deadline is None:
         deadline = time.time() + step_seconds(plan)
+    ensure_images(node, plan, live, log, local_first, deadline, stop)
     gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []
     done = 0

@@ -16,8 +16,10 @@ from typing import Any, Mapping
 
 import yaml
 
+from . import pullauth
 from .errors import ConfigError
 from .model import HostPathRule, Policy
+from .pullauth import Credential
 
 PolicyConfig = Policy
 """The `policy:` section: `model.Policy`, defined there so that `manifests` can use it too."""
@@ -67,6 +69,11 @@ class NodeConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     identity: str | None = None
     """SSH private key for an ssh:// url (ssh://user@host/run/podman/podman.sock)."""
+    auth_file: str | None = None
+    """Registry credentials for every pull on this node (Podman's auth.json format); a pod's
+    imagePullSecrets win for the registries they name."""
+    credentials: tuple[Credential, ...] = field(default=(), repr=False, compare=False)
+    """Read from `auth_file` when the configuration is loaded. Never printed."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
     )
     nodes: list[NodeConfig] = []
     for i, n in enumerate(top.get("nodes") or [{"name": "local"}]):
-        nd = _take(n, {"name", "url", "labels", "identity"}, f"nodes[{i}]")
+        nd = _take(n, {"name", "url", "labels", "identity", "authFile"}, f"nodes[{i}]")
         if not nd.get("name"):
             raise ConfigError(f"nodes[{i}].name is required")
         labels = nd.get("labels") or {}
@@ -166,7 +173,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
                 raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
             identity = str(Path(str(identity)).expanduser() if Path(str(identity)).expanduser().is_absolute() or base_dir is None
                            else (base_dir / str(identity)).resolve())
-        nodes.append(NodeConfig(str(nd["name"]), node_url, {str(k): _label(v) for k, v in labels.items()}, identity))
+        auth_file, credentials = _auth_file(nd.get("authFile"), base_dir, f"nodes[{i}].authFile")
+        nodes.append(NodeConfig(str(nd["name"]), node_url, {str(k): _label(v) for k, v in labels.items()}, identity,
+                                auth_file, credentials))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")
@@ -187,6 +196,24 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(top.get("policy") or {}),
     )
+
+
+def _auth_file(raw: Any, base_dir: Path | None, where: str) -> tuple[str | None, tuple[Credential, ...]]:
+    """A node's `authFile` (relative to the config's folder) and its credentials; ConfigError
+    names the file and what is wrong with it, never a value."""
+    if raw is None:
+        return None, ()
+    path = Path(str(raw)).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = (base_dir / path).resolve()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
+    try:
+        return str(path), pullauth.parse(data, True, f"auth file {path}")
+    except ValueError as e:
+        raise ConfigError(f"{where}: {path} {e}") from None
 
 
 def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> VerifyConfig:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .config import NodeConfig
+from .pullauth import SECRET_KEYS, DOCKERCONFIGJSON, Credential, parse
 from .model import (
     Claim,
     ConfigData,
@@ -155,6 +156,8 @@ class PodSpec:
     """hostNetwork: the pod shares the node's network namespace. It is not on the namespace
     network (`network` is ""), has no DNS aliases (manifests rejects a Service selecting it)
     and no port mappings: its containerPorts are bound on the node directly."""
+    pull_credentials: tuple[Credential, ...] = field(default=(), compare=False, repr=False)
+    """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,7 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
         return {k: v for k, v in fields.items() if k not in added or v != added[k]}
 
     template = trim(asdict(workload.template), _ADDED_TEMPLATE_FIELDS)
+    del template["image_pull_secrets"]  # credentials are not the pod: new ones apply to the next pull, no new pods
     template["containers"] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template["containers"]]
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     return template
@@ -461,7 +465,20 @@ def _pod(
         min_ready_seconds=w.min_ready_seconds,
         progress_deadline_seconds=w.progress_deadline_seconds,
         host_network=t.host_network,
+        pull_credentials=pull_credentials(w, configs),
     )
+
+
+def pull_credentials(w: Workload, configs: Mapping[tuple[str, str], ConfigData]) -> tuple[Credential, ...]:
+    """The registry credentials of the workload's imagePullSecrets (validated by `manifests`)."""
+    creds: list[Credential] = []
+    for name in w.template.image_pull_secrets:
+        secret = configs.get(("Secret", name))
+        if secret is None or secret.type not in SECRET_KEYS:
+            continue
+        data = secret.data[SECRET_KEYS[secret.type]]
+        creds += parse(data, secret.type == DOCKERCONFIGJSON, f"Secret {secret.ref.namespace}/{name}")
+    return tuple(creds)
 
 
 def _target_port(target: int | str | None, port: int, containers: tuple[Container, ...]) -> int:

@@ -31,8 +31,9 @@ import podman.errors
 import requests
 
 from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
-from .errors import NodeError, NodeUnreachable
+from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
+from .pullauth import Credential, image_registry
 
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
@@ -56,9 +57,11 @@ def _count_write() -> None:
 class Node:
     """One Podman service, reached through its API socket."""
 
-    def __init__(self, name: str, url: str, timeout: float = 60.0, identity: str | None = None) -> None:
+    def __init__(self, name: str, url: str, timeout: float = 60.0, identity: str | None = None,
+                 credentials: tuple[Credential, ...] = ()) -> None:
         self.name = name
         self.url = url
+        self.credentials = credentials  # the node's authFile: used for pulls, never printed
         self.reads = 0
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
@@ -76,7 +79,7 @@ class Node:
 
     def _call(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None = None,
               body: Any = None, raw: bytes | None = None, timeout: float | None = None, ok404: bool = False,
-              as_bytes: bool = False, probe: bool = False) -> Any:
+              as_bytes: bool = False, probe: bool = False, headers: Mapping[str, str] | None = None) -> Any:
         with self._count:
             if method == "GET":
                 self.reads += 1
@@ -90,8 +93,8 @@ class Node:
                 resp = api.delete(path, params=params, timeout=timeout)
             else:
                 data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-                resp = api.post(path, params=params, data=data, timeout=timeout,
-                                headers={"content-type": "application/json"} if body is not None else None)
+                sent = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
+                resp = api.post(path, params=params, data=data, timeout=timeout, headers=sent or None)
         except requests.exceptions.ConnectionError as e:
             raise NodeUnreachable(self.name, f"cannot reach Podman at {self.url} ({what}): is the Podman service running?") from e
         except requests.exceptions.Timeout as e:
@@ -203,9 +206,22 @@ class Node:
 
     # --- writing --------------------------------------------------------------------
 
-    def pull(self, image: str) -> None:
-        """Pull `image`; a registry that cannot be reached is a clear error, nothing else changes."""
-        out = self._call("POST", "/images/pull", f"pull {image}", params={"reference": image, "quiet": "true"}, timeout=600)
+    def pull(self, image: str, credential: Credential | None = None, timeout: float = 600) -> None:
+        """Pull `image` (with `credential` as X-Registry-Auth, if any). A failure the registry
+        gives for good (no such tag or repository, credentials refused) is ImageUnavailable;
+        anything that may pass (unreachable, TLS timeout, 5xx, slower than `timeout`) is
+        ImagePullBackOff. Podman keeps no half-pulled image either way."""
+        headers = {"X-Registry-Auth": credential.header()} if credential else None
+        try:
+            out = self._call("POST", "/images/pull", f"pull {image}", params={"reference": image, "quiet": "true"},
+                             timeout=max(1.0, timeout), headers=headers)
+        except NodeUnreachable as e:
+            if _read_timed_out(e) and self._answers():
+                raise ImagePullBackOff(self.name, f"pull {image}: not done within {timeout:.0f}s (slow registry link); "
+                                       "Podman goes on pulling in the background, the step is retried", image) from e
+            raise
+        except NodeError as e:  # Podman answered with an HTTP error of its own
+            raise _pull_error(self.name, image, credential, str(e).partition(": ")[2]) from e
         text = out if isinstance(out, str) else json.dumps(out)
         for line in text.splitlines():
             try:
@@ -213,7 +229,14 @@ class Node:
             except ValueError:
                 continue
             if isinstance(rec, dict) and rec.get("error"):
-                raise NodeError(self.name, f"pull {image} failed: {rec['error']}")
+                raise _pull_error(self.name, image, credential, str(rec["error"]))
+
+    def _answers(self) -> bool:
+        try:
+            self.ping()
+            return True
+        except NodeError:
+            return False
 
     def create_network(self, spec: NetworkSpec) -> None:
         self._call("POST", "/networks/create", f"create network {spec.name}",
@@ -341,6 +364,28 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         }
         body["health_check_on_failure_action"] = _ON_FAILURE_RESTART
     return body
+
+
+# What a registry says when an image is gone or access is refused: the same pull would fail again.
+_REFUSED = ("unauthorized", "authentication required", "denied", "incorrect username or password",
+            "invalid username/password")
+_MISSING = ("manifest unknown", "name unknown", "not found", "no such image", "repository does not exist",
+            "certificate signed by unknown authority", "x509:", "invalid reference format")
+
+
+def _pull_error(node: str, image: str, credential: Credential | None, reason: str) -> NodeError:
+    """The registry's reason, classified by what happens next; names the registry and where the
+    credential came from, never the credential (the reason is the registry's text, which holds none)."""
+    registry = image_registry(image)
+    low = reason.lower()
+    if any(m in low for m in _REFUSED):
+        who = (f"the credentials of {credential.source}" if credential else
+               "an anonymous pull (no imagePullSecrets or node authFile entry for it)")
+        return ImageUnavailable(node, f"pull {image}: registry {registry} refused {who}: {reason.strip()}", image)
+    if any(m in low for m in _MISSING):
+        return ImageUnavailable(node, f"pull {image}: registry {registry}: {reason.strip()}", image)
+    return ImagePullBackOff(node, f"pull {image}: registry {registry} not available, will retry: {reason.strip()}",
+                            image)
 
 
 def _demux(raw: Any) -> str:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from .apply import Gate, apply, step_seconds, wait
 from .config import AgentConfig
 from .desired import compile_node, matching_nodes, resolve_surge
-from .errors import Interrupted, NodeError, NodeUnreachable, PruneRefused
+from .errors import ImagePullBackOff, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
 from .model import ObjectRef, Revision, Workload
@@ -50,7 +50,7 @@ COMPLETE, HALTED, ROLLED_BACK, ROLLBACK_FAILED, SUPERSEDED = "complete", "halted
 
 @dataclass
 class NodeProgress:
-    status: str = "pending"  # pending | updating | done | deferred | failed | rolled-back | rollback-deferred
+    status: str = "pending"  # pending | updating | done | deferred | waiting | failed | rolled-back | rollback-deferred
     started: float = 0.0
     finished: float = 0.0
     deadline: float = 0.0  # absolute: a resumed step keeps the same deadline
@@ -85,7 +85,12 @@ class RolloutState:
 
     @property
     def deferred(self) -> list[str]:
-        return [n for n in self.order if self.nodes[n].status in ("deferred", "rollback-deferred")]
+        return [n for n in self.order if self.nodes[n].status in ("deferred", "waiting", "rollback-deferred")]
+
+    @property
+    def waiting(self) -> list[str]:
+        """Nodes whose step waits for a registry (ImagePullBackOff): nothing was stopped there."""
+        return [n for n in self.order if self.nodes[n].status == "waiting"]
 
     def progress(self) -> str:
         done = sum(1 for n in self.order if self.nodes[n].status in ("done", "rolled-back"))
@@ -184,7 +189,7 @@ class Fleet:
         )
         state.phase, state.batch, state.fast = PROGRESSING, pol.batch, pol.fast
         for np in state.nodes.values():
-            if np.status == "deferred":  # a fresh try: its deadline starts when its step starts
+            if np.status in ("deferred", "waiting"):  # a fresh try: its deadline starts when its step starts
                 np.status, np.started, np.deadline = "pending", 0.0, 0.0
         self.track(target)
         self.save(state)
@@ -204,6 +209,9 @@ class Fleet:
                     break
                 if self._batch(state, target, todo[i:i + pol.batch], pol):
                     self._fail(state, target, previous, pol)
+                    break
+                if state.waiting:  # a registry is unavailable: go no further, retried with backoff
+                    self.log("rollout.waiting", level="warning", revision=target.id, nodes=",".join(state.waiting))
                     break
             else:
                 if all(state.nodes[n].status == "done" for n in state.order):
@@ -280,6 +288,10 @@ class Fleet:
             self.log("rollout.node", node=name, revision=target.id, step=f"{state.order.index(name) + 1}/{len(state.order)}")
         try:
             actions = self.step(target, name, deadline=np.deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
+        except ImagePullBackOff as e:  # before anything was stopped: not the revision's fault
+            self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
+            self.log("rollout.node.waiting", level="warning", node=name, error=str(e))
+            return
         except (NodeError, PruneRefused) as e:
             with self._lock:
                 if not state.failure:

@@ -1,0 +1,139 @@
+"""Registry credentials (pure): docker-config parsing, registry matching, validation of pull Secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from gitops_agent import pullauth
+from gitops_agent.pullauth import Credential, for_image, image_registry, normalize_registry, parse
+from test_manifests import problems, y
+
+TOKEN = "TOPSECRET-value"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_parse_reads_auth_and_username_password_and_hides_values() -> None:
+    """Both ways of writing a credential give the same user and password; repr shows neither."""
+    doc = {"auths": {"https://index.docker.io/v1/": {"auth": b64(f"me:{TOKEN}")},
+                     "reg.example:5000": {"username": "me", "password": TOKEN}}}
+    hub, reg = parse(json.dumps(doc).encode(), True, "Secret a/b")
+    assert (hub.registry, hub.username, hub.password) == ("docker.io", "me", TOKEN)
+    assert (reg.registry, reg.username, reg.password) == ("reg.example:5000", "me", TOKEN)
+    assert TOKEN not in repr(hub) and "me" not in repr(hub).replace("name", "")
+    header = json.loads(base64.urlsafe_b64decode(reg.header()))
+    assert header == {"serveraddress": "reg.example:5000", "username": "me", "password": TOKEN}
+
+
+def test_legacy_dockercfg_has_no_auths_wrapper() -> None:
+    (cred,) = parse(json.dumps({"reg:1": {"auth": b64("u:p")}}).encode(), False, "Secret a/old")
+    assert (cred.registry, cred.username, cred.password, cred.source) == ("reg:1", "u", "p", "Secret a/old")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"{not json", "is not valid JSON"),
+    (b'{"reg:1": {}}', "must be a JSON object with an 'auths' object"),
+    (json.dumps({"auths": {"reg:1": {"auth": "!!" + TOKEN}}}).encode(), "the 'auth' of registry 'reg:1' is not base64"),
+    (json.dumps({"auths": {"reg:1": {"username": TOKEN}}}).encode(), "registry 'reg:1' has no credentials"),
+])
+def test_bad_docker_config_is_explained_without_its_values(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse(data, True, "x")
+    assert message in str(err.value) and TOKEN not in str(err.value)
+
+
+def test_registry_of_an_image_and_normalized_keys() -> None:
+    assert image_registry("nginx:1") == "docker.io"
+    assert image_registry("team/app") == "docker.io"
+    assert image_registry("127.0.0.1:5000/team/app@sha256:" + "0" * 64) == "127.0.0.1:5000"
+    assert image_registry("localhost/x:1") == "localhost"
+    assert normalize_registry("https://reg.example:5000/v2/") == "reg.example:5000"
+    assert normalize_registry("registry-1.docker.io/team") == "docker.io/team"
+
+
+def test_the_longest_repository_prefix_wins_then_the_first_source() -> None:
+    host = Credential("reg:1", "Secret a/host")
+    team = Credential("reg:1/team", "Secret a/team")
+    node = Credential("reg:1", "auth file /x")
+    assert for_image("reg:1/team/web:1", [host, team, node]) is team
+    assert for_image("reg:1/other/web:1", [host, team, node]) is host
+    assert for_image("reg:1/other/web:1", [node, host]) is node
+    assert for_image("reg:2/team/web:1", [host, team]) is None
+    assert for_image("web:1", [Credential("docker.io", "s")]).source == "s"  # type: ignore[union-attr]
+
+
+def test_pull_secrets_are_validated_without_quoting_values() -> None:
+    """Secret types and keys are checked; imagePullSecrets must name a registry Secret of the namespace."""
+    good = b64(json.dumps({"auths": {"reg:1": {"auth": b64(f"u:{TOKEN}")}}}))
+    docs = {
+        "s.yaml": y(f"""
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: reg}}
+            type: kubernetes.io/dockerconfigjson
+            data:
+              .dockerconfigjson: {good}
+        """),
+        "b.yaml": y(f"""
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: bad}}
+            type: kubernetes.io/dockerconfigjson
+            stringData:
+              .dockerconfigjson: '{{"auths": {{"r:1": {{"username": "{TOKEN}"}}}}}}'
+        """),
+        "c.yaml": y("""
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: nokey}
+            type: kubernetes.io/dockercfg
+            stringData: {x: y}
+        """),
+        "o.yaml": y("""
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: opaque}
+            stringData: {a: b}
+        """),
+        "p.yaml": y("""
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: p}
+            spec:
+              imagePullSecrets: [{name: reg}, {name: gone}, {name: opaque}]
+              containers: [{name: c, image: "reg:1/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"}]
+        """),
+    }
+    found = problems(docs)
+    assert found == [
+        "b.yaml:6: Secret/bad: stringData[\".dockerconfigjson\"]: registry 'r:1' has no credentials "
+        "(needs 'auth', 'username'+'password' or 'identitytoken')",
+        "c.yaml:1: Secret/nokey: data: a Secret of type kubernetes.io/dockercfg needs the key '.dockercfg' "
+        "(in data or stringData)",
+        "p.yaml:5: Pod/p: spec.imagePullSecrets[1].name: Secret 'gone' does not exist in namespace 'default'",
+        f"p.yaml:5: Pod/p: spec.imagePullSecrets[2].name: Secret 'opaque' is of type Opaque; imagePullSecrets "
+        f"need type {pullauth.DOCKERCONFIGJSON} or {pullauth.DOCKERCFG}",
+    ]
+    assert not any(TOKEN in p for p in found)
+
+
+def test_a_bad_node_auth_file_is_a_config_error_naming_the_file(tmp_path) -> None:
+    from gitops_agent import config as config_mod
+    from gitops_agent.errors import ConfigError
+
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {"reg:1": {"password": TOKEN}}}))
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"source: {{url: /x}}\nnodes: [{{name: n1, authFile: auth.json}}]\n")
+    with pytest.raises(ConfigError) as err:
+        config_mod.load(str(cfg))
+    assert str(err.value) == f"nodes[0].authFile: {auth} registry 'reg:1' has no credentials " \
+                             "(needs 'auth', 'username'+'password' or 'identitytoken')"
+    auth.write_text(json.dumps({"auths": {"reg:1": {"username": "u", "password": TOKEN}}}))
+    (node,) = config_mod.load(str(cfg)).nodes
+    assert [c.registry for c in node.credentials] == ["reg:1"] and TOKEN not in repr(node)

@@ -1,0 +1,202 @@
+"""Images from a real registry: pull secrets, pull failures by consequence.
+
+A real `docker-registry` (TLS with a CA made for the run, htpasswd auth) serves
+the fleet's three real Podman nodes through per-node relays (`registry.py`);
+every node trusts the CA through its own mount namespace only. Test images are
+pushed with `podman push`. The agent is driven from a real Git remote.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from gitops_agent import apply as apply_mod
+from gitops_agent import config as config_mod
+from gitops_agent.agent import Agent
+from podman_env import WEB1, WEB2
+from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
+from test_fleet import NAMES, NS, Events, ids, image_of, namespace, status_of, sync, workload
+
+WRONG = f"wrong-password-{os.getpid()}"
+
+
+class Registries:
+    """An authenticated and an anonymous registry, reachable and trusted from every fleet node."""
+
+    def __init__(self, fleet: list[Any]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="gat-reg-"))
+        self.auth = Registry(self.dir / "auth")
+        self.anon = Registry(self.dir / "anon", auth=False)
+        self.relays: list[Relay] = []
+        for reg in (self.auth, self.anon):
+            for svc in fleet:
+                self.relays.append(Relay(svc.netns, reg.port))
+                trust(svc, reg)
+        # the images every test uses, pushed once (from node1, through its relay)
+        self.private1 = self.auth.ref("team/web", "1")
+        self.private2 = self.auth.ref("team/web", "2")
+        self.public1 = self.anon.ref("pub/web", "1")
+        self.public2 = self.anon.ref("pub/web", "2")
+        for image, reg, dest in ((WEB1, self.auth, "team/web:1"), (WEB2, self.auth, "team/web:2"),
+                                 (WEB1, self.anon, "pub/web:1"), (WEB2, self.anon, "pub/web:2")):
+            push_image(fleet[0], image, reg, dest)
+
+    def close(self) -> None:
+        for relay in self.relays:
+            relay.close()
+        self.auth.stop()
+        self.anon.stop()
+
+
+@pytest.fixture(scope="module")
+def registries(fleet: list[Any]) -> Iterator[Registries]:
+    regs = Registries(fleet)
+    try:
+        yield regs
+    finally:
+        regs.close()
+
+
+def forget_registry_images(fleet: list[Any], regs: Registries) -> None:
+    """Untag what earlier tests pulled, so every pull here really goes to the registry."""
+    for svc in fleet:
+        for ref in (regs.private1, regs.private2, regs.public1, regs.public2):
+            svc.podman("untag", ref, ref, check=False)
+
+
+@pytest.fixture
+def env(clean_fleet: list[Any], registries: Registries, git_remote: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], Registries, Any, Path]:
+    monkeypatch.setattr(apply_mod, "PULL_RETRY", (0.3, 0.3))  # the backoff, shortened for the test
+    for r in registries.relays:
+        r.accept()
+    registries.auth.start()
+    registries.anon.start()
+    forget_registry_images(clean_fleet, registries)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": git_remote.url, "path": "apps"},
+        "nodes": [{"name": n, "url": svc.url} for n, svc in zip(NAMES, clean_fleet)],
+        "stateDir": str(tmp_path / "state"),
+        "readyTimeout": "30s",
+    }))
+    return clean_fleet, registries, git_remote, cfg
+
+
+def pull_secret(name: str, host: str, password: str) -> dict[str, Any]:
+    auth = base64.b64encode(f"{USER}:{password}".encode()).decode()
+    config = json.dumps({"auths": {host: {"auth": auth}}})
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+            "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": config}}
+
+
+def deployment(image: str, secret: str | None = None) -> dict[str, Any]:
+    doc = workload("web", image)
+    if secret:
+        doc["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": secret}]
+    return doc
+
+
+def commit(repo: Any, message: str, *docs: dict[str, Any]) -> str:
+    repo.write("apps/all.yaml", yaml.safe_dump_all([namespace(), *docs], sort_keys=False))
+    return repo.commit_and_push(message)
+
+
+def files_holding(root: Path, needle: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_and_secret(env: Any) -> None:
+    """imagePullSecrets reach Podman's pull; refused credentials fail the canary before anything
+    stops, naming the registry and the Secret; no credential shows anywhere."""
+    fleet, regs, repo, cfg = env
+    ev = Events()
+    commit(repo, "v1", pull_secret("regcred", regs.auth.host, PASSWORD), deployment(regs.private1, "regcred"))
+    out = sync(cfg, ev)
+    assert out.result == "applied", out.error
+    assert [image_of(svc) for svc in fleet] == [{regs.private1}] * 3
+    pulls = [f for _, f in ev.of("image.pull")]
+    assert [p["node"] for p in pulls] == list(NAMES) and {p["credentials"] for p in pulls} == {f"Secret {NS}/regcred"}
+    before = [ids(svc) for svc in fleet]
+
+    commit(repo, "v2: wrong password", pull_secret("regcred", regs.auth.host, WRONG), deployment(regs.private2, "regcred"))
+    out = sync(cfg, ev)
+    assert out.result == "failed"
+    assert f"registry {regs.auth.host} refused the credentials of Secret {NS}/regcred" in out.error, out.error
+    assert "on node n1" in out.error
+    assert [ids(svc) for svc in fleet] == before  # nothing stopped on n1, n2 and n3 never reached
+    st = status_of(cfg)
+    assert st["condition"] == "Stalled" and f"Secret {NS}/regcred" in st["message"]
+
+    commit(repo, "v3: no secret at all", deployment(regs.private2))
+    out = sync(cfg, ev)
+    assert out.result == "failed" and f"registry {regs.auth.host} refused an anonymous pull" in out.error, out.error
+    assert [ids(svc) for svc in fleet] == before
+
+    shown = json.dumps([out.error, repr(out), st, [(e, f) for _, e, f in ev]], default=str)
+    for secret in (PASSWORD, WRONG, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()):
+        assert secret not in shown
+        assert files_holding(cfg.parent / "state", secret) == []
+
+
+def test_node_auth_file_serves_every_workload(env: Any, tmp_path: Path) -> None:
+    """A node's authFile (Podman's auth.json) is used when no imagePullSecret names the registry."""
+    fleet, regs, repo, cfg = env
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {regs.auth.host: {"username": USER, "password": PASSWORD}}}))
+    raw = yaml.safe_load(cfg.read_text())
+    for node in raw["nodes"]:
+        node["authFile"] = str(auth)
+    cfg.write_text(yaml.safe_dump(raw))
+    commit(repo, "v1", deployment(regs.private1))
+    ev = Events()
+    out = sync(cfg, ev)
+    assert out.result == "applied", out.error
+    assert [image_of(svc) for svc in fleet] == [{regs.private1}] * 3
+    assert {f["credentials"] for _, f in ev.of("image.pull")} == {f"auth file {auth}"}
+
+
+def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any) -> None:
+    """Unreachable registry: nothing stopped, node Waiting (ImagePullBackOff), revision not failed,
+    done once it is back. A missing tag: the canary fails with the registry's reason, others untouched."""
+    fleet, regs, repo, cfg = env
+    commit(repo, "v1", deployment(regs.public1))
+    assert sync(cfg).result == "applied"
+    before = [ids(svc) for svc in fleet]
+
+    regs.anon.stop()
+    c2 = commit(repo, "v2", deployment(regs.public2))
+    ev = Events()
+    out = sync(cfg, ev)
+    assert out.result == "progressing", out.error
+    assert "ImagePullBackOff" in out.error and f"registry {regs.anon.host} not available" in out.error
+    assert len(ev.of("image.pull.retry")) == 2  # retried with backoff within the step
+    assert [ids(svc) for svc in fleet] == before
+    agent = Agent(config_mod.load(str(cfg)))
+    try:
+        assert (agent.history.get("failed") or {}).get("sha") != c2  # not marked failed
+        rollout = agent.history.get("rollout")
+        assert rollout["phase"] == "progressing" and rollout["nodes"]["n1"]["status"] == "waiting"
+        assert [rollout["nodes"][n]["status"] for n in ("n2", "n3")] == ["pending", "pending"]
+    finally:
+        agent.close()
+
+    regs.anon.start()
+    out = sync(cfg)
+    assert out.result == "applied", out.error
+    assert [image_of(svc) for svc in fleet] == [{regs.public2}] * 3
+    before = [ids(svc) for svc in fleet]
+
+    commit(repo, "v3: a tag that does not exist", deployment(regs.anon.ref("pub/web", "nope")))
+    out = sync(cfg)
+    assert out.result == "failed" and "on node n1" in out.error
+    assert "manifest unknown" in out.error and regs.anon.host in out.error, out.error
+    assert [ids(svc) for svc in fleet] == before
