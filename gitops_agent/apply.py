@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
 from .desired import PodSpec, WorkloadSpec
 from .errors import ImagePullBackOff, Interrupted, NodeError
 from .live import LivePod, LiveState
@@ -38,27 +40,86 @@ PULL_RETRY = (1.0, 2.0, 4.0, 8.0)  # seconds between pull attempts within one no
 
 
 def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False,
-                  deadline: float | None = None, stop: threading.Event | None = None) -> None:
-    """Pull what the plan's new pods need, before anything is stopped. Never: must be
-    preloaded. `local_first` (a rollback) uses an image already on the node even when
-    its policy is Always, so a rollback works with the registry down. A pull that fails
-    for a reason that may pass (ImagePullBackOff) is retried with backoff until
+                  deadline: float | None = None, stop: threading.Event | None = None,
+                  pins: dict[str, dict[str, str]] | None = None) -> dict[tuple[str, str], str]:
+    """Pull what the plan's new pods need, before anything is stopped; returns, per (template
+    hash, image), the image ID their containers are created from.
+
+    Never: must be preloaded. `local_first` (a rollback) uses an image already on the node even
+    when its policy is Always, so a rollback works with the registry down. `pins` (this node's
+    record, updated in place) holds the image each template first ran with here: a template seen
+    before (drift repair, rollback, a `git revert`) gets that very image again, whatever its tag
+    points to now, pulled by digest if it is gone; a new template resolves its tag (Always pulls).
+    Images named by digest, and `localhost/` images (made on the node), are used as written.
+    A pull that fails for a reason that may pass (ImagePullBackOff) is retried with backoff until
     `deadline`, then raised; one refused for good (ImageUnavailable) is raised at once."""
-    wanted: dict[str, tuple[str, tuple[Credential, ...]]] = {}
+    pins = pins if pins is not None else {}
+    wanted: dict[tuple[str, str], tuple[str, tuple[Credential, ...]]] = {}
     for a in plan.actions:
         pods = a.workload.pods if a.workload else ((a.pod,) if a.pod and a.op != "start-pod" else ())
         for pod in pods:
             for c in pod.containers:
-                wanted.setdefault(c.image, (c.pull_policy, pod.pull_credentials))
-    for image, (policy, pod_creds) in sorted(wanted.items()):
-        present = node.has_image(image, live.images)
+                wanted.setdefault((pod.template_hash, c.image), (c.pull_policy, pod.pull_credentials))
+    use: dict[tuple[str, str], str] = {}
+    pulled: set[str] = set()
+    for (thash, image), (policy, pod_creds) in sorted(wanted.items()):
+        credential = for_image(image, (*pod_creds, *node.credentials))
+        pin = pins.get(pin_key(thash, image)) if pinnable(image) else None
+        if pin and node.has_image(pin["id"], live.images):
+            use[(thash, image)] = pin["id"]
+            continue
+        if pin and pin.get("digest"):  # its image is gone from the node: the same one, by digest
+            _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, pinned=image)
+            use[(thash, image)] = pin["id"]
+            continue
+        present = node.has_image(image, live.images) or image in pulled
         if policy == "Never" and not present:
             raise NodeError(node.name, f"image {image} is not on the node and imagePullPolicy is Never (preload it with podman load)")
         if not present or (policy == "Always" and not local_first):
-            credential = for_image(image, (*pod_creds, *node.credentials))
-            log("image.pull", node=node.name, image=image, policy=policy,
-                **({"credentials": credential.source} if credential else {}))
-            pull(node, image, credential, log, deadline, stop)
+            _pull_logged(node, image, policy, credential, log, deadline, stop)
+            pulled.add(image)
+        if pinnable(image):
+            found = node.image(image)
+            if found and found[0]:
+                pins[pin_key(thash, image)] = {"id": found[0], "digest": found[1],
+                                               "pulled": str(image in pulled).lower()}
+                use[(thash, image)] = found[0]
+    return use
+
+
+def pinnable(image: str) -> bool:
+    """A tag that may move: not a digest, not an image made on the node (localhost/)."""
+    return "@" not in image and not image.startswith("localhost/")
+
+
+def pin_key(thash: str, image: str) -> str:
+    return f"{thash} {image}"
+
+
+def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
+    """The plan with each new container's image replaced by the image ID `ensure_images` chose."""
+    if not use:
+        return plan
+
+    def pod(p: PodSpec) -> PodSpec:
+        cs = tuple(replace(c, image=use.get((p.template_hash, c.image), c.image)) for c in p.containers)
+        return replace(p, containers=cs)
+
+    actions = []
+    for a in plan.actions:
+        if a.workload is not None:
+            a = replace(a, workload=replace(a.workload, pods=tuple(pod(p) for p in a.workload.pods)))
+        if a.pod is not None:
+            a = replace(a, pod=pod(a.pod))
+        actions.append(a)
+    return replace(plan, actions=tuple(actions))
+
+
+def _pull_logged(node: Node, image: str, policy: str, credential: Credential | None, log: Log,
+                 deadline: float | None, stop: threading.Event | None, pinned: str = "") -> None:
+    log("image.pull", node=node.name, image=image, policy=policy,
+        **({"credentials": credential.source} if credential else {}), **({"pinned": pinned} if pinned else {}))
+    pull(node, image, credential, log, deadline, stop)
 
 
 def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,
@@ -116,7 +177,8 @@ class Gate:
 
 
 def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Event | None = None, *,
-          deadline: float | None = None, hold: bool = True, local_first: bool = False, cap: float | None = None) -> int:
+          deadline: float | None = None, hold: bool = True, local_first: bool = False, cap: float | None = None,
+          pins: dict[str, dict[str, str]] | None = None) -> int:
     """Carry out every action in order; returns how many were done. New pods are
     created together and waited for before the next removal. Raises at the first
     failure, and with Interrupted between two steps once `stop` is set."""
@@ -125,7 +187,7 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
     stop = stop or threading.Event()
     if deadline is None:
         deadline = time.time() + step_seconds(plan)
-    ensure_images(node, plan, live, log, local_first, deadline, stop)
+    plan = pinned(plan, ensure_images(node, plan, live, log, local_first, deadline, stop, pins))
     gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []
     done = 0

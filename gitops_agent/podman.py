@@ -33,7 +33,7 @@ import requests
 from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
-from .pullauth import Credential, image_registry
+from .pullauth import Credential, image_registry, repository as _repository
 
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
@@ -134,6 +134,7 @@ class Node:
         for img in images:
             image_names.update(img.get("Names") or [])
             image_names.update(img.get("RepoTags") or [])
+            image_names.update(img.get("RepoDigests") or [])
             image_names.add(img.get("Id", ""))
         return LiveState(
             node=self.name,
@@ -230,6 +231,21 @@ class Node:
                 continue
             if isinstance(rec, dict) and rec.get("error"):
                 raise _pull_error(self.name, image, credential, str(rec["error"]))
+
+    def image(self, ref: str) -> tuple[str, str] | None:
+        """(image ID, `repository@sha256:...` manifest digest or "") of a local image; None when absent.
+
+        The digest is the one of `ref`'s repository. An image stored under several manifests
+        (made or pulled elsewhere first, then pulled from this repository) lists each; the one
+        that is not its first (`Digest`) came from the latest pull."""
+        info = self._call("GET", f"/images/{ref}/json", f"inspect image {ref}", ok404=True)
+        if not isinstance(info, dict):
+            return None
+        repo = _repository(ref)
+        first = str(info.get("Digest") or "")
+        mine = sorted({str(d) for d in info.get("RepoDigests") or [] if str(d).startswith(repo + "@")})
+        later = [d for d in mine if d != f"{repo}@{first}"]
+        return str(info.get("Id") or ""), (later or mine or [""])[0]
 
     def _answers(self) -> bool:
         try:

@@ -70,7 +70,7 @@ def image_registry(image: str) -> str:
     return _DOCKER_HUB
 
 
-def _repository(image: str) -> str:
+def repository(image: str) -> str:
     """`127.0.0.1:5000/team/web:1` → `127.0.0.1:5000/team/web` (registry host always included)."""
     ref = image.partition("@")[0]
     head, _, last = ref.rpartition("/")
@@ -125,7 +125,7 @@ def _credential(key: str, entry: Mapping[str, Any], source: str) -> Credential:
 def for_image(image: str, credentials: Iterable[Credential]) -> Credential | None:
     """The credential Podman would use for `image`: the longest matching repository prefix,
     else the registry host; the first source wins on a tie (pod Secrets before the node's file)."""
-    repo = _repository(image)
+    repo = repository(image)
     best: Credential | None = None
     for cred in credentials:
         if repo == cred.registry or repo.startswith(cred.registry + "/"):

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .apply import Gate, apply, step_seconds, wait
+from .apply import Gate, apply, pin_key, step_seconds, wait
 from .config import AgentConfig
 from .desired import compile_node, matching_nodes, resolve_surge
 from .errors import ImagePullBackOff, Interrupted, NodeError, NodeUnreachable, PruneRefused
@@ -56,6 +56,7 @@ class NodeProgress:
     deadline: float = 0.0  # absolute: a resumed step keeps the same deadline
     actions: int = 0
     error: str = ""
+    images: dict[str, str] = field(default_factory=dict)  # image as written → digest (or ID) the node runs
 
 
 @dataclass
@@ -137,8 +138,40 @@ class Fleet:
                 wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
-        return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
-                     cap=self.cfg.ready_timeout)
+        pins = self.pins(name)
+        known = dict(pins)
+        try:
+            return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
+                         cap=self.cfg.ready_timeout, pins=pins)
+        finally:
+            if pins != known:
+                self.save_pins(name, pins, {w.template_hash for w in desired.workloads})
+
+    def pins(self, name: str) -> dict[str, dict[str, str]]:
+        """Node `name`'s image pins: "<template hash> <image>" → the image ID (and digest) that
+        template first ran with there (see `apply.ensure_images`)."""
+        return dict((self.history.get("image_pins") or {}).get(name, {}))
+
+    def images(self, rev: Revision, name: str) -> dict[str, str]:
+        """Image as written in `rev` → the digest (or, without one, the image ID) node `name` runs it from."""
+        cfg_node = next(n for n in self.cfg.nodes if n.name == name)
+        pins = self.pins(name)
+        out: dict[str, str] = {}
+        for w in compile_node(rev, cfg_node, self.cfg.nodes).workloads:
+            for image, _ in w.images:
+                pin = pins.get(pin_key(w.template_hash, image))
+                if pin:
+                    out[image] = pin.get("digest") or pin["id"]
+        return out
+
+    def save_pins(self, name: str, pins: dict[str, dict[str, str]], current: set[str]) -> None:
+        """Keep the pins of templates still worth a rollback: the current ones and every template
+        the history knows as a workload revision; the rest are forgotten."""
+        keep = current | {r.template_hash for r in self.history.workload_revisions()}
+        with self._lock:
+            all_pins = dict(self.history.get("image_pins") or {})
+            all_pins[name] = {k: v for k, v in pins.items() if k.split(" ", 1)[0] in keep}
+            self.history.put("image_pins", all_pins)
 
     def budget(self, rev: Revision) -> float:
         """Seconds a whole node step of `rev` may take, across restarts: the workloads roll one
@@ -303,7 +336,7 @@ class Fleet:
             failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
-                     actions=np.actions + actions)
+                     actions=np.actions + actions, images=self.images(target, name))
         if not was_done or actions:
             self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
                      seconds=round(np.finished - np.started, 2))

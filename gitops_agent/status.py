@@ -86,6 +86,7 @@ def status(agent: Agent) -> dict[str, Any]:
                              **({"rollout": node_status[cfg_node.name]} if cfg_node.name in node_status else {})})
         if rev is None:
             continue
+        out["nodes"][-1]["images"] = agent.fleet.images(rev, cfg_node.name)
         desired = compile_node(rev, cfg_node, agent.cfg.nodes)
         vol_names = {v.name for v in desired.volumes}
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]

@@ -23,7 +23,7 @@ from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from podman_env import WEB1, WEB2
 from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
-from test_fleet import NAMES, NS, Events, ids, image_of, namespace, status_of, sync, workload
+from test_fleet import NAMES, NS, Events, app_containers, ids, image_of, namespace, status_of, sync, workload
 
 WRONG = f"wrong-password-{os.getpid()}"
 
@@ -98,8 +98,8 @@ def pull_secret(name: str, host: str, password: str) -> dict[str, Any]:
             "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": config}}
 
 
-def deployment(image: str, secret: str | None = None) -> dict[str, Any]:
-    doc = workload("web", image)
+def deployment(image: str, secret: str | None = None, parallel: bool = False) -> dict[str, Any]:
+    doc = workload("web", image, annotations={"rollout.gitops-agent.io/max-parallel-nodes": "3"} if parallel else None)
     if secret:
         doc["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": secret}]
     return doc
@@ -200,3 +200,60 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
     assert out.result == "failed" and "on node n1" in out.error
     assert "manifest unknown" in out.error and regs.anon.host in out.error, out.error
     assert [ids(svc) for svc in fleet] == before
+
+
+def image_ids(svc: Any) -> set[str]:
+    return {c["ImageID"] for c in app_containers(svc).values()}
+
+
+def remove_pods(svc: Any) -> None:
+    svc.podman("pod", "rm", "-f", "-t", "0", "-a")
+
+
+def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_always_does(env: Any) -> None:
+    """The image each node pulled for a template is recorded and reused by drift repair and by a
+    `git revert`, though the registry moved the tag; a new template with Always re-resolves it;
+    an image named by digest runs as written."""
+    fleet, regs, repo, cfg = env
+    tag = f"moving{os.getpid()}"
+    moving = regs.anon.ref("pub/web", tag)
+    digest1 = push_image(fleet[0], WEB1, regs.anon, f"pub/web:{tag}")
+    one, two = fleet[0].images[WEB1], fleet[0].images[WEB2]
+    commit(repo, "v1", deployment(moving, parallel=True))
+    assert sync(cfg).result == "applied"
+    assert [image_ids(svc) for svc in fleet] == [{one}] * 3
+    st = status_of(cfg)
+    assert [n["images"] for n in st["nodes"]] == [{moving: f"{regs.anon.host}/pub/web@{digest1}"}] * 3
+
+    push_image(fleet[0], WEB2, regs.anon, f"pub/web:{tag}")  # the registry moves the tag
+    remove_pods(fleet[1])
+    remove_pods(fleet[2])
+    fleet[2].podman("untag", moving, moving)  # even with the tag gone from the node
+    out = sync(cfg)
+    assert out.result == "applied" and out.actions, out.error
+    assert [image_ids(svc) for svc in fleet] == [{one}] * 3
+
+    always = deployment(moving, parallel=True)
+    container = always["spec"]["template"]["spec"]["containers"][0]
+    container.update(imagePullPolicy="Always", env=[{"name": "V", "value": "2"}])
+    c2 = commit(repo, "v2: Always, a new template", always)
+    assert sync(cfg).result == "applied"
+    assert [image_ids(svc) for svc in fleet] == [{two}] * 3
+
+    push_image(fleet[0], WEB1, regs.anon, f"pub/web:{tag}")  # moved back: a repair keeps v2's image
+    remove_pods(fleet[0])
+    assert sync(cfg).result == "applied"
+    assert image_ids(fleet[0]) == {two}
+
+    push_image(fleet[0], WEB2, regs.anon, f"pub/web:{tag}")
+    repo.revert(c2)  # back to v1's template: the fast path runs v1's recorded image, not the tag's
+    ev = Events()
+    out = sync(cfg, ev)
+    assert out.result == "applied", out.error
+    assert out.rollout is not None and out.rollout.fast
+    assert [image_ids(svc) for svc in fleet] == [{one}] * 3
+    assert not ev.of("image.pull")  # every node still had it
+
+    commit(repo, "v4: by digest", deployment(f"{regs.anon.host}/pub/web@{digest1}", parallel=True))
+    assert sync(cfg).result == "applied"
+    assert [image_ids(svc) for svc in fleet] == [{one}] * 3
