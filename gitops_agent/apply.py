@@ -41,7 +41,7 @@ PULL_RETRY = (1.0, 2.0, 4.0, 8.0)  # seconds between pull attempts within one no
 
 def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False,
                   deadline: float | None = None, stop: threading.Event | None = None,
-                  pins: dict[str, dict[str, str]] | None = None) -> dict[tuple[str, str], str]:
+                  pins: dict[str, dict[str, str]] | None = None, retry: bool = True) -> dict[tuple[str, str], str]:
     """Pull what the plan's new pods need, before anything is stopped; returns, per (template
     hash, image), the image ID their containers are created from.
 
@@ -52,7 +52,8 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
     points to now, pulled by digest if it is gone; a new template resolves its tag (Always pulls).
     Images named by digest, and `localhost/` images (made on the node), are used as written.
     A pull that fails for a reason that may pass (ImagePullBackOff) is retried with backoff until
-    `deadline`, then raised; one refused for good (ImageUnavailable) is raised at once."""
+    `deadline` (without `retry`: raised at once), then raised; one refused for good
+    (ImageUnavailable) is raised at once."""
     pins = pins if pins is not None else {}
     wanted: dict[tuple[str, str], tuple[str, tuple[Credential, ...]]] = {}
     for a in plan.actions:
@@ -69,14 +70,14 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
             use[(thash, image)] = pin["id"]
             continue
         if pin and pin.get("digest"):  # its image is gone from the node: the same one, by digest
-            _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, pinned=image)
+            _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, retry, pinned=image)
             use[(thash, image)] = pin["id"]
             continue
         present = node.has_image(image, live.images) or image in pulled
         if policy == "Never" and not present:
             raise NodeError(node.name, f"image {image} is not on the node and imagePullPolicy is Never (preload it with podman load)")
         if not present or (policy == "Always" and not local_first):
-            _pull_logged(node, image, policy, credential, log, deadline, stop)
+            _pull_logged(node, image, policy, credential, log, deadline, stop, retry)
             pulled.add(image)
         if pinnable(image):
             found = node.image(image)
@@ -116,23 +117,25 @@ def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
 
 
 def _pull_logged(node: Node, image: str, policy: str, credential: Credential | None, log: Log,
-                 deadline: float | None, stop: threading.Event | None, pinned: str = "") -> None:
+                 deadline: float | None, stop: threading.Event | None, retry: bool, pinned: str = "") -> None:
     log("image.pull", node=node.name, image=image, policy=policy,
         **({"credentials": credential.source} if credential else {}), **({"pinned": pinned} if pinned else {}))
-    pull(node, image, credential, log, deadline, stop)
+    pull(node, image, credential, log, deadline, stop, PULL_RETRY if retry else ())
 
 
 def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,
-         stop: threading.Event | None = None) -> None:
-    """One image, retried with backoff while the registry is unavailable and time is left."""
+         stop: threading.Event | None = None, backoff: tuple[float, ...] = PULL_RETRY) -> None:
+    """One image, retried after each pause of `backoff` while the registry is unavailable and time is left."""
     deadline = deadline if deadline is not None else time.time() + 600
-    for attempt in range(len(PULL_RETRY) + 1):
+    for attempt in range(len(backoff) + 1):
         try:
             node.pull(image, credential, timeout=deadline - time.time())
             return
         except ImagePullBackOff as e:
-            pause = PULL_RETRY[min(attempt, len(PULL_RETRY) - 1)]
-            if attempt == len(PULL_RETRY) or time.time() + pause >= deadline or (stop is not None and stop.is_set()):
+            if attempt == len(backoff):
+                raise
+            pause = backoff[attempt]
+            if time.time() + pause >= deadline or (stop is not None and stop.is_set()):
                 raise
             log("image.pull.retry", level="warning", node=node.name, image=image, seconds=pause, error=str(e))
             time.sleep(pause)

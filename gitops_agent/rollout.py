@@ -31,17 +31,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
-from .apply import Gate, apply, pin_key, step_seconds, wait
+from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
-from .desired import compile_node, matching_nodes, resolve_surge
+from .desired import NodeDesired, compile_node, matching_nodes, resolve_surge
 from .errors import ImagePullBackOff, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
 from .model import ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
+
+PREFETCH_PARALLEL = 4  # nodes pulling a new revision's images at once: bounded, they may share one uplink
 
 # phases of a rollout; the first two are unfinished and resumed by the next pass
 PROGRESSING, ROLLING_BACK = "progressing", "rolling-back"
@@ -138,11 +141,17 @@ class Fleet:
                 wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
+        with self._pinning(name, desired) as pins:
+            return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
+                         cap=self.cfg.ready_timeout, pins=pins)
+
+    @contextmanager
+    def _pinning(self, name: str, desired: NodeDesired) -> Iterator[dict[str, dict[str, str]]]:
+        """Node `name`'s pins, to be updated in place; saved afterwards if they changed, also on failure."""
         pins = self.pins(name)
         known = dict(pins)
         try:
-            return apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
-                         cap=self.cfg.ready_timeout, pins=pins)
+            yield pins
         finally:
             if pins != known:
                 self.save_pins(name, pins, {w.template_hash for w in desired.workloads})
@@ -172,6 +181,31 @@ class Fleet:
             all_pins = dict(self.history.get("image_pins") or {})
             all_pins[name] = {k: v for k, v in pins.items() if k.split(" ", 1)[0] in keep}
             self.history.put("image_pins", all_pins)
+
+    def prefetch(self, rev: Revision, names: list[str], local_first: bool = False) -> None:
+        """Pull `rev`'s images on every node in `names`, PREFETCH_PARALLEL nodes at a time, before
+        the first node step: later steps then find them present (and pinned) and spend no time
+        on a slow link. Nothing is created or stopped. Best effort: a node whose pull fails is
+        left to its own step, which fails or waits exactly as it would have without prefetch."""
+        def one(name: str) -> None:
+            node = self.nodes[name]
+            cfg_node = next(n for n in self.cfg.nodes if n.name == name)
+            started = time.time()
+            try:
+                live = node.read()
+                desired = compile_node(rev, cfg_node, self.cfg.nodes)
+                p = plan(desired, live, self.cfg.prune, self.history.inventory())
+                with self._pinning(name, desired) as pins:
+                    ensure_images(node, p, live, self.log, local_first, started + self.budget(rev), self.stop, pins,
+                                  retry=False)
+            except (NodeError, PruneRefused) as e:
+                self.log("prefetch.failed", level="warning", node=name, revision=rev.id, error=str(e))
+                return
+            self.log("prefetch.done", node=name, revision=rev.id, seconds=round(time.time() - started, 2))
+
+        if names:
+            with ThreadPoolExecutor(max_workers=min(PREFETCH_PARALLEL, len(names))) as pool:
+                list(pool.map(one, names))
 
     def budget(self, rev: Revision) -> float:
         """Seconds a whole node step of `rev` may take, across restarts: the workloads roll one
@@ -231,6 +265,7 @@ class Fleet:
         if any(np.status == "failed" for np in state.nodes.values()):
             self._fail(state, target, previous, pol)  # failed before a crash: finish handling it
         else:
+            self.prefetch(target, [n for n in state.order if state.nodes[n].status != "done"], local_first=pol.fast)
             # done nodes are stepped again too (a no-op when in sync): one may have been changed meanwhile
             todo = [n for n in state.order if state.nodes[n].status in ("pending", "updating", "done")]
             for i in range(0, len(todo), pol.batch):

@@ -270,11 +270,10 @@ class Relay:
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, down: bool) -> None:
-        chunk = 16384 if self.rate is None else max(1024, int(self.rate / 20))
         try:
             while True:
                 started = time.monotonic()
-                data = src.recv(chunk)
+                data = src.recv(16384 if self.rate is None else max(1024, int(self.rate / 20)))
                 if not data:
                     break
                 dst.sendall(data)

@@ -21,7 +21,7 @@ import yaml
 from gitops_agent import apply as apply_mod
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
-from podman_env import WEB1, WEB2
+from podman_env import WEB1, WEB2, make_image
 from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
 from test_fleet import NAMES, NS, Events, app_containers, ids, image_of, namespace, status_of, sync, workload
 
@@ -40,6 +40,7 @@ class Registries:
             for svc in fleet:
                 self.relays.append(Relay(svc.netns, reg.port))
                 trust(svc, reg)
+        self.anon_relays = self.relays[len(fleet):]  # node i reaches the anonymous registry through [i]
         # the images every test uses, pushed once (from node1, through its relay)
         self.private1 = self.auth.ref("team/web", "1")
         self.private2 = self.auth.ref("team/web", "2")
@@ -75,9 +76,10 @@ def forget_registry_images(fleet: list[Any], regs: Registries) -> None:
 @pytest.fixture
 def env(clean_fleet: list[Any], registries: Registries, git_remote: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], Registries, Any, Path]:
-    monkeypatch.setattr(apply_mod, "PULL_RETRY", (0.3, 0.3))  # the backoff, shortened for the test
+    monkeypatch.setattr(apply_mod, "PULL_RETRY", (0.3,))  # the backoff, shortened for the test
     for r in registries.relays:
         r.accept()
+        r.rate = None
     registries.auth.start()
     registries.anon.start()
     forget_registry_images(clean_fleet, registries)
@@ -124,7 +126,8 @@ def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_an
     assert out.result == "applied", out.error
     assert [image_of(svc) for svc in fleet] == [{regs.private1}] * 3
     pulls = [f for _, f in ev.of("image.pull")]
-    assert [p["node"] for p in pulls] == list(NAMES) and {p["credentials"] for p in pulls} == {f"Secret {NS}/regcred"}
+    assert sorted(p["node"] for p in pulls) == list(NAMES)
+    assert {p["credentials"] for p in pulls} == {f"Secret {NS}/regcred"}
     before = [ids(svc) for svc in fleet]
 
     commit(repo, "v2: wrong password", pull_secret("regcred", regs.auth.host, WRONG), deployment(regs.private2, "regcred"))
@@ -168,24 +171,24 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
     """Unreachable registry: nothing stopped, node Waiting (ImagePullBackOff), revision not failed,
     done once it is back. A missing tag: the canary fails with the registry's reason, others untouched."""
     fleet, regs, repo, cfg = env
-    commit(repo, "v1", deployment(regs.public1))
+    commit(repo, "v1", deployment(regs.public1, parallel=True))
     assert sync(cfg).result == "applied"
     before = [ids(svc) for svc in fleet]
 
     regs.anon.stop()
-    c2 = commit(repo, "v2", deployment(regs.public2))
+    c2 = commit(repo, "v2", deployment(regs.public2, parallel=True))
     ev = Events()
     out = sync(cfg, ev)
     assert out.result == "progressing", out.error
     assert "ImagePullBackOff" in out.error and f"registry {regs.anon.host} not available" in out.error
-    assert len(ev.of("image.pull.retry")) == 2  # retried with backoff within the step
+    assert len(ev.of("image.pull.retry")) == 3  # retried with backoff within each node's step
     assert [ids(svc) for svc in fleet] == before
     agent = Agent(config_mod.load(str(cfg)))
     try:
         assert (agent.history.get("failed") or {}).get("sha") != c2  # not marked failed
         rollout = agent.history.get("rollout")
-        assert rollout["phase"] == "progressing" and rollout["nodes"]["n1"]["status"] == "waiting"
-        assert [rollout["nodes"][n]["status"] for n in ("n2", "n3")] == ["pending", "pending"]
+        assert rollout["phase"] == "progressing"
+        assert [rollout["nodes"][n]["status"] for n in NAMES] == ["waiting"] * 3
     finally:
         agent.close()
 
@@ -195,7 +198,7 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
     assert [image_of(svc) for svc in fleet] == [{regs.public2}] * 3
     before = [ids(svc) for svc in fleet]
 
-    commit(repo, "v3: a tag that does not exist", deployment(regs.anon.ref("pub/web", "nope")))
+    commit(repo, "v3: a tag that does not exist, one node at a time", deployment(regs.anon.ref("pub/web", "nope")))
     out = sync(cfg)
     assert out.result == "failed" and "on node n1" in out.error
     assert "manifest unknown" in out.error and regs.anon.host in out.error, out.error
@@ -257,3 +260,39 @@ def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_a
     commit(repo, "v4: by digest", deployment(f"{regs.anon.host}/pub/web@{digest1}", parallel=True))
     assert sync(cfg).result == "applied"
     assert [image_ids(svc) for svc in fleet] == [{one}] * 3
+
+
+def test_prefetch_pulls_on_every_node_before_the_canary_starts(env: Any) -> None:
+    """Over a throttled link, every node has the new image before the canary step starts (the
+    relays' byte counts do not move once it has), and no node step pulls anything."""
+    fleet, regs, repo, cfg = env
+    variant = f"prefetch{os.getpid()}"
+    local = f"localhost/gitops-test/{variant}:1"
+    make_image(fleet[0], local, variant=variant)  # a layer no node has
+    push_image(fleet[0], local, regs.anon, f"pub/{variant}:1")
+    fleet[0].podman("rmi", "-f", local)  # node1 must download it as well
+    for relay in regs.anon_relays:
+        relay.rate = 300_000  # bytes/s per node: a slow edge link
+    at_start = [r.bytes for r in regs.anon_relays]
+    seen: dict[str, Any] = {}
+
+    class AtCanary(Events):
+        def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
+            if event == "rollout.node" and fields["node"] == "n1":
+                seen["bytes"] = [r.bytes for r in regs.anon_relays]
+            super().__call__(event, level, **fields)
+
+    ev = AtCanary()
+    commit(repo, "v1", deployment(regs.anon.ref(f"pub/{variant}", "1")))
+    out = sync(cfg, ev)
+    assert out.result == "applied", out.error
+    canary = ev.of("rollout.node")[0][0]
+    prefetched = ev.of("prefetch.done")
+    assert sorted(f["node"] for _, f in prefetched) == list(NAMES)
+    assert all(t <= canary for t, _ in prefetched)
+    assert all(t <= canary for t, _ in ev.of("image.pull"))  # no pull inside a node step
+    assert len(ev.of("image.pull")) == 3
+    moved = [b - a for a, b in zip(at_start, seen["bytes"])]
+    assert all(m > 500_000 for m in moved), moved  # the image came over each node's slow link ...
+    assert [r.bytes for r in regs.anon_relays] == seen["bytes"]  # ... all of it before the canary began
+    assert max(f["seconds"] for _, f in prefetched) >= 1.5  # the throttle did bite
