@@ -277,13 +277,14 @@ class Agent:
         self.history.put("applied_digest", rev.digest)
         self.git.keep(rev.commit, "applied")
         self.git.keep(rev.commit, f"stable/{rev.commit}")
-        for dropped in self.history.add_stable(rev.id, rev.commit):
-            self.git.forget(f"stable/{dropped['sha']}")
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
         hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
+        for dropped in self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values()))):
+            self.git.forget(f"stable/{dropped['sha']}")
         for w in workloads:
             self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
         self.history.forget_workloads_except({w.ref for w in workloads})
+        self.fleet.collect_images(set(hashes.values()), self.cfg.keep_image_revisions)
 
     # --- break-glass ------------------------------------------------------------------------
 

@@ -82,8 +82,8 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
         if pinnable(image):
             found = node.image(image)
             if found and found[0]:
-                pins[pin_key(thash, image)] = {"id": found[0], "digest": found[1],
-                                               "pulled": str(image in pulled).lower()}
+                fresh = image in pulled and found[0] not in live.images  # not there before: the agent brought it
+                pins[pin_key(thash, image)] = {"id": found[0], "digest": found[1], "pulled": str(fresh).lower()}
                 use[(thash, image)] = found[0]
     return use
 

@@ -93,6 +93,9 @@ class AgentConfig:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     prune: PruneConfig = PruneConfig()
     ready_timeout: float = 120.0
+    keep_image_revisions: int = 20
+    """Image garbage collection keeps the images of the current revision and of this many stable
+    revisions before it (20: every revision `rollback` lists); older images the agent pulled are removed."""
     """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600; edge pods start locally)."""
     policy: PolicyConfig = PolicyConfig()
     """What manifests may ask of the nodes; the default denies privileged containers, host namespaces,
@@ -139,7 +142,7 @@ def _label(value: Any) -> str:
 
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentConfig:
     """Build an AgentConfig from parsed YAML; relative paths are taken from `base_dir`."""
-    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy"}, "config")
+    top = _take(raw, {"source", "nodes", "stateDir", "prune", "readyTimeout", "policy", "images"}, "config")
     if "source" not in top:
         raise ConfigError("config: 'source' is required (source.url: the Git repository to follow)")
     src = _take(top["source"], {"url", "branch", "path", "interval", "timeout", "verify"}, "source")
@@ -195,7 +198,17 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         prune=prune,
         ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(top.get("policy") or {}),
+        keep_image_revisions=_keep_images(top.get("images") or {}),
     )
+
+
+def _keep_images(raw: Any) -> int:
+    """`images.keepRevisions`: a whole number from 0 to 20 (the stable revisions `rollback` lists)."""
+    img = _take(raw, {"keepRevisions"}, "images")
+    keep = img.get("keepRevisions", 20)
+    if not isinstance(keep, int) or isinstance(keep, bool) or not 0 <= keep <= 20:
+        raise ConfigError(f"images.keepRevisions: expected a whole number from 0 to 20, not {keep!r}")
+    return keep
 
 
 def _auth_file(raw: Any, base_dir: Path | None, where: str) -> tuple[str | None, tuple[Credential, ...]]:

@@ -247,6 +247,22 @@ class Node:
         later = [d for d in mine if d != f"{repo}@{first}"]
         return str(info.get("Id") or ""), (later or mine or [""])[0]
 
+    def image_use(self) -> tuple[set[str], dict[str, int]]:
+        """(IDs of the images any container uses, managed or not; size in bytes of every local image by ID)."""
+        ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true"}) or []
+        images = self._call("GET", "/images/json", "list images") or []
+        return {str(c.get("ImageID") or "") for c in ctrs}, {str(i.get("Id")): int(i.get("Size") or 0) for i in images}
+
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image no container uses (never forced); False when Podman refuses (in use)."""
+        try:
+            self._call("DELETE", f"/images/{image_id}", f"remove image {image_id[:12]}", ok404=True)
+        except NodeUnreachable:
+            raise
+        except NodeError:
+            return False
+        return True
+
     def _answers(self) -> bool:
         try:
             self.ping()

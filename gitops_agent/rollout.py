@@ -175,12 +175,51 @@ class Fleet:
 
     def save_pins(self, name: str, pins: dict[str, dict[str, str]], current: set[str]) -> None:
         """Keep the pins of templates still worth a rollback: the current ones and every template
-        the history knows as a workload revision; the rest are forgotten."""
+        the history knows as a workload revision; the rest are forgotten. The images the agent
+        pulled itself are remembered apart (`pulled_images`): only those are ever collected."""
         keep = current | {r.template_hash for r in self.history.workload_revisions()}
         with self._lock:
             all_pins = dict(self.history.get("image_pins") or {})
             all_pins[name] = {k: v for k, v in pins.items() if k.split(" ", 1)[0] in keep}
             self.history.put("image_pins", all_pins)
+            pulled = dict(self.history.get("pulled_images") or {})
+            fresh = {p["id"] for p in pins.values() if p.get("pulled") == "true"}
+            pulled[name] = sorted(set(pulled.get(name, [])) | fresh)
+            self.history.put("pulled_images", pulled)
+
+    def collect_images(self, current: set[str], keep_revisions: int) -> None:
+        """Image garbage collection, once a revision is stable: on each node, remove the images
+        the agent pulled that no template of the current revision or of the `keep_revisions`
+        stable revisions before it runs from. Never an image the agent did not pull
+        (preloaded or anyone else's), never one any container uses (managed or not), never forced."""
+        stable = (self.history.get("stable") or [])[-(keep_revisions + 1):]  # the current one and N before it
+        keep = set(current).union(*(s.get("templates", []) for s in stable))
+        for name, node in self.nodes.items():
+            try:
+                self._collect(name, node, keep)
+            except NodeError as e:  # an unreachable node is collected after a later rollout
+                self.log("images.gc.failed", level="warning", node=name, error=str(e))
+
+    def _collect(self, name: str, node: Node, keep: set[str]) -> None:
+        pins = self.pins(name)
+        kept = {k: p for k, p in pins.items() if k.split(" ", 1)[0] in keep}
+        with self._lock:
+            pulled = set((self.history.get("pulled_images") or {}).get(name, []))
+        used, sizes = node.image_use()
+        removed: set[str] = set()
+        for image_id in sorted(pulled - {p["id"] for p in kept.values()} - used):
+            if image_id not in sizes or node.remove_image(image_id):
+                removed.add(image_id)
+                if image_id in sizes:
+                    self.log("images.removed", node=name, image=image_id[:12], bytes=sizes[image_id])
+        if removed or kept != pins:
+            with self._lock:
+                all_pins = dict(self.history.get("image_pins") or {})
+                all_pins[name] = kept
+                self.history.put("image_pins", all_pins)
+                all_pulled = dict(self.history.get("pulled_images") or {})
+                all_pulled[name] = sorted(set(all_pulled.get(name, [])) - removed)
+                self.history.put("pulled_images", all_pulled)
 
     def prefetch(self, rev: Revision, names: list[str], local_first: bool = False) -> None:
         """Pull `rev`'s images on every node in `names`, PREFETCH_PARALLEL nodes at a time, before

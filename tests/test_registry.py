@@ -100,8 +100,12 @@ def pull_secret(name: str, host: str, password: str) -> dict[str, Any]:
             "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": config}}
 
 
-def deployment(image: str, secret: str | None = None, parallel: bool = False) -> dict[str, Any]:
+def deployment(image: str, secret: str | None = None, parallel: bool = False, probe: bool = True) -> dict[str, Any]:
+    """The web Deployment, one pod per node; `parallel`: all nodes at once; without `probe` no
+    readiness probe (Podman 4.3 removes a container that ran probe execs slowly)."""
     doc = workload("web", image, annotations={"rollout.gitops-agent.io/max-parallel-nodes": "3"} if parallel else None)
+    if not probe:
+        del doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     if secret:
         doc["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": secret}]
     return doc
@@ -171,12 +175,12 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
     """Unreachable registry: nothing stopped, node Waiting (ImagePullBackOff), revision not failed,
     done once it is back. A missing tag: the canary fails with the registry's reason, others untouched."""
     fleet, regs, repo, cfg = env
-    commit(repo, "v1", deployment(regs.public1, parallel=True))
+    commit(repo, "v1", deployment(regs.public1, parallel=True, probe=False))
     assert sync(cfg).result == "applied"
     before = [ids(svc) for svc in fleet]
 
     regs.anon.stop()
-    c2 = commit(repo, "v2", deployment(regs.public2, parallel=True))
+    c2 = commit(repo, "v2", deployment(regs.public2, parallel=True, probe=False))
     ev = Events()
     out = sync(cfg, ev)
     assert out.result == "progressing", out.error
@@ -198,7 +202,8 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
     assert [image_of(svc) for svc in fleet] == [{regs.public2}] * 3
     before = [ids(svc) for svc in fleet]
 
-    commit(repo, "v3: a tag that does not exist, one node at a time", deployment(regs.anon.ref("pub/web", "nope")))
+    missing = regs.anon.ref("pub/web", "nope")
+    commit(repo, "v3: a tag that does not exist, one node at a time", deployment(missing, probe=False))
     out = sync(cfg)
     assert out.result == "failed" and "on node n1" in out.error
     assert "manifest unknown" in out.error and regs.anon.host in out.error, out.error
@@ -222,7 +227,7 @@ def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_a
     moving = regs.anon.ref("pub/web", tag)
     digest1 = push_image(fleet[0], WEB1, regs.anon, f"pub/web:{tag}")
     one, two = fleet[0].images[WEB1], fleet[0].images[WEB2]
-    commit(repo, "v1", deployment(moving, parallel=True))
+    commit(repo, "v1", deployment(moving, parallel=True, probe=False))
     assert sync(cfg).result == "applied"
     assert [image_ids(svc) for svc in fleet] == [{one}] * 3
     st = status_of(cfg)
@@ -236,7 +241,7 @@ def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_a
     assert out.result == "applied" and out.actions, out.error
     assert [image_ids(svc) for svc in fleet] == [{one}] * 3
 
-    always = deployment(moving, parallel=True)
+    always = deployment(moving, parallel=True, probe=False)
     container = always["spec"]["template"]["spec"]["containers"][0]
     container.update(imagePullPolicy="Always", env=[{"name": "V", "value": "2"}])
     c2 = commit(repo, "v2: Always, a new template", always)
@@ -257,7 +262,7 @@ def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_a
     assert [image_ids(svc) for svc in fleet] == [{one}] * 3
     assert not ev.of("image.pull")  # every node still had it
 
-    commit(repo, "v4: by digest", deployment(f"{regs.anon.host}/pub/web@{digest1}", parallel=True))
+    commit(repo, "v4: by digest", deployment(f"{regs.anon.host}/pub/web@{digest1}", parallel=True, probe=False))
     assert sync(cfg).result == "applied"
     assert [image_ids(svc) for svc in fleet] == [{one}] * 3
 
@@ -296,3 +301,44 @@ def test_prefetch_pulls_on_every_node_before_the_canary_starts(env: Any) -> None
     assert all(m > 500_000 for m in moved), moved  # the image came over each node's slow link ...
     assert [r.bytes for r in regs.anon_relays] == seen["bytes"]  # ... all of it before the canary began
     assert max(f["seconds"] for _, f in prefetched) >= 1.5  # the throttle did bite
+
+
+def test_image_gc_after_five_revisions_keeps_exactly_what_the_rule_says(env: Any) -> None:
+    """With images.keepRevisions 2, after five revisions the node keeps the images of the current
+    revision and the two stable ones before it; of the older ones it removes those it pulled,
+    except one an unmanaged container uses; preloaded images stay."""
+    fleet, regs, repo, cfg = env
+    node = fleet[0]
+    raw = yaml.safe_load(cfg.read_text())
+    raw["nodes"] = raw["nodes"][:1]
+    raw["images"] = {"keepRevisions": 2}
+    cfg.write_text(yaml.safe_dump(raw))
+    refs, ids_of = [], []
+    for i in range(1, 6):
+        local = f"localhost/gitops-test/gc{os.getpid()}:{i}"
+        ids_of.append(make_image(node, local, variant=f"gc{os.getpid()}-{i}"))
+        push_image(node, local, regs.anon, f"pub/gc{os.getpid()}:{i}")
+        node.podman("rmi", "-f", local)  # so the agent pulls it
+        refs.append(regs.anon.ref(f"pub/gc{os.getpid()}", str(i)))
+
+    def local_ids() -> set[str]:
+        return set(node.podman("images", "-q", "--no-trunc").stdout.replace("sha256:", "").split())
+
+    ev = Events()
+    for i, ref in enumerate(refs, 1):
+        doc = deployment(ref, probe=False)
+        doc["spec"]["replicas"] = 1
+        commit(repo, f"v{i}", doc)
+        assert sync(cfg, ev).result == "applied"
+
+        if i == 1:  # someone else's container, made from the agent's image
+            node.podman("create", "--name", f"unmanaged-{os.getpid()}", ref, "true")
+    have = local_ids()
+    assert {ids_of[0], ids_of[2], ids_of[3], ids_of[4]} <= have  # v1 (unmanaged user), v3-v5 (rule)
+    assert ids_of[1] not in have  # v2: pulled by the agent, out of the window, unused
+    assert {node.images[WEB1], node.images[WEB2]} <= have  # preloaded: never removed
+    assert [f["image"] for _, f in ev.of("images.removed")] == [ids_of[1][:12]]
+    st = status_of(cfg)
+    sizes = json.loads(node.podman("images", "--format", "json").stdout)
+    by_id = {i["Id"]: int(i["Size"]) for i in sizes}  # the CLI lists an image once per name
+    assert st["nodes"][0]["imageBytes"] == sum(by_id.values()) > 0
