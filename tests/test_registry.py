@@ -21,6 +21,7 @@ import yaml
 from gitops_agent import apply as apply_mod
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
+from gitops_agent.cli import main
 from podman_env import WEB1, WEB2, make_image
 from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
 from test_fleet import NAMES, NS, Events, app_containers, ids, image_of, namespace, status_of, sync, workload
@@ -122,10 +123,11 @@ def files_holding(root: Path, needle: str) -> list[str]:
 
 def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_and_secret(env: Any) -> None:
     """imagePullSecrets reach Podman's pull; refused credentials fail the canary before anything
-    stops, naming the registry and the Secret; no credential shows anywhere."""
+    stops, naming the registry and the Secret; a node's authFile serves pods without a Secret;
+    no credential shows anywhere (outputs, events, status, state directory)."""
     fleet, regs, repo, cfg = env
     ev = Events()
-    commit(repo, "v1", pull_secret("regcred", regs.auth.host, PASSWORD), deployment(regs.private1, "regcred"))
+    commit(repo, "v1", pull_secret("regcred", regs.auth.host, PASSWORD), deployment(regs.private1, "regcred", parallel=True, probe=False))
     out = sync(cfg, ev)
     assert out.result == "applied", out.error
     assert [image_of(svc) for svc in fleet] == [{regs.private1}] * 3
@@ -134,7 +136,7 @@ def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_an
     assert {p["credentials"] for p in pulls} == {f"Secret {NS}/regcred"}
     before = [ids(svc) for svc in fleet]
 
-    commit(repo, "v2: wrong password", pull_secret("regcred", regs.auth.host, WRONG), deployment(regs.private2, "regcred"))
+    commit(repo, "v2: wrong password", pull_secret("regcred", regs.auth.host, WRONG), deployment(regs.private2, "regcred", probe=False))
     out = sync(cfg, ev)
     assert out.result == "failed"
     assert f"registry {regs.auth.host} refused the credentials of Secret {NS}/regcred" in out.error, out.error
@@ -143,32 +145,30 @@ def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_an
     st = status_of(cfg)
     assert st["condition"] == "Stalled" and f"Secret {NS}/regcred" in st["message"]
 
-    commit(repo, "v3: no secret at all", deployment(regs.private2))
+    commit(repo, "v3: no secret at all", deployment(regs.private2, probe=False))
     out = sync(cfg, ev)
     assert out.result == "failed" and f"registry {regs.auth.host} refused an anonymous pull" in out.error, out.error
     assert [ids(svc) for svc in fleet] == before
 
-    shown = json.dumps([out.error, repr(out), st, [(e, f) for _, e, f in ev]], default=str)
-    for secret in (PASSWORD, WRONG, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()):
-        assert secret not in shown
-        assert files_holding(cfg.parent / "state", secret) == []
-
-
-def test_node_auth_file_serves_every_workload(env: Any, tmp_path: Path) -> None:
-    """A node's authFile (Podman's auth.json) is used when no imagePullSecret names the registry."""
-    fleet, regs, repo, cfg = env
-    auth = tmp_path / "auth.json"
+    # the node's authFile (Podman's auth.json) serves a pod that names no Secret for the registry
+    auth = cfg.parent / "auth.json"
     auth.write_text(json.dumps({"auths": {regs.auth.host: {"username": USER, "password": PASSWORD}}}))
     raw = yaml.safe_load(cfg.read_text())
     for node in raw["nodes"]:
         node["authFile"] = str(auth)
     cfg.write_text(yaml.safe_dump(raw))
-    commit(repo, "v1", deployment(regs.private1))
-    ev = Events()
+    v4 = deployment(regs.private2, parallel=True, probe=False)
+    v4["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "V", "value": "4"}]
+    commit(repo, "v4: no secret, the node's authFile", v4)
     out = sync(cfg, ev)
     assert out.result == "applied", out.error
-    assert [image_of(svc) for svc in fleet] == [{regs.private1}] * 3
-    assert {f["credentials"] for _, f in ev.of("image.pull")} == {f"auth file {auth}"}
+    assert [image_of(svc) for svc in fleet] == [{regs.private2}] * 3
+    assert {f["credentials"] for _, f in ev.of("image.pull")[-3:]} == {f"auth file {auth}"}
+
+    shown = json.dumps([out.error, repr(out), st, status_of(cfg), [(e, f) for _, e, f in ev]], default=str)
+    for secret in (PASSWORD, WRONG, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()):
+        assert secret not in shown
+        assert files_holding(cfg.parent / "state", secret) == []
 
 
 def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any) -> None:
@@ -218,7 +218,8 @@ def remove_pods(svc: Any) -> None:
     svc.podman("pod", "rm", "-f", "-t", "0", "-a")
 
 
-def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_always_does(env: Any) -> None:
+def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_always_does(
+        env: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The image each node pulled for a template is recorded and reused by drift repair and by a
     `git revert`, though the registry moved the tag; a new template with Always re-resolves it;
     an image named by digest runs as written."""
@@ -231,7 +232,11 @@ def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_a
     assert sync(cfg).result == "applied"
     assert [image_ids(svc) for svc in fleet] == [{one}] * 3
     st = status_of(cfg)
-    assert [n["images"] for n in st["nodes"]] == [{moving: f"{regs.anon.host}/pub/web@{digest1}"}] * 3
+    pinned = f"{regs.anon.host}/pub/web@{digest1}"
+    assert [n["images"] for n in st["nodes"]] == [{moving: pinned}] * 3
+    assert main(["history", "--config", str(cfg)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r[1] for r in rows if r[2:] == [moving, pinned]) == list(NAMES)  # per node, in `history`
 
     push_image(fleet[0], WEB2, regs.anon, f"pub/web:{tag}")  # the registry moves the tag
     remove_pods(fleet[1])
