@@ -12,6 +12,8 @@ import base64
 import json
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -347,3 +349,58 @@ def test_image_gc_after_five_revisions_keeps_exactly_what_the_rule_says(env: Any
     sizes = json.loads(node.podman("images", "--format", "json").stdout)
     by_id = {i["Id"]: int(i["Size"]) for i in sizes}  # the CLI lists an image once per name
     assert st["nodes"][0]["imageBytes"] == sum(by_id.values()) > 0
+
+
+def test_registry_killed_mid_pull_leaves_no_half_image_and_the_pull_completes_later(env: Any) -> None:
+    """SIGKILL of the registry while a layer is on its way: the node has no trace of the image,
+    its running pod is untouched, the node waits; once the registry is back the rollout completes."""
+    fleet, regs, repo, cfg = env
+    node = fleet[0]
+    raw = yaml.safe_load(cfg.read_text())
+    raw["nodes"] = raw["nodes"][:1]
+    cfg.write_text(yaml.safe_dump(raw))
+    v1 = deployment(regs.public1, probe=False)
+    v1["spec"]["replicas"] = 1
+    commit(repo, "v1", v1)
+    assert sync(cfg).result == "applied"
+    before = ids(node)
+    variant = f"killed{os.getpid()}"
+    local = f"localhost/gitops-test/{variant}:1"
+    make_image(node, local, variant=variant)
+    push_image(node, local, regs.anon, f"pub/{variant}:1")
+    node.podman("rmi", "-f", local)
+    new = regs.anon.ref(f"pub/{variant}", "1")
+    relay = regs.anon_relays[0]
+    relay.rate = 200_000
+    start = relay.bytes
+
+    def kill_when_half_way() -> None:
+        deadline = time.time() + 60
+        while relay.bytes - start < 300_000 and time.time() < deadline:
+            time.sleep(0.02)
+        regs.anon.kill()
+        # what the dead registry had already written sits in loopback's socket buffers, which a
+        # real link would not have delivered: drop the connections in flight, as the crash would
+        relay.refuse()
+        relay.accept()
+
+    killer = threading.Thread(target=kill_when_half_way)
+    killer.start()
+    v2 = deployment(new, probe=False)
+    v2["spec"]["replicas"] = 1
+    commit(repo, "v2", v2)
+    out = sync(cfg)
+    killer.join()
+
+    assert relay.bytes - start >= 300_000  # it was killed mid-transfer, not before
+    assert out.result == "progressing" and "ImagePullBackOff" in out.error, out.error
+    assert node.podman("image", "exists", new, check=False).returncode == 1
+    assert ids(node) == before
+
+    relay.rate = None
+    regs.anon.start()
+    out = sync(cfg)
+    assert out.result == "applied", out.error
+    assert image_of(node) == {new}
+    pod = next(iter(app_containers(node)))
+    assert node.podman("exec", pod, "cat", "/www/index.html").stdout.strip() == variant
