@@ -65,7 +65,8 @@ class Agent:
         self.history = History(cfg.state_dir)
         self.location = resolve(cfg.source)
         self.git = GitSource(self.location, cfg.state_dir, cfg.source.timeout, cfg.source.verify)
-        self.nodes = {n.name: Node(n.name, n.url, identity=n.identity, credentials=n.credentials) for n in cfg.nodes}
+        self.nodes = {n.name: Node(n.name, n.url, identity=n.identity, credentials=n.credentials,
+                                      min_free=cfg.min_free_image_space) for n in cfg.nodes}
         self._parsed: dict[str, Revision] = {}
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()

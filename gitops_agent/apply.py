@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .desired import PodSpec, WorkloadSpec
-from .errors import ImagePullBackOff, Interrupted, NodeError
+from .errors import ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
 from .live import LivePod, LiveState
 from .log import Log
 from .plan import Action, Plan, rolling_step
@@ -120,7 +120,39 @@ def _pull_logged(node: Node, image: str, policy: str, credential: Credential | N
                  deadline: float | None, stop: threading.Event | None, retry: bool, pinned: str = "") -> None:
     log("image.pull", node=node.name, image=image, policy=policy,
         **({"credentials": credential.source} if credential else {}), **({"pinned": pinned} if pinned else {}))
+    check_space(node, image, credential, log)
     pull(node, image, credential, log, deadline, stop, PULL_RETRY if retry else ())
+
+
+UNPACK_FACTOR = 2  # layers unpack to about twice what the registry reports (compressed)
+
+
+def check_space(node: Node, image: str, credential: Credential | None, log: Log) -> None:
+    """Refuse a pull that would not fit: the registry's size for `image` (unpacked, about
+    UNPACK_FACTOR times) must leave `node.min_free` bytes free in the image store. An image
+    present in part (shared layers) needs less: the check errs on the safe side."""
+    reported = node.remote_size(image, credential)
+    free = node.free_image_space()
+    if reported is None or free is None:
+        log("image.space.unknown", node=node.name, image=image)
+        return
+    if not space_ok(reported, free, node.min_free):
+        raise ImageUnavailable(node.name, f"pull {image}: not enough space in the node's image store: the registry "
+                               f"reports {_size(reported)} (about {_size(reported * UNPACK_FACTOR)} unpacked), "
+                               f"{_size(free)} free, images.minFree {_size(node.min_free)} must stay free", image)
+
+
+def space_ok(reported: int, free: int, min_free: int) -> bool:
+    return free - reported * UNPACK_FACTOR >= min_free
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,

@@ -94,6 +94,9 @@ class AgentConfig:
     prune: PruneConfig = PruneConfig()
     ready_timeout: float = 120.0
     keep_image_revisions: int = 20
+    min_free_image_space: int = 0
+    """Bytes that must stay free in a node's image store after a pull (an edge disk also holds logs
+    and volumes); a pull that would leave less is refused before it starts."""
     """Image garbage collection keeps the images of the current revision and of this many stable
     revisions before it (20: every revision `rollback` lists); older images the agent pulled are removed."""
     """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600; edge pods start locally)."""
@@ -188,6 +191,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         allow_empty=_bool(pr.get("allowEmpty", False), "prune.allowEmpty"),
         delete_volumes=_bool(pr.get("deleteVolumes", False), "prune.deleteVolumes"),
     )
+    keep_images, min_free = _images(top.get("images") or {})
     state_dir = Path(str(top.get("stateDir", DEFAULT_STATE_DIR)))
     if base_dir is not None and not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()
@@ -198,17 +202,26 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         prune=prune,
         ready_timeout=parse_duration(top.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(top.get("policy") or {}),
-        keep_image_revisions=_keep_images(top.get("images") or {}),
+        keep_image_revisions=keep_images,
+        min_free_image_space=min_free,
     )
 
 
-def _keep_images(raw: Any) -> int:
-    """`images.keepRevisions`: a whole number from 0 to 20 (the stable revisions `rollback` lists)."""
-    img = _take(raw, {"keepRevisions"}, "images")
+_BYTES = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_BYTE_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _images(raw: Any) -> tuple[int, int]:
+    """`images.keepRevisions` (0 to 20: the stable revisions `rollback` lists) and `images.minFree`
+    (bytes, or a Kubernetes quantity such as 500Mi)."""
+    img = _take(raw, {"keepRevisions", "minFree"}, "images")
     keep = img.get("keepRevisions", 20)
     if not isinstance(keep, int) or isinstance(keep, bool) or not 0 <= keep <= 20:
         raise ConfigError(f"images.keepRevisions: expected a whole number from 0 to 20, not {keep!r}")
-    return keep
+    m = _BYTES.match(str(img.get("minFree", 0)))
+    if m is None or isinstance(img.get("minFree"), bool):
+        raise ConfigError(f"images.minFree: expected bytes or a quantity such as 500Mi, not {img.get('minFree')!r}")
+    return keep, int(m.group(1)) * _BYTE_UNITS[m.group(2)]
 
 
 def _auth_file(raw: Any, base_dir: Path | None, where: str) -> tuple[str | None, tuple[Credential, ...]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 from typing import Any, Mapping
@@ -58,10 +59,11 @@ class Node:
     """One Podman service, reached through its API socket."""
 
     def __init__(self, name: str, url: str, timeout: float = 60.0, identity: str | None = None,
-                 credentials: tuple[Credential, ...] = ()) -> None:
+                 credentials: tuple[Credential, ...] = (), min_free: int = 0) -> None:
         self.name = name
         self.url = url
         self.credentials = credentials  # the node's authFile: used for pulls, never printed
+        self.min_free = min_free  # bytes that must stay free in the image store after a pull
         self.reads = 0
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
@@ -247,6 +249,32 @@ class Node:
         later = [d for d in mine if d != f"{repo}@{first}"]
         return str(info.get("Id") or ""), (later or mine or [""])[0]
 
+    def remote_size(self, image: str, credential: Credential | None = None) -> int | None:
+        """Bytes the registry reports for `image` (its layers and config, compressed, as
+        downloaded); None when Podman cannot tell (a multi-arch list, an old registry).
+
+        Podman 4.3 has no remote-inspect endpoint; its manifest inspect fetches a reference
+        that is not local from the registry and, for a single image, answers with an error that
+        quotes the manifest it read (\"Treating single images as manifest lists...\"): the sizes
+        are taken from that manifest. A 200 answer with `layers` is read the same way."""
+        headers = {"X-Registry-Auth": credential.header()} if credential else None
+        try:
+            resp = self._client.api.get(f"/manifests/{image}/json", headers=headers, timeout=60)
+        except (requests.exceptions.RequestException, podman.errors.PodmanError):
+            return None
+        try:
+            body = resp.json()
+        except ValueError:
+            return None
+        return manifest_size(body if resp.status_code == 200 else str(body.get("message") or ""))
+
+    def free_image_space(self) -> int | None:
+        """Free bytes on the file system of the node's image store (Podman's graphRoot)."""
+        info = self._call("GET", "/info", "read node info") or {}
+        store = info.get("store") or {}
+        total, used = store.get("graphRootAllocated"), store.get("graphRootUsed")
+        return int(total) - int(used) if isinstance(total, int) and isinstance(used, int) else None
+
     def image_use(self) -> tuple[set[str], dict[str, int]]:
         """(IDs of the images any container uses, managed or not; size in bytes of every local image by ID)."""
         ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true"}) or []
@@ -418,6 +446,26 @@ def _pull_error(node: str, image: str, credential: Credential | None, reason: st
         return ImageUnavailable(node, f"pull {image}: registry {registry}: {reason.strip()}", image)
     return ImagePullBackOff(node, f"pull {image}: registry {registry} not available, will retry: {reason.strip()}",
                             image)
+
+
+_QUOTED_MANIFEST = re.compile(r'parsing manifest blob "((?:[^"\\]|\\.)*)"')
+
+
+def manifest_size(found: Any) -> int | None:
+    """Sum of config and layer sizes of a single-image manifest: a dict, or Podman's error text quoting it."""
+    if isinstance(found, str):
+        m = _QUOTED_MANIFEST.search(found)
+        if not m:
+            return None
+        try:
+            found = json.loads(json.loads(f'"{m.group(1)}"'))
+        except ValueError:
+            return None
+    if not isinstance(found, dict) or not isinstance(found.get("layers"), list):
+        return None
+    parts = [found.get("config") or {}, *found["layers"]]
+    sizes = [p.get("size") for p in parts if isinstance(p, dict)]
+    return sum(s for s in sizes if isinstance(s, int)) if sizes else None
 
 
 def _demux(raw: Any) -> str:

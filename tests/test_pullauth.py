@@ -137,3 +137,35 @@ def test_a_bad_node_auth_file_is_a_config_error_naming_the_file(tmp_path) -> Non
     auth.write_text(json.dumps({"auths": {"reg:1": {"username": "u", "password": TOKEN}}}))
     (node,) = config_mod.load(str(cfg)).nodes
     assert [c.registry for c in node.credentials] == ["reg:1"] and TOKEN not in repr(node)
+
+
+def test_registry_size_from_a_manifest_or_from_podmans_error_quoting_it() -> None:
+    """Podman 4.3 answers a remote single-image manifest inspect with an error quoting the manifest."""
+    from gitops_agent.podman import manifest_size
+
+    quoted = (r'parsing manifest blob "{\"schemaVersion\":2,\"config\":{\"digest\":\"sha256:48\",\"size\":424},'
+              r'\"layers\":[{\"digest\":\"sha256:7f\",\"size\":1083964}]}" as a "application/vnd.oci.image.manifest'
+              r'.v1+json": Treating single images as manifest lists is not implemented')
+    assert manifest_size(quoted) == 1084388
+    assert manifest_size({"config": {"size": 1}, "layers": [{"size": 5}, {"size": 7}]}) == 13
+    assert manifest_size({"manifests": [{"size": 500}]}) is None  # a multi-arch list: sizes unknown
+    assert manifest_size("manifest unknown") is None
+
+
+def test_space_rule_and_min_free_quantities(tmp_path) -> None:
+    from gitops_agent import config as config_mod
+    from gitops_agent.apply import space_ok
+    from gitops_agent.errors import ConfigError
+
+    assert space_ok(reported=100, free=1000, min_free=800)  # 1000 - 2 * 100 = 800 left
+    assert not space_ok(reported=101, free=1000, min_free=800)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("source: {url: /x}\nimages: {minFree: 500Mi, keepRevisions: 3}\n")
+    loaded = config_mod.load(str(cfg))
+    assert (loaded.min_free_image_space, loaded.keep_image_revisions) == (500 * 2**20, 3)
+    cfg.write_text("source: {url: /x}\nimages: {keepRevisions: 21}\n")
+    with pytest.raises(ConfigError, match="images.keepRevisions: expected a whole number from 0 to 20, not 21"):
+        config_mod.load(str(cfg))
+    cfg.write_text("source: {url: /x}\nimages: {minFree: lots}\n")
+    with pytest.raises(ConfigError, match="images.minFree: expected bytes or a quantity such as 500Mi, not 'lots'"):
+        config_mod.load(str(cfg))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -404,3 +406,43 @@ def test_registry_killed_mid_pull_leaves_no_half_image_and_the_pull_completes_la
     assert image_of(node) == {new}
     pod = next(iter(app_containers(node)))
     assert node.podman("exec", pod, "cat", "/www/index.html").stdout.strip() == variant
+
+
+def registry_size(regs: Registries, repo_name: str, tag: str) -> int:
+    """Config + layer bytes of a manifest, read from the registry itself (trusting its CA)."""
+    ctx = ssl.create_default_context(cafile=str(regs.anon.ca))
+    req = urllib.request.Request(f"https://{regs.anon.host}/v2/{repo_name}/manifests/{tag}", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        manifest = json.load(resp)
+    return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
+
+
+def test_a_pull_that_would_not_fit_the_image_store_is_refused_before_it_starts(env: Any) -> None:
+    """The node's free space is checked against the size the registry reports, keeping
+    images.minFree free: too little is a clear error naming the sizes, and nothing changes."""
+    fleet, regs, repo, cfg = env
+    node = fleet[0]
+    store = json.loads(node.podman("info", "--format", "json").stdout)["store"]
+    free = int(store["graphRootAllocated"]) - int(store["graphRootUsed"])
+    raw = yaml.safe_load(cfg.read_text())
+    raw["nodes"] = raw["nodes"][:1]
+    raw["images"] = {"minFree": free - 200 * 2**20}  # room for a few MiB: the test image fits
+    cfg.write_text(yaml.safe_dump(raw))
+    v1 = deployment(regs.public1, probe=False)
+    v1["spec"]["replicas"] = 1
+    commit(repo, "v1", v1)
+    assert sync(cfg).result == "applied"
+    before = ids(node)
+
+    raw["images"] = {"minFree": free + 2**30}  # no room at all
+    cfg.write_text(yaml.safe_dump(raw))
+    v2 = deployment(regs.public2, probe=False)
+    v2["spec"]["replicas"] = 1
+    commit(repo, "v2", v2)
+    out = sync(cfg)
+    assert out.result == "failed", out.error
+    size = apply_mod._size(registry_size(regs, "pub/web", "2"))
+    assert f"pull {regs.public2}: not enough space in the node's image store: the registry reports {size}" in out.error
+    assert node.podman("image", "exists", regs.public2, check=False).returncode == 1
+    assert ids(node) == before
