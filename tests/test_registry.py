@@ -116,6 +116,22 @@ def deployment(image: str, secret: str | None = None, parallel: bool = False, pr
     return doc
 
 
+def one_node(cfg: Path, **extra: Any) -> dict[str, Any]:
+    """Rewrite the agent config for the first node only (plus `extra` top-level keys); returns it."""
+    raw = yaml.safe_load(cfg.read_text())
+    raw["nodes"] = raw["nodes"][:1]
+    raw.update(extra)
+    cfg.write_text(yaml.safe_dump(raw))
+    return raw
+
+
+def single(image: str) -> dict[str, Any]:
+    """One replica, no probe: the quickest rollout on one node."""
+    doc = deployment(image, probe=False)
+    doc["spec"]["replicas"] = 1
+    return doc
+
+
 def commit(repo: Any, message: str, *docs: dict[str, Any]) -> str:
     repo.write("apps/all.yaml", yaml.safe_dump_all([namespace(), *docs], sort_keys=False))
     return repo.commit_and_push(message)
@@ -318,10 +334,7 @@ def test_image_gc_after_five_revisions_keeps_exactly_what_the_rule_says(env: Any
     except one an unmanaged container uses; preloaded images stay."""
     fleet, regs, repo, cfg = env
     node = fleet[0]
-    raw = yaml.safe_load(cfg.read_text())
-    raw["nodes"] = raw["nodes"][:1]
-    raw["images"] = {"keepRevisions": 2}
-    cfg.write_text(yaml.safe_dump(raw))
+    one_node(cfg, images={"keepRevisions": 2})
     refs, ids_of = [], []
     for i in range(1, 6):
         local = f"localhost/gitops-test/gc{os.getpid()}:{i}"
@@ -335,9 +348,7 @@ def test_image_gc_after_five_revisions_keeps_exactly_what_the_rule_says(env: Any
 
     ev = Events()
     for i, ref in enumerate(refs, 1):
-        doc = deployment(ref, probe=False)
-        doc["spec"]["replicas"] = 1
-        commit(repo, f"v{i}", doc)
+        commit(repo, f"v{i}", single(ref))
         assert sync(cfg, ev).result == "applied"
 
         if i == 1:  # someone else's container, made from the agent's image
@@ -358,12 +369,8 @@ def test_registry_killed_mid_pull_leaves_no_half_image_and_the_pull_completes_la
     its running pod is untouched, the node waits; once the registry is back the rollout completes."""
     fleet, regs, repo, cfg = env
     node = fleet[0]
-    raw = yaml.safe_load(cfg.read_text())
-    raw["nodes"] = raw["nodes"][:1]
-    cfg.write_text(yaml.safe_dump(raw))
-    v1 = deployment(regs.public1, probe=False)
-    v1["spec"]["replicas"] = 1
-    commit(repo, "v1", v1)
+    one_node(cfg)
+    commit(repo, "v1", single(regs.public1))
     assert sync(cfg).result == "applied"
     before = ids(node)
     variant = f"killed{os.getpid()}"
@@ -388,9 +395,7 @@ def test_registry_killed_mid_pull_leaves_no_half_image_and_the_pull_completes_la
 
     killer = threading.Thread(target=kill_when_half_way)
     killer.start()
-    v2 = deployment(new, probe=False)
-    v2["spec"]["replicas"] = 1
-    commit(repo, "v2", v2)
+    commit(repo, "v2", single(new))
     out = sync(cfg)
     killer.join()
 
@@ -425,21 +430,14 @@ def test_a_pull_that_would_not_fit_the_image_store_is_refused_before_it_starts(e
     node = fleet[0]
     store = json.loads(node.podman("info", "--format", "json").stdout)["store"]
     free = int(store["graphRootAllocated"]) - int(store["graphRootUsed"])
-    raw = yaml.safe_load(cfg.read_text())
-    raw["nodes"] = raw["nodes"][:1]
-    raw["images"] = {"minFree": free - 200 * 2**20}  # room for a few MiB: the test image fits
-    cfg.write_text(yaml.safe_dump(raw))
-    v1 = deployment(regs.public1, probe=False)
-    v1["spec"]["replicas"] = 1
-    commit(repo, "v1", v1)
+    raw = one_node(cfg, images={"minFree": free - 200 * 2**20})  # room for a few MiB: the test image fits
+    commit(repo, "v1", single(regs.public1))
     assert sync(cfg).result == "applied"
     before = ids(node)
 
     raw["images"] = {"minFree": free + 2**30}  # no room at all
     cfg.write_text(yaml.safe_dump(raw))
-    v2 = deployment(regs.public2, probe=False)
-    v2["spec"]["replicas"] = 1
-    commit(repo, "v2", v2)
+    commit(repo, "v2", single(regs.public2))
     out = sync(cfg)
     assert out.result == "failed", out.error
     size = apply_mod._size(registry_size(regs, "pub/web", "2"))
