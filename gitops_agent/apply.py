@@ -43,7 +43,8 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
                   deadline: float | None = None, stop: threading.Event | None = None,
                   pins: dict[str, dict[str, str]] | None = None, retry: bool = True) -> dict[tuple[str, str], str]:
     """Pull what the plan's new pods need, before anything is stopped; returns, per (template
-    hash, image), the image ID their containers are created from.
+    hash, image), what their containers are created from: the `repository@sha256:` digest the
+    node has the image by (shown by `podman ps`), or its image ID when it has none.
 
     Never: must be preloaded. `local_first` (a rollback) uses an image already on the node even
     when its policy is Always, so a rollback works with the registry down. `pins` (this node's
@@ -67,11 +68,11 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
         credential = for_image(image, (*pod_creds, *node.credentials))
         pin = pins.get(pin_key(thash, image)) if pinnable(image) else None
         if pin and node.has_image(pin["id"], live.images):
-            use[(thash, image)] = pin["id"]
+            use[(thash, image)] = pin.get("digest") or pin["id"]
             continue
         if pin and pin.get("digest"):  # its image is gone from the node: the same one, by digest
             _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, retry, pinned=image)
-            use[(thash, image)] = pin["id"]
+            use[(thash, image)] = pin.get("digest") or pin["id"]
             continue
         present = node.has_image(image, live.images) or image in pulled
         if policy == "Never" and not present:
@@ -84,7 +85,7 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
             if found and found[0]:
                 fresh = image in pulled and found[0] not in live.images  # not there before: the agent brought it
                 pins[pin_key(thash, image)] = {"id": found[0], "digest": found[1], "pulled": str(fresh).lower()}
-                use[(thash, image)] = found[0]
+                use[(thash, image)] = found[1] or found[0]
     return use
 
 
@@ -98,7 +99,7 @@ def pin_key(thash: str, image: str) -> str:
 
 
 def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
-    """The plan with each new container's image replaced by the image ID `ensure_images` chose."""
+    """The plan with each new container's image replaced by the digest or ID `ensure_images` chose."""
     if not use:
         return plan
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from gitops_agent.agent import Agent
 from gitops_agent.cli import main
 from podman_env import WEB1, WEB2, make_image
 from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
-from test_fleet import NAMES, NS, Events, app_containers, ids, image_of, namespace, status_of, sync, workload
+from test_fleet import NAMES, NS, Events, app_containers, ids, namespace, status_of, sync, workload
 
 WRONG = f"wrong-password-{os.getpid()}"
 
@@ -137,6 +138,16 @@ def commit(repo: Any, message: str, *docs: dict[str, Any]) -> str:
     return repo.commit_and_push(message)
 
 
+def repo_of(image: str) -> str:
+    """`host:port/team/web:1` or `host:port/team/web@sha256:...` → `host:port/team/web`."""
+    return re.split(r"@|:(?=[^/]*$)", image)[0]
+
+
+def runs(svc: Any) -> set[tuple[str, str]]:
+    """(repository, image ID) of every app container: the agent creates them by digest."""
+    return {(repo_of(c["Image"]), c["ImageID"]) for c in app_containers(svc).values()}
+
+
 def files_holding(root: Path, needle: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
@@ -150,7 +161,7 @@ def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_an
     commit(repo, "v1", pull_secret("regcred", regs.auth.host, PASSWORD), deployment(regs.private1, "regcred", parallel=True, probe=False))
     out = sync(cfg, ev)
     assert out.result == "applied", out.error
-    assert [image_of(svc) for svc in fleet] == [{regs.private1}] * 3
+    assert [runs(svc) for svc in fleet] == [{(repo_of(regs.private1), fleet[0].images[WEB1])}] * 3
     pulls = [f for _, f in ev.of("image.pull")]
     assert sorted(p["node"] for p in pulls) == list(NAMES)
     assert {p["credentials"] for p in pulls} == {f"Secret {NS}/regcred"}
@@ -182,7 +193,7 @@ def test_private_image_pulls_with_its_secret_and_a_refused_one_names_registry_an
     commit(repo, "v4: no secret, the node's authFile", v4)
     out = sync(cfg, ev)
     assert out.result == "applied", out.error
-    assert [image_of(svc) for svc in fleet] == [{regs.private2}] * 3
+    assert [runs(svc) for svc in fleet] == [{(repo_of(regs.private2), fleet[0].images[WEB2])}] * 3
     assert {f["credentials"] for _, f in ev.of("image.pull")[-3:]} == {f"auth file {auth}"}
 
     shown = json.dumps([out.error, repr(out), st, status_of(cfg), [(e, f) for _, e, f in ev]], default=str)
@@ -219,7 +230,7 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
     regs.anon.start()
     out = sync(cfg)
     assert out.result == "applied", out.error
-    assert [image_of(svc) for svc in fleet] == [{regs.public2}] * 3
+    assert [runs(svc) for svc in fleet] == [{(repo_of(regs.public2), fleet[0].images[WEB2])}] * 3
     before = [ids(svc) for svc in fleet]
 
     missing = regs.anon.ref("pub/web", "nope")
@@ -254,6 +265,7 @@ def test_a_moved_tag_never_reaches_a_repair_or_a_revert_but_a_new_rollout_with_a
     st = status_of(cfg)
     pinned = f"{regs.anon.host}/pub/web@{digest1}"
     assert [n["images"] for n in st["nodes"]] == [{moving: pinned}] * 3
+    assert [{c["Image"] for c in app_containers(svc).values()} for svc in fleet] == [{pinned}] * 3  # podman ps
     assert main(["history", "--config", str(cfg)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert sorted(r[1] for r in rows if r[2:] == [moving, pinned]) == list(NAMES)  # per node, in `history`
@@ -408,7 +420,7 @@ def test_registry_killed_mid_pull_leaves_no_half_image_and_the_pull_completes_la
     regs.anon.start()
     out = sync(cfg)
     assert out.result == "applied", out.error
-    assert image_of(node) == {new}
+    assert {repo for repo, _ in runs(node)} == {repo_of(new)}
     pod = next(iter(app_containers(node)))
     assert node.podman("exec", pod, "cat", "/www/index.html").stdout.strip() == variant
 
@@ -444,3 +456,35 @@ def test_a_pull_that_would_not_fit_the_image_store_is_refused_before_it_starts(e
     assert f"pull {regs.public2}: not enough space in the node's image store: the registry reports {size}" in out.error
     assert node.podman("image", "exists", regs.public2, check=False).returncode == 1
     assert ids(node) == before
+
+
+def test_preloaded_images_need_no_registry_and_are_never_collected(env: Any) -> None:
+    """The air-gapped path: `Never` runs a preloaded image and refuses a missing one without a pull;
+    a preloaded image with a registry name and IfNotPresent is not pulled (the registry has no
+    such repository) and garbage collection leaves it, even with keepRevisions 0."""
+    fleet, regs, repo, cfg = env
+    node = fleet[0]
+    one_node(cfg, images={"keepRevisions": 0})
+    preloaded = regs.anon.ref(f"pre/loaded{os.getpid()}", "1")
+    node.podman("tag", WEB1, preloaded)
+    never = single(WEB1)
+    never["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+    ev = Events()
+    commit(repo, "v1: Never, preloaded", never)
+    assert sync(cfg, ev).result == "applied"
+    before = ids(node)
+    absent = single("localhost/gitops-test/absent:1")
+    absent["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+    commit(repo, "v2: Never, not there", absent)
+    out = sync(cfg, ev)
+    assert out.result == "failed"
+    assert "image localhost/gitops-test/absent:1 is not on the node and imagePullPolicy is Never" in out.error
+    assert ids(node) == before
+    commit(repo, "v3: preloaded under a registry name", single(preloaded))
+    assert sync(cfg, ev).result == "applied"
+    assert runs(node) == {(repo_of(preloaded), node.images[WEB1])}
+    commit(repo, "v4", single(WEB2))
+    assert sync(cfg, ev).result == "applied"
+    assert not ev.of("image.pull")  # nothing was ever pulled
+    assert node.podman("image", "exists", preloaded, check=False).returncode == 0  # not collected
+    assert not ev.of("images.removed")
