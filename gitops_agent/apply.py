@@ -51,7 +51,8 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
     record, updated in place) holds the image each template first ran with here: a template seen
     before (drift repair, rollback, a `git revert`) gets that very image again, whatever its tag
     points to now, pulled by digest if it is gone; a new template resolves its tag (Always pulls).
-    Images named by digest, and `localhost/` images (made on the node), are used as written.
+    An image named by digest is pinned as written; `localhost/` images (made on the node) are
+    used by name and never pinned.
     A pull that fails for a reason that may pass (ImagePullBackOff) is retried with backoff until
     `deadline` (without `retry`: raised at once), then raised; one refused for good
     (ImageUnavailable) is raised at once."""
@@ -71,7 +72,7 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
             use[(thash, image)] = pin.get("digest") or pin["id"]
             continue
         if pin and pin.get("digest"):  # its image is gone from the node: the same one, by digest
-            _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, retry, pinned=image)
+            _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, retry, for_tag=image)
             use[(thash, image)] = pin.get("digest") or pin["id"]
             continue
         present = node.has_image(image, live.images) or image in pulled
@@ -84,14 +85,15 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
             found = node.image(image)
             if found and found[0]:
                 fresh = image in pulled and found[0] not in live.images  # not there before: the agent brought it
-                pins[pin_key(thash, image)] = {"id": found[0], "digest": found[1], "pulled": str(fresh).lower()}
-                use[(thash, image)] = found[1] or found[0]
+                digest = image if "@" in image else found[1]  # a digest reference runs as written
+                pins[pin_key(thash, image)] = {"id": found[0], "digest": digest, "pulled": str(fresh).lower()}
+                use[(thash, image)] = digest or found[0]
     return use
 
 
 def pinnable(image: str) -> bool:
-    """A tag that may move: not a digest, not an image made on the node (localhost/)."""
-    return "@" not in image and not image.startswith("localhost/")
+    """An image from a registry (a tag that may move, or a digest): not one made on the node (localhost/)."""
+    return not image.startswith("localhost/")
 
 
 def pin_key(thash: str, image: str) -> str:
@@ -118,9 +120,9 @@ def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
 
 
 def _pull_logged(node: Node, image: str, policy: str, credential: Credential | None, log: Log,
-                 deadline: float | None, stop: threading.Event | None, retry: bool, pinned: str = "") -> None:
+                 deadline: float | None, stop: threading.Event | None, retry: bool, for_tag: str = "") -> None:
     log("image.pull", node=node.name, image=image, policy=policy,
-        **({"credentials": credential.source} if credential else {}), **({"pinned": pinned} if pinned else {}))
+        **({"credentials": credential.source} if credential else {}), **({"pinned": for_tag} if for_tag else {}))
     check_space(node, image, credential, log)
     pull(node, image, credential, log, deadline, stop, PULL_RETRY if retry else ())
 

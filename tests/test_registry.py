@@ -4,6 +4,9 @@ A real `docker-registry` (TLS with a CA made for the run, htpasswd auth) serves
 the fleet's three real Podman nodes through per-node relays (`registry.py`);
 every node trusts the CA through its own mount namespace only. Test images are
 pushed with `podman push`. The agent is driven from a real Git remote.
+
+CI budget: the registry SIGKILLed mid-pull (a variant of the unreachable-registry
+path, ~18 s) runs only with GITOPS_REGISTRY_FULL=1.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
 from test_fleet import NAMES, NS, Events, app_containers, ids, namespace, status_of, sync, workload
 
 WRONG = f"wrong-password-{os.getpid()}"
+FULL = os.environ.get("GITOPS_REGISTRY_FULL") == "1"
 
 
 class Registries:
@@ -376,6 +380,7 @@ def test_image_gc_after_five_revisions_keeps_exactly_what_the_rule_says(env: Any
     assert st["nodes"][0]["imageBytes"] == sum(by_id.values()) > 0
 
 
+@pytest.mark.skipif(not FULL, reason="opt-in (CI budget): GITOPS_REGISTRY_FULL=1")
 def test_registry_killed_mid_pull_leaves_no_half_image_and_the_pull_completes_later(env: Any) -> None:
     """SIGKILL of the registry while a layer is on its way: the node has no trace of the image,
     its running pod is untouched, the node waits; once the registry is back the rollout completes."""
