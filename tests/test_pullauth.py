@@ -169,3 +169,38 @@ def test_space_rule_and_min_free_quantities(tmp_path) -> None:
     cfg.write_text("source: {url: /x}\nimages: {minFree: lots}\n")
     with pytest.raises(ConfigError, match="images.minFree: expected bytes or a quantity such as 500Mi, not 'lots'"):
         config_mod.load(str(cfg))
+
+
+def test_pull_secrets_reach_the_pod_spec_but_not_its_template_hash() -> None:
+    """Adding or changing imagePullSecrets replaces no pod; the credentials ride on the pod spec, unprinted."""
+    from gitops_agent.config import NodeConfig
+    from gitops_agent.desired import compile_node
+    from test_manifests import ok
+
+    secret = y(f"""
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: reg}}
+        type: kubernetes.io/dockerconfigjson
+        stringData:
+          .dockerconfigjson: '{{"auths": {{"reg:1": {{"username": "u", "password": "{TOKEN}"}}}}}}'
+    """)
+
+    def pod(pull_secrets: str) -> str:
+        return y(f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: p}}
+            spec:
+              {pull_secrets}
+              containers: [{{name: c, image: "reg:1/a/b:1"}}]
+        """)
+
+    nodes = (NodeConfig("n1"),)
+    plain = compile_node(ok({"s.yaml": secret, "p.yaml": pod("")}), nodes[0], nodes).workloads[0]
+    with_secret = compile_node(ok({"s.yaml": secret, "p.yaml": pod("imagePullSecrets: [{name: reg}]")}), nodes[0],
+                               nodes).workloads[0]
+    assert plain.template_hash == with_secret.template_hash
+    (cred,) = with_secret.pods[0].pull_credentials
+    assert (cred.registry, cred.source, cred.password) == ("reg:1", "Secret default/reg", TOKEN)
+    assert plain.pods[0].pull_credentials == () and TOKEN not in repr(with_secret)
