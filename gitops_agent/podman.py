@@ -213,7 +213,8 @@ class Node:
         """Pull `image` (with `credential` as X-Registry-Auth, if any). A failure the registry
         gives for good (no such tag or repository, credentials refused) is ImageUnavailable;
         anything that may pass (unreachable, TLS timeout, 5xx, slower than `timeout`) is
-        ImagePullBackOff. Podman keeps no half-pulled image either way."""
+        ImagePullBackOff. Podman keeps no half-pulled image either way (a pull whose request is
+        given up is dropped by Podman 4.3, not finished in the background)."""
         headers = {"X-Registry-Auth": credential.header()} if credential else None
         try:
             out = self._call("POST", "/images/pull", f"pull {image}", params={"reference": image, "quiet": "true"},
@@ -221,7 +222,7 @@ class Node:
         except NodeUnreachable as e:
             if _read_timed_out(e) and self._answers():
                 raise ImagePullBackOff(self.name, f"pull {image}: not done within {timeout:.0f}s (slow registry link); "
-                                       "Podman goes on pulling in the background, the step is retried", image) from e
+                                       "Podman dropped it, nothing is kept; retried", image) from e
             raise
         except NodeError as e:  # Podman answered with an HTTP error of its own
             raise _pull_error(self.name, image, credential, str(e).partition(": ")[2]) from e

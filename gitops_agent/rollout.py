@@ -45,6 +45,7 @@ from .plan import plan
 from .podman import Node
 
 PREFETCH_PARALLEL = 4  # nodes pulling a new revision's images at once: bounded, they may share one uplink
+PREFETCH_SECONDS = 1800  # a prefetch pull may take this long (or the step budget, if longer): slow links
 
 # phases of a rollout; the first two are unfinished and resumed by the next pass
 PROGRESSING, ROLLING_BACK = "progressing", "rolling-back"
@@ -235,8 +236,8 @@ class Fleet:
                 desired = compile_node(rev, cfg_node, self.cfg.nodes)
                 p = plan(desired, live, self.cfg.prune, self.history.inventory())
                 with self._pinning(name, desired) as pins:
-                    ensure_images(node, p, live, self.log, local_first, started + self.budget(rev), self.stop, pins,
-                                  retry=False)
+                    until = started + max(self.budget(rev), PREFETCH_SECONDS)  # not bounded by a step's deadline
+                    ensure_images(node, p, live, self.log, local_first, until, self.stop, pins, retry=False)
             except (NodeError, PruneRefused) as e:
                 self.log("prefetch.failed", level="warning", node=name, revision=rev.id, error=str(e))
                 return

@@ -6,7 +6,8 @@ every node trusts the CA through its own mount namespace only. Test images are
 pushed with `podman push`. The agent is driven from a real Git remote.
 
 CI budget: the registry SIGKILLed mid-pull (a variant of the unreachable-registry
-path, ~18 s) runs only with GITOPS_REGISTRY_FULL=1.
+path, ~18 s) and a pull slower than the step deadline (~16 s) run only with
+GITOPS_REGISTRY_FULL=1.
 """
 
 from __future__ import annotations
@@ -493,3 +494,30 @@ def test_preloaded_images_need_no_registry_and_are_never_collected(env: Any) -> 
     assert not ev.of("image.pull")  # nothing was ever pulled
     assert node.podman("image", "exists", preloaded, check=False).returncode == 0  # not collected
     assert not ev.of("images.removed")
+
+
+@pytest.mark.skipif(not FULL, reason="opt-in (CI budget): GITOPS_REGISTRY_FULL=1")
+def test_a_pull_slower_than_the_step_deadline_is_absorbed_by_the_prefetch(env: Any) -> None:
+    """A pull that takes longer than a node step may (readyTimeout) completes in the prefetch,
+    which is not bounded by the step's deadline; the step then pulls nothing and succeeds."""
+    fleet, regs, repo, cfg = env
+    node = fleet[0]
+    one_node(cfg, readyTimeout="4s")
+    commit(repo, "v1", single(regs.public1))
+    assert sync(cfg).result == "applied"
+    variant = f"slow{os.getpid()}"
+    local = f"localhost/gitops-test/{variant}:1"
+    make_image(node, local, variant=variant)
+    push_image(node, local, regs.anon, f"pub/{variant}:1")
+    node.podman("rmi", "-f", local)
+    new = regs.anon.ref(f"pub/{variant}", "1")
+    regs.anon_relays[0].rate = 100_000  # ~10 s for the layer: longer than the 4 s a step may take
+    commit(repo, "v2", single(new))
+    ev = Events()
+    out = sync(cfg, ev)
+    assert out.result == "applied", out.error
+    (prefetched,) = [f for _, f in ev.of("prefetch.done")]
+    assert prefetched["seconds"] > 4
+    canary = ev.of("rollout.node")[0][0]
+    assert all(t <= canary for t, _ in ev.of("image.pull"))
+    assert {repo for repo, _ in runs(node)} == {repo_of(new)}
