@@ -231,6 +231,9 @@ def test_registry_down_is_transient_and_a_missing_tag_fails_the_canary(env: Any)
         assert [rollout["nodes"][n]["status"] for n in NAMES] == ["waiting"] * 3
     finally:
         agent.close()
+    st = status_of(cfg)
+    assert st["condition"] == "Progressing" and [n["rollout"] for n in st["nodes"]] == ["waiting"] * 3
+    assert all(n["error"].startswith("ImagePullBackOff: ") for n in st["rollout"]["nodes"])
 
     regs.anon.start()
     out = sync(cfg)
