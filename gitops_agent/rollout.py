@@ -131,9 +131,8 @@ class Fleet:
         is empty, since they may have been created but never seen ready.
         Raises NodeError (NodeUnreachable, RolloutFailed), PruneRefused, Interrupted."""
         node = self.nodes[name]
-        cfg_node = next(n for n in self.cfg.nodes if n.name == name)
         live = node.read()
-        desired = compile_node(rev, cfg_node, self.cfg.nodes)
+        desired = self._desired(rev, name)
         p = plan(desired, live, self.cfg.prune, self.history.inventory())
         if not deadline:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
@@ -157,17 +156,19 @@ class Fleet:
             if pins != known:
                 self.save_pins(name, pins, {w.template_hash for w in desired.workloads})
 
+    def _desired(self, rev: Revision, name: str) -> NodeDesired:
+        return compile_node(rev, next(n for n in self.cfg.nodes if n.name == name), self.cfg.nodes)
+
     def pins(self, name: str) -> dict[str, dict[str, str]]:
         """Node `name`'s image pins: "<template hash> <image>" → the image ID (and digest) that
         template first ran with there (see `apply.ensure_images`)."""
         return dict((self.history.get("image_pins") or {}).get(name, {}))
 
-    def images(self, rev: Revision, name: str) -> dict[str, str]:
-        """Image as written in `rev` → the digest (or, without one, the image ID) node `name` runs it from."""
-        cfg_node = next(n for n in self.cfg.nodes if n.name == name)
-        pins = self.pins(name)
+    def images(self, desired: NodeDesired) -> dict[str, str]:
+        """Image as written → the digest (or, without one, the image ID) the node runs it from."""
+        pins = self.pins(desired.node)
         out: dict[str, str] = {}
-        for w in compile_node(rev, cfg_node, self.cfg.nodes).workloads:
+        for w in desired.workloads:
             for image, _ in w.images:
                 pin = pins.get(pin_key(w.template_hash, image))
                 if pin:
@@ -229,11 +230,10 @@ class Fleet:
         left to its own step, which fails or waits exactly as it would have without prefetch."""
         def one(name: str) -> None:
             node = self.nodes[name]
-            cfg_node = next(n for n in self.cfg.nodes if n.name == name)
             started = time.time()
             try:
                 live = node.read()
-                desired = compile_node(rev, cfg_node, self.cfg.nodes)
+                desired = self._desired(rev, name)
                 p = plan(desired, live, self.cfg.prune, self.history.inventory())
                 with self._pinning(name, desired) as pins:
                     until = started + max(self.budget(rev), PREFETCH_SECONDS)  # not bounded by a step's deadline
@@ -411,7 +411,7 @@ class Fleet:
             failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
-                     actions=np.actions + actions, images=self.images(target, name))
+                     actions=np.actions + actions, images=self.images(self._desired(target, name)))
         if not was_done or actions:
             self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
                      seconds=round(np.finished - np.started, 2))

@@ -86,9 +86,9 @@ def status(agent: Agent) -> dict[str, Any]:
                              **({"rollout": node_status[cfg_node.name]} if cfg_node.name in node_status else {})})
         if rev is None:
             continue
-        out["nodes"][-1]["images"] = agent.fleet.images(rev, cfg_node.name)
-        out["nodes"][-1]["imageBytes"] = _image_bytes(agent, cfg_node.name)
         desired = compile_node(rev, cfg_node, agent.cfg.nodes)
+        out["nodes"][-1]["images"] = agent.fleet.images(desired)
+        out["nodes"][-1]["imageBytes"] = _image_bytes(agent, cfg_node.name)
         vol_names = {v.name for v in desired.volumes}
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
         for o in rev.objects:
