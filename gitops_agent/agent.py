@@ -251,7 +251,7 @@ class Agent:
             out.result = out.result or ("applied" if out.actions else "in-sync")
             self._finish(rev)
             return
-        if state.phase == PROGRESSING:  # some nodes deferred (unreachable)
+        if state.phase == PROGRESSING:  # some nodes deferred (unreachable) or waiting for a registry
             out.result = "progressing"
             out.error = f"revision {rev.id} reached {state.progress()}; deferred until reachable: " + "; ".join(
                 state.nodes[n].error for n in state.deferred)
@@ -260,7 +260,8 @@ class Agent:
         else:
             out.result = "failed"
             out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
-        out.node_errors.update({n: p.error for n, p in state.nodes.items() if p.status in ("failed", "deferred", "rollback-deferred")})
+        out.node_errors.update({n: p.error for n, p in state.nodes.items()
+                                if p.status in ("failed", "deferred", "waiting", "rollback-deferred")})
 
     def _plan_only(self, rev: Revision, out: Outcome) -> None:
         known = self.history.inventory()
@@ -310,13 +311,14 @@ class Agent:
         self.history.put("applied_digest", rev.digest)
         self.git.keep(rev.commit, "applied")
         self.git.keep(rev.commit, f"stable/{rev.commit}")
-        for dropped in self.history.add_stable(rev.id, rev.commit):
-            self.git.forget(f"stable/{dropped['sha']}")
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
         hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
+        for dropped in self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values()))):
+            self.git.forget(f"stable/{dropped['sha']}")
         for w in workloads:
             self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
         self.history.forget_workloads_except({w.ref for w in workloads})
+        self.fleet.collect_images(set(hashes.values()), self.cfg.keep_image_revisions)
 
     # --- break-glass ------------------------------------------------------------------------
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
 from . import netprobe
 from .desired import PodSpec, WorkloadSpec
-from .errors import Interrupted, NodeError
+from .errors import ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
 from .live import LivePod, LiveState
 from .log import Log
 from .plan import Action, Plan, rolling_step
 from .podman import Node
 from .probes import Prober
+from .pullauth import Credential, for_image
 
 POLL = 0.25
 CREATE_PARALLEL = 4  # pods created at once on one node: bounded, an edge box has few cores
@@ -34,23 +37,144 @@ class RolloutFailed(NodeError):
         self.pod, self.probe, self.output = pod, probe, output
 
 
-def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False) -> None:
-    """Pull what the plan's new pods need, before anything is stopped. Never: must be
-    preloaded. `local_first` (a rollback) uses an image already on the node even when
-    its policy is Always, so a rollback works with the registry down."""
-    wanted: dict[str, str] = {}
+PULL_RETRY = (1.0, 2.0, 4.0, 8.0)  # seconds between pull attempts within one node step
+
+
+def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first: bool = False,
+                  deadline: float | None = None, stop: threading.Event | None = None,
+                  pins: dict[str, dict[str, str]] | None = None, retry: bool = True) -> dict[tuple[str, str], str]:
+    """Pull what the plan's new pods need, before anything is stopped; returns, per (template
+    hash, image), what their containers are created from: the `repository@sha256:` digest the
+    node has the image by (shown by `podman ps`), or its image ID when it has none.
+
+    Never: must be preloaded. `local_first` (a rollback) uses an image already on the node even
+    when its policy is Always, so a rollback works with the registry down. `pins` (this node's
+    record, updated in place) holds the image each template first ran with here: a template seen
+    before (drift repair, rollback, a `git revert`) gets that very image again, whatever its tag
+    points to now, pulled by digest if it is gone; a new template resolves its tag (Always pulls).
+    An image named by digest is pinned as written; `localhost/` images (made on the node) are
+    used by name and never pinned.
+    A pull that fails for a reason that may pass (ImagePullBackOff) is retried with backoff until
+    `deadline` (without `retry`: raised at once), then raised; one refused for good
+    (ImageUnavailable) is raised at once."""
+    pins = pins if pins is not None else {}
+    wanted: dict[tuple[str, str], tuple[str, tuple[Credential, ...]]] = {}
     for a in plan.actions:
         pods = a.workload.pods if a.workload else ((a.pod,) if a.pod and a.op != "start-pod" else ())
         for pod in pods:
             for c in pod.containers:
-                wanted.setdefault(c.image, c.pull_policy)
-    for image, policy in sorted(wanted.items()):
-        present = node.has_image(image, live.images)
+                wanted.setdefault((pod.template_hash, c.image), (c.pull_policy, pod.pull_credentials))
+    use: dict[tuple[str, str], str] = {}
+    pulled: set[str] = set()
+    for (thash, image), (policy, pod_creds) in sorted(wanted.items()):
+        credential = for_image(image, (*pod_creds, *node.credentials))
+        pin = pins.get(pin_key(thash, image)) if pinnable(image) else None
+        if pin and node.has_image(pin["id"], live.images):
+            use[(thash, image)] = pin.get("digest") or pin["id"]
+            continue
+        if pin and pin.get("digest"):  # its image is gone from the node: the same one, by digest
+            _pull_logged(node, pin["digest"], policy, credential, log, deadline, stop, retry, for_tag=image)
+            use[(thash, image)] = pin.get("digest") or pin["id"]
+            continue
+        present = node.has_image(image, live.images) or image in pulled
         if policy == "Never" and not present:
             raise NodeError(node.name, f"image {image} is not on the node and imagePullPolicy is Never (preload it with podman load)")
         if not present or (policy == "Always" and not local_first):
-            log("image.pull", node=node.name, image=image, policy=policy)
-            node.pull(image)
+            _pull_logged(node, image, policy, credential, log, deadline, stop, retry)
+            pulled.add(image)
+        if pinnable(image):
+            found = node.image(image)
+            if found and found[0]:
+                fresh = image in pulled and found[0] not in live.images  # not there before: the agent brought it
+                digest = image if "@" in image else found[1]  # a digest reference runs as written
+                pins[pin_key(thash, image)] = {"id": found[0], "digest": digest, "pulled": str(fresh).lower()}
+                use[(thash, image)] = digest or found[0]
+    return use
+
+
+def pinnable(image: str) -> bool:
+    """An image from a registry (a tag that may move, or a digest): not one made on the node (localhost/)."""
+    return not image.startswith("localhost/")
+
+
+def pin_key(thash: str, image: str) -> str:
+    return f"{thash} {image}"
+
+
+def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
+    """The plan with each new container's image replaced by the digest or ID `ensure_images` chose."""
+    if not use:
+        return plan
+
+    def pod(p: PodSpec) -> PodSpec:
+        cs = tuple(replace(c, image=use.get((p.template_hash, c.image), c.image)) for c in p.containers)
+        return replace(p, containers=cs)
+
+    actions = []
+    for a in plan.actions:
+        if a.workload is not None:
+            a = replace(a, workload=replace(a.workload, pods=tuple(pod(p) for p in a.workload.pods)))
+        if a.pod is not None:
+            a = replace(a, pod=pod(a.pod))
+        actions.append(a)
+    return replace(plan, actions=tuple(actions))
+
+
+def _pull_logged(node: Node, image: str, policy: str, credential: Credential | None, log: Log,
+                 deadline: float | None, stop: threading.Event | None, retry: bool, for_tag: str = "") -> None:
+    log("image.pull", node=node.name, image=image, policy=policy,
+        **({"credentials": credential.source} if credential else {}), **({"pinned": for_tag} if for_tag else {}))
+    check_space(node, image, credential, log)
+    pull(node, image, credential, log, deadline, stop, PULL_RETRY if retry else ())
+
+
+UNPACK_FACTOR = 2  # layers unpack to about twice what the registry reports (compressed)
+
+
+def check_space(node: Node, image: str, credential: Credential | None, log: Log) -> None:
+    """Refuse a pull that would not fit: the registry's size for `image` (unpacked, about
+    UNPACK_FACTOR times) must leave `node.min_free` bytes free in the image store. An image
+    present in part (shared layers) needs less: the check errs on the safe side."""
+    reported = node.remote_size(image, credential)
+    free = node.free_image_space()
+    if reported is None or free is None:
+        log("image.space.unknown", node=node.name, image=image)
+        return
+    if not space_ok(reported, free, node.min_free):
+        raise ImageUnavailable(node.name, f"pull {image}: not enough space in the node's image store: the registry "
+                               f"reports {_size(reported)} (about {_size(reported * UNPACK_FACTOR)} unpacked), "
+                               f"{_size(free)} free, images.minFree {_size(node.min_free)} must stay free", image)
+
+
+def space_ok(reported: int, free: int, min_free: int) -> bool:
+    return free - reported * UNPACK_FACTOR >= min_free
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,
+         stop: threading.Event | None = None, backoff: tuple[float, ...] = PULL_RETRY) -> None:
+    """One image, retried after each pause of `backoff` while the registry is unavailable and time is left."""
+    deadline = deadline if deadline is not None else time.time() + 600
+    for attempt in range(len(backoff) + 1):
+        try:
+            node.pull(image, credential, timeout=deadline - time.time())
+            return
+        except ImagePullBackOff as e:
+            if attempt == len(backoff):
+                raise
+            pause = backoff[attempt]
+            if time.time() + pause >= deadline or (stop is not None and stop.is_set()):
+                raise
+            log("image.pull.retry", level="warning", node=node.name, image=image, seconds=pause, error=str(e))
+            time.sleep(pause)
 
 
 class Gate:
@@ -94,16 +218,17 @@ class Gate:
 
 
 def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Event | None = None, *,
-          deadline: float | None = None, hold: bool = True, local_first: bool = False, cap: float | None = None) -> int:
+          deadline: float | None = None, hold: bool = True, local_first: bool = False, cap: float | None = None,
+          pins: dict[str, dict[str, str]] | None = None) -> int:
     """Carry out every action in order; returns how many were done. New pods are
     created together and waited for before the next removal. Raises at the first
     failure, and with Interrupted between two steps once `stop` is set."""
     if plan.in_sync:
         return 0
     stop = stop or threading.Event()
-    ensure_images(node, plan, live, log, local_first)
     if deadline is None:
         deadline = time.time() + step_seconds(plan)
+    plan = pinned(plan, ensure_images(node, plan, live, log, local_first, deadline, stop, pins))
     gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []
     done = 0

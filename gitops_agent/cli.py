@@ -398,6 +398,12 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
                          _short(r["previous"]) or "-", r["cause"], r["phase"], f"{r['finished'] - r['started']:.2f}", detail))
         _table(rows)
         print()
+        rows = [("ROLLOUT", "NODE", "IMAGE", "RUNS")]  # what each node actually pulled, per rollout
+        rows += [(str(r["id"]), node, image, runs) for r in rollouts for node, np in r["nodes"].items()
+                 for image, runs in sorted((np.get("images") or {}).items())]
+        if len(rows) > 1:
+            _table(rows)
+            print()
     rows = [("#", "STARTED", "REVISION", "RESULT", "ACTIONS", "SECONDS", "ERROR")]
     for s in syncs:
         rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision), s.result,

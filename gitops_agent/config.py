@@ -20,8 +20,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import pullauth
 from .errors import ConfigError, Problem, quote_path
 from .model import HostPathRule, NodeLimits, Policy
+from .pullauth import Credential
 
 PolicyConfig = Policy
 """The `policy:` section: `model.Policy`, defined there so that `manifests` can use it too."""
@@ -76,6 +78,11 @@ class NodeConfig:
     """Labs only: accept any host key of an ssh:// node (a man in the middle would get in)."""
     connect_timeout: float = 10.0
     """Seconds to reach an ssh:// node (TCP connect, key exchange, login); a dead link is noticed within ~1.3x."""
+    auth_file: str | None = None
+    """Registry credentials for every pull on this node (Podman's auth.json format); a pod's
+    imagePullSecrets win for the registries they name."""
+    credentials: tuple[Credential, ...] = field(default=(), repr=False, compare=False)
+    """Read from `auth_file` when the configuration is loaded. Never printed."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,12 @@ class AgentConfig:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     prune: PruneConfig = PruneConfig()
     ready_timeout: float = 120.0
+    keep_image_revisions: int = 20
+    min_free_image_space: int = 0
+    """Bytes that must stay free in a node's image store after a pull (an edge disk also holds logs
+    and volumes); a pull that would leave less is refused before it starts."""
+    """Image garbage collection keeps the images of the current revision and of this many stable
+    revisions before it (20: every revision `rollback` lists); older images the agent pulled are removed."""
     """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600; edge pods start locally)."""
     policy: PolicyConfig = PolicyConfig()
     """What manifests may ask of the nodes; the default denies privileged containers, host namespaces,
@@ -171,8 +184,10 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
                 raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
             identity = _file(identity, base_dir)
         labels = {str(k): _label(v) for k, v in _section(nd, "labels").items()}
+        auth_file, credentials = _auth_file(nd.get("authFile"), base_dir, f"nodes[{i}].authFile")
         nodes.append(NodeConfig(nd["name"], node_url, labels, identity,
-                                **_ssh_options(nd, node_url, raw.get("knownHosts"), base_dir, f"nodes[{i}]")))
+                                **_ssh_options(nd, node_url, raw.get("knownHosts"), base_dir, f"nodes[{i}]"),
+                                auth_file=auth_file, credentials=credentials))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")
@@ -182,6 +197,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         allow_empty=pr.get("allowEmpty", False),
         delete_volumes=pr.get("deleteVolumes", False),
     )
+    keep_images, min_free = _images(_section(raw, "images"))
     state_dir = Path(raw.get("stateDir", DEFAULT_STATE_DIR))
     if base_dir is not None and not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()
@@ -193,6 +209,8 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         ready_timeout=parse_duration(raw.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(_section(raw, "policy")),
         limits=limits_from_mapping(_section(raw, "limits")),
+        keep_image_revisions=keep_images,
+        min_free_image_space=min_free,
     )
 
 
@@ -231,6 +249,38 @@ def _ssh_options(nd: Mapping[str, Any], url: str, global_known: Any, base_dir: P
         "insecure_ignore_host_key": insecure,
         "connect_timeout": parse_duration(nd.get("connectTimeout", 10), f"{where}.connectTimeout"),
     }
+
+
+_BYTES = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_BYTE_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _images(raw: Any) -> tuple[int, int]:
+    """`images.keepRevisions` (0 to 20: the stable revisions `rollback` lists) and `images.minFree`
+    (bytes, or a Kubernetes quantity such as 500Mi)."""
+    keep = raw.get("keepRevisions", 20)  # shapes and ranges checked by the schema
+    m = _BYTES.match(str(raw.get("minFree", 0)))
+    assert m is not None  # the schema's pattern
+    return keep, int(m.group(1)) * _BYTE_UNITS[m.group(2)]
+
+
+def _auth_file(raw: Any, base_dir: Path | None, where: str) -> tuple[str | None, tuple[Credential, ...]]:
+    """A node's `authFile` (relative to the config's folder) and its credentials; ConfigError
+    names the file and what is wrong with it, never a value."""
+    if raw is None:
+        return None, ()
+    path = Path(str(raw)).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = (base_dir / path).resolve()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
+    try:
+        return str(path), pullauth.parse(data, True, f"auth file {path}")
+    except ValueError as e:
+        raise ConfigError(f"{where}: {path} {e}") from None
 
 
 def verify_from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> VerifyConfig:

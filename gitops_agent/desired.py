@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .config import NodeConfig
+from .pullauth import SECRET_KEYS, DOCKERCONFIGJSON, Credential, parse
 from .model import (
     Claim,
     ConfigData,
@@ -169,6 +170,8 @@ class PodSpec:
     redactions: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
     """(text to hide, what to show instead) for the value of every Secret key the pod uses
     (env and mounted files): probe output passes through `redact` before it is kept."""
+    pull_credentials: tuple[Credential, ...] = field(default=(), compare=False, repr=False)
+    """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
         return {k: v for k, v in fields.items() if k not in added or v != added[k]}
 
     template = trim(asdict(workload.template), _ADDED_TEMPLATE_FIELDS)
+    del template["image_pull_secrets"]  # credentials are not the pod: new ones apply to the next pull, no new pods
     template["containers"] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template["containers"]]
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     return template
@@ -542,6 +546,7 @@ def _pod(
         progress_deadline_seconds=w.progress_deadline_seconds,
         host_network=t.host_network,
         redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
+        pull_credentials=pull_credentials(w, configs),
     )
 
 
@@ -571,6 +576,18 @@ def redact(text: str, pairs: Iterable[tuple[str, str]], limit: int = OUTPUT_LIMI
         if value in text:
             text = text.replace(value, label)
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def pull_credentials(w: Workload, configs: Mapping[tuple[str, str], ConfigData]) -> tuple[Credential, ...]:
+    """The registry credentials of the workload's imagePullSecrets (validated by `manifests`)."""
+    creds: list[Credential] = []
+    for name in w.template.image_pull_secrets:
+        secret = configs.get(("Secret", name))
+        if secret is None or secret.type not in SECRET_KEYS:
+            continue
+        data = secret.data[SECRET_KEYS[secret.type]]
+        creds += parse(data, secret.type == DOCKERCONFIGJSON, f"Secret {secret.ref.namespace}/{name}")
+    return tuple(creds)
 
 
 def _target_port(target: int | str | None, port: int, containers: tuple[Container, ...]) -> int:

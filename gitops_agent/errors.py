@@ -9,6 +9,12 @@ and the CLI branch on the class, never on a message:
 - `SourceUnavailable`: Git could not be reached or read. Retry with backoff; the
   node keeps the last good revision (Flux's "Waiting").
 - `NodeError`: a Podman call failed. Retry on the next pass.
+  - `ImageUnavailable`: the registry refused an image for good (no such tag or
+    repository, credentials refused): the revision fails on that node before
+    anything is stopped, as any failed step.
+  - `ImagePullBackOff`: the registry could not be reached, timed out or failed
+    (5xx): transient; nothing was stopped, the step is retried with backoff and
+    the revision is not marked failed.
 - `ConfigError`: the agent's own configuration is wrong. Needs a human.
 """
 
@@ -87,6 +93,22 @@ class NodeError(AgentError):
 
 class NodeUnreachable(NodeError):
     """The node's Podman API did not answer (service down, network gone, timeout)."""
+
+
+class ImageUnavailable(NodeError):
+    """The registry refused the image: no such tag or repository, or credentials refused."""
+
+    def __init__(self, node: str, message: str, image: str = "") -> None:
+        super().__init__(node, message)
+        self.image = image
+
+
+class ImagePullBackOff(NodeError):
+    """A pull failed for a reason that may pass (registry unreachable, TLS timeout, 5xx, too slow)."""
+
+    def __init__(self, node: str, message: str, image: str = "") -> None:
+        super().__init__(node, message)
+        self.image = image
 
 
 class PruneRefused(AgentError):

@@ -374,13 +374,15 @@ class History:
         rows = self._exec("SELECT id, detail FROM rollouts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [{"id": r[0], **json.loads(r[1])} for r in rows]
 
-    def add_stable(self, revision: str, sha: str, keep: int = 20) -> list[dict[str, Any]]:
+    def add_stable(self, revision: str, sha: str, keep: int = 20,
+                   templates: list[str] | None = None) -> list[dict[str, Any]]:
         """Remember a revision that ran everywhere, in the order revisions first became
-        stable (a rollback to one keeps its place); returns the ones dropped beyond `keep`."""
+        stable (a rollback to one keeps its place), with its workloads' template hashes (what
+        image garbage collection keeps); returns the ones dropped beyond `keep`."""
         stable = self.get("stable", [])
         if any(s["sha"] == sha for s in stable):
             return []
-        stable.append({"revision": revision, "sha": sha, "at": time.time()})
+        stable.append({"revision": revision, "sha": sha, "at": time.time(), "templates": templates or []})
         self.put("stable", stable[-keep:])
         return stable[:-keep]
 

@@ -36,7 +36,7 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from . import desired, model
+from . import desired, model, pullauth
 from .config import NodeConfig
 from .errors import Problem, RevisionRejected, SourceUnavailable, quote_path
 
@@ -634,7 +634,23 @@ def _config_data(doc: _Document) -> model.ConfigData:
             if len(value) > _MAX_VALUE_BYTES:
                 doc.report(path, f"value is {len(value)} bytes; Podman's secret store holds at most {_MAX_VALUE_BYTES}")
             data[key] = value
-    return model.ConfigData(doc.ref, doc.origin, data)
+    secret_type = doc.body.get("type", "Opaque") if doc.kind == "Secret" else "Opaque"
+    if secret_type in pullauth.SECRET_KEYS:
+        _check_pull_secret(doc, secret_type, data)
+    return model.ConfigData(doc.ref, doc.origin, data, type=secret_type)
+
+
+def _check_pull_secret(doc: _Document, secret_type: str, data: Mapping[str, bytes]) -> None:
+    """A registry-credential Secret has its one key, in docker config format; no message quotes a value."""
+    key = pullauth.SECRET_KEYS[secret_type]
+    if key not in data:
+        doc.report(("data",), f"a Secret of type {secret_type} needs the key {key!r} (in data or stringData)")
+        return
+    field_name = "stringData" if key in doc.body.get("stringData", {}) else "data"
+    try:
+        pullauth.parse(data[key], secret_type == pullauth.DOCKERCONFIGJSON, str(doc.ref))
+    except ValueError as e:
+        doc.report((field_name, key), str(e))
 
 
 def _claim(doc: _Document) -> model.Claim:
@@ -850,6 +866,7 @@ def _pod_template(
         host_network=spec.get("hostNetwork", False),
         host_pid=spec.get("hostPID", False),
         host_ipc=spec.get("hostIPC", False),
+        image_pull_secrets=tuple(ref["name"] for ref in spec.get("imagePullSecrets", ())),
     )
 
 
@@ -1273,6 +1290,13 @@ def _check_references(
                 doc.report(key_path, f"{kind} {name!r} has no key {key!r}")
 
     prefix = _pod_spec_path(workload)
+    for i, name in enumerate(workload.template.image_pull_secrets):
+        path = prefix + ("imagePullSecrets", i, "name")
+        check(path, "Secret", name)
+        secret = config.get(model.ObjectRef("Secret", namespace, name))
+        if secret is not None and secret.type not in pullauth.SECRET_KEYS:
+            doc.report(path, f"Secret {name!r} is of type {secret.type}; imagePullSecrets need type "
+                             f"{pullauth.DOCKERCONFIGJSON} or {pullauth.DOCKERCFG}")
     for i, container in enumerate(workload.template.containers):
         for j, env in enumerate(container.env):
             if env.ref is not None and not env.ref.optional:

@@ -178,6 +178,7 @@ class PodTemplate:
     host_network: bool = False
     host_pid: bool = False
     host_ipc: bool = False
+    image_pull_secrets: tuple[str, ...] = ()  # names of registry-credential Secrets in the pod's namespace
 
 
 # --- agent policy -------------------------------------------------------------
@@ -244,6 +245,7 @@ class ConfigData:
     ref: ObjectRef
     origin: Origin
     data: Mapping[str, bytes]
+    type: str = "Opaque"  # a Secret's type: Opaque, kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg
 
     @property
     def is_secret(self) -> bool:

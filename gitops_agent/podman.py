@@ -32,6 +32,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import re
 import signal
 import threading
 from typing import Any, Generator, Iterator, Mapping
@@ -45,8 +46,9 @@ from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
 from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec,
                       VolumeSpec)
-from .errors import NodeError, NodeUnreachable
+from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
+from .pullauth import Credential, image_registry, repository as _repository
 from .tunnel import SshSettings, Tunnel
 
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
@@ -80,15 +82,19 @@ def open_node(cfg: AgentConfig, n: NodeConfig, timeout: float = 60.0) -> "Node":
         ssh = SshSettings(identity=n.identity, known_hosts=n.known_hosts,
                           insecure_ignore_host_key=n.insecure_ignore_host_key, connect_timeout=n.connect_timeout,
                           run_dir=cfg.state_dir / "ssh")
-    return Node(n.name, n.url, timeout=timeout, ssh=ssh)
+    return Node(n.name, n.url, timeout=timeout, ssh=ssh, credentials=n.credentials, min_free=cfg.min_free_image_space)
 
 class Node:
     """One Podman service, reached through its API socket."""
 
-    def __init__(self, name: str, url: str, timeout: float = 60.0, ssh: SshSettings | None = None) -> None:
-        """`ssh`: how an ssh:// url is reached (identity, knownHosts, ...); required for one."""
+    def __init__(self, name: str, url: str, timeout: float = 60.0, ssh: SshSettings | None = None,
+                 credentials: tuple[Credential, ...] = (), min_free: int = 0) -> None:
+        """`ssh`: how an ssh:// url is reached (identity, knownHosts, ...); required for one.
+        `credentials`: the node's authFile entries; `min_free`: bytes to keep free in its image store."""
         self.name = name
         self.url = url
+        self.credentials = credentials  # the node's authFile: used for pulls, never printed
+        self.min_free = min_free  # bytes that must stay free in the image store after a pull
         self.reads = 0
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
@@ -129,7 +135,7 @@ class Node:
 
     def _call(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None = None,
               body: Any = None, raw: bytes | None = None, timeout: float | None = None, ok404: bool = False,
-              as_bytes: bool = False, probe: bool = False) -> Any:
+              as_bytes: bool = False, probe: bool = False, headers: Mapping[str, str] | None = None) -> Any:
         with self._count:
             if method == "GET":
                 self.reads += 1
@@ -145,8 +151,8 @@ class Node:
                 resp = api.delete(path, params=params, timeout=timeout)
             else:
                 data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-                resp = api.post(path, params=params, data=data, timeout=timeout,
-                                headers={"content-type": "application/json"} if body is not None else None)
+                sent = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
+                resp = api.post(path, params=params, data=data, timeout=timeout, headers=sent or None)
         except requests.exceptions.ConnectionError as e:
             raise NodeUnreachable(self.name, self._unreachable(what)) from e
         except requests.exceptions.Timeout as e:
@@ -188,6 +194,7 @@ class Node:
         for img in images:
             image_names.update(img.get("Names") or [])
             image_names.update(img.get("RepoTags") or [])
+            image_names.update(img.get("RepoDigests") or [])
             image_names.add(img.get("Id", ""))
         return LiveState(
             node=self.name,
@@ -282,9 +289,23 @@ class Node:
 
     # --- writing --------------------------------------------------------------------
 
-    def pull(self, image: str) -> None:
-        """Pull `image`; a registry that cannot be reached is a clear error, nothing else changes."""
-        out = self._call("POST", "/images/pull", f"pull {image}", params={"reference": image, "quiet": "true"}, timeout=600)
+    def pull(self, image: str, credential: Credential | None = None, timeout: float = 600) -> None:
+        """Pull `image` (with `credential` as X-Registry-Auth, if any). A failure the registry
+        gives for good (no such tag or repository, credentials refused) is ImageUnavailable;
+        anything that may pass (unreachable, TLS timeout, 5xx, slower than `timeout`) is
+        ImagePullBackOff. Podman keeps no half-pulled image either way (a pull whose request is
+        given up is dropped by Podman 4.3, not finished in the background)."""
+        headers = {"X-Registry-Auth": credential.header()} if credential else None
+        try:
+            out = self._call("POST", "/images/pull", f"pull {image}", params={"reference": image, "quiet": "true"},
+                             timeout=max(1.0, timeout), headers=headers)
+        except NodeUnreachable as e:
+            if _read_timed_out(e) and self._answers():
+                raise ImagePullBackOff(self.name, f"pull {image}: not done within {timeout:.0f}s (slow registry link); "
+                                       "Podman dropped it, nothing is kept; retried", image) from e
+            raise
+        except NodeError as e:  # Podman answered with an HTTP error of its own
+            raise _pull_error(self.name, image, credential, str(e).partition(": ")[2]) from e
         text = out if isinstance(out, str) else json.dumps(out)
         for line in text.splitlines():
             try:
@@ -292,7 +313,71 @@ class Node:
             except ValueError:
                 continue
             if isinstance(rec, dict) and rec.get("error"):
-                raise NodeError(self.name, f"pull {image} failed: {rec['error']}")
+                raise _pull_error(self.name, image, credential, str(rec["error"]))
+
+    def image(self, ref: str) -> tuple[str, str] | None:
+        """(image ID, `repository@sha256:...` manifest digest or "") of a local image; None when absent.
+
+        The digest is the one of `ref`'s repository. An image stored under several manifests
+        (made or pulled elsewhere first, then pulled from this repository) lists each; the one
+        that is not its first (`Digest`) came from the latest pull."""
+        info = self._call("GET", f"/images/{ref}/json", f"inspect image {ref}", ok404=True)
+        if not isinstance(info, dict):
+            return None
+        repo = _repository(ref)
+        first = str(info.get("Digest") or "")
+        mine = sorted({str(d) for d in info.get("RepoDigests") or [] if str(d).startswith(repo + "@")})
+        later = [d for d in mine if d != f"{repo}@{first}"]
+        return str(info.get("Id") or ""), (later or mine or [""])[0]
+
+    def remote_size(self, image: str, credential: Credential | None = None) -> int | None:
+        """Bytes the registry reports for `image` (its layers and config, compressed, as
+        downloaded); None when Podman cannot tell (a multi-arch list, an old registry).
+
+        Podman 4.3 has no remote-inspect endpoint; its manifest inspect fetches a reference
+        that is not local from the registry and, for a single image, answers with an error that
+        quotes the manifest it read (\"Treating single images as manifest lists...\"): the sizes
+        are taken from that manifest. A 200 answer with `layers` is read the same way."""
+        headers = {"X-Registry-Auth": credential.header()} if credential else None
+        try:
+            resp = self._client.api.get(f"/manifests/{image}/json", headers=headers, timeout=60)
+        except (requests.exceptions.RequestException, podman.errors.PodmanError):
+            return None
+        try:
+            body = resp.json()
+        except ValueError:
+            return None
+        return manifest_size(body if resp.status_code == 200 else str(body.get("message") or ""))
+
+    def free_image_space(self) -> int | None:
+        """Free bytes on the file system of the node's image store (Podman's graphRoot)."""
+        info = self._call("GET", "/info", "read node info") or {}
+        store = info.get("store") or {}
+        total, used = store.get("graphRootAllocated"), store.get("graphRootUsed")
+        return int(total) - int(used) if isinstance(total, int) and isinstance(used, int) else None
+
+    def image_use(self) -> tuple[set[str], dict[str, int]]:
+        """(IDs of the images any container uses, managed or not; size in bytes of every local image by ID)."""
+        ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true"}) or []
+        images = self._call("GET", "/images/json", "list images") or []
+        return {str(c.get("ImageID") or "") for c in ctrs}, {str(i.get("Id")): int(i.get("Size") or 0) for i in images}
+
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image no container uses (never forced); False when Podman refuses (in use)."""
+        try:
+            self._call("DELETE", f"/images/{image_id}", f"remove image {image_id[:12]}", ok404=True)
+        except NodeUnreachable:
+            raise
+        except NodeError:
+            return False
+        return True
+
+    def _answers(self) -> bool:
+        try:
+            self.ping()
+            return True
+        except NodeError:
+            return False
 
     def create_network(self, spec: NetworkSpec) -> None:
         self._call("POST", "/networks/create", f"create network {spec.name}",
@@ -533,6 +618,48 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
 def _driver_options(secret: Mapping[str, Any]) -> Mapping[str, Any]:
     driver = (secret.get("Spec") or {}).get("Driver") or {}
     return driver.get("Options") or {}
+
+
+# What a registry says when an image is gone or access is refused: the same pull would fail again.
+_REFUSED = ("unauthorized", "authentication required", "denied", "incorrect username or password",
+            "invalid username/password")
+_MISSING = ("manifest unknown", "name unknown", "not found", "no such image", "repository does not exist",
+            "certificate signed by unknown authority", "x509:", "invalid reference format")
+
+
+def _pull_error(node: str, image: str, credential: Credential | None, reason: str) -> NodeError:
+    """The registry's reason, classified by what happens next; names the registry and where the
+    credential came from, never the credential (the reason is the registry's text, which holds none)."""
+    registry = image_registry(image)
+    low = reason.lower()
+    if any(m in low for m in _REFUSED):
+        who = (f"the credentials of {credential.source}" if credential else
+               "an anonymous pull (no imagePullSecrets or node authFile entry for it)")
+        return ImageUnavailable(node, f"pull {image}: registry {registry} refused {who}: {reason.strip()}", image)
+    if any(m in low for m in _MISSING):
+        return ImageUnavailable(node, f"pull {image}: registry {registry}: {reason.strip()}", image)
+    return ImagePullBackOff(node, f"pull {image}: registry {registry} not available, will retry: {reason.strip()}",
+                            image)
+
+
+_QUOTED_MANIFEST = re.compile(r'parsing manifest blob "((?:[^"\\]|\\.)*)"')
+
+
+def manifest_size(found: Any) -> int | None:
+    """Sum of config and layer sizes of a single-image manifest: a dict, or Podman's error text quoting it."""
+    if isinstance(found, str):
+        m = _QUOTED_MANIFEST.search(found)
+        if not m:
+            return None
+        try:
+            found = json.loads(json.loads(f'"{m.group(1)}"'))
+        except ValueError:
+            return None
+    if not isinstance(found, dict) or not isinstance(found.get("layers"), list):
+        return None
+    parts = [found.get("config") or {}, *found["layers"]]
+    sizes = [p.get("size") for p in parts if isinstance(p, dict)]
+    return sum(s for s in sizes if isinstance(s, int)) if sizes else None
 
 
 def _demux(raw: Any) -> str:

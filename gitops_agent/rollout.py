@@ -31,17 +31,21 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
-from .apply import Gate, apply, step_seconds, wait
+from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
-from .desired import compile_node, matching_nodes, resolve_surge
-from .errors import Interrupted, NodeError, NodeUnreachable, PruneRefused
+from .desired import NodeDesired, compile_node, matching_nodes, resolve_surge
+from .errors import ImagePullBackOff, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
 from .model import ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
+
+PREFETCH_PARALLEL = 4  # nodes pulling a new revision's images at once: bounded, they may share one uplink
+PREFETCH_SECONDS = 1800  # a prefetch pull may take this long (or the step budget, if longer): slow links
 
 # phases of a rollout; the first two are unfinished and resumed by the next pass
 PROGRESSING, ROLLING_BACK = "progressing", "rolling-back"
@@ -50,12 +54,13 @@ COMPLETE, HALTED, ROLLED_BACK, ROLLBACK_FAILED, SUPERSEDED = "complete", "halted
 
 @dataclass
 class NodeProgress:
-    status: str = "pending"  # pending | updating | done | deferred | failed | rolled-back | rollback-deferred
+    status: str = "pending"  # pending | updating | done | deferred | waiting | failed | rolled-back | rollback-deferred
     started: float = 0.0
     finished: float = 0.0
     deadline: float = 0.0  # absolute: a resumed step keeps the same deadline
     actions: int = 0
     error: str = ""
+    images: dict[str, str] = field(default_factory=dict)  # image as written → digest (or ID) the node runs
 
 
 @dataclass
@@ -85,7 +90,12 @@ class RolloutState:
 
     @property
     def deferred(self) -> list[str]:
-        return [n for n in self.order if self.nodes[n].status in ("deferred", "rollback-deferred")]
+        return [n for n in self.order if self.nodes[n].status in ("deferred", "waiting", "rollback-deferred")]
+
+    @property
+    def waiting(self) -> list[str]:
+        """Nodes whose step waits for a registry (ImagePullBackOff): nothing was stopped there."""
+        return [n for n in self.order if self.nodes[n].status == "waiting"]
 
     def progress(self) -> str:
         done = sum(1 for n in self.order if self.nodes[n].status in ("done", "rolled-back"))
@@ -121,9 +131,8 @@ class Fleet:
         is empty, since they may have been created but never seen ready.
         Raises NodeError (NodeUnreachable, RolloutFailed), PruneRefused, Interrupted."""
         node = self.nodes[name]
-        cfg_node = next(n for n in self.cfg.nodes if n.name == name)
         live = node.read()
-        desired = compile_node(rev, cfg_node, self.cfg.nodes)
+        desired = self._desired(rev, name)
         p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
@@ -134,10 +143,113 @@ class Fleet:
                 wait(node, [pod for w in desired.workloads for pod in w.pods], Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
-        done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
-                     cap=self.cfg.ready_timeout)
+        with self._pinning(name, desired) as pins:
+            done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
+                         cap=self.cfg.ready_timeout, pins=pins)
         self.history.record_secrets(name, drop=[a.target for a in p.actions if a.op == "remove-secret"])
         return done
+
+    @contextmanager
+    def _pinning(self, name: str, desired: NodeDesired) -> Iterator[dict[str, dict[str, str]]]:
+        """Node `name`'s pins, to be updated in place; saved afterwards if they changed, also on failure."""
+        pins = self.pins(name)
+        known = dict(pins)
+        try:
+            yield pins
+        finally:
+            if pins != known:
+                self.save_pins(name, pins, {w.template_hash for w in desired.workloads})
+
+    def _desired(self, rev: Revision, name: str) -> NodeDesired:
+        return compile_node(rev, next(n for n in self.cfg.nodes if n.name == name), self.cfg.nodes)
+
+    def pins(self, name: str) -> dict[str, dict[str, str]]:
+        """Node `name`'s image pins: "<template hash> <image>" → the image ID (and digest) that
+        template first ran with there (see `apply.ensure_images`)."""
+        return dict((self.history.get("image_pins") or {}).get(name, {}))
+
+    def images(self, desired: NodeDesired) -> dict[str, str]:
+        """Image as written → the digest (or, without one, the image ID) the node runs it from."""
+        pins = self.pins(desired.node)
+        out: dict[str, str] = {}
+        for w in desired.workloads:
+            for image, _ in w.images:
+                pin = pins.get(pin_key(w.template_hash, image))
+                if pin:
+                    out[image] = pin.get("digest") or pin["id"]
+        return out
+
+    def save_pins(self, name: str, pins: dict[str, dict[str, str]], current: set[str]) -> None:
+        """Keep the pins of templates still worth a rollback: the current ones and every template
+        the history knows as a workload revision; the rest are forgotten. The images the agent
+        pulled itself are remembered apart (`pulled_images`): only those are ever collected."""
+        keep = current | {r.template_hash for r in self.history.workload_revisions()}
+        with self._lock:
+            all_pins = dict(self.history.get("image_pins") or {})
+            all_pins[name] = {k: v for k, v in pins.items() if k.split(" ", 1)[0] in keep}
+            self.history.put("image_pins", all_pins)
+            pulled = dict(self.history.get("pulled_images") or {})
+            fresh = {p["id"] for p in pins.values() if p.get("pulled") == "true"}
+            pulled[name] = sorted(set(pulled.get(name, [])) | fresh)
+            self.history.put("pulled_images", pulled)
+
+    def collect_images(self, current: set[str], keep_revisions: int) -> None:
+        """Image garbage collection, once a revision is stable: on each node, remove the images
+        the agent pulled that no template of the current revision or of the `keep_revisions`
+        stable revisions before it runs from. Never an image the agent did not pull
+        (preloaded or anyone else's), never one any container uses (managed or not), never forced."""
+        stable = (self.history.get("stable") or [])[-(keep_revisions + 1):]  # the current one and N before it
+        keep = set(current).union(*(s.get("templates", []) for s in stable))
+        for name, node in self.nodes.items():
+            try:
+                self._collect(name, node, keep)
+            except NodeError as e:  # an unreachable node is collected after a later rollout
+                self.log("images.gc.failed", level="warning", node=name, error=str(e))
+
+    def _collect(self, name: str, node: Node, keep: set[str]) -> None:
+        pins = self.pins(name)
+        kept = {k: p for k, p in pins.items() if k.split(" ", 1)[0] in keep}
+        with self._lock:
+            pulled = set((self.history.get("pulled_images") or {}).get(name, []))
+        used, sizes = node.image_use()
+        removed: set[str] = set()
+        for image_id in sorted(pulled - {p["id"] for p in kept.values()} - used):
+            if image_id not in sizes or node.remove_image(image_id):
+                removed.add(image_id)
+                if image_id in sizes:
+                    self.log("images.removed", node=name, image=image_id[:12], bytes=sizes[image_id])
+        if removed or kept != pins:
+            with self._lock:
+                all_pins = dict(self.history.get("image_pins") or {})
+                all_pins[name] = kept
+                self.history.put("image_pins", all_pins)
+                all_pulled = dict(self.history.get("pulled_images") or {})
+                all_pulled[name] = sorted(set(all_pulled.get(name, [])) - removed)
+                self.history.put("pulled_images", all_pulled)
+
+    def prefetch(self, rev: Revision, names: list[str], local_first: bool = False) -> None:
+        """Pull `rev`'s images on every node in `names`, PREFETCH_PARALLEL nodes at a time, before
+        the first node step: later steps then find them present (and pinned) and spend no time
+        on a slow link. Nothing is created or stopped. Best effort: a node whose pull fails is
+        left to its own step, which fails or waits exactly as it would have without prefetch."""
+        def one(name: str) -> None:
+            node = self.nodes[name]
+            started = time.time()
+            try:
+                live = node.read()
+                desired = self._desired(rev, name)
+                p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
+                with self._pinning(name, desired) as pins:
+                    until = started + max(self.budget(rev), PREFETCH_SECONDS)  # not bounded by a step's deadline
+                    ensure_images(node, p, live, self.log, local_first, until, self.stop, pins, retry=False)
+            except (NodeError, PruneRefused) as e:
+                self.log("prefetch.failed", level="warning", node=name, revision=rev.id, error=str(e))
+                return
+            self.log("prefetch.done", node=name, revision=rev.id, seconds=round(time.time() - started, 2))
+
+        if names:
+            with ThreadPoolExecutor(max_workers=min(PREFETCH_PARALLEL, len(names))) as pool:
+                list(pool.map(one, names))
 
     def budget(self, rev: Revision) -> float:
         """Seconds a whole node step of `rev` may take, across restarts: the workloads roll one
@@ -188,7 +300,7 @@ class Fleet:
         )
         state.phase, state.batch, state.fast = PROGRESSING, pol.batch, pol.fast
         for np in state.nodes.values():
-            if np.status == "deferred":  # a fresh try: its deadline starts when its step starts
+            if np.status in ("deferred", "waiting"):  # a fresh try: its deadline starts when its step starts
                 np.status, np.started, np.deadline = "pending", 0.0, 0.0
         self.track(target)
         self.save(state)
@@ -199,6 +311,7 @@ class Fleet:
         if any(np.status == "failed" for np in state.nodes.values()):
             self._fail(state, target, previous, pol)  # failed before a crash: finish handling it
         else:
+            self.prefetch(target, [n for n in state.order if state.nodes[n].status != "done"], local_first=pol.fast)
             # done nodes are stepped again too (a no-op when in sync): one may have been changed meanwhile
             todo = [n for n in state.order if state.nodes[n].status in ("pending", "updating", "done")]
             for i in range(0, len(todo), pol.batch):
@@ -210,6 +323,9 @@ class Fleet:
                     break
                 if self._batch(state, target, todo[i:i + pol.batch], pol):
                     self._fail(state, target, previous, pol)
+                    break
+                if state.waiting:  # a registry is unavailable: go no further, retried with backoff
+                    self.log("rollout.waiting", level="warning", revision=target.id, nodes=",".join(state.waiting))
                     break
             else:
                 if all(state.nodes[n].status == "done" for n in state.order):
@@ -286,6 +402,10 @@ class Fleet:
             self.log("rollout.node", node=name, revision=target.id, step=f"{state.order.index(name) + 1}/{len(state.order)}")
         try:
             actions = self.step(target, name, deadline=np.deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
+        except ImagePullBackOff as e:  # before anything was stopped: not the revision's fault
+            self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
+            self.log("rollout.node.waiting", level="warning", node=name, error=str(e))
+            return
         except (NodeError, PruneRefused) as e:
             with self._lock:
                 if not state.failure:
@@ -298,7 +418,7 @@ class Fleet:
             failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
-                     actions=np.actions + actions)
+                     actions=np.actions + actions, images=self.images(self._desired(target, name)))
         if not was_done or actions:
             self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
                      seconds=round(np.finished - np.started, 2))

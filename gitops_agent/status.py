@@ -10,7 +10,7 @@ from typing import Any
 
 from .agent import Agent, _failure_message
 from .desired import claim_volume, compile_node, network_name, unplaced
-from .errors import Problem
+from .errors import NodeError, Problem
 from .live import LiveState
 from .model import Object
 from .plan import unknown_secrets
@@ -93,6 +93,8 @@ def status(agent: Agent) -> dict[str, Any]:
         if rev is None:
             continue
         desired = compile_node(rev, cfg_node, agent.cfg.nodes)
+        out["nodes"][-1]["images"] = agent.fleet.images(desired)
+        out["nodes"][-1]["imageBytes"] = _image_bytes(agent, cfg_node.name)
         vol_names = {claim_volume(v.claim, live.volumes) for v in desired.volumes}
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
         out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown_secrets(desired, live, h.secrets(cfg_node.name)))]
@@ -161,3 +163,11 @@ def _rollout(rollout: dict[str, Any] | None) -> dict[str, Any] | None:
         "nodes": [{"name": n, **rollout["nodes"][n]} for n in rollout["order"]],
         "failure": rollout.get("failure") or None,
     }
+
+
+def _image_bytes(agent: Agent, name: str) -> int | None:
+    """Disk use of the node's image store (every image, whoever pulled it); None if it cannot be read."""
+    try:
+        return sum(agent.nodes[name].image_use()[1].values())
+    except NodeError:
+        return None

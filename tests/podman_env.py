@@ -34,6 +34,15 @@ whichever service started it first, so container DNS breaks on every other
 node (and for other test sessions' services).  :class:`NodeNamespace` mounts
 a private tmpfs there, in a mount namespace of its own, to give each node
 its own.
+
+Trusting a test registry's CA (measured on Podman 4.3, see ``registry.py``):
+a rootful service reads ``/etc/containers/certs.d/<host:port>/ca.crt`` at
+that fixed path, and its pull API has no cert-dir parameter. What works,
+scoped to one node and one registry: bind-mount a copy of ``/etc/containers``
+with ``certs.d/127.0.0.1:<port>/ca.crt`` added over ``/etc/containers`` inside
+the node's own mount namespace (``registry.trust``); a running service uses it
+on its next pull. The host's ``/etc`` and trust store are never changed.
+Reaching the registry from a node's network namespace: ``registry.Relay``.
 """
 
 from __future__ import annotations

@@ -603,7 +603,7 @@ def test_nodeport_must_be_explicit() -> None:
 
 
 def test_secret_type_and_base64_are_checked() -> None:
-    """Only Opaque Secrets are accepted, and data values must be base64."""
+    """Only Opaque and registry-credential Secrets are accepted, and data values must be base64."""
     secret = y("""
         apiVersion: v1
         kind: Secret
@@ -613,7 +613,8 @@ def test_secret_type_and_base64_are_checked() -> None:
           key: not base64!
     """)
     assert problems({"s.yaml": secret}) == [
-        "s.yaml:4: Secret/tls: type: only type Opaque is supported by gitops-agent",
+        "s.yaml:4: Secret/tls: type: only types Opaque, kubernetes.io/dockerconfigjson and kubernetes.io/dockercfg "
+        "are supported by gitops-agent",
         "s.yaml:6: Secret/tls: data.key: must be standard padded base64 on a single line",
     ]
 
