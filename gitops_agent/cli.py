@@ -512,7 +512,15 @@ def _logs(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
 def _doctor(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     from . import doctor
 
-    results = doctor.run(cfg)
+    try:  # the last applied revision, for the registry check (none yet, or an unreadable state dir: skipped)
+        agent = _agent(cfg, args, quiet=True)
+        try:
+            applied = agent.applied()
+        finally:
+            agent.close()
+    except AgentError:
+        applied = None
+    results = doctor.run(cfg, revision=applied)
     if not _emit(doctor.as_json(results), args.output):
         for r in results:
             mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}[r.status]

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import AgentConfig
+from .desired import compile_node
 from .errors import AgentError, NodeError
+from .model import Revision
 from .podman import Node, open_node
+from .pullauth import image_registry
 from .source import GitSource, resolve
 from .tunnel import SshSettings, check_files
 
@@ -58,6 +61,8 @@ class Context:
     cfg: AgentConfig
     nodes: dict[str, Node]
     info: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    revision: Revision | None = None
+    """The last applied revision (its images' registries are checked); None before the first sync."""
     clock: Callable[[], float] = time.time
 
     def reachable(self) -> list[tuple[str, Node, dict[str, Any]]]:
@@ -194,8 +199,41 @@ def git_source(ctx: Context) -> list[Result]:
     return out
 
 
+def registries(ctx: Context) -> list[Result]:
+    """Each node reaches the registry of every image the last applied revision pulls there and trusts its TLS
+    certificate: one manifest fetch per registry and node, nothing pulled. Podman 4.3's manifest API sends no
+    credentials, so a registry that asks for them has answered (reachable, trusted); whether it accepts them
+    is for the pull itself to say (`sync` names the registry and the Secret when it does not)."""
+    if ctx.revision is None:
+        return [Result("registries", SKIP, "no applied revision yet: nothing to pull")]
+    out = []
+    for name, node, _ in ctx.reachable():
+        cfg_node = next(n for n in ctx.cfg.nodes if n.name == name)
+        wanted: dict[str, str] = {}  # registry -> an image of it
+        for w in compile_node(ctx.revision, cfg_node, ctx.cfg.nodes).workloads:
+            for c in (c for pod in w.pods[:1] for c in pod.containers):
+                registry = image_registry(c.image)
+                if c.pull_policy != "Never" and registry != "localhost":
+                    wanted.setdefault(registry, c.image)
+        for registry, image in sorted(wanted.items()):
+            try:
+                why = node.registry_answer(image)
+            except NodeError as e:
+                out.append(Result("registries", FAIL, str(e), "see podman-api", name))
+                continue
+            low = why.lower()
+            if not why or "authentication required" in low or "unauthorized" in low:
+                asked = " (it asks for credentials: the pull sends them)" if why else ""
+                out.append(Result("registries", PASS, f"{registry} answers for {image}{asked}", node=name))
+                continue
+            fix = (f"trust the registry's CA on the node: /etc/containers/certs.d/{registry}/ca.crt"
+                   if "x509" in low or "certificate" in low else
+                   f"check that the node reaches {registry} (network, DNS, proxy) and that the image exists")
+            out.append(Result("registries", FAIL, f"{registry} ({image}): {why}", fix, name))
+    return out or [Result("registries", PASS, "the applied revision pulls from no registry (local images only)")]
+
+
 # Each check is one function; the ones needing a node's API run after podman_api.
-# Waiting for their features: SSH host keys and identity files (ssh:// nodes), registry reachability and trust.
 Check = Callable[[Context], list[Result]]
 def ssh_keys(ctx: Context) -> list[Result]:
     """Each ssh:// node's identity loads (no passphrase, owner-only) and knownHosts lists its host key."""
@@ -216,12 +254,14 @@ def ssh_keys(ctx: Context) -> list[Result]:
     return out
 
 
-CHECKS: tuple[Check, ...] = (podman_api, runtime_quirks, namespace_dns, clock, state_dir, git_source, ssh_keys)
+CHECKS: tuple[Check, ...] = (podman_api, runtime_quirks, namespace_dns, clock, state_dir, git_source, ssh_keys,
+                             registries)
 
 
-def run(cfg: AgentConfig, checks: tuple[Check, ...] = CHECKS) -> list[Result]:
-    """Every check's results, in order. A check that raises is a failure of that check, not of doctor."""
-    ctx = Context(cfg, {})
+def run(cfg: AgentConfig, checks: tuple[Check, ...] = CHECKS, revision: Revision | None = None) -> list[Result]:
+    """Every check's results, in order. A check that raises is a failure of that check, not of doctor.
+    `revision`: the last applied one, for the registry check."""
+    ctx = Context(cfg, {}, revision=revision)
     results: list[Result] = []
     try:
         for n in cfg.nodes:

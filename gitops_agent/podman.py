@@ -349,6 +349,26 @@ class Node:
             return None
         return manifest_size(body if resp.status_code == 200 else str(body.get("message") or ""))
 
+    def registry_answer(self, image: str) -> str:
+        """`doctor`: "" when the node fetched `image`'s manifest from its registry (reachable, its TLS
+        certificate trusted), else the registry's or Podman's reason. Pulls nothing. Podman 4.3 answers a
+        single image's manifest with an error quoting it (see `remote_size`)."""
+        if self.tunnel is not None:
+            self.tunnel.ensure()
+        try:
+            resp = self._client.api.get(f"/manifests/{image}/json", timeout=60)
+        except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
+            if _unreachable(e):
+                raise NodeUnreachable(self.name, self._unreachable(f"ask the registry of {image}")) from e
+            return str(e)
+        if resp.status_code == 200:
+            return ""
+        try:
+            message = str(resp.json().get("message") or resp.text)
+        except ValueError:
+            message = resp.text
+        return "" if manifest_size(message) is not None or "Treating single images" in message else message.strip()
+
     def free_image_space(self) -> int | None:
         """Free bytes on the file system of the node's image store (Podman's graphRoot)."""
         info = self._call("GET", "/info", "read node info") or {}

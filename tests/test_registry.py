@@ -524,3 +524,31 @@ def test_a_pull_slower_than_the_step_deadline_is_absorbed_by_the_prefetch(env: A
     canary = ev.of("rollout.node")[0][0]
     assert all(t <= canary for t, _ in ev.of("image.pull"))
     assert {repo for repo, _ in runs(node)} == {repo_of(new)}
+
+
+def test_doctor_checks_each_nodes_registry_with_the_credential_the_agent_would_send(
+        env: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`doctor` asks each node's Podman for the manifest of every registry image the applied revision pulls
+    there: it passes while the registry answers (here it asks for credentials, which only a pull sends), and
+    names the registry with a fix once it does not answer; the pull secret is in no line it prints."""
+    fleet, regs, repo, cfg = env
+    one_node(cfg)
+    doc = single(regs.private1)
+    doc["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "regcred"}]
+    commit(repo, "v1", pull_secret("regcred", regs.auth.host, PASSWORD), doc)
+    assert sync(cfg).result == "applied"
+
+    def registry_checks() -> list[dict[str, Any]]:
+        capsys.readouterr()
+        main(["doctor", "-c", str(cfg), "-o", "json"])
+        out = capsys.readouterr().out
+        assert PASSWORD not in out and base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode() not in out
+        return [c for c in json.loads(out)["checks"] if c["check"] == "registries"]
+
+    (ok,) = registry_checks()
+    assert ok["status"] == "pass" and ok["node"] == "n1", ok
+    assert ok["detail"] == f"{regs.auth.host} answers for {regs.private1} (it asks for credentials: the pull sends them)"
+    regs.auth.stop()
+    (down,) = registry_checks()
+    assert down["status"] == "fail" and down["detail"].startswith(f"{regs.auth.host} ({regs.private1}): "), down
+    assert f"check that the node reaches {regs.auth.host}" in down["fix"]
