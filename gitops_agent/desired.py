@@ -41,6 +41,8 @@ from .model import (
     NodeRollout,
     ObjectRef,
     Probe,
+    ResourceFieldRef,
+    Resources,
     Revision,
     Service,
     Workload,
@@ -125,6 +127,8 @@ class ContainerSpec:
     cpu_millis: int | None
     memory_bytes: int | None
     labels: Mapping[str, str]
+    cpu_shares: int | None = None  # requests.cpu, as the kubelet weighs it
+    memory_reservation: int | None = None  # requests.memory: a soft limit (memory.low / soft_limit_in_bytes)
     readiness: Probe | None = None  # run by the agent while it waits for the pod
     startup: Probe | None = None  # run by the agent; liveness waits for it (start period)
     host_mounts: tuple[HostMount, ...] = ()
@@ -134,6 +138,7 @@ class ContainerSpec:
     read_only_root_fs: bool = False
     user: str | None = None  # "uid" or "uid:gid"
     no_new_privileges: bool = False
+    groups: tuple[str, ...] = ()  # supplementary group ids of the process (supplementalGroups)
     # Host namespaces are set on each container: Podman 4.3 ignores a pod's pidns/ipcns for its containers.
     host_pid: bool = False
     host_ipc: bool = False
@@ -256,8 +261,10 @@ _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {"host_network": False, "host_pid": Fal
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
+    "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
 }
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
+_ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
 
 def _hashed_template(workload: Workload) -> dict[str, Any]:
@@ -268,6 +275,8 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
 
     template = trim(asdict(workload.template), _ADDED_TEMPLATE_FIELDS)
     template["containers"] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template["containers"]]
+    for c in template["containers"]:
+        c["env"] = [trim(e, _ADDED_ENV_FIELDS) for e in c["env"]]
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     return template
 
@@ -473,7 +482,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         count = replicas_on(w, node, nodes)
         selecting = [s for s in services if _selects(s, w)]
         pods = tuple(
-            _pod(w, name, thash, commit, ns_configs, selecting, secrets) for name in pod_names(w, thash, count)
+            _pod(w, name, thash, commit, ns_configs, selecting, secrets, node.name)
+            for name in pod_names(w, thash, count)
         )
         workloads.append(
             WorkloadSpec(
@@ -509,6 +519,7 @@ def _pod(
     configs: Mapping[tuple[str, str], ConfigData],
     services: list[Service],
     secrets: dict[str, SecretSpec],
+    node: str,
 ) -> PodSpec:
     t = w.template
     labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
@@ -523,7 +534,7 @@ def _pod(
         for sp in s.ports:
             if sp.node_port:
                 ports.append(PortMapping(sp.node_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
-    containers = tuple(_container(w, name, c, commit, thash, configs, secrets) for c in t.containers)
+    containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
     used = {n for c in containers for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
     hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]
     return PodSpec(
@@ -601,6 +612,7 @@ def _container(
     thash: str,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
+    node: str,
 ) -> ContainerSpec:
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
@@ -623,9 +635,17 @@ def _container(
         cfg = configs.get((f.kind, f.name))
         for key in sorted(cfg.data) if cfg else ():
             put(f.prefix + key, f.kind, f.name, key)
+    by_name = {other.name: other for other in w.template.containers}
     for e in c.env:
         if e.ref is not None:
             put(e.name, e.ref.kind, e.ref.name, e.ref.key)
+        elif e.field_path is not None:
+            env[e.name] = field_value(e.field_path, pod, w, node)
+            secret_env.pop(e.name, None)
+        elif e.resource is not None:  # rounded up, as the kubelet does; an unset request is 0
+            amount = resource_amount(by_name[e.resource.container], e.resource) or 0
+            env[e.name] = str(-(-amount // e.resource.divisor))
+            secret_env.pop(e.name, None)
         else:
             env[e.name] = e.value or ""
             secret_env.pop(e.name, None)
@@ -675,6 +695,8 @@ def _container(
         health_start_period=start_period,
         cpu_millis=c.resources.cpu_millis,
         memory_bytes=c.resources.memory_bytes,
+        cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
+        memory_reservation=effective_requests(c).memory_bytes,
         labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
@@ -686,10 +708,43 @@ def _container(
         user=None if c.run_as_user is None else
         str(c.run_as_user) if c.run_as_group is None else f"{c.run_as_user}:{c.run_as_group}",
         no_new_privileges=not c.allow_privilege_escalation,
+        groups=tuple(str(gid) for gid in c.supplemental_groups),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
         host_uts=w.template.host_network,
     )
+
+
+def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:
+    """The limit or (effective) request that `ref` names, in millicores or bytes; None if unset."""
+    amounts = c.resources if ref.resource.startswith("limits.") else effective_requests(c)
+    return amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
+
+
+def field_value(field_path: str, pod: str, w: Workload, node: str) -> str:
+    """A fieldRef's value for pod `pod` of `w` on `node` (a path `manifests` accepted)."""
+    if field_path == "metadata.name":
+        return pod
+    if field_path == "metadata.namespace":
+        return w.ref.namespace
+    if field_path == "spec.nodeName":
+        return node
+    meta, _, key = field_path.partition("['")
+    source = w.template.labels if meta == "metadata.labels" else w.template.annotations
+    return source.get(key.removesuffix("']"), "")
+
+
+def effective_requests(c: Container) -> Resources:
+    """A container's requests; a resource with a limit and no request requests its limit (Kubernetes' default)."""
+    return Resources(
+        cpu_millis=c.requests.cpu_millis if c.requests.cpu_millis is not None else c.resources.cpu_millis,
+        memory_bytes=c.requests.memory_bytes if c.requests.memory_bytes is not None else c.resources.memory_bytes,
+    )
+
+
+def cpu_shares(millis: int | None) -> int | None:
+    """The kubelet's CPU shares for a CPU request: millicores x 1024 / 1000, at least 2 (the kernel's minimum)."""
+    return None if millis is None else max(2, millis * 1024 // 1000)
 
 
 def _podman_cap(name: str) -> str:

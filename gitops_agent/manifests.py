@@ -818,7 +818,10 @@ def _report_duplicates(doc: _Document, items: Iterable[tuple[JsonPath, str]], wh
 def _pod_template(
     doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str], annotations: dict[str, str]
 ) -> model.PodTemplate:
-    containers = tuple(_container(doc, prefix + ("containers", i), c) for i, c in enumerate(spec["containers"]))
+    pod_context = spec.get("securityContext", {})
+    containers = tuple(
+        _container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
+    )
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
     volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
@@ -826,6 +829,7 @@ def _pod_template(
         doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
+    _check_resource_refs(doc, prefix, containers)
     declared = {volume.name for volume in volumes}
     for i, container in enumerate(containers):
         mounts = prefix + ("containers", i, "volumeMounts")
@@ -849,6 +853,23 @@ def _pod_template(
     )
 
 
+def _check_resource_refs(doc: _Document, prefix: JsonPath, containers: tuple[model.Container, ...]) -> None:
+    """Each resourceFieldRef names a container of the pod, and a limit that container sets (Kubernetes would
+    use the node's allocatable amount, which gitops-agent does not know)."""
+    by_name = {c.name: c for c in containers}
+    for i, container in enumerate(containers):
+        for j, env in enumerate(container.env):
+            if env.resource is None:
+                continue
+            path = prefix + ("containers", i, "env", j, "valueFrom", "resourceFieldRef")
+            target = by_name.get(env.resource.container)
+            if target is None:
+                doc.report(path + ("containerName",), f"{env.resource.container!r} is not a container of this pod")
+            elif env.resource.resource.startswith("limits.") and desired.resource_amount(target, env.resource) is None:
+                doc.report(path + ("resource",), f"container {target.name!r} sets no {env.resource.resource}: "
+                           "gitops-agent does not know the node's allocatable amount; set the limit")
+
+
 def _host_network_ports(doc: _Document, path: JsonPath, container: model.Container) -> model.Container:
     """On the host network a containerPort is a port of the node: as in Kubernetes, hostPort defaults to
     containerPort and must equal it."""
@@ -869,7 +890,9 @@ _REF_KINDS = {
 }
 
 
-def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> model.Container:
+def _container(
+    doc: _Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
+) -> model.Container:
     ports = tuple(
         model.ContainerPort(port["containerPort"], port.get("protocol", "TCP"), port.get("hostPort"), port.get("name"))
         for port in container.get("ports", ())
@@ -879,28 +902,39 @@ def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> mod
         for key, field_name in _PROBE_FIELDS.items()
         if key in container
     }
+    limits = _resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {}))
     return model.Container(
         name=container["name"],
         image=container["image"],
         image_pull_policy=container.get("imagePullPolicy") or _default_pull_policy(container["image"]),
         command=tuple(container.get("command", ())),
         args=tuple(container.get("args", ())),
-        env=tuple(_env_var(env) for env in container.get("env", ())),
+        env=tuple(_env_var(doc, path + ("env", i), env, container["name"])
+                  for i, env in enumerate(container.get("env", ()))),
         env_from=tuple(_env_from(source) for source in container.get("envFrom", ())),
         ports=ports,
-        resources=_resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {})),
+        resources=limits,
+        requests=_requests(doc, path + ("resources", "requests"), container.get("resources", {}), limits),
         volume_mounts=tuple(
             model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False))
             for mount in container.get("volumeMounts", ())
         ),
         working_dir=container.get("workingDir"),
         **probes,
-        **_security_context(doc, path + ("securityContext",), container.get("securityContext", {})),
+        **_security_context(doc, path + ("securityContext",), container.get("securityContext", {}), pod_context),
     )
 
 
-def _security_context(doc: _Document, path: JsonPath, context: dict[str, Any]) -> dict[str, Any]:
-    """The container fields of a securityContext, with Kubernetes' consistency checks."""
+# Pod securityContext fields that are defaults of each container's, as in Kubernetes.
+_POD_CONTEXT_DEFAULTS = ("runAsUser", "runAsGroup", "runAsNonRoot")
+
+
+def _security_context(
+    doc: _Document, path: JsonPath, own: dict[str, Any], pod_context: dict[str, Any]
+) -> dict[str, Any]:
+    """The container fields of a securityContext, the pod's values as defaults, with Kubernetes'
+    consistency checks."""
+    context = {**{k: pod_context[k] for k in _POD_CONTEXT_DEFAULTS if k in pod_context}, **own}
     capabilities = context.get("capabilities", {})
     fields: dict[str, Any] = {
         "privileged": context.get("privileged", False),
@@ -910,9 +944,17 @@ def _security_context(doc: _Document, path: JsonPath, context: dict[str, Any]) -
         "run_as_user": context.get("runAsUser"),
         "run_as_group": context.get("runAsGroup"),
         "allow_privilege_escalation": context.get("allowPrivilegeEscalation", True),
+        "supplemental_groups": tuple(dict.fromkeys(pod_context.get("supplementalGroups", ()))),
     }
     if "runAsGroup" in context and "runAsUser" not in context:
         doc.report(path + ("runAsGroup",), "runAsGroup needs runAsUser (Podman sets the user and group together)")
+    if context.get("runAsNonRoot"):  # the kubelet checks the image's user too; gitops-agent does not read images
+        where = path + ("runAsNonRoot",) if "runAsNonRoot" in own else path[:-3] + ("securityContext", "runAsNonRoot")
+        if "runAsUser" not in context:
+            doc.report(where, "runAsNonRoot: true needs a runAsUser here (gitops-agent does not read the image's "
+                              "user): set runAsUser to a non-zero user id")
+        elif context["runAsUser"] == 0:
+            doc.report(where, "runAsNonRoot: true contradicts runAsUser: 0")
     if not fields["allow_privilege_escalation"]:  # Kubernetes' own validation
         if fields["privileged"]:
             doc.report(path + ("allowPrivilegeEscalation",), "cannot be false with privileged: true")
@@ -972,10 +1014,39 @@ def _default_pull_policy(image: str) -> str:
     return "Always" if tag == "latest" or not (tag or digest) else "IfNotPresent"
 
 
-def _env_var(env: dict[str, Any]) -> model.EnvVar:
+# fieldRef paths known when the pod is created; metadata.labels/annotations take a key: ['KEY'].
+_FIELD_PATHS = re.compile(r"metadata\.name|metadata\.namespace|spec\.nodeName"
+                          r"|metadata\.(labels|annotations)\['([^'\]]+)'\]")
+_LATE_FIELDS = {
+    "status.podIP": "Podman assigns the pod's address when it starts, after its environment is fixed; the pod's "
+                    "hostname (metadata.name) resolves to it inside the pod",
+    "status.podIPs": "Podman assigns the pod's address when it starts, after its environment is fixed; the pod's "
+                     "hostname (metadata.name) resolves to it inside the pod",
+    "status.hostIP": "a node has no single address in the agent config; set the address as a literal value",
+    "status.hostIPs": "a node has no single address in the agent config; set the address as a literal value",
+}
+
+
+def _env_var(doc: _Document, path: JsonPath, env: dict[str, Any], container: str) -> model.EnvVar:
     if "valueFrom" not in env:
         return model.EnvVar(env["name"], value=env.get("value", ""))
     ((field_name, selector),) = env["valueFrom"].items()  # exactly one, by the schema
+    where = path + ("valueFrom", field_name)
+    if field_name == "fieldRef":
+        field_path = selector["fieldPath"]
+        if field_path in _LATE_FIELDS:
+            doc.report(where + ("fieldPath",), f"{field_path} is not supported by gitops-agent "
+                                               f"({_LATE_FIELDS[field_path]})")
+        elif not _FIELD_PATHS.fullmatch(field_path):
+            doc.report(where + ("fieldPath",), f"unknown fieldPath {_short(field_path)} (supported: metadata.name, "
+                       "metadata.namespace, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName)")
+        return model.EnvVar(env["name"], field_path=field_path)
+    if field_name == "resourceFieldRef":
+        resource = selector["resource"]
+        per_unit = 1000 if resource.endswith(".cpu") else 1
+        divisor = _quantity(doc, where + ("divisor",), selector.get("divisor", 1), per_unit, (1, 2**63 - 1, ""))
+        return model.EnvVar(env["name"], resource=model.ResourceFieldRef(
+            selector.get("containerName", container), resource, divisor or 1))
     ref = model.KeyRef(_REF_KINDS[field_name], selector["name"], selector["key"], selector.get("optional", False))
     return model.EnvVar(env["name"], ref=ref)
 
@@ -1030,9 +1101,9 @@ _CAPABILITIES = frozenset("""
 
 
 def _capabilities(doc: _Document, path: JsonPath, names: list[str]) -> tuple[str, ...]:
-    """Capability names without the CAP_ prefix, one per list item (so indexes stay those of the
+    """Capability names in upper case without the CAP_ prefix (`drop: [all]` is ALL), one per list item (so indexes stay those of the
     manifest); an unknown name is a problem."""
-    result = tuple(name.removeprefix("CAP_") for name in names)
+    result = tuple(name.upper().removeprefix("CAP_") for name in names)
     for i, (name, bare) in enumerate(zip(names, result)):
         if bare not in _CAPABILITIES:
             close = difflib.get_close_matches(bare, _CAPABILITIES, n=1)
@@ -1055,11 +1126,33 @@ _CPU_MILLIS = (10, (2**44 - 1) // 100, "must be at least 10m: the kernel refuses
 _MEMORY_BYTES = (4 << 20, 2**63 - 1, "must be at least 4Mi: the container runtime alone needs about 2.5 MB to start")
 
 
+# Requests may be zero (no claim); a CPU request is a CPU-shares weight, which the kubelet floors at 2.
+_CPU_REQUEST_MILLIS = (0, (2**44 - 1) // 100, "")
+_MEMORY_REQUEST_BYTES = (0, 2**63 - 1, "")
+
+
 def _resources(doc: _Document, path: JsonPath, limits: dict[str, Any]) -> model.Resources:
     return model.Resources(
         cpu_millis=_quantity(doc, path + ("cpu",), limits.get("cpu"), per_unit=1000, bounds=_CPU_MILLIS),
         memory_bytes=_quantity(doc, path + ("memory",), limits.get("memory"), per_unit=1, bounds=_MEMORY_BYTES),
     )
+
+
+def _requests(doc: _Document, path: JsonPath, resources: dict[str, Any], limits: model.Resources) -> model.Resources:
+    """`resources.requests`, each at most its limit (Kubernetes' own validation)."""
+    requests = resources.get("requests", {})
+    wanted = model.Resources(
+        cpu_millis=_quantity(doc, path + ("cpu",), requests.get("cpu"), per_unit=1000, bounds=_CPU_REQUEST_MILLIS),
+        memory_bytes=_quantity(
+            doc, path + ("memory",), requests.get("memory"), per_unit=1, bounds=_MEMORY_REQUEST_BYTES
+        ),
+    )
+    for name, asked, limit in (("cpu", wanted.cpu_millis, limits.cpu_millis),
+                               ("memory", wanted.memory_bytes, limits.memory_bytes)):
+        if asked is not None and limit is not None and asked > limit:
+            doc.report(path + (name,), f"must be less than or equal to the {name} limit "
+                                       f"({_short(resources['limits'][name])})")
+    return wanted
 
 
 def _quantity(
@@ -1074,6 +1167,8 @@ def _quantity(
     else:
         number, suffix = repr(quantity), ""
     amount = math.ceil(Decimal(number) * _QUANTITY_SUFFIXES[suffix] * per_unit)
+    if amount <= 0 and bounds[0] == 0:
+        return None  # a zero request claims nothing
     if amount <= 0:
         doc.report(path, "must be greater than zero (omit the limit for no limit)")
     elif amount < bounds[0]:

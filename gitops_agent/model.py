@@ -54,10 +54,21 @@ class KeyRef:
 
 
 @dataclass(frozen=True)
+class ResourceFieldRef:
+    """`resourceFieldRef`: a container's limit or request, in units of `divisor` (millicores or bytes)."""
+
+    container: str
+    resource: str  # "limits.cpu" | "limits.memory" | "requests.cpu" | "requests.memory"
+    divisor: int = 1
+
+
+@dataclass(frozen=True)
 class EnvVar:
     name: str
     value: str | None = None  # literal value, or
-    ref: KeyRef | None = None  # valueFrom
+    ref: KeyRef | None = None  # valueFrom configMapKeyRef / secretKeyRef, or
+    field_path: str | None = None  # valueFrom.fieldRef ("metadata.name", "metadata.labels['app']", ...), or
+    resource: ResourceFieldRef | None = None  # valueFrom.resourceFieldRef
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ class Probe:
 
 @dataclass(frozen=True)
 class Resources:
-    """`resources.limits`: CPU in millicores, memory in bytes (None: unlimited)."""
+    """`resources.limits` or `.requests`: CPU in millicores, memory in bytes (None: unlimited / no request)."""
 
     cpu_millis: int | None = None
     memory_bytes: int | None = None
@@ -150,7 +161,8 @@ class Container:
     env: tuple[EnvVar, ...] = ()
     env_from: tuple[EnvFrom, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
-    resources: Resources = Resources()
+    resources: Resources = Resources()  # limits
+    requests: Resources = Resources()
     volume_mounts: tuple[VolumeMount, ...] = ()
     working_dir: str | None = None
     liveness_probe: Probe | None = None
@@ -164,6 +176,7 @@ class Container:
     run_as_user: int | None = None
     run_as_group: int | None = None
     allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
+    supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
 
 
 @dataclass(frozen=True)

@@ -328,6 +328,8 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         body["user"] = c.user
     if c.no_new_privileges:
         body["no_new_privileges"] = True
+    if c.groups:
+        body["groups"] = list(c.groups)
     # Podman 4.3 applies a pod's pidns/ipcns to its infra container only: each container asks for the host's.
     for wanted, key in ((c.host_pid, "pidns"), (c.host_ipc, "ipcns"), (c.host_uts, "utsns")):
         if wanted:
@@ -335,8 +337,12 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     if c.cpu_millis:
         limits["cpu"] = {"quota": c.cpu_millis * 100, "period": 100_000}
+    if c.cpu_shares:
+        limits.setdefault("cpu", {})["shares"] = c.cpu_shares
     if c.memory_bytes:
         limits["memory"] = {"limit": c.memory_bytes}
+    if c.memory_reservation:
+        limits.setdefault("memory", {})["reservation"] = c.memory_reservation
     if limits:
         body["resource_limits"] = limits
     if c.health_cmd:

@@ -451,21 +451,27 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
 @pytest.mark.parametrize(
     ("patch", "path", "message"),
     [
-        ("resources: {requests: {cpu: 1}}", "containers[0].resources.requests",
-         "field 'requests' is not supported by gitops-agent (only limits are enforced)"),
+        ("resources: {requests: {ephemeral-storage: 1Gi}}", "containers[0].resources.requests.ephemeral-storage",
+         "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can "
+         "limit a container's writable layer only on XFS with project quotas, which gitops-agent does not "
+         "require of a node, so no size would be enforced)"),
         ("livenessProbe: {grpc: {port: 9000}}", "containers[0].livenessProbe.grpc",
          "field 'grpc' is not supported by gitops-agent (use exec, httpGet or tcpSocket)"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent"),
-        ("securityContext: {seccompProfile: {type: RuntimeDefault}}", "containers[0].securityContext.seccompProfile",
-         "field 'seccompProfile' is not supported by gitops-agent"),
+        ("securityContext: {seccompProfile: {type: Unconfined}}", "containers[0].securityContext.seccompProfile.type",
+         "must be RuntimeDefault (Podman's default profile): Unconfined and Localhost are not supported by "
+         "gitops-agent"),
         ("securityContext: {runAsNonRoot: true}", "containers[0].securityContext.runAsNonRoot",
-         "field 'runAsNonRoot' is not supported by gitops-agent (set runAsUser to a non-zero user id)"),
+         "runAsNonRoot: true needs a runAsUser here (gitops-agent does not read the image's user): "
+         "set runAsUser to a non-zero user id"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
          "field 'subPath' is not supported by gitops-agent"),
-        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: x}}}]", "containers[0].env[0].valueFrom.fieldRef",
-         "field 'fieldRef' is not supported by gitops-agent"),
+        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]",
+         "containers[0].env[0].valueFrom.fieldRef.fieldPath",
+         "status.podIP is not supported by gitops-agent (Podman assigns the pod's address when it starts, after "
+         "its environment is fixed; the pod's hostname (metadata.name) resolves to it inside the pod)"),
     ],
 )
 def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:
@@ -1678,9 +1684,9 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
          "p.yaml:5: Pod/p: spec.volumes[0].hostPath.type: must be one of Directory, File, Socket, CharDevice, "
          "BlockDevice or \"\" (DirectoryOrCreate and FileOrCreate are not supported: gitops-agent does not create "
          "paths on the node)"),
-        ("", "securityContext: {capabilities: {add: [net_admin]}}",
+        ("", "securityContext: {capabilities: {add: [net-admin]}}",
          "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[0]: "
-         "must be a capability name such as NET_ADMIN or CAP_NET_ADMIN (upper case)"),
+         "must be a capability name such as NET_ADMIN, net_admin or CAP_NET_ADMIN"),
         ("", "securityContext: {capabilities: {drop: [NET_ADMN]}}",
          "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.drop[0]: "
          "unknown capability 'NET_ADMN' (did you mean 'NET_ADMIN'?)"),
@@ -1698,9 +1704,10 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
          "cannot be false with capability SYS_ADMIN"),
         ("hostNetwork: 1", "",
          "p.yaml:5: Pod/p: spec.hostNetwork: must be a boolean, not an integer"),
-        ("securityContext: {runAsUser: 1}", "",
-         "p.yaml:5: Pod/p: spec.securityContext: field 'securityContext' is not supported by gitops-agent "
-         "(set securityContext on each container)"),
+        ("securityContext: {fsGroup: 1}", "",
+         "p.yaml:5: Pod/p: spec.securityContext.fsGroup: field 'fsGroup' is not supported by gitops-agent "
+         "(not mapped yet: Podman cannot give a volume to a group; run the container with a runAsUser that owns "
+         "the data)"),
     ],
 )
 def test_security_field_errors(spec_patch: str, container_patch: str, expected: str) -> None:
