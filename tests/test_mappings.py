@@ -1,0 +1,276 @@
+"""Kubernetes fields mapped to Podman (issue 18): resources.requests, the pod securityContext,
+capability names, fieldRef / resourceFieldRef env.
+
+Pure tests from literals (manifest -> model -> libpod spec), then one end to end test on real Git
+and real Podman that checks every mapping's effect in `podman inspect`, the container's cgroup and
+/proc inside the container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gitops_agent import model
+from gitops_agent.cli import main
+from gitops_agent.config import NodeConfig
+from gitops_agent.desired import ContainerSpec, compile_node, cpu_shares
+from gitops_agent.errors import RevisionRejected
+from gitops_agent.manifests import SourceFile, parse
+from gitops_agent.podman import _container_body
+from podman_env import WEB1
+
+NODE = NodeConfig("n1", labels={"zone": "a"})
+COMMIT = "main@sha1:" + "a" * 40
+
+
+def pod(spec: str = "", container: str = "", name: str = "p") -> str:
+    """A Pod with one container `main`, extra pod-spec lines `spec` and container lines `container`."""
+    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: shop, tier: web}}}}\nspec:\n"
+            + textwrap.indent(textwrap.dedent(spec), "  ")
+            + "  containers:\n    - name: main\n      image: app:1\n"
+            + textwrap.indent(textwrap.dedent(container), "      "))
+
+
+def parsed(text: str) -> model.Revision:
+    return parse([SourceFile("p.yaml", text.encode())], COMMIT)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RevisionRejected) as rejected:
+        parsed(text)
+    return [str(p) for p in rejected.value.problems]
+
+
+def specs(text: str) -> tuple[ContainerSpec, ...]:
+    (workload,) = compile_node(parsed(text), NODE, (NODE,)).workloads
+    (spec,) = workload.pods
+    return spec.containers
+
+
+def body(text: str) -> dict[str, Any]:
+    (workload,) = compile_node(parsed(text), NODE, (NODE,)).workloads
+    (spec,) = workload.pods
+    return _container_body(spec, spec.containers[0])
+
+
+# --- resources.requests -------------------------------------------------------------
+
+
+def test_requests_become_cpu_shares_and_a_memory_reservation() -> None:
+    """requests.cpu is the kubelet's CPU shares (millicores x 1024 / 1000), requests.memory a memory reservation."""
+    text = pod(container="resources: {requests: {cpu: 250m, memory: 64Mi}, limits: {cpu: '1', memory: 128Mi}}\n")
+    (container,) = parsed(text).objects[0].template.containers  # type: ignore[union-attr]
+    assert container.requests == model.Resources(cpu_millis=250, memory_bytes=64 << 20)
+    assert body(text)["resource_limits"] == {
+        "cpu": {"quota": 100_000, "period": 100_000, "shares": 256},
+        "memory": {"limit": 128 << 20, "reservation": 64 << 20},
+    }
+
+
+def test_a_limit_without_a_request_requests_the_limit_and_quantities_round_as_the_kubelet() -> None:
+    """Kubernetes defaults a missing request to its limit; shares never go below 2; "0.5" is half a core."""
+    assert body(pod(container="resources: {limits: {cpu: 500m, memory: 32Mi}}\n"))["resource_limits"] == {
+        "cpu": {"quota": 50_000, "period": 100_000, "shares": 512},
+        "memory": {"limit": 32 << 20, "reservation": 32 << 20},
+    }
+    assert body(pod(container="resources: {requests: {cpu: '0.5'}}\n"))["resource_limits"] == {"cpu": {"shares": 512}}
+    assert body(pod(container="resources: {requests: {cpu: 1m}}\n"))["resource_limits"] == {"cpu": {"shares": 2}}
+    assert [cpu_shares(m) for m in (None, 1, 100, 1000, 3500)] == [None, 2, 102, 1024, 3584]
+    assert "resource_limits" not in body(pod(container="resources: {requests: {cpu: 0, memory: 0}}\n"))
+
+
+def test_a_request_above_its_limit_and_ephemeral_storage_are_errors() -> None:
+    """As in Kubernetes a request may not exceed its limit; ephemeral-storage says why it cannot be enforced."""
+    text = pod(container="resources: {requests: {cpu: '2', memory: 1Gi}, limits: {cpu: '1', memory: 512Mi}}\n")
+    assert problems(text) == [
+        "p.yaml:8: Pod/p: spec.containers[0].resources.requests.cpu: must be less than or equal to the cpu limit ('1')",
+        "p.yaml:8: Pod/p: spec.containers[0].resources.requests.memory: must be less than or equal to the memory "
+        "limit ('512Mi')",
+    ]
+    assert problems(pod(container="resources: {limits: {ephemeral-storage: 1Gi}}\n")) == [
+        "p.yaml:8: Pod/p: spec.containers[0].resources.limits.ephemeral-storage: field 'ephemeral-storage' is not "
+        "supported by gitops-agent (remove it: Podman's overlay storage can limit a container's writable layer only "
+        "on XFS with project quotas, which gitops-agent does not require of a node, so no size would be enforced)",
+    ]
+
+
+# --- capabilities -------------------------------------------------------------------
+
+
+def test_capability_names_in_any_case_with_or_without_cap_prefix() -> None:
+    """`drop: [all]` (common in real manifests) is ALL; cap_net_bind_service is CAP_NET_BIND_SERVICE."""
+    text = pod(container="securityContext: {capabilities: {drop: [all], add: [cap_net_bind_service, Chown]}}\n")
+    revision = parse([SourceFile("p.yaml", text.encode())], COMMIT,
+                     policy=model.Policy(allowed_capabilities=("NET_BIND_SERVICE", "CHOWN")))
+    (workload,) = compile_node(revision, NODE, (NODE,)).workloads
+    (spec,) = workload.pods
+    cbody = _container_body(spec, spec.containers[0])
+    assert (cbody["cap_drop"], cbody["cap_add"]) == (["ALL"], ["CAP_NET_BIND_SERVICE", "CAP_CHOWN"])
+    assert problems(pod(container="securityContext: {capabilities: {add: [net_admin]}}\n")) == [
+        "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[0]: "
+        "capability NET_ADMIN is not in policy.allowedCapabilities (allowed: none)",
+    ]
+
+
+# --- pod securityContext ------------------------------------------------------------
+
+
+def test_pod_security_context_values_are_defaults_of_each_container() -> None:
+    """runAsUser/runAsGroup come from the pod unless the container sets its own; supplementalGroups apply to all."""
+    text = pod(
+        spec="securityContext: {runAsUser: 1000, runAsGroup: 3000, runAsNonRoot: true, supplementalGroups: [4000, 4000, 5],"
+             " seccompProfile: {type: RuntimeDefault}}\n",
+        container="securityContext: {seccompProfile: {type: RuntimeDefault}}\n",
+    ) + "    - name: side\n      image: app:1\n      securityContext: {runAsUser: 7}\n"
+    main_spec, side = specs(text)
+    assert (main_spec.user, main_spec.groups) == ("1000:3000", ("4000", "5"))
+    assert (side.user, side.groups) == ("7:3000", ("4000", "5"))
+    cbody = body(text)
+    assert cbody["user"] == "1000:3000" and cbody["groups"] == ["4000", "5"]
+    assert "seccomp_profile_path" not in cbody  # RuntimeDefault is Podman's default profile
+
+
+def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
+    """runAsNonRoot needs a non-zero user the agent can see; fsGroup and Unconfined seccomp are rejected clearly."""
+    assert problems(pod(spec="securityContext: {runAsNonRoot: true, runAsUser: 0}\n")) == [
+        "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true contradicts runAsUser: 0",
+    ]
+    assert problems(pod(spec="securityContext: {runAsNonRoot: true}\n")) == [
+        "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true needs a runAsUser here "
+        "(gitops-agent does not read the image's user): set runAsUser to a non-zero user id",
+    ]
+    assert parsed(pod(spec="securityContext: {runAsNonRoot: true}\n", container="securityContext: {runAsUser: 5}\n"))
+    assert problems(pod(spec="securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n")) == [
+        "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.localhostProfile: field 'localhostProfile' is not "
+        "supported by gitops-agent (only type RuntimeDefault is supported)",
+        "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.type: must be RuntimeDefault (Podman's default "
+        "profile): Unconfined and Localhost are not supported by gitops-agent",
+    ]
+
+
+# --- fieldRef / resourceFieldRef ----------------------------------------------------
+
+FIELD_ENV = """\
+resources: {requests: {cpu: 250m}, limits: {memory: 64Mi}}
+env:
+  - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+  - {name: NS, valueFrom: {fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}}
+  - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+  - {name: NOTE, valueFrom: {fieldRef: {fieldPath: "metadata.annotations['missing']"}}}
+  - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+  - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+  - {name: CPU_M, valueFrom: {resourceFieldRef: {containerName: main, resource: requests.cpu, divisor: 1m}}}
+  - {name: CPU, valueFrom: {resourceFieldRef: {resource: requests.cpu}}}
+  - {name: MEM_REQ, valueFrom: {resourceFieldRef: {resource: requests.memory}}}
+"""
+
+
+def test_field_and_resource_refs_become_literal_env_values() -> None:
+    """Each fieldRef is the pod's value on its node; resources are in divisor units, rounded up (1 core for 250m)."""
+    (container,) = specs(pod(container=FIELD_ENV))
+    assert dict(container.env) == {
+        "POD": "p", "NS": "default", "APP": "shop", "NOTE": "", "NODE": "n1",
+        "MEM_MI": "64", "CPU_M": "250", "CPU": "1", "MEM_REQ": str(64 << 20),
+    }
+
+
+def test_unknown_or_late_field_paths_and_unset_limits_are_errors() -> None:
+    env = """\
+resources: {limits: {memory: 64Mi}}
+env:
+  - {name: A, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+  - {name: B, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}
+  - {name: C, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
+  - {name: D, valueFrom: {resourceFieldRef: {containerName: nope, resource: limits.memory}}}
+"""
+    assert problems(pod(container=env)) == [
+        "p.yaml:10: Pod/p: spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: status.hostIP is not supported "
+        "by gitops-agent (a node has no single address in the agent config; set the address as a literal value)",
+        "p.yaml:11: Pod/p: spec.containers[0].env[1].valueFrom.fieldRef.fieldPath: unknown fieldPath "
+        "'metadata.uid' (supported: metadata.name, metadata.namespace, metadata.labels['KEY'], "
+        "metadata.annotations['KEY'], spec.nodeName)",
+        "p.yaml:12: Pod/p: spec.containers[0].env[2].valueFrom.resourceFieldRef.resource: container 'main' sets no "
+        "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
+        "p.yaml:13: Pod/p: spec.containers[0].env[3].valueFrom.resourceFieldRef.containerName: 'nope' is not a "
+        "container of this pod",
+    ]
+
+
+# --- end to end on real Podman ----------------------------------------------------------
+
+NS = f"map{os.getpid()}"
+BASE = "clusters/edge"
+
+
+def _deployment() -> str:
+    return f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: shop, namespace: {NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: shop}}}}
+  template:
+    metadata: {{labels: {{app: shop, tier: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      securityContext: {{runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000]}}
+      containers:
+        - name: main
+          image: {WEB1}
+          command: [sleep, "100000"]
+          securityContext: {{capabilities: {{drop: [all]}}, seccompProfile: {{type: RuntimeDefault}}}}
+""" + textwrap.indent(FIELD_ENV, " " * 10)
+
+
+def _status_fields(text: str) -> dict[str, str]:
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
+
+
+def test_mappings_take_effect_on_real_podman(
+    clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One sync; inspect, the cgroup and /proc of the container show shares, reservation, user, groups, no
+    capabilities and the fieldRef values."""
+    svc, repo = clean_podman, git_remote
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo.url, "branch": "main", "path": BASE},
+        "nodes": [{"name": "local", "url": svc.url}],
+        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
+    }))
+    repo.write(f"{BASE}/shop.yaml", _deployment())
+    repo.commit_and_push("shop")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    listed = json.loads(svc.podman("ps", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout)
+    (name,) = [c["Names"][0] for c in listed if not c.get("IsInfra")]
+    host = json.loads(svc.podman("inspect", name).stdout)[0]["HostConfig"]
+    assert (host["CpuShares"], host["MemoryReservation"], host["Memory"]) == (256, 64 << 20, 64 << 20)
+    assert host["CapDrop"] and not host["CapAdd"]
+    status = _status_fields(svc.podman("exec", name, "cat", "/proc/self/status").stdout)
+    assert status["Uid"].split()[0] == "1000" and status["Gid"].split()[0] == "3000"
+    assert status["Groups"].split() == ["4000"]
+    assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+    assert status["Seccomp"] == "2"  # a filter: Podman's default profile
+    # the container's own cgroup (v1 controllers on these machines, see ENVIRONMENT.md)
+    assert svc.podman("exec", name, "cat", "/sys/fs/cgroup/cpu/cpu.shares").stdout.strip() == "256"
+    soft = svc.podman("exec", name, "cat", "/sys/fs/cgroup/memory/memory.soft_limit_in_bytes").stdout
+    assert int(soft) == 64 << 20
+    env = dict(line.partition("=")[::2] for line in svc.podman("exec", name, "env").stdout.splitlines())
+    assert {k: env[k] for k in ("NS", "APP", "NOTE", "NODE", "MEM_MI", "CPU_M", "CPU", "MEM_REQ")} == {
+        "NS": NS, "APP": "shop", "NOTE": "", "NODE": "local",
+        "MEM_MI": "64", "CPU_M": "250", "CPU": "1", "MEM_REQ": str(64 << 20),
+    }
+    assert env["POD"] in {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)}
+    assert env["POD"].startswith("shop-")
