@@ -529,11 +529,8 @@ def _pod(
             if p.host_port:
                 ports.append(PortMapping(p.host_port, p.container_port, p.protocol.lower()))
     for s in () if t.host_network else services:
-        if s.type != "NodePort":
-            continue
-        for sp in s.ports:
-            if sp.node_port:
-                ports.append(PortMapping(sp.node_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
+        for host_port, sp in s.published():
+            ports.append(PortMapping(host_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
     containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
     used = {n for c in containers for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
     hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]

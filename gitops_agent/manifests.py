@@ -132,7 +132,7 @@ def parse(
             break
         documents.extend(_read_file(file, limits, problems))
 
-    entries = [(document, _check_document(document)) for document in documents]
+    entries = _allocate_node_ports([(document, _check_document(document)) for document in documents])
     _check_revision(entries, policy)
     _check_capacity([(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)], tuple(nodes), node_limits)
     problems.extend(problem for document in documents for problem in document.problems)
@@ -1227,6 +1227,47 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]], policy
     _check_host_ports(workloads, services)
 
 
+_NODE_PORTS = (30000, 32767)  # Kubernetes' default service-node-port-range
+
+
+def _allocate_node_ports(
+    entries: list[tuple[_Document, model.Object | None]]
+) -> list[tuple[_Document, model.Object | None]]:
+    """Each NodePort Service port without a nodePort gets one, as Kubernetes would allocate it, but
+    deterministic: the port a hash of namespace, name, port and protocol picks in 30000-32767, or the next free
+    one after it (wrapping) if a given nodePort, a hostPort or an earlier allocation holds it; allocations are
+    made in the order of the picked ports, so a port moves only if a newly added Service picks the same one
+    and sorts first. The same revision always gets the same ports; `status` shows them."""
+    low, high = _NODE_PORTS
+    taken = {(p.node_port, p.protocol) for _, o in entries if isinstance(o, model.Service) and o.type == "NodePort"
+             for p in o.ports if p.node_port}
+    taken |= {(port.host_port, port.protocol) for _, o in entries if isinstance(o, model.Workload)
+              for c in o.template.containers for port in c.ports if port.host_port}
+    wanted: list[tuple[int, str, model.Service, int, _Document]] = []
+    for doc, obj in entries:
+        if isinstance(obj, model.Service) and obj.type == "NodePort":
+            for i, port in enumerate(obj.ports):
+                if port.node_port is None:
+                    key = f"{obj.ref.namespace}/{obj.ref.name}/{port.port}/{port.protocol}"
+                    pick = low + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (high - low + 1)
+                    wanted.append((pick, key, obj, i, doc))
+    chosen: dict[tuple[model.ObjectRef, int], int] = {}
+    for pick, _, service, i, doc in sorted(wanted, key=lambda w: (w[0], w[1])):
+        protocol = service.ports[i].protocol
+        port = next((low + (pick - low + step) % (high - low + 1) for step in range(high - low + 1)
+                     if (low + (pick - low + step) % (high - low + 1), protocol) not in taken), None)
+        if port is None:
+            doc.report(("spec", "ports", i), f"no free node port is left in {low}-{high} for {protocol}")
+            continue
+        taken.add((port, protocol))
+        chosen[(service.ref, i)] = port
+    if not chosen:
+        return entries
+    return [(doc, replace(obj, ports=tuple(
+                replace(p, node_port=chosen.get((obj.ref, i), p.node_port)) for i, p in enumerate(obj.ports))))
+            if isinstance(obj, model.Service) else (doc, obj) for doc, obj in entries]
+
+
 def _check_pod_name_clashes(docs: Iterable[_Document]) -> None:
     """A Deployment and a DaemonSet of one name and namespace would give their pods the same names."""
     owners: dict[tuple[str, str], _Document] = {}
@@ -1459,11 +1500,12 @@ def _check_service(doc: _Document, service: model.Service, workloads: list[model
                 message = f"targetPort {port.target_port!r} is not a container port name of {owner}"
                 doc.report(("spec", "ports", i, "targetPort"), message)
     pods = sum(workload.replicas for workload in selected)
-    if service.type == "NodePort" and pods > 1:
+    if service.published() and pods > 1:
         described = ", ".join(f"{w.replicas} of {w.ref.kind}/{w.ref.name}" for w in selected if w.replicas)
         doc.report(
             ("spec", "selector"),
-            f"a NodePort Service selects {pods} pods ({described}), but only one pod on a node can own a node port",
+            f"a {service.type} Service selects {pods} pods ({described}), but only one pod on a node can own "
+            "a node port",
         )
 
 
@@ -1497,14 +1539,14 @@ def _check_host_ports(
                 claims.append(claim)
                 _check_single_owner(claim, workload, f"hostPort {port.host_port}/{port.protocol}")
     for doc, service in services:
-        if service.type != "NodePort":
-            continue
-        for i, sport in enumerate(service.ports):
-            assert sport.node_port is not None  # required by the schema for NodePort
-            claim = _HostPort(sport.node_port, sport.protocol, doc, ("spec", "ports", i, "nodePort"))
+        key = "nodePort" if service.type == "NodePort" else "port"
+        for host_port, sport in service.published():
+            i = service.ports.index(sport)
+            path = ("spec", "ports", i, key) if key in doc.body["spec"]["ports"][i] else ("spec", "ports", i)
+            claim = _HostPort(host_port, sport.protocol, doc, path)
             claims.append(claim)
             for workload in (w for _, w in workloads if _selects(service, w) and w.replicas > 0):
-                what = f"nodePort {sport.node_port}/{sport.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
+                what = f"{key} {host_port}/{sport.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
                 _check_surge(claim, workload, what)
 
     owners: dict[tuple[int, str], _HostPort] = {}

@@ -343,7 +343,16 @@ class Service:
     origin: Origin
     selector: Mapping[str, str]
     ports: tuple[ServicePort, ...] = ()
-    type: str = "ClusterIP"  # "ClusterIP" | "NodePort"
+    type: str = "ClusterIP"  # "ClusterIP" | "NodePort" | "LoadBalancer"
+
+    def published(self) -> tuple[tuple[int, ServicePort], ...]:
+        """(port on the node, Service port) for each port the Service publishes on the node: a NodePort's
+        nodePort (given or allocated), a LoadBalancer's own port (k3s's ServiceLB on a node without a cloud)."""
+        if self.type == "NodePort":
+            return tuple((p.node_port, p) for p in self.ports if p.node_port)
+        if self.type == "LoadBalancer":
+            return tuple((p.port, p) for p in self.ports)
+        return ()
 
 
 Object = Namespace | ConfigData | Claim | Workload | Service

@@ -12,7 +12,7 @@ from .agent import Agent, _failure_message
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import Problem
 from .live import LiveState
-from .model import Object
+from .model import Object, Service
 from .plan import unknown_secrets
 from .rollout import PROGRESSING, ROLLING_BACK
 
@@ -133,6 +133,11 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             if any(o.ref.name in ps.aliases for ps in w.pods[:1])
         )
         entry.update(endpoints=endpoints, state="Ready" if endpoints else "NoEndpoints")
+        published = o.published() if isinstance(o, Service) else ()
+        if published:  # the node ports (given or allocated) and, for a LoadBalancer, the address it is served at
+            entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in published]
+        if published and o.type == "LoadBalancer":
+            entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in published]
     return entry
 
 

@@ -590,8 +590,8 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
     ]
 
 
-def test_nodeport_must_be_explicit() -> None:
-    """A NodePort Service without nodePort says that gitops-agent does not allocate node ports."""
+def test_nodeport_may_be_left_out() -> None:
+    """A NodePort Service without nodePort is valid: the agent allocates one."""
     service = y("""
         apiVersion: v1
         kind: Service
@@ -602,10 +602,8 @@ def test_nodeport_must_be_explicit() -> None:
           ports:
             - port: 80
     """)
-    assert problems({"s.yaml": service}) == [
-        "s.yaml:8: Service/web: spec.ports[0]: a NodePort Service must set nodePort explicitly: "
-        "gitops-agent does not allocate node ports (unlike Kubernetes)",
-    ]
+    (svc,) = ok({"s.yaml": service}).objects
+    assert isinstance(svc, model.Service) and svc.ports[0].node_port is not None  # allocated (test_mappings.py)
 
 
 def test_secret_type_and_base64_are_checked() -> None:

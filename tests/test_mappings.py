@@ -203,6 +203,56 @@ env:
     ]
 
 
+# --- Service types --------------------------------------------------------------------
+
+
+def service(name: str, spec: str, selector: str = "app: shop") -> str:
+    return f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{{selector}}}\n{spec}"
+
+
+def services_of(revision: model.Revision) -> dict[str, model.Service]:
+    return {o.ref.name: o for o in revision.objects if isinstance(o, model.Service)}
+
+
+def test_nodeport_without_nodeport_gets_a_deterministic_free_port() -> None:
+    """The allocated port is the same on every parse, in 30000-32767, and never one already taken."""
+    text = pod() + service("a", "  type: NodePort\n  ports: [{name: x, port: 80}, {name: y, port: 81}]\n")
+    first = services_of(parsed(text))["a"]
+    ports = [p.node_port for p in first.ports]
+    assert all(p is not None and 30000 <= p <= 32767 for p in ports) and len(set(ports)) == 2
+    assert services_of(parsed(text))["a"] == first
+    # the picked port given explicitly to another Service: the allocation moves to the next free one
+    taken = ports[0]
+    other = service("b", f"  type: NodePort\n  ports: [{{port: 90, nodePort: {taken}}}]\n", "app: other")
+    moved = services_of(parsed(text + other))["a"].ports[0].node_port
+    assert moved != taken and moved is not None and 30000 <= moved <= 32767
+    assert services_of(parsed(text + other))["b"].ports[0].node_port == taken
+    (workload,) = compile_node(parsed(text), NODE, (NODE,)).workloads
+    assert {(m.host_port, m.container_port) for m in workload.pods[0].ports} == {(ports[0], 80), (ports[1], 81)}
+
+
+def test_load_balancer_publishes_its_port_and_headless_and_external_name() -> None:
+    """A LoadBalancer publishes `port` on the node with NodePort's one-owner rules; clusterIP None is accepted;
+    ExternalName says why not."""
+    lb = service("lb", "  type: LoadBalancer\n  clusterIP: None\n  ports: [{port: 8443, targetPort: 8080}]\n")
+    (workload,) = compile_node(parsed(pod() + lb), NODE, (NODE,)).workloads
+    assert [(m.host_port, m.container_port, m.protocol) for m in workload.pods[0].ports] == [(8443, 8080, "tcp")]
+    deployment = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: 2\n"
+                  "  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n"
+                  "    spec:\n      containers: [{name: main, image: app:1}]\n")
+    assert problems(deployment + lb) == [
+        "p.yaml:16: Service/lb: spec.selector: a LoadBalancer Service selects 2 pods (2 of Deployment/d), but only "
+        "one pod on a node can own a node port",
+        "p.yaml:19: Service/lb: spec.ports[0].port: port 8443/TCP is served by Deployment/d: a RollingUpdate with "
+        "maxSurge 25% starts the new pod while the old one still holds the port; use strategy Recreate or maxSurge: 0",
+    ]
+    assert problems(pod() + service("e", "  type: ExternalName\n  ports: [{port: 80}]\n")) == [
+        "p.yaml:14: Service/e: spec.type: must be ClusterIP, NodePort or LoadBalancer (ExternalName is not supported "
+        "by gitops-agent: aardvark-dns, Podman's DNS server, answers only with container addresses and cannot serve "
+        "a DNS alias)",
+    ]
+
+
 # --- end to end on real Podman ----------------------------------------------------------
 
 NS = f"map{os.getpid()}"
