@@ -24,7 +24,7 @@ from gitops_agent.desired import ContainerSpec, compile_node, cpu_shares
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body
-from podman_env import WEB1
+from podman_env import WEB1, http_get
 
 NODE = NodeConfig("n1", labels={"zone": "a"})
 COMMIT = "main@sha1:" + "a" * 40
@@ -256,6 +256,7 @@ def test_load_balancer_publishes_its_port_and_headless_and_external_name() -> No
 # --- end to end on real Podman ----------------------------------------------------------
 
 NS = f"map{os.getpid()}"
+LB_PORT = 20000 + os.getpid() % 5000  # published on this machine's loopback: unique to the test run
 BASE = "clusters/edge"
 
 
@@ -281,7 +282,31 @@ spec:
           image: {WEB1}
           command: [sleep, "100000"]
           securityContext: {{capabilities: {{drop: [all]}}, seccompProfile: {{type: RuntimeDefault}}}}
-""" + textwrap.indent(FIELD_ENV, " " * 10)
+""" + textwrap.indent(FIELD_ENV, " " * 10) + f"""\
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  replicas: 1
+  strategy: {{type: Recreate}}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{{name: web, image: {WEB1}, command: [httpd, -f, -p, "8080", -h, /www]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: lb, namespace: {NS}}}
+spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: {LB_PORT}, targetPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: np, namespace: {NS}}}
+spec: {{type: NodePort, clusterIP: None, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"""
 
 
 def _status_fields(text: str) -> dict[str, str]:
@@ -302,9 +327,11 @@ def test_mappings_take_effect_on_real_podman(
     }))
     repo.write(f"{BASE}/shop.yaml", _deployment())
     repo.commit_and_push("shop")
-    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    code = main(["sync", "--config", str(cfg)])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
     listed = json.loads(svc.podman("ps", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout)
-    (name,) = [c["Names"][0] for c in listed if not c.get("IsInfra")]
+    (name,) = [c["Names"][0] for c in listed if not c.get("IsInfra") and c["Names"][0].startswith("shop-")]
     host = json.loads(svc.podman("inspect", name).stdout)[0]["HostConfig"]
     assert (host["CpuShares"], host["MemoryReservation"], host["Memory"]) == (256, 64 << 20, 64 << 20)
     assert host["CapDrop"] and not host["CapAdd"]
@@ -324,3 +351,12 @@ def test_mappings_take_effect_on_real_podman(
     }
     assert env["POD"] in {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)}
     assert env["POD"].startswith("shop-")
+
+    # the LoadBalancer's port and the allocated node port answer on the node; status shows both
+    assert http_get(LB_PORT) == "1\n"
+    assert main(["status", "--config", str(cfg), "--output", "json"]) == 0
+    shown = {o["name"]: o for o in json.loads(capsys.readouterr().out)["objects"] if o["kind"] == "Service"}
+    assert shown["lb"]["nodePorts"] == [f"{LB_PORT}/TCP"] and shown["lb"]["loadBalancer"] == [f"local:{LB_PORT}/TCP"]
+    (node_port,) = shown["np"]["nodePorts"]
+    assert 30000 <= int(node_port.removesuffix("/TCP")) <= 32767 and "loadBalancer" not in shown["np"]
+    assert http_get(int(node_port.removesuffix("/TCP"))) == "1\n"
