@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from .config import NodeConfig
@@ -50,6 +50,7 @@ from .model import (
 
 LABEL_PREFIX = "io.gitops-agent"
 MANAGED = f"{LABEL_PREFIX}.managed"
+PRE_STOP = f"{LABEL_PREFIX}.pre-stop"  # a container's preStop hook, JSON {"command": [...], "timeout": seconds}
 L_NAMESPACE = f"{LABEL_PREFIX}.namespace"
 L_KIND = f"{LABEL_PREFIX}.kind"
 L_NAME = f"{LABEL_PREFIX}.name"
@@ -143,6 +144,7 @@ class ContainerSpec:
     host_pid: bool = False
     host_ipc: bool = False
     host_uts: bool = False  # with the host network, as Kubernetes does: the node's hostname
+    post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
+    "post_start": None, "pre_stop": None,
 }
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
@@ -694,7 +697,8 @@ def _container(
         memory_bytes=c.resources.memory_bytes,
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
         memory_reservation=effective_requests(c).memory_bytes,
-        labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
+        labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name,
+                **_pre_stop_label(c, w.template.termination_grace_period_seconds)},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         host_mounts=tuple(host_mounts),
@@ -709,7 +713,24 @@ def _container(
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
         host_uts=w.template.host_network,
+        post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
     )
+
+
+def hook_command(hook: Probe | None, grace: int) -> tuple[str, ...]:
+    """The command a lifecycle hook runs in its container: exec as is, httpGet by the probe's script, with the
+    grace period (at least 1 s) as its timeout; () for no hook."""
+    if hook is None:
+        return ()
+    return probe_command(replace(hook, timeout_seconds=max(1, grace)))
+
+
+def _pre_stop_label(c: Container, grace: int) -> dict[str, str]:
+    """The preStop hook, kept on the container itself: the pod may be stopped by an agent whose revision no
+    longer has its template."""
+    if c.pre_stop is None:
+        return {}
+    return {PRE_STOP: json.dumps({"command": list(hook_command(c.pre_stop, grace)), "timeout": grace})}
 
 
 def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:

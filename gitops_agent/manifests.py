@@ -903,6 +903,11 @@ def _container(
         if key in container
     }
     limits = _resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {}))
+    hooks = {
+        field_name: _probe(doc, path + ("lifecycle", key), container["lifecycle"][key], container["name"], ports)
+        for key, field_name in (("postStart", "post_start"), ("preStop", "pre_stop"))
+        if key in container.get("lifecycle", {})
+    }
     return model.Container(
         name=container["name"],
         image=container["image"],
@@ -921,6 +926,7 @@ def _container(
         ),
         working_dir=container.get("workingDir"),
         **probes,
+        **hooks,
         **_security_context(doc, path + ("securityContext",), container.get("securityContext", {}), pod_context),
     )
 

@@ -168,6 +168,8 @@ class Container:
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
+    post_start: Probe | None = None  # lifecycle hooks: action "exec" or "httpGet", Probe's defaults for the rest
+    pre_stop: Probe | None = None
     # securityContext; capability names without the CAP_ prefix ("NET_ADMIN", or "ALL")
     privileged: bool = False
     cap_add: tuple[str, ...] = ()

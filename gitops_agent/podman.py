@@ -30,7 +30,7 @@ import podman
 import podman.errors
 import requests
 
-from .desired import MANAGED, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
+from .desired import MANAGED, PRE_STOP, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec
 from .errors import NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 
@@ -241,16 +241,48 @@ class Node:
             for c in spec.containers:
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
             self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
+            for c in spec.containers:
+                if c.post_start:
+                    self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _post_start(self, container: str, command: tuple[str, ...], timeout: float) -> None:
+        """A container's postStart hook; its failure fails the pod (Kubernetes kills the container). Its output
+        is not shown: it may hold a Secret's value."""
+        code, _ = self.exec(container, command, timeout)
+        if code != 0:
+            how = f"timed out after {timeout:g}s" if code is None else f"exited {code}"
+            raise NodeError(self.name, f"the postStart hook of container {container} {how}")
+
+    def _pre_stop(self, pod: str) -> None:
+        """Run the preStop hooks of a pod's running containers, each bounded by its grace period, before the
+        pod is stopped (the stop timeout starts after them, as the kubelet does). A hook that fails or
+        times out does not keep the pod from stopping."""
+        filters = json.dumps({"pod": [pod], "label": [PRE_STOP], "status": ["running"]})
+        for c in self._call("GET", "/containers/json", f"list containers of pod {pod}", params={"filters": filters}) or []:
+            try:
+                hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
+                command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
+            except (ValueError, KeyError, TypeError):
+                continue  # not a label this agent wrote
+            try:
+                self.exec(c["Id"], command, max(1.0, timeout))
+            except NodeUnreachable:
+                raise
+            except NodeError:
+                pass  # the container went away meanwhile: nothing left to run the hook in
 
     def start_pod(self, name: str) -> None:
         self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
 
     def remove_pod(self, name: str, stop_timeout: int | None = None) -> None:
         """Stop (SIGTERM, then SIGKILL after `stop_timeout` seconds; None: each container's own
-        stop timeout, i.e. the terminationGracePeriodSeconds it was created with) and remove."""
+        stop timeout, i.e. the terminationGracePeriodSeconds it was created with) and remove. The
+        containers' preStop hooks run first, unless `stop_timeout` is 0 (a forced removal)."""
+        if stop_timeout != 0:
+            self._pre_stop(name)
         self.stop_pod(name, stop_timeout)
         self.delete_pod(name)
 

@@ -437,14 +437,14 @@ def test_no_files_is_an_empty_revision() -> None:
 
 def test_unsupported_field_differs_from_unknown_field() -> None:
     """A known Kubernetes field is 'not supported by gitops-agent'; a misspelt one is 'unknown'."""
-    text = deployment(container_patch="imagee: nginx\nlifecycle: {}\n").replace(
+    text = deployment(container_patch="imagee: nginx\nstdin: true\n").replace(
         "      containers:", "      hostUsers: false\n      containers:"
     )
     assert problems({"d.yaml": text}) == [
         "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent",
         "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
-        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].lifecycle: "
-        "field 'lifecycle' is not supported by gitops-agent",
+        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].stdin: "
+        "field 'stdin' is not supported by gitops-agent",
     ]
 
 

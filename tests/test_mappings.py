@@ -20,7 +20,7 @@ import yaml
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import ContainerSpec, compile_node, cpu_shares
+from gitops_agent.desired import PRE_STOP, ContainerSpec, compile_node, cpu_shares, volume_name
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body
@@ -360,3 +360,82 @@ def test_mappings_take_effect_on_real_podman(
     (node_port,) = shown["np"]["nodePorts"]
     assert 30000 <= int(node_port.removesuffix("/TCP")) <= 32767 and "loadBalancer" not in shown["np"]
     assert http_get(int(node_port.removesuffix("/TCP"))) == "1\n"
+
+
+# --- lifecycle hooks ---------------------------------------------------------------------
+
+
+def test_lifecycle_hooks_become_a_post_start_command_and_a_pre_stop_label() -> None:
+    """exec runs as written, httpGet by the probe script with the grace period as its timeout; preStop is kept
+    on the container (a later revision may no longer have the template when it stops the pod)."""
+    text = pod(spec="terminationGracePeriodSeconds: 7\n", container="""\
+ports: [{name: http, containerPort: 8080}]
+lifecycle:
+  postStart: {exec: {command: [sh, -c, "echo up > /tmp/up"]}}
+  preStop: {httpGet: {path: /quit, port: http}}
+""")
+    (container,) = specs(text)
+    assert container.post_start == ("sh", "-c", "echo up > /tmp/up")
+    hook = json.loads(container.labels[PRE_STOP])
+    assert hook["timeout"] == 7 and hook["command"][:2] == ["/bin/sh", "-c"]
+    assert "curl -fsSkg -o /dev/null -m 7 'http://127.0.0.1:8080/quit'" in hook["command"][2]
+    assert PRE_STOP not in specs(pod())[0].labels and specs(pod())[0].post_start == ()
+    assert problems(pod(container="lifecycle: {preStop: {sleep: {seconds: 5}}}\n")) == [
+        "p.yaml:8: Pod/p: spec.containers[0].lifecycle.preStop.sleep: field 'sleep' is not supported by "
+        "gitops-agent (use exec with command [sleep, N])",
+    ]
+
+
+HOOKED = f"""\
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: log, namespace: {NS}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Mi}}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: hooked, namespace: {NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: hooked}}}}
+  template:
+    metadata: {{labels: {{app: hooked}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: main
+          image: {WEB1}
+          command: [sh, -c, 'trap "echo TERM >> /data/log; exit 0" TERM; while true; do sleep 0.1; done']
+          volumeMounts: [{{name: log, mountPath: /data}}]
+          lifecycle:
+            postStart: {{exec: {{command: [sh, -c, "echo postStart >> /data/log"]}}}}
+            preStop: {{exec: {{command: [sh, -c, "echo preStop >> /data/log"]}}}}
+      volumes: [{{name: log, persistentVolumeClaim: {{claimName: log}}}}]
+"""
+
+
+def test_pre_stop_runs_before_the_container_is_signalled_on_real_podman(
+    clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """postStart runs once the pod started; removing the Deployment runs preStop first, then SIGTERM."""
+    svc, repo = clean_podman, git_remote
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo.url, "branch": "main", "path": BASE},
+        "nodes": [{"name": "local", "url": svc.url}],
+        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
+    }))
+    namespace = f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+    repo.write(f"{BASE}/ns.yaml", namespace)
+    repo.write(f"{BASE}/hooked.yaml", HOOKED)
+    repo.commit_and_push("hooked")
+    code = main(["sync", "--config", str(cfg)])
+    assert code == 0, capsys.readouterr().err
+    mountpoint = Path(json.loads(svc.podman("volume", "inspect", volume_name(NS, "log")).stdout)[0]["Mountpoint"])
+    assert (mountpoint / "log").read_text() == "postStart\n"
+    claim = HOOKED.split("---\n")[0]
+    repo.write(f"{BASE}/hooked.yaml", claim)  # the Deployment is gone: its pod is removed, the claim stays
+    repo.commit_and_push("no more hooked")
+    code = main(["sync", "--config", str(cfg)])
+    assert code == 0, capsys.readouterr().err
+    assert (mountpoint / "log").read_text() == "postStart\npreStop\nTERM\n"
