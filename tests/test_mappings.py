@@ -309,6 +309,17 @@ spec: {{type: NodePort, clusterIP: None, selector: {{app: web}}, ports: [{{port:
 """
 
 
+def agent_config(tmp_path: Path, repo_url: str, node_url: str) -> Path:
+    """An agent config for one node `local` syncing BASE of the test repository."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo_url, "branch": "main", "path": BASE},
+        "nodes": [{"name": "local", "url": node_url}],
+        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
+    }))
+    return cfg
+
+
 def _status_fields(text: str) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
 
@@ -319,12 +330,7 @@ def test_mappings_take_effect_on_real_podman(
     """One sync; inspect, the cgroup and /proc of the container show shares, reservation, user, groups, no
     capabilities and the fieldRef values."""
     svc, repo = clean_podman, git_remote
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}],
-        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
-    }))
+    cfg = agent_config(tmp_path, repo.url, svc.url)
     repo.write(f"{BASE}/shop.yaml", _deployment())
     repo.commit_and_push("shop")
     code = main(["sync", "--config", str(cfg)])
@@ -419,12 +425,7 @@ def test_pre_stop_runs_before_the_container_is_signalled_on_real_podman(
 ) -> None:
     """postStart runs once the pod started; removing the Deployment runs preStop first, then SIGTERM."""
     svc, repo = clean_podman, git_remote
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}],
-        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
-    }))
+    cfg = agent_config(tmp_path, repo.url, svc.url)
     namespace = f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     repo.write(f"{BASE}/ns.yaml", namespace)
     repo.write(f"{BASE}/hooked.yaml", HOOKED)
