@@ -41,10 +41,13 @@ from .model import (
     NodeRollout,
     ObjectRef,
     Probe,
+    Requirement,
     ResourceFieldRef,
     Resources,
     Revision,
     Service,
+    Taint,
+    Toleration,
     Workload,
 )
 
@@ -259,7 +262,10 @@ def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigDa
 # Fields added to the model after template hashes were first used on nodes, with their defaults.
 # At their default they are left out of the hash, so that upgrading the agent does not replace
 # every pod; set to anything else, they are hashed like every other field.
-_ADDED_TEMPLATE_FIELDS: dict[str, Any] = {"host_network": False, "host_pid": False, "host_ipc": False}
+_ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
+    "host_network": False, "host_pid": False, "host_ipc": False,
+    "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (),
+}
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
@@ -415,33 +421,109 @@ def node_matches(node: NodeConfig, selector: Mapping[str, str]) -> bool:
     return all(node.labels.get(k) == v for k, v in selector.items())
 
 
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def node_labels(node: NodeConfig) -> dict[str, str]:
+    """The labels affinity sees: the config's, kubernetes.io/hostname as the node's name unless the config sets it,
+    and the node's name as metadata.name (matchFields)."""
+    return {HOSTNAME_LABEL: node.name, **node.labels, "metadata.name": node.name}
+
+
+def requirement_met(req: Requirement, labels: Mapping[str, str]) -> bool:
+    """Kubernetes' nodeSelectorRequirement; Gt/Lt compare integers, a non-integer label value meets neither."""
+    value = labels.get(req.key)
+    if req.operator == "In":
+        return value in req.values
+    if req.operator == "NotIn":
+        return value not in req.values
+    if req.operator == "Exists":
+        return value is not None
+    if req.operator == "DoesNotExist":
+        return value is None
+    if value is None or not re.fullmatch(r"-?[0-9]+", value):
+        return False
+    return int(value) > int(req.values[0]) if req.operator == "Gt" else int(value) < int(req.values[0])
+
+
+def term_met(term: tuple[Requirement, ...], labels: Mapping[str, str]) -> bool:
+    """All requirements of a term; an empty term matches no node, as in Kubernetes."""
+    return bool(term) and all(requirement_met(r, labels) for r in term)
+
+
+def tolerated(taint: Taint, tolerations: Iterable[Toleration]) -> bool:
+    return any(
+        (t.key == taint.key or (t.key == "" and t.operator == "Exists"))
+        and (t.operator == "Exists" or t.value == taint.value)
+        and t.effect in ("", taint.effect)
+        for t in tolerations
+    )
+
+
+def eligible(workload: Workload, node: NodeConfig) -> bool:
+    """The node satisfies the workload's nodeSelector and required nodeAffinity, and its pods tolerate every
+    NoSchedule / NoExecute taint of the node."""
+    t = workload.template
+    labels = node_labels(node)
+    return (
+        node_matches(node, t.node_selector)
+        and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
+        and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
+    )
+
+
+def preference(workload: Workload, node: NodeConfig) -> int:
+    """The node's score as a tie-breaker of the spread: the weights of the preferred nodeAffinity terms it meets,
+    less 100 per untolerated PreferNoSchedule taint."""
+    labels = node_labels(node)
+    t = workload.template
+    score = sum(weight for weight, term in t.preferred_affinity if term_met(term, labels))
+    return score - 100 * sum(
+        1 for taint in node.taints if taint.effect == "PreferNoSchedule" and not tolerated(taint, t.tolerations)
+    )
+
+
 def matching_nodes(workload: Workload, nodes: Iterable[NodeConfig]) -> list[str]:
-    """Names of the nodes whose labels satisfy the workload's nodeSelector, in name order."""
-    return sorted(n.name for n in nodes if node_matches(n, workload.template.node_selector))
+    """Names of the nodes the workload may run on (`eligible`), the preferred first (`preference`), then in
+    name order: a pure function of the config and the template, so placement never reshuffles by itself."""
+    ranked = sorted((-preference(workload, n), n.name) for n in nodes if eligible(workload, n))
+    return [name for _, name in ranked]
 
 
 def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
-    """Workloads whose nodeSelector matches no configured node: a clear status, not a crash."""
+    """Workloads whose nodeSelector, affinity and tolerations match no configured node, or with more replicas
+    than nodes under a podAntiAffinity: a clear status, not a crash."""
+    nodes = tuple(nodes)
     warnings = []
     for w in (o for o in rev.objects if isinstance(o, Workload)):
-        if matching_nodes(w, nodes) or (w.ref.kind == "Deployment" and w.replicas == 0):
+        matching = matching_nodes(w, nodes)
+        if w.ref.kind == "Deployment" and w.template.one_per_node and 0 < len(matching) < w.replicas:
+            warnings.append(f"{w.ref}: podAntiAffinity allows one pod per node and {len(matching)} node(s) "
+                            f"match; {w.replicas - len(matching)} of {w.replicas} replica(s) not placed")
+        if matching or (w.ref.kind == "Deployment" and w.replicas == 0):
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
-        warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
+        if w.template.node_affinity or w.template.tolerations or any(n.taints for n in nodes):
+            warnings.append(f"{w.ref}: no node matches its nodeSelector, nodeAffinity and tolerations; {what}")
+        else:
+            warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
     return warnings
 
 
 def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> int:
     """Pods of `workload` on `node`. A DaemonSet runs one on every matching
-    node. A Deployment spreads `replicas` evenly over the matching nodes, in
-    node-name order, the first nodes taking the remainder: deterministic, so an
+    node. A Deployment spreads `replicas` evenly over the matching nodes, the
+    preferred first, then in node-name order, the first nodes taking the
+    remainder (with podAntiAffinity: one per node at most): deterministic, so an
     unchanged Deployment is never reshuffled between syncs."""
     matching = matching_nodes(workload, nodes)
     if node.name not in matching:
         return 0
     if workload.ref.kind == "DaemonSet":
         return 1
+    if workload.template.one_per_node:
+        return 1 if matching.index(node.name) < workload.replicas else 0
     base, extra = divmod(workload.replicas, len(matching))
     return base + (1 if matching.index(node.name) < extra else 0)
 

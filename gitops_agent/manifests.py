@@ -26,7 +26,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from . import desired, model
+from . import config, desired, model
 from .config import NodeConfig
 from .errors import Problem, RevisionRejected, SourceUnavailable, quote_path
 
@@ -850,7 +849,63 @@ def _pod_template(
         host_network=spec.get("hostNetwork", False),
         host_pid=spec.get("hostPID", False),
         host_ipc=spec.get("hostIPC", False),
+        **_placement(doc, prefix, spec, labels),
     )
+
+
+def _placement(doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The PodTemplate fields of `affinity` and `tolerations`, with Kubernetes' checks of the operators."""
+    affinity = spec.get("affinity", {})
+    node = affinity.get("nodeAffinity", {})
+    path = prefix + ("affinity", "nodeAffinity")
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", ())
+    preferred = node.get("preferredDuringSchedulingIgnoredDuringExecution", ())
+    anti = affinity.get("podAntiAffinity", {})
+    anti_terms = [(prefix + ("affinity", "podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution", i), t)
+                  for i, t in enumerate(anti.get("requiredDuringSchedulingIgnoredDuringExecution", ()))]
+    anti_terms += [(prefix + ("affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", i,
+                              "podAffinityTerm"), t["podAffinityTerm"])
+                   for i, t in enumerate(anti.get("preferredDuringSchedulingIgnoredDuringExecution", ()))]
+    for term_path, term in anti_terms:
+        wanted = term["labelSelector"]["matchLabels"]
+        if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
+            doc.report(term_path + ("labelSelector",), "must select this workload's own pods (a subset of its "
+                       "labels): gitops-agent places each workload on its own, so only anti-affinity of a "
+                       "workload's own pods is supported")
+    required_path = path + ("requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+    preferred_path = path + ("preferredDuringSchedulingIgnoredDuringExecution",)
+    return {
+        "node_affinity": tuple(_term(doc, required_path + (i,), t) for i, t in enumerate(required)),
+        "preferred_affinity": tuple(
+            (p["weight"], _term(doc, preferred_path + (i, "preference"), p["preference"]))
+            for i, p in enumerate(preferred)
+        ),
+        "one_per_node": bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution")),
+        "tolerations": tuple(
+            model.Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""), t.get("effect", ""))
+            for t in spec.get("tolerations", ())
+        ),
+    }
+
+
+def _term(doc: _Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Requirement, ...]:
+    """A nodeSelectorTerm's requirements (ANDed); matchFields name the node as metadata.name."""
+    requirements = []
+    for field_name in ("matchExpressions", "matchFields"):
+        for i, req in enumerate(term.get(field_name, ())):
+            where = path + (field_name, i)
+            values = tuple(req.get("values", ()))
+            operator = req["operator"]
+            if field_name == "matchFields" and req["key"] != "metadata.name":
+                doc.report(where + ("key",), "must be metadata.name, the only node field there is")
+            if operator in ("In", "NotIn") and not values:
+                doc.report(where + ("values",), f"must have at least one value for operator {operator}")
+            elif operator in ("Exists", "DoesNotExist") and values:
+                doc.report(where + ("values",), f"must be empty for operator {operator}")
+            elif operator in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"-?[0-9]+", values[0])):
+                doc.report(where + ("values",), f"must be one integer for operator {operator}")
+            requirements.append(model.Requirement(req["key"], operator, values))
+    return tuple(requirements)
 
 
 def _check_resource_refs(doc: _Document, prefix: JsonPath, containers: tuple[model.Container, ...]) -> None:
@@ -1117,13 +1172,6 @@ def _capabilities(doc: _Document, path: JsonPath, names: list[str]) -> tuple[str
     return result
 
 
-_QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
-    "": 1, "m": Decimal("0.001"),
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-}
-
-
 # The range the node accepts, in sub-units, and why the minimum. CPU becomes a CFS quota of millicores x
 # 100 us per 100 ms period: the kernel refuses a quota under 1 ms (Podman: "cannot be less than 1ms") or
 # over 2^44-1 us. Memory: runc's own start needs about 2.5 MB in the container's cgroup, so a limit of
@@ -1167,12 +1215,7 @@ def _quantity(
     """A schema-valid quantity in whole (rounded-up) sub-units: millicores for CPU, bytes for memory."""
     if quantity is None:
         return None
-    if isinstance(quantity, str):  # schema-valid: digits, at most one ".", an optional suffix
-        number = quantity.rstrip("kKMGTPEim")
-        suffix = quantity[len(number):]
-    else:
-        number, suffix = repr(quantity), ""
-    amount = math.ceil(Decimal(number) * _QUANTITY_SUFFIXES[suffix] * per_unit)
+    amount = config.quantity(quantity, per_unit)  # schema-valid: digits, at most one ".", an optional suffix
     if amount <= 0 and bounds[0] == 0:
         return None  # a zero request claims nothing
     if amount <= 0:
@@ -1385,6 +1428,31 @@ def _check_capacity(
         shown += f" and {len(full) - 3} more" if len(full) > 3 else ""
         report(largest(per_node[full[0][1]]), f"{len(full)} node(s) would run more than limits.maxPodsPerNode "
                                               f"({limits.max_pods_per_node}) pods: {shown}")
+    for node in nodes:
+        _check_requests(node, [(count, doc, w) for (count, doc), (_, w) in zip(per_node[node.name], workloads)])
+
+
+def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.Workload]]) -> None:
+    """The pods placed on a node that declares a capacity request no more than it (Kubernetes' scheduler
+    would leave them pending; here the revision is rejected, naming the node)."""
+    for resource, capacity, show in (("cpu", node.cpu_millis, lambda m: f"{m}m"),
+                                     ("memory", node.memory_bytes, lambda b: f"{b} bytes")):
+        if capacity is None:
+            continue
+        asks = [(count * sum(_request(c, resource) for c in w.template.containers), doc, w)
+                for count, doc, w in placed if count]
+        total = sum(amount for amount, _, _ in asks)
+        if total <= capacity:
+            continue
+        amount, doc, w = max(asks, key=lambda item: item[0])
+        doc.report(_pod_spec_path(w) + ("containers",),
+                   f"the pods placed on node {node.name} request {show(total)} of {resource} in all, more than its "
+                   f"capacity.{resource} ({show(capacity)}); {w.ref.kind}/{w.ref.name} requests {show(amount)} there")
+
+
+def _request(container: model.Container, resource: str) -> int:
+    requests = desired.effective_requests(container)
+    return (requests.cpu_millis if resource == "cpu" else requests.memory_bytes) or 0
 
 
 def _pod_spec_path(workload: model.Workload) -> JsonPath:

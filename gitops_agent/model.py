@@ -182,6 +182,32 @@ class Container:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """A nodeSelectorRequirement: `key` (a node label, or metadata.name from matchFields) `operator` `values`."""
+
+    key: str
+    operator: str  # "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt"
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""  # "" with Exists: every taint
+    operator: str = "Equal"  # "Equal" | "Exists"
+    value: str = ""
+    effect: str = ""  # "" matches every effect
+
+
+@dataclass(frozen=True)
+class Taint:
+    """A node taint from the agent config (`nodes[].taints`)."""
+
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"  # "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+
+
+@dataclass(frozen=True)
 class PodTemplate:
     labels: Mapping[str, str]
     containers: tuple[Container, ...]
@@ -193,6 +219,11 @@ class PodTemplate:
     host_network: bool = False
     host_pid: bool = False
     host_ipc: bool = False
+    # placement (affinity, tolerations): required terms are ORed, the requirements of a term ANDed
+    node_affinity: tuple[tuple[Requirement, ...], ...] = ()
+    preferred_affinity: tuple[tuple[int, tuple[Requirement, ...]], ...] = ()  # (weight, term)
+    one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
+    tolerations: tuple[Toleration, ...] = ()
 
 
 # --- agent policy -------------------------------------------------------------

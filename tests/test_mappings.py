@@ -20,7 +20,7 @@ import yaml
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import PRE_STOP, ContainerSpec, compile_node, cpu_shares, volume_name
+from gitops_agent.desired import PRE_STOP, ContainerSpec, compile_node, cpu_shares, unplaced, volume_name
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body
@@ -440,3 +440,139 @@ def test_pre_stop_runs_before_the_container_is_signalled_on_real_podman(
     code = main(["sync", "--config", str(cfg)])
     assert code == 0, capsys.readouterr().err
     assert (mountpoint / "log").read_text() == "postStart\npreStop\nTERM\n"
+
+
+# --- placement: capacity, nodeAffinity, podAntiAffinity, tolerations ------------------------
+
+FLEET = (
+    NodeConfig("a", labels={"zone": "north", "disk": "ssd", "cores": "4"}),
+    NodeConfig("b", labels={"zone": "south", "cores": "16"}, taints=(model.Taint("gpu", "yes", "NoSchedule"),)),
+    NodeConfig("c", labels={"zone": "south", "cores": "8"}, taints=(model.Taint("old", "", "PreferNoSchedule"),)),
+    NodeConfig("d", labels={"zone": "east"}, cpu_millis=1000, memory_bytes=256 << 20),
+)
+
+
+def deployment(replicas: int, spec: str = "", container: str = "", name: str = "web") -> str:
+    return (f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n"
+            f"  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n"
+            "    spec:\n" + textwrap.indent(textwrap.dedent(spec), "      ")
+            + "      containers:\n        - name: main\n          image: app:1\n"
+            + textwrap.indent(textwrap.dedent(container), "          "))
+
+
+def placement(text: str, nodes: tuple[NodeConfig, ...] = FLEET) -> dict[str, int]:
+    revision = parse([SourceFile("d.yaml", text.encode())], COMMIT, nodes=nodes)
+    counts = {node.name: len(compile_node(revision, node, nodes).workloads[0].pods) for node in nodes}
+    return {name: count for name, count in counts.items() if count}
+
+
+AFFINITY = """\
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: zone, operator: In, values: [north, south]}, {key: cores, operator: Gt, values: ["6"]}]
+        - matchExpressions: [{key: disk, operator: Exists}, {key: gpu, operator: DoesNotExist}]
+"""
+
+
+def test_required_node_affinity_operators_and_taints_choose_the_nodes() -> None:
+    """Terms are ORed, requirements ANDed; an untolerated NoSchedule taint keeps pods off (b), PreferNoSchedule
+    only orders (c after a)."""
+    assert placement(deployment(3, AFFINITY)) == {"a": 2, "c": 1}
+    tolerant = AFFINITY + "tolerations: [{key: gpu, operator: Equal, value: 'yes', effect: NoSchedule}]\n"
+    assert placement(deployment(3, tolerant)) == {"a": 1, "b": 1, "c": 1}
+    assert placement(deployment(4, "tolerations: [{operator: Exists}]\n")) == {"a": 1, "b": 1, "c": 1, "d": 1}
+    not_in = """\
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: zone, operator: NotIn, values: [north]}, {key: cores, operator: Lt, values: ["10"]}]
+        - matchFields: [{key: metadata.name, operator: In, values: [a]}]
+"""
+    assert placement(deployment(4, not_in)) == {"a": 2, "c": 2}  # d has no cores label: Lt does not hold
+
+
+def test_preferred_affinity_breaks_ties_and_anti_affinity_puts_one_pod_per_node() -> None:
+    """The preferred nodes take the remainder of the even spread; with podAntiAffinity on the hostname, at most
+    one pod per node and the rest is reported unplaced. The same config always gives the same placement."""
+    preferred = """\
+affinity:
+  nodeAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - {weight: 50, preference: {matchExpressions: [{key: zone, operator: In, values: [east]}]}}
+      - {weight: 10, preference: {matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [c]}]}}
+"""
+    assert placement(deployment(4, preferred)) == {"d": 2, "c": 1, "a": 1}
+    assert placement(deployment(4, preferred)) == placement(deployment(4, preferred))
+    anti = """\
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}
+"""
+    assert placement(deployment(5, anti)) == {"a": 1, "c": 1, "d": 1}
+    revision = parse([SourceFile("d.yaml", deployment(5, anti).encode())], COMMIT, nodes=FLEET)
+    assert unplaced(revision, FLEET) == [
+        "Deployment/default/web: podAntiAffinity allows one pod per node and 3 node(s) match; 2 of 5 replica(s) "
+        "not placed",
+    ]
+
+
+def test_requests_beyond_a_nodes_capacity_reject_the_revision_naming_the_node() -> None:
+    """Only nodes that declare a capacity are checked, against the requests of the pods placed there."""
+    only_d = "nodeSelector: {zone: east}\n"
+    fits = deployment(2, only_d, "resources: {requests: {cpu: 500m, memory: 128Mi}}\n")
+    assert placement(fits) == {"d": 2}
+    too_much = deployment(3, only_d, "resources: {requests: {cpu: 500m}, limits: {memory: 100Mi}}\n")
+    with pytest.raises(RevisionRejected) as rejected:
+        parse([SourceFile("d.yaml", too_much.encode())], COMMIT, nodes=FLEET)
+    assert [str(p) for p in rejected.value.problems] == [
+        "d.yaml:11: Deployment/web: spec.template.spec.containers: the pods placed on node d request 1500m of cpu in "
+        "all, more than its capacity.cpu (1000m); Deployment/web requests 1500m there",
+        "d.yaml:11: Deployment/web: spec.template.spec.containers: the pods placed on node d request 314572800 bytes "
+        "of memory in all, more than its capacity.memory (268435456 bytes); Deployment/web requests 314572800 bytes "
+        "there",
+    ]
+
+
+def test_placement_fields_are_checked() -> None:
+    bad = """\
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: a, operator: In}, {key: b, operator: Exists, values: [x]}, {key: c, operator: Gt, values: [x]}]
+          matchFields: [{key: metadata.namespace, operator: In, values: [x]}]
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: other}}}
+"""
+    prefix = "d.yaml:{}: Deployment/web: spec.template.spec.affinity."
+    terms = "nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]."
+    with pytest.raises(RevisionRejected) as rejected:
+        parse([SourceFile("d.yaml", deployment(1, bad).encode())], COMMIT, nodes=FLEET)
+    assert [str(p) for p in rejected.value.problems] == [
+        prefix.format(14) + terms + "matchExpressions[0].values: must have at least one value for operator In",
+        prefix.format(14) + terms + "matchExpressions[1].values: must be empty for operator Exists",
+        prefix.format(14) + terms + "matchExpressions[2].values: must be one integer for operator Gt",
+        prefix.format(15) + terms + "matchFields[0].key: must be metadata.name, the only node field there is",
+        prefix.format(18) + "podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector: must "
+        "select this workload's own pods (a subset of its labels): gitops-agent places each workload on its own, so "
+        "only anti-affinity of a workload's own pods is supported",
+    ]
+
+
+def test_node_capacity_and_taints_are_read_from_the_agent_config() -> None:
+    from gitops_agent import config as config_mod
+
+    cfg = config_mod.from_mapping({"source": {"url": "/repo"}, "nodes": [
+        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi"},
+         "taints": [{"key": "gpu", "value": True, "effect": "NoSchedule"}, {"key": "old", "effect": "NoExecute"}]},
+        {"name": "n2"},
+    ]})
+    n1, n2 = cfg.nodes
+    assert (n1.cpu_millis, n1.memory_bytes) == (3500, 2 << 30) and (n2.cpu_millis, n2.memory_bytes) == (None, None)
+    assert n1.taints == (model.Taint("gpu", "true", "NoSchedule"), model.Taint("old", "", "NoExecute"))
+    assert n2.taints == ()
