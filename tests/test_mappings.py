@@ -576,3 +576,44 @@ def test_node_capacity_and_taints_are_read_from_the_agent_config() -> None:
     assert (n1.cpu_millis, n1.memory_bytes) == (3500, 2 << 30) and (n2.cpu_millis, n2.memory_bytes) == (None, None)
     assert n1.taints == (model.Taint("gpu", "true", "NoSchedule"), model.Taint("old", "", "NoExecute"))
     assert n2.taints == ()
+
+
+def test_affinity_and_taints_choose_the_nodes_of_a_real_fleet(
+    clean_fleet: list[Any], git_remote: Any, tmp_path: Path
+) -> None:
+    """On three real nodes: required affinity with a toleration and a preference lands on the tainted node
+    asked for; podAntiAffinity spreads one pod per untainted node; an unchanged sync moves nothing."""
+    from test_fleet import NAMES, app_containers, push, sync, workload, write_config
+
+    cfg = write_config(tmp_path, git_remote, clean_fleet, {"n1": {"zone": "a"}, "n2": {"zone": "b"}, "n3": {"zone": "b"}})
+    settings = yaml.safe_load(cfg.read_text())
+    settings["nodes"][1]["taints"] = [{"key": "dedicated", "value": "edge", "effect": "NoSchedule"}]
+    cfg.write_text(yaml.safe_dump(settings))
+    ready = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    chosen = workload("chosen", WEB1, replicas=1, readiness=ready)
+    chosen["spec"]["template"]["spec"].update(yaml.safe_load("""
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [b]}]}]
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - {weight: 10, preference: {matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [n2]}]}}
+tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}]
+"""))
+    apart = workload("apart", WEB1, replicas=3, readiness=ready)
+    apart["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}]}}
+    push(git_remote, "affinity", chosen, apart)
+    out = sync(cfg)
+    assert out.result == "applied", out.error
+
+    def count(name: str) -> dict[str, int]:
+        per_node = {n: sum(1 for c in app_containers(svc).values() if c["Labels"]["io.gitops-agent.name"] == name)
+                    for n, svc in zip(NAMES, clean_fleet)}
+        return {n: k for n, k in per_node.items() if k}
+
+    assert count("chosen") == {"n2": 1}
+    assert count("apart") == {"n1": 1, "n3": 1}
+    before = [sorted(app_containers(svc)) for svc in clean_fleet]
+    assert sync(cfg).result == "in-sync"
+    assert [sorted(app_containers(svc)) for svc in clean_fleet] == before
