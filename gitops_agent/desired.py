@@ -148,6 +148,7 @@ class ContainerSpec:
     host_ipc: bool = False
     host_uts: bool = False  # with the host network, as Kubernetes does: the node's hostname
     post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
+    non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
-    "post_start": None, "pre_stop": None,
+    "post_start": None, "pre_stop": None, "run_as_non_root": False,
 }
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
@@ -796,6 +797,7 @@ def _container(
         host_ipc=w.template.host_ipc,
         host_uts=w.template.host_network,
         post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
+        non_root_image=c.run_as_non_root and c.run_as_user is None,
     )
 
 

@@ -1006,15 +1006,13 @@ def _security_context(
         "run_as_group": context.get("runAsGroup"),
         "allow_privilege_escalation": context.get("allowPrivilegeEscalation", True),
         "supplemental_groups": tuple(dict.fromkeys(pod_context.get("supplementalGroups", ()))),
+        "run_as_non_root": bool(context.get("runAsNonRoot", False)),
     }
     if "runAsGroup" in context and "runAsUser" not in context:
         doc.report(path + ("runAsGroup",), "runAsGroup needs runAsUser (Podman sets the user and group together)")
-    if context.get("runAsNonRoot"):  # the kubelet checks the image's user too; gitops-agent does not read images
+    if context.get("runAsNonRoot"):  # without runAsUser, the node checks the image's user (podman.Node.create_pod)
         where = path + ("runAsNonRoot",) if "runAsNonRoot" in own else path[:-3] + ("securityContext", "runAsNonRoot")
-        if "runAsUser" not in context:
-            doc.report(where, "runAsNonRoot: true needs a runAsUser here (gitops-agent does not read the image's "
-                              "user): set runAsUser to a non-zero user id")
-        elif context["runAsUser"] == 0:
+        if context.get("runAsUser") == 0:
             doc.report(where, "runAsNonRoot: true contradicts runAsUser: 0")
     if not fields["allow_privilege_escalation"]:  # Kubernetes' own validation
         if fields["privileged"]:

@@ -179,6 +179,7 @@ class Container:
     run_as_group: int | None = None
     allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
     supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
+    run_as_non_root: bool = False  # the container's or the pod's runAsNonRoot
 
 
 @dataclass(frozen=True)

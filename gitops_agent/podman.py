@@ -235,7 +235,11 @@ class Node:
                    params={"name": spec.name, "driver": "file", "driveropts": json.dumps(marks)}, raw=spec.data)
 
     def create_pod(self, spec: PodSpec) -> None:
-        """Create the pod, its infra container and its containers, then start it."""
+        """Create the pod, its infra container and its containers, then start it. A container with
+        runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does."""
+        for c in spec.containers:
+            if c.non_root_image:
+                self._check_non_root(c)
         self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
         try:
             for c in spec.containers:
@@ -247,6 +251,18 @@ class Node:
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _check_non_root(self, c: ContainerSpec) -> None:
+        """The kubelet's check: the image's USER must be a non-zero numeric uid (a name cannot be verified)."""
+        info = self._call("GET", f"/images/{c.image}/json", f"inspect image {c.image}") or {}
+        user = str((info.get("Config") or {}).get("User") or "").partition(":")[0]
+        if not user.isdigit():
+            why = "runs as root" if user in ("", "root") else f"has the non-numeric user {user!r}, which cannot be verified"
+            raise NodeError(self.name, f"container {c.name}: runAsNonRoot is true but image {c.image} {why}; "
+                                       "set securityContext.runAsUser to a non-zero user id")
+        if int(user) == 0:
+            raise NodeError(self.name, f"container {c.name}: runAsNonRoot is true but image {c.image} runs as root "
+                                       "(uid 0); set securityContext.runAsUser to a non-zero user id")
 
     def _post_start(self, container: str, command: tuple[str, ...], timeout: float) -> None:
         """A container's postStart hook; its failure fails the pod (Kubernetes kills the container). Its output

@@ -463,9 +463,8 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
         ("securityContext: {seccompProfile: {type: Unconfined}}", "containers[0].securityContext.seccompProfile.type",
          "must be RuntimeDefault (Podman's default profile): Unconfined and Localhost are not supported by "
          "gitops-agent"),
-        ("securityContext: {runAsNonRoot: true}", "containers[0].securityContext.runAsNonRoot",
-         "runAsNonRoot: true needs a runAsUser here (gitops-agent does not read the image's user): "
-         "set runAsUser to a non-zero user id"),
+        ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
+         "runAsNonRoot: true contradicts runAsUser: 0"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
          "field 'subPath' is not supported by gitops-agent"),
         ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]",

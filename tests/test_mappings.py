@@ -138,15 +138,15 @@ def test_pod_security_context_values_are_defaults_of_each_container() -> None:
 
 
 def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
-    """runAsNonRoot needs a non-zero user the agent can see; fsGroup and Unconfined seccomp are rejected clearly."""
+    """runAsNonRoot contradicts user 0 and, without runAsUser, leaves the image's user to the node; fsGroup and
+    Unconfined seccomp are rejected clearly."""
     assert problems(pod(spec="securityContext: {runAsNonRoot: true, runAsUser: 0}\n")) == [
         "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true contradicts runAsUser: 0",
     ]
-    assert problems(pod(spec="securityContext: {runAsNonRoot: true}\n")) == [
-        "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true needs a runAsUser here "
-        "(gitops-agent does not read the image's user): set runAsUser to a non-zero user id",
-    ]
-    assert parsed(pod(spec="securityContext: {runAsNonRoot: true}\n", container="securityContext: {runAsUser: 5}\n"))
+    (unknown_user,) = specs(pod(spec="securityContext: {runAsNonRoot: true}\n"))
+    assert unknown_user.non_root_image and unknown_user.user is None  # the node checks the image's user
+    (known,) = specs(pod(spec="securityContext: {runAsNonRoot: true}\n", container="securityContext: {runAsUser: 5}\n"))
+    assert not known.non_root_image and known.user == "5"
     assert problems(pod(spec="securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n")) == [
         "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.localhostProfile: field 'localhostProfile' is not "
         "supported by gitops-agent (only type RuntimeDefault is supported)",
@@ -440,6 +440,17 @@ def test_pre_stop_runs_before_the_container_is_signalled_on_real_podman(
     code = main(["sync", "--config", str(cfg)])
     assert code == 0, capsys.readouterr().err
     assert (mountpoint / "log").read_text() == "postStart\npreStop\nTERM\n"
+
+    # runAsNonRoot without runAsUser: the node refuses an image that runs as root, as the kubelet does
+    rooted = HOOKED.replace("      terminationGracePeriodSeconds: 5\n",
+                            "      terminationGracePeriodSeconds: 5\n      securityContext: {runAsNonRoot: true}\n")
+    repo.write(f"{BASE}/hooked.yaml", rooted)
+    repo.commit_and_push("non-root")
+    assert main(["sync", "--config", str(cfg)]) == 1
+    assert ("container hooked-" in (err := capsys.readouterr().err) and f"runAsNonRoot is true but image {WEB1} "
+            "runs as root; set securityContext.runAsUser to a non-zero user id" in err), err
+    listed = json.loads(svc.podman("ps", "-a", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout)
+    assert [c for c in listed if not c.get("IsInfra")] == []  # nothing half-made is left
 
 
 # --- placement: capacity, nodeAffinity, podAntiAffinity, tolerations ------------------------
