@@ -616,7 +616,8 @@ def _pod(
                 ports.append(PortMapping(p.host_port, p.container_port, p.protocol.lower()))
     for s in () if t.host_network else services:
         for host_port, sp in s.published():
-            ports.append(PortMapping(host_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
+            target = _target_port(sp.target_port, sp.port, t.containers)
+            ports.append(PortMapping(host_port, target, sp.protocol.lower()))
     containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
     used = {n for c in containers for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
     hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]

@@ -70,7 +70,9 @@ def response_status(message: bytes) -> int | None:
     return status if i == len(body) else None
 
 
-def check(sock: Connected, service: str = "", timeout: float = 1.0, authority: str = "localhost") -> tuple[int | None, str]:
+def check(
+    sock: Connected, service: str = "", timeout: float = 1.0, authority: str = "localhost"
+) -> tuple[int | None, str]:
     """One Health/Check call for `service` ("" is the whole server) on the connected `sock`."""
     deadline = time.monotonic() + timeout
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))

@@ -1160,8 +1160,8 @@ _CAPABILITIES = frozenset("""
 
 
 def _capabilities(doc: _Document, path: JsonPath, names: list[str]) -> tuple[str, ...]:
-    """Capability names in upper case without the CAP_ prefix (`drop: [all]` is ALL), one per list item (so indexes stay those of the
-    manifest); an unknown name is a problem."""
+    """Capability names in upper case without the CAP_ prefix (`drop: [all]` is ALL), one per list item
+    (so indexes stay those of the manifest); an unknown name is a problem."""
     result = tuple(name.upper().removeprefix("CAP_") for name in names)
     for i, (name, bare) in enumerate(zip(names, result)):
         if bare not in _CAPABILITIES:
@@ -1281,13 +1281,13 @@ def _allocate_node_ports(
     entries: list[tuple[_Document, model.Object | None]]
 ) -> list[tuple[_Document, model.Object | None]]:
     """Each NodePort Service port without a nodePort gets one, as Kubernetes would allocate it, but
-    deterministic: the port a hash of namespace, name, port and protocol picks in 30000-32767, or the next free
-    one after it (wrapping) if a given nodePort, a hostPort or an earlier allocation holds it; allocations are
-    made in the order of the picked ports, so a port moves only if a newly added Service picks the same one
-    and sorts first. The same revision always gets the same ports; `status` shows them."""
+    deterministic: the port a hash of namespace, name, port and protocol picks in 30000-32767, or the next
+    free one after it (wrapping) if a given nodePort, a LoadBalancer port, a hostPort or an earlier allocation
+    holds it; allocations are made in the order of the picked ports, so a port moves only if a newly added
+    Service picks the same one and sorts first. The same revision always gets the same ports; `status` shows
+    them."""
     low, high = _NODE_PORTS
-    taken = {(p.node_port, p.protocol) for _, o in entries if isinstance(o, model.Service) and o.type == "NodePort"
-             for p in o.ports if p.node_port}
+    taken = {(port, p.protocol) for _, o in entries if isinstance(o, model.Service) for port, p in o.published()}
     taken |= {(port.host_port, port.protocol) for _, o in entries if isinstance(o, model.Workload)
               for c in o.template.containers for port in c.ports if port.host_port}
     wanted: list[tuple[int, str, model.Service, int, _Document]] = []

@@ -257,7 +257,8 @@ class Node:
         info = self._call("GET", f"/images/{c.image}/json", f"inspect image {c.image}") or {}
         user = str((info.get("Config") or {}).get("User") or "").partition(":")[0]
         if not user.isdigit():
-            why = "runs as root" if user in ("", "root") else f"has the non-numeric user {user!r}, which cannot be verified"
+            why = ("runs as root" if user in ("", "root")
+                   else f"has the non-numeric user {user!r}, which cannot be verified")
             raise NodeError(self.name, f"container {c.name}: runAsNonRoot is true but image {c.image} {why}; "
                                        "set securityContext.runAsUser to a non-zero user id")
         if int(user) == 0:
@@ -277,7 +278,8 @@ class Node:
         pod is stopped (the stop timeout starts after them, as the kubelet does). A hook that fails or
         times out does not keep the pod from stopping."""
         filters = json.dumps({"pod": [pod], "label": [PRE_STOP], "status": ["running"]})
-        for c in self._call("GET", "/containers/json", f"list containers of pod {pod}", params={"filters": filters}) or []:
+        listed = self._call("GET", "/containers/json", f"list containers of pod {pod}", params={"filters": filters})
+        for c in listed or []:
             try:
                 hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
                 command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])

@@ -125,8 +125,8 @@ def test_capability_names_in_any_case_with_or_without_cap_prefix() -> None:
 def test_pod_security_context_values_are_defaults_of_each_container() -> None:
     """runAsUser/runAsGroup come from the pod unless the container sets its own; supplementalGroups apply to all."""
     text = pod(
-        spec="securityContext: {runAsUser: 1000, runAsGroup: 3000, runAsNonRoot: true, supplementalGroups: [4000, 4000, 5],"
-             " seccompProfile: {type: RuntimeDefault}}\n",
+        spec="securityContext: {runAsUser: 1000, runAsGroup: 3000, runAsNonRoot: true,"
+             " supplementalGroups: [4000, 4000, 5], seccompProfile: {type: RuntimeDefault}}\n",
         container="securityContext: {seccompProfile: {type: RuntimeDefault}}\n",
     ) + "    - name: side\n      image: app:1\n      securityContext: {runAsUser: 7}\n"
     main_spec, side = specs(text)
@@ -449,8 +449,8 @@ def test_pre_stop_runs_before_the_container_is_signalled_on_real_podman(
     assert main(["sync", "--config", str(cfg)]) == 1
     assert ("container hooked-" in (err := capsys.readouterr().err) and f"runAsNonRoot is true but image {WEB1} "
             "runs as root; set securityContext.runAsUser to a non-zero user id" in err), err
-    listed = json.loads(svc.podman("ps", "-a", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout)
-    assert [c for c in listed if not c.get("IsInfra")] == []  # nothing half-made is left
+    listed = svc.podman("ps", "-a", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout
+    assert [c for c in json.loads(listed) if not c.get("IsInfra")] == []  # nothing half-made is left
 
 
 # --- placement: capacity, nodeAffinity, podAntiAffinity, tolerations ------------------------
@@ -482,7 +482,8 @@ affinity:
   nodeAffinity:
     requiredDuringSchedulingIgnoredDuringExecution:
       nodeSelectorTerms:
-        - matchExpressions: [{key: zone, operator: In, values: [north, south]}, {key: cores, operator: Gt, values: ["6"]}]
+        - matchExpressions: [{key: zone, operator: In, values: [north, south]},
+                             {key: cores, operator: Gt, values: ["6"]}]
         - matchExpressions: [{key: disk, operator: Exists}, {key: gpu, operator: DoesNotExist}]
 """
 
@@ -554,7 +555,8 @@ affinity:
   nodeAffinity:
     requiredDuringSchedulingIgnoredDuringExecution:
       nodeSelectorTerms:
-        - matchExpressions: [{key: a, operator: In}, {key: b, operator: Exists, values: [x]}, {key: c, operator: Gt, values: [x]}]
+        - matchExpressions: [{key: a, operator: In}, {key: b, operator: Exists, values: [x]},
+                             {key: c, operator: Gt, values: [x]}]
           matchFields: [{key: metadata.namespace, operator: In, values: [x]}]
   podAntiAffinity:
     requiredDuringSchedulingIgnoredDuringExecution:
@@ -567,9 +569,9 @@ affinity:
     assert [str(p) for p in rejected.value.problems] == [
         prefix.format(14) + terms + "matchExpressions[0].values: must have at least one value for operator In",
         prefix.format(14) + terms + "matchExpressions[1].values: must be empty for operator Exists",
-        prefix.format(14) + terms + "matchExpressions[2].values: must be one integer for operator Gt",
-        prefix.format(15) + terms + "matchFields[0].key: must be metadata.name, the only node field there is",
-        prefix.format(18) + "podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector: must "
+        prefix.format(15) + terms + "matchExpressions[2].values: must be one integer for operator Gt",
+        prefix.format(16) + terms + "matchFields[0].key: must be metadata.name, the only node field there is",
+        prefix.format(19) + "podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector: must "
         "select this workload's own pods (a subset of its labels): gitops-agent places each workload on its own, so "
         "only anti-affinity of a workload's own pods is supported",
     ]
@@ -596,7 +598,8 @@ def test_affinity_and_taints_choose_the_nodes_of_a_real_fleet(
     asked for; podAntiAffinity spreads one pod per untainted node; an unchanged sync moves nothing."""
     from test_fleet import NAMES, app_containers, push, sync, workload, write_config
 
-    cfg = write_config(tmp_path, git_remote, clean_fleet, {"n1": {"zone": "a"}, "n2": {"zone": "b"}, "n3": {"zone": "b"}})
+    zones = {"n1": {"zone": "a"}, "n2": {"zone": "b"}, "n3": {"zone": "b"}}
+    cfg = write_config(tmp_path, git_remote, clean_fleet, zones)
     settings = yaml.safe_load(cfg.read_text())
     settings["nodes"][1]["taints"] = [{"key": "dedicated", "value": "edge", "effect": "NoSchedule"}]
     cfg.write_text(yaml.safe_dump(settings))
@@ -612,8 +615,9 @@ affinity:
 tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}]
 """))
     apart = workload("apart", WEB1, replicas=3, readiness=ready)
-    apart["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}]}}
+    apart["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}]}}
     push(git_remote, "affinity", chosen, apart)
     out = sync(cfg)
     assert out.result == "applied", out.error
