@@ -76,6 +76,8 @@ class NodeConfig:
     """`capacity.cpu`: millicores the node offers to pods' CPU requests; None: not checked."""
     memory_bytes: int | None = None
     """`capacity.memory`: bytes the node offers to pods' memory requests; None: not checked."""
+    address: str | None = None
+    """The node's IP address as pods see it: `status.hostIP` (and a hostNetwork pod's `status.podIP`)."""
     taints: tuple[Taint, ...] = ()
     """Only pods tolerating a NoSchedule/NoExecute taint are placed here; PreferNoSchedule only breaks ties."""
 
@@ -199,6 +201,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
             cpu_millis=None if capacity.get("cpu") is None else quantity(capacity["cpu"], 1000),
             memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
             taints=taints,
+            address=nd.get("address"),
         ))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):

@@ -568,7 +568,7 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         count = replicas_on(w, node, nodes)
         selecting = [s for s in services if _selects(s, w)]
         pods = tuple(
-            _pod(w, name, thash, commit, ns_configs, selecting, secrets, node.name)
+            _pod(w, name, thash, commit, ns_configs, selecting, secrets, node)
             for name in pod_names(w, thash, count)
         )
         workloads.append(
@@ -605,7 +605,7 @@ def _pod(
     configs: Mapping[tuple[str, str], ConfigData],
     services: list[Service],
     secrets: dict[str, SecretSpec],
-    node: str,
+    node: NodeConfig,
 ) -> PodSpec:
     t = w.template
     labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
@@ -696,7 +696,7 @@ def _container(
     thash: str,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
-    node: str,
+    node: NodeConfig,
 ) -> ContainerSpec:
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
@@ -824,14 +824,17 @@ def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:
     return amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
 
 
-def field_value(field_path: str, pod: str, w: Workload, node: str) -> str:
-    """A fieldRef's value for pod `pod` of `w` on `node` (a path `manifests` accepted)."""
+def field_value(field_path: str, pod: str, w: Workload, node: NodeConfig) -> str:
+    """A fieldRef's value for pod `pod` of `w` on `node` (a path `manifests` accepted: status.podIP only with
+    hostNetwork, where it is the node's address, as status.hostIP is)."""
     if field_path == "metadata.name":
         return pod
     if field_path == "metadata.namespace":
         return w.ref.namespace
     if field_path == "spec.nodeName":
-        return node
+        return node.name
+    if field_path in ("status.hostIP", "status.podIP"):
+        return node.address or ""
     meta, _, key = field_path.partition("['")
     source = w.template.labels if meta == "metadata.labels" else w.template.annotations
     return source.get(key.removesuffix("']"), "")

@@ -823,6 +823,12 @@ def _pod_template(
     )
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
+    else:
+        for i, container in enumerate(containers):
+            for j, env in enumerate(container.env):
+                if env.field_path == "status.podIP":
+                    doc.report(prefix + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath"),
+                               f"status.podIP is not supported by gitops-agent ({_POD_IP_ONLY_ON_HOST})")
     volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
     _report_duplicates(
         doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
@@ -1074,16 +1080,15 @@ def _default_pull_policy(image: str) -> str:
 
 
 # fieldRef paths known when the pod is created; metadata.labels/annotations take a key: ['KEY'].
-_FIELD_PATHS = re.compile(r"metadata\.name|metadata\.namespace|spec\.nodeName"
+_FIELD_PATHS = re.compile(r"metadata\.name|metadata\.namespace|spec\.nodeName|status\.hostIP|status\.podIP"
                           r"|metadata\.(labels|annotations)\['([^'\]]+)'\]")
 _LATE_FIELDS = {
-    "status.podIP": "Podman assigns the pod's address when it starts, after its environment is fixed; the pod's "
-                    "hostname (metadata.name) resolves to it inside the pod",
-    "status.podIPs": "Podman assigns the pod's address when it starts, after its environment is fixed; the pod's "
-                     "hostname (metadata.name) resolves to it inside the pod",
-    "status.hostIP": "a node has no single address in the agent config; set the address as a literal value",
-    "status.hostIPs": "a node has no single address in the agent config; set the address as a literal value",
+    "status.podIPs": "use status.podIP, with hostNetwork: true",
+    "status.hostIPs": "use status.hostIP",
 }
+_POD_IP_ONLY_ON_HOST = ("Podman assigns a pod's address when it starts, after its environment is fixed; inside the "
+                        "pod its hostname (metadata.name) resolves to it. With hostNetwork: true it is the node's "
+                        "address (nodes[].address)")
 
 
 def _env_var(doc: _Document, path: JsonPath, env: dict[str, Any], container: str) -> model.EnvVar:
@@ -1098,7 +1103,8 @@ def _env_var(doc: _Document, path: JsonPath, env: dict[str, Any], container: str
                                                f"({_LATE_FIELDS[field_path]})")
         elif not _FIELD_PATHS.fullmatch(field_path):
             doc.report(where + ("fieldPath",), f"unknown fieldPath {_short(field_path)} (supported: metadata.name, "
-                       "metadata.namespace, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName)")
+                       "metadata.namespace, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, "
+                       "status.hostIP, status.podIP)")
         return model.EnvVar(env["name"], field_path=field_path)
     if field_name == "resourceFieldRef":
         resource = selector["resource"]
@@ -1427,7 +1433,22 @@ def _check_capacity(
         report(largest(per_node[full[0][1]]), f"{len(full)} node(s) would run more than limits.maxPodsPerNode "
                                               f"({limits.max_pods_per_node}) pods: {shown}")
     for node in nodes:
-        _check_requests(node, [(count, doc, w) for (count, doc), (_, w) in zip(per_node[node.name], workloads)])
+        placed = [(count, doc, w) for (count, doc), (_, w) in zip(per_node[node.name], workloads)]
+        _check_requests(node, placed)
+        if node.address is None:
+            _check_host_ip(node, placed)
+
+
+def _check_host_ip(node: NodeConfig, placed: list[tuple[int, _Document, model.Workload]]) -> None:
+    """status.hostIP (and a hostNetwork pod's status.podIP) is the node's `address` in the agent config."""
+    for count, doc, workload in placed:
+        for i, container in enumerate(workload.template.containers if count else ()):
+            for j, env in enumerate(container.env):
+                if env.field_path == "status.hostIP" or (env.field_path == "status.podIP"
+                                                         and workload.template.host_network):
+                    path = _pod_spec_path(workload) + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath")
+                    doc.report(path, f"{env.field_path} is the node's address, and node {node.name} has none in the "
+                                     "agent config: set its nodes[].address")
 
 
 def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.Workload]]) -> None:

@@ -467,10 +467,9 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
          "runAsNonRoot: true contradicts runAsUser: 0"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
          "field 'subPath' is not supported by gitops-agent"),
-        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]",
+        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
          "containers[0].env[0].valueFrom.fieldRef.fieldPath",
-         "status.podIP is not supported by gitops-agent (Podman assigns the pod's address when it starts, after "
-         "its environment is fixed; the pod's hostname (metadata.name) resolves to it inside the pod)"),
+         "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
     ],
 )
 def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:

@@ -181,6 +181,26 @@ def test_field_and_resource_refs_become_literal_env_values() -> None:
     }
 
 
+def test_host_ip_is_the_nodes_address_and_pod_ip_only_with_the_host_network() -> None:
+    """status.hostIP comes from nodes[].address; status.podIP is the same with hostNetwork and an error without."""
+    env = "env: [{name: H, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}]\n"
+    node = NodeConfig("n1", address="10.1.2.3")
+    revision = parse([SourceFile("p.yaml", pod(container=env).encode())], COMMIT, nodes=(node,))
+    (workload,) = compile_node(revision, node, (node,)).workloads
+    assert dict(workload.pods[0].containers[0].env) == {"H": "10.1.2.3"}
+    pod_ip = "env: [{name: P, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]\n"
+    host = parse([SourceFile("p.yaml", pod("hostNetwork: true\n", pod_ip).encode())], COMMIT, nodes=(node,),
+                 policy=model.Policy(allow_host_network=True))
+    (workload,) = compile_node(host, node, (node,)).workloads
+    assert dict(workload.pods[0].containers[0].env) == {"P": "10.1.2.3"}
+    assert problems(pod(container=pod_ip)) == [
+        "p.yaml:8: Pod/p: spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: status.podIP is not supported by "
+        "gitops-agent (Podman assigns a pod's address when it starts, after its environment is fixed; inside the pod "
+        "its hostname (metadata.name) resolves to it. With hostNetwork: true it is the node's address "
+        "(nodes[].address))",
+    ]
+
+
 def test_unknown_or_late_field_paths_and_unset_limits_are_errors() -> None:
     env = """\
 resources: {limits: {memory: 64Mi}}
@@ -191,11 +211,11 @@ env:
   - {name: D, valueFrom: {resourceFieldRef: {containerName: nope, resource: limits.memory}}}
 """
     assert problems(pod(container=env)) == [
-        "p.yaml:10: Pod/p: spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: status.hostIP is not supported "
-        "by gitops-agent (a node has no single address in the agent config; set the address as a literal value)",
+        "p.yaml:10: Pod/p: spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: status.hostIP is the node's "
+        "address, and node local has none in the agent config: set its nodes[].address",
         "p.yaml:11: Pod/p: spec.containers[0].env[1].valueFrom.fieldRef.fieldPath: unknown fieldPath "
         "'metadata.uid' (supported: metadata.name, metadata.namespace, metadata.labels['KEY'], "
-        "metadata.annotations['KEY'], spec.nodeName)",
+        "metadata.annotations['KEY'], spec.nodeName, status.hostIP, status.podIP)",
         "p.yaml:12: Pod/p: spec.containers[0].env[2].valueFrom.resourceFieldRef.resource: container 'main' sets no "
         "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
         "p.yaml:13: Pod/p: spec.containers[0].env[3].valueFrom.resourceFieldRef.containerName: 'nope' is not a "
@@ -260,6 +280,10 @@ LB_PORT = 20000 + os.getpid() % 5000  # published on this machine's loopback: un
 BASE = "clusters/edge"
 
 
+HOST_IP_ENV = "  - {name: HOST, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n"
+NODE_ADDRESS = "192.0.2.10"  # nodes[].address of the test node (documentation range: never dialled)
+
+
 def _deployment() -> str:
     return f"""\
 apiVersion: v1
@@ -282,7 +306,7 @@ spec:
           image: {WEB1}
           command: [sleep, "100000"]
           securityContext: {{capabilities: {{drop: [all]}}, seccompProfile: {{type: RuntimeDefault}}}}
-""" + textwrap.indent(FIELD_ENV, " " * 10) + f"""\
+""" + textwrap.indent(FIELD_ENV + HOST_IP_ENV, " " * 10) + f"""\
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -314,7 +338,7 @@ def agent_config(tmp_path: Path, repo_url: str, node_url: str) -> Path:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(yaml.safe_dump({
         "source": {"url": repo_url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": node_url}],
+        "nodes": [{"name": "local", "url": node_url, "address": NODE_ADDRESS}],
         "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
     }))
     return cfg
@@ -351,8 +375,8 @@ def test_mappings_take_effect_on_real_podman(
     soft = svc.podman("exec", name, "cat", "/sys/fs/cgroup/memory/memory.soft_limit_in_bytes").stdout
     assert int(soft) == 64 << 20
     env = dict(line.partition("=")[::2] for line in svc.podman("exec", name, "env").stdout.splitlines())
-    assert {k: env[k] for k in ("NS", "APP", "NOTE", "NODE", "MEM_MI", "CPU_M", "CPU", "MEM_REQ")} == {
-        "NS": NS, "APP": "shop", "NOTE": "", "NODE": "local",
+    assert {k: env[k] for k in ("NS", "APP", "NOTE", "NODE", "HOST", "MEM_MI", "CPU_M", "CPU", "MEM_REQ")} == {
+        "NS": NS, "APP": "shop", "NOTE": "", "NODE": "local", "HOST": NODE_ADDRESS,
         "MEM_MI": "64", "CPU_M": "250", "CPU": "1", "MEM_REQ": str(64 << 20),
     }
     assert env["POD"] in {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)}
@@ -581,14 +605,14 @@ def test_node_capacity_and_taints_are_read_from_the_agent_config() -> None:
     from gitops_agent import config as config_mod
 
     cfg = config_mod.from_mapping({"source": {"url": "/repo"}, "nodes": [
-        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi"},
+        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi"}, "address": "192.0.2.7",
          "taints": [{"key": "gpu", "value": True, "effect": "NoSchedule"}, {"key": "old", "effect": "NoExecute"}]},
         {"name": "n2"},
     ]})
     n1, n2 = cfg.nodes
     assert (n1.cpu_millis, n1.memory_bytes) == (3500, 2 << 30) and (n2.cpu_millis, n2.memory_bytes) == (None, None)
     assert n1.taints == (model.Taint("gpu", "true", "NoSchedule"), model.Taint("old", "", "NoExecute"))
-    assert n2.taints == ()
+    assert n2.taints == () and (n1.address, n2.address) == ("192.0.2.7", None)
 
 
 def test_affinity_and_taints_choose_the_nodes_of_a_real_fleet(
