@@ -133,11 +133,10 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             if any(o.ref.name in ps.aliases for ps in w.pods[:1])
         )
         entry.update(endpoints=endpoints, state="Ready" if endpoints else "NoEndpoints")
-        published = o.published() if isinstance(o, Service) else ()
-        if published:  # the node ports (given or allocated) and, for a LoadBalancer, the address it is served at
-            entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in published]
-        if published and o.type == "LoadBalancer":
-            entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in published]
+        if isinstance(o, Service) and o.published():  # node ports (given or allocated); a LoadBalancer's address
+            entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in o.published()]
+            if o.type == "LoadBalancer":
+                entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in o.published()]
     return entry
 
 
