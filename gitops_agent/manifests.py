@@ -1014,12 +1014,13 @@ def _security_context(
         "supplemental_groups": tuple(dict.fromkeys(pod_context.get("supplementalGroups", ()))),
         "run_as_non_root": bool(context.get("runAsNonRoot", False)),
     }
+    def where(key: str) -> JsonPath:  # the container's own field, or the pod's it came from
+        return path + (key,) if key in own else path[:-3] + ("securityContext", key)
+
     if "runAsGroup" in context and "runAsUser" not in context:
-        doc.report(path + ("runAsGroup",), "runAsGroup needs runAsUser (Podman sets the user and group together)")
-    if context.get("runAsNonRoot"):  # without runAsUser, the node checks the image's user (podman.Node.create_pod)
-        where = path + ("runAsNonRoot",) if "runAsNonRoot" in own else path[:-3] + ("securityContext", "runAsNonRoot")
-        if context.get("runAsUser") == 0:
-            doc.report(where, "runAsNonRoot: true contradicts runAsUser: 0")
+        doc.report(where("runAsGroup"), "runAsGroup needs runAsUser (Podman sets the user and group together)")
+    if context.get("runAsNonRoot") and context.get("runAsUser") == 0:  # without runAsUser the node checks the image
+        doc.report(where("runAsNonRoot"), "runAsNonRoot: true contradicts runAsUser: 0")
     if not fields["allow_privilege_escalation"]:  # Kubernetes' own validation
         if fields["privileged"]:
             doc.report(path + ("allowPrivilegeEscalation",), "cannot be false with privileged: true")

@@ -143,6 +143,10 @@ def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
     assert problems(pod(spec="securityContext: {runAsNonRoot: true, runAsUser: 0}\n")) == [
         "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true contradicts runAsUser: 0",
     ]
+    assert problems(pod(spec="securityContext: {runAsGroup: 5}\n")) == [
+        "p.yaml:5: Pod/p: spec.securityContext.runAsGroup: runAsGroup needs runAsUser (Podman sets the user and "
+        "group together)",
+    ]
     (unknown_user,) = specs(pod(spec="securityContext: {runAsNonRoot: true}\n"))
     assert unknown_user.non_root_image and unknown_user.user is None  # the node checks the image's user
     (known,) = specs(pod(spec="securityContext: {runAsNonRoot: true}\n", container="securityContext: {runAsUser: 5}\n"))
