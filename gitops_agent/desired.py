@@ -149,6 +149,7 @@ class ContainerSpec:
     host_uts: bool = False  # with the host network, as Kubernetes does: the node's hostname
     post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
     non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
+    fs_group: int | None = None  # the group given the top directory of each read-write PVC volume (fsGroup)
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigDa
 # every pod; set to anything else, they are hashed like every other field.
 _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
-    "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (),
+    "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
@@ -793,12 +794,14 @@ def _container(
         user=None if c.run_as_user is None else
         str(c.run_as_user) if c.run_as_group is None else f"{c.run_as_user}:{c.run_as_group}",
         no_new_privileges=not c.allow_privilege_escalation,
-        groups=tuple(str(gid) for gid in c.supplemental_groups),
+        groups=tuple(dict.fromkeys(str(gid) for gid in (
+            *(() if w.template.fs_group is None else (w.template.fs_group,)), *c.supplemental_groups))),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
         host_uts=w.template.host_network,
         post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
         non_root_image=c.run_as_non_root and c.run_as_user is None,
+        fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
     )
 
 

@@ -856,6 +856,7 @@ def _pod_template(
         host_pid=spec.get("hostPID", False),
         host_ipc=spec.get("hostIPC", False),
         **_placement(doc, prefix, spec, labels),
+        fs_group=pod_context.get("fsGroup"),
     )
 
 

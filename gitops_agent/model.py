@@ -225,6 +225,7 @@ class PodTemplate:
     preferred_affinity: tuple[tuple[int, tuple[Requirement, ...]], ...] = ()  # (weight, term)
     one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
     tolerations: tuple[Toleration, ...] = ()
+    fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
 
 
 # --- agent policy -------------------------------------------------------------

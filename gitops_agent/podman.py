@@ -20,9 +20,11 @@ every single Podman write of a sync or a rollout. Unset, nothing changes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import tarfile
 import threading
 from typing import Any, Mapping
 
@@ -88,6 +90,9 @@ class Node:
                 resp = api.get(path, params=params, timeout=timeout)
             elif method == "DELETE":
                 resp = api.delete(path, params=params, timeout=timeout)
+            elif method == "PUT":  # a tar archive into a container
+                resp = api.put(path, params=params, data=raw, timeout=timeout,
+                               headers={"content-type": "application/x-tar"})
             else:
                 data = raw if raw is not None else (json.dumps(body) if body is not None else None)
                 resp = api.post(path, params=params, data=data, timeout=timeout,
@@ -245,12 +250,27 @@ class Node:
             for c in spec.containers:
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
             self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
+            self._give_volumes_to_group(spec)
             for c in spec.containers:
                 if c.post_start:
                     self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _give_volumes_to_group(self, spec: PodSpec) -> None:
+        """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
+        mode 2775 (setgid: new files take the group). Done through the container (Podman's archive upload keeps a
+        tar entry's owner with copyUIDGID=false), so the image needs no shell or chgrp; right after the start,
+        because Podman gives a volume on its first use to the container's user when the container starts."""
+        done: set[str] = set()
+        for c in spec.containers:
+            for v in (() if c.fs_group is None else c.volumes):
+                if v.read_only or v.volume in done:
+                    continue
+                done.add(v.volume)
+                self._call("PUT", f"/containers/{c.name}/archive", f"set the group of volume {v.volume}",
+                           params={"path": v.target, "copyUIDGID": "false"}, raw=_group_dir_tar(c.fs_group or 0))
 
     def _check_non_root(self, c: ContainerSpec) -> None:
         """The kubelet's check: the image's USER must be a non-zero numeric uid (a name cannot be verified)."""
@@ -405,6 +425,16 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         }
         body["health_check_on_failure_action"] = _ON_FAILURE_RESTART
     return body
+
+
+def _group_dir_tar(gid: int) -> bytes:
+    """A tar archive of one entry, the target directory itself: owner root, group `gid`, mode 2775."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        entry = tarfile.TarInfo(".")
+        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, 0o2775, 0, gid
+        tar.addfile(entry)
+    return buf.getvalue()
 
 
 def _driver_options(secret: Mapping[str, Any]) -> Mapping[str, Any]:

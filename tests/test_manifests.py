@@ -1700,10 +1700,8 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
          "cannot be false with capability SYS_ADMIN"),
         ("hostNetwork: 1", "",
          "p.yaml:5: Pod/p: spec.hostNetwork: must be a boolean, not an integer"),
-        ("securityContext: {fsGroup: 1}", "",
-         "p.yaml:5: Pod/p: spec.securityContext.fsGroup: field 'fsGroup' is not supported by gitops-agent "
-         "(not mapped yet: Podman cannot give a volume to a group; run the container with a runAsUser that owns "
-         "the data)"),
+        ("securityContext: {sysctls: []}", "",
+         "p.yaml:5: Pod/p: spec.securityContext.sysctls: field 'sysctls' is not supported by gitops-agent"),
     ],
 )
 def test_security_field_errors(spec_patch: str, container_patch: str, expected: str) -> None:

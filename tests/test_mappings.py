@@ -8,8 +8,10 @@ and real Podman that checks every mapping's effect in `podman inspect`, the cont
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from gitops_agent.config import NodeConfig
 from gitops_agent.desired import PRE_STOP, ContainerSpec, compile_node, cpu_shares, unplaced, volume_name
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.podman import _container_body
+from gitops_agent.podman import _container_body, _group_dir_tar
 from podman_env import WEB1, http_get
 
 NODE = NodeConfig("n1", labels={"zone": "a"})
@@ -137,9 +139,26 @@ def test_pod_security_context_values_are_defaults_of_each_container() -> None:
     assert "seccomp_profile_path" not in cbody  # RuntimeDefault is Podman's default profile
 
 
+def test_fs_group_is_a_group_of_every_process_and_of_the_read_write_claims() -> None:
+    """fsGroup comes first in the supplementary groups; a container mounting its claims read-only gets none to
+    change; the archive Podman is sent names only the target directory, owner root, group fsGroup, mode 2775."""
+    claim = ("---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: c}\n"
+             "spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Mi}}}\n")
+    spec = ("securityContext: {fsGroup: 2000, supplementalGroups: [5, 2000]}\n"
+            "volumes: [{name: v, persistentVolumeClaim: {claimName: c}}]\n")
+    writer, reader = specs(pod(spec, "volumeMounts: [{name: v, mountPath: /v}]\n")
+                           + "    - name: r\n      image: app:1\n"
+                             "      volumeMounts: [{name: v, mountPath: /v, readOnly: true}]\n" + claim)
+    assert (writer.groups, writer.fs_group) == (("2000", "5"), 2000)
+    assert (reader.groups, reader.fs_group) == (("2000", "5"), None)
+    with tarfile.open(fileobj=io.BytesIO(_group_dir_tar(2000))) as tar:
+        (entry,) = tar.getmembers()
+    assert (entry.name, entry.isdir(), entry.uid, entry.gid, oct(entry.mode)) == (".", True, 0, 2000, "0o2775")
+
+
 def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
-    """runAsNonRoot contradicts user 0 and, without runAsUser, leaves the image's user to the node; fsGroup and
-    Unconfined seccomp are rejected clearly."""
+    """runAsNonRoot contradicts user 0 and, without runAsUser, leaves the image's user to the node; Localhost
+    seccomp is rejected clearly."""
     assert problems(pod(spec="securityContext: {runAsNonRoot: true, runAsUser: 0}\n")) == [
         "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true contradicts runAsUser: 0",
     ]
@@ -294,6 +313,11 @@ apiVersion: v1
 kind: Namespace
 metadata: {{name: {NS}}}
 ---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, namespace: {NS}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Mi}}}}}}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: shop, namespace: {NS}}}
@@ -304,12 +328,14 @@ spec:
     metadata: {{labels: {{app: shop, tier: web}}}}
     spec:
       terminationGracePeriodSeconds: 1
-      securityContext: {{runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000]}}
+      securityContext: {{runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}}
+      volumes: [{{name: data, persistentVolumeClaim: {{claimName: data}}}}]
       containers:
         - name: main
           image: {WEB1}
           command: [sleep, "100000"]
           securityContext: {{capabilities: {{drop: [all]}}, seccompProfile: {{type: RuntimeDefault}}}}
+          volumeMounts: [{{name: data, mountPath: /data}}]
 """ + textwrap.indent(FIELD_ENV + HOST_IP_ENV, " " * 10) + f"""\
 ---
 apiVersion: apps/v1
@@ -371,7 +397,12 @@ def test_mappings_take_effect_on_real_podman(
     assert host["CapDrop"] and not host["CapAdd"]
     status = _status_fields(svc.podman("exec", name, "cat", "/proc/self/status").stdout)
     assert status["Uid"].split()[0] == "1000" and status["Gid"].split()[0] == "3000"
-    assert status["Groups"].split() == ["4000"]
+    assert status["Groups"].split() == ["2000", "4000"]  # fsGroup, then supplementalGroups
+    # fsGroup: the non-root process writes to its claim through the group, new files take it (setgid)
+    svc.podman("exec", name, "touch", "/data/written")
+    data = Path(json.loads(svc.podman("volume", "inspect", volume_name(NS, "data")).stdout)[0]["Mountpoint"])
+    assert (oct(data.stat().st_mode & 0o7777), data.stat().st_gid) == ("0o2775", 2000)
+    assert ((data / "written").stat().st_uid, (data / "written").stat().st_gid) == (1000, 2000)
     assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
     assert status["Seccomp"] == "2"  # a filter: Podman's default profile
     # the container's own cgroup (v1 controllers on these machines, see ENVIRONMENT.md)
