@@ -11,10 +11,12 @@ config must not silently fall back to a default). What the schema cannot say
 from __future__ import annotations
 
 import json
+import math
 import os
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any, Mapping
 
 from . import pullauth
 from .errors import ConfigError, Problem, quote_path
-from .model import HostPathRule, NodeLimits, Policy
+from .model import HostPathRule, NodeLimits, Policy, Taint
 from .pullauth import Credential
 
 PolicyConfig = Policy
@@ -83,6 +85,14 @@ class NodeConfig:
     imagePullSecrets win for the registries they name."""
     credentials: tuple[Credential, ...] = field(default=(), repr=False, compare=False)
     """Read from `auth_file` when the configuration is loaded. Never printed."""
+    cpu_millis: int | None = None
+    """`capacity.cpu`: millicores the node offers to pods' CPU requests; None: not checked."""
+    memory_bytes: int | None = None
+    """`capacity.memory`: bytes the node offers to pods' memory requests; None: not checked."""
+    address: str | None = None
+    """The node's IP address as pods see it: `status.hostIP` (and a hostNetwork pod's `status.podIP`)."""
+    taints: tuple[Taint, ...] = ()
+    """Only pods tolerating a NoSchedule/NoExecute taint are placed here; PreferNoSchedule only breaks ties."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,24 @@ def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     return dict(raw.get(key) or {})
 
 
+QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
+    "": 1, "m": Decimal("0.001"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def quantity(value: int | float | str, per_unit: int) -> int:
+    """A schema-valid Kubernetes quantity ("500m", "1.5", "128Mi", 2) in whole sub-units, rounded up:
+    `per_unit` 1000 gives millicores, 1 gives bytes."""
+    if isinstance(value, str):
+        number = value.rstrip("kKMGTPEim")
+        suffix = value[len(number):]
+    else:
+        number, suffix = repr(value), ""
+    return math.ceil(Decimal(number) * QUANTITY_SUFFIXES[suffix] * per_unit)
+
+
 def _label(value: Any) -> str:
     """A label value as Kubernetes writes it: YAML `true` is "true", not Python's "True"."""
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -185,9 +213,17 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
             identity = _file(identity, base_dir)
         labels = {str(k): _label(v) for k, v in _section(nd, "labels").items()}
         auth_file, credentials = _auth_file(nd.get("authFile"), base_dir, f"nodes[{i}].authFile")
-        nodes.append(NodeConfig(nd["name"], node_url, labels, identity,
-                                **_ssh_options(nd, node_url, raw.get("knownHosts"), base_dir, f"nodes[{i}]"),
-                                auth_file=auth_file, credentials=credentials))
+        capacity = _section(nd, "capacity")
+        taints = tuple(Taint(t["key"], _label(t.get("value", "")), t["effect"]) for t in nd.get("taints") or ())
+        nodes.append(NodeConfig(
+            nd["name"], node_url, labels, identity,
+            **_ssh_options(nd, node_url, raw.get("knownHosts"), base_dir, f"nodes[{i}]"),
+            auth_file=auth_file, credentials=credentials,
+            cpu_millis=None if capacity.get("cpu") is None else quantity(capacity["cpu"], 1000),
+            memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
+            taints=taints,
+            address=nd.get("address"),
+        ))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from .config import NodeConfig
@@ -42,13 +42,19 @@ from .model import (
     NodeRollout,
     ObjectRef,
     Probe,
+    Requirement,
+    ResourceFieldRef,
+    Resources,
     Revision,
     Service,
+    Taint,
+    Toleration,
     Workload,
 )
 
 LABEL_PREFIX = "io.gitops-agent"
 MANAGED = f"{LABEL_PREFIX}.managed"
+PRE_STOP = f"{LABEL_PREFIX}.pre-stop"  # a container's preStop hook, JSON {"command": [...], "timeout": seconds}
 L_NAMESPACE = f"{LABEL_PREFIX}.namespace"
 L_KIND = f"{LABEL_PREFIX}.kind"
 L_NAME = f"{LABEL_PREFIX}.name"
@@ -126,6 +132,8 @@ class ContainerSpec:
     cpu_millis: int | None
     memory_bytes: int | None
     labels: Mapping[str, str]
+    cpu_shares: int | None = None  # requests.cpu, as the kubelet weighs it
+    memory_reservation: int | None = None  # requests.memory: a soft limit (memory.low / soft_limit_in_bytes)
     readiness: Probe | None = None  # run by the agent while it waits for the pod
     startup: Probe | None = None  # run by the agent; liveness waits for it (start period)
     liveness: Probe | None = None  # run by Podman's healthcheck (health_cmd); kept for `status` and `probes`
@@ -136,10 +144,14 @@ class ContainerSpec:
     read_only_root_fs: bool = False
     user: str | None = None  # "uid" or "uid:gid"
     no_new_privileges: bool = False
+    groups: tuple[str, ...] = ()  # supplementary group ids of the process (supplementalGroups)
     # Host namespaces are set on each container: Podman 4.3 ignores a pod's pidns/ipcns for its containers.
     host_pid: bool = False
     host_ipc: bool = False
     host_uts: bool = False  # with the host network, as Kubernetes does: the node's hostname
+    post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
+    non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
+    fs_group: int | None = None  # the group given the top directory of each read-write PVC volume (fsGroup)
 
 
 @dataclass(frozen=True)
@@ -256,12 +268,19 @@ def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigDa
 # Fields added to the model after template hashes were first used on nodes, with their defaults.
 # At their default they are left out of the hash, so that upgrading the agent does not replace
 # every pod; set to anything else, they are hashed like every other field.
-_ADDED_TEMPLATE_FIELDS: dict[str, Any] = {"host_network": False, "host_pid": False, "host_ipc": False}
+_ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
+    "host_network": False, "host_pid": False, "host_ipc": False,
+    "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
+}
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
+    "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
+    "post_start": None, "pre_stop": None, "run_as_non_root": False,
 }
+_ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
+_ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
 
 def _hashed_template(workload: Workload) -> dict[str, Any]:
@@ -273,6 +292,11 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
     template = trim(asdict(workload.template), _ADDED_TEMPLATE_FIELDS)
     del template["image_pull_secrets"]  # credentials are not the pod: new ones apply to the next pull, no new pods
     template["containers"] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template["containers"]]
+    for c in template["containers"]:
+        c["env"] = [trim(e, _ADDED_ENV_FIELDS) for e in c["env"]]
+        for kind in ("liveness_probe", "readiness_probe", "startup_probe"):
+            if c.get(kind):
+                c[kind] = trim(c[kind], _ADDED_PROBE_FIELDS)
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     return template
 
@@ -408,33 +432,109 @@ def node_matches(node: NodeConfig, selector: Mapping[str, str]) -> bool:
     return all(node.labels.get(k) == v for k, v in selector.items())
 
 
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def node_labels(node: NodeConfig) -> dict[str, str]:
+    """The labels affinity sees: the config's, kubernetes.io/hostname as the node's name unless the config sets it,
+    and the node's name as metadata.name (matchFields)."""
+    return {HOSTNAME_LABEL: node.name, **node.labels, "metadata.name": node.name}
+
+
+def requirement_met(req: Requirement, labels: Mapping[str, str]) -> bool:
+    """Kubernetes' nodeSelectorRequirement; Gt/Lt compare integers, a non-integer label value meets neither."""
+    value = labels.get(req.key)
+    if req.operator == "In":
+        return value in req.values
+    if req.operator == "NotIn":
+        return value not in req.values
+    if req.operator == "Exists":
+        return value is not None
+    if req.operator == "DoesNotExist":
+        return value is None
+    if value is None or not re.fullmatch(r"-?[0-9]+", value):
+        return False
+    return int(value) > int(req.values[0]) if req.operator == "Gt" else int(value) < int(req.values[0])
+
+
+def term_met(term: tuple[Requirement, ...], labels: Mapping[str, str]) -> bool:
+    """All requirements of a term; an empty term matches no node, as in Kubernetes."""
+    return bool(term) and all(requirement_met(r, labels) for r in term)
+
+
+def tolerated(taint: Taint, tolerations: Iterable[Toleration]) -> bool:
+    return any(
+        (t.key == taint.key or (t.key == "" and t.operator == "Exists"))
+        and (t.operator == "Exists" or t.value == taint.value)
+        and t.effect in ("", taint.effect)
+        for t in tolerations
+    )
+
+
+def eligible(workload: Workload, node: NodeConfig) -> bool:
+    """The node satisfies the workload's nodeSelector and required nodeAffinity, and its pods tolerate every
+    NoSchedule / NoExecute taint of the node."""
+    t = workload.template
+    labels = node_labels(node)
+    return (
+        node_matches(node, t.node_selector)
+        and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
+        and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
+    )
+
+
+def preference(workload: Workload, node: NodeConfig) -> int:
+    """The node's score as a tie-breaker of the spread: the weights of the preferred nodeAffinity terms it meets,
+    less 100 per untolerated PreferNoSchedule taint."""
+    labels = node_labels(node)
+    t = workload.template
+    score = sum(weight for weight, term in t.preferred_affinity if term_met(term, labels))
+    return score - 100 * sum(
+        1 for taint in node.taints if taint.effect == "PreferNoSchedule" and not tolerated(taint, t.tolerations)
+    )
+
+
 def matching_nodes(workload: Workload, nodes: Iterable[NodeConfig]) -> list[str]:
-    """Names of the nodes whose labels satisfy the workload's nodeSelector, in name order."""
-    return sorted(n.name for n in nodes if node_matches(n, workload.template.node_selector))
+    """Names of the nodes the workload may run on (`eligible`), the preferred first (`preference`), then in
+    name order: a pure function of the config and the template, so placement never reshuffles by itself."""
+    ranked = sorted((-preference(workload, n), n.name) for n in nodes if eligible(workload, n))
+    return [name for _, name in ranked]
 
 
 def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
-    """Workloads whose nodeSelector matches no configured node: a clear status, not a crash."""
+    """Workloads whose nodeSelector, affinity and tolerations match no configured node, or with more replicas
+    than nodes under a podAntiAffinity: a clear status, not a crash."""
+    nodes = tuple(nodes)
     warnings = []
     for w in (o for o in rev.objects if isinstance(o, Workload)):
-        if matching_nodes(w, nodes) or (w.ref.kind == "Deployment" and w.replicas == 0):
+        matching = matching_nodes(w, nodes)
+        if w.ref.kind == "Deployment" and w.template.one_per_node and 0 < len(matching) < w.replicas:
+            warnings.append(f"{w.ref}: podAntiAffinity allows one pod per node and {len(matching)} node(s) "
+                            f"match; {w.replicas - len(matching)} of {w.replicas} replica(s) not placed")
+        if matching or (w.ref.kind == "Deployment" and w.replicas == 0):
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
-        warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
+        if w.template.node_affinity or w.template.tolerations or any(n.taints for n in nodes):
+            warnings.append(f"{w.ref}: no node matches its nodeSelector, nodeAffinity and tolerations; {what}")
+        else:
+            warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
     return warnings
 
 
 def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> int:
     """Pods of `workload` on `node`. A DaemonSet runs one on every matching
-    node. A Deployment spreads `replicas` evenly over the matching nodes, in
-    node-name order, the first nodes taking the remainder: deterministic, so an
+    node. A Deployment spreads `replicas` evenly over the matching nodes, the
+    preferred first, then in node-name order, the first nodes taking the
+    remainder (with podAntiAffinity: one per node at most): deterministic, so an
     unchanged Deployment is never reshuffled between syncs."""
     matching = matching_nodes(workload, nodes)
     if node.name not in matching:
         return 0
     if workload.ref.kind == "DaemonSet":
         return 1
+    if workload.template.one_per_node:
+        return 1 if matching.index(node.name) < workload.replicas else 0
     base, extra = divmod(workload.replicas, len(matching))
     return base + (1 if matching.index(node.name) < extra else 0)
 
@@ -478,7 +578,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         count = replicas_on(w, node, nodes)
         selecting = [s for s in services if _selects(s, w)]
         pods = tuple(
-            _pod(w, name, thash, commit, ns_configs, selecting, secrets) for name in pod_names(w, thash, count)
+            _pod(w, name, thash, commit, ns_configs, selecting, secrets, node)
+            for name in pod_names(w, thash, count)
         )
         workloads.append(
             WorkloadSpec(
@@ -514,6 +615,7 @@ def _pod(
     configs: Mapping[tuple[str, str], ConfigData],
     services: list[Service],
     secrets: dict[str, SecretSpec],
+    node: NodeConfig,
 ) -> PodSpec:
     t = w.template
     labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
@@ -523,12 +625,10 @@ def _pod(
             if p.host_port:
                 ports.append(PortMapping(p.host_port, p.container_port, p.protocol.lower()))
     for s in () if t.host_network else services:
-        if s.type != "NodePort":
-            continue
-        for sp in s.ports:
-            if sp.node_port:
-                ports.append(PortMapping(sp.node_port, _target_port(sp.target_port, sp.port, t.containers), sp.protocol.lower()))
-    containers = tuple(_container(w, name, c, commit, thash, configs, secrets) for c in t.containers)
+        for host_port, sp in s.published():
+            target = _target_port(sp.target_port, sp.port, t.containers)
+            ports.append(PortMapping(host_port, target, sp.protocol.lower()))
+    containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
     used = {n for c in containers for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
     hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]
     return PodSpec(
@@ -619,6 +719,7 @@ def _container(
     thash: str,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
+    node: NodeConfig,
 ) -> ContainerSpec:
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
@@ -641,9 +742,17 @@ def _container(
         cfg = configs.get((f.kind, f.name))
         for key in sorted(cfg.data) if cfg else ():
             put(f.prefix + key, f.kind, f.name, key)
+    by_name = {other.name: other for other in w.template.containers}
     for e in c.env:
         if e.ref is not None:
             put(e.name, e.ref.kind, e.ref.name, e.ref.key)
+        elif e.field_path is not None:
+            env[e.name] = field_value(e.field_path, pod, w, node)
+            secret_env.pop(e.name, None)
+        elif e.resource is not None:  # rounded up, as the kubelet does; an unset request is 0
+            amount = resource_amount(by_name[e.resource.container], e.resource) or 0
+            env[e.name] = str(-(-amount // e.resource.divisor))
+            secret_env.pop(e.name, None)
         else:
             env[e.name] = e.value or ""
             secret_env.pop(e.name, None)
@@ -693,7 +802,10 @@ def _container(
         health_start_period=start_period,
         cpu_millis=c.resources.cpu_millis,
         memory_bytes=c.resources.memory_bytes,
-        labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name},
+        cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
+        memory_reservation=effective_requests(c).memory_bytes,
+        labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name,
+                **_pre_stop_label(c, w.template.termination_grace_period_seconds)},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,
@@ -705,10 +817,66 @@ def _container(
         user=None if c.run_as_user is None else
         str(c.run_as_user) if c.run_as_group is None else f"{c.run_as_user}:{c.run_as_group}",
         no_new_privileges=not c.allow_privilege_escalation,
+        groups=tuple(dict.fromkeys(str(gid) for gid in (
+            *(() if w.template.fs_group is None else (w.template.fs_group,)), *c.supplemental_groups))),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
         host_uts=w.template.host_network,
+        post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
+        non_root_image=c.run_as_non_root and c.run_as_user is None,
+        fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
     )
+
+
+def hook_command(hook: Probe | None, grace: int) -> tuple[str, ...]:
+    """The command a lifecycle hook runs in its container: exec as is, httpGet by the probe's script, with the
+    grace period (at least 1 s) as its timeout; () for no hook."""
+    if hook is None:
+        return ()
+    return probe_command(replace(hook, timeout_seconds=max(1, grace)))
+
+
+def _pre_stop_label(c: Container, grace: int) -> dict[str, str]:
+    """The preStop hook, kept on the container itself: the pod may be stopped by an agent whose revision no
+    longer has its template."""
+    if c.pre_stop is None:
+        return {}
+    return {PRE_STOP: json.dumps({"command": list(hook_command(c.pre_stop, grace)), "timeout": grace})}
+
+
+def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:
+    """The limit or (effective) request that `ref` names, in millicores or bytes; None if unset."""
+    amounts = c.resources if ref.resource.startswith("limits.") else effective_requests(c)
+    return amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
+
+
+def field_value(field_path: str, pod: str, w: Workload, node: NodeConfig) -> str:
+    """A fieldRef's value for pod `pod` of `w` on `node` (a path `manifests` accepted: status.podIP only with
+    hostNetwork, where it is the node's address, as status.hostIP is)."""
+    if field_path == "metadata.name":
+        return pod
+    if field_path == "metadata.namespace":
+        return w.ref.namespace
+    if field_path == "spec.nodeName":
+        return node.name
+    if field_path in ("status.hostIP", "status.podIP"):
+        return node.address or ""
+    meta, _, key = field_path.partition("['")
+    source = w.template.labels if meta == "metadata.labels" else w.template.annotations
+    return source.get(key.removesuffix("']"), "")
+
+
+def effective_requests(c: Container) -> Resources:
+    """A container's requests; a resource with a limit and no request requests its limit (Kubernetes' default)."""
+    return Resources(
+        cpu_millis=c.requests.cpu_millis if c.requests.cpu_millis is not None else c.resources.cpu_millis,
+        memory_bytes=c.requests.memory_bytes if c.requests.memory_bytes is not None else c.resources.memory_bytes,
+    )
+
+
+def cpu_shares(millis: int | None) -> int | None:
+    """The kubelet's CPU shares for a CPU request: millicores x 1024 / 1000, at least 2 (the kernel's minimum)."""
+    return None if millis is None else max(2, millis * 1024 // 1000)
 
 
 def _podman_cap(name: str) -> str:
@@ -745,6 +913,9 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     """
     if probe.action == "exec":
         return probe.command
+    if probe.action == "grpc":  # no shell tool speaks gRPC: only the agent, from outside the container, can
+        return ("/bin/sh", "-c", "echo 'grpc probe: runs only from outside the container, and this node's transport "
+                "cannot reach its pods (tcp://)' >&2; exit " + str(NO_TOOL_EXIT))
     host = probe.host or "127.0.0.1"
     t = str(probe.timeout_seconds)
     if probe.action == "tcpSocket":

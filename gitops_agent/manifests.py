@@ -26,7 +26,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -36,7 +35,7 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from . import desired, model, pullauth
+from . import config, desired, model, pullauth
 from .config import NodeConfig
 from .errors import Problem, RevisionRejected, SourceUnavailable, quote_path
 
@@ -133,7 +132,7 @@ def parse(
             break
         documents.extend(_read_file(file, limits, problems))
 
-    entries = [(document, _check_document(document)) for document in documents]
+    entries = _allocate_node_ports([(document, _check_document(document)) for document in documents])
     _check_revision(entries, policy)
     _check_capacity([(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)], tuple(nodes), node_limits)
     problems.extend(problem for document in documents for problem in document.problems)
@@ -838,14 +837,24 @@ def _report_duplicates(doc: _Document, items: Iterable[tuple[JsonPath, str]], wh
 def _pod_template(
     doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str], annotations: dict[str, str]
 ) -> model.PodTemplate:
-    containers = tuple(_container(doc, prefix + ("containers", i), c) for i, c in enumerate(spec["containers"]))
+    pod_context = spec.get("securityContext", {})
+    containers = tuple(
+        _container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
+    )
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
+    else:
+        for i, container in enumerate(containers):
+            for j, env in enumerate(container.env):
+                if env.field_path == "status.podIP":
+                    doc.report(prefix + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath"),
+                               f"status.podIP is not supported by gitops-agent ({_POD_IP_ONLY_ON_HOST})")
     volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
     _report_duplicates(
         doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
+    _check_resource_refs(doc, prefix, containers)
     declared = {volume.name for volume in volumes}
     for i, container in enumerate(containers):
         mounts = prefix + ("containers", i, "volumeMounts")
@@ -867,7 +876,81 @@ def _pod_template(
         host_pid=spec.get("hostPID", False),
         host_ipc=spec.get("hostIPC", False),
         image_pull_secrets=tuple(ref["name"] for ref in spec.get("imagePullSecrets", ())),
+        **_placement(doc, prefix, spec, labels),
+        fs_group=pod_context.get("fsGroup"),
     )
+
+
+def _placement(doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The PodTemplate fields of `affinity` and `tolerations`, with Kubernetes' checks of the operators."""
+    affinity = spec.get("affinity", {})
+    node = affinity.get("nodeAffinity", {})
+    path = prefix + ("affinity", "nodeAffinity")
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", ())
+    preferred = node.get("preferredDuringSchedulingIgnoredDuringExecution", ())
+    anti = affinity.get("podAntiAffinity", {})
+    anti_terms = [(prefix + ("affinity", "podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution", i), t)
+                  for i, t in enumerate(anti.get("requiredDuringSchedulingIgnoredDuringExecution", ()))]
+    anti_terms += [(prefix + ("affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", i,
+                              "podAffinityTerm"), t["podAffinityTerm"])
+                   for i, t in enumerate(anti.get("preferredDuringSchedulingIgnoredDuringExecution", ()))]
+    for term_path, term in anti_terms:
+        wanted = term["labelSelector"]["matchLabels"]
+        if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
+            doc.report(term_path + ("labelSelector",), "must select this workload's own pods (a subset of its "
+                       "labels): gitops-agent places each workload on its own, so only anti-affinity of a "
+                       "workload's own pods is supported")
+    required_path = path + ("requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+    preferred_path = path + ("preferredDuringSchedulingIgnoredDuringExecution",)
+    return {
+        "node_affinity": tuple(_term(doc, required_path + (i,), t) for i, t in enumerate(required)),
+        "preferred_affinity": tuple(
+            (p["weight"], _term(doc, preferred_path + (i, "preference"), p["preference"]))
+            for i, p in enumerate(preferred)
+        ),
+        "one_per_node": bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution")),
+        "tolerations": tuple(
+            model.Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""), t.get("effect", ""))
+            for t in spec.get("tolerations", ())
+        ),
+    }
+
+
+def _term(doc: _Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Requirement, ...]:
+    """A nodeSelectorTerm's requirements (ANDed); matchFields name the node as metadata.name."""
+    requirements = []
+    for field_name in ("matchExpressions", "matchFields"):
+        for i, req in enumerate(term.get(field_name, ())):
+            where = path + (field_name, i)
+            values = tuple(req.get("values", ()))
+            operator = req["operator"]
+            if field_name == "matchFields" and req["key"] != "metadata.name":
+                doc.report(where + ("key",), "must be metadata.name, the only node field there is")
+            if operator in ("In", "NotIn") and not values:
+                doc.report(where + ("values",), f"must have at least one value for operator {operator}")
+            elif operator in ("Exists", "DoesNotExist") and values:
+                doc.report(where + ("values",), f"must be empty for operator {operator}")
+            elif operator in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"-?[0-9]+", values[0])):
+                doc.report(where + ("values",), f"must be one integer for operator {operator}")
+            requirements.append(model.Requirement(req["key"], operator, values))
+    return tuple(requirements)
+
+
+def _check_resource_refs(doc: _Document, prefix: JsonPath, containers: tuple[model.Container, ...]) -> None:
+    """Each resourceFieldRef names a container of the pod, and a limit that container sets (Kubernetes would
+    use the node's allocatable amount, which gitops-agent does not know)."""
+    by_name = {c.name: c for c in containers}
+    for i, container in enumerate(containers):
+        for j, env in enumerate(container.env):
+            if env.resource is None:
+                continue
+            path = prefix + ("containers", i, "env", j, "valueFrom", "resourceFieldRef")
+            target = by_name.get(env.resource.container)
+            if target is None:
+                doc.report(path + ("containerName",), f"{env.resource.container!r} is not a container of this pod")
+            elif env.resource.resource.startswith("limits.") and desired.resource_amount(target, env.resource) is None:
+                doc.report(path + ("resource",), f"container {target.name!r} sets no {env.resource.resource}: "
+                           "gitops-agent does not know the node's allocatable amount; set the limit")
 
 
 def _host_network_ports(doc: _Document, path: JsonPath, container: model.Container) -> model.Container:
@@ -890,7 +973,9 @@ _REF_KINDS = {
 }
 
 
-def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> model.Container:
+def _container(
+    doc: _Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
+) -> model.Container:
     ports = tuple(
         model.ContainerPort(port["containerPort"], port.get("protocol", "TCP"), port.get("hostPort"), port.get("name"))
         for port in container.get("ports", ())
@@ -900,28 +985,45 @@ def _container(doc: _Document, path: JsonPath, container: dict[str, Any]) -> mod
         for key, field_name in _PROBE_FIELDS.items()
         if key in container
     }
+    limits = _resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {}))
+    hooks = {
+        field_name: _probe(doc, path + ("lifecycle", key), container["lifecycle"][key], container["name"], ports)
+        for key, field_name in (("postStart", "post_start"), ("preStop", "pre_stop"))
+        if key in container.get("lifecycle", {})
+    }
     return model.Container(
         name=container["name"],
         image=container["image"],
         image_pull_policy=container.get("imagePullPolicy") or _default_pull_policy(container["image"]),
         command=tuple(container.get("command", ())),
         args=tuple(container.get("args", ())),
-        env=tuple(_env_var(env) for env in container.get("env", ())),
+        env=tuple(_env_var(doc, path + ("env", i), env, container["name"])
+                  for i, env in enumerate(container.get("env", ()))),
         env_from=tuple(_env_from(source) for source in container.get("envFrom", ())),
         ports=ports,
-        resources=_resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {})),
+        resources=limits,
+        requests=_requests(doc, path + ("resources", "requests"), container.get("resources", {}), limits),
         volume_mounts=tuple(
             model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False))
             for mount in container.get("volumeMounts", ())
         ),
         working_dir=container.get("workingDir"),
         **probes,
-        **_security_context(doc, path + ("securityContext",), container.get("securityContext", {})),
+        **hooks,
+        **_security_context(doc, path + ("securityContext",), container.get("securityContext", {}), pod_context),
     )
 
 
-def _security_context(doc: _Document, path: JsonPath, context: dict[str, Any]) -> dict[str, Any]:
-    """The container fields of a securityContext, with Kubernetes' consistency checks."""
+# Pod securityContext fields that are defaults of each container's, as in Kubernetes.
+_POD_CONTEXT_DEFAULTS = ("runAsUser", "runAsGroup", "runAsNonRoot")
+
+
+def _security_context(
+    doc: _Document, path: JsonPath, own: dict[str, Any], pod_context: dict[str, Any]
+) -> dict[str, Any]:
+    """The container fields of a securityContext, the pod's values as defaults, with Kubernetes'
+    consistency checks."""
+    context = {**{k: pod_context[k] for k in _POD_CONTEXT_DEFAULTS if k in pod_context}, **own}
     capabilities = context.get("capabilities", {})
     fields: dict[str, Any] = {
         "privileged": context.get("privileged", False),
@@ -931,9 +1033,16 @@ def _security_context(doc: _Document, path: JsonPath, context: dict[str, Any]) -
         "run_as_user": context.get("runAsUser"),
         "run_as_group": context.get("runAsGroup"),
         "allow_privilege_escalation": context.get("allowPrivilegeEscalation", True),
+        "supplemental_groups": tuple(dict.fromkeys(pod_context.get("supplementalGroups", ()))),
+        "run_as_non_root": bool(context.get("runAsNonRoot", False)),
     }
+    def where(key: str) -> JsonPath:  # the container's own field, or the pod's it came from
+        return path + (key,) if key in own else path[:-3] + ("securityContext", key)
+
     if "runAsGroup" in context and "runAsUser" not in context:
-        doc.report(path + ("runAsGroup",), "runAsGroup needs runAsUser (Podman sets the user and group together)")
+        doc.report(where("runAsGroup"), "runAsGroup needs runAsUser (Podman sets the user and group together)")
+    if context.get("runAsNonRoot") and context.get("runAsUser") == 0:  # without runAsUser the node checks the image
+        doc.report(where("runAsNonRoot"), "runAsNonRoot: true contradicts runAsUser: 0")
     if not fields["allow_privilege_escalation"]:  # Kubernetes' own validation
         if fields["privileged"]:
             doc.report(path + ("allowPrivilegeEscalation",), "cannot be false with privileged: true")
@@ -947,7 +1056,7 @@ _PROBE_FIELDS = {
     "readinessProbe": "readiness_probe",
     "startupProbe": "startup_probe",
 }
-_PROBE_ACTIONS = ("exec", "httpGet", "tcpSocket")
+_PROBE_ACTIONS = ("exec", "httpGet", "tcpSocket", "grpc")
 
 
 def _probe(
@@ -956,6 +1065,11 @@ def _probe(
     """A probe with Kubernetes' defaults; a named port becomes its containerPort number."""
     (action,) = (name for name in _PROBE_ACTIONS if name in probe)  # exactly one, by the schema
     handler = probe[action]
+    if action == "grpc" and path[-1] == "livenessProbe":
+        doc.report(path + ("grpc",), "a gRPC liveness probe cannot run: liveness is Podman's healthcheck, which runs "
+                   "in the container (so it works while the agent is down) and speaks no gRPC; use grpc in a "
+                   "readinessProbe or startupProbe (run by the agent), or an exec liveness probe with a health client "
+                   "from the image (such as grpc_health_probe)")
     port = handler.get("port", 0)
     return model.Probe(
         action=action,
@@ -965,6 +1079,7 @@ def _probe(
         scheme=handler.get("scheme", "HTTP"),
         host=handler.get("host", ""),
         headers=tuple((header["name"], header["value"]) for header in handler.get("httpHeaders", ())),
+        service=handler.get("service", ""),
         initial_delay_seconds=probe.get("initialDelaySeconds", 0),
         period_seconds=probe.get("periodSeconds", 10),
         timeout_seconds=probe.get("timeoutSeconds", 1),
@@ -993,10 +1108,39 @@ def _default_pull_policy(image: str) -> str:
     return "Always" if tag == "latest" or not (tag or digest) else "IfNotPresent"
 
 
-def _env_var(env: dict[str, Any]) -> model.EnvVar:
+# fieldRef paths known when the pod is created; metadata.labels/annotations take a key: ['KEY'].
+_FIELD_PATHS = re.compile(r"metadata\.name|metadata\.namespace|spec\.nodeName|status\.hostIP|status\.podIP"
+                          r"|metadata\.(labels|annotations)\['([^'\]]+)'\]")
+_LATE_FIELDS = {
+    "status.podIPs": "use status.podIP, with hostNetwork: true",
+    "status.hostIPs": "use status.hostIP",
+}
+_POD_IP_ONLY_ON_HOST = ("Podman assigns a pod's address when it starts, after its environment is fixed; inside the "
+                        "pod its hostname (metadata.name) resolves to it. With hostNetwork: true it is the node's "
+                        "address (nodes[].address)")
+
+
+def _env_var(doc: _Document, path: JsonPath, env: dict[str, Any], container: str) -> model.EnvVar:
     if "valueFrom" not in env:
         return model.EnvVar(env["name"], value=env.get("value", ""))
     ((field_name, selector),) = env["valueFrom"].items()  # exactly one, by the schema
+    where = path + ("valueFrom", field_name)
+    if field_name == "fieldRef":
+        field_path = selector["fieldPath"]
+        if field_path in _LATE_FIELDS:
+            doc.report(where + ("fieldPath",), f"{field_path} is not supported by gitops-agent "
+                                               f"({_LATE_FIELDS[field_path]})")
+        elif not _FIELD_PATHS.fullmatch(field_path):
+            doc.report(where + ("fieldPath",), f"unknown fieldPath {_short(field_path)} (supported: metadata.name, "
+                       "metadata.namespace, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, "
+                       "status.hostIP, status.podIP)")
+        return model.EnvVar(env["name"], field_path=field_path)
+    if field_name == "resourceFieldRef":
+        resource = selector["resource"]
+        per_unit = 1000 if resource.endswith(".cpu") else 1
+        divisor = _quantity(doc, where + ("divisor",), selector.get("divisor", 1), per_unit, (1, 2**63 - 1, ""))
+        return model.EnvVar(env["name"], resource=model.ResourceFieldRef(
+            selector.get("containerName", container), resource, divisor or 1))
     ref = model.KeyRef(_REF_KINDS[field_name], selector["name"], selector["key"], selector.get("optional", False))
     return model.EnvVar(env["name"], ref=ref)
 
@@ -1051,21 +1195,14 @@ _CAPABILITIES = frozenset("""
 
 
 def _capabilities(doc: _Document, path: JsonPath, names: list[str]) -> tuple[str, ...]:
-    """Capability names without the CAP_ prefix, one per list item (so indexes stay those of the
-    manifest); an unknown name is a problem."""
-    result = tuple(name.removeprefix("CAP_") for name in names)
+    """Capability names in upper case without the CAP_ prefix (`drop: [all]` is ALL), one per list item
+    (so indexes stay those of the manifest); an unknown name is a problem."""
+    result = tuple(name.upper().removeprefix("CAP_") for name in names)
     for i, (name, bare) in enumerate(zip(names, result)):
         if bare not in _CAPABILITIES:
             close = difflib.get_close_matches(bare, _CAPABILITIES, n=1)
             doc.report(path + (i,), f"unknown capability {_short(name)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return result
-
-
-_QUANTITY_SUFFIXES: dict[str, int | Decimal] = {
-    "": 1, "m": Decimal("0.001"),
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-}
 
 
 # The range the node accepts, in sub-units, and why the minimum. CPU becomes a CFS quota of millicores x
@@ -1076,11 +1213,33 @@ _CPU_MILLIS = (10, (2**44 - 1) // 100, "must be at least 10m: the kernel refuses
 _MEMORY_BYTES = (4 << 20, 2**63 - 1, "must be at least 4Mi: the container runtime alone needs about 2.5 MB to start")
 
 
+# Requests may be zero (no claim); a CPU request is a CPU-shares weight, which the kubelet floors at 2.
+_CPU_REQUEST_MILLIS = (0, (2**44 - 1) // 100, "")
+_MEMORY_REQUEST_BYTES = (0, 2**63 - 1, "")
+
+
 def _resources(doc: _Document, path: JsonPath, limits: dict[str, Any]) -> model.Resources:
     return model.Resources(
         cpu_millis=_quantity(doc, path + ("cpu",), limits.get("cpu"), per_unit=1000, bounds=_CPU_MILLIS),
         memory_bytes=_quantity(doc, path + ("memory",), limits.get("memory"), per_unit=1, bounds=_MEMORY_BYTES),
     )
+
+
+def _requests(doc: _Document, path: JsonPath, resources: dict[str, Any], limits: model.Resources) -> model.Resources:
+    """`resources.requests`, each at most its limit (Kubernetes' own validation)."""
+    requests = resources.get("requests", {})
+    wanted = model.Resources(
+        cpu_millis=_quantity(doc, path + ("cpu",), requests.get("cpu"), per_unit=1000, bounds=_CPU_REQUEST_MILLIS),
+        memory_bytes=_quantity(
+            doc, path + ("memory",), requests.get("memory"), per_unit=1, bounds=_MEMORY_REQUEST_BYTES
+        ),
+    )
+    for name, asked, limit in (("cpu", wanted.cpu_millis, limits.cpu_millis),
+                               ("memory", wanted.memory_bytes, limits.memory_bytes)):
+        if asked is not None and limit is not None and asked > limit:
+            doc.report(path + (name,), f"must be less than or equal to the {name} limit "
+                                       f"({_short(resources['limits'][name])})")
+    return wanted
 
 
 def _quantity(
@@ -1089,12 +1248,9 @@ def _quantity(
     """A schema-valid quantity in whole (rounded-up) sub-units: millicores for CPU, bytes for memory."""
     if quantity is None:
         return None
-    if isinstance(quantity, str):  # schema-valid: digits, at most one ".", an optional suffix
-        number = quantity.rstrip("kKMGTPEim")
-        suffix = quantity[len(number):]
-    else:
-        number, suffix = repr(quantity), ""
-    amount = math.ceil(Decimal(number) * _QUANTITY_SUFFIXES[suffix] * per_unit)
+    amount = config.quantity(quantity, per_unit)  # schema-valid: digits, at most one ".", an optional suffix
+    if amount <= 0 and bounds[0] == 0:
+        return None  # a zero request claims nothing
     if amount <= 0:
         doc.report(path, "must be greater than zero (omit the limit for no limit)")
     elif amount < bounds[0]:
@@ -1151,6 +1307,47 @@ def _check_revision(entries: list[tuple[_Document, model.Object | None]], policy
     for doc, service in services:
         _check_service(doc, service, [workload for _, workload in workloads])
     _check_host_ports(workloads, services)
+
+
+_NODE_PORTS = (30000, 32767)  # Kubernetes' default service-node-port-range
+
+
+def _allocate_node_ports(
+    entries: list[tuple[_Document, model.Object | None]]
+) -> list[tuple[_Document, model.Object | None]]:
+    """Each NodePort Service port without a nodePort gets one, as Kubernetes would allocate it, but
+    deterministic: the port a hash of namespace, name, port and protocol picks in 30000-32767, or the next
+    free one after it (wrapping) if a given nodePort, a LoadBalancer port, a hostPort or an earlier allocation
+    holds it; allocations are made in the order of the picked ports, so a port moves only if a newly added
+    Service picks the same one and sorts first. The same revision always gets the same ports; `status` shows
+    them."""
+    low, high = _NODE_PORTS
+    taken = {(port, p.protocol) for _, o in entries if isinstance(o, model.Service) for port, p in o.published()}
+    taken |= {(port.host_port, port.protocol) for _, o in entries if isinstance(o, model.Workload)
+              for c in o.template.containers for port in c.ports if port.host_port}
+    wanted: list[tuple[int, str, model.Service, int, _Document]] = []
+    for doc, obj in entries:
+        if isinstance(obj, model.Service) and obj.type == "NodePort":
+            for i, port in enumerate(obj.ports):
+                if port.node_port is None:
+                    key = f"{obj.ref.namespace}/{obj.ref.name}/{port.port}/{port.protocol}"
+                    pick = low + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (high - low + 1)
+                    wanted.append((pick, key, obj, i, doc))
+    chosen: dict[tuple[model.ObjectRef, int], int] = {}
+    for pick, _, service, i, doc in sorted(wanted, key=lambda w: (w[0], w[1])):
+        protocol = service.ports[i].protocol
+        port = next((low + (pick - low + step) % (high - low + 1) for step in range(high - low + 1)
+                     if (low + (pick - low + step) % (high - low + 1), protocol) not in taken), None)
+        if port is None:
+            doc.report(("spec", "ports", i), f"no free node port is left in {low}-{high} for {protocol}")
+            continue
+        taken.add((port, protocol))
+        chosen[(service.ref, i)] = port
+    if not chosen:
+        return entries
+    return [(doc, replace(obj, ports=tuple(
+                replace(p, node_port=chosen.get((obj.ref, i), p.node_port)) for i, p in enumerate(obj.ports))))
+            if isinstance(obj, model.Service) else (doc, obj) for doc, obj in entries]
 
 
 def _check_pod_name_clashes(docs: Iterable[_Document]) -> None:
@@ -1264,6 +1461,46 @@ def _check_capacity(
         shown += f" and {len(full) - 3} more" if len(full) > 3 else ""
         report(largest(per_node[full[0][1]]), f"{len(full)} node(s) would run more than limits.maxPodsPerNode "
                                               f"({limits.max_pods_per_node}) pods: {shown}")
+    for node in nodes:
+        placed = [(count, doc, w) for (count, doc), (_, w) in zip(per_node[node.name], workloads)]
+        _check_requests(node, placed)
+        if node.address is None:
+            _check_host_ip(node, placed)
+
+
+def _check_host_ip(node: NodeConfig, placed: list[tuple[int, _Document, model.Workload]]) -> None:
+    """status.hostIP (and a hostNetwork pod's status.podIP) is the node's `address` in the agent config."""
+    for count, doc, workload in placed:
+        for i, container in enumerate(workload.template.containers if count else ()):
+            for j, env in enumerate(container.env):
+                if env.field_path == "status.hostIP" or (env.field_path == "status.podIP"
+                                                         and workload.template.host_network):
+                    path = _pod_spec_path(workload) + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath")
+                    doc.report(path, f"{env.field_path} is the node's address, and node {node.name} has none in the "
+                                     "agent config: set its nodes[].address")
+
+
+def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.Workload]]) -> None:
+    """The pods placed on a node that declares a capacity request no more than it (Kubernetes' scheduler
+    would leave them pending; here the revision is rejected, naming the node)."""
+    for resource, capacity, show in (("cpu", node.cpu_millis, lambda m: f"{m}m"),
+                                     ("memory", node.memory_bytes, lambda b: f"{b} bytes")):
+        if capacity is None:
+            continue
+        asks = [(count * sum(_request(c, resource) for c in w.template.containers), doc, w)
+                for count, doc, w in placed if count]
+        total = sum(amount for amount, _, _ in asks)
+        if total <= capacity:
+            continue
+        amount, doc, w = max(asks, key=lambda item: item[0])
+        doc.report(_pod_spec_path(w) + ("containers",),
+                   f"the pods placed on node {node.name} request {show(total)} of {resource} in all, more than its "
+                   f"capacity.{resource} ({show(capacity)}); {w.ref.kind}/{w.ref.name} requests {show(amount)} there")
+
+
+def _request(container: model.Container, resource: str) -> int:
+    requests = desired.effective_requests(container)
+    return (requests.cpu_millis if resource == "cpu" else requests.memory_bytes) or 0
 
 
 def _pod_spec_path(workload: model.Workload) -> JsonPath:
@@ -1392,11 +1629,12 @@ def _check_service(doc: _Document, service: model.Service, workloads: list[model
                 message = f"targetPort {port.target_port!r} is not a container port name of {owner}"
                 doc.report(("spec", "ports", i, "targetPort"), message)
     pods = sum(workload.replicas for workload in selected)
-    if service.type == "NodePort" and pods > 1:
+    if service.published() and pods > 1:
         described = ", ".join(f"{w.replicas} of {w.ref.kind}/{w.ref.name}" for w in selected if w.replicas)
         doc.report(
             ("spec", "selector"),
-            f"a NodePort Service selects {pods} pods ({described}), but only one pod on a node can own a node port",
+            f"a {service.type} Service selects {pods} pods ({described}), but only one pod on a node can own "
+            "a node port",
         )
 
 
@@ -1430,14 +1668,14 @@ def _check_host_ports(
                 claims.append(claim)
                 _check_single_owner(claim, workload, f"hostPort {port.host_port}/{port.protocol}")
     for doc, service in services:
-        if service.type != "NodePort":
-            continue
-        for i, sport in enumerate(service.ports):
-            assert sport.node_port is not None  # required by the schema for NodePort
-            claim = _HostPort(sport.node_port, sport.protocol, doc, ("spec", "ports", i, "nodePort"))
+        key = "nodePort" if service.type == "NodePort" else "port"
+        for host_port, sport in service.published():
+            i = service.ports.index(sport)
+            path = ("spec", "ports", i, key) if key in doc.body["spec"]["ports"][i] else ("spec", "ports", i)
+            claim = _HostPort(host_port, sport.protocol, doc, path)
             claims.append(claim)
             for workload in (w for _, w in workloads if _selects(service, w) and w.replicas > 0):
-                what = f"nodePort {sport.node_port}/{sport.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
+                what = f"{key} {host_port}/{sport.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
                 _check_surge(claim, workload, what)
 
     owners: dict[tuple[int, str], _HostPort] = {}

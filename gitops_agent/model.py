@@ -54,10 +54,21 @@ class KeyRef:
 
 
 @dataclass(frozen=True)
+class ResourceFieldRef:
+    """`resourceFieldRef`: a container's limit or request, in units of `divisor` (millicores or bytes)."""
+
+    container: str
+    resource: str  # "limits.cpu" | "limits.memory" | "requests.cpu" | "requests.memory"
+    divisor: int = 1
+
+
+@dataclass(frozen=True)
 class EnvVar:
     name: str
     value: str | None = None  # literal value, or
-    ref: KeyRef | None = None  # valueFrom
+    ref: KeyRef | None = None  # valueFrom configMapKeyRef / secretKeyRef, or
+    field_path: str | None = None  # valueFrom.fieldRef ("metadata.name", "metadata.labels['app']", ...), or
+    resource: ResourceFieldRef | None = None  # valueFrom.resourceFieldRef
 
 
 @dataclass(frozen=True)
@@ -114,17 +125,19 @@ class Probe:
 
     `action` is "exec" (run `command` in the container), "httpGet" (GET
     `scheme`://`host`:`port``path` with `headers`, success on 200-399) or
-    "tcpSocket" (open a connection to `host`:`port`). A named port is resolved
+    "tcpSocket" (open a connection to `host`:`port`) or "grpc" (the gRPC health
+    check of `service` on `port`, from outside the container). A named port is resolved
     to its containerPort by `manifests`, so `port` is always a number here.
     """
 
-    action: str  # "exec" | "httpGet" | "tcpSocket"
+    action: str  # "exec" | "httpGet" | "tcpSocket" | "grpc"
     command: tuple[str, ...] = ()  # exec
     port: int = 0  # httpGet, tcpSocket
     path: str = "/"  # httpGet
     scheme: str = "HTTP"  # httpGet: "HTTP" | "HTTPS"
     host: str = ""  # httpGet/tcpSocket; "" is the pod itself (127.0.0.1)
     headers: tuple[tuple[str, str], ...] = ()  # httpGet
+    service: str = ""  # grpc: the service name sent in the health check ("" is the server as a whole)
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1
@@ -134,7 +147,7 @@ class Probe:
 
 @dataclass(frozen=True)
 class Resources:
-    """`resources.limits`: CPU in millicores, memory in bytes (None: unlimited)."""
+    """`resources.limits` or `.requests`: CPU in millicores, memory in bytes (None: unlimited / no request)."""
 
     cpu_millis: int | None = None
     memory_bytes: int | None = None
@@ -150,12 +163,15 @@ class Container:
     env: tuple[EnvVar, ...] = ()
     env_from: tuple[EnvFrom, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
-    resources: Resources = Resources()
+    resources: Resources = Resources()  # limits
+    requests: Resources = Resources()
     volume_mounts: tuple[VolumeMount, ...] = ()
     working_dir: str | None = None
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
+    post_start: Probe | None = None  # lifecycle hooks: action "exec" or "httpGet", Probe's defaults for the rest
+    pre_stop: Probe | None = None
     # securityContext; capability names without the CAP_ prefix ("NET_ADMIN", or "ALL")
     privileged: bool = False
     cap_add: tuple[str, ...] = ()
@@ -164,6 +180,34 @@ class Container:
     run_as_user: int | None = None
     run_as_group: int | None = None
     allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
+    supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
+    run_as_non_root: bool = False  # the container's or the pod's runAsNonRoot
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A nodeSelectorRequirement: `key` (a node label, or metadata.name from matchFields) `operator` `values`."""
+
+    key: str
+    operator: str  # "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt"
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""  # "" with Exists: every taint
+    operator: str = "Equal"  # "Equal" | "Exists"
+    value: str = ""
+    effect: str = ""  # "" matches every effect
+
+
+@dataclass(frozen=True)
+class Taint:
+    """A node taint from the agent config (`nodes[].taints`)."""
+
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"  # "NoSchedule" | "PreferNoSchedule" | "NoExecute"
 
 
 @dataclass(frozen=True)
@@ -179,6 +223,12 @@ class PodTemplate:
     host_pid: bool = False
     host_ipc: bool = False
     image_pull_secrets: tuple[str, ...] = ()  # names of registry-credential Secrets in the pod's namespace
+    # placement (affinity, tolerations): required terms are ORed, the requirements of a term ANDed
+    node_affinity: tuple[tuple[Requirement, ...], ...] = ()
+    preferred_affinity: tuple[tuple[int, tuple[Requirement, ...]], ...] = ()  # (weight, term)
+    one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
+    tolerations: tuple[Toleration, ...] = ()
+    fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
 
 
 # --- agent policy -------------------------------------------------------------
@@ -332,7 +382,16 @@ class Service:
     origin: Origin
     selector: Mapping[str, str]
     ports: tuple[ServicePort, ...] = ()
-    type: str = "ClusterIP"  # "ClusterIP" | "NodePort"
+    type: str = "ClusterIP"  # "ClusterIP" | "NodePort" | "LoadBalancer"
+
+    def published(self) -> tuple[tuple[int, ServicePort], ...]:
+        """(port on the node, Service port) for each port the Service publishes on the node: a NodePort's
+        nodePort (given or allocated), a LoadBalancer's own port (k3s's ServiceLB on a node without a cloud)."""
+        if self.type == "NodePort":
+            return tuple((p.node_port, p) for p in self.ports if p.node_port)
+        if self.type == "LoadBalancer":
+            return tuple((p.port, p) for p in self.ports)
+        return ()
 
 
 Object = Namespace | ConfigData | Claim | Workload | Service

@@ -26,6 +26,7 @@ import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
+from . import grpc_probe
 from .dial import Dialer, DialError, DialTimeout
 from .model import Probe
 
@@ -43,6 +44,14 @@ def check(dialer: Dialer, pod: str, probe: Probe) -> tuple[int | None, str]:
             host = probe.host or dialer.address(pod)
             dialer.dial(pod, host, probe.port, timeout).close()
             return 0, f"tcp {_netloc(host, probe.port)}: connection opened"
+        if probe.action == "grpc":
+            host = dialer.address(pod)
+            sock = dialer.dial(pod, host, probe.port, timeout)
+            try:
+                code, output = grpc_probe.check(sock, probe.service, max(0.001, deadline - time.monotonic()))
+            finally:
+                sock.close()
+            return code, f"grpc {_netloc(host, probe.port)}: {output}"
         return _http(dialer, pod, probe, deadline)
     except DialTimeout as e:
         return None, str(e)

@@ -30,10 +30,12 @@ every single Podman write of a sync or a rollout. Unset, nothing changes.
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import os
 import re
 import signal
+import tarfile
 import threading
 from typing import Any, Generator, Iterator, Mapping
 
@@ -44,8 +46,8 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec, SecretSpec,
-                      VolumeSpec)
+from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec,
+                      SecretSpec, VolumeSpec)
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
@@ -149,6 +151,9 @@ class Node:
                 resp = api.get(path, params=params, timeout=timeout)
             elif method == "DELETE":
                 resp = api.delete(path, params=params, timeout=timeout)
+            elif method == "PUT":  # a tar archive into a container
+                resp = api.put(path, params=params, data=raw, timeout=timeout,
+                               headers={"content-type": "application/x-tar"})
             else:
                 data = raw if raw is not None else (json.dumps(body) if body is not None else None)
                 sent = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
@@ -415,22 +420,87 @@ class Node:
                    params={"name": spec.name, "driver": "file", "driveropts": json.dumps(marks)}, raw=spec.data)
 
     def create_pod(self, spec: PodSpec) -> None:
-        """Create the pod, its infra container and its containers, then start it."""
+        """Create the pod, its infra container and its containers, then start it. A container with
+        runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does."""
+        for c in spec.containers:
+            if c.non_root_image:
+                self._check_non_root(c)
         self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
         try:
             for c in spec.containers:
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
             self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
+            self._give_volumes_to_group(spec)
+            for c in spec.containers:
+                if c.post_start:
+                    self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _give_volumes_to_group(self, spec: PodSpec) -> None:
+        """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
+        mode 2775 (setgid: new files take the group). Done through the container (Podman's archive upload keeps a
+        tar entry's owner with copyUIDGID=false), so the image needs no shell or chgrp; right after the start,
+        because Podman gives a volume on its first use to the container's user when the container starts."""
+        done: set[str] = set()
+        for c in spec.containers:
+            for v in (() if c.fs_group is None else c.volumes):
+                if v.read_only or v.volume in done:
+                    continue
+                done.add(v.volume)
+                self._call("PUT", f"/containers/{c.name}/archive", f"set the group of volume {v.volume}",
+                           params={"path": v.target, "copyUIDGID": "false"}, raw=_group_dir_tar(c.fs_group or 0))
+
+    def _check_non_root(self, c: ContainerSpec) -> None:
+        """The kubelet's check: the image's USER must be a non-zero numeric uid (a name cannot be verified)."""
+        info = self._call("GET", f"/images/{c.image}/json", f"inspect image {c.image}") or {}
+        user = str((info.get("Config") or {}).get("User") or "").partition(":")[0]
+        if not user.isdigit():
+            why = ("runs as root" if user in ("", "root")
+                   else f"has the non-numeric user {user!r}, which cannot be verified")
+            raise NodeError(self.name, f"container {c.name}: runAsNonRoot is true but image {c.image} {why}; "
+                                       "set securityContext.runAsUser to a non-zero user id")
+        if int(user) == 0:
+            raise NodeError(self.name, f"container {c.name}: runAsNonRoot is true but image {c.image} runs as root "
+                                       "(uid 0); set securityContext.runAsUser to a non-zero user id")
+
+    def _post_start(self, container: str, command: tuple[str, ...], timeout: float) -> None:
+        """A container's postStart hook; its failure fails the pod (Kubernetes kills the container). Its output
+        is not shown: it may hold a Secret's value."""
+        code, _ = self.exec(container, command, timeout)
+        if code != 0:
+            how = f"timed out after {timeout:g}s" if code is None else f"exited {code}"
+            raise NodeError(self.name, f"the postStart hook of container {container} {how}")
+
+    def _pre_stop(self, pod: str) -> None:
+        """Run the preStop hooks of a pod's running containers, each bounded by its grace period, before the
+        pod is stopped (the stop timeout starts after them, as the kubelet does). A hook that fails or
+        times out does not keep the pod from stopping."""
+        filters = json.dumps({"pod": [pod], "label": [PRE_STOP], "status": ["running"]})
+        listed = self._call("GET", "/containers/json", f"list containers of pod {pod}", params={"filters": filters})
+        for c in listed or []:
+            try:
+                hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
+                command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
+            except (ValueError, KeyError, TypeError):
+                continue  # not a label this agent wrote
+            try:
+                self.exec(c["Id"], command, max(1.0, timeout))
+            except NodeUnreachable:
+                raise
+            except NodeError:
+                pass  # the container went away meanwhile: nothing left to run the hook in
 
     def start_pod(self, name: str) -> None:
         self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
 
     def remove_pod(self, name: str, stop_timeout: int | None = None) -> None:
         """Stop (SIGTERM, then SIGKILL after `stop_timeout` seconds; None: each container's own
-        stop timeout, i.e. the terminationGracePeriodSeconds it was created with) and remove."""
+        stop timeout, i.e. the terminationGracePeriodSeconds it was created with) and remove. The
+        containers' preStop hooks run first, unless `stop_timeout` is 0 (a forced removal)."""
+        if stop_timeout != 0:
+            self._pre_stop(name)
         self.stop_pod(name, stop_timeout)
         self.delete_pod(name)
 
@@ -612,6 +682,8 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         body["user"] = c.user
     if c.no_new_privileges:
         body["no_new_privileges"] = True
+    if c.groups:
+        body["groups"] = list(c.groups)
     # Podman 4.3 applies a pod's pidns/ipcns to its infra container only: each container asks for the host's.
     for wanted, key in ((c.host_pid, "pidns"), (c.host_ipc, "ipcns"), (c.host_uts, "utsns")):
         if wanted:
@@ -619,8 +691,12 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     if c.cpu_millis:
         limits["cpu"] = {"quota": c.cpu_millis * 100, "period": 100_000}
+    if c.cpu_shares:
+        limits.setdefault("cpu", {})["shares"] = c.cpu_shares
     if c.memory_bytes:
         limits["memory"] = {"limit": c.memory_bytes}
+    if c.memory_reservation:
+        limits.setdefault("memory", {})["reservation"] = c.memory_reservation
     if limits:
         body["resource_limits"] = limits
     if c.health_cmd:
@@ -633,6 +709,16 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         }
         body["health_check_on_failure_action"] = _ON_FAILURE_RESTART
     return body
+
+
+def _group_dir_tar(gid: int) -> bytes:
+    """A tar archive of one entry, the target directory itself: owner root, group `gid`, mode 2775."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        entry = tarfile.TarInfo(".")
+        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, 0o2775, 0, gid
+        tar.addfile(entry)
+    return buf.getvalue()
 
 
 def _driver_options(secret: Mapping[str, Any]) -> Mapping[str, Any]:

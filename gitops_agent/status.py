@@ -12,7 +12,7 @@ from .agent import Agent, _failure_message
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError, Problem
 from .live import LiveState
-from .model import Object
+from .model import Object, Service
 from .plan import unknown_secrets
 from .probes import probe_ways
 from .rollout import PROGRESSING, ROLLING_BACK
@@ -145,6 +145,10 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             if any(o.ref.name in ps.aliases for ps in w.pods[:1])
         )
         entry.update(endpoints=endpoints, state="Ready" if endpoints else "NoEndpoints")
+        if isinstance(o, Service) and o.published():  # node ports (given or allocated); a LoadBalancer's address
+            entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in o.published()]
+            if o.type == "LoadBalancer":
+                entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in o.published()]
     return entry
 
 

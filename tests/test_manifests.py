@@ -437,35 +437,41 @@ def test_no_files_is_an_empty_revision() -> None:
 
 def test_unsupported_field_differs_from_unknown_field() -> None:
     """A known Kubernetes field is 'not supported by gitops-agent'; a misspelt one is 'unknown'."""
-    text = deployment(container_patch="imagee: nginx\nlifecycle: {}\n").replace(
+    text = deployment(container_patch="imagee: nginx\nstdin: true\n").replace(
         "      containers:", "      hostUsers: false\n      containers:"
     )
     assert problems({"d.yaml": text}) == [
         "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent",
         "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
-        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].lifecycle: "
-        "field 'lifecycle' is not supported by gitops-agent",
+        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].stdin: "
+        "field 'stdin' is not supported by gitops-agent",
     ]
 
 
 @pytest.mark.parametrize(
     ("patch", "path", "message"),
     [
-        ("resources: {requests: {cpu: 1}}", "containers[0].resources.requests",
-         "field 'requests' is not supported by gitops-agent (only limits are enforced)"),
+        ("resources: {requests: {ephemeral-storage: 1Gi}}", "containers[0].resources.requests.ephemeral-storage",
+         "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can "
+         "limit a container's writable layer only on XFS with project quotas, which gitops-agent does not "
+         "require of a node, so no size would be enforced)"),
         ("livenessProbe: {grpc: {port: 9000}}", "containers[0].livenessProbe.grpc",
-         "field 'grpc' is not supported by gitops-agent (use exec, httpGet or tcpSocket)"),
+         "a gRPC liveness probe cannot run: liveness is Podman's healthcheck, which runs in the container (so it "
+         "works while the agent is down) and speaks no gRPC; use grpc in a readinessProbe or startupProbe (run by "
+         "the agent), or an exec liveness probe with a health client from the image (such as grpc_health_probe)"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent"),
-        ("securityContext: {seccompProfile: {type: RuntimeDefault}}", "containers[0].securityContext.seccompProfile",
-         "field 'seccompProfile' is not supported by gitops-agent"),
-        ("securityContext: {runAsNonRoot: true}", "containers[0].securityContext.runAsNonRoot",
-         "field 'runAsNonRoot' is not supported by gitops-agent (set runAsUser to a non-zero user id)"),
+        ("securityContext: {seccompProfile: {type: Unconfined}}", "containers[0].securityContext.seccompProfile.type",
+         "must be RuntimeDefault (Podman's default profile): Unconfined and Localhost are not supported by "
+         "gitops-agent"),
+        ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
+         "runAsNonRoot: true contradicts runAsUser: 0"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
          "field 'subPath' is not supported by gitops-agent"),
-        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: x}}}]", "containers[0].env[0].valueFrom.fieldRef",
-         "field 'fieldRef' is not supported by gitops-agent"),
+        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
+         "containers[0].env[0].valueFrom.fieldRef.fieldPath",
+         "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
     ],
 )
 def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:
@@ -584,8 +590,8 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
     ]
 
 
-def test_nodeport_must_be_explicit() -> None:
-    """A NodePort Service without nodePort says that gitops-agent does not allocate node ports."""
+def test_nodeport_may_be_left_out() -> None:
+    """A NodePort Service without nodePort is valid: the agent allocates one."""
     service = y("""
         apiVersion: v1
         kind: Service
@@ -596,10 +602,8 @@ def test_nodeport_must_be_explicit() -> None:
           ports:
             - port: 80
     """)
-    assert problems({"s.yaml": service}) == [
-        "s.yaml:8: Service/web: spec.ports[0]: a NodePort Service must set nodePort explicitly: "
-        "gitops-agent does not allocate node ports (unlike Kubernetes)",
-    ]
+    (svc,) = ok({"s.yaml": service}).objects
+    assert isinstance(svc, model.Service) and svc.ports[0].node_port is not None  # allocated (test_mappings.py)
 
 
 def test_secret_type_and_base64_are_checked() -> None:
@@ -1679,9 +1683,9 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
          "p.yaml:5: Pod/p: spec.volumes[0].hostPath.type: must be one of Directory, File, Socket, CharDevice, "
          "BlockDevice or \"\" (DirectoryOrCreate and FileOrCreate are not supported: gitops-agent does not create "
          "paths on the node)"),
-        ("", "securityContext: {capabilities: {add: [net_admin]}}",
+        ("", "securityContext: {capabilities: {add: [net-admin]}}",
          "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.add[0]: "
-         "must be a capability name such as NET_ADMIN or CAP_NET_ADMIN (upper case)"),
+         "must be a capability name such as NET_ADMIN, net_admin or CAP_NET_ADMIN"),
         ("", "securityContext: {capabilities: {drop: [NET_ADMN]}}",
          "p.yaml:8: Pod/p: spec.containers[0].securityContext.capabilities.drop[0]: "
          "unknown capability 'NET_ADMN' (did you mean 'NET_ADMIN'?)"),
@@ -1699,9 +1703,8 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
          "cannot be false with capability SYS_ADMIN"),
         ("hostNetwork: 1", "",
          "p.yaml:5: Pod/p: spec.hostNetwork: must be a boolean, not an integer"),
-        ("securityContext: {runAsUser: 1}", "",
-         "p.yaml:5: Pod/p: spec.securityContext: field 'securityContext' is not supported by gitops-agent "
-         "(set securityContext on each container)"),
+        ("securityContext: {sysctls: []}", "",
+         "p.yaml:5: Pod/p: spec.securityContext.sysctls: field 'sysctls' is not supported by gitops-agent"),
     ],
 )
 def test_security_field_errors(spec_patch: str, container_patch: str, expected: str) -> None:
