@@ -1071,7 +1071,7 @@ def test_probes_on_pods_and_daemonsets() -> None:
     assert ds_container.startup_probe == model.Probe("exec", command=("true",), period_seconds=1)
 
 
-_HANDLER = "exactly one of exec, httpGet, tcpSocket"
+_HANDLER = "exactly one of exec, httpGet, tcpSocket, grpc"
 
 
 @pytest.mark.parametrize(
