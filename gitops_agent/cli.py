@@ -347,8 +347,11 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             f = ro["failure"]
             print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: {f.get('output') or f.get('error')}")
     for n in st["nodes"]:
-        state = f"reachable, {n['pods']} managed pod(s); httpGet/tcpSocket probes {n['httpTcpProbes']}"
-        print(f"Node {n['name']}: " + (state if n["reachable"] else f"UNREACHABLE: {n['error']}"))
+        if n["reachable"]:
+            print(f"Node {n['name']}: reachable, {n['pods']} managed pod(s); "
+                  f"httpGet/tcpSocket probes {n['httpTcpProbes']}")
+        else:
+            print(f"Node {n['name']}: UNREACHABLE: {n['error']}")
     wide = args.output == "wide"
     rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL") + (("PODS",) if wide else ())]
     for o in st["objects"]:

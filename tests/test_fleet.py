@@ -467,6 +467,7 @@ def test_a_hung_http_server_is_restarted_by_its_httpget_liveness_healthcheck(env
     check itself, as the systemd timer would (none in this sandbox)."""
     fleet, repo, cfg = env
     w = workload("web", WEB1, replicas=1)
+    w["spec"]["template"]["spec"]["containers"][0]["command"] = BARE_HTTPD  # httpd itself is the process stopped
     w["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {
         "httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 30, "timeoutSeconds": 1,
         "failureThreshold": 1}
