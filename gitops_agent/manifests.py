@@ -352,9 +352,11 @@ class _Builder:
         self.max_nodes = max_nodes
         self.nodes = 0  # per file
         self.lines: dict[JsonPath, int] = {}
+        self.duplicates: list[tuple[JsonPath, str]] = []  # per document: (path, message), at the later key
 
     def document(self, node: yaml.Node) -> tuple[Any, dict[JsonPath, int]]:
         self.lines = {(): _line(node)}
+        self.duplicates = []
         return self.value(node, (), 0), self.lines
 
     def visit(self, node: yaml.Node, depth: int) -> None:
@@ -404,8 +406,8 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
                 raise _YamlProblem(_line(key_node), "mapping keys must be strings (quote the key)", path)
             key = key_node.value
-            if key in explicit:
-                raise _YamlProblem(_line(key_node), f"duplicate key {key!r}", path + (key,))
+            if key in explicit:  # reported, and the document still checked (the later value is kept)
+                self.duplicates.append((path + (key,), f"duplicate key {key!r}"))
             explicit.add(key)
             self.lines[path + (key,)] = _line(key_node)
             result[key] = self.value(value_node, path + (key,), depth + 1)
@@ -462,7 +464,11 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
                     return
                 continue
             if isinstance(body, dict):
-                yield _Document(file.path, body, lines)
+                document = _Document(file.path, body, lines)
+                _identify(document)
+                for path, message in builder.duplicates:
+                    document.report(path, message)
+                yield document
             else:
                 problem(_line(node), f"a document must be a mapping, not {_describe(body)}")
     except _YamlProblem as error:
@@ -577,18 +583,23 @@ def _message(error: jsonschema.ValidationError) -> str:
 # --- one document -------------------------------------------------------------
 
 
+def _identify(doc: _Document) -> None:
+    """The document's name and namespace, as far as its metadata gives them."""
+    metadata = doc.body.get("metadata")
+    if isinstance(metadata, dict):
+        name = metadata.get("name")
+        doc.name = name if isinstance(name, str) else ""
+        namespace = metadata.get("namespace", model.DEFAULT_NAMESPACE)
+        doc.namespace = namespace if isinstance(namespace, str) else model.DEFAULT_NAMESPACE
+
+
 def _check_document(doc: _Document) -> model.Object | None:
     """Identify, schema-validate and convert one document; None if it is invalid.
 
     Problems go to `doc.problems`. A document whose identity is known is still
     counted by the cross-object checks even when its content is invalid."""
     body = doc.body
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict):
-        name = metadata.get("name")
-        doc.name = name if isinstance(name, str) else ""
-        namespace = metadata.get("namespace", model.DEFAULT_NAMESPACE)
-        doc.namespace = namespace if isinstance(namespace, str) else model.DEFAULT_NAMESPACE
+    _identify(doc)
     kind = body.get("kind")
     if "kind" not in body:
         doc.report((), "missing required field 'kind'")
@@ -603,17 +614,97 @@ def _check_document(doc: _Document) -> model.Object | None:
         doc.report(("apiVersion",), f"apiVersion for kind {kind} must be {_KINDS[kind]!r}, not {found}")
         return None
 
+    _drop_server_set(body)
+    _drop_empty_defaults(body)
+    if kind == "Service":
+        _drop_unset_node_ports(body)
     errors = list(_validators()[kind].iter_errors(body))
     for error in errors:
         for path, message in _schema_problems(error):
             doc.report(path, message)
+    if kind == "Secret":  # also when the values are invalid: every problem in one round
+        _check_secret_type(doc)
     if errors:
         return None
     return _CONVERTERS[kind](doc)
 
 
+# Fields the API server sets: ignored, as `kubectl apply` does, so that `kubectl create --dry-run=client -o yaml`
+# and `podman kube generate` output is accepted as it is.
+_SERVER_SET_METADATA = ("creationTimestamp", "uid", "resourceVersion", "generation", "managedFields", "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Keys whose empty mapping means "the defaults" in Kubernetes (never a volume source such as `emptyDir: {}`).
+_EMPTY_MEANS_DEFAULTS = frozenset({
+    "resources", "securityContext", "seLinuxOptions", "dnsConfig", "strategy", "updateStrategy", "rollingUpdate",
+    "capabilities", "windowsOptions", "affinity", "nodeSelector", "limits", "requests",
+})
+_USER_KEYED = frozenset({"data", "stringData", "binaryData", "labels", "annotations"})  # keys are the user's
+
+
+def _drop_server_set(body: dict[str, Any]) -> None:
+    """Remove what the API server sets (`status`, metadata's uid, timestamps, ...) from the document and its
+    pod template, before validation."""
+    body.pop("status", None)
+    spec = body.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    for owner in (body, template):
+        metadata = owner.get("metadata") if isinstance(owner, dict) else None
+        if not isinstance(metadata, dict):
+            continue
+        for key in _SERVER_SET_METADATA:
+            metadata.pop(key, None)
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(_LAST_APPLIED, None)
+
+
+def _drop_empty_defaults(value: Any) -> None:
+    """Remove, at any depth, the `{}` values of keys where an empty mapping means the defaults."""
+    if isinstance(value, dict):
+        for key in [key for key, item in value.items() if item == {} and key in _EMPTY_MEANS_DEFAULTS]:
+            del value[key]
+        for key, item in value.items():
+            if key not in _USER_KEYED:
+                _drop_empty_defaults(item)
+    elif isinstance(value, list):
+        for item in value:
+            _drop_empty_defaults(item)
+
+
+def _drop_unset_node_ports(body: dict[str, Any]) -> None:
+    """`nodePort: 0` means unset in Kubernetes (as `kubectl get -o yaml` of a ClusterIP Service may show)."""
+    spec = body.get("spec")
+    ports = spec.get("ports") if isinstance(spec, dict) else None
+    for port in ports if isinstance(ports, list) else ():
+        if isinstance(port, dict) and port.get("nodePort") == 0 and not isinstance(port["nodePort"], bool):
+            del port["nodePort"]
+
+
 def _namespace(doc: _Document) -> model.Namespace:
     return model.Namespace(doc.ref, doc.origin)
+
+
+# Secret type -> the keys it must hold (any one of them for basic-auth), as the API server checks them.
+_SECRET_TYPE_KEYS = {
+    "Opaque": ((), False),
+    "kubernetes.io/tls": (("tls.crt", "tls.key"), False),
+    "kubernetes.io/basic-auth": (("username", "password"), True),
+    "kubernetes.io/ssh-auth": (("ssh-privatekey",), False),
+}
+
+
+def _check_secret_type(doc: _Document) -> None:
+    """The keys the Secret's type requires (an unknown type is the schema's problem)."""
+    secret_type = doc.body.get("type", "Opaque")
+    if not isinstance(secret_type, str) or secret_type not in _SECRET_TYPE_KEYS:
+        return
+    keys = {key for name in ("data", "stringData") if isinstance(doc.body.get(name), dict) for key in doc.body[name]}
+    required, any_one = _SECRET_TYPE_KEYS[secret_type]
+    missing = [key for key in required if key not in keys]
+    if any_one and len(missing) == len(required):
+        doc.report(("type",), f"a Secret of type {secret_type} needs key {' or '.join(map(repr, required))}")
+    elif not any_one and missing:
+        doc.report(("type",), f"a Secret of type {secret_type} needs key {', '.join(map(repr, missing))}")
 
 
 def _config_data(doc: _Document) -> model.ConfigData:

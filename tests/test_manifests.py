@@ -348,6 +348,7 @@ def test_image_pull_policy_defaults_like_kubernetes(image: str, policy: str) -> 
         ('"0.5"', '"10000000"', model.Resources(500, 10_000_000)),
         ("2", "10000000", model.Resources(2000, 10_000_000)),
         ("0.25", '"4.5Mi"', model.Resources(250, 4_718_592)),
+        ('".5"', '".5Gi"', model.Resources(500, 2**29)),  # valid Kubernetes quantities without a leading 0
     ],
 )
 def test_quantities_convert_to_millicores_and_bytes(cpu: str, memory: str, expected: model.Resources) -> None:
@@ -603,7 +604,7 @@ def test_nodeport_must_be_explicit() -> None:
 
 
 def test_secret_type_and_base64_are_checked() -> None:
-    """Only Opaque Secrets are accepted, and data values must be base64."""
+    """A typed Secret must hold its type's keys, and data values must be base64: both problems in one round."""
     secret = y("""
         apiVersion: v1
         kind: Secret
@@ -613,9 +614,55 @@ def test_secret_type_and_base64_are_checked() -> None:
           key: not base64!
     """)
     assert problems({"s.yaml": secret}) == [
-        "s.yaml:4: Secret/tls: type: only type Opaque is supported by gitops-agent",
+        "s.yaml:4: Secret/tls: type: a Secret of type kubernetes.io/tls needs key 'tls.crt', 'tls.key'",
         "s.yaml:6: Secret/tls: data.key: must be standard padded base64 on a single line",
     ]
+
+
+SECRET_OF_TYPE = """
+    apiVersion: v1
+    kind: Secret
+    metadata: {{name: s}}
+    type: {type}
+    stringData: {{{keys}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "keys"),
+    [
+        ("kubernetes.io/tls", "tls.crt: CERT-TEXT, tls.key: KEY-TEXT"),
+        ("kubernetes.io/basic-auth", "username: admin"),
+        ("kubernetes.io/basic-auth", "password: PASSWORD-TEXT"),
+        ("kubernetes.io/ssh-auth", "ssh-privatekey: KEY-TEXT, known_hosts: HOSTS"),
+        ("Opaque", "anything: VALUE"),
+    ],
+)
+def test_typed_secrets_with_their_keys_are_used_as_usual(secret_type: str, keys: str) -> None:
+    revision = ok({"s.yaml": y(SECRET_OF_TYPE.format(type=secret_type, keys=keys))})
+    (secret,) = revision.objects
+    assert isinstance(secret, model.ConfigData)
+    assert sorted(secret.data) == sorted(pair.split(":")[0].strip() for pair in keys.split(","))
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "keys", "message"),
+    [
+        ("kubernetes.io/tls", "tls.crt: CERT-TEXT", "type: a Secret of type kubernetes.io/tls needs key 'tls.key'"),
+        ("kubernetes.io/basic-auth", "user: admin",
+         "type: a Secret of type kubernetes.io/basic-auth needs key 'username' or 'password'"),
+        ("kubernetes.io/ssh-auth", "id_rsa: KEY-TEXT",
+         "type: a Secret of type kubernetes.io/ssh-auth needs key 'ssh-privatekey'"),
+        ("kubernetes.io/service-account-token", "token: TOKEN-TEXT",
+         "type: type must be Opaque, kubernetes.io/tls, kubernetes.io/basic-auth or kubernetes.io/ssh-auth (a "
+         "kubernetes.io/service-account-token Secret is filled by the API server, which gitops-agent does not have: "
+         "remove it, or use an Opaque Secret with the token)"),
+    ],
+)
+def test_typed_secrets_without_their_keys_are_rejected(secret_type: str, keys: str, message: str) -> None:
+    reported = problems({"s.yaml": y(SECRET_OF_TYPE.format(type=secret_type, keys=keys))})
+    assert reported == [f"s.yaml:4: Secret/s: {message}"]
+    assert not any(value in reported[0] for value in ("CERT-TEXT", "KEY-TEXT", "TOKEN-TEXT"))
 
 
 def test_values_over_podman_secret_limit_are_rejected() -> None:
@@ -685,7 +732,12 @@ def test_duplicate_keys_are_rejected() -> None:
           k: one
           k: two
     """)
-    assert problems({"c.yaml": text}) == ["c.yaml:7: data.k: duplicate key 'k'"]
+    assert problems({"c.yaml": text}) == ["c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'"]
+    # The document's other problems come in the same round.
+    assert problems({"c.yaml": text + "immutable: true\n"}) == [
+        "c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'",
+        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent",
+    ]
 
 
 def test_alias_bomb_is_stopped() -> None:
@@ -1831,3 +1883,86 @@ def test_any_input_is_either_accepted_or_rejected_cleanly(data: bytes) -> None:
         assert rejected.problems and all(problem.file == "fuzz.yaml" for problem in rejected.problems)
     else:
         assert revision.digest.startswith("sha256:")
+
+
+KUBECTL_CREATE_OUTPUT = y("""
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      creationTimestamp: "2026-12-01T10:00:00Z"
+      uid: 0b6f4a8e-4f43-4a8e-9c3c-0d1c2f3e4a5b
+      resourceVersion: "4711"
+      generation: 3
+      selfLink: /apis/apps/v1/namespaces/default/deployments/web
+      managedFields:
+      - {manager: kubectl-client-side-apply, operation: Update}
+      annotations:
+        kubectl.kubernetes.io/last-applied-configuration: |
+          {"apiVersion":"apps/v1","kind":"Deployment"}
+        team: shop
+      labels:
+        app: web
+      name: web
+    spec:
+      replicas: 1
+      selector:
+        matchLabels:
+          app: web
+      strategy: {}
+      template:
+        metadata:
+          creationTimestamp: null
+          labels:
+            app: web
+        spec:
+          dnsConfig: {}
+          containers:
+          - image: nginx
+            name: nginx
+            resources: {}
+            securityContext:
+              seLinuxOptions: {}
+    status:
+      replicas: 1
+      conditions: [{type: Available, status: "True"}]
+""")
+
+
+def test_server_set_fields_and_empty_defaults_are_ignored_like_kubectl_apply() -> None:
+    """`kubectl create --dry-run=client -o yaml` / `kubectl get -o yaml` output is accepted as it is: status and
+    the server's metadata are dropped (the last-applied annotation too), empty mappings mean the defaults."""
+    (workload,) = ok({"d.yaml": KUBECTL_CREATE_OUTPUT}).objects
+    assert isinstance(workload, model.Workload)
+    assert workload.annotations == {"team": "shop"}
+    assert workload.template.containers[0].resources == model.Resources(None, None)
+    assert workload.strategy == "RollingUpdate"
+
+
+def test_an_empty_volume_source_is_not_taken_for_defaults() -> None:
+    """Only keys where `{}` means the defaults are dropped: a `{}` ConfigMap value is still an error."""
+    text = y("""
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: c}
+        data: {resources: {}}
+    """)
+    assert problems({"c.yaml": text}) == ["c.yaml:4: ConfigMap/c: data.resources: must be a string, not a mapping"]
+
+
+def test_node_port_zero_means_unset() -> None:
+    """`nodePort: 0` is Kubernetes' unset: a ClusterIP Service with it is accepted, and a NodePort Service gets the
+    one problem of a missing nodePort (not also "only allowed when the type is NodePort")."""
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          type: {type}
+          selector: {app: web}
+          ports: [{port: 80, nodePort: 0}]
+    """)
+    assert ok({"s.yaml": service.replace("{type}", "ClusterIP")}).objects[0].ref.name == "web"
+    assert problems({"s.yaml": service.replace("{type}", "NodePort")}) == [
+        "s.yaml:7: Service/web: spec.ports[0]: a NodePort Service must set nodePort explicitly: "
+        "gitops-agent does not allocate node ports (unlike Kubernetes)",
+    ]
