@@ -54,6 +54,7 @@ class Outcome:
     node_errors: dict[str, str] = field(default_factory=dict)
     rollout: RolloutState | None = None
     waiting: bool = False  # nothing to retry until Git moves (or `resume`): the daemon does not back off
+    warnings: tuple[str, ...] = ()  # the target revision's no-op fields and kinds (`Revision.warnings`)
 
     @property
     def ok(self) -> bool:
@@ -230,11 +231,14 @@ class Agent:
 
     def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
         out.target = rev.id
+        out.warnings = rev.warnings
         if dry_run:
             self._plan_only(rev, out)
             return
         for warning in unplaced(rev, self.cfg.nodes):
             self.log("placement", level="warning", message=warning)
+        for warning in rev.warnings:
+            self.log("no-op", level="warning", message=warning)
         stable = self.applied()
         if stable is not None and stable.commit == rev.commit:
             self._converge(rev, out)

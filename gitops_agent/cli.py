@@ -115,6 +115,8 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(e.problems)} problem(s); nothing would be applied", file=sys.stderr)
         return 1
+    for warning in rev.warnings:
+        print(f"warning: {warning}")
     kinds: dict[str, int] = {}
     for o in rev.objects:
         kinds[o.ref.kind] = kinds.get(o.ref.kind, 0) + 1
@@ -169,6 +171,8 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             print(f"node {node}: {err}", file=sys.stderr)
         return 2
     print(f"revision {out.target}")
+    for warning in out.warnings:
+        print(f"warning: {warning}")
     return 1 if _print_plans(out) else 0
 
 

@@ -140,7 +140,9 @@ def parse(
         unique = dict.fromkeys(_redacted(problems, documents))
         raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
     objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
-    return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects))
+    warnings = sorted((w for doc in documents for w in doc.warnings), key=lambda w: (w.file, w.line))
+    return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects),
+                          warnings=tuple(str(warning) for warning in warnings))
 
 
 def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -204,6 +206,7 @@ class _Document:
     name: str = ""
     namespace: str = model.DEFAULT_NAMESPACE
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # accepted, with no effect on a node
 
     @property
     def ref(self) -> model.ObjectRef:
@@ -222,10 +225,16 @@ class _Document:
         return self.lines[path]
 
     def report(self, path: JsonPath, message: str) -> None:
+        self.problems.append(self._problem(path, message))
+
+    def warn(self, path: JsonPath, message: str) -> None:
+        self.warnings.append(self._problem(path, message))
+
+    def _problem(self, path: JsonPath, message: str) -> Problem:
         kind = self.kind or self.body.get("kind")  # an unsupported kind is still worth showing
         kind = kind if isinstance(kind, str) else ""
         label = f"{kind}/{self.name}" if kind and self.name else kind
-        self.problems.append(Problem(self.file, self.line_of(path), label, _json_path(path), message))
+        return Problem(self.file, self.line_of(path), label, _json_path(path), message)
 
 
 _MIN_REDACTED = 4  # shorter values are left alone: they would blank out ordinary words of the messages
@@ -604,6 +613,14 @@ def _check_document(doc: _Document) -> model.Object | None:
     if "kind" not in body:
         doc.report((), "missing required field 'kind'")
         return None
+    if isinstance(kind, str) and body.get("apiVersion") == _NO_OP_KINDS.get(kind):
+        doc.warn(("kind",), f"a {kind} has no effect on a node (it grants access to the Kubernetes API, which "
+                            "gitops-agent does not have): ignored")
+        return None
+    if isinstance(kind, str) and kind in _REFUSED_KINDS:
+        doc.report(("kind",), f"kind {kind} is not supported by gitops-agent, and ignoring it would "
+                              f"{_REFUSED_KINDS[kind]}: remove it")
+        return None
     if not isinstance(kind, str) or kind not in _KINDS:
         doc.report(("kind",), f"kind {_short(kind)} is not supported by gitops-agent (supported: {', '.join(_KINDS)})")
         return None
@@ -626,6 +643,7 @@ def _check_document(doc: _Document) -> model.Object | None:
         _check_secret_type(doc)
     if errors:
         return None
+    _warn_no_ops(doc)
     return _CONVERTERS[kind](doc)
 
 
@@ -669,6 +687,71 @@ def _drop_empty_defaults(value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _drop_empty_defaults(item)
+
+
+# Kinds that only grant access to the Kubernetes API: accepted with a warning (kind -> apiVersion).
+_NO_OP_KINDS = {
+    "ServiceAccount": "v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
+    "ClusterRole": "rbac.authorization.k8s.io/v1",
+    "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+}
+# Kinds that would change security or traffic if they were ignored: errors (kind -> what ignoring would do).
+_REFUSED_KINDS = {
+    "NetworkPolicy": "leave open the traffic it denies",
+    "Ingress": "leave unserved the traffic it routes",
+    "PodSecurityPolicy": "let run the pods it forbids",
+}
+# Fields accepted without effect on a node (README, "No-op fields and kinds"): scope -> field -> why.
+NO_OP_FIELDS: dict[str, dict[str, str]] = {
+    "pod": {
+        "serviceAccountName": "no Kubernetes API: pods get no service-account token",
+        "serviceAccount": "no Kubernetes API: pods get no service-account token",
+        "automountServiceAccountToken": "no Kubernetes API: pods get no service-account token",
+        "priorityClassName": "no preemption: every pod that fits its node runs",
+        "priority": "no preemption: every pod that fits its node runs",
+        "preemptionPolicy": "no preemption: every pod that fits its node runs",
+        "schedulerName": "gitops-agent places the pods itself",
+        "enableServiceLinks": "no Service environment variables are set: Services are DNS names",
+        "dnsPolicy": "ClusterFirst is the default: names resolve through the pod network's DNS server",
+    },
+    "container": {
+        "terminationMessagePath": "no termination message is collected: see the container's log",
+        "terminationMessagePolicy": "no termination message is collected: see the container's log",
+    },
+    "service": {
+        "sessionAffinity": "None is the default: a Service is a DNS name of its pods' addresses",
+    },
+}
+
+
+def _warn_no_ops(doc: _Document) -> None:
+    """One warning per no-op field of a valid document."""
+    if doc.kind == "Service":
+        scopes = [(("spec",), doc.body["spec"], "service")]
+    elif doc.kind in _POD_SPEC_PATHS:
+        path = _POD_SPEC_PATHS[doc.kind]
+        spec = doc.body
+        for key in path:
+            spec = spec[key]
+        scopes = [(path, spec, "pod")]
+        for group in ("initContainers", "containers"):
+            scopes += [(path + (group, i), c, "container") for i, c in enumerate(spec.get(group, []))]
+    else:
+        return
+    for path, value, scope in scopes:
+        for key, why in NO_OP_FIELDS[scope].items():
+            if key in value:
+                doc.warn(path + (key,), f"{key} has no effect here ({why}): ignored")
+
+
+_POD_SPEC_PATHS: dict[str, JsonPath] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+}
 
 
 def _drop_unset_node_ports(body: dict[str, Any]) -> None:

@@ -347,6 +347,9 @@ class Revision:
     id: str
     digest: str
     objects: tuple[Object, ...]
+    # Accepted fields and kinds that have no effect on a node (README, "No-op fields and kinds"), one line each,
+    # `FILE:LINE: Kind/name: path: message` like a problem: shown by `validate`, `diff` and `status`, never silent.
+    warnings: tuple[str, ...] = ()
 
     @property
     def commit(self) -> str:

@@ -112,3 +112,14 @@ def test_validate_applies_the_configs_limits_and_nodes(tmp_path: Path, capsys: p
         "1 problem(s); nothing would be applied",
     ]
     assert main(["validate", str(manifests)]) == 0
+
+
+def test_validate_prints_every_no_op_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifests = tmp_path / "repo"
+    manifests.mkdir()
+    (manifests / "sa.yaml").write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web}\n")
+    assert main(["validate", str(manifests)]) == 0
+    warning, valid = capsys.readouterr().out.splitlines()
+    assert warning == "warning: sa.yaml:2: ServiceAccount/web: kind: a ServiceAccount has no effect on a node (it" \
+        " grants access to the Kubernetes API, which gitops-agent does not have): ignored"
+    assert valid.startswith("valid: no objects (sha256:")

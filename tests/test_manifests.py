@@ -499,7 +499,7 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
         "d.yaml:8: Deployment/web: spec.selector.matchExpressions: "
         "field 'matchExpressions' is not supported by gitops-agent (use matchLabels)",
         "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].emptyDir: "
-        "field 'emptyDir' is not supported by gitops-agent (use a persistentVolumeClaim)",
+        "field 'emptyDir' is not supported by gitops-agent",  # no advice that changes behaviour (a PVC persists)
     ]
 
 
@@ -1965,4 +1965,86 @@ def test_node_port_zero_means_unset() -> None:
     assert problems({"s.yaml": service.replace("{type}", "NodePort")}) == [
         "s.yaml:7: Service/web: spec.ports[0]: a NodePort Service must set nodePort explicitly: "
         "gitops-agent does not allocate node ports (unlike Kubernetes)",
+    ]
+
+
+NO_OPS = y("""
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: web}
+    spec:
+      selector: {matchLabels: {app: web}}
+      template:
+        metadata: {labels: {app: web}}
+        spec:
+          serviceAccountName: web
+          automountServiceAccountToken: false
+          priorityClassName: high
+          schedulerName: default-scheduler
+          dnsPolicy: ClusterFirst
+          enableServiceLinks: false
+          containers:
+          - name: app
+            image: app:1
+            terminationMessagePath: /dev/termination-log
+            terminationMessagePolicy: File
+    ---
+    apiVersion: v1
+    kind: ServiceAccount
+    metadata: {name: web}
+    ---
+    apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRoleBinding
+    metadata: {name: web}
+    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+""")
+
+
+def test_no_op_fields_and_kinds_are_accepted_with_one_warning_each() -> None:
+    revision = ok({"d.yaml": NO_OPS})
+    assert [str(obj.ref) for obj in revision.objects] == ["Deployment/default/web"]
+    prefix = "d.yaml:{}: Deployment/web: spec.template.spec."
+    api = "no Kubernetes API: pods get no service-account token"
+    assert revision.warnings == (
+        prefix.format(9) + f"serviceAccountName: serviceAccountName has no effect here ({api}): ignored",
+        prefix.format(10) + f"automountServiceAccountToken: automountServiceAccountToken has no effect here ({api}):"
+        " ignored",
+        prefix.format(11) + "priorityClassName: priorityClassName has no effect here (no preemption: every pod that"
+        " fits its node runs): ignored",
+        prefix.format(12) + "schedulerName: schedulerName has no effect here (gitops-agent places the pods itself):"
+        " ignored",
+        prefix.format(13) + "dnsPolicy: dnsPolicy has no effect here (ClusterFirst is the default: names resolve"
+        " through the pod network's DNS server): ignored",
+        prefix.format(14) + "enableServiceLinks: enableServiceLinks has no effect here (no Service environment"
+        " variables are set: Services are DNS names): ignored",
+        prefix.format(18) + "containers[0].terminationMessagePath: terminationMessagePath has no effect here (no"
+        " termination message is collected: see the container's log): ignored",
+        prefix.format(19) + "containers[0].terminationMessagePolicy: terminationMessagePolicy has no effect here (no"
+        " termination message is collected: see the container's log): ignored",
+        "d.yaml:22: ServiceAccount/web: kind: a ServiceAccount has no effect on a node (it grants access to the"
+        " Kubernetes API, which gitops-agent does not have): ignored",
+        "d.yaml:26: ClusterRoleBinding/web: kind: a ClusterRoleBinding has no effect on a node (it grants access to"
+        " the Kubernetes API, which gitops-agent does not have): ignored",
+    )
+
+
+def test_a_no_op_field_with_a_value_that_would_mean_something_is_still_an_error() -> None:
+    text = NO_OPS.replace("dnsPolicy: ClusterFirst", "dnsPolicy: None")
+    assert "d.yaml:13: Deployment/web: spec.template.spec.dnsPolicy: only dnsPolicy ClusterFirst (the default: names" \
+        " resolve through the pod network's DNS server) is supported by gitops-agent; remove the field" \
+        in problems({"d.yaml": text})
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("NetworkPolicy", "leave open the traffic it denies"),
+        ("Ingress", "leave unserved the traffic it routes"),
+        ("PodSecurityPolicy", "let run the pods it forbids"),
+    ],
+)
+def test_kinds_that_change_security_or_traffic_stay_errors_that_say_why(kind: str, why: str) -> None:
+    text = f"apiVersion: networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: x}}\n"
+    assert problems({"k.yaml": text}) == [
+        f"k.yaml:2: {kind}/x: kind: kind {kind} is not supported by gitops-agent, and ignoring it would {why}: remove it"
     ]
