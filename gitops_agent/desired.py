@@ -412,7 +412,7 @@ def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
     """Workloads whose nodeSelector matches no configured node: a clear status, not a crash."""
     warnings = []
     for w in (o for o in rev.objects if isinstance(o, Workload)):
-        if matching_nodes(w, nodes) or (w.ref.kind == "Deployment" and w.replicas == 0):
+        if matching_nodes(w, nodes) or (w.ref.kind in ("Deployment", "ReplicationController") and w.replicas == 0):
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"

@@ -188,6 +188,7 @@ _KINDS = {
     "Pod": "v1",
     "Deployment": "apps/v1",
     "DaemonSet": "apps/v1",
+    "ReplicationController": "v1",
     "Service": "v1",
 }
 _KIND_ORDER = {kind: index for index, kind in enumerate(_KINDS)}
@@ -849,8 +850,21 @@ def _daemonset(doc: _Document) -> model.Workload:
     return _controller(doc, replicas=1, strategy="RollingUpdate", rolling_update=rolling_update)
 
 
-def _controller(doc: _Document, **fields: Any) -> model.Workload:
-    """A Deployment or DaemonSet: the fields both share, plus the kind-specific `fields`."""
+def _replication_controller(doc: _Document) -> model.Workload:
+    """Pods of one template, like a Deployment's, that `plan` never rolls (see schemas/replicationcontroller.json)."""
+    spec = doc.body["spec"]
+    if "name" in spec["template"]["metadata"]:
+        doc.warn(("spec", "template", "metadata", "name"),
+                 "name has no effect here (pod names are derived from the ReplicationController's): ignored")
+    selector = spec.get("selector") or spec["template"]["metadata"].get("labels", {})
+    if not selector:
+        doc.report(("spec", "selector"), "needs a selector or template labels to select its pods by")
+    return _controller(doc, selector=selector, replicas=spec.get("replicas", 1), strategy="RollingUpdate",
+                       rolling_update=model.RollingUpdate(0, 1))
+
+
+def _controller(doc: _Document, selector: Mapping[str, str] | None = None, **fields: Any) -> model.Workload:
+    """A Deployment, DaemonSet or ReplicationController: the fields they share, plus the kind-specific `fields`."""
     spec, metadata = doc.body["spec"], doc.body["metadata"]
     template_metadata = spec["template"]["metadata"]
     template = _pod_template(
@@ -860,11 +874,11 @@ def _controller(doc: _Document, **fields: Any) -> model.Workload:
         template_metadata.get("labels", {}),
         template_metadata.get("annotations", {}),
     )
-    selector = spec["selector"]["matchLabels"]
+    selector = spec["selector"]["matchLabels"] if selector is None else selector
     missing = [f"{key}={value}" for key, value in selector.items() if template.labels.get(key) != value]
     if missing:
         doc.report(
-            ("spec", "selector", "matchLabels"),
+            ("spec", "selector") + (("matchLabels",) if doc.kind != "ReplicationController" else ()),
             f"selector does not match the template labels: {', '.join(missing)} not in spec.template.metadata.labels",
         )
     annotations = metadata.get("annotations", {})
@@ -1265,6 +1279,7 @@ _CONVERTERS: dict[str, Callable[[_Document], model.Object]] = {
     "Pod": _pod,
     "Deployment": _deployment,
     "DaemonSet": _daemonset,
+    "ReplicationController": _replication_controller,
     "Service": _service,
 }
 

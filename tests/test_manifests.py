@@ -518,7 +518,8 @@ def test_unsupported_kind_and_wrong_api_version() -> None:
     """)
     assert problems({"k.yaml": text}) == [
         "k.yaml:2: StatefulSet/db: kind: kind 'StatefulSet' is not supported by gitops-agent "
-        "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, DaemonSet, Service)",
+        "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, DaemonSet, "
+        "ReplicationController, Service)",
         "k.yaml:5: Deployment/old: apiVersion: apiVersion for kind Deployment must be 'apps/v1', not 'extensions/v1beta1'",
         "k.yaml:9: missing required field 'kind'",
     ]
@@ -1808,7 +1809,7 @@ def test_schemas_are_valid_and_closed() -> None:
     names = sorted(path.name for path in SCHEMAS.glob("*.json"))
     assert names == [
         "_defs.json", "configmap.json", "daemonset.json", "deployment.json", "namespace.json",
-        "persistentvolumeclaim.json", "pod.json", "secret.json", "service.json",
+        "persistentvolumeclaim.json", "pod.json", "replicationcontroller.json", "secret.json", "service.json",
     ]
 
     def open_objects(node: object, where: str) -> Iterator[str]:
@@ -2047,4 +2048,33 @@ def test_kinds_that_change_security_or_traffic_stay_errors_that_say_why(kind: st
     text = f"apiVersion: networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: x}}\n"
     assert problems({"k.yaml": text}) == [
         f"k.yaml:2: {kind}/x: kind: kind {kind} is not supported by gitops-agent, and ignoring it would {why}: remove it"
+    ]
+
+
+def test_a_replication_controller_is_a_workload_selecting_by_its_template_labels() -> None:
+    text = y("""
+        apiVersion: v1
+        kind: ReplicationController
+        metadata: {name: nginx}
+        spec:
+          replicas: 3
+          template:
+            metadata:
+              name: nginx
+              labels: {app: nginx}
+            spec:
+              containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
+    """)
+    revision = ok({"rc.yaml": text})
+    (workload,) = revision.objects
+    assert isinstance(workload, model.Workload)
+    assert (str(workload.ref), workload.replicas, workload.selector) == \
+        ("ReplicationController/default/nginx", 3, {"app": "nginx"})
+    assert revision.warnings == (
+        "rc.yaml:8: ReplicationController/nginx: spec.template.metadata.name: name has no effect here (pod names are"
+        " derived from the ReplicationController's): ignored",
+    )
+    assert problems({"rc.yaml": text.replace("replicas: 3", "replicas: 3\n  selector: {app: web}")}) == [
+        "rc.yaml:6: ReplicationController/nginx: spec.selector: selector does not match the template labels: "
+        "app=web not in spec.template.metadata.labels",
     ]
