@@ -328,28 +328,42 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that bounds nesting and, like Kubernetes' YAML decoder, keeps
-    timestamp-like scalars as strings (and "=" as a string, not YAML's `value`)."""
+class _Loader(yaml.CSafeLoader):
+    """libyaml's safe loader (its scanner takes what the pure-Python one refuses, such as a tab after a value),
+    that, like Kubernetes' YAML decoder, keeps timestamp-like scalars as strings (and "=" as a string, not
+    YAML's `value`). Nesting is bounded by `_check_depth` before libyaml composes (recursively) any node."""
 
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_TAG + "timestamp", _TAG + "value")]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        self.depth += 1
-        try:
-            if self.depth > _MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1
-                raise _YamlProblem(line, f"YAML is nested deeper than {_MAX_DEPTH} levels", fatal=True)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+_OPENING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_depth(text: str) -> None:
+    """Raise a fatal `_YamlProblem` if the text nests deeper than `_MAX_DEPTH` (libyaml's parser is iterative,
+    its composer is not). YAML errors are left to the loader that follows, which reports them the same way."""
+    parser = yaml.cyaml.CParser(text)
+    depth, line = 0, 1
+    try:
+        while (event := parser.get_event()) is not None:
+            depth += isinstance(event, _OPENING) - isinstance(event, _CLOSING)
+            line = event.start_mark.line + 1
+            if depth > _MAX_DEPTH:
+                break
+    except yaml.MarkedYAMLError as error:  # libyaml's scanner has a nesting limit of its own: the same problem
+        if "nesting depth" not in str(error.problem):
+            return
+        depth = _MAX_DEPTH + 1
+    except (yaml.YAMLError, yaml.reader.ReaderError):
+        return
+    finally:
+        parser.dispose()
+    if depth > _MAX_DEPTH:
+        raise _YamlProblem(line, f"YAML is nested deeper than {_MAX_DEPTH} levels", fatal=True)
 
 
 class _Builder:
@@ -460,6 +474,7 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
 
     loader: _Loader | None = None
     try:
+        _check_depth(text)
         loader = _Loader(text)
         builder = _Builder(loader, limits.max_yaml_nodes)
         while loader.check_node():
@@ -485,7 +500,8 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
         problem(error.line, error.message, error.path)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        problem(mark.line + 1 if mark else 1, f"invalid YAML: {error.problem or error.context}")
+        line = min(mark.line + 1, text.count("\n") + 1) if mark else 1  # libyaml may mark the stream's end
+        problem(line, f"invalid YAML: {error.problem or error.context}")
     except yaml.reader.ReaderError as error:
         problem(text[: error.position].count("\n") + 1, f"invalid YAML: {error.reason} (U+{error.character:04X})")
     finally:

@@ -785,10 +785,18 @@ def test_binary_non_utf8_and_syntax_errors() -> None:
     }) == [
         "a.yaml:2: binary file (contains NUL bytes)",
         "b.yaml:2: file is not UTF-8 text",
-        "c.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'",
+        "c.yaml:2: invalid YAML: did not find expected ',' or ']'",
         "d.yaml:1: a document must be a mapping, not a list",
-        "e.yaml:2: invalid YAML: mapping values are not allowed here",
+        "e.yaml:2: invalid YAML: mapping values are not allowed in this context",
     ]
+
+
+def test_tabs_after_values_are_whitespace() -> None:
+    """A tab after a value (or a key) is whitespace, as in Kubernetes (libyaml's scanner; the pure-Python one
+    refused it: "found character '\\t' that cannot start any token")."""
+    text = "apiVersion: v1\t\nkind: ConfigMap\t\t\nmetadata:\t\n  name: c\t\ndata:\n  k: v\t\n"
+    (config,) = ok({"c.yaml": text}).objects
+    assert isinstance(config, model.ConfigData) and config.data == {"k": b"v"}
 
 
 def test_symlinks_and_size_limits() -> None:
@@ -1022,7 +1030,7 @@ def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
     assert rejected == [
         "a.yaml:3: ConfigMap/c: metadata.namespace: namespace 'nowhere' is not declared in the repository",
         "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent",
-        "m.yaml:1: invalid YAML: expected the node content, but found '<stream end>'",
+        "m.yaml:1: invalid YAML: did not find expected node content",
         "z.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].secretRef.name: "
         "Secret 's' does not exist in namespace 'default'",
     ]
