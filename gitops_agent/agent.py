@@ -108,7 +108,7 @@ class Agent:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
             rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
-                        node_limits=self.cfg.limits)
+                        node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
             self._parsed[sha] = rev
         return self._parsed[sha]

@@ -109,7 +109,8 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
         if cfg is None:
             rev = parse(load_directory(path), str(path))
         else:
-            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits)
+            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits,
+                        storage_classes=cfg.storage_classes)
     except RevisionRejected as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, Problem, quote_path
-from .model import HostPathRule, NodeLimits, Policy
+from .model import HostPathRule, NodeLimits, Policy, StorageClass
 
 PolicyConfig = Policy
 """The `policy:` section: `model.Policy`, defined there so that `manifests` can use it too."""
@@ -95,6 +95,8 @@ class AgentConfig:
     added capabilities and hostPath volumes."""
     limits: LimitsConfig = LimitsConfig()
     """How many pods a revision may place on a node, containers in a pod, and pods in all."""
+    storage_classes: Mapping[str, StorageClass] = field(default_factory=dict)
+    """`storageClasses:`: storageClassName -> the Podman volume driver and options of its claims' volumes."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -187,6 +189,11 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         ready_timeout=parse_duration(raw.get("readyTimeout", 120), "readyTimeout"),
         policy=policy_from_mapping(_section(raw, "policy")),
         limits=limits_from_mapping(_section(raw, "limits")),
+        storage_classes={
+            str(name): StorageClass(sc.get("driver", "local"),
+                                    {str(k): str(v) for k, v in _section(sc, "options").items()})
+            for name, sc in _section(raw, "storageClasses").items()
+        },
     )
 
 

@@ -43,6 +43,7 @@ from .model import (
     Probe,
     Revision,
     Service,
+    StorageClass,
     Workload,
 )
 
@@ -69,6 +70,7 @@ class VolumeSpec:
     name: str
     claim: ObjectRef
     labels: Mapping[str, str]
+    storage_class: StorageClass = StorageClass()  # made with its driver and options; never changed afterwards
 
 
 @dataclass(frozen=True)
@@ -461,7 +463,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), commit)) for ns in sorted(namespaces)
     )
     volumes = tuple(
-        VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit))
+        VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit),
+                   o.storage_class or StorageClass())
         for o in objs
         if isinstance(o, Claim)
     )

@@ -107,6 +107,7 @@ def parse(
     policy: model.Policy = model.Policy(),
     nodes: Sequence[NodeConfig] = (NodeConfig("local"),),
     node_limits: model.NodeLimits = model.NodeLimits(),
+    storage_classes: Mapping[str, model.StorageClass] | None = None,
 ) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
@@ -114,8 +115,9 @@ def parse(
     (privileged containers, host namespaces, added capabilities, hostPath
     volumes) the workloads may use; the default denies them all. `nodes` and
     `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
-    revision places on each node. Raises `RevisionRejected` with every problem
-    found, sorted by file and line.
+    revision places on each node; `storage_classes` (the config's
+    `storageClasses:`) the classes a PersistentVolumeClaim may name. Raises
+    `RevisionRejected` with every problem found, sorted by file and line.
     """
     problems: list[Problem] = []
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
@@ -133,6 +135,8 @@ def parse(
         documents.extend(_read_file(file, limits, problems))
 
     entries = [(document, _check_document(document)) for document in documents]
+    entries = [(doc, _with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)
+               for doc, obj in entries]
     _check_revision(entries, policy)
     _check_capacity([(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)], tuple(nodes), node_limits)
     problems.extend(problem for document in documents for problem in document.problems)
@@ -827,6 +831,19 @@ def _config_data(doc: _Document) -> model.ConfigData:
 def _claim(doc: _Document) -> model.Claim:
     storage = doc.body["spec"]["resources"]["requests"]["storage"]
     return model.Claim(doc.ref, doc.origin, storage=str(storage))
+
+
+def _with_storage_class(doc: _Document, claim: model.Claim, classes: Mapping[str, model.StorageClass]) -> model.Claim:
+    """The claim with its storageClassName's driver and options; an unknown class is a problem."""
+    name = doc.body["spec"].get("storageClassName", "")
+    if not name:
+        return claim
+    if name not in classes:
+        known = ", ".join(sorted(classes)) or "none"
+        doc.report(("spec", "storageClassName"), f"storage class {name!r} is not in the agent config's "
+                   f"storageClasses (known: {known}); define it there, or remove the field for the default volume")
+        return claim
+    return replace(claim, storage_class=classes[name])
 
 
 def _pod(doc: _Document) -> model.Workload:

@@ -123,3 +123,17 @@ def test_validate_prints_every_no_op_warning(tmp_path: Path, capsys: pytest.Capt
     assert warning == "warning: sa.yaml:2: ServiceAccount/web: kind: a ServiceAccount has no effect on a node (it" \
         " grants access to the Kubernetes API, which gitops-agent does not have): ignored"
     assert valid.startswith("valid: no objects (sha256:")
+
+
+def test_storage_classes_are_read_with_their_driver_and_options(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("source: {url: /r}\nstorageClasses:\n  scratch: {options: {type: tmpfs, device: tmpfs, o: size=8m}}\n"
+                    "  plain: {driver: local}\n")
+    cfg = config_mod.load(str(path))
+    assert cfg.storage_classes == {
+        "scratch": config_mod.StorageClass("local", {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}),
+        "plain": config_mod.StorageClass("local", {}),
+    }
+    path.write_text("source: {url: /r}\nstorageClasses: {Bad_Name: {}}\n")
+    with pytest.raises(ConfigError, match="storageClasses"):
+        config_mod.load(str(path))

@@ -2086,3 +2086,29 @@ def test_a_replication_controller_is_a_workload_selecting_by_its_template_labels
         "rc.yaml:6: ReplicationController/nginx: spec.selector: selector does not match the template labels: "
         "app=web not in spec.template.metadata.labels",
     ]
+
+
+CLAIM_OF_CLASS = y("""
+    apiVersion: v1
+    kind: PersistentVolumeClaim
+    metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: {name}
+      resources: {requests: {storage: 1Gi}}
+""")
+
+
+def test_a_storage_class_names_a_volume_driver_and_options_of_the_agent_config() -> None:
+    scratch = model.StorageClass("local", {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"})
+    files_of = {"c.yaml": CLAIM_OF_CLASS.replace("{name}", "scratch")}
+    (claim,) = parse(files(files_of), storage_classes={"scratch": scratch}).objects
+    assert isinstance(claim, model.Claim) and claim.storage_class == scratch
+    (default,) = parse(files({"c.yaml": CLAIM_OF_CLASS.replace("{name}", '""')})).objects
+    assert isinstance(default, model.Claim) and default.storage_class is None
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files({"c.yaml": CLAIM_OF_CLASS.replace("{name}", "fast")}), storage_classes={"scratch": scratch})
+    assert [str(p) for p in rejected.value.problems] == [
+        "c.yaml:6: PersistentVolumeClaim/data: spec.storageClassName: storage class 'fast' is not in the agent "
+        "config's storageClasses (known: scratch); define it there, or remove the field for the default volume",
+    ]
