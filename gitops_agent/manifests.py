@@ -672,6 +672,8 @@ def _check_document(doc: _Document) -> model.Object | None:
 # and `podman kube generate` output is accepted as it is.
 _SERVER_SET_METADATA = ("creationTimestamp", "uid", "resourceVersion", "generation", "managedFields", "selfLink")
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# What `podman kube generate` records about each container it ran (`io.kubernetes.cri-o.TTY/<container>`, ...).
+_PODMAN_SET_ANNOTATIONS = ("io.kubernetes.cri-o.", "io.podman.annotations.")
 # Keys whose empty mapping means "the defaults" in Kubernetes (never a volume source such as `emptyDir: {}`).
 _EMPTY_MEANS_DEFAULTS = frozenset({
     "resources", "securityContext", "seLinuxOptions", "dnsConfig", "strategy", "updateStrategy", "rollingUpdate",
@@ -681,8 +683,8 @@ _USER_KEYED = frozenset({"data", "stringData", "binaryData", "labels", "annotati
 
 
 def _drop_server_set(body: dict[str, Any]) -> None:
-    """Remove what the API server sets (`status`, metadata's uid, timestamps, ...) from the document and its
-    pod template, before validation."""
+    """Remove what the API server (or `podman kube generate`) sets (`status`, metadata's uid, timestamps, Podman's
+    per-container annotations, a Pod's hostname equal to the one it gets anyway) before validation."""
     body.pop("status", None)
     spec = body.get("spec")
     template = spec.get("template") if isinstance(spec, dict) else None
@@ -695,6 +697,13 @@ def _drop_server_set(body: dict[str, Any]) -> None:
         annotations = metadata.get("annotations")
         if isinstance(annotations, dict):
             annotations.pop(_LAST_APPLIED, None)
+            for key in [key for key in annotations if key.startswith(_PODMAN_SET_ANNOTATIONS)]:
+                del annotations[key]
+    pod_spec = spec if body.get("kind") == "Pod" and isinstance(spec, dict) else {}
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("namespace", model.DEFAULT_NAMESPACE) == model.DEFAULT_NAMESPACE \
+            and "name" in metadata and pod_spec.get("hostname") == metadata["name"]:
+        del pod_spec["hostname"]  # `podman kube generate` writes it: the hostname this Pod gets anyway
 
 
 def _drop_empty_defaults(value: Any) -> None:
