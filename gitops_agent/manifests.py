@@ -18,6 +18,7 @@ The only I/O is reading a local directory in `load_directory`.
 from __future__ import annotations
 
 import base64
+import copy
 import difflib
 import hashlib
 import json
@@ -613,6 +614,36 @@ def _message(error: jsonschema.ValidationError) -> str:
 # --- one document -------------------------------------------------------------
 
 
+def _without_invalid_parts(doc: _Document, errors: list[jsonschema.ValidationError]) -> model.Object | None:
+    """The object of a schema-invalid document with the invalid fields left out, so that its other problems
+    (policy, references, capacity) come in the same round; None when leaving them out does not make it valid.
+    The document's problems reject the revision anyway: this object is only checked, never applied."""
+    body = copy.deepcopy(doc.body)
+    for error in errors:
+        path = tuple(error.absolute_path)
+        keys = [path + (key,) for key in error.instance if key not in error.schema.get("properties", {})] \
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict) else [path]
+        for key_path in keys:
+            if not key_path or not _remove(body, key_path):
+                return None
+    if any(True for _ in _validators()[doc.kind].iter_errors(body)):
+        return None
+    return _CONVERTERS[doc.kind](replace(doc, body=body))
+
+
+def _remove(value: Any, path: JsonPath) -> bool:
+    """Remove the item at `path` (a list item becomes None, keeping the other indexes); False if it is gone."""
+    for part in path[:-1]:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(value, dict) and path[-1] in value:
+        del value[path[-1]]
+        return True
+    return False
+
+
 def _identify(doc: _Document) -> None:
     """The document's name and namespace, as far as its metadata gives them."""
     metadata = doc.body.get("metadata")
@@ -663,7 +694,7 @@ def _check_document(doc: _Document) -> model.Object | None:
     if kind == "Secret":  # also when the values are invalid: every problem in one round
         _check_secret_type(doc)
     if errors:
-        return None
+        return _without_invalid_parts(doc, errors)
     _warn_no_ops(doc)
     return _CONVERTERS[kind](doc)
 

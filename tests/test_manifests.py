@@ -471,8 +471,11 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
 )
 def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:
     """Well-known container fields that the agent cannot honour are named as unsupported, at their key."""
-    (problem,) = problems({"d.yaml": deployment(container_patch=patch)})
-    assert problem == f"d.yaml:15: Deployment/web: spec.template.spec.{path}: {message}"
+    found = problems({"d.yaml": deployment(container_patch=patch)})
+    undeclared = "d.yaml:15: Deployment/web: spec.template.spec.containers[0].volumeMounts[0].name: " \
+        "volume 'v' is not declared in the pod's volumes"  # the input's other problem, in the same round
+    assert found == [f"d.yaml:15: Deployment/web: spec.template.spec.{path}: {message}"] + \
+        ([undeclared] if "volumeMounts" in patch else [])
 
 
 def test_unsupported_volume_source_and_deployment_fields() -> None:
@@ -1374,6 +1377,8 @@ def test_daemonset_template_errors() -> None:
         metadata: {name: old}
     """)
     assert problems({"ds.yaml": text}) == [
+        "ds.yaml:6: DaemonSet/agent: spec.selector.matchLabels: selector does not match the template labels: "
+        "tier=node not in spec.template.metadata.labels",  # found in the same round as the schema problems
         "ds.yaml:8: DaemonSet/agent: spec.template.metadata.name: "
         "field 'name' is not supported by gitops-agent (pod names are derived from the DaemonSet)",
         "ds.yaml:10: DaemonSet/agent: spec.template.spec.restartPolicy: must be Always in a DaemonSet",
@@ -2111,4 +2116,36 @@ def test_a_storage_class_names_a_volume_driver_and_options_of_the_agent_config()
     assert [str(p) for p in rejected.value.problems] == [
         "c.yaml:6: PersistentVolumeClaim/data: spec.storageClassName: storage class 'fast' is not in the agent "
         "config's storageClasses (known: scratch); define it there, or remove the field for the default volume",
+    ]
+
+
+
+def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems() -> None:
+    """Every problem in one round: the hostPath policy problem and the missing ConfigMap of a DaemonSet are not
+    hidden behind its unsupported field."""
+    text = y("""
+        apiVersion: apps/v1
+        kind: DaemonSet
+        metadata: {name: agent}
+        spec:
+          selector: {matchLabels: {app: agent}}
+          template:
+            metadata: {labels: {app: agent}}
+            spec:
+              shareProcessNamespace: true
+              containers:
+              - name: a
+                image: app:1
+                envFrom: [{configMapRef: {name: missing}}]
+                volumeMounts: [{name: logs, mountPath: /logs}]
+              volumes:
+              - {name: logs, hostPath: {path: /var/log}}
+    """)
+    assert problems({"ds.yaml": text}) == [
+        "ds.yaml:9: DaemonSet/agent: spec.template.spec.shareProcessNamespace: field 'shareProcessNamespace' is not "
+        "supported by gitops-agent",
+        "ds.yaml:13: DaemonSet/agent: spec.template.spec.containers[0].envFrom[0].configMapRef.name: ConfigMap "
+        "'missing' does not exist in namespace 'default'",
+        "ds.yaml:16: DaemonSet/agent: spec.template.spec.volumes[0].hostPath.path: hostPath /var/log is outside "
+        "policy.allowedHostPaths (allowed: none)",
     ]
