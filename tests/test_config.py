@@ -127,7 +127,8 @@ def test_validate_prints_every_no_op_warning(tmp_path: Path, capsys: pytest.Capt
 
 def test_storage_classes_are_read_with_their_driver_and_options(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
-    path.write_text("source: {url: /r}\nstorageClasses:\n  scratch: {options: {type: tmpfs, device: tmpfs, o: size=8m}}\n"
+    path.write_text("source: {url: /r}\nstorageClasses:\n"
+                    "  scratch: {options: {type: tmpfs, device: tmpfs, o: size=8m}}\n"
                     "  plain: {driver: local}\n")
     cfg = config_mod.load(str(path))
     assert cfg.storage_classes == {

@@ -360,7 +360,8 @@ def test_a_replication_controller_keeps_its_pods_on_a_template_change_and_scales
     assert [c["Image"] for c in app_containers(svc).values()] == [WEB2]
     code, out, _ = cli("status")
     assert code == 0
-    assert "Warning:   clusters/edge/rc.yaml:11: ReplicationController/rc: spec.template.spec.serviceAccountName:" in out
+    assert "Warning:   clusters/edge/rc.yaml:11: ReplicationController/rc: " \
+           "spec.template.spec.serviceAccountName:" in out
 
 
 def test_a_storage_class_makes_the_claims_volume_with_its_driver_and_options(

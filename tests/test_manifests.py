@@ -2060,7 +2060,8 @@ def test_a_no_op_field_with_a_value_that_would_mean_something_is_still_an_error(
 def test_kinds_that_change_security_or_traffic_stay_errors_that_say_why(kind: str, why: str) -> None:
     text = f"apiVersion: networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: x}}\n"
     assert problems({"k.yaml": text}) == [
-        f"k.yaml:2: {kind}/x: kind: kind {kind} is not supported by gitops-agent, and ignoring it would {why}: remove it"
+        f"k.yaml:2: {kind}/x: kind: kind {kind} is not supported by gitops-agent, and ignoring it would {why}: "
+        "remove it"
     ]
 
 
