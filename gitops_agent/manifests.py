@@ -575,8 +575,10 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPa
         for key in error.instance:
             if key in known:
                 continue
-            if key in unsupported:
-                hint = unsupported[key]
+            pattern = next((hint for regex, hint in schema.get("x-unsupported-patterns", {}).items()
+                            if re.fullmatch(regex, key)), None)
+            if key in unsupported or pattern is not None:
+                hint = unsupported.get(key, pattern)
                 yield path + (key,), f"field {key!r} is not supported by gitops-agent" + (f" ({hint})" if hint else "")
             else:
                 close = difflib.get_close_matches(key, known, n=1)
@@ -733,7 +735,7 @@ def _drop_server_set(body: dict[str, Any]) -> None:
     pod_spec = spec if body.get("kind") == "Pod" and isinstance(spec, dict) else {}
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and metadata.get("namespace", model.DEFAULT_NAMESPACE) == model.DEFAULT_NAMESPACE \
-            and "name" in metadata and pod_spec.get("hostname") == metadata["name"]:
+            and isinstance(pod_spec.get("hostname"), str) and pod_spec["hostname"] == metadata.get("name"):
         del pod_spec["hostname"]  # `podman kube generate` writes it: the hostname this Pod gets anyway
 
 

@@ -2150,3 +2150,29 @@ def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems
         "ds.yaml:16: DaemonSet/agent: spec.template.spec.volumes[0].hostPath.path: hostPath /var/log is outside "
         "policy.allowedHostPaths (allowed: none)",
     ]
+
+
+
+def test_an_extended_resource_limit_has_the_wording_of_every_unsupported_field() -> None:
+    text = deployment(container_patch='resources: {limits: {"nvidia.com/gpu": 1, ephemeral-storage: 1Gi}}')
+    assert sorted(problems({"d.yaml": text})) == [
+        "d.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
+        "field 'ephemeral-storage' is not supported by gitops-agent",
+        'd.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"]: '
+        "field 'nvidia.com/gpu' is not supported by gitops-agent (extended resources such as devices are not managed "
+        "by gitops-agent)",
+    ]
+
+
+def test_a_pod_hostname_is_dropped_only_when_it_is_the_pods_own_name() -> None:
+    """`podman kube generate` writes `hostname: <pod name>`: the hostname the Pod gets anyway. Another hostname,
+    or one on a Deployment's pods, is still an unsupported field; a document without a name does not crash."""
+    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: gen}\nspec:\n  hostname: %s\n" \
+        "  containers: [{name: a, image: b}]\n"
+    assert ok({"p.yaml": pod % "gen"}).objects[0].ref.name == "gen"
+    assert problems({"p.yaml": pod % "other"}) == [
+        "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent"]
+    assert problems({"p.yaml": (pod % "gen").replace("metadata: {name: gen}", "metadata: {name: null}")}) == [
+        "p.yaml:3: Pod: metadata.name: must be a string, not null",
+        "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent",
+    ]
