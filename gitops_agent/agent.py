@@ -54,6 +54,7 @@ class Outcome:
     node_errors: dict[str, str] = field(default_factory=dict)
     rollout: RolloutState | None = None
     waiting: bool = False  # nothing to retry until Git moves (or `resume`): the daemon does not back off
+    warnings: tuple[str, ...] = ()  # the target revision's no-op fields and kinds (`Revision.warnings`)
 
     @property
     def ok(self) -> bool:
@@ -111,7 +112,7 @@ class Agent:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
             rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
-                        node_limits=self.cfg.limits)
+                        node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
             self._parsed[sha] = rev
         return self._parsed[sha]
@@ -234,11 +235,14 @@ class Agent:
 
     def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
         out.target = rev.id
+        out.warnings = rev.warnings
         if dry_run:
             self._plan_only(rev, out)
             return
         for warning in unplaced(rev, self.cfg.nodes):
             self.log("placement", level="warning", message=warning)
+        for warning in rev.warnings:
+            self.log("no-op", level="warning", message=warning)
         stable = self.applied()
         if stable is not None and stable.commit == rev.commit:
             self._converge(rev, out)

@@ -168,12 +168,15 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
         if cfg is None:
             rev = parse(load_directory(path), str(path))
         else:
-            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits)
+            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits,
+                        storage_classes=cfg.storage_classes)
     except RevisionRejected as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         print(f"{len(e.problems)} problem(s); nothing would be applied", file=sys.stderr)
         return 1
+    for warning in rev.warnings:
+        print(f"warning: {warning}")
     kinds: dict[str, int] = {}
     for o in rev.objects:
         kinds[o.ref.kind] = kinds.get(o.ref.kind, 0) + 1
@@ -236,6 +239,8 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     if _emit({"revision": out.target, "nodes": plans}, args.output):
         return 1 if any(p["actions"] for p in plans.values()) else 0
     print(f"revision {out.target}")
+    for warning in out.warnings:
+        print(f"warning: {warning}")
     return 1 if _print_plans(out) else 0
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from . import pullauth
 from .errors import ConfigError, Problem, quote_path
-from .model import HostPathRule, NodeLimits, Policy, Taint
+from .model import HostPathRule, NodeLimits, Policy, StorageClass, Taint
 from .pullauth import Credential
 
 PolicyConfig = Policy
@@ -124,6 +124,8 @@ class AgentConfig:
     added capabilities and hostPath volumes."""
     limits: LimitsConfig = LimitsConfig()
     """How many pods a revision may place on a node, containers in a pod, and pods in all."""
+    storage_classes: Mapping[str, StorageClass] = field(default_factory=dict)
+    """`storageClasses:`: storageClassName -> the Podman volume driver and options of its claims' volumes."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -247,6 +249,11 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         limits=limits_from_mapping(_section(raw, "limits")),
         keep_image_revisions=keep_images,
         min_free_image_space=min_free,
+        storage_classes={
+            str(name): StorageClass(sc.get("driver", "local"),
+                                    {str(k): str(v) for k, v in _section(sc, "options").items()})
+            for name, sc in _section(raw, "storageClasses").items()
+        },
     )
 
 

@@ -47,6 +47,7 @@ from .model import (
     Resources,
     Revision,
     Service,
+    StorageClass,
     Taint,
     Toleration,
     Workload,
@@ -76,6 +77,7 @@ class VolumeSpec:
     name: str
     claim: ObjectRef
     labels: Mapping[str, str]
+    storage_class: StorageClass = StorageClass()  # made with its driver and options; never changed afterwards
 
 
 @dataclass(frozen=True)
@@ -511,7 +513,7 @@ def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
         if w.ref.kind == "Deployment" and w.template.one_per_node and 0 < len(matching) < w.replicas:
             warnings.append(f"{w.ref}: podAntiAffinity allows one pod per node and {len(matching)} node(s) "
                             f"match; {w.replicas - len(matching)} of {w.replicas} replica(s) not placed")
-        if matching or (w.ref.kind == "Deployment" and w.replicas == 0):
+        if matching or (w.ref.kind in ("Deployment", "ReplicationController") and w.replicas == 0):
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
@@ -566,7 +568,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), commit)) for ns in sorted(namespaces)
     )
     volumes = tuple(
-        VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit))
+        VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit),
+                   o.storage_class or StorageClass())
         for o in objs
         if isinstance(o, Claim)
     )

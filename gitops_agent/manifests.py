@@ -18,6 +18,7 @@ The only I/O is reading a local directory in `load_directory`.
 from __future__ import annotations
 
 import base64
+import copy
 import difflib
 import hashlib
 import json
@@ -107,6 +108,7 @@ def parse(
     policy: model.Policy = model.Policy(),
     nodes: Sequence[NodeConfig] = (NodeConfig("local"),),
     node_limits: model.NodeLimits = model.NodeLimits(),
+    storage_classes: Mapping[str, model.StorageClass] | None = None,
 ) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
@@ -114,8 +116,9 @@ def parse(
     (privileged containers, host namespaces, added capabilities, hostPath
     volumes) the workloads may use; the default denies them all. `nodes` and
     `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
-    revision places on each node. Raises `RevisionRejected` with every problem
-    found, sorted by file and line.
+    revision places on each node; `storage_classes` (the config's
+    `storageClasses:`) the classes a PersistentVolumeClaim may name. Raises
+    `RevisionRejected` with every problem found, sorted by file and line.
     """
     problems: list[Problem] = []
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
@@ -132,7 +135,10 @@ def parse(
             break
         documents.extend(_read_file(file, limits, problems))
 
-    entries = _allocate_node_ports([(document, _check_document(document)) for document in documents])
+    entries = [(document, _check_document(document)) for document in documents]
+    entries = [(doc, _with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)
+               for doc, obj in entries]
+    entries = _allocate_node_ports(entries)
     _check_revision(entries, policy)
     _check_capacity([(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)], tuple(nodes), node_limits)
     problems.extend(problem for document in documents for problem in document.problems)
@@ -140,7 +146,9 @@ def parse(
         unique = dict.fromkeys(_redacted(problems, documents))
         raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
     objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
-    return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects))
+    warnings = sorted((w for doc in documents for w in doc.warnings), key=lambda w: (w.file, w.line))
+    return model.Revision(id=revision_id, digest=_digest(manifests), objects=tuple(objects),
+                          warnings=tuple(str(warning) for warning in warnings))
 
 
 def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -186,6 +194,7 @@ _KINDS = {
     "Pod": "v1",
     "Deployment": "apps/v1",
     "DaemonSet": "apps/v1",
+    "ReplicationController": "v1",
     "Service": "v1",
 }
 _KIND_ORDER = {kind: index for index, kind in enumerate(_KINDS)}
@@ -204,6 +213,7 @@ class _Document:
     name: str = ""
     namespace: str = model.DEFAULT_NAMESPACE
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # accepted, with no effect on a node
 
     @property
     def ref(self) -> model.ObjectRef:
@@ -222,10 +232,16 @@ class _Document:
         return self.lines[path]
 
     def report(self, path: JsonPath, message: str) -> None:
+        self.problems.append(self._problem(path, message))
+
+    def warn(self, path: JsonPath, message: str) -> None:
+        self.warnings.append(self._problem(path, message))
+
+    def _problem(self, path: JsonPath, message: str) -> Problem:
         kind = self.kind or self.body.get("kind")  # an unsupported kind is still worth showing
         kind = kind if isinstance(kind, str) else ""
         label = f"{kind}/{self.name}" if kind and self.name else kind
-        self.problems.append(Problem(self.file, self.line_of(path), label, _json_path(path), message))
+        return Problem(self.file, self.line_of(path), label, _json_path(path), message)
 
 
 _MIN_REDACTED = 4  # shorter values are left alone: they would blank out ordinary words of the messages
@@ -318,28 +334,42 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that bounds nesting and, like Kubernetes' YAML decoder, keeps
-    timestamp-like scalars as strings (and "=" as a string, not YAML's `value`)."""
+class _Loader(yaml.CSafeLoader):
+    """libyaml's safe loader (its scanner takes what the pure-Python one refuses, such as a tab after a value),
+    that, like Kubernetes' YAML decoder, keeps timestamp-like scalars as strings (and "=" as a string, not
+    YAML's `value`). Nesting is bounded by `_check_depth` before libyaml composes (recursively) any node."""
 
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_TAG + "timestamp", _TAG + "value")]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        self.depth += 1
-        try:
-            if self.depth > _MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1
-                raise _YamlProblem(line, f"YAML is nested deeper than {_MAX_DEPTH} levels", fatal=True)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+_OPENING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_depth(text: str) -> None:
+    """Raise a fatal `_YamlProblem` if the text nests deeper than `_MAX_DEPTH` (libyaml's parser is iterative,
+    its composer is not). YAML errors are left to the loader that follows, which reports them the same way."""
+    parser = yaml.cyaml.CParser(text)
+    depth, line = 0, 1
+    try:
+        while (event := parser.get_event()) is not None:
+            depth += isinstance(event, _OPENING) - isinstance(event, _CLOSING)
+            line = event.start_mark.line + 1
+            if depth > _MAX_DEPTH:
+                break
+    except yaml.MarkedYAMLError as error:  # libyaml's scanner has a nesting limit of its own: the same problem
+        if "nesting depth" not in str(error.problem):
+            return
+        depth = _MAX_DEPTH + 1
+    except (yaml.YAMLError, yaml.reader.ReaderError):
+        return
+    finally:
+        parser.dispose()
+    if depth > _MAX_DEPTH:
+        raise _YamlProblem(line, f"YAML is nested deeper than {_MAX_DEPTH} levels", fatal=True)
 
 
 class _Builder:
@@ -352,9 +382,11 @@ class _Builder:
         self.max_nodes = max_nodes
         self.nodes = 0  # per file
         self.lines: dict[JsonPath, int] = {}
+        self.duplicates: list[tuple[JsonPath, str]] = []  # per document: (path, message), at the later key
 
     def document(self, node: yaml.Node) -> tuple[Any, dict[JsonPath, int]]:
         self.lines = {(): _line(node)}
+        self.duplicates = []
         return self.value(node, (), 0), self.lines
 
     def visit(self, node: yaml.Node, depth: int) -> None:
@@ -404,8 +436,8 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
                 raise _YamlProblem(_line(key_node), "mapping keys must be strings (quote the key)", path)
             key = key_node.value
-            if key in explicit:
-                raise _YamlProblem(_line(key_node), f"duplicate key {key!r}", path + (key,))
+            if key in explicit:  # reported, and the document still checked (the later value is kept)
+                self.duplicates.append((path + (key,), f"duplicate key {key!r}"))
             explicit.add(key)
             self.lines[path + (key,)] = _line(key_node)
             result[key] = self.value(value_node, path + (key,), depth + 1)
@@ -448,6 +480,7 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
 
     loader: _Loader | None = None
     try:
+        _check_depth(text)
         loader = _Loader(text)
         builder = _Builder(loader, limits.max_yaml_nodes)
         while loader.check_node():
@@ -462,14 +495,19 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
                     return
                 continue
             if isinstance(body, dict):
-                yield _Document(file.path, body, lines)
+                document = _Document(file.path, body, lines)
+                _identify(document)
+                for path, message in builder.duplicates:
+                    document.report(path, message)
+                yield document
             else:
                 problem(_line(node), f"a document must be a mapping, not {_describe(body)}")
     except _YamlProblem as error:
         problem(error.line, error.message, error.path)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        problem(mark.line + 1 if mark else 1, f"invalid YAML: {error.problem or error.context}")
+        line = min(mark.line + 1, text.count("\n") + 1) if mark else 1  # libyaml may mark the stream's end
+        problem(line, f"invalid YAML: {error.problem or error.context}")
     except yaml.reader.ReaderError as error:
         problem(text[: error.position].count("\n") + 1, f"invalid YAML: {error.reason} (U+{error.character:04X})")
     finally:
@@ -541,8 +579,10 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPa
         for key in error.instance:
             if key in known:
                 continue
-            if key in unsupported:
-                hint = unsupported[key]
+            pattern = next((hint for regex, hint in schema.get("x-unsupported-patterns", {}).items()
+                            if re.fullmatch(regex, key)), None)
+            if key in unsupported or pattern is not None:
+                hint = unsupported.get(key, pattern)
                 yield path + (key,), f"field {key!r} is not supported by gitops-agent" + (f" ({hint})" if hint else "")
             else:
                 close = difflib.get_close_matches(key, known, n=1)
@@ -580,21 +620,64 @@ def _message(error: jsonschema.ValidationError) -> str:
 # --- one document -------------------------------------------------------------
 
 
+def _without_invalid_parts(doc: _Document, errors: list[jsonschema.ValidationError]) -> model.Object | None:
+    """The object of a schema-invalid document with the invalid fields left out, so that its other problems
+    (policy, references, capacity) come in the same round; None when leaving them out does not make it valid.
+    The document's problems reject the revision anyway: this object is only checked, never applied."""
+    body = copy.deepcopy(doc.body)
+    for error in errors:
+        path = tuple(error.absolute_path)
+        keys = [path + (key,) for key in error.instance if key not in error.schema.get("properties", {})] \
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict) else [path]
+        for key_path in keys:
+            if not key_path or not _remove(body, key_path):
+                return None
+    if any(True for _ in _validators()[doc.kind].iter_errors(body)):
+        return None
+    return _CONVERTERS[doc.kind](replace(doc, body=body))
+
+
+def _remove(value: Any, path: JsonPath) -> bool:
+    """Remove the item at `path` (a list item becomes None, keeping the other indexes); False if it is gone."""
+    for part in path[:-1]:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(value, dict) and path[-1] in value:
+        del value[path[-1]]
+        return True
+    return False
+
+
+def _identify(doc: _Document) -> None:
+    """The document's name and namespace, as far as its metadata gives them."""
+    metadata = doc.body.get("metadata")
+    if isinstance(metadata, dict):
+        name = metadata.get("name")
+        doc.name = name if isinstance(name, str) else ""
+        namespace = metadata.get("namespace", model.DEFAULT_NAMESPACE)
+        doc.namespace = namespace if isinstance(namespace, str) else model.DEFAULT_NAMESPACE
+
+
 def _check_document(doc: _Document) -> model.Object | None:
     """Identify, schema-validate and convert one document; None if it is invalid.
 
     Problems go to `doc.problems`. A document whose identity is known is still
     counted by the cross-object checks even when its content is invalid."""
     body = doc.body
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict):
-        name = metadata.get("name")
-        doc.name = name if isinstance(name, str) else ""
-        namespace = metadata.get("namespace", model.DEFAULT_NAMESPACE)
-        doc.namespace = namespace if isinstance(namespace, str) else model.DEFAULT_NAMESPACE
+    _identify(doc)
     kind = body.get("kind")
     if "kind" not in body:
         doc.report((), "missing required field 'kind'")
+        return None
+    if isinstance(kind, str) and body.get("apiVersion") == _NO_OP_KINDS.get(kind):
+        doc.warn(("kind",), f"a {kind} has no effect on a node (it grants access to the Kubernetes API, which "
+                            "gitops-agent does not have): ignored")
+        return None
+    if isinstance(kind, str) and kind in _REFUSED_KINDS:
+        doc.report(("kind",), f"kind {kind} is not supported by gitops-agent, and ignoring it would "
+                              f"{_REFUSED_KINDS[kind]}: remove it")
         return None
     if not isinstance(kind, str) or kind not in _KINDS:
         doc.report(("kind",), f"kind {_short(kind)} is not supported by gitops-agent (supported: {', '.join(_KINDS)})")
@@ -606,17 +689,172 @@ def _check_document(doc: _Document) -> model.Object | None:
         doc.report(("apiVersion",), f"apiVersion for kind {kind} must be {_KINDS[kind]!r}, not {found}")
         return None
 
+    _drop_server_set(body)
+    _drop_empty_defaults(body)
+    if kind == "Service":
+        _drop_unset_node_ports(body)
     errors = list(_validators()[kind].iter_errors(body))
     for error in errors:
         for path, message in _schema_problems(error):
             doc.report(path, message)
+    if kind == "Secret":  # also when the values are invalid: every problem in one round
+        _check_secret_type(doc)
     if errors:
-        return None
+        return _without_invalid_parts(doc, errors)
+    _warn_no_ops(doc)
     return _CONVERTERS[kind](doc)
+
+
+# Fields the API server sets: ignored, as `kubectl apply` does, so that `kubectl create --dry-run=client -o yaml`
+# and `podman kube generate` output is accepted as it is.
+_SERVER_SET_METADATA = ("creationTimestamp", "uid", "resourceVersion", "generation", "managedFields", "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# What `podman kube generate` records about each container it ran (`io.kubernetes.cri-o.TTY/<container>`, ...).
+_PODMAN_SET_ANNOTATIONS = ("io.kubernetes.cri-o.", "io.podman.annotations.")
+# Keys whose empty mapping means "the defaults" in Kubernetes (never a volume source such as `emptyDir: {}`).
+_EMPTY_MEANS_DEFAULTS = frozenset({
+    "resources", "securityContext", "seLinuxOptions", "dnsConfig", "strategy", "updateStrategy", "rollingUpdate",
+    "capabilities", "windowsOptions", "affinity", "nodeSelector", "limits", "requests",
+})
+_USER_KEYED = frozenset({"data", "stringData", "binaryData", "labels", "annotations"})  # keys are the user's
+
+
+def _drop_server_set(body: dict[str, Any]) -> None:
+    """Remove what the API server (or `podman kube generate`) sets (`status`, metadata's uid, timestamps, Podman's
+    per-container annotations, a Pod's hostname equal to the one it gets anyway) before validation."""
+    body.pop("status", None)
+    spec = body.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    for owner in (body, template):
+        metadata = owner.get("metadata") if isinstance(owner, dict) else None
+        if not isinstance(metadata, dict):
+            continue
+        for key in _SERVER_SET_METADATA:
+            metadata.pop(key, None)
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(_LAST_APPLIED, None)
+            for key in [key for key in annotations if key.startswith(_PODMAN_SET_ANNOTATIONS)]:
+                del annotations[key]
+    pod_spec = spec if body.get("kind") == "Pod" and isinstance(spec, dict) else {}
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("namespace", model.DEFAULT_NAMESPACE) == model.DEFAULT_NAMESPACE \
+            and isinstance(pod_spec.get("hostname"), str) and pod_spec["hostname"] == metadata.get("name"):
+        del pod_spec["hostname"]  # `podman kube generate` writes it: the hostname this Pod gets anyway
+
+
+def _drop_empty_defaults(value: Any) -> None:
+    """Remove, at any depth, the `{}` values of keys where an empty mapping means the defaults."""
+    if isinstance(value, dict):
+        for key in [key for key, item in value.items() if item == {} and key in _EMPTY_MEANS_DEFAULTS]:
+            del value[key]
+        for key, item in value.items():
+            if key not in _USER_KEYED:
+                _drop_empty_defaults(item)
+    elif isinstance(value, list):
+        for item in value:
+            _drop_empty_defaults(item)
+
+
+# Kinds that only grant access to the Kubernetes API: accepted with a warning (kind -> apiVersion).
+_NO_OP_KINDS = {
+    "ServiceAccount": "v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
+    "ClusterRole": "rbac.authorization.k8s.io/v1",
+    "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+}
+# Kinds that would change security or traffic if they were ignored: errors (kind -> what ignoring would do).
+_REFUSED_KINDS = {
+    "NetworkPolicy": "leave open the traffic it denies",
+    "Ingress": "leave unserved the traffic it routes",
+    "PodSecurityPolicy": "let run the pods it forbids",
+}
+# Fields accepted without effect on a node (README, "No-op fields and kinds"): scope -> field -> why.
+NO_OP_FIELDS: dict[str, dict[str, str]] = {
+    "pod": {
+        "serviceAccountName": "no Kubernetes API: pods get no service-account token",
+        "serviceAccount": "no Kubernetes API: pods get no service-account token",
+        "automountServiceAccountToken": "no Kubernetes API: pods get no service-account token",
+        "priorityClassName": "no preemption: every pod that fits its node runs",
+        "priority": "no preemption: every pod that fits its node runs",
+        "preemptionPolicy": "no preemption: every pod that fits its node runs",
+        "schedulerName": "gitops-agent places the pods itself",
+        "enableServiceLinks": "no Service environment variables are set: Services are DNS names",
+        "dnsPolicy": "ClusterFirst is the default: names resolve through the pod network's DNS server",
+    },
+    "container": {
+        "terminationMessagePath": "no termination message is collected: see the container's log",
+        "terminationMessagePolicy": "no termination message is collected: see the container's log",
+    },
+    "service": {
+        "sessionAffinity": "None is the default: a Service is a DNS name of its pods' addresses",
+    },
+}
+
+
+def _warn_no_ops(doc: _Document) -> None:
+    """One warning per no-op field of a valid document."""
+    if doc.kind == "Service":
+        scopes = [(("spec",), doc.body["spec"], "service")]
+    elif doc.kind in _POD_SPEC_PATHS:
+        path = _POD_SPEC_PATHS[doc.kind]
+        spec = doc.body
+        for key in path:
+            spec = spec[key]
+        scopes = [(path, spec, "pod")]
+        for group in ("initContainers", "containers"):
+            scopes += [(path + (group, i), c, "container") for i, c in enumerate(spec.get(group, []))]
+    else:
+        return
+    for path, value, scope in scopes:
+        for key, why in NO_OP_FIELDS[scope].items():
+            if key in value:
+                doc.warn(path + (key,), f"{key} has no effect here ({why}): ignored")
+
+
+_POD_SPEC_PATHS: dict[str, JsonPath] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+}
+
+
+def _drop_unset_node_ports(body: dict[str, Any]) -> None:
+    """`nodePort: 0` means unset in Kubernetes (as `kubectl get -o yaml` of a ClusterIP Service may show)."""
+    spec = body.get("spec")
+    ports = spec.get("ports") if isinstance(spec, dict) else None
+    for port in ports if isinstance(ports, list) else ():
+        if isinstance(port, dict) and port.get("nodePort") == 0 and not isinstance(port["nodePort"], bool):
+            del port["nodePort"]
 
 
 def _namespace(doc: _Document) -> model.Namespace:
     return model.Namespace(doc.ref, doc.origin)
+
+
+# Secret type -> the keys it must hold (any one of them for basic-auth), as the API server checks them.
+_SECRET_TYPE_KEYS = {
+    "Opaque": ((), False),
+    "kubernetes.io/tls": (("tls.crt", "tls.key"), False),
+    "kubernetes.io/basic-auth": (("username", "password"), True),
+    "kubernetes.io/ssh-auth": (("ssh-privatekey",), False),
+}
+
+
+def _check_secret_type(doc: _Document) -> None:
+    """The keys the Secret's type requires (an unknown type is the schema's problem)."""
+    secret_type = doc.body.get("type", "Opaque")
+    if not isinstance(secret_type, str) or secret_type not in _SECRET_TYPE_KEYS:
+        return
+    keys = {key for name in ("data", "stringData") if isinstance(doc.body.get(name), dict) for key in doc.body[name]}
+    required, any_one = _SECRET_TYPE_KEYS[secret_type]
+    missing = [key for key in required if key not in keys]
+    if any_one and len(missing) == len(required):
+        doc.report(("type",), f"a Secret of type {secret_type} needs key {' or '.join(map(repr, required))}")
+    elif not any_one and missing:
+        doc.report(("type",), f"a Secret of type {secret_type} needs key {', '.join(map(repr, missing))}")
 
 
 def _config_data(doc: _Document) -> model.ConfigData:
@@ -657,6 +895,19 @@ def _claim(doc: _Document) -> model.Claim:
     return model.Claim(doc.ref, doc.origin, storage=str(storage))
 
 
+def _with_storage_class(doc: _Document, claim: model.Claim, classes: Mapping[str, model.StorageClass]) -> model.Claim:
+    """The claim with its storageClassName's driver and options; an unknown class is a problem."""
+    name = doc.body["spec"].get("storageClassName", "")
+    if not name:
+        return claim
+    if name not in classes:
+        known = ", ".join(sorted(classes)) or "none"
+        doc.report(("spec", "storageClassName"), f"storage class {name!r} is not in the agent config's "
+                   f"storageClasses (known: {known}); define it there, or remove the field for the default volume")
+        return claim
+    return replace(claim, storage_class=classes[name])
+
+
 def _pod(doc: _Document) -> model.Workload:
     metadata = doc.body["metadata"]
     labels, annotations = metadata.get("labels", {}), metadata.get("annotations", {})
@@ -694,8 +945,21 @@ def _daemonset(doc: _Document) -> model.Workload:
     return _controller(doc, replicas=1, strategy="RollingUpdate", rolling_update=rolling_update)
 
 
-def _controller(doc: _Document, **fields: Any) -> model.Workload:
-    """A Deployment or DaemonSet: the fields both share, plus the kind-specific `fields`."""
+def _replication_controller(doc: _Document) -> model.Workload:
+    """Pods of one template, like a Deployment's, that `plan` never rolls (see schemas/replicationcontroller.json)."""
+    spec = doc.body["spec"]
+    if "name" in spec["template"]["metadata"]:
+        doc.warn(("spec", "template", "metadata", "name"),
+                 "name has no effect here (pod names are derived from the ReplicationController's): ignored")
+    selector = spec.get("selector") or spec["template"]["metadata"].get("labels", {})
+    if not selector:
+        doc.report(("spec", "selector"), "needs a selector or template labels to select its pods by")
+    return _controller(doc, selector=selector, replicas=spec.get("replicas", 1), strategy="RollingUpdate",
+                       rolling_update=model.RollingUpdate(0, 1))
+
+
+def _controller(doc: _Document, selector: Mapping[str, str] | None = None, **fields: Any) -> model.Workload:
+    """A Deployment, DaemonSet or ReplicationController: the fields they share, plus the kind-specific `fields`."""
     spec, metadata = doc.body["spec"], doc.body["metadata"]
     template_metadata = spec["template"]["metadata"]
     template = _pod_template(
@@ -705,11 +969,11 @@ def _controller(doc: _Document, **fields: Any) -> model.Workload:
         template_metadata.get("labels", {}),
         template_metadata.get("annotations", {}),
     )
-    selector = spec["selector"]["matchLabels"]
+    selector = spec["selector"]["matchLabels"] if selector is None else selector
     missing = [f"{key}={value}" for key, value in selector.items() if template.labels.get(key) != value]
     if missing:
         doc.report(
-            ("spec", "selector", "matchLabels"),
+            ("spec", "selector") + (("matchLabels",) if doc.kind != "ReplicationController" else ()),
             f"selector does not match the template labels: {', '.join(missing)} not in spec.template.metadata.labels",
         )
     annotations = metadata.get("annotations", {})
@@ -1268,6 +1532,7 @@ _CONVERTERS: dict[str, Callable[[_Document], model.Object]] = {
     "Pod": _pod,
     "Deployment": _deployment,
     "DaemonSet": _daemonset,
+    "ReplicationController": _replication_controller,
     "Service": _service,
 }
 

@@ -309,6 +309,16 @@ class Claim:
     ref: ObjectRef
     origin: Origin
     storage: str | None = None  # requests.storage, informational on Podman
+    storage_class: StorageClass | None = None  # its storageClassName's, from the agent config; None: the default
+
+
+@dataclass(frozen=True)
+class StorageClass:
+    """An entry of the agent config's `storageClasses:`: the Podman volume driver and options a claim of that
+    class is created with (`podman volume create --driver D --opt K=V`)."""
+
+    driver: str = "local"
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -408,6 +418,9 @@ class Revision:
     id: str
     digest: str
     objects: tuple[Object, ...]
+    # Accepted fields and kinds that have no effect on a node (README, "No-op fields and kinds"), one line each,
+    # `FILE:LINE: Kind/name: path: message` like a problem: shown by `validate`, `diff` and `status`, never silent.
+    warnings: tuple[str, ...] = ()
 
     @property
     def commit(self) -> str:

@@ -158,7 +158,23 @@ def unknown_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[st
     return set(live.secrets - {s.name for s in desired.secrets} - owned_secrets(live, recorded))
 
 
+def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    """A ReplicationController never rolls: its running pods of older templates are kept and counted; only
+    scaling acts. Missing pods are made from the current template, surplus pods go older templates first."""
+    current = {p.name: p for p in w.pods}
+    kept = sorted(pods, key=lambda p: (p.template_hash == w.template_hash, p.name), reverse=True)[: w.replicas]
+    acts = _workload(replace(w, pods=tuple(spec for spec in w.pods if spec.name in {p.name for p in kept})),
+                     [p for p in kept if p.name in current])
+    free = [spec for spec in w.pods if spec.name not in {p.name for p in pods}]
+    acts += [Action("create-pod", spec.name, f"{w.ref} wants {w.replicas} replica(s) here", owner=w.ref, pod=spec)
+             for spec in free[: w.replicas - len(kept)]]
+    return acts + [Action("remove-pod", p.name, f"{w.ref} scaled to {w.replicas} here", owner=w.ref)
+                   for p in pods if p not in kept]
+
+
 def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    if w.ref.kind == "ReplicationController" and any(p.template_hash != w.template_hash for p in pods):
+        return _replication(w, pods)
     desired_names = {p.name for p in w.pods}
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:

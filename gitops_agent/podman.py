@@ -409,7 +409,9 @@ class Node:
                    body={"name": spec.name, "dns_enabled": True, "labels": dict(spec.labels)})
 
     def create_volume(self, spec: VolumeSpec) -> None:
-        self._call("POST", "/volumes/create", f"create volume {spec.name}", body={"Name": spec.name, "Label": dict(spec.labels)})
+        body = {"Name": spec.name, "Label": dict(spec.labels), "Driver": spec.storage_class.driver,
+                "Options": dict(spec.storage_class.options)}
+        self._call("POST", "/volumes/create", f"create volume {spec.name}", body=body)
 
     def create_secret(self, spec: SecretSpec) -> None:
         """The value goes in the request body only; it is never part of a message or log.

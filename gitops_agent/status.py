@@ -74,7 +74,7 @@ def status(agent: Agent) -> dict[str, Any]:
     }
     rev = agent.applied()
     if rev is not None:
-        out["warnings"] = unplaced(rev, agent.cfg.nodes)
+        out["warnings"] = unplaced(rev, agent.cfg.nodes) + list(rev.warnings)
     if store.get("lost"):  # the store was lost and rebuilt from labels: say what is gone for good
         out["warnings"].append(store["message"])
     lives = agent.live()

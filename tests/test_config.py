@@ -36,7 +36,7 @@ def test_the_schema_ships_inside_the_package() -> None:
         (b"source: {url: /r}\nstateDir: [a]\n", "agent.yaml:2: stateDir: must be a string, not a list"),
         (b"source: {url: /r}\n# caf\xe9\n", "agent.yaml:2: file is not UTF-8 text"),
         (b"source: {url: /r}\nnodes: [\n",
-         "agent.yaml:3: invalid YAML: expected the node content, but found '<stream end>'"),
+         "agent.yaml:3: invalid YAML: did not find expected node content"),
         (b"source: {url: /r}\n---\nsource: {url: /s}\n", "agent.yaml:3: a second YAML document; the file holds one"),
         (b"source: !!python/object/apply:os.system [true]\n",
          "agent.yaml:1: source: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not supported"),
@@ -112,3 +112,29 @@ def test_validate_applies_the_configs_limits_and_nodes(tmp_path: Path, capsys: p
         "1 problem(s); nothing would be applied",
     ]
     assert main(["validate", str(manifests)]) == 0
+
+
+def test_validate_prints_every_no_op_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifests = tmp_path / "repo"
+    manifests.mkdir()
+    (manifests / "sa.yaml").write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web}\n")
+    assert main(["validate", str(manifests)]) == 0
+    warning, valid = capsys.readouterr().out.splitlines()
+    assert warning == "warning: sa.yaml:2: ServiceAccount/web: kind: a ServiceAccount has no effect on a node (it" \
+        " grants access to the Kubernetes API, which gitops-agent does not have): ignored"
+    assert valid.startswith("valid: no objects (sha256:")
+
+
+def test_storage_classes_are_read_with_their_driver_and_options(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("source: {url: /r}\nstorageClasses:\n"
+                    "  scratch: {options: {type: tmpfs, device: tmpfs, o: size=8m}}\n"
+                    "  plain: {driver: local}\n")
+    cfg = config_mod.load(str(path))
+    assert cfg.storage_classes == {
+        "scratch": config_mod.StorageClass("local", {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}),
+        "plain": config_mod.StorageClass("local", {}),
+    }
+    path.write_text("source: {url: /r}\nstorageClasses: {Bad_Name: {}}\n")
+    with pytest.raises(ConfigError, match="storageClasses"):
+        config_mod.load(str(path))

@@ -348,6 +348,7 @@ def test_image_pull_policy_defaults_like_kubernetes(image: str, policy: str) -> 
         ('"0.5"', '"10000000"', model.Resources(500, 10_000_000)),
         ("2", "10000000", model.Resources(2000, 10_000_000)),
         ("0.25", '"4.5Mi"', model.Resources(250, 4_718_592)),
+        ('".5"', '".5Gi"', model.Resources(500, 2**29)),  # valid Kubernetes quantities without a leading 0
     ],
 )
 def test_quantities_convert_to_millicores_and_bytes(cpu: str, memory: str, expected: model.Resources) -> None:
@@ -476,8 +477,11 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
 )
 def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:
     """Well-known container fields that the agent cannot honour are named as unsupported, at their key."""
-    (problem,) = problems({"d.yaml": deployment(container_patch=patch)})
-    assert problem == f"d.yaml:15: Deployment/web: spec.template.spec.{path}: {message}"
+    found = problems({"d.yaml": deployment(container_patch=patch)})
+    undeclared = "d.yaml:15: Deployment/web: spec.template.spec.containers[0].volumeMounts[0].name: " \
+        "volume 'v' is not declared in the pod's volumes"  # the input's other problem, in the same round
+    assert found == [f"d.yaml:15: Deployment/web: spec.template.spec.{path}: {message}"] + \
+        ([undeclared] if "volumeMounts" in patch else [])
 
 
 def test_unsupported_volume_source_and_deployment_fields() -> None:
@@ -504,7 +508,7 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
         "d.yaml:8: Deployment/web: spec.selector.matchExpressions: "
         "field 'matchExpressions' is not supported by gitops-agent (use matchLabels)",
         "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].emptyDir: "
-        "field 'emptyDir' is not supported by gitops-agent (use a persistentVolumeClaim)",
+        "field 'emptyDir' is not supported by gitops-agent",  # no advice that changes behaviour (a PVC persists)
     ]
 
 
@@ -523,7 +527,8 @@ def test_unsupported_kind_and_wrong_api_version() -> None:
     """)
     assert problems({"k.yaml": text}) == [
         "k.yaml:2: StatefulSet/db: kind: kind 'StatefulSet' is not supported by gitops-agent "
-        "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, DaemonSet, Service)",
+        "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, DaemonSet, "
+        "ReplicationController, Service)",
         "k.yaml:5: Deployment/old: apiVersion: apiVersion for kind Deployment must be 'apps/v1', not 'extensions/v1beta1'",
         "k.yaml:9: missing required field 'kind'",
     ]
@@ -607,7 +612,7 @@ def test_nodeport_may_be_left_out() -> None:
 
 
 def test_secret_type_and_base64_are_checked() -> None:
-    """Only Opaque and registry-credential Secrets are accepted, and data values must be base64."""
+    """A typed Secret must hold its type's keys, and data values must be base64: both problems in one round."""
     secret = y("""
         apiVersion: v1
         kind: Secret
@@ -617,10 +622,55 @@ def test_secret_type_and_base64_are_checked() -> None:
           key: not base64!
     """)
     assert problems({"s.yaml": secret}) == [
-        "s.yaml:4: Secret/tls: type: only types Opaque, kubernetes.io/dockerconfigjson and kubernetes.io/dockercfg "
-        "are supported by gitops-agent",
+        "s.yaml:4: Secret/tls: type: a Secret of type kubernetes.io/tls needs key 'tls.crt', 'tls.key'",
         "s.yaml:6: Secret/tls: data.key: must be standard padded base64 on a single line",
     ]
+
+
+SECRET_OF_TYPE = """
+    apiVersion: v1
+    kind: Secret
+    metadata: {{name: s}}
+    type: {type}
+    stringData: {{{keys}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "keys"),
+    [
+        ("kubernetes.io/tls", "tls.crt: CERT-TEXT, tls.key: KEY-TEXT"),
+        ("kubernetes.io/basic-auth", "username: admin"),
+        ("kubernetes.io/basic-auth", "password: PASSWORD-TEXT"),
+        ("kubernetes.io/ssh-auth", "ssh-privatekey: KEY-TEXT, known_hosts: HOSTS"),
+        ("Opaque", "anything: VALUE"),
+    ],
+)
+def test_typed_secrets_with_their_keys_are_used_as_usual(secret_type: str, keys: str) -> None:
+    revision = ok({"s.yaml": y(SECRET_OF_TYPE.format(type=secret_type, keys=keys))})
+    (secret,) = revision.objects
+    assert isinstance(secret, model.ConfigData)
+    assert sorted(secret.data) == sorted(pair.split(":")[0].strip() for pair in keys.split(","))
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "keys", "message"),
+    [
+        ("kubernetes.io/tls", "tls.crt: CERT-TEXT", "type: a Secret of type kubernetes.io/tls needs key 'tls.key'"),
+        ("kubernetes.io/basic-auth", "user: admin",
+         "type: a Secret of type kubernetes.io/basic-auth needs key 'username' or 'password'"),
+        ("kubernetes.io/ssh-auth", "id_rsa: KEY-TEXT",
+         "type: a Secret of type kubernetes.io/ssh-auth needs key 'ssh-privatekey'"),
+        ("kubernetes.io/service-account-token", "token: TOKEN-TEXT",
+         "type: type must be Opaque, kubernetes.io/tls, kubernetes.io/basic-auth, kubernetes.io/ssh-auth, "
+         "kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg (a kubernetes.io/service-account-token Secret is filled by the API server, which gitops-agent does not have: "
+         "remove it, or use an Opaque Secret with the token)"),
+    ],
+)
+def test_typed_secrets_without_their_keys_are_rejected(secret_type: str, keys: str, message: str) -> None:
+    reported = problems({"s.yaml": y(SECRET_OF_TYPE.format(type=secret_type, keys=keys))})
+    assert reported == [f"s.yaml:4: Secret/s: {message}"]
+    assert not any(value in reported[0] for value in ("CERT-TEXT", "KEY-TEXT", "TOKEN-TEXT"))
 
 
 def test_values_over_podman_secret_limit_are_rejected() -> None:
@@ -690,7 +740,12 @@ def test_duplicate_keys_are_rejected() -> None:
           k: one
           k: two
     """)
-    assert problems({"c.yaml": text}) == ["c.yaml:7: data.k: duplicate key 'k'"]
+    assert problems({"c.yaml": text}) == ["c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'"]
+    # The document's other problems come in the same round.
+    assert problems({"c.yaml": text + "immutable: true\n"}) == [
+        "c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'",
+        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent",
+    ]
 
 
 def test_alias_bomb_is_stopped() -> None:
@@ -737,10 +792,18 @@ def test_binary_non_utf8_and_syntax_errors() -> None:
     }) == [
         "a.yaml:2: binary file (contains NUL bytes)",
         "b.yaml:2: file is not UTF-8 text",
-        "c.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'",
+        "c.yaml:2: invalid YAML: did not find expected ',' or ']'",
         "d.yaml:1: a document must be a mapping, not a list",
-        "e.yaml:2: invalid YAML: mapping values are not allowed here",
+        "e.yaml:2: invalid YAML: mapping values are not allowed in this context",
     ]
+
+
+def test_tabs_after_values_are_whitespace() -> None:
+    """A tab after a value (or a key) is whitespace, as in Kubernetes (libyaml's scanner; the pure-Python one
+    refused it: "found character '\\t' that cannot start any token")."""
+    text = "apiVersion: v1\t\nkind: ConfigMap\t\t\nmetadata:\t\n  name: c\t\ndata:\n  k: v\t\n"
+    (config,) = ok({"c.yaml": text}).objects
+    assert isinstance(config, model.ConfigData) and config.data == {"k": b"v"}
 
 
 def test_symlinks_and_size_limits() -> None:
@@ -974,7 +1037,7 @@ def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
     assert rejected == [
         "a.yaml:3: ConfigMap/c: metadata.namespace: namespace 'nowhere' is not declared in the repository",
         "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent",
-        "m.yaml:1: invalid YAML: expected the node content, but found '<stream end>'",
+        "m.yaml:1: invalid YAML: did not find expected node content",
         "z.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].secretRef.name: "
         "Secret 's' does not exist in namespace 'default'",
     ]
@@ -1318,6 +1381,8 @@ def test_daemonset_template_errors() -> None:
         metadata: {name: old}
     """)
     assert problems({"ds.yaml": text}) == [
+        "ds.yaml:6: DaemonSet/agent: spec.selector.matchLabels: selector does not match the template labels: "
+        "tier=node not in spec.template.metadata.labels",  # found in the same round as the schema problems
         "ds.yaml:8: DaemonSet/agent: spec.template.metadata.name: "
         "field 'name' is not supported by gitops-agent (pod names are derived from the DaemonSet)",
         "ds.yaml:10: DaemonSet/agent: spec.template.spec.restartPolicy: must be Always in a DaemonSet",
@@ -1760,7 +1825,7 @@ def test_schemas_are_valid_and_closed() -> None:
     names = sorted(path.name for path in SCHEMAS.glob("*.json"))
     assert names == [
         "_defs.json", "configmap.json", "daemonset.json", "deployment.json", "namespace.json",
-        "persistentvolumeclaim.json", "pod.json", "secret.json", "service.json",
+        "persistentvolumeclaim.json", "pod.json", "replicationcontroller.json", "secret.json", "service.json",
     ]
 
     def open_objects(node: object, where: str) -> Iterator[str]:
@@ -1835,3 +1900,283 @@ def test_any_input_is_either_accepted_or_rejected_cleanly(data: bytes) -> None:
         assert rejected.problems and all(problem.file == "fuzz.yaml" for problem in rejected.problems)
     else:
         assert revision.digest.startswith("sha256:")
+
+
+KUBECTL_CREATE_OUTPUT = y("""
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      creationTimestamp: "2026-12-01T10:00:00Z"
+      uid: 0b6f4a8e-4f43-4a8e-9c3c-0d1c2f3e4a5b
+      resourceVersion: "4711"
+      generation: 3
+      selfLink: /apis/apps/v1/namespaces/default/deployments/web
+      managedFields:
+      - {manager: kubectl-client-side-apply, operation: Update}
+      annotations:
+        kubectl.kubernetes.io/last-applied-configuration: |
+          {"apiVersion":"apps/v1","kind":"Deployment"}
+        team: shop
+      labels:
+        app: web
+      name: web
+    spec:
+      replicas: 1
+      selector:
+        matchLabels:
+          app: web
+      strategy: {}
+      template:
+        metadata:
+          creationTimestamp: null
+          labels:
+            app: web
+        spec:
+          dnsConfig: {}
+          containers:
+          - image: nginx
+            name: nginx
+            resources: {}
+            securityContext:
+              seLinuxOptions: {}
+    status:
+      replicas: 1
+      conditions: [{type: Available, status: "True"}]
+""")
+
+
+def test_server_set_fields_and_empty_defaults_are_ignored_like_kubectl_apply() -> None:
+    """`kubectl create --dry-run=client -o yaml` / `kubectl get -o yaml` output is accepted as it is: status and
+    the server's metadata are dropped (the last-applied annotation too), empty mappings mean the defaults."""
+    (workload,) = ok({"d.yaml": KUBECTL_CREATE_OUTPUT}).objects
+    assert isinstance(workload, model.Workload)
+    assert workload.annotations == {"team": "shop"}
+    assert workload.template.containers[0].resources == model.Resources(None, None)
+    assert workload.strategy == "RollingUpdate"
+
+
+def test_an_empty_volume_source_is_not_taken_for_defaults() -> None:
+    """Only keys where `{}` means the defaults are dropped: a `{}` ConfigMap value is still an error."""
+    text = y("""
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: c}
+        data: {resources: {}}
+    """)
+    assert problems({"c.yaml": text}) == ["c.yaml:4: ConfigMap/c: data.resources: must be a string, not a mapping"]
+
+
+def test_node_port_zero_means_unset() -> None:
+    """`nodePort: 0` is Kubernetes' unset: a ClusterIP Service with it is accepted (not "only allowed when the type
+    is NodePort"), and a NodePort Service with it gets a port allocated, as without the field (test_mappings.py)."""
+    service = y("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          type: {type}
+          selector: {app: web}
+          ports: [{port: 80, nodePort: 0}]
+    """)
+    assert ok({"s.yaml": service.replace("{type}", "ClusterIP")}).objects[0].ref.name == "web"
+    (svc,) = ok({"s.yaml": service.replace("{type}", "NodePort")}).objects
+    assert isinstance(svc, model.Service) and svc.ports[0].node_port is not None
+    assert 30000 <= svc.ports[0].node_port <= 32767
+
+
+NO_OPS = y("""
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: web}
+    spec:
+      selector: {matchLabels: {app: web}}
+      template:
+        metadata: {labels: {app: web}}
+        spec:
+          serviceAccountName: web
+          automountServiceAccountToken: false
+          priorityClassName: high
+          schedulerName: default-scheduler
+          dnsPolicy: ClusterFirst
+          enableServiceLinks: false
+          containers:
+          - name: app
+            image: app:1
+            terminationMessagePath: /dev/termination-log
+            terminationMessagePolicy: File
+    ---
+    apiVersion: v1
+    kind: ServiceAccount
+    metadata: {name: web}
+    ---
+    apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRoleBinding
+    metadata: {name: web}
+    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+""")
+
+
+def test_no_op_fields_and_kinds_are_accepted_with_one_warning_each() -> None:
+    revision = ok({"d.yaml": NO_OPS})
+    assert [str(obj.ref) for obj in revision.objects] == ["Deployment/default/web"]
+    prefix = "d.yaml:{}: Deployment/web: spec.template.spec."
+    api = "no Kubernetes API: pods get no service-account token"
+    assert revision.warnings == (
+        prefix.format(9) + f"serviceAccountName: serviceAccountName has no effect here ({api}): ignored",
+        prefix.format(10) + f"automountServiceAccountToken: automountServiceAccountToken has no effect here ({api}):"
+        " ignored",
+        prefix.format(11) + "priorityClassName: priorityClassName has no effect here (no preemption: every pod that"
+        " fits its node runs): ignored",
+        prefix.format(12) + "schedulerName: schedulerName has no effect here (gitops-agent places the pods itself):"
+        " ignored",
+        prefix.format(13) + "dnsPolicy: dnsPolicy has no effect here (ClusterFirst is the default: names resolve"
+        " through the pod network's DNS server): ignored",
+        prefix.format(14) + "enableServiceLinks: enableServiceLinks has no effect here (no Service environment"
+        " variables are set: Services are DNS names): ignored",
+        prefix.format(18) + "containers[0].terminationMessagePath: terminationMessagePath has no effect here (no"
+        " termination message is collected: see the container's log): ignored",
+        prefix.format(19) + "containers[0].terminationMessagePolicy: terminationMessagePolicy has no effect here (no"
+        " termination message is collected: see the container's log): ignored",
+        "d.yaml:22: ServiceAccount/web: kind: a ServiceAccount has no effect on a node (it grants access to the"
+        " Kubernetes API, which gitops-agent does not have): ignored",
+        "d.yaml:26: ClusterRoleBinding/web: kind: a ClusterRoleBinding has no effect on a node (it grants access to"
+        " the Kubernetes API, which gitops-agent does not have): ignored",
+    )
+
+
+def test_a_no_op_field_with_a_value_that_would_mean_something_is_still_an_error() -> None:
+    text = NO_OPS.replace("dnsPolicy: ClusterFirst", "dnsPolicy: None")
+    assert "d.yaml:13: Deployment/web: spec.template.spec.dnsPolicy: only dnsPolicy ClusterFirst (the default: names" \
+        " resolve through the pod network's DNS server) is supported by gitops-agent; remove the field" \
+        in problems({"d.yaml": text})
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("NetworkPolicy", "leave open the traffic it denies"),
+        ("Ingress", "leave unserved the traffic it routes"),
+        ("PodSecurityPolicy", "let run the pods it forbids"),
+    ],
+)
+def test_kinds_that_change_security_or_traffic_stay_errors_that_say_why(kind: str, why: str) -> None:
+    text = f"apiVersion: networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: x}}\n"
+    assert problems({"k.yaml": text}) == [
+        f"k.yaml:2: {kind}/x: kind: kind {kind} is not supported by gitops-agent, and ignoring it would {why}: "
+        "remove it"
+    ]
+
+
+def test_a_replication_controller_is_a_workload_selecting_by_its_template_labels() -> None:
+    text = y("""
+        apiVersion: v1
+        kind: ReplicationController
+        metadata: {name: nginx}
+        spec:
+          replicas: 3
+          template:
+            metadata:
+              name: nginx
+              labels: {app: nginx}
+            spec:
+              containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
+    """)
+    revision = ok({"rc.yaml": text})
+    (workload,) = revision.objects
+    assert isinstance(workload, model.Workload)
+    assert (str(workload.ref), workload.replicas, workload.selector) == \
+        ("ReplicationController/default/nginx", 3, {"app": "nginx"})
+    assert revision.warnings == (
+        "rc.yaml:8: ReplicationController/nginx: spec.template.metadata.name: name has no effect here (pod names are"
+        " derived from the ReplicationController's): ignored",
+    )
+    assert problems({"rc.yaml": text.replace("replicas: 3", "replicas: 3\n  selector: {app: web}")}) == [
+        "rc.yaml:6: ReplicationController/nginx: spec.selector: selector does not match the template labels: "
+        "app=web not in spec.template.metadata.labels",
+    ]
+
+
+CLAIM_OF_CLASS = y("""
+    apiVersion: v1
+    kind: PersistentVolumeClaim
+    metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: {name}
+      resources: {requests: {storage: 1Gi}}
+""")
+
+
+def test_a_storage_class_names_a_volume_driver_and_options_of_the_agent_config() -> None:
+    scratch = model.StorageClass("local", {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"})
+    files_of = {"c.yaml": CLAIM_OF_CLASS.replace("{name}", "scratch")}
+    (claim,) = parse(files(files_of), storage_classes={"scratch": scratch}).objects
+    assert isinstance(claim, model.Claim) and claim.storage_class == scratch
+    (default,) = parse(files({"c.yaml": CLAIM_OF_CLASS.replace("{name}", '""')})).objects
+    assert isinstance(default, model.Claim) and default.storage_class is None
+    with pytest.raises(RevisionRejected) as rejected:
+        parse(files({"c.yaml": CLAIM_OF_CLASS.replace("{name}", "fast")}), storage_classes={"scratch": scratch})
+    assert [str(p) for p in rejected.value.problems] == [
+        "c.yaml:6: PersistentVolumeClaim/data: spec.storageClassName: storage class 'fast' is not in the agent "
+        "config's storageClasses (known: scratch); define it there, or remove the field for the default volume",
+    ]
+
+
+
+def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems() -> None:
+    """Every problem in one round: the hostPath policy problem and the missing ConfigMap of a DaemonSet are not
+    hidden behind its unsupported field."""
+    text = y("""
+        apiVersion: apps/v1
+        kind: DaemonSet
+        metadata: {name: agent}
+        spec:
+          selector: {matchLabels: {app: agent}}
+          template:
+            metadata: {labels: {app: agent}}
+            spec:
+              shareProcessNamespace: true
+              containers:
+              - name: a
+                image: app:1
+                envFrom: [{configMapRef: {name: missing}}]
+                volumeMounts: [{name: logs, mountPath: /logs}]
+              volumes:
+              - {name: logs, hostPath: {path: /var/log}}
+    """)
+    assert problems({"ds.yaml": text}) == [
+        "ds.yaml:9: DaemonSet/agent: spec.template.spec.shareProcessNamespace: field 'shareProcessNamespace' is not "
+        "supported by gitops-agent",
+        "ds.yaml:13: DaemonSet/agent: spec.template.spec.containers[0].envFrom[0].configMapRef.name: ConfigMap "
+        "'missing' does not exist in namespace 'default'",
+        "ds.yaml:16: DaemonSet/agent: spec.template.spec.volumes[0].hostPath.path: hostPath /var/log is outside "
+        "policy.allowedHostPaths (allowed: none)",
+    ]
+
+
+
+def test_an_extended_resource_limit_has_the_wording_of_every_unsupported_field() -> None:
+    text = deployment(container_patch='resources: {limits: {"nvidia.com/gpu": 1, ephemeral-storage: 1Gi}}')
+    assert sorted(problems({"d.yaml": text})) == [
+        "d.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
+        "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can limit "
+        "a container's writable layer only on XFS with project quotas, which gitops-agent does not require of a "
+        "node, so no size would be enforced)",
+        'd.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"]: '
+        "field 'nvidia.com/gpu' is not supported by gitops-agent (extended resources such as devices are not managed "
+        "by gitops-agent)",
+    ]
+
+
+def test_a_pod_hostname_is_dropped_only_when_it_is_the_pods_own_name() -> None:
+    """`podman kube generate` writes `hostname: <pod name>`: the hostname the Pod gets anyway. Another hostname,
+    or one on a Deployment's pods, is still an unsupported field; a document without a name does not crash."""
+    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: gen}\nspec:\n  hostname: %s\n" \
+        "  containers: [{name: a, image: b}]\n"
+    assert ok({"p.yaml": pod % "gen"}).objects[0].ref.name == "gen"
+    assert problems({"p.yaml": pod % "other"}) == [
+        "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent"]
+    assert problems({"p.yaml": (pod % "gen").replace("metadata: {name: gen}", "metadata: {name: null}")}) == [
+        "p.yaml:3: Pod: metadata.name: must be a string, not null",
+        "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gitops_agent.config import NodeConfig, PruneConfig
@@ -262,3 +264,39 @@ def test_prune_removes_only_the_secrets_the_agent_can_prove_it_made() -> None:
     assert unknown_secrets(d, live, ()) == {"gitops-admin-key", "gitops-recorded-old"}
     # a desired secret is never unknown, whoever made it
     assert not unknown_secrets(d, dataclasses.replace(live, marked_secrets=frozenset()), ()) & {s.name for s in d.secrets}
+
+
+def rc(image: str = "localhost/web:1", replicas: int = 2) -> Revision:
+    """base() with its Deployment as a ReplicationController."""
+    objs = [replace(o, ref=replace(o.ref, kind="ReplicationController")) if isinstance(o, Workload) else o
+            for o in base(image=image, replicas=replicas).objects]
+    return revision(*objs)
+
+
+def test_a_replication_controller_does_not_roll_on_a_template_change() -> None:
+    """As in Kubernetes: the running pods of the old template are kept (no rollout); the new template is used
+    for the pods made from then on."""
+    assert plan(compile_node(rc(image="localhost/web:2"), NODE, (NODE,)), live_from(rc())).in_sync
+
+
+def test_a_replication_controller_scales_up_with_its_new_template_and_down_oldest_template_first() -> None:
+    old_live = live_from(rc(replicas=2))
+    up = plan(compile_node(rc(image="localhost/web:2", replicas=3), NODE, (NODE,)), old_live)
+    (create,) = [a for a in up.actions if a.op == "create-pod"]
+    assert create.pod is not None and create.pod.containers[0].image == "localhost/web:2"
+    assert not [a for a in up.actions if a.op in ("remove-pod", "rollout")]
+    # one old pod and one new one running; scaled to 1: the old-template pod goes
+    new_live = live_from(rc(image="localhost/web:2", replicas=1))
+    mixed = replace(old_live, pods={**dict(list(old_live.pods.items())[:1]), **new_live.pods})
+    down = plan(compile_node(rc(image="localhost/web:2", replicas=1), NODE, (NODE,)), mixed)
+    assert [(a.op, a.target) for a in down.actions if a.op.endswith("-pod")] == \
+        [("remove-pod", next(iter(old_live.pods)))]
+
+
+def test_a_replication_controller_replaces_a_pod_removed_by_hand_from_its_current_template() -> None:
+    old_live = live_from(rc(replicas=2))
+    one_left = replace(old_live, pods=dict(list(old_live.pods.items())[:1]))
+    p = plan(compile_node(rc(image="localhost/web:2", replicas=2), NODE, (NODE,)), one_left)
+    (create,) = [a for a in p.actions if a.op.endswith("-pod")]
+    assert create.op == "create-pod" and create.pod is not None
+    assert create.pod.containers[0].image == "localhost/web:2"
