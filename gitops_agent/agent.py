@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 from . import systemd
-from .config import AgentConfig, NodeConfig
+from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from podman_env import PodmanUnavailable, start_node, stop_node
 

@@ -12,9 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
 from podman_env import WEB1
 from test_e2e import Cli, app_containers, setup  # noqa: F401  (setup: the shared fixture)
 
