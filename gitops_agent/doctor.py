@@ -25,7 +25,6 @@ from .model import Revision
 from .podman import Node, open_node
 from .pullauth import image_registry
 from .source import GitSource, resolve
-from .tunnel import SshSettings, check_files
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 MIN_FREE_BYTES = 200 * 1024 * 1024  # the Git mirror, the history store and logs of one edge node
@@ -241,6 +240,8 @@ def ssh_keys(ctx: Context) -> list[Result]:
     for n in ctx.cfg.nodes:
         if not n.url.startswith("ssh://"):
             continue
+        from .tunnel import SshSettings, check_files  # asyncssh: only when there is an ssh:// node
+
         settings = SshSettings(identity=n.identity, known_hosts=n.known_hosts,
                                insecure_ignore_host_key=n.insecure_ignore_host_key)
         problems = check_files(n.url, settings)

@@ -26,7 +26,6 @@ import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
-from . import grpc_probe
 from .dial import Dialer, DialError, DialTimeout
 from .model import Probe
 
@@ -45,6 +44,8 @@ def check(dialer: Dialer, pod: str, probe: Probe) -> tuple[int | None, str]:
             dialer.dial(pod, host, probe.port, timeout).close()
             return 0, f"tcp {_netloc(host, probe.port)}: connection opened"
         if probe.action == "grpc":
+            from . import grpc_probe  # h2: loaded by the first grpc probe only
+
             host = dialer.address(pod)
             sock = dialer.dial(pod, host, probe.port, timeout)
             try:

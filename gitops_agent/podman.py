@@ -37,7 +37,7 @@ import re
 import signal
 import tarfile
 import threading
-from typing import Any, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Mapping
 
 import podman
 import podman.errors
@@ -51,7 +51,9 @@ from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX,
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
-from .tunnel import SshSettings, Tunnel
+
+if TYPE_CHECKING:  # asyncssh (through tunnel) costs ~25 MB of RSS: loaded only for an ssh:// node
+    from .tunnel import SshSettings, Tunnel
 
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
@@ -81,6 +83,8 @@ def open_node(cfg: AgentConfig, n: NodeConfig, timeout: float = 60.0) -> "Node":
     the state dir (every command that talks to nodes opens them this way)."""
     ssh = None
     if n.url.startswith("ssh://"):
+        from .tunnel import SshSettings
+
         ssh = SshSettings(identity=n.identity, known_hosts=n.known_hosts,
                           insecure_ignore_host_key=n.insecure_ignore_host_key, connect_timeout=n.connect_timeout,
                           run_dir=cfg.state_dir / "ssh")
@@ -109,6 +113,8 @@ class Node:
         self.dialer: Dialer | None = NetnsDialer(self.pod_sandbox) if url.startswith(_LOCAL_SCHEMES) else None
         try:
             if url.startswith("ssh://"):
+                from .tunnel import SshSettings, Tunnel
+
                 self.tunnel = Tunnel(name, url, ssh or SshSettings(identity=None, known_hosts=None))
                 base_url = self.tunnel.url
                 self.dialer = RemoteDialer(self.pod_sandbox, self.tunnel.open_tcp)
