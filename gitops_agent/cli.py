@@ -431,9 +431,9 @@ def _emit(data: Any, output: str) -> bool:
     if output == "json":
         print(json.dumps(data, indent=2, default=str))
     elif output == "yaml":
-        import yaml
+        from .manifests import dump_yaml
 
-        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False, allow_unicode=True), end="")
+        print(dump_yaml(json.loads(json.dumps(data, default=str))), end="")
     else:
         return False
     return True

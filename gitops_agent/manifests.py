@@ -515,6 +515,11 @@ def _read_file(file: SourceFile, limits: Limits, problems: list[Problem]) -> Ite
             loader.dispose()
 
 
+def dump_yaml(data: Any) -> str:
+    """JSON-shaped `data` as YAML text (the CLI's `-o yaml`): PyYAML's writer sits with its reader here."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def _short(value: Any) -> str:
     """repr() for messages, cut to a readable length."""
     text = repr(value)

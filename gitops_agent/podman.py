@@ -19,12 +19,13 @@ httpGet/tcpSocket probes reach this node's pods from outside the container
 (`dial`: a local socket means the agent is on the node's host, so it enters the
 pod's network namespace; `pod_sandbox` says where that is). None: in the container.
 
-Fault injection (TEST ONLY, never set it in production): with the environment
-variable `GITOPS_AGENT_CRASH_AFTER_WRITES=N` the process sends itself SIGKILL
-right after the N-th successful write call (POST/DELETE that changes a node's
-state; probe execs are not counted) summed over every node of the process. The
-crash-safety harness (`tests/test_crash.py`) uses it to kill the agent after
-every single Podman write of a sync or a rollout. Unset, nothing changes.
+Write hook: `Node.on_write` (a class attribute, None in production) is called
+with the node's name and the write's description right after each successful
+write that changes a node's state (POST/DELETE/PUT; probe execs are not
+counted), on every node of the process. Production code never sets it and
+reads no test variable: the crash-safety harness (`tests/test_crash.py`) runs
+the agent through its own entry point `tests/crash_entry.py`, which installs a
+callback that SIGKILLs the process after the k-th write.
 """
 
 from __future__ import annotations
@@ -32,12 +33,10 @@ from __future__ import annotations
 import email.utils
 import io
 import json
-import os
 import re
-import signal
 import tarfile
 import threading
-from typing import TYPE_CHECKING, Any, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterator, Mapping
 
 import podman
 import podman.errors
@@ -63,19 +62,6 @@ _LOCAL_SCHEMES = ("unix://", "http+unix://")
 _NOT_FOUND = "OCI runtime attempted to invoke a command that was not found"  # libpod's ErrOCIRuntimeNotFound
 _DOCTOR = {"io.gitops-agent.doctor": "true"}  # doctor's throwaway objects: never `managed`, so never planned over
 
-# fault injection (test only, see the module docstring): SIGKILL after this many writes
-_CRASH_AFTER = int(os.environ.get("GITOPS_AGENT_CRASH_AFTER_WRITES") or 0)
-_crash_lock = threading.Lock()
-_crash_count = 0
-
-
-def _count_write() -> None:
-    global _crash_count
-    with _crash_lock:
-        _crash_count += 1
-        if _crash_count >= _CRASH_AFTER:
-            os.kill(os.getpid(), signal.SIGKILL)
-
 
 
 def open_node(cfg: AgentConfig, n: NodeConfig, timeout: float = 60.0) -> "Node":
@@ -92,6 +78,10 @@ def open_node(cfg: AgentConfig, n: NodeConfig, timeout: float = 60.0) -> "Node":
 
 class Node:
     """One Podman service, reached through its API socket."""
+
+    # Called as on_write(node name, what) after each state-changing write of any node in the process (see the
+    # module docstring); None in production. Set on the class, by a test entry point only.
+    on_write: ClassVar[Callable[[str, str], None] | None] = None
 
     def __init__(self, name: str, url: str, timeout: float = 60.0, ssh: SshSettings | None = None,
                  credentials: tuple[Credential, ...] = (), min_free: int = 0) -> None:
@@ -181,8 +171,9 @@ class Node:
         if method != "GET" and not probe:
             with self._count:
                 self.changes += 1
-            if _CRASH_AFTER:
-                _count_write()
+            hook = Node.on_write
+            if hook is not None:
+                hook(self.name, what)
         if as_bytes:
             return resp.content
         if not resp.content:

@@ -1,9 +1,9 @@
 """Crash safety on real Podman and real Git (issue 4, "Crash safety").
 
-The kill-point harness runs `python -m gitops_agent sync` with
-GITOPS_AGENT_CRASH_AFTER_WRITES=k (the fault-injection hook in
-`gitops_agent/podman.py`: SIGKILL right after the k-th Podman write of the
-process) for every k in 1..W, W being the writes of an uninterrupted run, then
+The kill-point harness runs `sync` through the test entry point
+`tests/crash_entry.py k` (it installs a `Node.on_write` callback, the write
+hook of `gitops_agent/podman.py`, that SIGKILLs the process right after its
+k-th Podman write, then runs the CLI) for every k in 1..W, W being the writes of an uninterrupted run, then
 restarts the agent (a clean `sync`, and a second one) and checks:
 converged (every node runs exactly the desired pods of the target template,
 all running; no foreign template; no duplicates), no orphaned pods or
@@ -184,9 +184,14 @@ def _recording(node: Any, writes: list[tuple[str, str]]) -> Callable[..., Any]:
     return recorded
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gitops_agent", *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+CRASH_ENTRY = Path(__file__).resolve().parent / "crash_entry.py"
+
+
+def cli(*args: str, kill_after: int = 0, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`python -m gitops_agent ARGS`; with `kill_after` k, the test entry point that SIGKILLs after the k-th write."""
+    entry = [str(CRASH_ENTRY), str(kill_after)] if kill_after else ["-m", "gitops_agent"]
+    return subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=timeout)
 
 
 def cli_in_process(*args: str) -> tuple[int, str]:
@@ -326,7 +331,7 @@ def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare:
         head, extra_check = prepare()
         head_id = f"main@sha1:{head}"
         marks.append(time.monotonic())
-        killed = cli("sync", "--config", str(cfg), env={"GITOPS_AGENT_CRASH_AFTER_WRITES": str(k)})
+        killed = cli("sync", "--config", str(cfg), kill_after=k)
         assert killed.returncode == -signal.SIGKILL, f"{where}: not killed (exit {killed.returncode}): {killed.stderr[-2000:]}"
         marks.append(time.monotonic())
         again = cli("sync", "--config", str(cfg))
