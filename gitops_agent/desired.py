@@ -12,6 +12,7 @@ parts can always be told apart again:
 - network  `gitops-<namespace>`
 - volume   `gitops-<namespace>_<claim>` (in older agents: `gitops-<namespace>-<claim>`,
            which two namespaces could share; such a volume is kept, see `claim_volume`)
+- emptyDir `<pod>_emptydir_<volume>` (two `_`: never a claim's volume), labelled with its pod
 - secret   `gitops-<namespace>_<kind>_<name>_<key>-<hash>`, the hash over the
            full identity and the value (Podman secrets are immutable: a new value
            is a new secret); the readable part is cut at 53 characters so the
@@ -61,6 +62,7 @@ L_KIND = f"{LABEL_PREFIX}.kind"
 L_NAME = f"{LABEL_PREFIX}.name"
 L_REVISION = f"{LABEL_PREFIX}.revision"
 L_TEMPLATE_HASH = f"{LABEL_PREFIX}.template-hash"
+L_EMPTY_DIR_OF = f"{LABEL_PREFIX}.emptydir-of"  # on an emptyDir volume: the pod it lives and dies with
 SECRET_PREFIX = "gitops-"
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 
@@ -78,6 +80,16 @@ class VolumeSpec:
     claim: ObjectRef
     labels: Mapping[str, str]
     storage_class: StorageClass = StorageClass()  # made with its driver and options; never changed afterwards
+
+
+@dataclass(frozen=True)
+class EmptyDirSpec:
+    """An emptyDir volume: a Podman volume of one pod, created with it and removed with it (never a claim's data).
+    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes."""
+
+    name: str
+    medium: str
+    size_limit: int | None
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,7 @@ class PodSpec:
     (env and mounted files): probe output passes through `redact` before it is kept."""
     pull_credentials: tuple[Credential, ...] = field(default=(), compare=False, repr=False)
     """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
+    empty_dirs: tuple[EmptyDirSpec, ...] = ()  # created before the containers, removed with the pod
 
 
 @dataclass(frozen=True)
@@ -281,7 +294,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
-_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
+_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
 
@@ -343,6 +356,11 @@ def network_name(namespace: str) -> str:
 
 def volume_name(namespace: str, claim: str) -> str:
     return f"gitops-{namespace}{SEP}{claim}"
+
+
+def empty_dir_name(pod: str, volume: str) -> str:
+    """The Podman volume of emptyDir `volume` of `pod` (no claim's volume name starts with a pod's name)."""
+    return f"{pod}{SEP}emptydir{SEP}{volume}"
 
 
 def legacy_volume_name(namespace: str, claim: str) -> str:
@@ -650,6 +668,8 @@ def _pod(
         host_network=t.host_network,
         redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
         pull_credentials=pull_credentials(w, configs),
+        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
+                         for v in t.volumes if v.kind == "emptyDir"),
     )
 
 
@@ -771,6 +791,9 @@ def _container(
             continue
         if v.kind == "persistentVolumeClaim":
             binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
+            continue
+        if v.kind == "emptyDir":
+            binds.append(VolumeBind(empty_dir_name(pod, v.name), m.mount_path, m.read_only))
             continue
         kind = "ConfigMap" if v.kind == "configMap" else "Secret"
         cfg = configs.get((kind, v.source))

@@ -1114,6 +1114,12 @@ def _pod_template(
                     doc.report(prefix + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath"),
                                f"status.podIP is not supported by gitops-agent ({_POD_IP_ONLY_ON_HOST})")
     volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
+    for i, volume in enumerate(volumes):
+        if volume.kind == "emptyDir" and volume.size_limit is not None and volume.medium != "Memory":
+            doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"), _DISK_SIZE_LIMIT)
+        elif volume.kind == "emptyDir" and volume.size_limit == 0:
+            doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"),
+                       "must be greater than zero (omit it for no limit)")
     _report_duplicates(
         doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
     )
@@ -1423,10 +1429,19 @@ _VOLUME_SOURCES = {  # volume source -> (field naming the object, kind of that o
 }
 
 
+_DISK_SIZE_LIMIT = ("is not supported by gitops-agent for an emptyDir on the node's disk (Podman cannot limit the "
+                    "size of a local volume without project quotas); remove it, or use medium: Memory (a tmpfs of "
+                    "that size)")
+
+
 def _volume(volume: dict[str, Any]) -> model.Volume:
     ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
     if kind == "hostPath":
         return model.Volume(volume["name"], kind, _normpath(source["path"]), host_path_type=source.get("type", ""))
+    if kind == "emptyDir":
+        limit = source.get("sizeLimit")
+        return model.Volume(volume["name"], kind, "", medium=source.get("medium", ""),
+                            size_limit=None if limit is None else config.quantity(limit, 1))
     return model.Volume(
         name=volume["name"],
         kind=kind,
@@ -1809,7 +1824,7 @@ def _check_references(
                 selector = prefix + ("containers", i, "envFrom", j, _ref_field(env_from.kind, "Ref"))
                 check(selector + ("name",), env_from.kind, env_from.name)
     for i, volume in enumerate(workload.template.volumes):
-        if volume.optional or volume.kind == "hostPath":
+        if volume.optional or volume.kind in ("hostPath", "emptyDir"):
             continue
         source = prefix + ("volumes", i, volume.kind)
         name_field, kind = _VOLUME_SOURCES[volume.kind]

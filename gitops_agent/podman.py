@@ -46,8 +46,8 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec,
-                      SecretSpec, VolumeSpec)
+from .desired import (L_EMPTY_DIR_OF, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX, ContainerSpec,
+                      EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec)
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
@@ -205,7 +205,8 @@ class Node:
             node=self.name,
             pods=live_pods,
             networks={n["name"]: n.get("labels") or {} for n in nets},
-            volumes={v["Name"]: v.get("Labels") or {} for v in vols},
+            # a pod's emptyDir volumes live and die with it: never a claim's, never pruned as one
+            volumes={v["Name"]: v.get("Labels") or {} for v in vols if L_EMPTY_DIR_OF not in (v.get("Labels") or {})},
             secrets=frozenset(s["Spec"]["Name"] for s in secrets if s["Spec"]["Name"].startswith(SECRET_PREFIX)),
             marked_secrets=frozenset(
                 s["Spec"]["Name"] for s in secrets
@@ -429,6 +430,8 @@ class Node:
                 self._check_non_root(c)
         self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
         try:
+            for d in spec.empty_dirs:
+                self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
             for c in spec.containers:
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
             self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
@@ -515,6 +518,10 @@ class Node:
         """Remove a pod (stopped or not). Podman 4.3 takes seconds for a container that ran exec
         sessions (the agent's probes), so a rollout does this off its critical path."""
         self._call("DELETE", f"/pods/{name}", f"remove pod {name}", params={"force": "true"}, timeout=120, ok404=True)
+        label = json.dumps({"label": [f"{L_EMPTY_DIR_OF}={name}"]})
+        for v in self._call("GET", "/volumes/json", f"list the emptyDir volumes of {name}",
+                            params={"filters": label}) or []:
+            self.remove_volume(v["Name"])  # lives and dies with its pod
 
     def remove_secret(self, name: str) -> None:
         self._call("DELETE", f"/secrets/{name}", f"remove secret {name}", ok404=True)
@@ -642,6 +649,19 @@ def _pod_body(spec: PodSpec) -> dict[str, Any]:
         body["portmappings"] = [
             {"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports
         ]
+    return body
+
+
+# tmpfs counts its size in pages (`nr_blocks`): Podman 4.3 refuses a volume's `size=` option without project quotas
+_PAGE = 4096
+
+
+def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
+    """A local volume for an emptyDir, labelled with its pod (removed with it); medium Memory: a tmpfs."""
+    body: dict[str, Any] = {"Name": d.name, "Label": {**pod.labels, L_EMPTY_DIR_OF: pod.name}}
+    if d.medium == "Memory":
+        opts = ["mode=1777"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])
+        body["Options"] = {"type": "tmpfs", "device": "tmpfs", "o": ",".join(opts)}
     return body
 
 
