@@ -62,7 +62,7 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
     for a in plan.actions:
         pods = a.workload.pods if a.workload else ((a.pod,) if a.pod and a.op != "start-pod" else ())
         for pod in pods:
-            for c in pod.containers:
+            for c in pod.every_container():
                 wanted.setdefault((pod.template_hash, c.image), (c.pull_policy, pod.pull_credentials))
     use: dict[tuple[str, str], str] = {}
     pulled: set[str] = set()
@@ -107,8 +107,7 @@ def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
         return plan
 
     def pod(p: PodSpec) -> PodSpec:
-        cs = tuple(replace(c, image=use.get((p.template_hash, c.image), c.image)) for c in p.containers)
-        return replace(p, containers=cs)
+        return p.map_containers(lambda c: replace(c, image=use.get((p.template_hash, c.image), c.image)))
 
     actions = []
     for a in plan.actions:

@@ -233,6 +233,7 @@ class PodTemplate:
     one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
     tolerations: tuple[Toleration, ...] = ()
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
+    init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
 
 
 # --- agent policy -------------------------------------------------------------

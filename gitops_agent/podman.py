@@ -46,13 +46,14 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (L_EMPTY_DIR_OF, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX, ContainerSpec,
-                      EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec)
+from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX,
+                      ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, redact)
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
 from .tunnel import SshSettings, Tunnel
 
+INIT_OUTPUT_LINES = 20  # lines of a failed init container's output shown in the error
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
 _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
@@ -220,9 +221,9 @@ class Node:
         ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true", "filters": _MANAGED_FILTER}) or []
         by_pod: dict[str, list[LiveContainer]] = {}
         for c in ctrs:
-            if c.get("IsInfra"):
-                continue
             labels = c.get("Labels") or {}
+            if c.get("IsInfra") or labels.get(L_INIT) == "true":  # an init container has exited once done
+                continue
             status = str(c.get("Status") or "")
             by_pod.setdefault(c.get("PodName") or "", []).append(
                 LiveContainer(
@@ -425,16 +426,21 @@ class Node:
     def create_pod(self, spec: PodSpec) -> None:
         """Create the pod, its infra container and its containers, then start it. A container with
         runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does."""
-        for c in spec.containers:
+        for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
         self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
-            for c in spec.containers:
+            for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
-            self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
+            try:
+                self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
+            except NodeUnreachable:
+                raise
+            except NodeError as e:
+                raise self._init_failure(spec) or e
             self._give_volumes_to_group(spec)
             for c in spec.containers:
                 if c.post_start:
@@ -442,6 +448,18 @@ class Node:
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _init_failure(self, spec: PodSpec) -> NodeError | None:
+        """The init container that stopped the pod's start, with its exit code and its last output lines
+        (Secret values redacted); None when no init container failed."""
+        for c in spec.init_containers:
+            state = (self.inspect_container(c.name) or {}).get("State") or {}
+            if state.get("Status") == "exited" and state.get("ExitCode"):
+                output = redact("\n".join(self.logs(c.name, tail=INIT_OUTPUT_LINES)), spec.redactions)
+                shown = c.labels.get(L_CONTAINER, c.name)
+                return NodeError(self.name, f"pod {spec.name}: init container {shown} exited with code "
+                                            f"{state['ExitCode']}: {output or '(no output)'}")
+        return None
 
     def _give_volumes_to_group(self, spec: PodSpec) -> None:
         """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
@@ -675,6 +693,9 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         "restart_policy": pod.restart_policy,
         "stop_timeout": pod.stop_timeout,
     }
+    if c.labels.get(L_INIT) == "true":  # run to completion each time the pod starts, before the app containers
+        body["init_container_type"] = "always"
+        del body["restart_policy"]
     if c.entrypoint:
         body["entrypoint"] = list(c.entrypoint)
     if c.command:
