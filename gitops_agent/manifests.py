@@ -1170,6 +1170,11 @@ def _init_container(
         if key in container:
             doc.report(path + (key,), f"is not allowed in an init container (it runs to completion before the "
                                       f"app containers start)")
+    for i, port in enumerate(container.get("ports", ())):
+        if "hostPort" in port:
+            doc.report(path + ("ports", i, "hostPort"), "is not supported by gitops-agent in an init container (it "
+                                                        "exits before the app containers start: publish the port "
+                                                        "of an app container)")
     return _container(doc, path, {k: v for k, v in container.items() if k not in _NOT_FOR_INIT}, pod_context)
 
 
@@ -1790,7 +1795,7 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.W
                                      ("memory", node.memory_bytes, lambda b: f"{b} bytes")):
         if capacity is None:
             continue
-        asks = [(count * sum(_request(c, resource) for c in w.template.containers), doc, w)
+        asks = [(count * _pod_request(w.template, resource), doc, w)
                 for count, doc, w in placed if count]
         total = sum(amount for amount, _, _ in asks)
         if total <= capacity:
@@ -1799,6 +1804,13 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.W
         doc.report(_pod_spec_path(w) + ("containers",),
                    f"the pods placed on node {node.name} request {show(total)} of {resource} in all, more than its "
                    f"capacity.{resource} ({show(capacity)}); {w.ref.kind}/{w.ref.name} requests {show(amount)} there")
+
+
+def _pod_request(template: model.PodTemplate, resource: str) -> int:
+    """What one pod requests, as Kubernetes' scheduler counts it: its app containers' sum, or its largest init
+    container's request when that is larger (init containers run one at a time, before the app containers)."""
+    return max(sum(_request(c, resource) for c in template.containers),
+               max((_request(c, resource) for c in template.init_containers), default=0))
 
 
 def _request(container: model.Container, resource: str) -> int:

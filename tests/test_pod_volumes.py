@@ -15,6 +15,8 @@ import yaml
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
 from gitops_agent.desired import L_EMPTY_DIR_OF, L_INIT, PodSpec, compile_node, empty_dir_name, template_hash
+from gitops_agent.errors import RevisionRejected
+from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body, _empty_dir_body
 from podman_env import WEB1
 from test_mappings import parsed, problems  # a revision of one file p.yaml, and its problems
@@ -253,3 +255,35 @@ def test_empty_dirs_and_init_containers_on_real_podman(
     assert "init container gate exited with code 7: gate-output" in err, err
     assert served("/index.html") == "from-init-2\n"
     assert empty_dirs() == second  # the failed pod's emptyDirs went with it
+
+
+def test_an_init_container_counts_in_the_pods_request_as_kubernetes_counts_it_and_publishes_no_port() -> None:
+    """A pod requests the larger of its app containers' sum and its largest init container's request (they run
+    one at a time, before the apps); a hostPort on an init container, which has exited by then, is an error."""
+    small = NodeConfig("n1", cpu_millis=1000)
+
+    def rejected(init_cpu: str) -> list[str]:
+        text = pod(f"""\
+            initContainers: [{{name: i, image: "tool:1", resources: {{requests: {{cpu: {init_cpu}}}}}}}]
+            containers:
+              - {{name: a, image: "app:1", resources: {{requests: {{cpu: 400m}}}}}}
+              - {{name: b, image: "app:1", resources: {{requests: {{cpu: 400m}}}}}}
+            """)
+        try:
+            parse([SourceFile("p.yaml", text.encode())], "main@sha1:" + "a" * 40, nodes=(small,))
+        except RevisionRejected as e:
+            return [str(p) for p in e.problems]
+        return []
+
+    assert rejected("900m") == []  # 800m of apps, 900m of init: 900m fits 1000m
+    assert rejected("1100m") == [
+        "p.yaml:6: Pod/p: spec.containers: the pods placed on node n1 request 1100m of cpu in all, more than its "
+        "capacity.cpu (1000m); Pod/p requests 1100m there",
+    ]
+    assert problems(pod("""\
+        initContainers: [{name: i, image: "tool:1", ports: [{containerPort: 80, hostPort: 8080}]}]
+        containers: [{name: a, image: "app:1"}]
+        """)) == [
+        "p.yaml:5: Pod/p: spec.initContainers[0].ports[0].hostPort: is not supported by gitops-agent in an init "
+        "container (it exits before the app containers start: publish the port of an app container)",
+    ]
