@@ -233,6 +233,10 @@ def test_empty_dirs_and_init_containers_on_real_podman(
     mounts = svc.podman("exec", app("side"), "cat", "/proc/mounts").stdout.splitlines()
     (mem,) = [line.split() for line in mounts if line.split()[1] == "/mem"]
     assert mem[2] == "tmpfs" and "size=1024k" in mem[3]
+    fill = svc.podman("exec", app("side"), "sh", "-c", "cat /dev/zero > /mem/fill; echo $?; ls -l /mem/fill")
+    assert fill.stdout.splitlines()[0] == "1" and "No space left on device" in fill.stderr
+    assert int(fill.stdout.splitlines()[1].split()[4]) <= 1 << 20  # the sizeLimit holds
+    svc.podman("exec", app("side"), "rm", "/mem/fill")
     first = empty_dirs()
     (pod,) = set(first.values())
     assert sorted(first) == [empty_dir_name(pod, "mem"), empty_dir_name(pod, "www")]
