@@ -306,7 +306,7 @@ def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> l
         node.create_pod(a.pod)
         return [a.pod]
     elif a.op == "start-pod" and a.pod:
-        node.start_pod(a.pod.name)
+        node.start_pod(a.pod.name, a.pod)
         return [a.pod]
     elif a.op == "rollout" and a.workload:
         rollout(node, a.workload, gate, log, stop)
@@ -374,7 +374,7 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         unstarted = [p for p in new if all(c.state in ("created", "configured") for c in p.containers)]
         for pod in unstarted:
             log("rollout.start-pod", node=node.name, workload=str(w.ref), pod=pod.name, reason="created but never started")
-            node.start_pod(pod.name)
+            node.start_pod(pod.name, specs[pod.name])
         if unstarted:
             continue
         available = [p for p in new if gate.available(specs[p.name], p)]

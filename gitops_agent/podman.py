@@ -435,12 +435,7 @@ class Node:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
-            try:
-                self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
-            except NodeUnreachable:
-                raise
-            except NodeError as e:
-                raise self._init_failure(spec) or e
+            self.start_pod(spec.name, spec)
             self._give_volumes_to_group(spec)
             for c in spec.containers:
                 if c.post_start:
@@ -515,8 +510,15 @@ class Node:
             except NodeError:
                 pass  # the container went away meanwhile: nothing left to run the hook in
 
-    def start_pod(self, name: str) -> None:
-        self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
+    def start_pod(self, name: str, spec: PodSpec | None = None) -> None:
+        """Start the pod (its init containers first, each to completion); a failing init container of `spec`
+        is named in the error with its exit code and output."""
+        try:
+            self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
+        except NodeUnreachable:
+            raise
+        except NodeError as e:
+            raise (self._init_failure(spec) if spec is not None else None) or e
 
     def remove_pod(self, name: str, stop_timeout: int | None = None) -> None:
         """Stop (SIGTERM, then SIGKILL after `stop_timeout` seconds; None: each container's own
