@@ -541,7 +541,8 @@ class Node:
         label = json.dumps({"label": [f"{L_EMPTY_DIR_OF}={name}"]})
         for v in self._call("GET", "/volumes/json", f"list the emptyDir volumes of {name}",
                             params={"filters": label}) or []:
-            self.remove_volume(v["Name"])  # lives and dies with its pod
+            if (v.get("Labels") or {}).get(MANAGED) == "true":  # made by the agent: lives and dies with its pod
+                self.remove_volume(v["Name"])
 
     def remove_secret(self, name: str) -> None:
         self._call("DELETE", f"/secrets/{name}", f"remove secret {name}", ok404=True)
