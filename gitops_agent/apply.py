@@ -62,7 +62,7 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
     for a in plan.actions:
         pods = a.workload.pods if a.workload else ((a.pod,) if a.pod and a.op != "start-pod" else ())
         for pod in pods:
-            for c in pod.containers:
+            for c in pod.every_container():
                 wanted.setdefault((pod.template_hash, c.image), (c.pull_policy, pod.pull_credentials))
     use: dict[tuple[str, str], str] = {}
     pulled: set[str] = set()
@@ -107,8 +107,7 @@ def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
         return plan
 
     def pod(p: PodSpec) -> PodSpec:
-        cs = tuple(replace(c, image=use.get((p.template_hash, c.image), c.image)) for c in p.containers)
-        return replace(p, containers=cs)
+        return p.map_containers(lambda c: replace(c, image=use.get((p.template_hash, c.image), c.image)))
 
     actions = []
     for a in plan.actions:
@@ -307,7 +306,7 @@ def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> l
         node.create_pod(a.pod)
         return [a.pod]
     elif a.op == "start-pod" and a.pod:
-        node.start_pod(a.pod.name)
+        node.start_pod(a.pod.name, a.pod)
         return [a.pod]
     elif a.op == "rollout" and a.workload:
         rollout(node, a.workload, gate, log, stop)
@@ -375,7 +374,7 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         unstarted = [p for p in new if all(c.state in ("created", "configured") for c in p.containers)]
         for pod in unstarted:
             log("rollout.start-pod", node=node.name, workload=str(w.ref), pod=pod.name, reason="created but never started")
-            node.start_pod(pod.name)
+            node.start_pod(pod.name, specs[pod.name])
         if unstarted:
             continue
         available = [p for p in new if gate.available(specs[p.name], p)]

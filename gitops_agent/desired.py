@@ -12,6 +12,7 @@ parts can always be told apart again:
 - network  `gitops-<namespace>`
 - volume   `gitops-<namespace>_<claim>` (in older agents: `gitops-<namespace>-<claim>`,
            which two namespaces could share; such a volume is kept, see `claim_volume`)
+- emptyDir `<pod>_emptydir_<volume>` (two `_`: never a claim's volume), labelled with its pod
 - secret   `gitops-<namespace>_<kind>_<name>_<key>-<hash>`, the hash over the
            full identity and the value (Podman secrets are immutable: a new value
            is a new secret); the readable part is cut at 53 characters so the
@@ -30,7 +31,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .config import NodeConfig
 from .pullauth import SECRET_KEYS, DOCKERCONFIGJSON, Credential, parse
@@ -61,6 +62,9 @@ L_KIND = f"{LABEL_PREFIX}.kind"
 L_NAME = f"{LABEL_PREFIX}.name"
 L_REVISION = f"{LABEL_PREFIX}.revision"
 L_TEMPLATE_HASH = f"{LABEL_PREFIX}.template-hash"
+L_EMPTY_DIR_OF = f"{LABEL_PREFIX}.emptydir-of"  # on an emptyDir volume: the pod it lives and dies with
+L_CONTAINER = f"{LABEL_PREFIX}.container"  # the container's name in the manifest
+L_INIT = f"{LABEL_PREFIX}.init"  # "true" on an init container (it exits once done: not an app container)
 SECRET_PREFIX = "gitops-"
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 
@@ -78,6 +82,16 @@ class VolumeSpec:
     claim: ObjectRef
     labels: Mapping[str, str]
     storage_class: StorageClass = StorageClass()  # made with its driver and options; never changed afterwards
+
+
+@dataclass(frozen=True)
+class EmptyDirSpec:
+    """An emptyDir volume: a Podman volume of one pod, created with it and removed with it (never a claim's data).
+    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes."""
+
+    name: str
+    medium: str
+    size_limit: int | None
 
 
 @dataclass(frozen=True)
@@ -186,6 +200,17 @@ class PodSpec:
     (env and mounted files): probe output passes through `redact` before it is kept."""
     pull_credentials: tuple[Credential, ...] = field(default=(), compare=False, repr=False)
     """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
+    empty_dirs: tuple[EmptyDirSpec, ...] = ()  # created before the containers, removed with the pod
+    init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to completion, when the pod starts
+
+    def every_container(self) -> tuple[ContainerSpec, ...]:
+        """The init containers, then the app containers: every image the pod needs."""
+        return (*self.init_containers, *self.containers)
+
+    def map_containers(self, change: Callable[[ContainerSpec], ContainerSpec]) -> "PodSpec":
+        """This pod with `change` applied to each of its containers, init containers included."""
+        return replace(self, containers=tuple(map(change, self.containers)),
+                       init_containers=tuple(map(change, self.init_containers)))
 
 
 @dataclass(frozen=True)
@@ -273,6 +298,7 @@ def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigDa
 _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
+    "init_containers": (),
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
@@ -281,7 +307,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
-_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": ""}
+_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
 
@@ -293,19 +319,22 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
 
     template = trim(asdict(workload.template), _ADDED_TEMPLATE_FIELDS)
     del template["image_pull_secrets"]  # credentials are not the pod: new ones apply to the next pull, no new pods
-    template["containers"] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template["containers"]]
-    for c in template["containers"]:
-        c["env"] = [trim(e, _ADDED_ENV_FIELDS) for e in c["env"]]
-        for kind in ("liveness_probe", "readiness_probe", "startup_probe"):
-            if c.get(kind):
-                c[kind] = trim(c[kind], _ADDED_PROBE_FIELDS)
+    for group in ("init_containers", "containers"):
+        if group not in template:
+            continue
+        template[group] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template[group]]
+        for c in template[group]:
+            c["env"] = [trim(e, _ADDED_ENV_FIELDS) for e in c["env"]]
+            for kind in ("liveness_probe", "readiness_probe", "startup_probe"):
+                if c.get(kind):
+                    c[kind] = trim(c[kind], _ADDED_PROBE_FIELDS)
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     return template
 
 
 def _config_refs(workload: Workload) -> set[tuple[str, str]]:
     refs: set[tuple[str, str]] = set()
-    for c in workload.template.containers:
+    for c in (*workload.template.init_containers, *workload.template.containers):
         for e in c.env:
             if e.ref is not None:
                 refs.add((e.ref.kind, e.ref.name))
@@ -343,6 +372,11 @@ def network_name(namespace: str) -> str:
 
 def volume_name(namespace: str, claim: str) -> str:
     return f"gitops-{namespace}{SEP}{claim}"
+
+
+def empty_dir_name(pod: str, volume: str) -> str:
+    """The Podman volume of emptyDir `volume` of `pod` (no claim's volume name starts with a pod's name)."""
+    return f"{pod}{SEP}emptydir{SEP}{volume}"
 
 
 def legacy_volume_name(namespace: str, claim: str) -> str:
@@ -593,7 +627,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 max_surge=resolve_surge(w.rolling_update.max_surge, count, round_up=True),
                 max_unavailable=resolve_surge(w.rolling_update.max_unavailable, count, round_up=False),
                 pods=pods,
-                images=tuple(sorted({(c.image, c.image_pull_policy) for c in w.template.containers})),
+                images=tuple(sorted({(c.image, c.image_pull_policy)
+                                     for c in (*w.template.init_containers, *w.template.containers)})),
                 min_ready_seconds=w.min_ready_seconds,
                 progress_deadline_seconds=w.progress_deadline_seconds,
                 node_rollout=w.node_rollout,
@@ -632,7 +667,9 @@ def _pod(
             target = _target_port(sp.target_port, sp.port, t.containers)
             ports.append(PortMapping(host_port, target, sp.protocol.lower()))
     containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
-    used = {n for c in containers for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
+    inits = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.init_containers)
+    inits = tuple(replace(c, labels={**c.labels, L_INIT: "true"}) for c in inits)
+    used = {n for c in (*inits, *containers) for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
     hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]
     return PodSpec(
         name=name,
@@ -650,6 +687,9 @@ def _pod(
         host_network=t.host_network,
         redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
         pull_credentials=pull_credentials(w, configs),
+        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
+                         for v in t.volumes if v.kind == "emptyDir"),
+        init_containers=inits,
     )
 
 
@@ -745,7 +785,7 @@ def _container(
         cfg = configs.get((f.kind, f.name))
         for key in sorted(cfg.data) if cfg else ():
             put(f.prefix + key, f.kind, f.name, key)
-    by_name = {other.name: other for other in w.template.containers}
+    by_name = {other.name: other for other in (*w.template.init_containers, *w.template.containers)}
     for e in c.env:
         if e.ref is not None:
             put(e.name, e.ref.kind, e.ref.name, e.ref.key)
@@ -771,6 +811,9 @@ def _container(
             continue
         if v.kind == "persistentVolumeClaim":
             binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
+            continue
+        if v.kind == "emptyDir":
+            binds.append(VolumeBind(empty_dir_name(pod, v.name), m.mount_path, m.read_only))
             continue
         kind = "ConfigMap" if v.kind == "configMap" else "Secret"
         cfg = configs.get((kind, v.source))
@@ -807,7 +850,7 @@ def _container(
         memory_bytes=c.resources.memory_bytes,
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
         memory_reservation=effective_requests(c).memory_bytes,
-        labels={**owner_labels(w.ref, commit, thash), "io.gitops-agent.container": c.name,
+        labels={**owner_labels(w.ref, commit, thash), L_CONTAINER: c.name,
                 **_pre_stop_label(c, w.template.termination_grace_period_seconds)},
         readiness=c.readiness_probe,
         startup=c.startup_probe,

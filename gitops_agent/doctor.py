@@ -210,7 +210,7 @@ def registries(ctx: Context) -> list[Result]:
         cfg_node = next(n for n in ctx.cfg.nodes if n.name == name)
         wanted: dict[str, str] = {}  # registry -> an image of it
         for w in compile_node(ctx.revision, cfg_node, ctx.cfg.nodes).workloads:
-            for c in (c for pod in w.pods[:1] for c in pod.containers):
+            for c in (c for pod in w.pods[:1] for c in pod.every_container()):
                 registry = image_registry(c.image)
                 if c.pull_policy != "Never" and registry != "localhost":
                     wanted.setdefault(registry, c.image)

@@ -1112,21 +1112,34 @@ def _pod_template(
     )
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
-    else:
-        for i, container in enumerate(containers):
+    inits = tuple(
+        _init_container(doc, prefix + ("initContainers", i), c, pod_context)
+        for i, c in enumerate(spec.get("initContainers", ()))
+    )
+    processes = model.PodTemplate({}, containers, init_containers=inits)  # what the checks of every container see
+    if not spec.get("hostNetwork", False):
+        for group, i, container in _every_container(processes):
             for j, env in enumerate(container.env):
                 if env.field_path == "status.podIP":
-                    doc.report(prefix + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath"),
+                    doc.report(prefix + (group, i, "env", j, "valueFrom", "fieldRef", "fieldPath"),
                                f"status.podIP is not supported by gitops-agent ({_POD_IP_ONLY_ON_HOST})")
     volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
+    for i, volume in enumerate(volumes):
+        if volume.kind == "emptyDir" and volume.size_limit is not None and volume.medium != "Memory":
+            doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"), _DISK_SIZE_LIMIT)
+        elif volume.kind == "emptyDir" and volume.size_limit == 0:
+            doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"),
+                       "must be greater than zero (omit it for no limit)")
     _report_duplicates(
-        doc, ((prefix + ("containers", i, "name"), c.name) for i, c in enumerate(containers)), "container name"
+        doc, ((prefix + (group, i, "name"), c.name)
+              for group, group_containers in (("initContainers", inits), ("containers", containers))
+              for i, c in enumerate(group_containers)), "container name"
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
-    _check_resource_refs(doc, prefix, containers)
+    _check_resource_refs(doc, prefix, processes)
     declared = {volume.name for volume in volumes}
-    for i, container in enumerate(containers):
-        mounts = prefix + ("containers", i, "volumeMounts")
+    for group, i, container in _every_container(processes):
+        mounts = prefix + (group, i, "volumeMounts")
         _report_duplicates(
             doc, ((mounts + (j, "mountPath"), m.mount_path) for j, m in enumerate(container.volume_mounts)), "mountPath"
         )
@@ -1147,7 +1160,27 @@ def _pod_template(
         image_pull_secrets=tuple(ref["name"] for ref in spec.get("imagePullSecrets", ())),
         **_placement(doc, prefix, spec, labels),
         fs_group=pod_context.get("fsGroup"),
+        init_containers=inits,
     )
+
+
+# What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
+_NOT_FOR_INIT = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
+
+
+def _init_container(
+    doc: _Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
+) -> model.Container:
+    for key in _NOT_FOR_INIT:
+        if key in container:
+            doc.report(path + (key,), f"is not allowed in an init container (it runs to completion before the "
+                                      f"app containers start)")
+    for i, port in enumerate(container.get("ports", ())):
+        if "hostPort" in port:
+            doc.report(path + ("ports", i, "hostPort"), "is not supported by gitops-agent in an init container (it "
+                                                        "exits before the app containers start: publish the port "
+                                                        "of an app container)")
+    return _container(doc, path, {k: v for k, v in container.items() if k not in _NOT_FOR_INIT}, pod_context)
 
 
 def _placement(doc: _Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
@@ -1205,15 +1238,15 @@ def _term(doc: _Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.R
     return tuple(requirements)
 
 
-def _check_resource_refs(doc: _Document, prefix: JsonPath, containers: tuple[model.Container, ...]) -> None:
+def _check_resource_refs(doc: _Document, prefix: JsonPath, pod: model.PodTemplate) -> None:
     """Each resourceFieldRef names a container of the pod, and a limit that container sets (Kubernetes would
     use the node's allocatable amount, which gitops-agent does not know)."""
-    by_name = {c.name: c for c in containers}
-    for i, container in enumerate(containers):
+    by_name = {c.name: c for _, _, c in _every_container(pod)}
+    for group, i, container in _every_container(pod):
         for j, env in enumerate(container.env):
             if env.resource is None:
                 continue
-            path = prefix + ("containers", i, "env", j, "valueFrom", "resourceFieldRef")
+            path = prefix + (group, i, "env", j, "valueFrom", "resourceFieldRef")
             target = by_name.get(env.resource.container)
             if target is None:
                 doc.report(path + ("containerName",), f"{env.resource.container!r} is not a container of this pod")
@@ -1428,10 +1461,19 @@ _VOLUME_SOURCES = {  # volume source -> (field naming the object, kind of that o
 }
 
 
+_DISK_SIZE_LIMIT = ("is not supported by gitops-agent for an emptyDir on the node's disk (Podman cannot limit the "
+                    "size of a local volume without project quotas); remove it, or use medium: Memory (a tmpfs of "
+                    "that size)")
+
+
 def _volume(volume: dict[str, Any]) -> model.Volume:
     ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
     if kind == "hostPath":
         return model.Volume(volume["name"], kind, _normpath(source["path"]), host_path_type=source.get("type", ""))
+    if kind == "emptyDir":
+        limit = source.get("sizeLimit")
+        return model.Volume(volume["name"], kind, "", medium=source.get("medium", ""),
+                            size_limit=None if limit is None else config.quantity(limit, 1))
     return model.Volume(
         name=volume["name"],
         kind=kind,
@@ -1677,7 +1719,8 @@ def _check_podman_secrets(
             _check_name_length(doc, "secret", sname, path, f"{kind} {name!r} key {key!r} is {use}; its")
 
     volumes = {volume.name: (i, volume) for i, volume in enumerate(workload.template.volumes)}
-    mounted = {mount.name for container in workload.template.containers for mount in container.volume_mounts}
+    mounted = {mount.name for _, _, container in _every_container(workload.template)
+               for mount in container.volume_mounts}
     for name in sorted(mounted & volumes.keys()):
         i, volume = volumes[name]
         if volume.kind not in ("configMap", "secret"):
@@ -1689,14 +1732,14 @@ def _check_podman_secrets(
                 check(source + ("items", j, "key"), kind, volume.source, [item.key], "mounted as a file")
         else:
             check(source + (_VOLUME_SOURCES[volume.kind][0],), kind, volume.source, None, "mounted as a file")
-    for i, container in enumerate(workload.template.containers):
+    for group, i, container in _every_container(workload.template):
         for j, env in enumerate(container.env):
             if env.ref is not None and env.ref.kind == "Secret":
-                path = prefix + ("containers", i, "env", j, "valueFrom", "secretKeyRef", "key")
+                path = prefix + (group, i, "env", j, "valueFrom", "secretKeyRef", "key")
                 check(path, "Secret", env.ref.name, [env.ref.key], "in the environment")
         for j, env_from in enumerate(container.env_from):
             if env_from.kind == "Secret":
-                path = prefix + ("containers", i, "envFrom", j, "secretRef", "name")
+                path = prefix + (group, i, "envFrom", j, "secretRef", "name")
                 check(path, "Secret", env_from.name, None, "in the environment")
 
 
@@ -1741,11 +1784,11 @@ def _check_capacity(
 def _check_host_ip(node: NodeConfig, placed: list[tuple[int, _Document, model.Workload]]) -> None:
     """status.hostIP (and a hostNetwork pod's status.podIP) is the node's `address` in the agent config."""
     for count, doc, workload in placed:
-        for i, container in enumerate(workload.template.containers if count else ()):
+        for group, i, container in _every_container(workload.template) if count else ():
             for j, env in enumerate(container.env):
                 if env.field_path == "status.hostIP" or (env.field_path == "status.podIP"
                                                          and workload.template.host_network):
-                    path = _pod_spec_path(workload) + ("containers", i, "env", j, "valueFrom", "fieldRef", "fieldPath")
+                    path = _pod_spec_path(workload) + (group, i, "env", j, "valueFrom", "fieldRef", "fieldPath")
                     doc.report(path, f"{env.field_path} is the node's address, and node {node.name} has none in the "
                                      "agent config: set its nodes[].address")
 
@@ -1757,7 +1800,7 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.W
                                      ("memory", node.memory_bytes, lambda b: f"{b} bytes")):
         if capacity is None:
             continue
-        asks = [(count * sum(_request(c, resource) for c in w.template.containers), doc, w)
+        asks = [(count * _pod_request(w.template, resource), doc, w)
                 for count, doc, w in placed if count]
         total = sum(amount for amount, _, _ in asks)
         if total <= capacity:
@@ -1766,6 +1809,13 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, _Document, model.W
         doc.report(_pod_spec_path(w) + ("containers",),
                    f"the pods placed on node {node.name} request {show(total)} of {resource} in all, more than its "
                    f"capacity.{resource} ({show(capacity)}); {w.ref.kind}/{w.ref.name} requests {show(amount)} there")
+
+
+def _pod_request(template: model.PodTemplate, resource: str) -> int:
+    """What one pod requests, as Kubernetes' scheduler counts it: its app containers' sum, or its largest init
+    container's request when that is larger (init containers run one at a time, before the app containers)."""
+    return max(sum(_request(c, resource) for c in template.containers),
+               max((_request(c, resource) for c in template.init_containers), default=0))
 
 
 def _request(container: model.Container, resource: str) -> int:
@@ -1804,17 +1854,17 @@ def _check_references(
         if secret is not None and secret.type not in pullauth.SECRET_KEYS:
             doc.report(path, f"Secret {name!r} is of type {secret.type}; imagePullSecrets need type "
                              f"{pullauth.DOCKERCONFIGJSON} or {pullauth.DOCKERCFG}")
-    for i, container in enumerate(workload.template.containers):
+    for group, i, container in _every_container(workload.template):
         for j, env in enumerate(container.env):
             if env.ref is not None and not env.ref.optional:
-                selector = prefix + ("containers", i, "env", j, "valueFrom", _ref_field(env.ref.kind, "KeyRef"))
+                selector = prefix + (group, i, "env", j, "valueFrom", _ref_field(env.ref.kind, "KeyRef"))
                 check(selector + ("name",), env.ref.kind, env.ref.name, [(selector + ("key",), env.ref.key)])
         for j, env_from in enumerate(container.env_from):
             if not env_from.optional:
-                selector = prefix + ("containers", i, "envFrom", j, _ref_field(env_from.kind, "Ref"))
+                selector = prefix + (group, i, "envFrom", j, _ref_field(env_from.kind, "Ref"))
                 check(selector + ("name",), env_from.kind, env_from.name)
     for i, volume in enumerate(workload.template.volumes):
-        if volume.optional or volume.kind == "hostPath":
+        if volume.optional or volume.kind in ("hostPath", "emptyDir"):
             continue
         source = prefix + ("volumes", i, volume.kind)
         name_field, kind = _VOLUME_SOURCES[volume.kind]
@@ -1835,8 +1885,8 @@ def _check_policy(doc: _Document, workload: model.Workload, policy: model.Policy
             doc.report(prefix + (key,), f"{what} is not allowed by the agent policy (policy.allow{key[0].upper()}{key[1:]})")
     allowed_caps = set(policy.allowed_capabilities)
     shown_caps = ", ".join(policy.allowed_capabilities) or "none"
-    for i, container in enumerate(template.containers):
-        context = prefix + ("containers", i, "securityContext")
+    for group, i, container in _every_container(template):
+        context = prefix + (group, i, "securityContext")
         if container.privileged and not policy.allow_privileged:
             doc.report(context + ("privileged",),
                        "privileged containers are not allowed by the agent policy (policy.allowPrivileged)")
@@ -1858,14 +1908,21 @@ def _check_policy(doc: _Document, workload: model.Workload, policy: model.Policy
             continue
         if any(not rule.read_only for rule in matching):
             continue
-        for c, container in enumerate(template.containers):
+        for group, c, container in _every_container(template):
             for j, mount in enumerate(container.volume_mounts):
                 if mount.name == volume.name and not mount.read_only:
                     doc.report(
-                        prefix + ("containers", c, "volumeMounts", j),
+                        prefix + (group, c, "volumeMounts", j),
                         "a writable hostPath mount needs an allowedHostPaths entry without readOnly "
                         f"({volume.source} matches only {', '.join(map(str, matching))}); set readOnly: true on the mount",
                     )
+
+
+def _every_container(template: model.PodTemplate) -> Iterator[tuple[str, int, model.Container]]:
+    """(field, index, container) of the init containers, then of the app containers: every process of the pod."""
+    for group, containers in (("initContainers", template.init_containers), ("containers", template.containers)):
+        for i, container in enumerate(containers):
+            yield group, i, container
 
 
 def _ref_field(kind: str, suffix: str) -> str:

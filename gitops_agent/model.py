@@ -104,19 +104,23 @@ class KeyToPath:
 
 @dataclass(frozen=True)
 class Volume:
-    """A pod volume: `configMap`, `secret`, `persistentVolumeClaim` or `hostPath`.
+    """A pod volume: `configMap`, `secret`, `persistentVolumeClaim`, `hostPath` or `emptyDir`.
 
     For a `hostPath` volume `source` is the normalised absolute path on the
-    node and `host_path_type` Kubernetes' `type` ("" when not given)."""
+    node and `host_path_type` Kubernetes' `type` ("" when not given). For an
+    `emptyDir` volume `source` is "", `medium` "" (node disk) or "Memory" (a
+    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit)."""
 
     name: str
-    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath"
+    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath" | "emptyDir"
     source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
     read_only: bool = False
     optional: bool = False
     host_path_type: str = ""  # hostPath: "" | "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice"
+    medium: str = ""  # emptyDir: "" | "Memory"
+    size_limit: int | None = None  # emptyDir: sizeLimit in bytes
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,7 @@ class PodTemplate:
     one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
     tolerations: tuple[Toleration, ...] = ()
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
+    init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
 
 
 # --- agent policy -------------------------------------------------------------

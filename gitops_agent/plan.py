@@ -219,9 +219,8 @@ def adopt_volumes(desired: NodeDesired, live_volumes: Mapping[str, Mapping[str, 
         return desired
 
     def pod(p: PodSpec) -> PodSpec:
-        return replace(p, containers=tuple(
-            replace(c, volumes=tuple(replace(b, volume=rename.get(b.volume, b.volume)) for b in c.volumes))
-            for c in p.containers))
+        return p.map_containers(
+            lambda c: replace(c, volumes=tuple(replace(b, volume=rename.get(b.volume, b.volume)) for b in c.volumes)))
 
     return replace(
         desired,

@@ -45,8 +45,8 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX, ContainerSpec, NetworkSpec, PodSpec,
-                      SecretSpec, VolumeSpec)
+from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX,
+                      ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, redact)
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
@@ -54,6 +54,7 @@ from .pullauth import Credential, image_registry, repository as _repository
 if TYPE_CHECKING:  # asyncssh (through tunnel) costs ~25 MB of RSS: loaded only for an ssh:// node
     from .tunnel import SshSettings, Tunnel
 
+INIT_OUTPUT_LINES = 20  # lines of a failed init container's output shown in the error
 _MANAGED_FILTER = json.dumps({"label": [f"{MANAGED}=true"]})
 _HEALTH = {"healthy", "unhealthy", "starting"}
 _ON_FAILURE_RESTART = 3  # libpod define.HealthCheckOnFailureActionRestart
@@ -202,7 +203,8 @@ class Node:
             node=self.name,
             pods=live_pods,
             networks={n["name"]: n.get("labels") or {} for n in nets},
-            volumes={v["Name"]: v.get("Labels") or {} for v in vols},
+            # a pod's emptyDir volumes live and die with it: never a claim's, never pruned as one
+            volumes={v["Name"]: v.get("Labels") or {} for v in vols if L_EMPTY_DIR_OF not in (v.get("Labels") or {})},
             secrets=frozenset(s["Spec"]["Name"] for s in secrets if s["Spec"]["Name"].startswith(SECRET_PREFIX)),
             marked_secrets=frozenset(
                 s["Spec"]["Name"] for s in secrets
@@ -216,9 +218,9 @@ class Node:
         ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true", "filters": _MANAGED_FILTER}) or []
         by_pod: dict[str, list[LiveContainer]] = {}
         for c in ctrs:
-            if c.get("IsInfra"):
-                continue
             labels = c.get("Labels") or {}
+            if c.get("IsInfra") or labels.get(L_INIT) == "true":  # an init container has exited once done
+                continue
             status = str(c.get("Status") or "")
             by_pod.setdefault(c.get("PodName") or "", []).append(
                 LiveContainer(
@@ -421,14 +423,16 @@ class Node:
     def create_pod(self, spec: PodSpec) -> None:
         """Create the pod, its infra container and its containers, then start it. A container with
         runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does."""
-        for c in spec.containers:
+        for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
         self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
         try:
-            for c in spec.containers:
+            for d in spec.empty_dirs:
+                self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
+            for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
                 self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
-            self._call("POST", f"/pods/{spec.name}/start", f"start pod {spec.name}", timeout=120)
+            self.start_pod(spec.name, spec)
             self._give_volumes_to_group(spec)
             for c in spec.containers:
                 if c.post_start:
@@ -436,6 +440,18 @@ class Node:
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _init_failure(self, spec: PodSpec) -> NodeError | None:
+        """The init container that stopped the pod's start, with its exit code and its last output lines
+        (Secret values redacted); None when no init container failed."""
+        for c in spec.init_containers:
+            state = (self.inspect_container(c.name) or {}).get("State") or {}
+            if state.get("Status") == "exited" and state.get("ExitCode"):
+                output = redact("\n".join(self.logs(c.name, tail=INIT_OUTPUT_LINES)), spec.redactions)
+                shown = c.labels.get(L_CONTAINER, c.name)
+                return NodeError(self.name, f"pod {spec.name}: init container {shown} exited with code "
+                                            f"{state['ExitCode']}: {output or '(no output)'}")
+        return None
 
     def _give_volumes_to_group(self, spec: PodSpec) -> None:
         """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
@@ -491,8 +507,15 @@ class Node:
             except NodeError:
                 pass  # the container went away meanwhile: nothing left to run the hook in
 
-    def start_pod(self, name: str) -> None:
-        self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
+    def start_pod(self, name: str, spec: PodSpec | None = None) -> None:
+        """Start the pod (its init containers first, each to completion); a failing init container of `spec`
+        is named in the error with its exit code and output."""
+        try:
+            self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
+        except NodeUnreachable:
+            raise
+        except NodeError as e:
+            raise (self._init_failure(spec) if spec is not None else None) or e
 
     def remove_pod(self, name: str, stop_timeout: int | None = None) -> None:
         """Stop (SIGTERM, then SIGKILL after `stop_timeout` seconds; None: each container's own
@@ -512,6 +535,11 @@ class Node:
         """Remove a pod (stopped or not). Podman 4.3 takes seconds for a container that ran exec
         sessions (the agent's probes), so a rollout does this off its critical path."""
         self._call("DELETE", f"/pods/{name}", f"remove pod {name}", params={"force": "true"}, timeout=120, ok404=True)
+        label = json.dumps({"label": [f"{L_EMPTY_DIR_OF}={name}"]})
+        for v in self._call("GET", "/volumes/json", f"list the emptyDir volumes of {name}",
+                            params={"filters": label}) or []:
+            if (v.get("Labels") or {}).get(MANAGED) == "true":  # made by the agent: lives and dies with its pod
+                self.remove_volume(v["Name"])
 
     def remove_secret(self, name: str) -> None:
         self._call("DELETE", f"/secrets/{name}", f"remove secret {name}", ok404=True)
@@ -642,6 +670,19 @@ def _pod_body(spec: PodSpec) -> dict[str, Any]:
     return body
 
 
+# tmpfs counts its size in pages (`nr_blocks`): Podman 4.3 refuses a volume's `size=` option without project quotas
+_PAGE = 4096
+
+
+def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
+    """A local volume for an emptyDir, labelled with its pod (removed with it); medium Memory: a tmpfs."""
+    body: dict[str, Any] = {"Name": d.name, "Label": {**pod.labels, L_EMPTY_DIR_OF: pod.name}}
+    if d.medium == "Memory":
+        opts = ["mode=1777"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])
+        body["Options"] = {"type": "tmpfs", "device": "tmpfs", "o": ",".join(opts)}
+    return body
+
+
 def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": c.name,
@@ -652,6 +693,9 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         "restart_policy": pod.restart_policy,
         "stop_timeout": pod.stop_timeout,
     }
+    if c.labels.get(L_INIT) == "true":  # run to completion each time the pod starts, before the app containers
+        body["init_container_type"] = "always"
+        del body["restart_policy"]
     if c.entrypoint:
         body["entrypoint"] = list(c.entrypoint)
     if c.command:

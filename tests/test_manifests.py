@@ -485,7 +485,7 @@ def test_unsupported_container_fields(patch: str, path: str, message: str) -> No
 
 
 def test_unsupported_volume_source_and_deployment_fields() -> None:
-    """emptyDir volumes, matchExpressions and paused are unsupported, each at its own line."""
+    """downwardAPI volumes, matchExpressions and paused are unsupported, each at its own line."""
     text = y("""
         apiVersion: apps/v1
         kind: Deployment
@@ -501,14 +501,14 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
               containers: [{name: main, image: "app:1"}]
               volumes:
                 - name: scratch
-                  emptyDir: {}
+                  downwardAPI: {}
     """)
     assert problems({"d.yaml": text}) == [
         "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent",
         "d.yaml:8: Deployment/web: spec.selector.matchExpressions: "
         "field 'matchExpressions' is not supported by gitops-agent (use matchLabels)",
-        "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].emptyDir: "
-        "field 'emptyDir' is not supported by gitops-agent",  # no advice that changes behaviour (a PVC persists)
+        "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].downwardAPI: "
+        "field 'downwardAPI' is not supported by gitops-agent",
     ]
 
 
@@ -588,7 +588,7 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
             - {name: two, configMap: {name: c, optional: true}, secret: {secretName: s, optional: true}}
             - {name: fine, configMap: {name: c, optional: true}}
     """)
-    message = "needs a name and exactly one source: configMap, secret, persistentVolumeClaim or hostPath"
+    message = "needs a name and exactly one source: configMap, secret, persistentVolumeClaim, hostPath or emptyDir"
     assert problems({"p.yaml": template}) == [
         f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
         f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",
