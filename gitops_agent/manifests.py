@@ -1173,8 +1173,8 @@ def _init_container(
 ) -> model.Container:
     for key in _NOT_FOR_INIT:
         if key in container:
-            doc.report(path + (key,), f"is not allowed in an init container (it runs to completion before the "
-                                      f"app containers start)")
+            doc.report(path + (key,), "is not allowed in an init container (it runs to completion before the "
+                                      "app containers start)")
     for i, port in enumerate(container.get("ports", ())):
         if "hostPort" in port:
             doc.report(path + ("ports", i, "hostPort"), "is not supported by gitops-agent in an init container (it "

@@ -127,12 +127,9 @@ def test_a_secret_value_in_every_error_path_is_never_shown_or_stored(
     assert managed_ids(clean_podman) == {}
 
 
-def test_an_empty_secret_value_in_the_environment_runs(clean_podman: Any, git_remote: Any, tmp_path: Path) -> None:
-    """What validate accepts the node runs: a Secret with an empty value, used in the environment, starts on real
-    Podman (the empty value as plain env, the other key through a Podman secret)."""
-    git_remote.path("web.yaml").write_bytes(EMPTY_SECRET_ENV)
-    git_remote.commit_and_push("empty secret value")
-    cfg = from_mapping({"source": {"url": git_remote.url}, "nodes": [{"name": "n", "url": clean_podman.url}],
+def sync_applied(svc: Any, repo: Any, tmp_path: Path) -> None:
+    """One sync of `repo`'s head onto the one node `svc`, which must apply it."""
+    cfg = from_mapping({"source": {"url": repo.url}, "nodes": [{"name": "n", "url": svc.url}],
                         "stateDir": str(tmp_path / "state")})
     agent = Agent(cfg)
     try:
@@ -140,6 +137,14 @@ def test_an_empty_secret_value_in_the_environment_runs(clean_podman: Any, git_re
         assert out.result == "applied", out.error
     finally:
         agent.close()
+
+
+def test_an_empty_secret_value_in_the_environment_runs(clean_podman: Any, git_remote: Any, tmp_path: Path) -> None:
+    """What validate accepts the node runs: a Secret with an empty value, used in the environment, starts on real
+    Podman (the empty value as plain env, the other key through a Podman secret)."""
+    git_remote.path("web.yaml").write_bytes(EMPTY_SECRET_ENV)
+    git_remote.commit_and_push("empty secret value")
+    sync_applied(clean_podman, git_remote, tmp_path)
     (name,) = [n for n in managed_ids(clean_podman) if not n.endswith("-infra")]
     shown = clean_podman.podman("exec", name, "sh", "-c", 'echo "[$EMPTY][$ONE][$TOKEN]"').stdout.strip()
     assert shown == "[][][t0ken]"
@@ -161,14 +166,7 @@ def test_the_longest_names_validate_accepts_run(clean_podman: Any, git_remote: A
                                 f"data: {{{key}: long-key-value}}\n")
     git_remote.write("web.yaml", deploy)
     git_remote.commit_and_push("long names")
-    cfg = from_mapping({"source": {"url": git_remote.url}, "nodes": [{"name": "n", "url": clean_podman.url}],
-                        "stateDir": str(tmp_path / "state")})
-    agent = Agent(cfg)
-    try:
-        out = agent.sync()
-        assert out.result == "applied", out.error
-    finally:
-        agent.close()
+    sync_applied(clean_podman, git_remote, tmp_path)
     (running,) = [n for n in managed_ids(clean_podman) if not n.endswith("-infra")]
     assert len(running) == 334 and running.startswith(name) and running.endswith(container)
     assert clean_podman.podman("exec", running, "cat", f"/v/{key}").stdout == "long-key-value"
