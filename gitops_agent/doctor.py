@@ -216,12 +216,12 @@ def registries(ctx: Context) -> list[Result]:
                     wanted.setdefault(registry, c.image)
         for registry, image in sorted(wanted.items()):
             try:
-                why = node.registry_answer(image)
+                why = _registry_answer(node, image)
             except NodeError as e:
                 out.append(Result("registries", FAIL, str(e), "see podman-api", name))
                 continue
             low = why.lower()
-            if not why or "authentication required" in low or "unauthorized" in low:
+            if _answered(why):
                 asked = " (it asks for credentials: the pull sends them)" if why else ""
                 out.append(Result("registries", PASS, f"{registry} answers for {image}{asked}", node=name))
                 continue
@@ -230,6 +230,24 @@ def registries(ctx: Context) -> list[Result]:
                    f"check that the node reaches {registry} (network, DNS, proxy) and that the image exists")
             out.append(Result("registries", FAIL, f"{registry} ({image}): {why}", fix, name))
     return out or [Result("registries", PASS, "the applied revision pulls from no registry (local images only)")]
+
+
+
+def _answered(why: str) -> bool:
+    low = why.lower()
+    return not why or "authentication required" in low or "unauthorized" in low
+
+
+def _registry_answer(node: Node, image: str) -> str:
+    """The node's answer for `image`'s registry, asked a second time (after 1 s) when the first is a failure: a
+    doctor check must not report a registry down over one dropped connection or Podman 4.3's occasional mix-up of
+    HTTP and HTTPS in its manifest API (seen once in CI: "server gave HTTP response to HTTPS client" from a TLS-only
+    registry that answered the pull a second earlier). A registry that is really down fails both times."""
+    why = node.registry_answer(image)
+    if _answered(why):
+        return why
+    time.sleep(1.0)
+    return str(node.registry_answer(image))
 
 
 # Each check is one function; the ones needing a node's API run after podman_api.
