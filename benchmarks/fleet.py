@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from dataclasses import dataclass, field
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 
 from ._env import ROOT, Row, fmt_s, machine_info
@@ -307,7 +307,7 @@ def _measured(server: Server, load: Load, body: Callable[[], None]) -> Load:
 def _one(poll: Poll, load: Load, due: float) -> None:
     try:
         poll()
-    except OSError:
+    except (OSError, HTTPException, ValueError):  # refused, reset, timed out, a bad answer: a failed poll
         load.record(None)
     else:
         load.record(time.perf_counter() - due)
