@@ -98,3 +98,43 @@ def test_quick_fleet_benchmark_measures_both_servers_and_writes_its_block(tmp_pa
         assert int(results[3].replace(",", "")) > 0
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nkept\n") and fleet.BEGIN in text and fleet.END in text
+
+
+def test_canary_promotion_through_git_with_one_config_per_node_group(tmp_path: Path) -> None:
+    """README's canary pattern on real Git through the agent's own config loader and source: a node group whose
+    config says `branch: canary` sees a commit pushed to `canary` while `main` nodes do not; after
+    `git merge --ff-only canary` on main the main nodes see the very commit (same ID) the canaries ran."""
+    from gitops_agent import config as config_mod
+    from gitops_agent.source import GitSource, resolve
+    from gitrepo import GitRemote, git
+
+    repo = GitRemote(tmp_path / "repo")
+    for f in sorted((ROOT / "sample-repo").rglob("*.yaml")):
+        repo.write(f"clusters/edge/{f.relative_to(ROOT / 'sample-repo')}", f.read_text())
+    v1 = repo.commit_and_push("web 1.0")
+    git("push", "-q", "origin", "HEAD:refs/heads/canary", cwd=repo.workdir)
+
+    def group(branch: str) -> tuple[GitSource, str]:
+        cfg_file = tmp_path / f"agent-{branch}.yaml"
+        cfg_file.write_text(f"source: {{url: {repo.url}, branch: {branch}, path: clusters/edge}}\n"
+                            f"stateDir: {tmp_path / ('state-' + branch)}\n")
+        cfg = config_mod.load(str(cfg_file))
+        return GitSource(resolve(cfg.source), cfg.state_dir), cfg.source.branch
+
+    (canary, c_branch), (stable, s_branch) = group("canary"), group("main")
+    assert (c_branch, s_branch) == ("canary", "main")
+    git("checkout", "-q", "-b", "canary", cwd=repo.workdir)
+    deploy = "clusters/edge/web/deployment.yaml"
+    repo.write(deploy, repo.path(deploy).read_text().replace("web:1.0", "web:1.1"))
+    git("commit", "-qam", "web 1.1", cwd=repo.workdir)
+    git("push", "-q", "origin", "HEAD:refs/heads/canary", cwd=repo.workdir)
+    v2 = git("rev-parse", "HEAD", cwd=repo.workdir)
+    assert (canary.remote_head(), stable.remote_head()) == (v2, v1)  # only the canary group moves
+    canary.fetch(v2)
+    [text] = [f.data.decode() for f in canary.files(v2) if f.path.endswith("web/deployment.yaml")]
+    assert "web:1.1" in text
+    git("checkout", "-q", "main", cwd=repo.workdir)
+    git("merge", "-q", "--ff-only", "canary", cwd=repo.workdir)
+    git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=repo.workdir)
+    assert stable.remote_head() == v2  # promoted: the tested commit itself, not a copy
+    assert canary.location.revision(v2) == f"canary@sha1:{v2}" and stable.location.revision(v2) == f"main@sha1:{v2}"
