@@ -215,7 +215,7 @@ class Outbox:
                                  "ORDER BY severity, seq LIMIT ?)", (sink, dropped))
             self._db.execute("INSERT OR IGNORE INTO notify_outbox (sink, id, severity, body) VALUES (?, ?, ?, ?)",
                              (sink, alert.id, severity_rank(alert.severity), json.dumps(alert.body(), sort_keys=True)))
-        return dropped
+        return int(dropped)
 
     def next(self, sink: str) -> tuple[int, dict[str, Any], int, float] | None:
         """The oldest pending alert of `sink`: (seq, body, attempts, next_at)."""
