@@ -22,8 +22,6 @@ import json
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -152,6 +150,9 @@ class Webhook:
         self.name, self.cfg = cfg.name, cfg
 
     def send(self, alert: Alert, body: bytes) -> None:
+        import urllib.error
+        import urllib.request  # lazily: not loaded by an agent without webhook sinks
+
         headers = {"Content-Type": "application/json", "User-Agent": "gitops-agent", "X-Event-Id": alert.id}
         if self.cfg.secret:
             headers["X-Signature"] = signature(self.cfg.secret, body)
