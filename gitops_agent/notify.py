@@ -81,6 +81,8 @@ class NotifyConfig:
     """Alerts kept per sink while it cannot be reached; beyond it the oldest low-severity ones are dropped."""
     damping: float = 3600.0
     """Seconds during which the same condition repeated is held back (and counted) instead of sent again."""
+    retry_max: float = BACKOFF_CAP
+    """The cap of the retry backoff (doubling from 1 s): how long after a link returns the alerts go out at most."""
 
 
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None, durations: Any) -> NotifyConfig:
@@ -115,6 +117,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None, durations: Any) 
         git_unreachable_after=_after(raw, "gitUnreachableAfter", durations),
         max_pending=int(raw.get("maxPending", 1000)),
         damping=_after(raw, "damping", durations, 3600.0),
+        retry_max=_after(raw, "retryMax", durations, BACKOFF_CAP),
     )
 
 
@@ -244,9 +247,9 @@ class Outbox:
         return [{"sink": s, "attempts": a, **json.loads(b)} for s, b, a in rows]
 
 
-def backoff(attempts: int) -> float:
-    """Seconds before the next try after `attempts` failed ones: doubling from 1 s, capped at BACKOFF_CAP."""
-    return float(min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, attempts - 1)))
+def backoff(attempts: int, cap: float = BACKOFF_CAP) -> float:
+    """Seconds before the next try after `attempts` failed ones: doubling from 1 s, capped at `cap`."""
+    return float(min(cap, BACKOFF_START * 2 ** max(0, min(attempts, 60) - 1)))
 
 
 class Notifier:
@@ -319,13 +322,13 @@ class Notifier:
             try:
                 sink.send(alert, json.dumps(body, sort_keys=True).encode())
             except DeliveryFailed as e:
-                delay = backoff(attempts + 1)
+                delay = backoff(attempts + 1, self.cfg.retry_max)
                 self.outbox.retry(seq, attempts + 1, now + delay)
                 self.log("notify.failed", level="warning", sink=sink.name, alert=alert.id, kind=alert.kind,
                          attempts=attempts + 1, retry=round(delay, 1), error=str(e))
                 return delay
             except Exception as e:  # a sink's bug must not stop delivery to the others
-                delay = backoff(attempts + 1)
+                delay = backoff(attempts + 1, self.cfg.retry_max)
                 self.outbox.retry(seq, attempts + 1, now + delay)
                 self.log("notify.failed", level="warning", sink=sink.name, alert=alert.id, kind=alert.kind,
                          attempts=attempts + 1, retry=round(delay, 1), error=type(e).__name__)
