@@ -60,11 +60,14 @@ class Rule:
 # event name (or "event:phase") -> the alert it raises. The one place to change when event names change.
 EVENTS: dict[str, Rule] = {
     "revision.rejected": Rule("revision.rejected", "error", "ValidationFailed",
-                              "revision {revision} rejected ({problems} problem(s)); nodes keep the last good revision"),
-    "rollout.start": Rule("rollout.started", "info", "RolloutStarted", "rollout of {revision} started (from {previous})"),
+                              "revision {revision} rejected ({problems} problem(s)); "
+                              "nodes keep the last good revision"),
+    "rollout.start": Rule("rollout.started", "info", "RolloutStarted",
+                          "rollout of {revision} started (from {previous})"),
     "rollout.node.failed": Rule("rollout.failed", "error", "HealthCheckFailed",
                                 "rollout of {revision} failed on node {node}: {error}"),
-    "rollout.end:complete": Rule("revision.applied", "info", "RolloutSucceeded", "revision {revision} runs on every node"),
+    "rollout.end:complete": Rule("revision.applied", "info", "RolloutSucceeded",
+                                 "revision {revision} runs on every node"),
     "rollout.end:rolled-back": Rule("rollout.rolled-back", "warning", "RolledBack",
                                     "revision {revision} was rolled back to {previous}"),
     "rollout.halted": Rule("rollout.halted", "error", "RolloutHalted",
@@ -85,7 +88,8 @@ CONDITIONS = {
     "node.back": Rule("node.back", "info", "NodeReachable", "node {node} is reachable again"),
     "git": Rule("git.unreachable", "error", "SourceUnavailable", "Git unreachable for {seconds} s: {error}"),
     "git.back": Rule("git.back", "info", "SourceAvailable", "Git is reachable again"),
-    "drift": Rule("drift.repaired", "warning", "DriftRepaired", "node {node}: {actions} change(s) made by hand were undone"),
+    "drift": Rule("drift.repaired", "warning", "DriftRepaired",
+                  "node {node}: {actions} change(s) made by hand were undone"),
 }
 KINDS = tuple(sorted({r.kind for r in [*EVENTS.values(), *CONDITIONS.values()]}))
 

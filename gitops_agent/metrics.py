@@ -45,13 +45,17 @@ class Metrics:
         self.phase = Gauge("gitops_agent_rollout_phase", "1 for the phase of the newest rollout, 0 for the others.",
                            ["phase"], registry=r)
         labels = ["node", "namespace", "kind", "name"]
-        self.ready = Gauge("gitops_agent_workload_ready_pods", "Ready pods of the current template.", labels, registry=r)
+        self.ready = Gauge("gitops_agent_workload_ready_pods", "Ready pods of the current template.", labels,
+                           registry=r)
         self.desired = Gauge("gitops_agent_workload_desired_pods", "Pods the revision asks for.", labels, registry=r)
         self.reachable = Gauge("gitops_agent_node_reachable", "1 when the node's Podman answered in the last pass.",
                                ["node"], registry=r)
-        self.drift = Counter("gitops_agent_drift_repairs", "Passes that undid changes made by hand.", ["node"], registry=r)
-        self.git = Counter("gitops_agent_git_requests", "Head checks of the Git source by result.", ["result"], registry=r)
-        self.pulls = Counter("gitops_agent_image_pulls", "Image pulls (requested, retried).", ["node", "result"], registry=r)
+        self.drift = Counter("gitops_agent_drift_repairs", "Passes that undid changes made by hand.", ["node"],
+                             registry=r)
+        self.git = Counter("gitops_agent_git_requests", "Head checks of the Git source by result.", ["result"],
+                           registry=r)
+        self.pulls = Counter("gitops_agent_image_pulls", "Image pulls (requested, retried).", ["node", "result"],
+                             registry=r)
         self.suspended = Gauge("gitops_agent_suspended", "1 while syncing is suspended (break-glass).", registry=r)
         Gauge("gitops_agent_notifications_pending", "Alerts waiting in the outbox.", registry=r).set_function(
             lambda: float(pending()))

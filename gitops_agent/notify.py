@@ -87,27 +87,7 @@ class NotifyConfig:
 
 def from_mapping(raw: Mapping[str, Any], base_dir: Path | None, durations: Any) -> NotifyConfig:
     """`notify:` (already schema-checked) -> NotifyConfig; `durations` is config.parse_duration."""
-    sinks = []
-    for i, s in enumerate(raw.get("sinks") or ()):
-        where = f"notify.sinks[{i}]"
-        unknown = sorted(set(s.get("events") or ()) - set(KINDS))
-        if unknown:
-            raise ConfigError(f"{where}.events: unknown event kind(s) {unknown}; known: {', '.join(KINDS)}")
-        secret = b""
-        if s.get("secretFile"):
-            path = Path(s["secretFile"])
-            path = path if path.is_absolute() or base_dir is None else base_dir / path
-            try:
-                secret = path.read_bytes().strip()
-            except OSError as e:
-                raise ConfigError(f"{where}.secretFile: cannot read {str(path)!r}: {e.strerror}") from e
-        kind = "webhook" if "webhook" in s else "apprise"
-        sinks.append(SinkConfig(
-            name=str(s.get("name") or f"{kind}-{i}"), type=kind, url=str(s.get("webhook") or ""),
-            urls=tuple(str(u) for u in s.get("apprise") or ()), secret=secret,
-            events=tuple(s.get("events") or ()), min_severity=str(s.get("minSeverity", "info")),
-            timeout=durations(s.get("timeout", 10), f"{where}.timeout"),
-        ))
+    sinks = [_sink(i, s, base_dir, durations) for i, s in enumerate(raw.get("sinks") or ())]
     names = [s.name for s in sinks]
     if len(set(names)) != len(names):
         raise ConfigError(f"notify.sinks: duplicate sink names in {names}")
@@ -118,6 +98,28 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None, durations: Any) 
         max_pending=int(raw.get("maxPending", 1000)),
         damping=_after(raw, "damping", durations, 3600.0),
         retry_max=_after(raw, "retryMax", durations, BACKOFF_CAP),
+    )
+
+
+def _sink(i: int, s: Mapping[str, Any], base_dir: Path | None, durations: Any) -> SinkConfig:
+    where = f"notify.sinks[{i}]"
+    unknown = sorted(set(s.get("events") or ()) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"{where}.events: unknown event kind(s) {unknown}; known: {', '.join(KINDS)}")
+    secret = b""
+    if s.get("secretFile"):
+        path = Path(s["secretFile"])
+        path = path if path.is_absolute() or base_dir is None else base_dir / path
+        try:
+            secret = path.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}.secretFile: cannot read {str(path)!r}: {e.strerror}") from e
+    kind = "webhook" if "webhook" in s else "apprise"
+    return SinkConfig(
+        name=str(s.get("name") or f"{kind}-{i}"), type=kind, url=str(s.get("webhook") or ""),
+        urls=tuple(str(u) for u in s.get("apprise") or ()), secret=secret,
+        events=tuple(s.get("events") or ()), min_severity=str(s.get("minSeverity", "info")),
+        timeout=durations(s.get("timeout", 10), f"{where}.timeout"),
     )
 
 
@@ -184,7 +186,8 @@ class Apprise:
                 if not self._apprise.add(url):
                     raise DeliveryFailed("an apprise URL is not understood by apprise (check its scheme)")
         title = f"[{alert.severity}] {alert.kind}: {alert.reason}"
-        if not self._apprise.notify(title=title, body=alert.message + (f" (x{alert.count})" if alert.count > 1 else "")):
+        body_text = alert.message + (f" (x{alert.count})" if alert.count > 1 else "")
+        if not self._apprise.notify(title=title, body=body_text):
             raise DeliveryFailed("apprise could not deliver to one of its URLs")
 
 
@@ -243,7 +246,8 @@ class Outbox:
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         """Pending alerts, oldest first, with their sink and attempts (the status page's list)."""
         with self._lock:
-            rows = self._db.execute("SELECT sink, body, attempts FROM notify_outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute("SELECT sink, body, attempts FROM notify_outbox ORDER BY seq LIMIT ?",
+                                    (limit,)).fetchall()
         return [{"sink": s, "attempts": a, **json.loads(b)} for s, b, a in rows]
 
 

@@ -167,15 +167,16 @@ def _when(at: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(float(at))) if at else "-"
 
 
-def page(st: Mapping[str, Any], syncs: list[dict[str, Any]], pending: list[dict[str, Any]], at: float, now: float) -> str:
+def page(st: Mapping[str, Any], syncs: list[dict[str, Any]], pending: list[dict[str, Any]], at: float,
+         now: float) -> str:
     """The status page: revisions and condition, the rollout per node, workloads per node, the last
     failure with its probe output, recent syncs, pending alerts."""
     parts = [f"<p>Waiting for the first pass to finish (page reloads every {REFRESH} s).</p>"] if not st else [
         _summary(st, at, now), _rollout(st.get("rollout")), _failure(st.get("failedRevision")),
         "<h2>Workloads</h2>" + _table(
             ["Node", "Workload", "Ready", "State"],
-            [[o["node"], f"{o['kind']}/{o['namespace']}/{o['name']}", f"{o.get('ready', 0)}/{o['desired']}", o.get("state")]
-             for o in st.get("objects", []) if "desired" in o], "No workloads."),
+            [[o["node"], f"{o['kind']}/{o['namespace']}/{o['name']}", f"{o.get('ready', 0)}/{o['desired']}",
+              o.get("state")] for o in st.get("objects", []) if "desired" in o], "No workloads."),
         "<h2>Nodes</h2>" + _table(["Node", "Reachable", "Pods / error"],
                                   [[n["name"], "yes" if n.get("reachable") else "NO", n.get("pods", n.get("error", ""))]
                                    for n in st.get("nodes", [])], "No nodes."),

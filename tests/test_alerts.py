@@ -139,7 +139,8 @@ def test_a_notify_config_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="exactly one of webhook"):
         config_mod.from_mapping({"source": {"url": "/x"}, "notify": {"sinks": [{"name": "x"}]}})
     with pytest.raises(ConfigError, match="events"):
-        config_mod.from_mapping({"source": {"url": "/x"}, "notify": {"sinks": [{"webhook": "http://h/", "events": ["nope"]}]}})
+        config_mod.from_mapping({"source": {"url": "/x"},
+                                 "notify": {"sinks": [{"webhook": "http://h/", "events": ["nope"]}]}})
     assert "revision.applied" in KINDS and "git.back" in KINDS
 
 
@@ -228,7 +229,8 @@ def test_apprise_delivers_to_a_real_local_target(tmp_path: Path) -> None:
         notifier.close()
         receiver.close()
     [body] = receiver.bodies()  # only the error: minSeverity
-    assert body["title"] == "[error] rollout.failed: ReadinessProbeFailed" and "readiness probe failed" in body["message"]
+    assert body["title"] == "[error] rollout.failed: ReadinessProbeFailed"
+    assert "readiness probe failed" in body["message"]
 
 
 STATUS = {
@@ -260,7 +262,8 @@ def test_the_listener_serves_metrics_health_status_and_the_page(tmp_path: Path) 
     metrics = Metrics(pending=lambda: 2)
     for event, fields in [("rollout.start", {"revision": "r2"}), ("image.pull", {"node": "n1"}),
                           ("node.apply", {"node": "n1", "actions": 1}), ("rollout.end", {"phase": "rolled-back"}),
-                          ("sync", {"result": "applied", "seconds": 2.5}), ("node.apply", {"node": "n2", "actions": 1})]:
+                          ("sync", {"result": "applied", "seconds": 2.5}),
+                          ("node.apply", {"node": "n2", "actions": 1})]:
         metrics(event, "info", fields)
     metrics.update(STATUS)
     snap = Snapshot()
