@@ -9,7 +9,8 @@ at any point redelivers at most the alerts in flight (at-least-once: each alert 
 receiver dedupes on). The outbox is bounded: when full, the oldest lowest-severity alerts are
 dropped first and the drop itself is reported (`notify.dropped`).
 
-The owner of `apprise` (imported lazily: an agent without Apprise sinks never loads it). Never
+The owner of `apprise`, imported only in a child process per Apprise delivery (`python -m
+gitops_agent.notify`), so the agent's own memory stays flat. Never
 logs a sink's URL or secret (an Apprise URL carries tokens): a sink is named by `name` or its index.
 Must not read manifests or talk to Podman.
 """
@@ -20,6 +21,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -173,22 +175,47 @@ class Webhook:
 
 
 class Apprise:
+    """Apprise URLs, delivered by a short-lived child process (`python -m gitops_agent.notify`): the apprise
+    library and its 100 plugins (about 17 MB) never load into the long-running agent. The URLs go to the
+    child on stdin, never on its command line (they carry tokens; a command line is visible in `ps`)."""
+
     def __init__(self, cfg: SinkConfig) -> None:
         self.name, self.cfg = cfg.name, cfg
-        self._apprise: Any = None
 
     def send(self, alert: Alert, body: bytes) -> None:
-        if self._apprise is None:
-            import apprise  # lazily: most agents never load it (idle memory)
+        import subprocess
 
-            self._apprise = apprise.Apprise()
-            for url in self.cfg.urls:
-                if not self._apprise.add(url):
-                    raise DeliveryFailed("an apprise URL is not understood by apprise (check its scheme)")
         title = f"[{alert.severity}] {alert.kind}: {alert.reason}"
-        body_text = alert.message + (f" (x{alert.count})" if alert.count > 1 else "")
-        if not self._apprise.notify(title=title, body=body_text):
-            raise DeliveryFailed("apprise could not deliver to one of its URLs")
+        text = alert.message + (f" (x{alert.count})" if alert.count > 1 else "")
+        job = json.dumps({"urls": list(self.cfg.urls), "title": title, "body": text, "timeout": self.cfg.timeout})
+        try:
+            done = subprocess.run([sys.executable, "-m", "gitops_agent.notify"], input=job, text=True,
+                                  capture_output=True, timeout=self.cfg.timeout * max(1, len(self.cfg.urls)) + 30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DeliveryFailed(f"the apprise delivery process failed: {type(e).__name__}") from None
+        if done.returncode != 0:  # its stderr is not repeated: apprise may quote a URL, and URLs hold tokens
+            raise DeliveryFailed(done.stdout.strip().splitlines()[-1] if done.stdout.strip()
+                                 else f"the apprise delivery process exited {done.returncode}")
+
+
+def _apprise_child() -> int:
+    """The child of `Apprise.send`: one job from stdin; exit 0 when every URL took it."""
+    import apprise  # only here, in the child process
+
+    try:
+        job = json.loads(sys.stdin.read())
+    except ValueError:
+        print("the apprise job on stdin is not JSON")
+        return 1
+    sender = apprise.Apprise(asset=apprise.AppriseAsset(secure_logging=True))  # tokens masked in its logs
+    for url in job["urls"]:
+        if not sender.add(url):
+            print("an apprise URL is not understood by apprise (check its scheme)")
+            return 1
+    if not sender.notify(title=job["title"], body=job["body"]):
+        print("apprise could not deliver to one of its URLs")
+        return 1
+    return 0
 
 
 def make_sink(cfg: SinkConfig) -> Sink:
@@ -340,3 +367,7 @@ class Notifier:
             self.outbox.done(seq)
             self.log("notify.sent", sink=sink.name, alert=alert.id, kind=alert.kind)
         return 5.0
+
+
+if __name__ == "__main__":
+    sys.exit(_apprise_child())
