@@ -266,6 +266,13 @@ class Outbox:
         with self._lock:
             self._db.execute("UPDATE notify_outbox SET attempts = ?, next_at = ? WHERE seq = ?", (attempts, at, seq))
 
+    def forget_except(self, sinks: set[str]) -> int:
+        """Drop the alerts of sinks no longer configured (they could never be delivered); how many."""
+        marks = ",".join("?" * len(sinks))
+        with self._lock:
+            done = self._db.execute(f"DELETE FROM notify_outbox WHERE sink NOT IN ({marks})", tuple(sinks))
+        return int(done.rowcount)
+
     def pending(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM notify_outbox").fetchone()[0])
@@ -294,6 +301,9 @@ class Notifier:
         self.sinks = sinks if sinks is not None else tuple(make_sink(s) for s in cfg.sinks)
         self.wanted = {s.name: s for s in cfg.sinks}
         self.outbox = Outbox(state_dir, cfg.max_pending)
+        gone = self.outbox.forget_except({s.name for s in self.sinks})
+        if gone:
+            log("notify.forgotten", level="warning", alerts=gone, message="alerts of sinks no longer in notify.sinks")
         self.watch = Watch(cfg.node_unreachable_after, cfg.git_unreachable_after)
         self.damper = Damper(cfg.damping)
         self._wake = threading.Event()

@@ -122,6 +122,8 @@ def test_the_outbox_is_bounded_dropping_oldest_low_severity_first(tmp_path: Path
     assert box.add("s", build(EVENTS["rollout.start"], {"revision": "r9"}, 9)) == 1
     kinds = [(r["kind"], r["revision"]) for r in box.recent()]
     assert kinds == [("node.failed", ""), ("rollout.started", "r1"), ("rollout.started", "r9")]
+    box.add("removed-sink", error)
+    assert box.forget_except({"s"}) == 1 and box.pending() == 3  # a sink taken out of the config: its alerts go
     box.close()
 
 
