@@ -362,17 +362,12 @@ class Notifier:
             alert = Alert(**{**body, "details": body.get("details", {})})
             try:
                 sink.send(alert, json.dumps(body, sort_keys=True).encode())
-            except DeliveryFailed as e:
+            except Exception as e:  # DeliveryFailed; any other error is a sink's bug: it must not stop the others
                 delay = backoff(attempts + 1, self.cfg.retry_max)
                 self.outbox.retry(seq, attempts + 1, now + delay)
                 self.log("notify.failed", level="warning", sink=sink.name, alert=alert.id, kind=alert.kind,
-                         attempts=attempts + 1, retry=round(delay, 1), error=str(e))
-                return delay
-            except Exception as e:  # a sink's bug must not stop delivery to the others
-                delay = backoff(attempts + 1, self.cfg.retry_max)
-                self.outbox.retry(seq, attempts + 1, now + delay)
-                self.log("notify.failed", level="warning", sink=sink.name, alert=alert.id, kind=alert.kind,
-                         attempts=attempts + 1, retry=round(delay, 1), error=type(e).__name__)
+                         attempts=attempts + 1, retry=round(delay, 1),
+                         error=str(e) if isinstance(e, DeliveryFailed) else type(e).__name__)
                 return delay
             self.outbox.done(seq)
             self.log("notify.sent", sink=sink.name, alert=alert.id, kind=alert.kind)
