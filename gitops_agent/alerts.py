@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 SEVERITIES = ("info", "warning", "error", "critical")
-FIELDS = ("node", "workload", "pod", "probe", "output", "error", "previous", "phase", "problems", "actions", "image")
+FIELDS = ("node", "workload", "pod", "probe", "output", "error", "previous", "phase", "problems", "actions", "image",
+          "changes")
+MAX_CHANGES = 10  # a drift alert names this many of the changes it undid
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ CONDITIONS = {
     "git": Rule("git.unreachable", "error", "SourceUnavailable", "Git unreachable for {seconds} s: {error}"),
     "git.back": Rule("git.back", "info", "SourceAvailable", "Git is reachable again"),
     "drift": Rule("drift.repaired", "warning", "DriftRepaired",
-                  "node {node}: {actions} change(s) made by hand were undone"),
+                  "node {node}: {actions} change(s) made outside Git were undone: {changes}"),
 }
 KINDS = tuple(sorted({r.kind for r in [*EVENTS.values(), *CONDITIONS.values()]}))
 
@@ -140,6 +142,7 @@ class Watch:
         self.in_rollout = False
         self.down: dict[str, tuple[float, str, bool]] = {}  # "node:n1"/"git" -> (since, error, alerted)
         self.seen_down: set[str] = set()  # conditions reported during the current pass
+        self.drift: dict[str, tuple[str, list[str]]] = {}  # node -> (revision, the actions a repair took)
 
     def feed(self, event: str, fields: Mapping[str, Any], at: float) -> list[Alert]:
         out: list[Alert] = []
@@ -151,7 +154,10 @@ class Watch:
         if event == "rollout.end":
             self.in_rollout = False
         elif event == "node.apply" and not self.in_rollout and int(fields.get("actions") or 0) > 0:
-            out.append(build(CONDITIONS["drift"], fields, at))
+            self.drift[str(fields.get("node", ""))] = (str(fields.get("revision", "")), [])
+        elif event == "action" and str(fields.get("node", "")) in self.drift:
+            self.drift[str(fields.get("node", ""))][1].append(
+                f"{fields.get('op', '')} {fields.get('target', '')} ({fields.get('reason', '')})")
         elif event in ("rollout.deferred", "node.unreachable"):
             out += self._down(f"node:{fields.get('node', '')}", fields, at)
         elif event == "source.unavailable":
@@ -173,8 +179,14 @@ class Watch:
         return []
 
     def _pass_end(self, fields: Mapping[str, Any], at: float) -> list[Alert]:
-        """A pass ended: the conditions it did not see again have cleared."""
+        """A pass ended: the drift it repaired is reported; the conditions it did not see again have cleared."""
         out = []
+        for node, (revision, changes) in self.drift.items():
+            shown = "; ".join(changes[:MAX_CHANGES]) + (f"; and {len(changes) - MAX_CHANGES} more"
+                                                       if len(changes) > MAX_CHANGES else "")
+            out.append(build(CONDITIONS["drift"], {"node": node, "revision": revision, "actions": len(changes),
+                                                   "changes": shown or "-"}, at))
+        self.drift = {}
         for key in [k for k in self.down if k not in self.seen_down]:
             if key == "git" and fields.get("result") == "source-error":
                 continue

@@ -85,11 +85,15 @@ def test_conditions_alert_after_their_threshold_and_when_they_clear() -> None:
     assert w.feed("sync", {"result": "applied"}, 140) == []  # a blip shorter than the threshold: no "back"
 
 
-def test_drift_repair_is_a_node_apply_outside_a_rollout() -> None:
+def test_drift_repair_is_a_node_apply_outside_a_rollout_and_names_what_it_undid() -> None:
     w = Watch(600, 600)
-    [a] = w.feed("node.apply", {"node": "n3", "revision": "r1", "actions": 1}, 5)
-    assert a.kind == "drift.repaired" and a.node == "n3" and a.revision == "r1"
-    assert w.feed("node.apply", {"node": "n3", "actions": 0}, 6) == []
+    assert w.feed("node.apply", {"node": "n3", "revision": "r1", "actions": 1}, 5) == []
+    assert w.feed("action", {"node": "n3", "op": "create-pod", "target": "web-abc", "reason": "missing"}, 5) == []
+    assert w.feed("node.apply", {"node": "n2", "actions": 0}, 6) == []
+    [a] = w.feed("sync", {"result": "applied"}, 7)
+    assert (a.kind, a.node, a.revision, a.details["actions"]) == ("drift.repaired", "n3", "r1", "1")
+    assert a.message == "node n3: 1 change(s) made outside Git were undone: create-pod web-abc (missing)"
+    assert w.feed("sync", {"result": "in-sync"}, 8) == []
 
 
 def test_flapping_is_one_alert_with_a_count_until_it_changes() -> None:
@@ -265,7 +269,7 @@ def test_the_listener_serves_metrics_health_status_and_the_page(tmp_path: Path) 
     for event, fields in [("rollout.start", {"revision": "r2"}), ("image.pull", {"node": "n1"}),
                           ("node.apply", {"node": "n1", "actions": 1}), ("rollout.end", {"phase": "rolled-back"}),
                           ("sync", {"result": "applied", "seconds": 2.5}),
-                          ("node.apply", {"node": "n2", "actions": 1})]:
+                          ("node.apply", {"node": "n2", "actions": 1}), ("sync", {"result": "applied"})]:
         metrics(event, "info", fields)
     metrics.update(STATUS)
     snap = Snapshot()
@@ -291,8 +295,8 @@ def test_the_listener_serves_metrics_health_status_and_the_page(tmp_path: Path) 
                    for f in text_string_to_metric_families(get("/metrics")[1]) for s in f.samples}
     finally:
         listener.close()
-    assert samples[("gitops_agent_sync_total", (("result", "applied"),))] == 1
-    assert samples[("gitops_agent_sync_duration_seconds_count", ())] == 1
+    assert samples[("gitops_agent_sync_total", (("result", "applied"),))] == 2
+    assert samples[("gitops_agent_sync_duration_seconds_count", ())] == 2
     assert samples[("gitops_agent_rollout_phase", (("phase", "rolled-back"),))] == 1
     assert samples[("gitops_agent_rollout_phase", (("phase", "progressing"),))] == 0
     web = (("kind", "Deployment"), ("name", "web"), ("namespace", "demo"), ("node", "n1"))

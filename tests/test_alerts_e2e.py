@@ -170,6 +170,12 @@ def test_a_daemon_alerts_serves_metrics_and_its_page_and_reconciles_now(clean_fl
         assert wait_for(lambda: daemon.saw("rollout.end", revision=f"main@sha1:{c2}", phase="complete"), 60)
         assert wait_for(lambda: [scrape(base)[(ready, on(n))] for n in NAMES] == [1, 1, 0], 10), scrape(base)
         assert scrape(base)[("gitops_agent_workload_desired_pods", on("n2"))] == 1
+        [victim] = app_containers(fleet[1])  # a change by hand on n2: its pod's container removed
+        fleet[1].podman("rm", "-f", victim)
+        request(tmp_path / "state")
+        drift = wait_for(lambda: [b for b in receiver.bodies() if b["kind"] == "drift.repaired"], 30)
+        assert drift and drift[0]["node"] == "n2" and drift[0]["revision"] == f"main@sha1:{c2}", drift
+        assert wait_for(lambda: scrape(base).get(("gitops_agent_drift_repairs_total", (("node", "n2"),))) == 1, 10)
         first = len(receiver.received)
 
         c3 = push(git_remote, "v3: readiness never passes", secret(), web(WEB1, replicas=2, readiness=BAD_READINESS))
