@@ -222,5 +222,29 @@ class Damper:
         return alert
 
 
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The credentials a URL carries in its userinfo (`https://user:token@host/...`): never shown."""
+    _, sep, rest = url.partition("://")
+    userinfo = rest.split("/", 1)[0].rpartition("@")[0] if sep else ""
+    if not userinfo:
+        return ()
+    parts = [userinfo, *userinfo.split(":", 1)]
+    return tuple(sorted({p for p in parts if len(p) >= 4}, key=len, reverse=True))
+
+
+def scrub(text: str, hidden: tuple[str, ...]) -> str:
+    for word in hidden:
+        text = text.replace(word, "***")
+    return text
+
+
+def hide(alert: Alert, hidden: tuple[str, ...]) -> Alert:
+    """`alert` with every `hidden` string (`url_secrets` of the source) replaced by ***."""
+    if not hidden:
+        return alert
+    return Alert(**{**alert.__dict__, "message": scrub(alert.message, hidden),
+                    "details": {k: scrub(v, hidden) for k, v in alert.details.items()}})
+
+
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else 0

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from .alerts import EVENTS, KINDS, SEVERITIES, Alert, Damper, Watch, build, severity_rank
+from .alerts import EVENTS, KINDS, SEVERITIES, Alert, Damper, Watch, build, hide, severity_rank
 from .errors import ConfigError
 from .log import Log, discard
 
@@ -295,8 +295,9 @@ class Notifier:
     wanted alert in the outbox for each sink, and delivers them from a thread of its own."""
 
     def __init__(self, cfg: NotifyConfig, state_dir: Path, log: Log = discard,
-                 sinks: tuple[Sink, ...] | None = None) -> None:
+                 sinks: tuple[Sink, ...] | None = None, hidden: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
+        self.hidden = hidden  # strings never sent (the source URL's credentials): replaced by ***
         self.log = log  # used only from the delivery thread (never inside an EventLog callback: its lock)
         self.sinks = sinks if sinks is not None else tuple(make_sink(s) for s in cfg.sinks)
         self.wanted = {s.name: s for s in cfg.sinks}
@@ -319,6 +320,7 @@ class Notifier:
                 self.enqueue(admitted)
 
     def enqueue(self, alert: Alert) -> None:
+        alert = hide(alert, self.hidden)
         for sink in self.sinks:
             want = self.wanted.get(sink.name)
             if want is not None and not want.wants(alert):

@@ -9,10 +9,12 @@ dashboard). Must not change any state of a node or of the store but the outbox.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+from .alerts import scrub, url_secrets
 from .config import AgentConfig
 from .log import EventLog, Log
 
@@ -27,11 +29,12 @@ class Services:
         self.control: Any = None
         self.snapshot: Any = None
         self._alive, self._ticked = alive, ticked
+        self.hidden = url_secrets(cfg.source.url)  # a token in source.url is served nowhere
         subscribe = log.subscribe if isinstance(log, EventLog) else None
         if cfg.notify.sinks:
             from .notify import Notifier
 
-            self.notifier = Notifier(cfg.notify, cfg.state_dir, log)
+            self.notifier = Notifier(cfg.notify, cfg.state_dir, log, hidden=self.hidden)
             if subscribe:
                 subscribe(self.notifier)
             self.notifier.start()
@@ -87,6 +90,9 @@ class Services:
         try:
             st = status(agent)
             syncs = [asdict(s) for s in agent.history.syncs(10)]
+            if self.hidden:
+                st = json.loads(scrub(json.dumps(st, default=str), tuple(json.dumps(h)[1:-1] for h in self.hidden)))
+                syncs = [{k: scrub(v, self.hidden) if isinstance(v, str) else v for k, v in s.items()} for s in syncs]
         except Exception as e:  # the page must never stop the agent
             self.log("status.snapshot.failed", level="warning", error=f"{type(e).__name__}: {e}")
             return

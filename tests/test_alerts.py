@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_agent import config as config_mod
-from gitops_agent.alerts import EVENTS, KINDS, Damper, Watch, build
+from gitops_agent.alerts import EVENTS, KINDS, Damper, Watch, build, hide, url_secrets
 from gitops_agent.control import ControlSocket, request
 from gitops_agent.errors import AgentError, ConfigError
 from gitops_agent.metrics import Metrics
@@ -66,6 +66,15 @@ def test_only_named_fields_reach_an_alert_and_prose_is_not_a_reason() -> None:
     assert a.reason == "RolloutHalted" and "auto-rollback is off" in a.message
     assert "hunter2" not in json.dumps(a.body())
     assert build(rule, {"reason": "PolicyDenied"}, 1.0).reason == "PolicyDenied"
+
+
+def test_credentials_in_the_source_url_never_reach_an_alert() -> None:
+    hidden = url_secrets("https://bot:glpat-Xy12Zz@git.example.com/ops/edge.git")
+    assert hidden == ("bot:glpat-Xy12Zz", "glpat-Xy12Zz")
+    assert url_secrets("https://git.example.com/x.git") == () and url_secrets("/srv/repo") == ()
+    a = build(EVENTS["node.failed"], {"node": "n1", "error": "fetch https://bot:glpat-Xy12Zz@git.example.com: 403"}, 1)
+    shown = hide(a, hidden)
+    assert "glpat" not in json.dumps(shown.body()) and "https://***@git.example.com" in shown.details["error"]
 
 
 def test_conditions_alert_after_their_threshold_and_when_they_clear() -> None:
