@@ -441,6 +441,8 @@ class Daemon:
         self._ready = False
         self._in_pass = False
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
+        self.ticked = time.monotonic()  # the main loop's last tick (/healthz)
+        self.services: Any = None  # alerts, metrics, listener, control socket (services.py), started by run()
 
     def _next_delay(self, ok: bool) -> float:
         interval = self.agent.cfg.source.interval
@@ -474,6 +476,9 @@ class Daemon:
         except Exception as e:  # a bug must not stop an unattended agent: log it, back off, go on
             self.log("sync.crashed", level="error", error=f"{type(e).__name__}: {e}", bug="yes")
             self._notify_result(f"sync crashed: {type(e).__name__}: {e}")
+        finally:
+            if self.services is not None:
+                self.services.after_pass(self.agent)
         delay = self._next_delay(ok)
         if not self.stop.is_set():
             self.schedule(delay)
@@ -540,13 +545,16 @@ class Daemon:
                  interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
         self.scheduler.start()
         self._watch()
+        from .services import Services
+
+        self.services = Services(self.agent.cfg, self.log, lambda: self.schedule(0), self._alive, lambda: self.ticked)
         self.schedule(0)
         started = next_ping = time.monotonic()
         try:
             # the main loop is the watchdog's heartbeat: a wedged main thread or a dead
             # scheduler stops the pings, and systemd restarts the agent after WatchdogSec
             while not self.stop.wait(0.5):
-                now = time.monotonic()
+                now = self.ticked = time.monotonic()
                 if self._watchdog is not None and now >= next_ping and self._alive():
                     systemd.notify("WATCHDOG=1")
                     next_ping = now + self._watchdog
@@ -558,6 +566,8 @@ class Daemon:
                 self._observer.stop()
                 self._observer.join(timeout=5)
             self.scheduler.shutdown(wait=True)  # lets a running pass finish its current step
+            if self.services is not None:
+                self.services.close()
             self.agent.close()
             self.log("stopped")
         return 0

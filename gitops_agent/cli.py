@@ -38,6 +38,7 @@ _EXAMPLES = {
     "rollback": "gitops-agent rollback -c agent.yaml --to 3",
     "unit": "gitops-agent unit > /etc/systemd/system/gitops-agent.service",
     "resume": "gitops-agent resume -c agent.yaml",
+    "reconcile": "gitops-agent reconcile -c agent.yaml",
     "status": "gitops-agent status -c agent.yaml -o wide     # or --watch: the rollout, live",
     "history": "gitops-agent history -c agent.yaml -o yaml",
     "describe": "gitops-agent describe Deployment/demo/web -c agent.yaml",
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(gitops-agent unit > /etc/systemd/system/gitops-agent.service)")
     rs = sub.add_parser("resume", help="follow Git again after `rollback` or a failed rollback")
     with_config(rs)
+    with_config(sub.add_parser("reconcile", help="wake the running daemon (`run`) for an immediate pass"))
     for name, text in (("status", "applied vs attempted revision and each object's state"),
                        ("history", "past sync attempts and workload revisions"),
                        ("describe", "one object on each node, with its recent events"),
@@ -564,9 +566,16 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def _reconcile(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .control import request
+
+    print(request(cfg.state_dir))
+    return 0
+
+
 _COMMANDS = {"diff": _diff, "sync": _sync, "run": _run, "status": _status, "history": _history,
              "rollback": _rollback, "resume": _resume, "describe": _describe, "logs": _logs, "doctor": _doctor,
-             "completion": _completion}
+             "completion": _completion, "reconcile": _reconcile}
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from typing import Any, Mapping
 from . import pullauth
 from .errors import ConfigError, Problem, quote_path
 from .model import HostPathRule, NodeLimits, Policy, StorageClass, Taint
+from .notify import NotifyConfig
+from .notify import from_mapping as notify_from_mapping
 from .pullauth import Credential
 
 PolicyConfig = Policy
@@ -126,6 +128,10 @@ class AgentConfig:
     """How many pods a revision may place on a node, containers in a pod, and pods in all."""
     storage_classes: Mapping[str, StorageClass] = field(default_factory=dict)
     """`storageClasses:`: storageClassName -> the Podman volume driver and options of its claims' volumes."""
+    notify: NotifyConfig = NotifyConfig()
+    """`notify:`: alert sinks (webhook, Apprise) and their thresholds (notify.py)."""
+    metrics_listen: str = "127.0.0.1:9464"
+    """`metrics.listen`: host:port of /metrics, /healthz, /readyz, /status and the page; "" turns it off."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -254,6 +260,8 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
                                     {str(k): str(v) for k, v in _section(sc, "options").items()})
             for name, sc in _section(raw, "storageClasses").items()
         },
+        notify=notify_from_mapping(_section(raw, "notify"), base_dir, parse_duration),
+        metrics_listen=str(_section(raw, "metrics").get("listen", "127.0.0.1:9464") or ""),
     )
 
 

@@ -35,6 +35,8 @@ OWNERS: dict[str, frozenset[str]] = {
     "_yaml": frozenset({"manifests.py"}),  # PyYAML's libyaml binding (the same distribution)
     "apscheduler": frozenset({"agent.py"}),  # the daemon's scheduler
     "watchdog": frozenset({"agent.py"}),  # the daemon's watcher of a local repository
+    "prometheus_client": frozenset({"metrics.py"}),  # the /metrics registry and exposition
+    "apprise": frozenset({"notify.py"}),  # Apprise alert sinks (imported lazily)
 }
 
 
