@@ -10,9 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import jsonschema
-
 from .. import config, desired, model, pullauth
+from . import schema
 from .document import (
     KINDS,
     POD_SPEC_PATHS,
@@ -24,7 +23,6 @@ from .document import (
     normpath,
     short,
 )
-from .schema import kind_validators, schema_problems
 
 _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
 
@@ -32,19 +30,15 @@ _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("le
 # --- one document -------------------------------------------------------------
 
 
-def _without_invalid_parts(doc: Document, errors: list[jsonschema.ValidationError]) -> model.Object | None:
-    """The object of a schema-invalid document with the invalid fields left out, so that its other problems
-    (policy, references, capacity) come in the same round; None when leaving them out does not make it valid.
-    The document's problems reject the revision anyway: this object is only checked, never applied."""
+def _without_invalid_parts(doc: Document, faults: list[JsonPath]) -> model.Object | None:
+    """The object of a schema-invalid document with the invalid fields (`faults`) left out, so that its other
+    problems (policy, references, capacity) come in the same round; None when leaving them out does not make it
+    valid. The document's problems reject the revision anyway: this object is only checked, never applied."""
     body = copy.deepcopy(doc.body)
-    for error in errors:
-        path = tuple(error.absolute_path)
-        keys = [path + (key,) for key in error.instance if key not in error.schema.get("properties", {})] \
-            if error.validator == "additionalProperties" and isinstance(error.instance, dict) else [path]
-        for key_path in keys:
-            if not key_path or not _remove(body, key_path):
-                return None
-    if any(True for _ in kind_validators()[doc.kind].iter_errors(body)):
+    for key_path in faults:
+        if not key_path or not _remove(body, key_path):
+            return None
+    if not schema.is_valid(doc.kind, body):
         return None
     return _CONVERTERS[doc.kind](replace(doc, body=body))
 
@@ -95,14 +89,13 @@ def check_document(doc: Document) -> model.Object | None:
     _drop_empty_defaults(body)
     if kind == "Service":
         _drop_unset_node_ports(body)
-    errors = list(kind_validators()[kind].iter_errors(body))
-    for error in errors:
-        for path, message in schema_problems(error):
-            doc.report(path, message)
+    problems, faults = schema.validate(kind, body)
+    for path, message in problems:
+        doc.report(path, message)
     if kind == "Secret":  # also when the values are invalid: every problem in one round
         _check_secret_type(doc)
-    if errors:
-        return _without_invalid_parts(doc, errors)
+    if problems:
+        return _without_invalid_parts(doc, faults)
     _warn_no_ops(doc)
     return _CONVERTERS[kind](doc)
 
