@@ -52,8 +52,9 @@ def check_revision(entries: list[tuple[Document, model.Object | None]], policy: 
             _check_name_length(doc, "volume", desired.volume_name(obj.ref.namespace, obj.ref.name))
         elif isinstance(obj, model.Namespace):
             _check_name_length(doc, "network", desired.network_name(obj.ref.name))
+    candidates = _by_label([workload for _, workload in workloads])
     for doc, service in services:
-        _check_service(doc, service, [workload for _, workload in workloads])
+        _check_service(doc, service, candidates)
     _check_host_ports(workloads, services)
 
 
@@ -230,9 +231,26 @@ def _selects(service: model.Service, workload: model.Workload) -> bool:
     )
 
 
-def _check_service(doc: Document, service: model.Service, workloads: list[model.Workload]) -> None:
+def _by_label(workloads: list[model.Workload]) -> dict[tuple[str, str, str], list[model.Workload]]:
+    """(namespace, label key, value) -> the workloads whose pods carry that label, and (namespace, "", "") ->
+    every workload of the namespace; each list in the given order. A Service's candidates, found without
+    comparing every Service with every workload."""
+    index: dict[tuple[str, str, str], list[model.Workload]] = {}
+    for workload in workloads:
+        namespace = workload.ref.namespace
+        index.setdefault((namespace, "", ""), []).append(workload)
+        for key, value in workload.template.labels.items():
+            index.setdefault((namespace, key, value), []).append(workload)
+    return index
+
+
+def _check_service(
+    doc: Document, service: model.Service, candidates: Mapping[tuple[str, str, str], list[model.Workload]]
+) -> None:
     """Named target ports exist in the selected pods; a NodePort Service selects at most one pod."""
-    selected = [workload for workload in workloads if _selects(service, workload)]
+    first = next(iter(service.selector.items()), ("", ""))
+    shortlist = candidates.get((service.ref.namespace, *first), [])
+    selected = [workload for workload in shortlist if _selects(service, workload)]
     for workload in selected:
         if workload.template.host_network:
             doc.report(

@@ -90,7 +90,12 @@ def _inlined(schema: Any, base: str, by_id: Mapping[str, Any], resolving: tuple[
             for part in pointer.split("/")[1:]:
                 target = target[part.replace("~1", "/").replace("~0", "~")]
             return _inlined(target, document, by_id, resolving + (uri,))
-        schema = {**schema, "$ref": uri}
+        # {"$ref": R, ...} is {"allOf": [R], ...} in Draft 2020-12 (none of the schemas has an allOf beside a $ref)
+        if uri not in resolving and "allOf" not in schema:
+            schema = {("allOf" if key == "$ref" else key): ([{"$ref": uri}] if key == "$ref" else value)
+                      for key, value in schema.items()}
+        else:
+            schema = {**schema, "$ref": uri}
     inlined = dict(schema)
     for key, value in schema.items():
         if key in _SUBSCHEMA:
