@@ -1,4 +1,10 @@
-"""TODO checks"""
+"""Step 5 of `manifests.parse`: the objects of a revision checked against each other and against what the
+node would refuse.
+
+Duplicates, undeclared namespaces, references between objects (ConfigMaps, Secrets, claims), Services and the
+pods they select, host ports, node ports (allocated here, deterministically), Podman's name limits. Problems go
+to the document at fault. It must not read files or the agent config beyond the policy it is given.
+"""
 
 from __future__ import annotations
 
@@ -85,13 +91,13 @@ def allocate_node_ports(
     chosen: dict[tuple[model.ObjectRef, int], int] = {}
     for pick, _, service, i, doc in sorted(wanted, key=lambda w: (w[0], w[1])):
         protocol = service.ports[i].protocol
-        port = next((low + (pick - low + step) % (high - low + 1) for step in range(high - low + 1)
+        free = next((low + (pick - low + step) % (high - low + 1) for step in range(high - low + 1)
                      if (low + (pick - low + step) % (high - low + 1), protocol) not in taken), None)
-        if port is None:
+        if free is None:
             doc.report(("spec", "ports", i), f"no free node port is left in {low}-{high} for {protocol}")
             continue
-        taken.add((port, protocol))
-        chosen[(service.ref, i)] = port
+        taken.add((free, protocol))
+        chosen[(service.ref, i)] = free
     if not chosen:
         return entries
     return [(doc, replace(obj, ports=tuple(
@@ -130,6 +136,25 @@ def _check_name_length(
                          f"longer than Podman's limit of {limit}: use a shorter name")
 
 
+def _check_secret_keys(doc: Document, source: model.ConfigData | None, path: JsonPath, keys: Iterable[str] | None,
+                       use: str) -> None:
+    """The keys of `source` (all of them when `keys` is None) that become Podman secrets, used as `use` says."""
+    if source is None:
+        return  # absent (optional, or reported by _check_references) or itself invalid
+    kind, name = source.ref.kind, source.ref.name
+    for key in sorted(source.data) if keys is None else keys:
+        if key not in source.data:
+            continue
+        if not source.data[key]:
+            if use == "mounted as a file":
+                doc.report(path, f"{kind} {name!r} key {key!r} is empty and {use}: Podman keeps files as "
+                                 "secrets, and Podman secrets cannot be empty; give the key a value or leave "
+                                 "it out of items")
+            continue  # in the environment: plain env
+        sname = desired.secret_name(source.ref, key, source.data[key])
+        _check_name_length(doc, "secret", sname, path, f"{kind} {name!r} key {key!r} is {use}; its")
+
+
 def _check_podman_secrets(
     doc: Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]
 ) -> None:
@@ -140,20 +165,7 @@ def _check_podman_secrets(
     namespace = workload.ref.namespace
 
     def check(path: JsonPath, kind: str, name: str, keys: Iterable[str] | None, use: str) -> None:
-        source = config.get(model.ObjectRef(kind, namespace, name))
-        if source is None:
-            return  # absent (optional, or reported by _check_references) or itself invalid
-        for key in sorted(source.data) if keys is None else keys:
-            if key not in source.data:
-                continue
-            if not source.data[key]:
-                if use == "mounted as a file":
-                    doc.report(path, f"{kind} {name!r} key {key!r} is empty and {use}: Podman keeps files as "
-                                     "secrets, and Podman secrets cannot be empty; give the key a value or leave "
-                                     "it out of items")
-                continue  # in the environment: plain env
-            sname = desired.secret_name(source.ref, key, source.data[key])
-            _check_name_length(doc, "secret", sname, path, f"{kind} {name!r} key {key!r} is {use}; its")
+        _check_secret_keys(doc, config.get(model.ObjectRef(kind, namespace, name)), path, keys, use)
 
     volumes = {volume.name: (i, volume) for i, volume in enumerate(workload.template.volumes)}
     mounted = {mount.name for _, _, container in every_container(workload.template)

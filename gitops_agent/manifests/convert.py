@@ -1,4 +1,10 @@
-"""TODO convert"""
+"""Step 4 of `manifests.parse`: one document -> a `model` object, or None with its problems.
+
+`check_document` identifies the document (kind, apiVersion), drops what an API server sets, validates it through
+`schema`, then converts it with the converter of its kind, which may assume schema-valid input and reports what
+the schema cannot express (per-document checks: ports, probes, quantities, security settings ...). Problems go to
+the document (`Document.report`). It must not look at other documents.
+"""
 
 from __future__ import annotations
 
@@ -190,11 +196,12 @@ NO_OP_FIELDS: dict[str, dict[str, str]] = {
 
 def _warn_no_ops(doc: Document) -> None:
     """One warning per no-op field of a valid document."""
+    scopes: list[tuple[JsonPath, Any, str]]
     if doc.kind == "Service":
         scopes = [(("spec",), doc.body["spec"], "service")]
     elif doc.kind in POD_SPEC_PATHS:
         path = POD_SPEC_PATHS[doc.kind]
-        spec = doc.body
+        spec: Any = doc.body
         for key in path:
             spec = spec[key]
         scopes = [(path, spec, "pod")]
@@ -385,7 +392,8 @@ def _check_rolling_update(doc: Document, path: JsonPath, rolling_update: model.R
 
 def _progress_deadline(doc: Document, spec: dict[str, Any]) -> int:
     """progressDeadlineSeconds, which Kubernetes requires to be greater than minReadySeconds."""
-    deadline, min_ready = spec.get("progressDeadlineSeconds", 600), spec.get("minReadySeconds", 0)
+    deadline: int = spec.get("progressDeadlineSeconds", 600)
+    min_ready: int = spec.get("minReadySeconds", 0)
     if deadline <= min_ready:
         given = "progressDeadlineSeconds" in spec
         path = ("spec", "progressDeadlineSeconds" if given else "minReadySeconds")
@@ -666,7 +674,7 @@ def _container(
         if key in container
     }
     limits = _resources(doc, path + ("resources", "limits"), container.get("resources", {}).get("limits", {}))
-    hooks = {
+    hooks: dict[str, Any] = {
         field_name: _probe(doc, path + ("lifecycle", key), container["lifecycle"][key], container["name"], ports)
         for key, field_name in (("postStart", "post_start"), ("preStop", "pre_stop"))
         if key in container.get("lifecycle", {})
@@ -880,7 +888,8 @@ def _capabilities(doc: Document, path: JsonPath, names: list[str]) -> tuple[str,
     for i, (name, bare) in enumerate(zip(names, result)):
         if bare not in _CAPABILITIES:
             close = difflib.get_close_matches(bare, _CAPABILITIES, n=1)
-            doc.report(path + (i,), f"unknown capability {short(name)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+            doc.report(path + (i,), f"unknown capability {short(name)}{suggestion}")
     return result
 
 

@@ -1,4 +1,7 @@
-"""TODO document"""
+"""The vocabulary the steps of `manifests.parse` share: a YAML document with the line of every JSON path
+(`Document`, where the steps report problems), the kinds and their order, paths as text, and the redaction of
+Secret values from every message (`redacted`, the net under "no message quotes a Secret's value").
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from typing import Any
 
 from .. import model
 from ..errors import Problem
-
-# --- documents and problems ---------------------------------------------------
 
 JsonPath = tuple[str | int, ...]
 

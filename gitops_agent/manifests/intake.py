@@ -1,4 +1,10 @@
-"""TODO intake"""
+"""Step 1 of `manifests.parse`: which files are manifests, within the limits, as text.
+
+`within_limits` keeps the manifest paths (`.yaml`/`.yml`, no dot component) up to `Limits.max_files` and
+`Limits.max_total_bytes`; `text_of` refuses a symlink, a file over `Limits.max_file_bytes`, a binary or non-UTF-8
+file. Each returns its problems (FILE:LINE). `load_directory` reads a working copy for `validate`: the package's
+only I/O. It must not parse YAML or follow symlinks.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import Problem, SourceUnavailable, quote_path
-
-# --- public API ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)

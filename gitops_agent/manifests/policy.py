@@ -1,8 +1,14 @@
-"""TODO policy"""
+"""Step 6 of `manifests.parse`: the agent config's `policy:` and `limits:`.
+
+`check_policy`: the privileged features (privileged containers, host namespaces, added capabilities, hostPath
+volumes) a workload may use. `check_capacity`: `desired`'s placement arithmetic against `limits:` (pods per node,
+containers per pod, replicas per revision, requests against node capacity), before any pod is built. Problems
+go to the document at fault.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .. import desired, model
 from ..config import NodeConfig
@@ -62,8 +68,9 @@ def _check_host_ip(node: NodeConfig, placed: list[tuple[int, Document, model.Wor
 def _check_requests(node: NodeConfig, placed: list[tuple[int, Document, model.Workload]]) -> None:
     """The pods placed on a node that declares a capacity request no more than it (Kubernetes' scheduler
     would leave them pending; here the revision is rejected, naming the node)."""
-    for resource, capacity, show in (("cpu", node.cpu_millis, lambda m: f"{m}m"),
-                                     ("memory", node.memory_bytes, lambda b: f"{b} bytes")):
+    shows: tuple[tuple[str, int | None, Callable[[int], str]], ...] = (
+        ("cpu", node.cpu_millis, lambda m: f"{m}m"), ("memory", node.memory_bytes, lambda b: f"{b} bytes"))
+    for resource, capacity, show in shows:
         if capacity is None:
             continue
         asks = [(count * _pod_request(w.template, resource), doc, w)
@@ -99,7 +106,8 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
         (template.host_ipc, policy.allow_host_ipc, "hostIPC", "the host IPC namespace"),
     ):
         if used and not allowed:
-            doc.report(prefix + (key,), f"{what} is not allowed by the agent policy (policy.allow{key[0].upper()}{key[1:]})")
+            setting = f"policy.allow{key[0].upper()}{key[1:]}"
+            doc.report(prefix + (key,), f"{what} is not allowed by the agent policy ({setting})")
     allowed_caps = set(policy.allowed_capabilities)
     shown_caps = ", ".join(policy.allowed_capabilities) or "none"
     for group, i, container in every_container(template):
@@ -131,5 +139,6 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
                     doc.report(
                         prefix + (group, c, "volumeMounts", j),
                         "a writable hostPath mount needs an allowedHostPaths entry without readOnly "
-                        f"({volume.source} matches only {', '.join(map(str, matching))}); set readOnly: true on the mount",
+                        f"({volume.source} matches only {', '.join(map(str, matching))}); "
+                        "set readOnly: true on the mount",
                     )

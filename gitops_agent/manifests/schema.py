@@ -1,4 +1,10 @@
-"""TODO schema"""
+"""Step 3 of `manifests.parse`: jsonschema validation against `schemas/` and its messages.
+
+`validate(kind, body)` returns every (path, message) and the parts at fault; `located_problems`/`check_value`
+check a value against another schema (the agent config's). The schemas' `$ref`s are inlined when the validators
+are built (`_inlined`), which takes reference look-ups off the per-document path. The only module that imports
+jsonschema and `referencing`. It must not convert documents or check objects against each other.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ def check_value(value: Any, schema: Mapping[str, Any]) -> list[Problem]:
     return [Problem("", 0, "", path, message) for _, path, message in located_problems(value, {(): 0}, schema)]
 
 
-def located_problems(value: Any, lines: Mapping[JsonPath, int], schema: Mapping[str, Any]) -> Iterator[tuple[int, str, str]]:
+def located_problems(
+    value: Any, lines: Mapping[JsonPath, int], schema: Mapping[str, Any]
+) -> Iterator[tuple[int, str, str]]:
     """(line, JSON path, message) of every schema problem of `value`, in path order."""
     located = Document("", {}, dict(lines))
     found = []
@@ -34,7 +42,6 @@ def located_problems(value: Any, lines: Mapping[JsonPath, int], schema: Mapping[
     yield from sorted(dict.fromkeys(found))
 
 
-# --- schemas ------------------------------------------------------------------
 
 # schemas/ at the top of the repository, installed as the data-only package `gitops_agent.schemas`
 # (pyproject.toml's package-dir): the same name in a wheel, an editable install and a source checkout.
@@ -50,7 +57,7 @@ def _is_number(checker: object, instance: object) -> bool:
     return _is_integer(checker, instance) or (isinstance(instance, float) and math.isfinite(instance))
 
 
-_Validator = jsonschema.validators.extend(
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     jsonschema.Draft202012Validator,
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
         {"integer": _is_integer, "number": _is_number}
@@ -122,8 +129,10 @@ def validate(kind: str, body: Any) -> tuple[list[tuple[JsonPath, str]], list[Jso
     for error in kind_validators()[kind].iter_errors(body):
         problems.extend(schema_problems(error))
         path = tuple(error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            faults += [path + (key,) for key in error.instance if key not in error.schema.get("properties", {})]
+        instance: Any = error.instance
+        if error.validator == "additionalProperties" and isinstance(instance, dict):
+            known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+            faults += [path + (key,) for key in instance if key not in known]
         else:
             faults.append(path)
     return problems, faults
@@ -141,10 +150,11 @@ def schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPat
     """(path, message) for one schema error; a key rather than its value where the key is at fault."""
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
+    instance: Any = error.instance
     if error.validator == "additionalProperties":
         known = schema.get("properties", {})
         unsupported = schema.get("x-unsupported", {})
-        for key in error.instance:
+        for key in instance:
             if key in known:
                 continue
             pattern = next((hint for regex, hint in schema.get("x-unsupported-patterns", {}).items()
@@ -159,13 +169,14 @@ def schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPat
         return
     message = schema.get("errorMessage", {}).get(error.validator) or _message(error)
     if "propertyNames" in error.relative_schema_path:  # the instance is a key of the mapping at `path`
-        yield path + (error.instance,), f"key {short(error.instance)} {message}"
+        yield path + (instance,), f"key {short(instance)} {message}"
     else:
         yield path, message
 
 
 def _message(error: jsonschema.ValidationError) -> str:
-    expected, instance = error.validator_value, error.instance
+    expected: Any = error.validator_value
+    instance: Any = error.instance
     match error.validator:
         case "required":  # one error per missing field, all alike: merged with the other problems
             missing = [name for name in expected if name not in instance]

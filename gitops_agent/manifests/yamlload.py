@@ -1,4 +1,11 @@
-"""TODO yamlload"""
+"""Step 2 of `manifests.parse`: one file's text -> plain documents with the line of every JSON path.
+
+The hardened loader: libyaml's safe loader (no tags executed), nesting bounded by an iterative pre-scan before
+libyaml composes anything (`_MAX_DEPTH`), aliases expanded at most `Limits.max_yaml_nodes` times per file (alias
+bombs), merge keys applied, duplicate and non-string keys refused. `read_file` returns the documents and the
+problems. The only module that imports PyYAML (also its writer, `dump_yaml`, for the CLI's `-o yaml`). It must
+not validate against schemas or quote a scalar's value in a message (it may be a Secret's).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,6 @@ from .document import Document, JsonPath, describe, identify, json_path
 _MAX_DEPTH = 64  # YAML nesting; far deeper than any manifest
 
 
-# --- YAML ---------------------------------------------------------------------
 
 _TAG = "tag:yaml.org,2002:"
 _STR, _NULL, _MAP, _SEQ, _MERGE = (_TAG + name for name in ("str", "null", "map", "seq", "merge"))
@@ -49,12 +55,12 @@ _CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 def _check_depth(text: str) -> None:
     """Raise a fatal `_YamlProblem` if the text nests deeper than `_MAX_DEPTH` (libyaml's parser is iterative,
     its composer is not). YAML errors are left to the loader that follows, which reports them the same way."""
-    parser = yaml.cyaml.CParser(text)
+    parser = yaml.cyaml.CParser(text)  # type: ignore[attr-defined]
     depth, line = 0, 1
     try:
         while (event := parser.get_event()) is not None:
             depth += isinstance(event, _OPENING) - isinstance(event, _CLOSING)
-            line = event.start_mark.line + 1
+            line = event.start_mark.line + 1 if event.start_mark is not None else line
             if depth > _MAX_DEPTH:
                 break
     except yaml.MarkedYAMLError as error:  # libyaml's scanner has a nesting limit of its own: the same problem
@@ -113,7 +119,8 @@ class _Builder:
         tag = node.tag.removeprefix(_TAG)
         invalid = _YamlProblem(_line(node), f"value is not a valid {tag} (tag !!{tag})", path)
         # An explicit tag (`!!int abc`) must agree with what the value resolves to.
-        if node.tag != _STR and self.loader.resolve(yaml.ScalarNode, node.value, (True, False)) != node.tag:
+        resolved = self.loader.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+        if node.tag != _STR and resolved != node.tag:
             raise invalid
         try:
             return self.loader.yaml_constructors[node.tag](self.loader, node)
@@ -170,7 +177,7 @@ def read_file(path: str, text: str, max_nodes: int) -> tuple[list[Document], lis
         builder = _Builder(loader, max_nodes)
         while loader.check_node():
             node = loader.get_node()
-            if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
+            if node is None or isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
                 continue  # an empty document
             try:
                 body, lines = builder.document(node)
