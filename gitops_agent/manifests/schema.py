@@ -66,9 +66,10 @@ _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
 
 
 @cache
-def kind_validators() -> dict[str, jsonschema.protocols.Validator]:
+def kind_validators(inline: bool = True) -> dict[str, jsonschema.protocols.Validator]:
     """One validator per kind, from `schemas/<kind>.json`, its `$ref`s to `_defs.json` inlined (`_inlined`);
-    the registry still resolves any that are left."""
+    the registry still resolves any that are left. `inline=False`: the schemas as written (for the test that
+    both give the same errors)."""
     schemas = {entry.name: json.loads(entry.read_text(encoding="utf-8"))
                for entry in resources.files(_SCHEMA_PACKAGE).iterdir() if entry.name.endswith(".json")}
     by_id = {schema["$id"]: schema for schema in schemas.values()}
@@ -76,7 +77,8 @@ def kind_validators() -> dict[str, jsonschema.protocols.Validator]:
     validators = {}
     for kind in KINDS:
         schema = schemas[f"{kind.lower()}.json"]
-        validators[kind] = _Validator(_inlined(schema, schema["$id"], by_id, ()), registry=registry)
+        compiled = _inlined(schema, schema["$id"], by_id, ()) if inline else schema
+        validators[kind] = _Validator(compiled, registry=registry)
     return validators
 
 
