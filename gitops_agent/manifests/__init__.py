@@ -1,8 +1,8 @@
 """Manifest files (a Git checkout or a local directory) -> a validated `model.Revision`.
 
 Sits between the source (the Git checkout, or `load_directory` for the `validate` command) and the desired-state
-model that `desired`/`plan` consume. `parse` is a short pipeline over the package's modules, each of which
-returns the problems it finds:
+model that `desired`/`plan` consume. `parse` is a short pipeline over the package's modules; intake, yamlload,
+schema, checks and policy return the problems they find, convert (per document) keeps them on the `Document`:
 
     intake     files within the limits (count, total and file size), as UTF-8 text; `load_directory`
     yamlload   the hardened line-tracking YAML loader (libyaml; alias bombs, deep nesting, tags refused)
@@ -89,9 +89,11 @@ def parse(
     entries = [(doc, with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)
                for doc, obj in entries]
     entries = allocate_node_ports(entries)
-    check_revision(entries, policy)
-    check_capacity([(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)], tuple(nodes), node_limits)
+    across = check_revision(entries, policy)
+    workloads = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)]
+    across += check_capacity(workloads, tuple(nodes), node_limits)
     problems.extend(problem for document in documents for problem in document.problems)
+    problems += across  # after each document's own: the sort below is stable
     if problems:
         unique = dict.fromkeys(redacted(problems, documents))
         raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)

@@ -62,16 +62,26 @@ class Document:
         return self.lines[path]
 
     def report(self, path: JsonPath, message: str) -> None:
-        self.problems.append(self._problem(path, message))
+        """A problem of this document found while reading or converting it (kept in `problems`)."""
+        self.problems.append(self.problem(path, message))
 
     def warn(self, path: JsonPath, message: str) -> None:
-        self.warnings.append(self._problem(path, message))
+        self.warnings.append(self.problem(path, message))
 
-    def _problem(self, path: JsonPath, message: str) -> Problem:
+    def problem(self, path: JsonPath, message: str) -> Problem:
+        """The problem at `path` of this document, labelled with its kind and name."""
         kind = self.kind or self.body.get("kind")  # an unsupported kind is still worth showing
         kind = kind if isinstance(kind, str) else ""
         label = f"{kind}/{self.name}" if kind and self.name else kind
         return Problem(self.file, self.line_of(path), label, json_path(path), message)
+
+
+class Problems(list[Problem]):
+    """What one check across documents finds (`checks`, `policy` return these): each problem at the document
+    and path at fault, the documents themselves left alone."""
+
+    def add(self, doc: Document, path: JsonPath, message: str) -> None:
+        self.append(doc.problem(path, message))
 
 
 _MIN_REDACTED = 4  # shorter values are left alone: they would blank out ordinary words of the messages
