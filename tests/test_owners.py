@@ -18,7 +18,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = REPO_ROOT / "gitops_agent"
 
-# import name -> the only modules (file names in gitops_agent/) that may import it
+# import name -> the only modules (paths under gitops_agent/) that may import it
 OWNERS: dict[str, frozenset[str]] = {
     "git": frozenset({"source.py"}),  # GitPython
     "podman": frozenset({"podman.py"}),  # podman-py
@@ -27,12 +27,13 @@ OWNERS: dict[str, frozenset[str]] = {
     "asyncssh": frozenset({"tunnel.py"}),
     "rich": frozenset({"progress.py"}),
     "h2": frozenset({"grpc_probe.py"}),
-    "jsonschema": frozenset({"manifests.py"}),
-    "referencing": frozenset({"manifests.py"}),  # jsonschema's schema registry (the $ref store); comes with jsonschema
+    "jsonschema": frozenset({"manifests/schema.py"}),
+    # jsonschema's schema registry (the $ref store); comes with jsonschema
+    "referencing": frozenset({"manifests/schema.py"}),
     # PyYAML: the one loader (manifests, and the agent config file, which config.py reads through
-    # manifests.read_checked) and the CLI's `-o yaml` writer (manifests.dump_yaml)
-    "yaml": frozenset({"manifests.py"}),
-    "_yaml": frozenset({"manifests.py"}),  # PyYAML's libyaml binding (the same distribution)
+    # manifests.read_checked) and the CLI's `-o yaml` writer (manifests.dump_yaml), both in manifests/yamlload.py
+    "yaml": frozenset({"manifests/yamlload.py"}),
+    "_yaml": frozenset({"manifests/yamlload.py"}),  # PyYAML's libyaml binding (the same distribution)
     "apscheduler": frozenset({"agent.py"}),  # the daemon's scheduler
     "watchdog": frozenset({"agent.py"}),  # the daemon's watcher of a local repository
     "prometheus_client": frozenset({"metrics.py"}),  # the /metrics registry and exposition
@@ -84,7 +85,7 @@ def violations(modules: dict[str, str], owners: dict[str, frozenset[str]]) -> li
                 continue
             if name not in owners:
                 found.append(f"{path}: imports {name}, which has no owner in tests/test_owners.py OWNERS")
-            elif path.split("/")[-1] not in owners[name]:
+            elif path.removeprefix("gitops_agent/") not in owners[name]:
                 found.append(f"{path}: imports {name}, owned by {', '.join(sorted(owners[name]))}")
     return found
 
@@ -99,6 +100,11 @@ def test_the_checker_reads_every_kind_of_import() -> None:
         "gitops_agent/cli.py: imports yaml, owned by manifests.py",
     ]
     assert violations({"gitops_agent/source.py": "import git\nfrom .errors import SourceError\n"}, owners) == []
+    # an owner inside a package is named by its path: a module of the same name elsewhere is not the owner
+    nested = {"jsonschema": frozenset({"manifests/schema.py"})}
+    assert violations({"gitops_agent/manifests/schema.py": "import jsonschema\n"}, nested) == []
+    assert violations({"gitops_agent/schema.py": "import jsonschema\n"}, nested) == [
+        "gitops_agent/schema.py: imports jsonschema, owned by manifests/schema.py"]
 
 
 def test_every_dependency_has_an_owner() -> None:
@@ -112,7 +118,7 @@ def test_every_dependency_has_an_owner() -> None:
 
 
 def test_every_owner_is_a_module_that_exists() -> None:
-    files = {p.name for p in PACKAGE.glob("*.py")}
+    files = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}
     assert {owner for owned in OWNERS.values() for owner in owned} <= files
 
 

@@ -1,0 +1,121 @@
+"""Manifest files (a Git checkout or a local directory) -> a validated `model.Revision`.
+
+Sits between the source (the Git checkout, or `load_directory` for the `validate` command) and the desired-state
+model that `desired`/`plan` consume. `parse` is a short pipeline over the package's modules; intake, yamlload,
+schema, checks and policy return the problems they find, convert (per document) keeps them on the `Document`:
+
+    intake     files within the limits (count, total and file size), as UTF-8 text; `load_directory`
+    yamlload   the hardened line-tracking YAML loader (libyaml; alias bombs, deep nesting, tags refused)
+    schema     jsonschema validation against `schemas/` and its messages
+    convert    per kind, a schema-valid document -> a `model` object (and the per-document checks)
+    checks     the objects against each other and against what the node would refuse (Podman's limits)
+    policy     the config's `policy:` (privileged features) and `limits:` (placement arithmetic)
+
+`read_checked` reads the agent config file the same way, against its own schema. No message quotes a Secret's
+value (`document.redacted` is the net under that rule).
+
+It must not talk to Git or Podman, follow symlinks, execute YAML tags, or return a partial revision: either every
+document is valid and consistent, or `errors.RevisionRejected` carries every problem found, sorted by file and
+line. The only I/O is reading a local directory in `intake.load_directory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .. import model
+from ..config import NodeConfig
+from ..errors import Problem, RevisionRejected
+from .checks import PODMAN_NAME_LIMITS, allocate_node_ports, check_revision
+from .convert import NO_OP_FIELDS, check_document, with_storage_class
+from .document import KIND_ORDER, Document, redacted
+from .intake import (
+    Limits,
+    SourceFile,
+    is_manifest_path,
+    load_directory,
+    revision_digest,
+    text_of,
+    within_limits,
+)
+from .policy import check_capacity
+from .schema import check_value, located_problems
+from .yamlload import dump_yaml, read_file
+
+__all__ = ["NO_OP_FIELDS", "PODMAN_NAME_LIMITS", "Limits", "SourceFile", "check_value", "dump_yaml",
+           "is_manifest_path", "load_directory", "parse", "read_checked"]
+
+
+def _documents(files: list[SourceFile], limits: Limits) -> tuple[list[Document], list[Problem]]:
+    """Every YAML document of the files, and the file-level and YAML problems, in file order."""
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    for file in files:
+        text, found = text_of(file, limits)
+        problems += found
+        if text is not None:
+            docs, found = read_file(file.path, text, limits.max_yaml_nodes)
+            documents += docs
+            problems += found
+    return documents, problems
+
+
+def parse(
+    files: Iterable[SourceFile],
+    revision_id: str = "",
+    limits: Limits = Limits(),
+    policy: model.Policy = model.Policy(),
+    nodes: Sequence[NodeConfig] = (NodeConfig("local"),),
+    node_limits: model.NodeLimits = model.NodeLimits(),
+    storage_classes: Mapping[str, model.StorageClass] | None = None,
+) -> model.Revision:
+    """Validate and convert the manifest files (other paths are ignored).
+
+    `policy` (the agent config's `policy:`) says which privileged features
+    (privileged containers, host namespaces, added capabilities, hostPath
+    volumes) the workloads may use; the default denies them all. `nodes` and
+    `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
+    revision places on each node; `storage_classes` (the config's
+    `storageClasses:`) the classes a PersistentVolumeClaim may name. Raises
+    `RevisionRejected` with every problem found, sorted by file and line.
+    """
+    manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
+    kept, problems = within_limits(manifests, limits)
+    documents, found = _documents(kept, limits)
+    problems += found
+
+    entries = [(document, check_document(document)) for document in documents]
+    entries = [(doc, with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)
+               for doc, obj in entries]
+    entries = allocate_node_ports(entries)
+    across = check_revision(entries, policy)
+    workloads = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)]
+    across += check_capacity(workloads, tuple(nodes), node_limits)
+    problems.extend(problem for document in documents for problem in document.problems)
+    problems += across  # after each document's own: the sort below is stable
+    if problems:
+        unique = dict.fromkeys(redacted(problems, documents))
+        raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
+    objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
+    warnings = sorted((w for doc in documents for w in doc.warnings), key=lambda w: (w.file, w.line))
+    return model.Revision(id=revision_id, digest=revision_digest(manifests), objects=tuple(objects),
+                          warnings=tuple(str(warning) for warning in warnings))
+
+
+def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """One YAML file holding one mapping (the agent config), read as safely as a manifest and checked
+    against `schema`: its value ({} for an empty file) and every problem found, at FILE:LINE."""
+    documents, problems = _documents([file], Limits())
+    for extra in documents[1:]:
+        problems.append(Problem(file.path, extra.lines[()], "", "", "a second YAML document; the file holds one"))
+    if not documents:
+        return {}, problems
+    body, lines = documents[0].body, documents[0].lines
+    found = located_problems(body, lines, schema)
+    problems.extend(Problem(file.path, line, "", path, message) for line, path, message in found)
+    return body, problems
+
+
+def _object_order(obj: model.Object) -> tuple[int, str, str]:
+    return KIND_ORDER[obj.ref.kind], obj.ref.namespace, obj.ref.name
