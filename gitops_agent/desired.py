@@ -1023,6 +1023,11 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
             f"else echo 'tcpSocket probe: the image has no nc' >&2; exit {NO_TOOL_EXIT}; fi"
         )
         return ("/bin/sh", "-c", script)
+    return ("/bin/sh", "-c", _http_get_script(probe, host, t))
+
+
+def _http_get_script(probe: Probe, host: str, t: str) -> str:
+    """`probe_command`'s shell script for an httpGet probe of `host`, `t` its timeout in seconds."""
     scheme = probe.scheme.lower()
     target = probe.path.split("#", 1)[0] or "/"
     url = f"{scheme}://{host}:{probe.port}{target}"
@@ -1043,14 +1048,13 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
         "| grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
     )
     tools = "curl, wget" + ("" if scheme == "https" else " or nc")
-    script = (
+    return (
         f"{_BOUNDED}if command -v curl >/dev/null 2>&1; then curl -fsSkg -o /dev/null -m {t}{curl_h} {_sh(url)}; "
         + (f"elif command -v nc >/dev/null 2>&1; then {nc}; " if scheme == "http" else "")
         + "elif command -v wget >/dev/null 2>&1; then "
         + f"wget -q -O /dev/null -T {t} --no-check-certificate{wget_h} {_sh(url)}; "
         + f"else echo 'httpGet probe: the image has no {tools}' >&2; exit {NO_TOOL_EXIT}; fi"
     )
-    return ("/bin/sh", "-c", script)
 
 
 # busybox's `nc -w` bounds the connect only: a server that accepts and never answers would hang the probe
