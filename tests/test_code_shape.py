@@ -89,8 +89,10 @@ def test_ruff_complexity_and_line_length() -> None:
 
 def test_mypy_strict() -> None:
     """mypy --strict (pyproject.toml's [tool.mypy]) finds no error."""
-    cp = _run("mypy", "--strict", "--no-incremental", "--no-error-summary", "gitops_agent")
+    cp = _run("mypy", "--strict", "--no-incremental", "gitops_agent")
     assert cp.returncode in (0, 1), cp.stdout + cp.stderr  # 1: errors (filtered below); 2: mypy itself failed
+    checked = re.search(r"(?:checked|in) (\d+) source files?\)?$", cp.stdout.strip())
+    assert checked and int(checked.group(1)) == len(list(PACKAGE.rglob("*.py"))), cp.stdout  # every module read
     kept = findings(cp.stdout)
     assert kept == [], "\n".join(kept)
 
