@@ -56,8 +56,10 @@ class _Sub:
         self.sub = sub
 
     def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
-        return self.sub.add_parser(name, epilog=f"example:\n  {_EXAMPLES[name]}", description=kw.get("help"),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        parser: argparse.ArgumentParser = self.sub.add_parser(
+            name, epilog=f"example:\n  {_EXAMPLES[name]}", description=kw.get("help"),
+            formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        return parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,10 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         with_config(sp)
         sp.add_argument("--log-format", choices=("text", "json"), default="text")
         if name == "diff":
-            sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
-    rb = sub.add_parser("rollback", help="break-glass: roll every node back to an earlier stable revision without Git, and suspend syncing")
+            sp.add_argument("--output", "-o", choices=OUTPUTS, default="table",
+                            help="table (default), wide, json or yaml")
+    rb = sub.add_parser("rollback", help="break-glass: roll every node back to an earlier stable revision "
+                        "without Git, and suspend syncing")
     with_config(rb)
-    rb.add_argument("--to", metavar="REVISION", help="revision id or commit (prefix) from `history`; default: the one before the current")
+    rb.add_argument("--to", metavar="REVISION",
+                    help="revision id or commit (prefix) from `history`; default: the one before the current")
     rb.add_argument("--log-format", choices=("text", "json"), default="text")
     sub.add_parser("unit", help="print the systemd unit shipped with the package "
                    "(gitops-agent unit > /etc/systemd/system/gitops-agent.service)")
@@ -154,7 +159,8 @@ def _unit() -> int:
     from importlib.resources import files
 
     text = (files("gitops_agent") / "data" / "gitops-agent.service").read_text()
-    exe = os.path.abspath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "gitops-agent" else f"{sys.executable} -m gitops_agent"
+    installed = os.path.basename(sys.argv[0]) == "gitops-agent"
+    exe = os.path.abspath(sys.argv[0]) if installed else f"{sys.executable} -m gitops_agent"
     sys.stdout.write(text.replace("ExecStart=/usr/local/bin/gitops-agent ", f"ExecStart={exe} "))
     return 0
 
@@ -218,7 +224,8 @@ def _print_plans(out: Any) -> int:
 
 def _problems(out: Any) -> None:
     if out.problems:
-        print(f"revision {out.head} rejected ({len(out.problems)} problem(s)); nodes keep {out.target or 'their current state'}:", file=sys.stderr)
+        print(f"revision {out.head} rejected ({len(out.problems)} problem(s)); "
+              f"nodes keep {out.target or 'their current state'}:", file=sys.stderr)
         for problem in out.problems:
             print(f"  {problem}", file=sys.stderr)
     elif out.error:
@@ -236,7 +243,8 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         for node, err in out.node_errors.items():  # a NodeError's text already starts with "node NAME: "
             print(err if err.startswith(f"node {node}: ") else f"node {node}: {err}", file=sys.stderr)
         return 2
-    plans = {node: {"inSync": p.in_sync, "actions": [{"op": a.op, "target": a.target, "reason": a.reason} for a in p.actions],
+    plans = {node: {"inSync": p.in_sync,
+                    "actions": [{"op": a.op, "target": a.target, "reason": a.reason} for a in p.actions],
                     "orphanedVolumes": list(p.orphaned_volumes)} for node, p in out.plans.items()}
     if _emit({"revision": out.target, "nodes": plans}, args.output):
         return 1 if any(p["actions"] for p in plans.values()) else 0
@@ -283,7 +291,8 @@ def _resume(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         h.delete("suspended")
     finally:
         h.close()
-    print(f"resumed: following Git again (was suspended: {lifted['reason']})" if lifted else "not suspended: already following Git")
+    print(f"resumed: following Git again (was suspended: {lifted['reason']})" if lifted
+          else "not suspended: already following Git")
     return 0
 
 
@@ -334,25 +343,9 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         agent.close()
     if _emit(st, args.output):
         return 0
-    source = st["source"]
-    where = quote_path(source["branch"] + (f"/{source['path']}" if source["path"] else ""))
-    print(f"Source:    {quote_path(source['url'])} ({where})")
-    print(f"Applied:   {st['appliedRevision'] or '-'}")
-    print(f"Attempted: {st['attemptedRevision'] or '-'}")
-    print(f"Condition: {st['condition']}: {st['message']}")
-    for pr in st["problems"]:
-        print(f"  {pr}")
-    for w in st["warnings"]:
-        print(f"Warning:   {w}")
-    ro = st["rollout"]
-    if ro:
-        print(f"Rollout:   {ro['target']} ({ro['cause']}) from {ro['previous'] or '-'}: {ro['phase']}, {ro['progress']}"
-              + (", fast-tracked" if ro["fast"] else f", {ro['batch']} node(s) at a time"))
-        for n in ro["nodes"]:
-            print(f"  {n['name']:<12} {n['status']:<18} {n['error'].splitlines()[0][:100] if n['error'] else ''}".rstrip())
-        if ro["failure"]:
-            f = ro["failure"]
-            print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: {f.get('output') or f.get('error')}")
+    _print_status_head(st)
+    if st["rollout"]:
+        _print_rollout(st["rollout"])
     for n in st["nodes"]:
         if n["reachable"]:
             print(f"Node {n['name']}: reachable, {n['pods']} managed pod(s); "
@@ -362,16 +355,8 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     wide = args.output == "wide"
     rows = [("NODE", "KIND", "NAMESPACE", "NAME", "STATE", "DETAIL") + (("PODS",) if wide else ())]
     for o in st["objects"]:
-        detail = ""
-        if "desired" in o:
-            detail = f"{o['ready']}/{o['desired']} ready, template {o['templateHash']}" + (f", revision {o['revision']}" if o.get("revision") else "")
-            detail += "".join(f", old template {t['templateHash']}" for t in o["otherTemplates"])
-        elif "endpoints" in o:
-            detail = f"{o['endpoints']} endpoint(s)"
-        elif "keys" in o:
-            detail = f"{o['keys']} key(s)"
         pods = (",".join(p["name"] for p in o.get("pods", [])) or "-",) if wide else ()
-        rows.append((o["node"], o["kind"], o["namespace"], o["name"], o["state"], detail) + pods)
+        rows.append((o["node"], o["kind"], o["namespace"], o["name"], o["state"], _object_detail(o)) + pods)
     _table(rows)
     probes = [(o["node"], f"{o['kind']}/{o['name']}", p["container"], p["probe"], p["action"], p["runs"])
               for o in st["objects"] for p in o.get("probes", [])]
@@ -382,6 +367,45 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     for name in st["unknownSecrets"]:
         print(f"Unknown secret (not made by this agent, left alone): {name}")
     return 0
+
+
+def _print_status_head(st: dict[str, Any]) -> None:
+    """`status`'s first lines: source, applied and attempted revision, condition, problems and warnings."""
+    source = st["source"]
+    where = quote_path(source["branch"] + (f"/{source['path']}" if source["path"] else ""))
+    print(f"Source:    {quote_path(source['url'])} ({where})")
+    print(f"Applied:   {st['appliedRevision'] or '-'}")
+    print(f"Attempted: {st['attemptedRevision'] or '-'}")
+    print(f"Condition: {st['condition']}: {st['message']}")
+    for pr in st["problems"]:
+        print(f"  {pr}")
+    for w in st["warnings"]:
+        print(f"Warning:   {w}")
+
+
+def _print_rollout(ro: dict[str, Any]) -> None:
+    """`status`'s lines for the fleet rollout: its phase, each node's state and the failure, if any."""
+    print(f"Rollout:   {ro['target']} ({ro['cause']}) from {ro['previous'] or '-'}: {ro['phase']}, {ro['progress']}"
+          + (", fast-tracked" if ro["fast"] else f", {ro['batch']} node(s) at a time"))
+    for n in ro["nodes"]:
+        print(f"  {n['name']:<12} {n['status']:<18} {n['error'].splitlines()[0][:100] if n['error'] else ''}".rstrip())
+    if ro["failure"]:
+        f = ro["failure"]
+        print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: "
+              f"{f.get('output') or f.get('error')}")
+
+
+def _object_detail(o: dict[str, Any]) -> str:
+    """The DETAIL column of one object in `status`'s table."""
+    if "desired" in o:
+        detail = f"{o['ready']}/{o['desired']} ready, template {o['templateHash']}"
+        detail += f", revision {o['revision']}" if o.get("revision") else ""
+        return detail + "".join(f", old template {t['templateHash']}" for t in o["otherTemplates"])
+    if "endpoints" in o:
+        return f"{o['endpoints']} endpoint(s)"
+    if "keys" in o:
+        return f"{o['keys']} key(s)"
+    return ""
 
 
 def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
@@ -403,9 +427,11 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         rows = [("ROLLOUT", "STARTED", "REVISION", "FROM", "CAUSE", "RESULT", "SECONDS", "DETAIL")]
         for r in rollouts:
             f = r.get("failure") or {}
-            detail = f"node {f['node']}: {''.join((f.get('error') or '').splitlines()[:1])[:cut]}" if f.get("node") else ""
-            rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _short(r["target"]),
-                         _short(r["previous"]) or "-", r["cause"], r["phase"], f"{r['finished'] - r['started']:.2f}", detail))
+            first = "".join((f.get("error") or "").splitlines()[:1])[:cut]
+            detail = f"node {f['node']}: {first}" if f.get("node") else ""
+            rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])),
+                         _short(r["target"]), _short(r["previous"]) or "-", r["cause"], r["phase"],
+                         f"{r['finished'] - r['started']:.2f}", detail))
         _table(rows)
         print()
         rows = [("ROLLOUT", "NODE", "IMAGE", "RUNS")]  # what each node actually pulled, per rollout
@@ -416,8 +442,8 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             print()
     rows = [("#", "STARTED", "REVISION", "RESULT", "ACTIONS", "SECONDS", "ERROR")]
     for s in syncs:
-        rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision), s.result,
-                     str(s.actions), f"{s.duration:.2f}", s.error.splitlines()[0][:cut] if s.error else ""))
+        rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision),
+                     s.result, str(s.actions), f"{s.duration:.2f}", s.error.splitlines()[0][:cut] if s.error else ""))
     _table(rows)
     if revs:
         print()

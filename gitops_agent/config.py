@@ -120,7 +120,8 @@ class AgentConfig:
     and volumes); a pull that would leave less is refused before it starts."""
     """Image garbage collection keeps the images of the current revision and of this many stable
     revisions before it (20: every revision `rollback` lists); older images the agent pulled are removed."""
-    """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600; edge pods start locally)."""
+    """Seconds a new pod may take to become ready before the apply fails (Kubernetes' progressDeadlineSeconds is 600;
+    edge pods start locally)."""
     policy: PolicyConfig = PolicyConfig()
     """What manifests may ask of the nodes; the default denies privileged containers, host namespaces,
     added capabilities and hostPath volumes."""
@@ -183,7 +184,9 @@ def _label(value: Any) -> str:
 @cache
 def schema() -> dict[str, Any]:
     """The config file's JSON schema, shipped inside the package (found by a wheel install too)."""
-    return json.loads((files("gitops_agent") / "data" / "config.schema.json").read_text(encoding="utf-8"))
+    text = (files("gitops_agent") / "data" / "config.schema.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def _raise(problems: list[Problem]) -> None:
@@ -199,39 +202,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
     from . import manifests  # not at the top: manifests (through desired) imports this module
 
     _raise(manifests.check_value(raw, schema()))
-    src = raw["source"]
-    url = src["url"]
-    if base_dir is not None and "://" not in url and not url.startswith("/") and "@" not in url:
-        url = str((base_dir / url).resolve())
-    source = SourceConfig(
-        url=url,
-        branch=src.get("branch", "main"),
-        path=(src.get("path") or "").strip("/"),
-        interval=parse_duration(src.get("interval", 30), "source.interval"),
-        timeout=parse_duration(src.get("timeout", 60), "source.timeout"),
-        verify=verify_from_mapping(src["verify"], base_dir) if src.get("verify") is not None else None,
-    )
-    nodes: list[NodeConfig] = []
-    for i, nd in enumerate(raw.get("nodes") or [{"name": "local"}]):
-        node_url = nd.get("url", DEFAULT_SOCKET)
-        identity = nd.get("identity")
-        if identity is not None:
-            if not node_url.startswith("ssh://"):
-                raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
-            identity = _file(identity, base_dir)
-        labels = {str(k): _label(v) for k, v in _section(nd, "labels").items()}
-        auth_file, credentials = _auth_file(nd.get("authFile"), base_dir, f"nodes[{i}].authFile")
-        capacity = _section(nd, "capacity")
-        taints = tuple(Taint(t["key"], _label(t.get("value", "")), t["effect"]) for t in nd.get("taints") or ())
-        nodes.append(NodeConfig(
-            nd["name"], node_url, labels, identity,
-            **_ssh_options(nd, node_url, raw.get("knownHosts"), base_dir, f"nodes[{i}]"),
-            auth_file=auth_file, credentials=credentials,
-            cpu_millis=None if capacity.get("cpu") is None else quantity(capacity["cpu"], 1000),
-            memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
-            taints=taints,
-            address=nd.get("address"),
-        ))
+    source = _source(raw["source"], base_dir)
+    entries = raw.get("nodes") or [{"name": "local"}]
+    nodes = [_node(i, nd, raw.get("knownHosts"), base_dir) for i, nd in enumerate(entries)]
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")
@@ -262,6 +235,44 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         },
         notify=notify_from_mapping(_section(raw, "notify"), base_dir, parse_duration),
         metrics_listen=str(_section(raw, "metrics").get("listen", "127.0.0.1:9464") or ""),
+    )
+
+
+def _source(src: Mapping[str, Any], base_dir: Path | None) -> SourceConfig:
+    """The schema-checked `source:` section; a relative local path is taken from `base_dir`."""
+    url = src["url"]
+    if base_dir is not None and "://" not in url and not url.startswith("/") and "@" not in url:
+        url = str((base_dir / url).resolve())
+    return SourceConfig(
+        url=url,
+        branch=src.get("branch", "main"),
+        path=(src.get("path") or "").strip("/"),
+        interval=parse_duration(src.get("interval", 30), "source.interval"),
+        timeout=parse_duration(src.get("timeout", 60), "source.timeout"),
+        verify=verify_from_mapping(src["verify"], base_dir) if src.get("verify") is not None else None,
+    )
+
+
+def _node(i: int, nd: Mapping[str, Any], known_hosts: Any, base_dir: Path | None) -> NodeConfig:
+    """The schema-checked entry `nodes[i]`; `known_hosts` is the config's top-level knownHosts (or None)."""
+    node_url = nd.get("url", DEFAULT_SOCKET)
+    identity = nd.get("identity")
+    if identity is not None:
+        if not node_url.startswith("ssh://"):
+            raise ConfigError(f"nodes[{i}].identity: only used with an ssh:// url")
+        identity = _file(identity, base_dir)
+    labels = {str(k): _label(v) for k, v in _section(nd, "labels").items()}
+    auth_file, credentials = _auth_file(nd.get("authFile"), base_dir, f"nodes[{i}].authFile")
+    capacity = _section(nd, "capacity")
+    taints = tuple(Taint(t["key"], _label(t.get("value", "")), t["effect"]) for t in nd.get("taints") or ())
+    return NodeConfig(
+        nd["name"], node_url, labels, identity,
+        **_ssh_options(nd, node_url, known_hosts, base_dir, f"nodes[{i}]"),
+        auth_file=auth_file, credentials=credentials,
+        cpu_millis=None if capacity.get("cpu") is None else quantity(capacity["cpu"], 1000),
+        memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
+        taints=taints,
+        address=nd.get("address"),
     )
 
 

@@ -268,7 +268,9 @@ def safe_encode(hexdigest: str, length: int) -> str:
     return "".join(out)
 
 
-def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigData], services: Iterable[Service]) -> str:
+def template_hash(
+    workload: Workload, configs: Mapping[tuple[str, str], ConfigData], services: Iterable[Service]
+) -> str:
     """Hash of everything that, when changed, needs new pods.
 
     Covers the namespace, the pod template, the content of every ConfigMap and
@@ -287,7 +289,9 @@ def template_hash(workload: Workload, configs: Mapping[tuple[str, str], ConfigDa
         (s.ref.name, s.type, [asdict(p) for p in s.ports]) for s in services if _selects(s, workload)
     )
     return safe_encode(
-        _digest({"ns": workload.ref.namespace, "template": _hashed_template(workload), "config": content, "services": svc}),
+        _digest(
+            {"ns": workload.ref.namespace, "template": _hashed_template(workload), "config": content, "services": svc}
+        ),
         10,
     )
 
@@ -599,7 +603,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
     namespaces = {"default"} | {o.ref.name for o in objs if isinstance(o, Namespace)}
 
     networks = tuple(
-        NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), commit)) for ns in sorted(namespaces)
+        NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), commit))
+        for ns in sorted(namespaces)
     )
     volumes = tuple(
         VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit),
@@ -745,7 +750,9 @@ def _target_port(target: int | str | None, port: int, containers: tuple[Containe
     return port  # manifests rejects unknown port names; unreachable for a validated revision
 
 
-def _secret(configs: Mapping[tuple[str, str], ConfigData], kind: str, name: str, key: str, secrets: dict[str, SecretSpec]) -> str | None:
+def _secret(
+    configs: Mapping[tuple[str, str], ConfigData], kind: str, name: str, key: str, secrets: dict[str, SecretSpec]
+) -> str | None:
     cfg = configs.get((kind, name))
     if cfg is None or key not in cfg.data:
         return None  # optional reference to something absent
@@ -754,16 +761,16 @@ def _secret(configs: Mapping[tuple[str, str], ConfigData], kind: str, name: str,
     return sname
 
 
-def _container(
+def _container_env(
     w: Workload,
     pod: str,
     c: Container,
-    commit: str,
-    thash: str,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
     node: NodeConfig,
-) -> ContainerSpec:
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The container's plain environment and its Secret-backed variables (name -> Podman secret), in Kubernetes
+    order: envFrom first, then env (env wins on conflicts). Registers each Secret it uses in `secrets`."""
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
 
@@ -780,7 +787,10 @@ def _container(
             secret_env[var] = sname
             env.pop(var, None)
 
-    # Kubernetes order: envFrom first, then env (env wins on conflicts)
+    def plain(var: str, value: str) -> None:
+        env[var] = value
+        secret_env.pop(var, None)
+
     for f in c.env_from:
         cfg = configs.get((f.kind, f.name))
         for key in sorted(cfg.data) if cfg else ():
@@ -790,16 +800,24 @@ def _container(
         if e.ref is not None:
             put(e.name, e.ref.kind, e.ref.name, e.ref.key)
         elif e.field_path is not None:
-            env[e.name] = field_value(e.field_path, pod, w, node)
-            secret_env.pop(e.name, None)
+            plain(e.name, field_value(e.field_path, pod, w, node))
         elif e.resource is not None:  # rounded up, as the kubelet does; an unset request is 0
             amount = resource_amount(by_name[e.resource.container], e.resource) or 0
-            env[e.name] = str(-(-amount // e.resource.divisor))
-            secret_env.pop(e.name, None)
+            plain(e.name, str(-(-amount // e.resource.divisor)))
         else:
-            env[e.name] = e.value or ""
-            secret_env.pop(e.name, None)
+            plain(e.name, e.value or "")
+    return env, secret_env
 
+
+def _container_mounts(
+    w: Workload,
+    pod: str,
+    c: Container,
+    configs: Mapping[tuple[str, str], ConfigData],
+    secrets: dict[str, SecretSpec],
+) -> tuple[list[SecretMount], list[VolumeBind], list[HostMount]]:
+    """The container's volume mounts as Podman sees them: Secret/ConfigMap files (as Podman secrets, registered
+    in `secrets`), named-volume binds (persistentVolumeClaim, emptyDir) and host paths."""
     mounts: list[SecretMount] = []
     binds: list[VolumeBind] = []
     host_mounts: list[HostMount] = []
@@ -824,12 +842,46 @@ def _container(
             sname = _secret(configs, kind, v.source, key, secrets)
             if sname is not None:
                 mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
+    return mounts, binds, host_mounts
 
+
+def _health_start_period(c: Container) -> int:
+    """The liveness healthcheck's start period. Podman 4.3 has no startup healthcheck: liveness waits out the
+    startup probe."""
     probe = c.liveness_probe
     start_period = probe.initial_delay_seconds if probe else 0
-    if probe and c.startup_probe:  # Podman 4.3 has no startup healthcheck: liveness waits out the startup probe
+    if probe and c.startup_probe:
         s = c.startup_probe
         start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
+    return start_period
+
+
+def _user(c: Container) -> str | None:
+    """Podman's --user: uid, or uid:gid; None for the image's user."""
+    if c.run_as_user is None:
+        return None
+    return str(c.run_as_user) if c.run_as_group is None else f"{c.run_as_user}:{c.run_as_group}"
+
+
+def _groups(w: Workload, c: Container) -> tuple[str, ...]:
+    """Podman's --group-add: the pod's fsGroup, then the container's supplementalGroups, without repeats."""
+    fs_group = () if w.template.fs_group is None else (w.template.fs_group,)
+    return tuple(dict.fromkeys(str(gid) for gid in (*fs_group, *c.supplemental_groups)))
+
+
+def _container(
+    w: Workload,
+    pod: str,
+    c: Container,
+    commit: str,
+    thash: str,
+    configs: Mapping[tuple[str, str], ConfigData],
+    secrets: dict[str, SecretSpec],
+    node: NodeConfig,
+) -> ContainerSpec:
+    env, secret_env = _container_env(w, pod, c, configs, secrets, node)
+    mounts, binds, host_mounts = _container_mounts(w, pod, c, configs, secrets)
+    probe = c.liveness_probe
     return ContainerSpec(
         name=container_name(pod, c.name),
         image=c.image,
@@ -845,7 +897,7 @@ def _container(
         health_interval=probe.period_seconds if probe else 0,
         health_timeout=probe.timeout_seconds if probe else 0,
         health_retries=probe.failure_threshold if probe else 0,
-        health_start_period=start_period,
+        health_start_period=_health_start_period(c),
         cpu_millis=c.resources.cpu_millis,
         memory_bytes=c.resources.memory_bytes,
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
@@ -860,11 +912,9 @@ def _container(
         cap_add=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_add)),
         cap_drop=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_drop)),
         read_only_root_fs=c.read_only_root_fs,
-        user=None if c.run_as_user is None else
-        str(c.run_as_user) if c.run_as_group is None else f"{c.run_as_user}:{c.run_as_group}",
+        user=_user(c),
         no_new_privileges=not c.allow_privilege_escalation,
-        groups=tuple(dict.fromkeys(str(gid) for gid in (
-            *(() if w.template.fs_group is None else (w.template.fs_group,)), *c.supplemental_groups))),
+        groups=_groups(w, c),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
         host_uts=w.template.host_network,
@@ -967,11 +1017,17 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
     if probe.action == "tcpSocket":
         script = (
             # connected: nc exits 0 when the server closes, or is stopped by `timeout` after the connect bound
-            f"{_BOUNDED}if command -v nc >/dev/null 2>&1; then bounded {probe.timeout_seconds + 1} nc -w {t} {_sh(host)} "
+            f"{_BOUNDED}if command -v nc >/dev/null 2>&1; then "
+            f"bounded {probe.timeout_seconds + 1} nc -w {t} {_sh(host)} "
             f"{probe.port} </dev/null >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -ge 124 ]; "
             f"else echo 'tcpSocket probe: the image has no nc' >&2; exit {NO_TOOL_EXIT}; fi"
         )
         return ("/bin/sh", "-c", script)
+    return ("/bin/sh", "-c", _http_get_script(probe, host, t))
+
+
+def _http_get_script(probe: Probe, host: str, t: str) -> str:
+    """`probe_command`'s shell script for an httpGet probe of `host`, `t` its timeout in seconds."""
     scheme = probe.scheme.lower()
     target = probe.path.split("#", 1)[0] or "/"
     url = f"{scheme}://{host}:{probe.port}{target}"
@@ -983,17 +1039,22 @@ def probe_command(probe: Probe) -> tuple[str, ...]:
         return text.replace("\\", "\\\\").replace("%", "%%")
 
     own_host = any(k.lower() == "host" for k, _ in probe.headers)
-    lines = [f"GET {target} HTTP/1.0", *([] if own_host else [f"Host: {host}"]), *(f"{k}: {v}" for k, v in probe.headers)]
+    lines = [
+        f"GET {target} HTTP/1.0", *([] if own_host else [f"Host: {host}"]), *(f"{k}: {v}" for k, v in probe.headers)
+    ]
     request = "".join(lit(line) + crlf for line in lines) + crlf
-    nc = f"printf {_sh(request)} | bounded {t} nc -w {t} {_sh(host)} {probe.port} | grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
+    nc = (
+        f"printf {_sh(request)} | bounded {t} nc -w {t} {_sh(host)} {probe.port} "
+        "| grep -q '^HTTP/1\\.[01] [23][0-9][0-9]'"
+    )
     tools = "curl, wget" + ("" if scheme == "https" else " or nc")
-    script = (
+    return (
         f"{_BOUNDED}if command -v curl >/dev/null 2>&1; then curl -fsSkg -o /dev/null -m {t}{curl_h} {_sh(url)}; "
         + (f"elif command -v nc >/dev/null 2>&1; then {nc}; " if scheme == "http" else "")
-        + f"elif command -v wget >/dev/null 2>&1; then wget -q -O /dev/null -T {t} --no-check-certificate{wget_h} {_sh(url)}; "
+        + "elif command -v wget >/dev/null 2>&1; then "
+        + f"wget -q -O /dev/null -T {t} --no-check-certificate{wget_h} {_sh(url)}; "
         + f"else echo 'httpGet probe: the image has no {tools}' >&2; exit {NO_TOOL_EXIT}; fi"
     )
-    return ("/bin/sh", "-c", script)
 
 
 # busybox's `nc -w` bounds the connect only: a server that accepts and never answers would hang the probe

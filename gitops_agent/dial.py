@@ -136,7 +136,8 @@ class RemoteDialer:
         try:
             stream = self._open_tcp(host, port, timeout)
         except NodeError:
-            raise  # the transport itself failed (SSH connection lost, forwarding refused): the node's fault, not the pod's
+            # the transport itself failed (SSH connection lost, forwarding refused): the node's fault, not the pod's
+            raise
         except Exception as e:
             raise _describe(e, host, port, timeout) from e
         if isinstance(stream, socket.socket):

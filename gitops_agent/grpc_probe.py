@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import h2.config
 import h2.connection
@@ -83,7 +83,8 @@ def check(
         ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", f"{max(1, int(timeout * 1000))}m"),
     ])
     conn.send_data(stream, request_message(service), end_stream=True)
-    body, trailers = b"", {}
+    body = b""
+    trailers: dict[str, str] = {}
     try:
         sock.sendall(conn.data_to_send())
         ended = False
@@ -100,7 +101,7 @@ def check(
                     body += event.data
                     conn.acknowledge_received_data(event.flow_controlled_length, stream)
                 elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                    trailers.update(dict(event.headers))  # a trailers-only answer carries grpc-status here
+                    trailers.update(_headers(event.headers))  # a trailers-only answer carries grpc-status here
                 elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
                     return 1, f"the server reset the call (HTTP/2 error {event.error_code})"
                 elif isinstance(event, h2.events.ConnectionTerminated):
@@ -113,6 +114,15 @@ def check(
     except (OSError, h2.exceptions.ProtocolError) as e:
         return 1, f"gRPC health check failed: {e}"
     return _verdict(trailers, body)
+
+
+def _headers(headers: Iterable[tuple[bytes | str, bytes | str]]) -> dict[str, str]:
+    """An event's headers as text: h2 gives str with header_encoding set (its hints say bytes)."""
+    return {_text(name): _text(value) for name, value in headers}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _verdict(headers: dict[str, str], body: bytes) -> tuple[int, str]:

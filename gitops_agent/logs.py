@@ -150,79 +150,99 @@ def follow(nodes: dict[str, Node], sel: Selector, out: Emit, err: Emit, stop: th
     Pods are looked for again every RESCAN_SECONDS, so the new pods of a rollout are followed too.
     A node that drops out is reported, and followed again once it answers. Returns how many
     containers were found at the start (0: nothing to follow, returns at once)."""
-    lines: queue.Queue[tuple[str, str]] = queue.Queue()
-    down: set[str] = set()
-    followed: set[str] = set()  # container ids
-    lock = threading.Lock()
+    follower = _Follower(nodes, sel, stop, container=container, tail=tail, since=since)
+    found = follower.scan(first=True)
+    next_scan = time.monotonic() + RESCAN_SECONDS
+    while found and not stop.is_set():
+        try:
+            kind, text = follower.lines.get(timeout=0.2)
+            (out if kind == "out" else err)(text)
+        except queue.Empty:
+            pass
+        if time.monotonic() >= next_scan:
+            follower.scan(first=False)
+            next_scan = time.monotonic() + RESCAN_SECONDS
+    while not follower.lines.empty():
+        kind, text = follower.lines.get_nowait()
+        (out if kind == "out" else err)(text)
+    return found
 
-    def report_down(node: str, why: str) -> None:
-        with lock:
-            if node not in down:
-                down.add(node)
-                lines.put(("err", f"node {node}: dropped out ({why}); following the other nodes"))
 
-    def report_up(node: str) -> None:
-        with lock:
-            if node in down:
-                down.discard(node)
-                lines.put(("err", f"node {node}: back; following it again"))
+class _Follower:
+    """The state `follow` shares with its threads (one per container): the queue of lines to print
+    (("out" | "err", text)), the nodes that dropped out and the containers already followed."""
 
-    def one(t: Target, start: float | None, n: int | None) -> None:
-        node = nodes[t.node]
-        while not stop.is_set():
+    def __init__(self, nodes: dict[str, Node], sel: Selector, stop: threading.Event, *, container: str,
+                 tail: int | None, since: float | None) -> None:
+        self.nodes = nodes
+        self.sel = sel
+        self.stop = stop
+        self.container = container
+        self.tail = tail
+        self.since = since
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.down: set[str] = set()
+        self.followed: set[str] = set()  # container ids
+        self.lock = threading.Lock()
+
+    def report_down(self, node: str, why: str) -> None:
+        with self.lock:
+            if node not in self.down:
+                self.down.add(node)
+                self.lines.put(("err", f"node {node}: dropped out ({why}); following the other nodes"))
+
+    def report_up(self, node: str) -> None:
+        with self.lock:
+            if node in self.down:
+                self.down.discard(node)
+                self.lines.put(("err", f"node {node}: back; following it again"))
+
+    def one(self, t: Target, start: float | None, n: int | None) -> None:
+        """Follow one container (a thread): again from where it was lost when its node comes back."""
+        node = self.nodes[t.node]
+        while not self.stop.is_set():
             try:
                 for line in node.logs(t.id, tail=n, since=start, follow=True):
-                    lines.put(("out", f"{t.prefix} {line}"))
-                    if stop.is_set():
+                    self.lines.put(("out", f"{t.prefix} {line}"))
+                    if self.stop.is_set():
                         return
                 node.ping()  # the stream ended: the container stopped, or the node went away
                 return
             except NodeUnreachable as e:
-                report_down(t.node, str(e).split(": ", 1)[-1])
-                lost = time.time()
-                while not stop.wait(RETRY_SECONDS):
-                    try:
-                        node.ping()
-                        break
-                    except NodeError:
-                        continue
-                report_up(t.node)
+                self.report_down(t.node, str(e).split(": ", 1)[-1])
+                lost = time.time()  # wall time: Podman's `since`
+                self._wait_back(node)
+                self.report_up(t.node)
                 start, n = lost, None
             except NodeError as e:
-                lines.put(("err", f"{t.prefix} {e}"))
+                self.lines.put(("err", f"{t.prefix} {e}"))
                 return
 
-    def scan(first: bool) -> int:
+    def _wait_back(self, node: Node) -> None:
+        """Ping `node` every RETRY_SECONDS until it answers or `stop` is set."""
+        while not self.stop.wait(RETRY_SECONDS):
+            try:
+                node.ping()
+                return
+            except NodeError:
+                continue
+
+    def scan(self, first: bool) -> int:
+        """Start a thread for each selected container not followed yet; how many are selected."""
         found = 0
-        for node in nodes.values():
-            if not first and node.name in down:
+        for node in self.nodes.values():
+            if not first and node.name in self.down:
                 continue  # its own threads wait for it to come back
             try:
-                found_here = targets(node, sel, container)
+                found_here = targets(node, self.sel, self.container)
             except NodeError as e:
                 if first:
-                    lines.put(("err", f"node {node.name}: {e}"))
+                    self.lines.put(("err", f"node {node.name}: {e}"))
                 continue
             for t in found_here:
                 found += 1
-                if t.id not in followed:
-                    followed.add(t.id)
-                    args = (t, since, tail) if first else (t, None, None)  # a new pod: all of its lines
-                    threading.Thread(target=one, args=args, daemon=True).start()
+                if t.id not in self.followed:
+                    self.followed.add(t.id)
+                    args = (t, self.since, self.tail) if first else (t, None, None)  # a new pod: all of its lines
+                    threading.Thread(target=self.one, args=args, daemon=True).start()
         return found
-
-    found = scan(first=True)
-    next_scan = time.time() + RESCAN_SECONDS
-    while found and not stop.is_set():
-        try:
-            kind, text = lines.get(timeout=0.2)
-            (out if kind == "out" else err)(text)
-        except queue.Empty:
-            pass
-        if time.time() >= next_scan:
-            scan(first=False)
-            next_scan = time.time() + RESCAN_SECONDS
-    while not lines.empty():
-        kind, text = lines.get_nowait()
-        (out if kind == "out" else err)(text)
-    return found

@@ -52,6 +52,8 @@ from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
 
 if TYPE_CHECKING:  # asyncssh (through tunnel) costs ~25 MB of RSS: loaded only for an ssh:// node
+    from podman.api.client import APIResponse
+
     from .tunnel import SshSettings, Tunnel
 
 INIT_OUTPUT_LINES = 20  # lines of a failed init container's output shown in the error
@@ -114,7 +116,7 @@ class Node:
             raise NodeError(name, f"cannot use Podman URL {url}: {e}") from e
 
     def close(self) -> None:
-        self._client.close()
+        self._client.api.close()  # what PodmanClient.close does (which has no type hints)
         if self.tunnel is not None:
             self.tunnel.close()
 
@@ -142,19 +144,8 @@ class Node:
                 self.writes += 1
         if self.tunnel is not None:
             self.tunnel.ensure()
-        api = self._client.api
         try:
-            if method == "GET":
-                resp = api.get(path, params=params, timeout=timeout)
-            elif method == "DELETE":
-                resp = api.delete(path, params=params, timeout=timeout)
-            elif method == "PUT":  # a tar archive into a container
-                resp = api.put(path, params=params, data=raw, timeout=timeout,
-                               headers={"content-type": "application/x-tar"})
-            else:
-                data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-                sent = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
-                resp = api.post(path, params=params, data=data, timeout=timeout, headers=sent or None)
+            resp = self._send(method, path, params=params, body=body, raw=raw, timeout=timeout, headers=headers)
         except requests.exceptions.ConnectionError as e:
             raise NodeUnreachable(self.name, self._unreachable(what)) from e
         except requests.exceptions.Timeout as e:
@@ -170,19 +161,31 @@ class Node:
         if resp.status_code >= 400:
             raise NodeError(self.name, f"{what}: {_explain(resp)}")
         if method != "GET" and not probe:
-            with self._count:
-                self.changes += 1
-            hook = Node.on_write
-            if hook is not None:
-                hook(self.name, what)
-        if as_bytes:
-            return resp.content
-        if not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            return resp.text
+            self._written(what)
+        return _decoded(resp, as_bytes)
+
+    def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None, body: Any, raw: bytes | None,
+              timeout: float | None, headers: Mapping[str, str] | None) -> APIResponse:
+        """One request through podman-py's API client; its exceptions are translated by `_call`."""
+        api = self._client.api
+        if method == "GET":
+            return api.get(path, params=params, timeout=timeout)
+        if method == "DELETE":
+            return api.delete(path, params=params, timeout=timeout)
+        if method == "PUT":  # a tar archive into a container
+            tar = {"content-type": "application/x-tar"}
+            return api.put(path, params=params, data=raw, timeout=timeout, headers=tar)
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        sent = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
+        return api.post(path, params=params, data=data, timeout=timeout, headers=sent or None)
+
+    def _written(self, what: str) -> None:
+        """Count a change made on the node and tell the write hook (if any) about it."""
+        with self._count:
+            self.changes += 1
+        hook = Node.on_write
+        if hook is not None:
+            hook(self.name, what)
 
     # --- reading --------------------------------------------------------------------
 
@@ -215,7 +218,8 @@ class Node:
     def read_pods(self) -> dict[str, LivePod]:
         """Managed pods with their app containers: two list calls (what a rollout polls)."""
         pods = self._call("GET", "/pods/json", "list pods", params={"filters": _MANAGED_FILTER}) or []
-        ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true", "filters": _MANAGED_FILTER}) or []
+        ctrs = self._call("GET", "/containers/json", "list containers",
+                          params={"all": "true", "filters": _MANAGED_FILTER}) or []
         by_pod: dict[str, list[LiveContainer]] = {}
         for c in ctrs:
             labels = c.get("Labels") or {}
@@ -258,8 +262,8 @@ class Node:
                              body={"Cmd": list(command), "AttachStdout": True, "AttachStderr": True}, probe=True)
         exec_id = created["Id"]
         try:
-            raw = self._call("POST", f"/exec/{exec_id}/start", f"exec in {container}", body={"Detach": False}, timeout=timeout,
-                             as_bytes=True, probe=True)
+            raw = self._call("POST", f"/exec/{exec_id}/start", f"exec in {container}", body={"Detach": False},
+                             timeout=timeout, as_bytes=True, probe=True)
         except NodeUnreachable as e:
             if _read_timed_out(e):  # the probe took too long; the node itself answered
                 return None, f"timed out after {timeout:g}s"
@@ -684,6 +688,7 @@ def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
 
 
 def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
+    """libpod's container spec for container `c` of pod `pod`."""
     body: dict[str, Any] = {
         "name": c.name,
         "pod": pod.name,
@@ -696,6 +701,27 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
     if c.labels.get(L_INIT) == "true":  # run to completion each time the pod starts, before the app containers
         body["init_container_type"] = "always"
         del body["restart_policy"]
+    body.update(_process_fields(c))
+    body.update(_mount_fields(c))
+    body.update(_security_fields(c))
+    limits = _resource_limits(c)
+    if limits:
+        body["resource_limits"] = limits
+    if c.health_cmd:
+        body["healthconfig"] = {
+            "Test": ["CMD", *c.health_cmd],
+            "Interval": c.health_interval * _NS,
+            "Timeout": c.health_timeout * _NS,
+            "Retries": c.health_retries,
+            "StartPeriod": c.health_start_period * _NS,
+        }
+        body["health_check_on_failure_action"] = _ON_FAILURE_RESTART
+    return body
+
+
+def _process_fields(c: ContainerSpec) -> dict[str, Any]:
+    """The spec's entrypoint, command, working directory and Secret-backed environment (those that are set)."""
+    body: dict[str, Any] = {}
     if c.entrypoint:
         body["entrypoint"] = list(c.entrypoint)
     if c.command:
@@ -704,15 +730,30 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         body["work_dir"] = c.working_dir
     if c.secret_env:
         body["secret_env"] = dict(c.secret_env)
+    return body
+
+
+def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
+    """The spec's Secret files, named volumes and host paths (those that are set)."""
+    body: dict[str, Any] = {}
     if c.secret_mounts:
         body["secrets"] = [{"Source": m.secret, "Target": m.target, "Mode": m.mode} for m in c.secret_mounts]
     if c.volumes:
-        body["volumes"] = [{"Name": v.volume, "Dest": v.target, "Options": ["ro" if v.read_only else "rw"]} for v in c.volumes]
+        body["volumes"] = [
+            {"Name": v.volume, "Dest": v.target, "Options": ["ro" if v.read_only else "rw"]} for v in c.volumes
+        ]
     if c.host_mounts:  # hostPath: a missing source fails the create ("statfs ...: no such file or directory")
         body["mounts"] = [
-            {"destination": m.target, "source": m.source, "type": "bind", "options": ["rbind", "ro" if m.read_only else "rw"]}
+            {"destination": m.target, "source": m.source, "type": "bind",
+             "options": ["rbind", "ro" if m.read_only else "rw"]}
             for m in c.host_mounts
         ]
+    return body
+
+
+def _security_fields(c: ContainerSpec) -> dict[str, Any]:
+    """The spec's privileges, capabilities, user, groups and host namespaces (those that are set)."""
+    body: dict[str, Any] = {}
     if c.privileged:
         body["privileged"] = True
     if c.cap_add:
@@ -731,6 +772,11 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
     for wanted, key in ((c.host_pid, "pidns"), (c.host_ipc, "ipcns"), (c.host_uts, "utsns")):
         if wanted:
             body[key] = {"nsmode": "host"}
+    return body
+
+
+def _resource_limits(c: ContainerSpec) -> dict[str, Any]:
+    """The spec's resource_limits: CPU quota and shares, memory limit and reservation ({} for none)."""
     limits: dict[str, Any] = {}
     if c.cpu_millis:
         limits["cpu"] = {"quota": c.cpu_millis * 100, "period": 100_000}
@@ -740,18 +786,7 @@ def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
         limits["memory"] = {"limit": c.memory_bytes}
     if c.memory_reservation:
         limits.setdefault("memory", {})["reservation"] = c.memory_reservation
-    if limits:
-        body["resource_limits"] = limits
-    if c.health_cmd:
-        body["healthconfig"] = {
-            "Test": ["CMD", *c.health_cmd],
-            "Interval": c.health_interval * _NS,
-            "Timeout": c.health_timeout * _NS,
-            "Retries": c.health_retries,
-            "StartPeriod": c.health_start_period * _NS,
-        }
-        body["health_check_on_failure_action"] = _ON_FAILURE_RESTART
-    return body
+    return limits
 
 
 def _group_dir_tar(gid: int) -> bytes:
@@ -823,6 +858,18 @@ def _demux(raw: Any) -> str:
     return text.decode("utf-8", "replace").strip()
 
 
+def _decoded(resp: APIResponse, as_bytes: bool) -> Any:
+    """A successful answer's body: its bytes (`as_bytes`), None when empty, its JSON, or else its text."""
+    if as_bytes:
+        return resp.content
+    if not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
+
+
 def _explain(resp: Any) -> str:
     try:
         body = resp.json()
@@ -834,7 +881,8 @@ def _explain(resp: Any) -> str:
 def _read_timed_out(error: BaseException) -> bool:
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, (requests.exceptions.ReadTimeout, TimeoutError)) or type(seen).__name__ == "ReadTimeoutError":
+        timed_out = isinstance(seen, (requests.exceptions.ReadTimeout, TimeoutError))
+        if timed_out or type(seen).__name__ == "ReadTimeoutError":
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -844,7 +892,8 @@ def _unreachable(error: BaseException) -> bool:
     """True when the error chain holds a failed connection or a timeout."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, FileNotFoundError)):
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                             ConnectionError, FileNotFoundError)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

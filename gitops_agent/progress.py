@@ -68,47 +68,35 @@ class Board:
     def apply(self, event: str, fields: Mapping[str, Any], now: float) -> None:
         node = str(fields.get("node", ""))
         if event == "rollout.start":
-            order = [n for n in str(fields.get("nodes", "")).split(",") if n]
-            self.revision, self.phase = str(fields.get("revision", "")), "progressing"
-            fast = str(fields.get("fast", "")).lower() == "true"
-            self.rows = {n: Row(n, canary=not fast and i == 0 and len(order) > 1) for i, n in enumerate(order)}
-            for n in str(fields.get("done", "")).split(","):  # a resumed rollout: these nodes finished before
-                if n in self.rows:
-                    self.rows[n].phase = READY
+            self._start(fields)
         elif event == "rollout.end":
             self.phase = str(fields.get("phase", ""))
-            for r in self.rows.values():
-                if r.phase == ROLLING_BACK:
-                    r.phase, r.finished = ROLLED_BACK, now
+            self._rolled_back(now)
         elif not node or not self.phase:
             return
-        elif event == "rollout.node":
-            r = self.row(node)
-            r.phase, r.started, r.finished, r.failure = UPDATING, now, 0.0, ""
-        elif event == "image.pull":
-            self.row(node).phase = PULLING if self.row(node).phase in (WAITING, UPDATING) else self.row(node).phase
         elif event in ("action", "rollout.create", "rollout.remove", "rollout.progress", "rollout.done"):
             self._pods(self.row(node), event, fields)
-        elif event == "rollout.node.done":
-            r = self.row(node)
-            r.phase, r.finished = READY, now
-            r.workloads = {w: (d, d, d) for w, (_, _, d) in r.workloads.items()}
-        elif event == "rollout.node.failed":
-            r = self.row(node)
-            r.phase, r.finished = FAILED, now
-            probe, output = str(fields.get("probe") or ""), str(fields.get("output") or "")
-            r.failure = f"{probe} probe: {output}" if probe and output else str(fields.get("error", ""))
-        elif event in ("rollout.deferred", "rollback.deferred"):
-            self.row(node).phase = DEFERRED
+        elif event in _NODE_EVENTS:
+            _NODE_EVENTS[event](self.row(node), fields, now)
         elif event == "rollback.node":
-            for r in self.rows.values():  # the one before is back on the old revision
-                if r.phase == ROLLING_BACK:
-                    r.phase, r.finished = ROLLED_BACK, now
+            self._rolled_back(now)  # the one before is back on the old revision
             r = self.row(node)
             r.phase, r.started, r.finished = ROLLING_BACK, r.started or now, 0.0
-        elif event == "rollback.failed":
-            r = self.row(node)
-            r.phase, r.finished, r.failure = FAILED, now, f"rollback failed: {fields.get('error', '')}"
+
+    def _start(self, fields: Mapping[str, Any]) -> None:
+        order = [n for n in str(fields.get("nodes", "")).split(",") if n]
+        self.revision, self.phase = str(fields.get("revision", "")), "progressing"
+        fast = str(fields.get("fast", "")).lower() == "true"
+        self.rows = {n: Row(n, canary=not fast and i == 0 and len(order) > 1) for i, n in enumerate(order)}
+        for n in str(fields.get("done", "")).split(","):  # a resumed rollout: these nodes finished before
+            if n in self.rows:
+                self.rows[n].phase = READY
+
+    def _rolled_back(self, now: float) -> None:
+        """The node rolling back (if any) is done: back on the old revision."""
+        for r in self.rows.values():
+            if r.phase == ROLLING_BACK:
+                r.phase, r.finished = ROLLED_BACK, now
 
     @staticmethod
     def _pods(r: Row, event: str, fields: Mapping[str, Any]) -> None:
@@ -124,6 +112,46 @@ class Board:
         elif event == "rollout.done":
             n = int(fields.get("replicas", 0))
             r.workloads[w] = (n, n, n)
+
+
+def _node_started(r: Row, fields: Mapping[str, Any], now: float) -> None:
+    r.phase, r.started, r.finished, r.failure = UPDATING, now, 0.0, ""
+
+
+def _pulling(r: Row, fields: Mapping[str, Any], now: float) -> None:
+    if r.phase in (WAITING, UPDATING):
+        r.phase = PULLING
+
+
+def _node_done(r: Row, fields: Mapping[str, Any], now: float) -> None:
+    r.phase, r.finished = READY, now
+    r.workloads = {w: (d, d, d) for w, (_, _, d) in r.workloads.items()}
+
+
+def _node_failed(r: Row, fields: Mapping[str, Any], now: float) -> None:
+    r.phase, r.finished = FAILED, now
+    probe, output = str(fields.get("probe") or ""), str(fields.get("output") or "")
+    r.failure = f"{probe} probe: {output}" if probe and output else str(fields.get("error", ""))
+
+
+def _deferred(r: Row, fields: Mapping[str, Any], now: float) -> None:
+    r.phase = DEFERRED
+
+
+def _rollback_failed(r: Row, fields: Mapping[str, Any], now: float) -> None:
+    r.phase, r.finished, r.failure = FAILED, now, f"rollback failed: {fields.get('error', '')}"
+
+
+# Events about one node that change only its row: event -> (row, the event's fields, its time)
+_NODE_EVENTS: dict[str, Callable[[Row, Mapping[str, Any], float], None]] = {
+    "rollout.node": _node_started,
+    "image.pull": _pulling,
+    "rollout.node.done": _node_done,
+    "rollout.node.failed": _node_failed,
+    "rollout.deferred": _deferred,
+    "rollback.deferred": _deferred,
+    "rollback.failed": _rollback_failed,
+}
 
 
 _STYLE = {READY: "green", FAILED: "bold red", ROLLED_BACK: "yellow", ROLLING_BACK: "yellow", DEFERRED: "magenta",

@@ -301,7 +301,8 @@ class _Verifier:
         self.gpg = shutil.which("gpg") or ""
         self.ssh_keygen = shutil.which("ssh-keygen") or ""
         if pgp and not self.gpg:
-            raise ConfigError("source.verify: OpenPGP keys are configured but `gpg` is not installed (apt install gnupg)")
+            raise ConfigError("source.verify: OpenPGP keys are configured but `gpg` is not installed "
+                              "(apt install gnupg)")
         if signers and not self.ssh_keygen:
             raise ConfigError("source.verify: SSH keys are configured but `ssh-keygen` is not installed "
                               "(apt install openssh-client)")
@@ -359,7 +360,8 @@ class _Verifier:
 
 def _why(stderr: str) -> str:
     """git verify-*'s raw output (gpg status lines, or ssh-keygen's words) as one reason."""
-    status = {ln.split()[1]: ln.split()[2:] for ln in stderr.splitlines() if ln.startswith("[GNUPG:] ") and len(ln.split()) > 1}
+    status = {ln.split()[1]: ln.split()[2:] for ln in stderr.splitlines()
+              if ln.startswith("[GNUPG:] ") and len(ln.split()) > 1}
     if "NO_PUBKEY" in status or "ERRSIG" in status:
         key = (status.get("NO_PUBKEY") or status.get("ERRSIG") or ["?"])[0]
         return f"signature by OpenPGP key {key} is not from a trusted key"
