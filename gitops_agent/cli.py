@@ -62,15 +62,30 @@ class _Sub:
         return parser
 
 
+def _with_config(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", "-c", help="agent config YAML (default: $GITOPS_AGENT_CONFIG)")
+    sp.add_argument("--source", help="Git URL or local path to follow, instead of (or overriding) source.url")
+    sp.add_argument("--state-dir", help="where history, cache and the Git mirror live (overrides stateDir)")
+
+
+def _add_logs(sub: _Sub) -> None:
+    lg = sub.add_parser("logs", help="containers' logs from every node the object runs on, "
+                        "each line prefixed [node/pod/container]")
+    _with_config(lg)
+    lg.add_argument("object", metavar="KIND/NAMESPACE/NAME|POD",
+                    help="e.g. Deployment/demo/web, Pod/demo/db, or a pod name")
+    lg.add_argument("--container", metavar="NAME", default="", help="only this container of each pod")
+    lg.add_argument("--tail", type=int, metavar="N", help="the last N lines of each container")
+    lg.add_argument("--since", metavar="DURATION", help="only lines newer than this (30s, 10m, 2h, 1d)")
+    lg.add_argument("--follow", "-f", action="store_true", help="stream new lines from every node until interrupted")
+    lg.add_argument("--previous", "-p", action="store_true", help="the run before the container's last restart")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gitops-agent", description="GitOps reconciliation agent for Podman.")
     sub = _Sub(p.add_subparsers(dest="command", required=True, metavar="COMMAND"))
 
-    def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", "-c", help="agent config YAML (default: $GITOPS_AGENT_CONFIG)")
-        sp.add_argument("--source", help="Git URL or local path to follow, instead of (or overriding) source.url")
-        sp.add_argument("--state-dir", help="where history, cache and the Git mirror live (overrides stateDir)")
-
+    with_config = _with_config
     v = sub.add_parser("validate", help="check manifests in a directory; no Podman")
     v.add_argument("path", nargs="?", default=".", help="directory of manifests (default: .)")
     v.add_argument("--config", "-c", help="check against this agent config's policy (default: the default policy, "
@@ -107,16 +122,7 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--watch", "-w", action="store_true",
                             help="follow the newest rollout live until it ends (exit 0 complete, 1 otherwise)")
         sp.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml")
-    lg = sub.add_parser("logs", help="containers' logs from every node the object runs on, "
-                        "each line prefixed [node/pod/container]")
-    with_config(lg)
-    lg.add_argument("object", metavar="KIND/NAMESPACE/NAME|POD",
-                    help="e.g. Deployment/demo/web, Pod/demo/db, or a pod name")
-    lg.add_argument("--container", metavar="NAME", default="", help="only this container of each pod")
-    lg.add_argument("--tail", type=int, metavar="N", help="the last N lines of each container")
-    lg.add_argument("--since", metavar="DURATION", help="only lines newer than this (30s, 10m, 2h, 1d)")
-    lg.add_argument("--follow", "-f", action="store_true", help="stream new lines from every node until interrupted")
-    lg.add_argument("--previous", "-p", action="store_true", help="the run before the container's last restart")
+    _add_logs(sub)
     cp = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
     cp.add_argument("shell", nargs="?", choices=SHELLS, help="the shell to complete for")
     cp.add_argument("--objects", action="store_true",
