@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import pullauth
+from . import pullauth, windows
 from .errors import ConfigError, Problem, quote_path
 from .model import HostPathRule, NodeLimits, Policy, StorageClass, Taint
 from .pullauth import Credential
@@ -93,6 +93,28 @@ class NodeConfig:
     """The node's IP address as pods see it: `status.hostIP` (and a hostNetwork pod's `status.podIP`)."""
     taints: tuple[Taint, ...] = ()
     """Only pods tolerating a NoSchedule/NoExecute taint are placed here; PreferNoSchedule only breaks ties."""
+    schedule: windows.Schedule | None = None
+    """Maintenance windows (the node's own `schedule:`, else the top-level one); None: always open."""
+    vars: Mapping[str, str] = field(default_factory=dict)
+    """`vars:`: this node's variables for `${NAME}` substitution (as text; YAML `true` is "true")."""
+
+
+@dataclass(frozen=True)
+class SubstituteFrom:
+    """One `substituteFrom:` entry: a ConfigMap or Secret of the repository whose keys are variables."""
+
+    kind: str  # ConfigMap | Secret
+    name: str
+    namespace: str = "default"
+    optional: bool = False
+    """False: a revision without this object is rejected; True: it is skipped."""
+
+
+@dataclass(frozen=True)
+class SopsConfig:
+    """`sops:`: SOPS-encrypted manifests are decrypted in memory with these age identity files."""
+
+    age_key_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,10 @@ class AgentConfig:
     """How many pods a revision may place on a node, containers in a pod, and pods in all."""
     storage_classes: Mapping[str, StorageClass] = field(default_factory=dict)
     """`storageClasses:`: storageClassName -> the Podman volume driver and options of its claims' volumes."""
+    substitute_from: tuple[SubstituteFrom, ...] = ()
+    """`substituteFrom:`: repository ConfigMaps/Secrets whose keys are substitution variables (lowest precedence)."""
+    sops: SopsConfig | None = None
+    """`sops:`: the age identities that decrypt SOPS-encrypted manifests; None: encrypted files are rejected."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -206,6 +232,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         verify=verify_from_mapping(src["verify"], base_dir) if src.get("verify") is not None else None,
     )
     nodes: list[NodeConfig] = []
+    top_schedule = _schedule(raw.get("schedule"), "schedule", None)
     for i, nd in enumerate(raw.get("nodes") or [{"name": "local"}]):
         node_url = nd.get("url", DEFAULT_SOCKET)
         identity = nd.get("identity")
@@ -225,6 +252,8 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
             memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
             taints=taints,
             address=nd.get("address"),
+            schedule=_schedule(nd.get("schedule"), f"nodes[{i}].schedule", top_schedule),
+            vars={str(k): _label(v) for k, v in _section(nd, "vars").items()},
         ))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
@@ -254,7 +283,37 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
                                     {str(k): str(v) for k, v in _section(sc, "options").items()})
             for name, sc in _section(raw, "storageClasses").items()
         },
+        substitute_from=tuple(SubstituteFrom(e["kind"], e["name"], e.get("namespace", "default"),
+                                             e.get("optional", False)) for e in raw.get("substituteFrom") or ()),
+        sops=_sops(raw.get("sops"), base_dir),
     )
+
+
+def _schedule(raw: Mapping[str, Any] | None, where: str, inherited: windows.Schedule | None
+              ) -> windows.Schedule | None:
+    """A schema-checked `schedule:` section (a node's replaces the top-level one as a whole)."""
+    if raw is None:
+        return inherited
+
+    def windows_of(key: str) -> tuple[windows.Window, ...]:
+        return tuple(windows.window(w["cron"], parse_duration(w["duration"], f"{where}.{key}[{j}].duration"),
+                                    f"{where}.{key}[{j}]") for j, w in enumerate(raw.get(key) or ()))
+
+    return windows.schedule(raw.get("timeZone", "UTC"), windows_of("allow"), windows_of("deny"),
+                            raw.get("driftRepair", "always"), where)
+
+
+def _sops(raw: Mapping[str, Any] | None, base_dir: Path | None) -> SopsConfig | None:
+    """The schema-checked `sops:` section; its key files must exist (read only when a file is decrypted)."""
+    if raw is None:
+        return None
+    keys = []
+    for i, name in enumerate(raw.get("ageKeyFiles") or ()):
+        path = Path(_file(name, base_dir))
+        if not path.is_file():
+            raise ConfigError(f"sops.ageKeyFiles[{i}]: {quote_path(str(path))} is not a readable file")
+        keys.append(path)
+    return SopsConfig(tuple(keys))
 
 
 def limits_from_mapping(raw: Mapping[str, Any]) -> NodeLimits:
