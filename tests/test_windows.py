@@ -20,7 +20,7 @@ UTC = timezone.utc
 
 
 def berlin(*args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=BERLIN, fold=fold)  # type: ignore[misc]
+    return datetime(*args, tzinfo=BERLIN, fold=fold)  # type: ignore[arg-type, misc]
 
 
 def nightly(cron: str = "0 2 * * *", hours: float = 3, deny: tuple[Window, ...] = ()) -> Schedule:
