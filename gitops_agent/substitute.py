@@ -13,9 +13,11 @@ replaced by that node's variables, and the result is validated per node. Pure: n
   stays a string: a quoted scalar (`value: "${PORT}"`), text around the reference (`app:${TAG}`),
   and ambiguous text (`007`, `yes`, `null`, `1_000`). This matches what Flux's text substitution gives
   for the usual cases, without YAML 1.1's surprises.
-- Opt-in per object: the annotation `gitops-agent.io/substitute: enabled`. Off by default, because
-  `${...}` is common in what is not a template (a shell script in a ConfigMap, a Grafana dashboard),
-  and such an object must neither be changed nor rejected for an "undefined variable".
+- Opt-in per object: the annotation `gitops-agent.io/substitute: enabled`; or per file: the comment
+  line `# gitops-agent.io/substitute: enabled` among the comments that open the file (`file_opts_in`),
+  for every object in it but those annotated `gitops-agent.io/substitute: disabled`. Off by default,
+  because `${...}` is common in what is not a template (a shell script in a ConfigMap, a Grafana
+  dashboard), and such an object must neither be changed nor rejected for an "undefined variable".
 - Variables, by precedence: the node's `vars:`, its labels (`${NODE_LABEL_<key>}`, every character
   of the key that is not a letter, digit or `_` written `_`: `topology.kubernetes.io/zone` is
   `${NODE_LABEL_topology_kubernetes_io_zone}`), built-ins (`${NODE_NAME}`), then `substituteFrom`.
@@ -38,6 +40,8 @@ from .errors import ConfigError, Problem
 JsonPath = tuple[str | int, ...]
 ANNOTATION = "gitops-agent.io/substitute"
 ENABLED = "enabled"
+DISABLED = "disabled"
+FILE_MARKER = f"# {ANNOTATION}: {ENABLED}"
 LABEL_PREFIX = "NODE_LABEL_"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REFERENCE = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[=-])(?P<default>.*))?", re.DOTALL)
@@ -127,11 +131,27 @@ def variables_from(kind: str, body: Mapping[str, Any], where: Where) -> tuple[di
     return found, problems
 
 
-def enabled(body: Mapping[str, Any]) -> bool:
-    """True when the object opts in: `metadata.annotations["gitops-agent.io/substitute"]` is "enabled"."""
+def file_opts_in(data: bytes) -> bool:
+    """True when the comment lines that open the file (before its first other line) include
+    `# gitops-agent.io/substitute: enabled`: every object of the file opts in."""
+    for raw in data.splitlines():
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            continue
+        if not line.startswith("#"):
+            return False
+        if " ".join(line.split()) == FILE_MARKER:
+            return True
+    return False
+
+
+def enabled(body: Mapping[str, Any], file_enabled: bool = False) -> bool:
+    """True when the object opts in: `metadata.annotations["gitops-agent.io/substitute"]` is "enabled", or
+    its file opts in (`file_opts_in`) and the annotation is not "disabled"."""
     metadata = body.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    return isinstance(annotations, Mapping) and annotations.get(ANNOTATION) == ENABLED
+    setting = annotations.get(ANNOTATION) if isinstance(annotations, Mapping) else None
+    return setting == ENABLED or (file_enabled and setting != DISABLED)
 
 
 def _problem(where: Where, path: JsonPath, message: str) -> Problem:
@@ -255,11 +275,13 @@ def _walk(value: Any, path: JsonPath, run: _Pass) -> Any:
     return value
 
 
-def substitute(body: dict[str, Any], variables: Mapping[str, Variable], where: Where) -> Result:
-    """The object `body` for one node: unchanged unless it opts in (`enabled`); else a copy with every
+def substitute(body: dict[str, Any], variables: Mapping[str, Variable], where: Where,
+               file_enabled: bool = False) -> Result:
+    """The object `body` for one node: unchanged unless it opts in (`enabled`: its annotation, or its file's
+    comment, `file_enabled`, given by `file_opts_in`); else a copy with every
     reference in its string values replaced, the problems found (FILE:LINE of each value), and the
     Secret-sourced values it now holds. Problems never quote a value."""
-    if not enabled(body):
+    if not enabled(body, file_enabled):
         return Result(body)
     run = _Pass(variables, where, secret_object=body.get("kind") == "Secret")
     substituted = _walk(body, (), run)

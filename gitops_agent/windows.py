@@ -163,16 +163,23 @@ def next_open(plan: Schedule | None, now: datetime) -> datetime | None:
 
 
 def closes_at(plan: Schedule | None, now: datetime) -> datetime | None:
-    """When the window open at `now` closes (the earlier of its allow end and the next deny start);
-    None when the schedule is closed now or never closes (no allow windows and no deny windows)."""
+    """When the window open at `now` closes: the end of its allow windows (contiguous or overlapping ones
+    taken together) or the next deny start, whichever comes first. None when the schedule is closed now,
+    or stays open for the next 7 days (no allow windows and no deny window soon, or back-to-back windows)."""
     if plan is None or not is_open(plan, now):
         return None
-    zone = plan.zone
-    ends = [_next_start(win, zone, now) for win in plan.deny]
-    allow_end = _open_until(plan.allow, zone, now)
-    if allow_end is not None:
-        ends.append(allow_end)
-    return min(ends) if ends else None
+    zone, moment = plan.zone, now
+    while moment - now <= timedelta(days=7):
+        ends = [_next_start(win, zone, moment) for win in plan.deny]
+        allow_end = _open_until(plan.allow, zone, moment)
+        if allow_end is not None:
+            ends.append(allow_end)
+        if not ends:
+            return None
+        moment = min(ends)
+        if not is_open(plan, moment):
+            return moment
+    return None
 
 
 def _span(delta: timedelta) -> str:

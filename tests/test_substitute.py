@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gitops_agent.errors import ConfigError
-from gitops_agent.substitute import (ANNOTATION, JsonPath, Variable, Where, expand, label_variable, node_variables,
-                                     substitute, typed, variables_from)
+from gitops_agent.substitute import (ANNOTATION, NAME, JsonPath, Variable, Where, expand, file_opts_in,
+                                     label_variable, node_variables, substitute, typed, variables_from)
 
 ON = {"annotations": {ANNOTATION: "enabled"}}
 
@@ -219,3 +221,37 @@ def test_secret_variables_only_into_secrets() -> None:
         "a variable from Secret creds may be substituted only into a Secret's data or stringData "
         "(elsewhere diff, status and history would show it)"]
     assert all("hunter2" not in str(p) for p in result.problems)
+
+
+def test_per_file_opt_in_by_a_leading_comment() -> None:
+    """`# gitops-agent.io/substitute: enabled` among the file's opening comments opts in every object of the
+    file except one annotated `disabled`; the same line further down is not the marker."""
+    assert file_opts_in(b"# site manifests\n#  gitops-agent.io/substitute:   enabled\n\napiVersion: v1\n")
+    assert not file_opts_in(b"apiVersion: v1\n# gitops-agent.io/substitute: enabled\n")
+    assert not file_opts_in(b"# gitops-agent.io/substitute: disabled\nkind: ConfigMap\n")
+    assert not file_opts_in(b"")
+    plain = {"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"zone": "${Z}"}}
+    opted_out = {"kind": "ConfigMap", "metadata": {"name": "b", "annotations": {ANNOTATION: "disabled"}},
+                 "data": {"zone": "${Z}"}}
+    variables = _vars(Z="north")
+    assert substitute(plain, variables, _where(), file_enabled=True).body["data"] == {"zone": "north"}
+    assert substitute(plain, variables, _where()).body["data"] == {"zone": "${Z}"}
+    assert substitute(opted_out, variables, _where(), file_enabled=True).body is opted_out
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=50, deadline=None)
+@given(_TEXT.filter(lambda t: "$" not in t), st.from_regex(NAME, fullmatch=True), _TEXT)
+def test_expansion_properties(text: str, name: str, value: str) -> None:
+    """Text without `$` is kept; a reference is replaced by its value wherever it sits, and escaped it is kept
+    as text; nothing of the value or the text appears in an error."""
+    variables = {name: Variable(value, "vars of node n")}
+    assert expand(text, variables).text == text
+    found = expand(f"{text}${{{name}}}{text}", variables)
+    assert (found.text, found.errors, found.used) == (f"{text}{value}{text}", [], [variables[name]])
+    assert expand(f"$${{{name}}}", variables).text == f"${{{name}}}"
+    missing = expand(f"{text}${{{name}_MISSING}}", variables)
+    assert missing.errors == [f"undefined variable {name}_MISSING (no default: set it in the node's vars or labels, "
+                              f"substituteFrom, or write ${{{name}_MISSING:=default}})"]

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gitops_agent import config
 from gitops_agent.errors import ConfigError
@@ -43,6 +45,9 @@ def test_a_window_is_open_from_its_start_for_its_duration() -> None:
     assert is_open(plan, berlin(2026, 12, 2, 4, 59, 59))
     assert not is_open(plan, berlin(2026, 12, 2, 5, 0))
     assert closes_at(plan, berlin(2026, 12, 2, 3, 0)) == berlin(2026, 12, 2, 5, 0)
+    back_to_back = nightly("0 2,3 * * *", 1)  # 02:00-03:00 and 03:00-04:00: one window until 04:00
+    assert closes_at(back_to_back, berlin(2026, 12, 2, 2, 30)) == berlin(2026, 12, 2, 4, 0)
+    assert closes_at(nightly("* * * * *", 1), berlin(2026, 12, 2, 2, 30)) is None  # never closes
 
 
 def test_the_same_instant_in_another_zone_gives_the_same_answer() -> None:
@@ -210,3 +215,30 @@ def test_config_schedule_errors() -> None:
         _config({}, {"schedule": {"allow": [{"cron": "61 * * * *", "duration": "1h"}]}})
     with pytest.raises(ConfigError, match="window"):
         _config({"schedule": {"window": []}})
+
+
+_ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC")  # Lord Howe: a 30 min DST shift
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.datetimes(datetime(2026, 1, 1), datetime(2027, 1, 1)), st.sampled_from(_ZONES),
+       st.sampled_from(["30 2 * * *", "0 1 * * 0", "*/20 * * * *", "15 23 * * 1-5"]),
+       st.integers(5, 240), st.booleans())
+def test_next_open_is_open_and_the_minutes_before_it_are_closed(naive: datetime, zone: str, cron: str,
+                                                                 minutes: int, with_deny: bool) -> None:
+    """For any moment of 2026, in zones with DST changes of 1 h and 30 min: next_open is open, every whole
+    7th minute from now until then is closed, and closes_at of an open moment is closed."""
+    now = naive.replace(tzinfo=UTC)
+    deny = (Window("0 2 * * 6", timedelta(hours=5)),) if with_deny else ()
+    plan = Schedule(zone, (Window(cron, timedelta(minutes=minutes)),), deny)
+    opens = next_open(plan, now)
+    assert opens is not None and opens >= now and is_open(plan, opens)
+    moment = now
+    while moment < opens and moment - now < timedelta(days=1):
+        assert not is_open(plan, moment)
+        moment += timedelta(minutes=7)
+    closes = closes_at(plan, opens)
+    if closes is None:  # back-to-back windows (*/20 for 20 min or more) that never close
+        assert cron == "*/20 * * * *" and minutes >= 20 and not with_deny
+    else:
+        assert closes > opens and not is_open(plan, closes) and is_open(plan, closes - timedelta(seconds=1))
