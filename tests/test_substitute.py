@@ -14,6 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gitops_agent import config
 from gitops_agent.errors import ConfigError
 from gitops_agent.substitute import (ANNOTATION, NAME, JsonPath, Variable, Where, expand, file_opts_in,
                                      label_variable, node_variables, substitute, typed, variables_from)
@@ -255,3 +256,20 @@ def test_expansion_properties(text: str, name: str, value: str) -> None:
     missing = expand(f"{text}${{{name}_MISSING}}", variables)
     assert missing.errors == [f"undefined variable {name}_MISSING (no default: set it in the node's vars or labels, "
                               f"substituteFrom, or write ${{{name}_MISSING:=default}})"]
+
+
+def test_config_vars_and_substitute_from() -> None:
+    """A node's `vars:` are kept as text (YAML `true` as "true"); `substituteFrom` entries default to the
+    default namespace and required; a vars key that is not a variable name is refused by the schema."""
+    raw = {"source": {"url": "/tmp/repo"},
+           "nodes": [{"name": "edge-1", "vars": {"REPLICAS": 3, "DEBUG": True, "TAG": "1.10"}}],
+           "substituteFrom": [{"kind": "ConfigMap", "name": "site"},
+                              {"kind": "Secret", "name": "creds", "namespace": "demo", "optional": True}]}
+    cfg = config.from_mapping(raw)
+    assert cfg.nodes[0].vars == {"REPLICAS": "3", "DEBUG": "true", "TAG": "1.10"}
+    assert cfg.substitute_from == (config.SubstituteFrom("ConfigMap", "site"),
+                                   config.SubstituteFrom("Secret", "creds", "demo", True))
+    with pytest.raises(ConfigError, match="my-var"):
+        config.from_mapping({**raw, "nodes": [{"name": "edge-1", "vars": {"my-var": "x"}}]})
+    with pytest.raises(ConfigError, match="kind"):
+        config.from_mapping({**raw, "substituteFrom": [{"kind": "Deployment", "name": "x"}]})
