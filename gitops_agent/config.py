@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import pullauth
+from . import pullauth, windows
 from .errors import ConfigError, Problem, quote_path
 from .model import HostPathRule, NodeLimits, Policy, StorageClass, Taint
 from .notify import NotifyConfig
@@ -95,6 +95,28 @@ class NodeConfig:
     """The node's IP address as pods see it: `status.hostIP` (and a hostNetwork pod's `status.podIP`)."""
     taints: tuple[Taint, ...] = ()
     """Only pods tolerating a NoSchedule/NoExecute taint are placed here; PreferNoSchedule only breaks ties."""
+    schedule: windows.Schedule | None = None
+    """Maintenance windows (the node's own `schedule:`, else the top-level one); None: always open."""
+    vars: Mapping[str, str] = field(default_factory=dict)
+    """`vars:`: this node's variables for `${NAME}` substitution (as text; YAML `true` is "true")."""
+
+
+@dataclass(frozen=True)
+class SubstituteFrom:
+    """One `substituteFrom:` entry: a ConfigMap or Secret of the repository whose keys are variables."""
+
+    kind: str  # ConfigMap | Secret
+    name: str
+    namespace: str = "default"
+    optional: bool = False
+    """False: a revision without this object is rejected; True: it is skipped."""
+
+
+@dataclass(frozen=True)
+class SopsConfig:
+    """`sops:`: SOPS-encrypted manifests are decrypted in memory with these age identity files."""
+
+    age_key_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +155,10 @@ class AgentConfig:
     """`notify:`: alert sinks (webhook, Apprise) and their thresholds (notify.py)."""
     metrics_listen: str = "127.0.0.1:9464"
     """`metrics.listen`: host:port of /metrics, /healthz, /readyz, /status and the page; "" turns it off."""
+    substitute_from: tuple[SubstituteFrom, ...] = ()
+    """`substituteFrom:`: repository ConfigMaps/Secrets whose keys are substitution variables (lowest precedence)."""
+    sops: SopsConfig | None = None
+    """`sops:`: the age identities that decrypt SOPS-encrypted manifests; None: encrypted files are rejected."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -204,7 +230,8 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
     _raise(manifests.check_value(raw, schema()))
     source = _source(raw["source"], base_dir)
     entries = raw.get("nodes") or [{"name": "local"}]
-    nodes = [_node(i, nd, raw.get("knownHosts"), base_dir) for i, nd in enumerate(entries)]
+    top_schedule = _schedule(raw.get("schedule"), "schedule", None)
+    nodes = [_node(i, nd, raw.get("knownHosts"), base_dir, top_schedule) for i, nd in enumerate(entries)]
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"nodes: duplicate node names in {names}")
@@ -235,6 +262,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         },
         notify=notify_from_mapping(_section(raw, "notify"), base_dir, parse_duration),
         metrics_listen=str(_section(raw, "metrics").get("listen", "127.0.0.1:9464") or ""),
+        substitute_from=tuple(SubstituteFrom(e["kind"], e["name"], e.get("namespace", "default"),
+                                             e.get("optional", False)) for e in raw.get("substituteFrom") or ()),
+        sops=_sops(raw.get("sops"), base_dir),
     )
 
 
@@ -253,7 +283,8 @@ def _source(src: Mapping[str, Any], base_dir: Path | None) -> SourceConfig:
     )
 
 
-def _node(i: int, nd: Mapping[str, Any], known_hosts: Any, base_dir: Path | None) -> NodeConfig:
+def _node(i: int, nd: Mapping[str, Any], known_hosts: Any, base_dir: Path | None,
+          top_schedule: windows.Schedule | None) -> NodeConfig:
     """The schema-checked entry `nodes[i]`; `known_hosts` is the config's top-level knownHosts (or None)."""
     node_url = nd.get("url", DEFAULT_SOCKET)
     identity = nd.get("identity")
@@ -273,7 +304,36 @@ def _node(i: int, nd: Mapping[str, Any], known_hosts: Any, base_dir: Path | None
         memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
         taints=taints,
         address=nd.get("address"),
+        schedule=_schedule(nd.get("schedule"), f"nodes[{i}].schedule", top_schedule),
+        vars={str(k): _label(v) for k, v in _section(nd, "vars").items()},
     )
+
+
+def _schedule(raw: Mapping[str, Any] | None, where: str, inherited: windows.Schedule | None
+              ) -> windows.Schedule | None:
+    """A schema-checked `schedule:` section (a node's replaces the top-level one as a whole)."""
+    if raw is None:
+        return inherited
+
+    def windows_of(key: str) -> tuple[windows.Window, ...]:
+        return tuple(windows.window(w["cron"], parse_duration(w["duration"], f"{where}.{key}[{j}].duration"),
+                                    f"{where}.{key}[{j}]") for j, w in enumerate(raw.get(key) or ()))
+
+    return windows.schedule(raw.get("timeZone", "UTC"), windows_of("allow"), windows_of("deny"),
+                            raw.get("driftRepair", "always"), where)
+
+
+def _sops(raw: Mapping[str, Any] | None, base_dir: Path | None) -> SopsConfig | None:
+    """The schema-checked `sops:` section; its key files must exist (read only when a file is decrypted)."""
+    if raw is None:
+        return None
+    keys = []
+    for i, name in enumerate(raw.get("ageKeyFiles") or ()):
+        path = Path(_file(name, base_dir))
+        if not path.is_file():
+            raise ConfigError(f"sops.ageKeyFiles[{i}]: {quote_path(str(path))} is not a readable file")
+        keys.append(path)
+    return SopsConfig(tuple(keys))
 
 
 def limits_from_mapping(raw: Mapping[str, Any]) -> NodeLimits:

