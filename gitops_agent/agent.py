@@ -424,6 +424,7 @@ class Daemon:
     BACKOFF_START = 2.0
     BACKOFF_CAP = 300.0
     DEBOUNCE = 1.0
+    DRIFT_DEBOUNCE = 0.2  # a managed container stopped by hand: a pass this soon after the event (`informer`)
     # systemd (Type=notify): READY=1 once the first pass has finished (the node is reconciled,
     # or the reason it is not is in STATUS=), but no later than this after start, so a long
     # first rollout stays inside the unit's TimeoutStartSec (300 s in the shipped unit).
@@ -440,6 +441,9 @@ class Daemon:
         self._observer: Any = None
         self._ready = False
         self._in_pass = False
+        self._drift_lock = threading.Lock()
+        self._drift_pending = False  # drift seen during a pass: another pass right after it
+        self.informers: dict[str, Any] = {}
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
 
     def _next_delay(self, ok: bool) -> float:
@@ -453,11 +457,25 @@ class Daemon:
     def _pass(self) -> None:
         if self.stop.is_set():
             return
-        self._in_pass = True
+        with self._drift_lock:
+            self._in_pass, self._drift_pending = True, False
         try:
             self._pass_once()
         finally:
-            self._in_pass = False
+            with self._drift_lock:
+                self._in_pass, again = False, self._drift_pending and not self.stop.is_set() and not self.failures
+            if again:
+                self.schedule(self.DRIFT_DEBOUNCE)
+
+    def on_drift(self, node: str) -> None:
+        """`informer`: a managed object on `node` changed by someone else; a pass now (debounced), or right
+        after the running one. A failing agent keeps its backoff."""
+        with self._drift_lock:
+            if self._in_pass:
+                self._drift_pending = True
+                return
+        if not self.failures and not self.stop.is_set():
+            self.schedule(self.DRIFT_DEBOUNCE)
 
     def _pass_once(self) -> None:
         ok = False
@@ -540,6 +558,9 @@ class Daemon:
                  interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
         self.scheduler.start()
         self._watch()
+        from . import informer
+
+        self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift, self.log)
         self.schedule(0)
         started = next_ping = time.monotonic()
         try:
@@ -558,6 +579,7 @@ class Daemon:
                 self._observer.stop()
                 self._observer.join(timeout=5)
             self.scheduler.shutdown(wait=True)  # lets a running pass finish its current step
+            informer.unwatch(self.agent.nodes, self.informers)
             self.agent.close()
             self.log("stopped")
         return 0
