@@ -443,6 +443,7 @@ class Daemon:
         self._in_pass = False
         self._drift_lock = threading.Lock()
         self._drift_pending = False  # drift seen during a pass: another pass right after it
+        self._drift_due = 0.0  # monotonic time by which the scheduled drift pass starts
         self.informers: dict[str, Any] = {}
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
 
@@ -474,8 +475,11 @@ class Daemon:
             if self._in_pass:
                 self._drift_pending = True
                 return
-        if not self.failures and not self.stop.is_set():
-            self.schedule(self.DRIFT_DEBOUNCE)
+            now = time.monotonic()
+            if now < self._drift_due or self.failures or self.stop.is_set():
+                return  # a drift pass is already on its way (the events of one hand change come in a burst)
+            self._drift_due = now + self.DRIFT_DEBOUNCE + 1.0
+        self.schedule(self.DRIFT_DEBOUNCE)
 
     def _pass_once(self) -> None:
         ok = False

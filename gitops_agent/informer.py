@@ -313,8 +313,8 @@ class Informer:
         if found and (why != "resync" or clean):
             self.log("informer.differences", level="warning" if why == "resync" else "info", node=self.node.name,
                      why=why, count=len(found), first="; ".join(found[:5]))
-        if any(not d.startswith("image ") for d in found):
-            self.on_drift(self.node.name)
+        if (why != "resync" or clean) and any(not d.startswith("image ") for d in found):
+            self.on_drift(self.node.name)  # after a stale copy a resync finds what events already reported
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self.resync_interval):

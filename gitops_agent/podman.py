@@ -34,6 +34,7 @@ import email.utils
 import io
 import json
 import re
+import socket
 import tarfile
 import threading
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterator, Mapping, Protocol
@@ -724,8 +725,26 @@ class EventStream:
     def close(self) -> None:
         self.closed = True
         try:
+            _shutdown(self._resp.raw)
             self._resp.close()
         except (OSError, AttributeError, urllib3.exceptions.HTTPError):
+            pass
+
+
+def _shutdown(raw: Any) -> None:
+    """Shut the socket under a streamed response, so that a read blocked on it in another thread returns
+    (closing the response alone does not wake it). podman-py's unix-socket connections do not give urllib3
+    the hook its own `shutdown` needs: the socket is then taken from the connection."""
+    try:
+        raw.shutdown()
+        return
+    except (AttributeError, ValueError, RuntimeError):
+        pass
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
 
 
