@@ -167,7 +167,10 @@ class Informer:
         self._live: LiveState | None = None
         self._known = Known()
         self._trusted = False  # the stream is open and the copy was listed after it opened
-        self._dirty = True  # an event or a write since the copy was listed
+        self._changes = 0  # bumped by every write, relevant event and stream break
+        self._copy_changes = -1  # `_changes` when the list that made the copy began: current iff equal
+        self._tickets = 0  # lists begun, in order: an older list never replaces a newer copy
+        self._copy_ticket = -1
         self._epoch = 0  # bumped at each stream break: a list begun before it is not trusted
         self._recent: dict[str, float] = {}  # object name -> when the agent last wrote to it
         self._stream: EventStream | None = None
@@ -199,34 +202,34 @@ class Informer:
 
     def read(self) -> LiveState:
         with self._lock:
-            if self._trusted and not self._dirty and self._live is not None:
+            if self._trusted and self._copy_changes == self._changes and self._live is not None:
                 return self._live
-            epoch, self._dirty = self._epoch, False
-        try:
-            live = self.node.list_live()
-        except BaseException:
-            with self._lock:
-                self._dirty = True
-            raise
-        self._store(live, epoch)
+            begun = self._begin()
+        live = self.node.list_live()
+        self._store(live, begun)
         return live
 
     def writing(self, path: str) -> None:
         name = written_name(path)
         with self._lock:
-            self._dirty = True
+            self._changes += 1
             if name:
                 self._recent[name] = self.clock()
 
     # --- the watch ---------------------------------------------------------------------
 
-    def _store(self, live: LiveState, epoch: int, trust: bool = False) -> None:
+    def _begin(self) -> tuple[int, int, int]:
+        """(ticket, changes, epoch) of a list about to begin; the caller holds the lock."""
+        self._tickets += 1
+        return self._tickets, self._changes, self._epoch
+
+    def _store(self, live: LiveState, begun: tuple[int, int, int], trust: bool = False) -> None:
+        ticket, changes, epoch = begun
         with self._lock:
-            if epoch != self._epoch:
-                self._dirty = True  # listed across a break: events in between may be missing
-                return
-            self._live, self._known = live, Known.of(live)
-            if trust:
+            if ticket < self._copy_ticket:
+                return  # a newer list finished first
+            self._live, self._known, self._copy_ticket, self._copy_changes = live, Known.of(live), ticket, changes
+            if trust and epoch == self._epoch:  # listed across a break: events in between may be missing
                 self._trusted = True
 
     def _expected(self, name: str) -> bool:
@@ -277,8 +280,9 @@ class Informer:
             pass  # a broken stream, or a list that failed: the copy is not trusted until the next re-list
         finally:
             with self._lock:
-                self._trusted, self._dirty, self._stream = False, True, None
+                self._trusted, self._stream = False, None
                 self._epoch += 1
+                self._changes += 1
             stream.close()
 
     def _on_event(self, event: Mapping[str, Any]) -> None:
@@ -288,7 +292,7 @@ class Informer:
         if verdict == "ignore":
             return
         with self._lock:
-            self._dirty = True
+            self._changes += 1
         if verdict == "drift":
             self.drift_events += 1
             attrs = (event.get("Actor") or {}).get("Attributes") or {}
@@ -299,10 +303,10 @@ class Informer:
     def _relist(self, why: str) -> None:
         """A full list into the copy; what changed since the last copy is logged, and repaired at once."""
         with self._lock:
-            old, clean, epoch = self._live, not self._dirty, self._epoch
-            self._dirty = False
+            old, clean = self._live, self._copy_changes == self._changes
+            begun = self._begin()
         live = self.node.list_live()
-        self._store(live, epoch, trust=True)
+        self._store(live, begun, trust=True)
         found = differences(old, live) if old is not None else []
         with self._lock:
             self.relists += 1
@@ -323,8 +327,7 @@ class Informer:
             try:
                 self._relist("resync")
             except NodeError:
-                with self._lock:
-                    self._dirty = True
+                pass  # unreachable now: the stream breaks too, and its reconnect re-lists
 
 
 def watch(nodes: Mapping[str, Node], resync_interval: float, on_drift: Callable[[str], None],

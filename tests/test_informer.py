@@ -136,6 +136,10 @@ def _running(svc: Any) -> dict[str, str]:
     return {c["Names"][0]: c["Id"] for c in json.loads(out or "[]") if not c.get("IsInfra")}
 
 
+def _state(svc: Any, name: str) -> str:
+    return str(svc.podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip())
+
+
 def _wait(check: Callable[[], Any], seconds: float, what: str) -> float:
     start = time.monotonic()
     while time.monotonic() - start < seconds:
@@ -187,11 +191,12 @@ def _events(log: Path, event: str) -> list[dict[str, Any]]:
     return [e for e in lines if e.get("event") == event]
 
 
-def test_a_running_daemon_repairs_hand_changes_from_events_reconnects_and_resyncs(clean_podman: Any,
+def test_a_running_daemon_repairs_hand_changes_from_events_and_reconnects_and_resync_finds_the_rest(
+        clean_podman: Any,
                                                                                    tmp_path: Path) -> None:
     """The poll is 10 minutes: a container removed by hand runs again within seconds (its event); a pod
-    removed while the Podman service was down is found by the re-list after the stream is back; a
-    container removed behind the stream's back (its event written elsewhere) is found by the resync."""
+    removed while the Podman service was down is found by the re-list after the stream is back and
+    repaired; a container paused behind the stream's back (no event written) is found by the resync."""
     svc = clean_podman
     log = tmp_path / "agent.log"
     proc = _daemon(_config(tmp_path, svc, resyncInterval="4s"), log)
@@ -217,10 +222,17 @@ def test_a_running_daemon_repairs_hand_changes_from_events_reconnects_and_resync
         third = _running(svc)["solo_main"]
         time.sleep(EXPECTED_FOR + 0.5)
 
-        svc.podman("--events-backend", "none", "rm", "-f", "-t", "0", "solo_main")  # an event nobody sees
-        _wait(lambda: _running(svc).get("solo_main", third) != third, 20, "repaired by the resync")
+        assert not [e for e in _events(log, "informer.differences") if e["why"] == "resync"]
+        # a pause (no container exits, so no event from conmon either) with the event log turned off: only the
+        # resync can see it
+        svc.podman("--events-backend", "none", "pause", "solo_main")
+        drifts = len(_events(log, "drift.event"))
+        _wait(lambda: [e for e in _events(log, "informer.differences") if e["why"] == "resync"], 20, "the resync")
         resynced = [e for e in _events(log, "informer.differences") if e["why"] == "resync"]
-        assert resynced and resynced[0]["first"].startswith("pod solo")
+        assert resynced[0]["first"] == "pod solo changed" and resynced[0]["count"] == 1
+        assert len(_events(log, "drift.event")) == drifts  # no event told the agent
+        assert _state(svc, "solo_main") == "paused"
+        svc.podman("unpause", "solo_main")  # repairing a paused container is the drift-property work (issue 14)
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
