@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+import yaml
+
 from ._env import WEB1, Bench, GitRemote, Row, agent_config, deployment, dump_all, fmt_s, load_agent, median, spread
 from podman_env import PodmanService
 
@@ -53,13 +55,16 @@ def _noop(b: Bench) -> list[Row]:
     [svc] = b.nodes(1, "inf")
     remote = GitRemote(b.tmp("inf-git"))
     cfg = agent_config(b.tmp("inf-cfg") / "agent.yaml", remote.url, [svc], b.tmp("inf-state"))
+    raw = yaml.safe_load(cfg.read_text())
+    cfg.write_text(yaml.safe_dump({**raw, "limits": {"maxPodsPerNode": n + 10}}))  # the default is the kubelet's 110
     remote.write("apps/idle.yaml", dump_all([deployment("idle", WEB1, n)]))
     remote.commit_and_push(f"idle x{n}")
     agent = load_agent(cfg)
     watches: dict[str, Any] = {}
     try:
-        if agent.sync().result != "applied":
-            raise RuntimeError("informer: the apply failed")
+        out = agent.sync()
+        if out.result != "applied":
+            raise RuntimeError(f"informer: the apply gave {out.result}: {out.error}")
         node = agent.nodes[svc.name]
         watches = inf.watch(agent.nodes, 600.0, lambda _n: None, agent.log)
         deadline = time.monotonic() + 30
