@@ -240,3 +240,38 @@ def test_a_running_daemon_repairs_hand_changes_from_events_and_reconnects_and_re
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_copy_follows_an_ssh_node_through_its_tunnel(podman_service: Any, tmp_path: Path) -> None:
+    """Over ssh:// the event stream rides the node's one SSH connection: a steady pass lists nothing and a
+    container removed by hand is reported for that node."""
+    from ssh_env import SshNode
+
+    ssh = SshNode("inf")
+    try:
+        cfg = tmp_path / "agent.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "source": {"url": str(_repo(tmp_path)), "interval": "10m"},
+            "nodes": [{"name": ssh.name, "url": ssh.url, "identity": str(ssh.client_key), "connectTimeout": "3s"}],
+            "knownHosts": str(ssh.known_hosts(tmp_path / "known_hosts")), "stateDir": str(tmp_path / "state"),
+            "readyTimeout": "30s"}))
+        drift: list[str] = []
+        agent = Agent(config_mod.load(str(cfg)))
+        node = agent.nodes[ssh.name]
+        watches = informer.watch(agent.nodes, 600.0, drift.append, agent.log)
+        try:
+            assert agent.sync().result == "applied"
+            _wait(lambda: watches[ssh.name].trusted, 20, "the stream opened through the tunnel")
+            time.sleep(EXPECTED_FOR)
+            agent.sync()
+            before = node.lists
+            assert agent.sync().result == "in-sync"
+            assert node.lists == before and drift == []
+            ssh.svc.podman("rm", "-f", "-t", "0", "solo_main")
+            _wait(lambda: drift, 10, "a drift report over ssh")
+            assert set(drift) == {ssh.name} and node.handshakes == 1
+        finally:
+            informer.unwatch(agent.nodes, watches)
+            agent.close()
+    finally:
+        ssh.close()
