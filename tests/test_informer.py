@@ -18,6 +18,7 @@ import yaml
 from gitops_agent import config as config_mod
 from gitops_agent import informer
 from gitops_agent.agent import Agent
+from gitops_agent.errors import NodeError
 from gitops_agent.informer import EXPECTED_FOR, Known, classify, differences, written_name
 from gitops_agent.live import LiveContainer, LivePod, LiveState
 from gitrepo import git
@@ -275,3 +276,46 @@ def test_the_copy_follows_an_ssh_node_through_its_tunnel(podman_service: Any, tm
             agent.close()
     finally:
         ssh.close()
+
+
+def test_the_copy_follows_a_tcp_node(clean_podman: Any, tmp_path: Path) -> None:
+    """tcp:// too: a second API service on the same storage, on a loopback port; the copy becomes current
+    from its stream and a pod removed by hand is reported."""
+    import socket
+
+    from gitops_agent.podman import Node
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(clean_podman.command("system", "service", "--time=0", f"tcp://127.0.0.1:{port}"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = Node("tcp", f"tcp://127.0.0.1:{port}", timeout=10)
+    drift: list[str] = []
+    inf = informer.Informer(node, 600.0, drift.append, lambda *a, **k: None)
+    try:
+        _wait(lambda: _pings(node), 20, "the tcp service answering")
+        clean_podman.podman("pod", "create", "--name", "tcp-pod", "--label", "io.gitops-agent.managed=true")
+        node.cache = inf
+        inf.start()
+        _wait(lambda: inf.trusted, 20, "the stream opened over tcp")
+        assert "tcp-pod" in node.read().pods
+        before = node.lists
+        node.read()
+        assert node.lists == before
+        clean_podman.podman("pod", "rm", "-f", "tcp-pod")
+        _wait(lambda: drift, 10, "a drift report over tcp")
+        assert "tcp-pod" not in node.read().pods
+    finally:
+        inf.close()
+        node.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _pings(node: Any) -> bool:
+    try:
+        node.ping()
+        return True
+    except NodeError:
+        return False
