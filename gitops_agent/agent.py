@@ -424,7 +424,7 @@ class Daemon:
     BACKOFF_START = 2.0
     BACKOFF_CAP = 300.0
     DEBOUNCE = 1.0
-    DRIFT_DEBOUNCE = 0.2  # a managed container stopped by hand: a pass this soon after the event (`informer`)
+    DRIFT_DEBOUNCE = 0.05  # a managed container stopped by hand: a pass this soon after the event (`informer`)
     # systemd (Type=notify): READY=1 once the first pass has finished (the node is reconciled,
     # or the reason it is not is in STATUS=), but no later than this after start, so a long
     # first rollout stays inside the unit's TimeoutStartSec (300 s in the shipped unit).
