@@ -130,8 +130,31 @@ def _running_id(client: Any, name: str) -> str:
     return str(running[0]["Id"]) if running else ""
 
 
+def _idle(pid: int, window: float) -> tuple[int, float, float, int]:
+    """(VmRSS kB, CPU seconds, wall seconds, threads) of process `pid` over `window` seconds of idling."""
+    from .workloads import _cpu_seconds, _status_kb
+
+    rss = _status_kb(pid, "VmRSS")
+    cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+    time.sleep(window)
+    return rss, _cpu_seconds(pid) - cpu0, time.monotonic() - t0, _status_kb(pid, "Threads")
+
+
+def _repair_time(svc: PodmanService, client: Any, log: Any) -> float:
+    """Seconds from `podman rm -f` of an app container until one of that name runs again (a new ID)."""
+    name, old = _app_container(svc)
+    svc.podman("rm", "-f", "-t", "0", name)
+    gone = time.monotonic()
+    while time.monotonic() - gone < 60:
+        now_id = _running_id(client, name)
+        if now_id and now_id != old:
+            return time.monotonic() - gone
+        time.sleep(0.02)
+    raise RuntimeError(f"informer: {name} not running again within 60 s:\n{log.read_text()[-2000:]}")
+
+
 def _drift_and_idle(b: Bench) -> list[Row]:
-    from .workloads import _cpu_seconds, _status_kb, _sync_events
+    from .workloads import _sync_events
 
     trials = 3 if b.quick else 10
     idle_window = 3.0 if b.quick else 10.0
@@ -154,24 +177,9 @@ def _drift_and_idle(b: Bench) -> list[Row]:
         if not _sync_events(log) or _sync_events(log)[0].get("result") != "applied":
             raise RuntimeError(f"informer: the daemon did not apply:\n{log.read_text()[-2000:]}")
         time.sleep(3.0)  # the events of the apply have come in; the copies are current
-        pid = proc.pid
-        rss = _status_kb(pid, "VmRSS")
-        cpu0, t0 = _cpu_seconds(pid), time.monotonic()
-        time.sleep(idle_window)
-        cpu1, t1 = _cpu_seconds(pid), time.monotonic()
-        threads = _status_kb(pid, "Threads")
+        rss, cpu, window, threads = _idle(proc.pid, idle_window)
         for _ in range(trials):
-            name, old = _app_container(fleet[0])
-            fleet[0].podman("rm", "-f", "-t", "0", name)
-            gone = time.monotonic()
-            while time.monotonic() - gone < 60:
-                now_id = _running_id(client, name)
-                if now_id and now_id != old:
-                    break
-                time.sleep(0.02)
-            else:
-                raise RuntimeError(f"informer: {name} not running again within 60 s:\n{log.read_text()[-2000:]}")
-            took.append(time.monotonic() - gone)
+            took.append(_repair_time(fleet[0], client, log))
             time.sleep(2.5)  # past the agent's own-write window (informer.EXPECTED_FOR)
         proc.send_signal(signal.SIGTERM)
         if proc.wait(timeout=60) != 0:
@@ -182,8 +190,8 @@ def _drift_and_idle(b: Bench) -> list[Row]:
             proc.kill()
             proc.wait()
         _release(b, fleet)
-    pct = 100 * (cpu1 - cpu0) / (t1 - t0)
-    b.extra["informer_drift"] = {"took": took, "rss_kb": rss, "idle_cpu_s": cpu1 - cpu0, "threads": threads}
+    pct = 100 * cpu / window
+    b.extra["informer_drift"] = {"took": took, "rss_kb": rss, "idle_cpu_s": cpu, "threads": threads}
     b.notes.append(
         f"informer drift/idle: one `gitops-agent run` (10-minute poll) over 3 nodes, a Deployment of 6 replicas. "
         f"Idle: VmRSS and utime+stime of the process over {idle_window:g} s with its 3 event streams open and "
@@ -193,7 +201,8 @@ def _drift_and_idle(b: Bench) -> list[Row]:
     return [
         Row("informer", f"drift repair: app container removed by hand → running again ({trials} trials)",
             f"{spread(took)}", "≤ 2 s median", _verdict(median(took) <= 2.0)),
-        Row("informer", "idle RSS, watches on 3 nodes", f"{rss / 1024:.1f} MB", "≤ 60 MB", _verdict(rss / 1024 <= 60)),
-        Row("informer", f"idle CPU, watches on 3 nodes ({t1 - t0:.0f} s)", f"{cpu1 - cpu0:.2f} s ({pct:.2f} % of a core)",
+        Row("informer", "idle RSS, watches on 3 nodes", f"{rss / 1024:.1f} MB", "≤ 60 MB",
+            _verdict(rss / 1024 <= 60)),
+        Row("informer", f"idle CPU, watches on 3 nodes ({window:.0f} s)", f"{cpu:.2f} s ({pct:.2f} % of a core)",
             "≤ 1 % of a core", _verdict(pct <= 1.0)),
     ]

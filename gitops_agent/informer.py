@@ -97,9 +97,7 @@ def classify(event: Mapping[str, Any], known: Known, expected: Callable[[str], b
         return _container(action, attrs, name, known, expected)
     if kind == "image":
         return "changed" if action in _IMAGE_CHANGES else "ignore"
-    holds = {"pod": known.pods, "network": known.networks, "volume": known.volumes}.get(kind)
-    if kind == "secret":
-        holds = known.secrets if name.startswith(SECRET_PREFIX) or not name else frozenset()
+    holds = _held(kind, name, known)
     if holds is None:
         return "changed"  # a type this version does not know (system reset, ...): list again to be sure
     if name not in holds:
@@ -107,6 +105,13 @@ def classify(event: Mapping[str, Any], known: Known, expected: Callable[[str], b
     if action in _OBJECT_DRIFT and not expected(name):
         return "drift"
     return "changed"
+
+
+def _held(kind: str, name: str, known: Known) -> frozenset[str] | None:
+    """The names of objects of `kind` the copy holds; None for a type this module does not know."""
+    if kind == "secret":
+        return known.secrets if name.startswith(SECRET_PREFIX) or not name else frozenset()
+    return {"pod": known.pods, "network": known.networks, "volume": known.volumes}.get(kind)
 
 
 def _container(action: str, attrs: Mapping[str, Any], name: str, known: Known,

@@ -79,7 +79,8 @@ def test_events_that_change_no_listed_state_or_no_managed_object_are_ignored() -
 
 
 def test_objects_the_copy_holds_and_new_objects_mark_it_stale() -> None:
-    """A known pod/network/volume removed by hand is drift; a created one (maybe managed) or an unknown type re-lists."""
+    """A known pod/network/volume removed by hand is drift; a created one (maybe managed) or an unknown type
+    re-lists."""
     assert classify(_event("pod", "remove", "solo"), KNOWN, never) == "drift"
     assert classify(_event("pod", "remove", "solo"), KNOWN, lambda n: True) == "changed"
     assert classify(_event("network", "remove", "gitops-n"), KNOWN, never) == "drift"
