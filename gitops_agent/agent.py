@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from . import systemd
+from . import informer, systemd
 from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
@@ -444,7 +444,7 @@ class Daemon:
         self._drift_lock = threading.Lock()
         self._drift_pending = False  # drift seen during a pass: another pass right after it
         self._drift_due = 0.0  # monotonic time by which the scheduled drift pass starts
-        self.informers: dict[str, Any] = {}
+        self.informers: dict[str, informer.Informer] = {}  # each node's event-driven copy, from the first pass on
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
 
     def _next_delay(self, ok: bool) -> float:
@@ -465,6 +465,9 @@ class Daemon:
         finally:
             with self._drift_lock:
                 self._in_pass, again = False, self._drift_pending and not self.stop.is_set() and not self.failures
+            if not self.informers and not self.stop.is_set():  # after the first pass: it is not slowed by their lists
+                self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift,
+                                                self.log)
             if again:
                 self.schedule(self.DRIFT_DEBOUNCE)
 
@@ -562,9 +565,6 @@ class Daemon:
                  interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
         self.scheduler.start()
         self._watch()
-        from . import informer
-
-        self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift, self.log)
         self.schedule(0)
         started = next_ping = time.monotonic()
         try:

@@ -9,7 +9,8 @@ and the next read lists again. A steady-state pass therefore makes no list call 
 Level-triggered safety stays: a full re-list when the watch starts, each time the stream is opened again
 after a break (reconnect with backoff; the copy is not trusted between the break and that re-list: every
 read lists meanwhile, as without a cache), and every `resyncInterval`. Differences a resync finds in a copy
-that events said was current are counted (`resync_differences`, should stay 0) and logged.
+that events said was current are counted (`resync_differences`, should stay 0) and logged as missed; any
+difference a re-list finds in managed objects starts a pass (`on_drift`), which repairs what needs it.
 
 Drift: a managed container that died, stopped, was killed, paused or removed, or a pod (network, volume)
 the copy holds that was stopped or removed, calls `on_drift(node)` at once (the daemon debounces and runs a
@@ -319,11 +320,13 @@ class Informer:
                 self.resyncs += 1
                 if clean:
                     self.resync_differences += len(found)
-        if found and (why != "resync" or clean):
-            self.log("informer.differences", level="warning" if why == "resync" else "info", node=self.node.name,
-                     why=why, count=len(found), first="; ".join(found[:5]))
-        if (why != "resync" or clean) and any(not d.startswith("image ") for d in found):
-            self.on_drift(self.node.name)  # after a stale copy a resync finds what events already reported
+        if found:  # missed: the events had said the copy was current
+            missed = why == "resync" and clean
+            self.log("informer.differences", level="warning" if missed else "info", node=self.node.name,
+                     why=why, missed=missed, count=len(found), first="; ".join(found[:5]))
+        if any(not d.startswith("image ") for d in found):
+            # a stale copy may hide a hand change behind the events that made it stale: a pass decides
+            self.on_drift(self.node.name)
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self.resync_interval):
