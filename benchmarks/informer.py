@@ -51,7 +51,7 @@ def _noop(b: Bench) -> list[Row]:
     from gitops_agent import informer as inf
     from gitops_agent.podman import _MANAGED_FILTER
 
-    n = 20 if b.quick else 200
+    n = 5 if b.quick else 200
     [svc] = b.nodes(1, "inf")
     remote = GitRemote(b.tmp("inf-git"))
     cfg = agent_config(b.tmp("inf-cfg") / "agent.yaml", remote.url, [svc], b.tmp("inf-state"))
@@ -156,8 +156,8 @@ def _repair_time(svc: PodmanService, client: Any, log: Any) -> float:
 def _drift_and_idle(b: Bench) -> list[Row]:
     from .workloads import _sync_events
 
-    trials = 3 if b.quick else 10
-    idle_window = 3.0 if b.quick else 10.0
+    trials = 1 if b.quick else 10  # --quick is the CI smoke: one trial, a short idle window
+    idle_window = 2.0 if b.quick else 10.0
     fleet = b.nodes(3, "infd")
     remote = GitRemote(b.tmp("infd-git"))
     remote.write("apps/web.yaml", dump_all([deployment("web", WEB1, 6)]))
@@ -176,11 +176,12 @@ def _drift_and_idle(b: Bench) -> list[Row]:
             time.sleep(0.1)
         if not _sync_events(log) or _sync_events(log)[0].get("result") != "applied":
             raise RuntimeError(f"informer: the daemon did not apply:\n{log.read_text()[-2000:]}")
-        time.sleep(3.0)  # the events of the apply have come in; the copies are current
+        time.sleep(1.0 if b.quick else 3.0)  # the events of the apply have come in; the copies are current
         rss, cpu, window, threads = _idle(proc.pid, idle_window)
-        for _ in range(trials):
+        for i in range(trials):
+            if i:
+                time.sleep(2.5)  # past the agent's own-write window (informer.EXPECTED_FOR)
             took.append(_repair_time(fleet[0], client, log))
-            time.sleep(2.5)  # past the agent's own-write window (informer.EXPECTED_FOR)
         proc.send_signal(signal.SIGTERM)
         if proc.wait(timeout=60) != 0:
             raise RuntimeError("informer: gitops-agent run did not stop cleanly")
