@@ -705,6 +705,8 @@ def poll(b: Bench) -> list[Row]:
     ]
 
 
+from .informer import informer  # noqa: E402 - it reuses this module's helpers
+
 WORKLOADS: dict[str, Callable[[Bench], list[Row]]] = {
     "cold-apply": cold_apply,
     "noop": noop,
@@ -712,4 +714,5 @@ WORKLOADS: dict[str, Callable[[Bench], list[Row]]] = {
     "validate": validate,
     "memory": memory,
     "poll": poll,
+    "informer": informer,  # issue 14: the event-driven copy of the live state (benchmarks/informer.py)
 }

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from . import systemd
+from . import informer, systemd
 from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
@@ -424,6 +424,7 @@ class Daemon:
     BACKOFF_START = 2.0
     BACKOFF_CAP = 300.0
     DEBOUNCE = 1.0
+    DRIFT_DEBOUNCE = 0.05  # a managed container stopped by hand: a pass this soon after the event (`informer`)
     # systemd (Type=notify): READY=1 once the first pass has finished (the node is reconciled,
     # or the reason it is not is in STATUS=), but no later than this after start, so a long
     # first rollout stays inside the unit's TimeoutStartSec (300 s in the shipped unit).
@@ -440,6 +441,10 @@ class Daemon:
         self._observer: Any = None
         self._ready = False
         self._in_pass = False
+        self._drift_lock = threading.Lock()
+        self._drift_pending = False  # drift seen during a pass: another pass right after it
+        self._drift_due = 0.0  # monotonic time by which the scheduled drift pass starts
+        self.informers: dict[str, informer.Informer] = {}  # each node's event-driven copy, from the first pass on
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
         self.ticked = time.monotonic()  # the main loop's last tick (/healthz)
         self.services: Any = None  # alerts, metrics, listener, control socket (services.py), started by run()
@@ -455,11 +460,31 @@ class Daemon:
     def _pass(self) -> None:
         if self.stop.is_set():
             return
-        self._in_pass = True
+        with self._drift_lock:
+            self._in_pass, self._drift_pending = True, False
         try:
             self._pass_once()
         finally:
-            self._in_pass = False
+            with self._drift_lock:
+                self._in_pass, again = False, self._drift_pending and not self.stop.is_set() and not self.failures
+            if not self.informers and not self.stop.is_set():  # after the first pass: it is not slowed by their lists
+                self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift,
+                                                self.log)
+            if again:
+                self.schedule(self.DRIFT_DEBOUNCE)
+
+    def on_drift(self, node: str) -> None:
+        """`informer`: a managed object on `node` changed by someone else; a pass now (debounced), or right
+        after the running one. A failing agent keeps its backoff."""
+        with self._drift_lock:
+            if self._in_pass:
+                self._drift_pending = True
+                return
+            now = time.monotonic()
+            if now < self._drift_due or self.failures or self.stop.is_set():
+                return  # a drift pass is already on its way (the events of one hand change come in a burst)
+            self._drift_due = now + self.DRIFT_DEBOUNCE + 1.0
+        self.schedule(self.DRIFT_DEBOUNCE)
 
     def _pass_once(self) -> None:
         ok = False
@@ -566,6 +591,7 @@ class Daemon:
                 self._observer.stop()
                 self._observer.join(timeout=5)
             self.scheduler.shutdown(wait=True)  # lets a running pass finish its current step
+            informer.unwatch(self.agent.nodes, self.informers)
             if self.services is not None:
                 self.services.close()
             self.agent.close()

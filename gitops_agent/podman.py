@@ -34,9 +34,10 @@ import email.utils
 import io
 import json
 import re
+import socket
 import tarfile
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterator, Mapping, Protocol
 
 import podman
 import podman.errors
@@ -67,6 +68,19 @@ _DOCTOR = {"io.gitops-agent.doctor": "true"}  # doctor's throwaway objects: neve
 
 
 
+_LIST_PATHS = frozenset({"/pods/json", "/containers/json", "/networks/json", "/volumes/json", "/secrets/json",
+                         "/images/json"})
+
+
+class LiveCache(Protocol):
+    """What `Node.read` answers from when the daemon gave the node one (`informer.Informer`)."""
+
+    def read(self) -> LiveState: ...
+
+    def writing(self, path: str) -> None:
+        """Called before and after each write of the agent to this node (the path names the object)."""
+
+
 def open_node(cfg: AgentConfig, n: NodeConfig, timeout: float = 60.0) -> "Node":
     """The Node for config entry `n`: an ssh:// node gets its SSH settings and a tunnel socket folder in
     the state dir (every command that talks to nodes opens them this way)."""
@@ -95,6 +109,9 @@ class Node:
         self.credentials = credentials  # the node's authFile: used for pulls, never printed
         self.min_free = min_free  # bytes that must stay free in the image store after a pull
         self.reads = 0
+        self.lists = 0  # the GETs of a list endpoint (/containers/json, ...): what a cached read saves
+        # the daemon's event-driven copy of the live state (`informer`); None: every read lists
+        self.cache: LiveCache | None = None
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
@@ -140,8 +157,22 @@ class Node:
         with self._count:
             if method == "GET":
                 self.reads += 1
+                self.lists += path in _LIST_PATHS
             else:
                 self.writes += 1
+        cache = self.cache if method != "GET" and not probe else None  # a probe exec changes no listed state
+        if cache is not None:
+            cache.writing(path)
+        try:
+            return self._send(method, path, what, params=params, body=body, raw=raw, timeout=timeout, ok404=ok404,
+                              as_bytes=as_bytes, probe=probe, headers=headers)
+        finally:
+            if cache is not None:
+                cache.writing(path)
+
+    def _send(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None, body: Any,
+              raw: bytes | None, timeout: float | None, ok404: bool, as_bytes: bool, probe: bool,
+              headers: Mapping[str, str] | None) -> Any:
         if self.tunnel is not None:
             self.tunnel.ensure()
         try:
@@ -190,6 +221,31 @@ class Node:
     # --- reading --------------------------------------------------------------------
 
     def read(self) -> LiveState:
+        """Everything the agent owns on this node: from the daemon's event-driven cache when it runs one
+        (`informer`: no list call in steady state), else `list_live`."""
+        cache = self.cache
+        return cache.read() if cache is not None else self.list_live()
+
+    def events(self) -> "EventStream":
+        """Podman's event stream from now on (GET /events?stream=true), held open with no read timeout:
+        NodeUnreachable when it cannot be opened, NodeError when the node refuses it."""
+        if self.tunnel is not None:
+            self.tunnel.ensure()
+        try:
+            resp = self._client.api.get("/events", params={"stream": "true"}, stream=True, timeout=None)
+        except requests.exceptions.ConnectionError as e:
+            raise NodeUnreachable(self.name, self._unreachable("event stream")) from e
+        except (requests.exceptions.RequestException, podman.errors.PodmanError) as e:
+            if _unreachable(e):
+                raise NodeUnreachable(self.name, self._unreachable("event stream")) from e
+            raise NodeError(self.name, f"event stream: {e}") from e
+        if resp.status_code >= 400:
+            text = _explain(resp)
+            resp.close()
+            raise NodeError(self.name, f"event stream: {text}")
+        return EventStream(self.name, resp)
+
+    def list_live(self) -> LiveState:
         """Everything the agent owns on this node, in one list call per object type."""
         live_pods = self.read_pods()
         nets = self._call("GET", "/networks/json", "list networks", params={"filters": _MANAGED_FILTER}) or []
@@ -640,6 +696,60 @@ class Node:
         if resp.status_code >= 400:
             raise NodeError(self.name, f"{what}: {_explain(resp)}")
         return resp
+
+
+class EventStream:
+    """An open Podman event stream: iterate for event dicts (Type, Action, Actor.Attributes ...);
+    NodeUnreachable when it breaks (the service stopped, the connection dropped). `close` from any
+    thread ends the iteration."""
+
+    def __init__(self, node: str, resp: Any) -> None:
+        self._node = node
+        self._resp = resp
+        self.closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for line in self._resp.iter_lines():
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    yield event
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as e:
+            if self.closed:  # AttributeError: urllib3 reading from a response closed by another thread
+                return
+            raise NodeUnreachable(self._node, f"the event stream of node {self._node} broke: {e}") from e
+        if not self.closed:
+            raise NodeUnreachable(self._node, f"the event stream of node {self._node} ended")
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            _shutdown(self._resp.raw)
+            self._resp.close()
+        except (OSError, AttributeError, urllib3.exceptions.HTTPError):
+            pass
+
+
+def _shutdown(raw: Any) -> None:
+    """Shut the socket under a streamed response, so that a read blocked on it in another thread returns
+    (closing the response alone does not wake it). podman-py's unix-socket connections do not give urllib3
+    the hook its own `shutdown` needs: the socket is then taken from the connection."""
+    try:
+        raw.shutdown()
+        return
+    except (AttributeError, ValueError, RuntimeError):
+        pass
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _log_lines(raw: Any) -> Iterator[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("cold-apply", "noop", "rollout", "validate", "memory", "poll")
+WORKLOADS = ("cold-apply", "noop", "rollout", "validate", "memory", "poll", "informer")
 
 
 @pytest.mark.podman
