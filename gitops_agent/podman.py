@@ -164,15 +164,16 @@ class Node:
         if cache is not None:
             cache.writing(path)
         try:
-            return self._send(method, path, what, params=params, body=body, raw=raw, timeout=timeout, ok404=ok404,
-                              as_bytes=as_bytes, probe=probe, headers=headers)
+            return self._checked(method, path, what, params=params, body=body, raw=raw, timeout=timeout,
+                                 ok404=ok404, as_bytes=as_bytes, probe=probe, headers=headers)
         finally:
             if cache is not None:
                 cache.writing(path)
 
-    def _send(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None, body: Any,
-              raw: bytes | None, timeout: float | None, ok404: bool, as_bytes: bool, probe: bool,
-              headers: Mapping[str, str] | None) -> Any:
+    def _checked(self, method: str, path: str, what: str, *, params: Mapping[str, Any] | None, body: Any,
+                 raw: bytes | None, timeout: float | None, ok404: bool, as_bytes: bool, probe: bool,
+                 headers: Mapping[str, str] | None) -> Any:
+        """One request, its failures translated: NodeUnreachable, NodeError, or None for an allowed 404."""
         if self.tunnel is not None:
             self.tunnel.ensure()
         try:
@@ -197,7 +198,7 @@ class Node:
 
     def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None, body: Any, raw: bytes | None,
               timeout: float | None, headers: Mapping[str, str] | None) -> APIResponse:
-        """One request through podman-py's API client; its exceptions are translated by `_call`."""
+        """One request through podman-py's API client; its exceptions are translated by `_checked`."""
         api = self._client.api
         if method == "GET":
             return api.get(path, params=params, timeout=timeout)
