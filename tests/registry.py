@@ -121,9 +121,15 @@ class Registry:
                 raise PodmanUnavailable(f"docker-registry exited: {(self.dir / 'registry.log').read_text()[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
             except OSError:
                 time.sleep(0.05)
+                continue
+            # Something answers on the port; make sure it is this registry, not another process that took the
+            # port between free_port() and the bind (the registry then exits with "address already in use").
+            time.sleep(0.3)
+            if self._proc.poll() is None:
+                return
+            raise PodmanUnavailable(f"docker-registry exited: {(self.dir / 'registry.log').read_text()[-2000:]}")
         raise PodmanUnavailable(f"docker-registry did not listen on {self.host} within {timeout}s")
 
     def stop(self) -> None:
