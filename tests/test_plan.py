@@ -35,7 +35,7 @@ from gitops_agent.model import (
     VolumeMount,
     Workload,
 )
-from gitops_agent.plan import plan, rolling_step
+from gitops_agent.plan import plan
 
 O = Origin("x.yaml", 1)
 NODE = NodeConfig("local")
@@ -208,23 +208,6 @@ def test_replicas_spread_evenly_over_matching_nodes() -> None:
     w = web(replicas=5)
     w = Workload(w.ref, w.origin, PodTemplate(w.template.labels, w.template.containers, w.template.volumes, node_selector={"zone": "a"}), replicas=5)
     assert [replicas_on(w, n, nodes) for n in nodes] == [2, 2, 1, 0]
-
-
-@pytest.mark.parametrize(
-    "replicas,surge,unavail,state,expected",
-    [
-        (2, 1, 0, (2, 2, 0, 0), (1, 0)),  # surge one new pod first, remove nothing yet
-        (2, 1, 0, (2, 2, 1, 1), (0, 1)),  # new one ready: one old may go
-        (2, 1, 0, (2, 2, 1, 0), (0, 0)),  # new one not ready: wait
-        (4, 0, 1, (4, 4, 0, 0), (0, 1)),  # no surge: remove first
-        (2, 0, 0, (2, 2, 0, 0), (0, 1)),  # both zero: still moves one at a time
-        (2, 1, 0, (2, 0, 0, 0), (1, 2)),  # old pods not ready serve nothing: they may go
-    ],
-)
-def test_rolling_step_follows_kubernetes_arithmetic(replicas: int, surge: int, unavail: int, state: tuple[int, int, int, int], expected: tuple[int, int]) -> None:
-    """maxSurge bounds the total, maxUnavailable bounds how many ready pods may be missing."""
-    s = rolling_step(replicas, surge, unavail, *state)
-    assert (s.create, s.remove) == expected
 
 
 def test_percent_rounding_matches_kubernetes() -> None:
