@@ -4,6 +4,12 @@ Sits between `desired`/`live` (inputs) and `apply` (executes). No Podman, no
 Git, no clock. An empty plan means the node is in sync and `apply` makes no
 write call. Order: networks, volumes, secrets, pods (create, repair, roll,
 scale), then deletions in reverse (pods, secrets, volumes, networks).
+
+An `Action` is one of eleven frozen dataclasses, each carrying exactly its
+payload (the spec to create, or the name to remove) and the `reason` it is
+needed; `op`, `target` and `reason` are what `diff` and the `action` log event
+show. A workload whose template changed is one `RollingUpdate`: how it moves is
+`rolling.next_move`'s decision, taken while it runs.
 """
 
 from __future__ import annotations
