@@ -59,12 +59,24 @@ class Surge:
 
     create: tuple[PodSpec, ...]
 
+    @property
+    def remove(self) -> tuple[str, ...]:
+        return ()
+
 
 @dataclass(frozen=True)
 class Remove:
     """Old pods to remove (not-ready ones first: they serve nothing); no room to create yet."""
 
     pods: tuple[str, ...]
+
+    @property
+    def remove(self) -> tuple[str, ...]:
+        return self.pods
+
+    @property
+    def create(self) -> tuple[PodSpec, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -279,7 +291,12 @@ def execute(node: Node, w: WorkloadSpec, move: Move, log: Log) -> bool:
                 log("rollout.start-pod", node=node.name, workload=ref, pod=name, reason="created but never started")
                 node.start_pod(name, specs[name])
         case Surge() | Remove() | Replace():
-            _remove_then_create(node, ref, move, log)
+            for name in move.remove:
+                log("rollout.remove", node=node.name, workload=ref, pod=name)
+                node.remove_pod(name)
+            for spec in move.create:
+                log("rollout.create", node=node.name, workload=ref, pod=spec.name)
+            create_pods(node, list(move.create))
         case Wait():
             time.sleep(POLL)
         case Fail(message=message, pod=pod, probe=probe, output=output):
@@ -290,17 +307,6 @@ def execute(node: Node, w: WorkloadSpec, move: Move, log: Log) -> bool:
         case _:
             assert_never(move)
     return False
-
-
-def _remove_then_create(node: Node, ref: str, move: Surge | Remove | Replace, log: Log) -> None:
-    remove = move.remove if isinstance(move, Replace) else move.pods if isinstance(move, Remove) else ()
-    create = () if isinstance(move, Remove) else move.create
-    for name in remove:
-        log("rollout.remove", node=node.name, workload=ref, pod=name)
-        node.remove_pod(name)
-    for spec in create:
-        log("rollout.create", node=node.name, workload=ref, pod=spec.name)
-    create_pods(node, list(create))
 
 
 def create_pods(node: Node, specs: list[PodSpec]) -> None:
