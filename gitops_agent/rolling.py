@@ -256,8 +256,9 @@ def update(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.Ev
         verdicts = {} if s.repairs_due else judge(gate, w, s.new)
         move = next_move(w, pods, verdicts, gate.overdue())
         counts = progress(w, pods, verdicts)
-        if not s.repairs_due and not isinstance(move, Fail) and counts != shown:
-            shown = counts  # updated/ready against desired on this node
+        judged = not s.repairs_due and not any(v.failed for v in verdicts.values())
+        if judged and counts != shown:  # updated/ready against desired on this node, for the live view
+            shown = counts
             log("rollout.progress", node=node.name, workload=str(w.ref),
                 updated=counts[0], ready=counts[1], desired=counts[2])
         if execute(node, w, move, log):
