@@ -276,6 +276,7 @@ def test_probe_timing_runs_on_the_monotonic_clock_and_ignores_a_wall_clock_jump(
 
 
 def test_a_persisted_wall_deadline_is_taken_onto_the_monotonic_clock_once():
+    """A deadline persisted as wall time becomes a point on the monotonic clock, read once."""
     from gitops_agent.probes import to_monotonic
 
     assert to_monotonic(1_000_600.0, wall=lambda: 1_000_000.0, clock=lambda: 42.0) == 642.0

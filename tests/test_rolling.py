@@ -62,6 +62,7 @@ def test_a_new_pod_not_yet_ready_is_waited_for() -> None:
 
 
 def test_a_new_pod_available_lets_one_old_pod_go() -> None:
+    """Once the surged pod is available, one old pod may go (maxUnavailable 0 still holds)."""
     w = workload(replicas=2, surge=1, unavailable=0)
     p = new(w.pods[0])
     assert next_move(w, [old(0), old(1), p], {p.name: OK}) == Remove(("web-old-0",))
@@ -75,6 +76,7 @@ def test_without_surge_an_old_pod_goes_first() -> None:
 
 
 def test_both_knobs_zero_still_move_one_at_a_time() -> None:
+    """maxSurge 0 and maxUnavailable 0 would never move: taken as maxUnavailable 1."""
     w = workload(replicas=2, surge=0, unavailable=0)
     assert next_move(w, [old(0), old(1)], {}) == Remove(("web-old-0",))
 
@@ -93,6 +95,7 @@ def test_old_pods_that_are_not_ready_go_first_and_always_may() -> None:
 
 
 def test_a_pod_failing_its_probe_fails_the_update_with_its_reason() -> None:
+    """A failed verdict fails the update at once, with the probe and its (redacted) output."""
     w = workload()
     p = new(w.pods[0])
     failed = PodVerdict(False, f"{w.ref}: pod {p.name}: readiness probe failed 3 time(s) in a row (exit code 1)",
@@ -101,6 +104,7 @@ def test_a_pod_failing_its_probe_fails_the_update_with_its_reason() -> None:
 
 
 def test_the_last_old_pod_removed_then_done() -> None:
+    """The last old pod goes once the new ones are available; then only new, available pods: done."""
     w = workload(replicas=2, surge=1, unavailable=0)
     a, b = new(w.pods[0]), new(w.pods[1])
     ready = {a.name: OK, b.name: OK}
@@ -110,6 +114,7 @@ def test_the_last_old_pod_removed_then_done() -> None:
 
 
 def test_recreate_removes_every_old_pod_then_creates_every_new_one() -> None:
+    """Recreate: every old pod in one move, then every new pod not there yet."""
     w = workload(replicas=2, strategy="Recreate")
     assert next_move(w, [old(0), old(1)], {}) == Remove(("web-old-0", "web-old-1"))
     assert next_move(w, [], {}) == Surge(w.pods)
@@ -139,6 +144,7 @@ def test_a_half_built_new_pod_is_rebuilt_and_an_unstarted_one_started() -> None:
 
 
 def test_past_the_deadline_a_waiting_or_half_built_pod_fails_the_update() -> None:
+    """Overdue: the pod waited for (or one still half-built) fails with why it is not ready; done still wins."""
     w = workload(replicas=2, surge=1, unavailable=0)
     p = new(w.pods[0], state="exited")
     move = next_move(w, [old(0), old(1), p], {p.name: NOT_YET}, overdue=True)
@@ -152,6 +158,7 @@ def test_past_the_deadline_a_waiting_or_half_built_pod_fails_the_update() -> Non
 
 
 def test_progress_counts_updated_ready_and_desired() -> None:
+    """The live view's counts: new pods, those available, the replicas wanted on this node."""
     w = workload(replicas=2)
     a, b = new(w.pods[0]), new(w.pods[1])
     assert progress(w, [old(0), a, b], {a.name: OK, b.name: NOT_YET}) == (2, 1, 2)
