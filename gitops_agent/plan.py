@@ -4,12 +4,18 @@ Sits between `desired`/`live` (inputs) and `apply` (executes). No Podman, no
 Git, no clock. An empty plan means the node is in sync and `apply` makes no
 write call. Order: networks, volumes, secrets, pods (create, repair, roll,
 scale), then deletions in reverse (pods, secrets, volumes, networks).
+
+An `Action` is one of eleven frozen dataclasses, each carrying exactly its
+payload (the spec to create, or the name to remove) and the `reason` it is
+needed; `op`, `target` and `reason` are what `diff` and the `action` log event
+show. A workload whose template changed is one `RollingUpdate`: how it moves is
+`rolling.next_move`'s decision, taken while it runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Literal, Mapping
+from typing import ClassVar, Iterable, Literal, Mapping, Union
 
 from .config import PruneConfig
 from .desired import (
@@ -43,21 +49,154 @@ Op = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class Action:
-    op: Op
-    target: str  # the Podman object's name (for "rollout": the workload, Kind/namespace/name)
+class _Shown:
+    """What every action shows (`diff`, the `action` log event): its op, the Podman object it acts on
+    (`target`) and why it is needed (`reason`)."""
+
+    op: ClassVar[Op]
     reason: str
-    owner: ObjectRef | None = None
-    network: NetworkSpec | None = None
-    volume: VolumeSpec | None = None
-    secret: SecretSpec | None = None
-    pod: PodSpec | None = None
-    workload: WorkloadSpec | None = None
-    old_pods: tuple[str, ...] = ()  # rollout: live pods of other templates, to be replaced
+
+    @property
+    def target(self) -> str:
+        raise NotImplementedError
 
     def __str__(self) -> str:
         return f"{self.op} {self.target}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class CreateNetwork(_Shown):
+    network: NetworkSpec
+    reason: str
+    op: ClassVar[Op] = "create-network"
+
+    @property
+    def target(self) -> str:
+        return self.network.name
+
+
+@dataclass(frozen=True)
+class CreateVolume(_Shown):
+    volume: VolumeSpec
+    reason: str
+    op: ClassVar[Op] = "create-volume"
+
+    @property
+    def target(self) -> str:
+        return self.volume.name
+
+
+@dataclass(frozen=True)
+class CreateSecret(_Shown):
+    secret: SecretSpec
+    reason: str
+    op: ClassVar[Op] = "create-secret"
+
+    @property
+    def target(self) -> str:
+        return self.secret.name
+
+
+@dataclass(frozen=True)
+class CreatePod(_Shown):
+    pod: PodSpec
+    reason: str
+    op: ClassVar[Op] = "create-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
+class ReplacePod(_Shown):
+    """Drift: a container of the pod was removed by hand; the pod is removed and made again."""
+
+    pod: PodSpec
+    reason: str
+    op: ClassVar[Op] = "replace-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
+class StartPod(_Shown):
+    """Drift: a container of a pod that should always run was stopped; the pod is started."""
+
+    pod: PodSpec
+    reason: str
+    op: ClassVar[Op] = "start-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
+class RollingUpdate(_Shown):
+    """A workload's pods of older templates (`old_pods`) replaced by `workload`'s on this node, step by
+    step (`rolling.update`). Shown as op "rollout" (the name `diff` has always printed)."""
+
+    workload: WorkloadSpec
+    old_pods: tuple[str, ...]
+    reason: str
+    op: ClassVar[Op] = "rollout"
+
+    @property
+    def target(self) -> str:
+        return str(self.workload.ref)
+
+
+@dataclass(frozen=True)
+class RemovePod(_Shown):
+    name: str
+    owner: ObjectRef | None
+    reason: str
+    op: ClassVar[Op] = "remove-pod"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class RemoveSecret(_Shown):
+    name: str
+    reason: str
+    op: ClassVar[Op] = "remove-secret"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class RemoveVolume(_Shown):
+    name: str
+    reason: str
+    op: ClassVar[Op] = "remove-volume"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class RemoveNetwork(_Shown):
+    name: str
+    reason: str
+    op: ClassVar[Op] = "remove-network"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
+Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RollingUpdate,
+               RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork]
+"""One step of a plan: each kind carries exactly its payload and the reason it is needed."""
 
 
 @dataclass(frozen=True)
@@ -91,59 +230,87 @@ def plan(
     left alone and listed in `unknown_secrets`.
     """
     desired = adopt_volumes(desired, live.volumes)
-    acts: list[Action] = []
-    for net in desired.networks:
-        if net.name not in live.networks:
-            acts.append(Action("create-network", net.name, f"network for namespace {net.namespace}", network=net))
-    for vol in desired.volumes:
-        if vol.name not in live.volumes:
-            acts.append(Action("create-volume", vol.name, f"storage for {vol.claim}", owner=vol.claim, volume=vol))
-    for sec in desired.secrets:
-        if sec.name not in live.secrets:
-            acts.append(Action("create-secret", sec.name, f"key {sec.key} of {sec.source}", owner=sec.source, secret=sec))
-
+    known = set(inventory) if inventory is not None else None
+    acts = _creations(desired, live)
     for w in desired.workloads:
         acts.extend(_workload(w, live.pods_of(w.ref)))
-
-    known = set(inventory) if inventory is not None else None
-    wanted = {w.ref for w in desired.workloads}
     removals: list[Action] = []
     untracked: list[str] = []
     if prune.enabled:
-        for pod in sorted(live.pods.values(), key=lambda p: p.name):
-            owner = pod.owner
-            if owner in wanted:
-                continue
-            if known is not None and owner not in known:
-                untracked.append(pod.name)
-                continue
-            removals.append(Action("remove-pod", pod.name, f"{owner or 'owner unknown'} is no longer in Git", owner=owner))
-        if removals and not desired.inventory and not prune.allow_empty:
-            raise PruneRefused(
-                f"node {desired.node}: revision {desired.revision} would delete every managed pod "
-                f"({len(removals)}); set prune.allowEmpty: true if that is really wanted"
-            )
-        # while a pod an older agent made runs, it may use any old-named secret: none is removed yet
-        upgrading = any(p.from_older_agent for p in live.pods.values())
-        for name in () if upgrading else sorted(owned_secrets(live, secrets) - {s.name for s in desired.secrets}):
-            removals.append(Action("remove-secret", name, "no longer referenced"))
-    orphans: list[str] = []
-    keep_volumes = {v.name for v in desired.volumes}
-    for name in sorted(set(live.volumes) - keep_volumes):
-        if prune.enabled and prune.delete_volumes:
-            removals.append(Action("remove-volume", name, "claim removed from Git and prune.deleteVolumes is on"))
-        else:
-            orphans.append(name)
+        pods, untracked = _prune_pods(desired, live, known, prune)
+        removals += pods
+        removals += _prune_secrets(desired, live, secrets)
+    volumes, orphans = _prune_volumes(desired, live, prune)
+    removals += volumes
     if prune.enabled:
-        keep_nets = {n.name for n in desired.networks}
-        for name in sorted(set(live.networks) - keep_nets):
-            labels = live.networks[name]
-            owner = ObjectRef(labels.get(L_KIND, ""), labels.get(L_NAMESPACE, ""), labels.get(L_NAME, ""))
-            if known is not None and owner not in known:
-                continue  # a managed network this agent never applied: not ours to remove
-            removals.append(Action("remove-network", name, "namespace removed from Git"))
+        removals += _prune_networks(desired, live, known)
     return Plan(desired.node, tuple(acts + removals), tuple(orphans), tuple(untracked),
                 tuple(sorted(unknown_secrets(desired, live, secrets))))
+
+
+def _creations(desired: NodeDesired, live: LiveState) -> list[Action]:
+    """Networks, volumes and secrets the node lacks, in that order (pods need them)."""
+    acts: list[Action] = [CreateNetwork(net, f"network for namespace {net.namespace}")
+                          for net in desired.networks if net.name not in live.networks]
+    acts += [CreateVolume(vol, f"storage for {vol.claim}") for vol in desired.volumes if vol.name not in live.volumes]
+    acts += [CreateSecret(sec, f"key {sec.key} of {sec.source}")
+             for sec in desired.secrets if sec.name not in live.secrets]
+    return acts
+
+
+def _prune_pods(desired: NodeDesired, live: LiveState, known: set[ObjectRef] | None,
+                prune: PruneConfig) -> tuple[list[Action], list[str]]:
+    """Managed pods whose owner left Git (removed), and those whose owner this agent never applied
+    (untracked: left alone). PruneRefused when the revision would remove every managed pod."""
+    wanted = {w.ref for w in desired.workloads}
+    removals: list[Action] = []
+    untracked: list[str] = []
+    for pod in sorted(live.pods.values(), key=lambda p: p.name):
+        owner = pod.owner
+        if owner in wanted:
+            continue
+        if known is not None and owner not in known:
+            untracked.append(pod.name)
+            continue
+        removals.append(RemovePod(pod.name, owner, f"{owner or 'owner unknown'} is no longer in Git"))
+    if removals and not desired.inventory and not prune.allow_empty:
+        raise PruneRefused(
+            f"node {desired.node}: revision {desired.revision} would delete every managed pod "
+            f"({len(removals)}); set prune.allowEmpty: true if that is really wanted"
+        )
+    return removals, untracked
+
+
+def _prune_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[str]) -> list[Action]:
+    """The agent's secrets no longer desired. While a pod an older agent made runs, it may use any
+    old-named secret: none is removed yet."""
+    if any(p.from_older_agent for p in live.pods.values()):
+        return []
+    gone = owned_secrets(live, recorded) - {s.name for s in desired.secrets}
+    return [RemoveSecret(name, "no longer referenced") for name in sorted(gone)]
+
+
+def _prune_volumes(desired: NodeDesired, live: LiveState, prune: PruneConfig) -> tuple[list[Action], list[str]]:
+    """Volumes whose claim left Git: removed only with prune.deleteVolumes, else kept and listed orphaned."""
+    removals: list[Action] = []
+    orphans: list[str] = []
+    for name in sorted(set(live.volumes) - {v.name for v in desired.volumes}):
+        if prune.enabled and prune.delete_volumes:
+            removals.append(RemoveVolume(name, "claim removed from Git and prune.deleteVolumes is on"))
+        else:
+            orphans.append(name)
+    return removals, orphans
+
+
+def _prune_networks(desired: NodeDesired, live: LiveState, known: set[ObjectRef] | None) -> list[Action]:
+    """Networks of namespaces that left Git; a managed network this agent never applied is not ours to remove."""
+    removals: list[Action] = []
+    for name in sorted(set(live.networks) - {n.name for n in desired.networks}):
+        labels = live.networks[name]
+        owner = ObjectRef(labels.get(L_KIND, ""), labels.get(L_NAMESPACE, ""), labels.get(L_NAME, ""))
+        if known is None or owner in known:
+            removals.append(RemoveNetwork(name, "namespace removed from Git"))
+    return removals
 
 
 def owned_secrets(live: LiveState, recorded: Iterable[str]) -> frozenset[str]:
@@ -166,48 +333,52 @@ def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     acts = _workload(replace(w, pods=tuple(spec for spec in w.pods if spec.name in {p.name for p in kept})),
                      [p for p in kept if p.name in current])
     free = [spec for spec in w.pods if spec.name not in {p.name for p in pods}]
-    acts += [Action("create-pod", spec.name, f"{w.ref} wants {w.replicas} replica(s) here", owner=w.ref, pod=spec)
-             for spec in free[: w.replicas - len(kept)]]
-    return acts + [Action("remove-pod", p.name, f"{w.ref} scaled to {w.replicas} here", owner=w.ref)
-                   for p in pods if p not in kept]
+    acts += [CreatePod(spec, f"{w.ref} wants {w.replicas} replica(s) here") for spec in free[: w.replicas - len(kept)]]
+    return acts + [RemovePod(p.name, w.ref, f"{w.ref} scaled to {w.replicas} here") for p in pods if p not in kept]
 
 
 def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    """One workload on this node: a rolling update when pods of another template run, else creations,
+    drift repairs and scale-down."""
     if w.ref.kind == "ReplicationController" and any(p.template_hash != w.template_hash for p in pods):
         return _replication(w, pods)
-    desired_names = {p.name for p in w.pods}
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
-        new_count = sum(1 for p in pods if p.name in desired_names)
-        return [
-            Action(
-                "rollout",
-                str(w.ref),
-                f"template {old[0].template_hash or '?'} → {w.template_hash}: "
-                f"{len(w.pods) - new_count} new pod(s), {len(old)} old pod(s) to replace ({w.strategy})",
-                owner=w.ref,
-                workload=w,
-                old_pods=tuple(p.name for p in old),
-            )
-        ]
-    acts: list[Action] = []
-    live_by_name = {p.name: p for p in pods}
-    for spec in w.pods:
-        pod = live_by_name.get(spec.name)
-        if pod is None:
-            acts.append(Action("create-pod", spec.name, f"{w.ref} wants {w.replicas} replica(s) here", owner=w.ref, pod=spec))
-            continue
-        missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
-        if missing:
-            acts.append(Action("replace-pod", spec.name, f"container {', '.join(missing)} removed by hand", owner=w.ref, pod=spec))
-        elif spec.restart_policy == "always" and any(not c.running for c in pod.containers):
-            stopped = [c.name for c in pod.containers if not c.running]
-            acts.append(Action("start-pod", spec.name, f"container {', '.join(stopped)} stopped", owner=w.ref, pod=spec))
-    gone = [Action("remove-pod", pod.name, f"{w.ref} scaled to {w.replicas} here", owner=w.ref)
-            for pod in pods if pod.name not in desired_names]
+        return [_rolling(w, pods, old)]
+    desired_names = {p.name for p in w.pods}
+    acts = _repairs(w, {p.name: p for p in pods})
+    gone: list[Action] = [RemovePod(pod.name, w.ref, f"{w.ref} scaled to {w.replicas} here")
+                          for pod in pods if pod.name not in desired_names]
     if w.ref.kind == "Pod":  # a Pod renamed by an upgrade: one instance at a time (its hostPorts, its name)
         return gone + acts
     return acts + gone
+
+
+def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> RollingUpdate:
+    new_count = sum(1 for p in pods if p.name in {s.name for s in w.pods})
+    return RollingUpdate(
+        w, tuple(p.name for p in old),
+        f"template {old[0].template_hash or '?'} → {w.template_hash}: "
+        f"{len(w.pods) - new_count} new pod(s), {len(old)} old pod(s) to replace ({w.strategy})",
+    )
+
+
+def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod]) -> list[Action]:
+    """Each of `w`'s pods that is missing (created), lost a container by hand (replaced) or was
+    stopped while it should always run (started)."""
+    acts: list[Action] = []
+    for spec in w.pods:
+        pod = live_by_name.get(spec.name)
+        if pod is None:
+            acts.append(CreatePod(spec, f"{w.ref} wants {w.replicas} replica(s) here"))
+            continue
+        missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
+        if missing:
+            acts.append(ReplacePod(spec, f"container {', '.join(missing)} removed by hand"))
+        elif spec.restart_policy == "always" and any(not c.running for c in pod.containers):
+            stopped = [c.name for c in pod.containers if not c.running]
+            acts.append(StartPod(spec, f"container {', '.join(stopped)} stopped"))
+    return acts
 
 
 def adopt_volumes(desired: NodeDesired, live_volumes: Mapping[str, Mapping[str, str]]) -> NodeDesired:
@@ -227,35 +398,3 @@ def adopt_volumes(desired: NodeDesired, live_volumes: Mapping[str, Mapping[str, 
         volumes=tuple(replace(v, name=rename.get(v.name, v.name)) for v in desired.volumes),
         workloads=tuple(replace(w, pods=tuple(pod(p) for p in w.pods)) for w in desired.workloads),
     )
-
-
-@dataclass(frozen=True)
-class Step:
-    """One move of a rolling update: how many new pods to create, old pods to remove."""
-
-    create: int
-    remove: int
-
-
-def rolling_step(
-    replicas: int,
-    max_surge: int,
-    max_unavailable: int,
-    old_total: int,
-    old_ready: int,
-    new_total: int,
-    new_ready: int,
-) -> Step:
-    """Kubernetes' RollingUpdate arithmetic for one node.
-
-    Never more than `replicas + max_surge` pods, never fewer than
-    `replicas - max_unavailable` ready ones; old pods that are not ready do not
-    count as available and may always go. When both knobs are 0 Kubernetes
-    rejects the Deployment; here max_unavailable is taken as 1 so it still moves.
-    """
-    if max_surge == 0 and max_unavailable == 0:
-        max_unavailable = 1
-    create = max(0, min(replicas - new_total, replicas + max_surge - (old_total + new_total)))
-    min_available = replicas - max_unavailable
-    removable = max(0, old_ready + new_ready - min_available) + (old_total - old_ready)
-    return Step(create=create, remove=min(old_total, removable))

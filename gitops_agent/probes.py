@@ -18,18 +18,31 @@ fallback for tcp:// nodes, whose pod addresses the agent cannot reach).
 
 `Prober.judge` turns one observation of a pod into a verdict; the only I/O is
 the `run` callable (Node.exec) and the `outside` callable (netprobe.check over
-the node's dialer), so the state machine is tested with fakes.
+the node's dialer), so the state machine is tested with fakes. `Gate` judges the
+new pods of one node step with it: probes, minReadySeconds, the progress deadline
+(`PodVerdict`; `RolloutFailed` when `apply` waits on it).
+
+Durations run on `time.monotonic()` (a wall clock stepped by NTP neither fails nor
+stretches a step); the wall clock is read only to place a container's start time
+(Podman's, in unix seconds) and to take in an absolute deadline the caller persisted.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
+from . import netprobe
 from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
+from .errors import NodeError
 from .live import LiveContainer, LivePod
 from .model import Probe
+
+if TYPE_CHECKING:
+    from .podman import Node
+
+Clock = Callable[[], float]
 
 Run = Callable[[str, tuple[str, ...], float], "tuple[int | None, str]"]  # (container id, argv, timeout)
 Outside = Callable[[str, Probe], "tuple[int | None, str]"]  # (pod name, probe): httpGet/tcpSocket from outside
@@ -84,10 +97,14 @@ class _Track:
 class Prober:
     """Remembers each new container's probe results across observations."""
 
-    def __init__(self, run: Run, clock: Callable[[], float] = time.time, outside: Outside | None = None) -> None:
+    def __init__(self, run: Run, clock: Clock = time.monotonic, outside: Outside | None = None,
+                 wall: Clock | None = None) -> None:
+        """`clock` times the probes (monotonic); `wall` places a container's start time (unix seconds)
+        on it: time.time with the default clock, else `clock` itself (a test's fake clock is both)."""
         self._run = run
         self._outside = outside
         self._clock = clock
+        self._wall = wall or (time.time if clock is time.monotonic else clock)
         self._tracks: dict[str, _Track] = {}
 
     def judge(self, spec: PodSpec, pod: LivePod | None) -> Verdict:
@@ -109,12 +126,14 @@ class Prober:
     def _container(self, cs: ContainerSpec, c: LiveContainer, pod: str, hide: tuple[tuple[str, str], ...]) -> Verdict:
         name = c.labels.get("io.gitops-agent.container", c.name)
         if c.state in ("exited", "stopped", "dead"):
-            return Verdict(False, f"container {name} exited with code {c.exit_code}", name, "crash", f"exit code {c.exit_code}")
+            return Verdict(False, f"container {name} exited with code {c.exit_code}", name, "crash",
+                           f"exit code {c.exit_code}")
         if not c.running:
             return Verdict(False)
         t = self._tracks.setdefault(c.id, _Track(started_at=c.started_at))
         if c.started_at != t.started_at:
-            return Verdict(False, f"container {name} was restarted (it exited or failed its liveness probe)", name, "crash", t.output)
+            return Verdict(False, f"container {name} was restarted (it exited or failed its liveness probe)", name,
+                           "crash", t.output)
         if c.health == "unhealthy":
             return Verdict(False)
         if cs.liveness is not None and cs.liveness.action != "exec" and not t.liveness_checked:
@@ -153,9 +172,9 @@ class Prober:
         Its output is kept only redacted (the pod's Secret values) and bounded: this is the one
         place every probe's output passes before it can reach a message, log or the store."""
         now = self._clock()
-        if t.probe != kind:
+        if t.probe != kind:  # initialDelaySeconds after the container started, on this clock
             t.probe, t.successes, t.failures = kind, 0, 0
-            t.next_run = c.started_at + probe.initial_delay_seconds
+            t.next_run = now + (c.started_at + probe.initial_delay_seconds - self._wall())
         if now < t.next_run:
             return ""
         t.next_run = now + probe.period_seconds
@@ -180,3 +199,97 @@ class Prober:
             result = "timed out" if code is None else f"exit code {code}"
             return f"{kind} probe failed {t.failures} time(s) in a row ({result})"
         return ""
+
+
+class RolloutFailed(NodeError):
+    """A new pod crashed, failed its readiness/startup probe, or was not ready by the
+    deadline. The old pods that were not yet replaced keep running."""
+
+    def __init__(self, node: str, message: str, pod: str = "", probe: str = "", output: str = "") -> None:
+        super().__init__(node, message)
+        self.pod, self.probe, self.output = pod, probe, output
+
+
+@dataclass(frozen=True)
+class PodVerdict:
+    """One new pod judged by the `Gate`: available (ready for minReadySeconds), or `failed` (the whole
+    message, naming the workload and the pod), with the probe that failed and its last output."""
+
+    available: bool
+    failed: str = ""
+    probe: str = ""  # "readiness" | "startup" | "liveness" | "crash" | "deadline"
+    output: str = ""
+
+
+def why_not_ready(pod: LivePod | None) -> str:
+    """PURE: what keeps `pod` from being ready, for a deadline's message."""
+    if pod is None:
+        return "pod is gone"
+    bad = [f"container {c.labels.get('io.gitops-agent.container', c.name)} is {c.health or c.state}"
+           for c in pod.containers if not (c.running and c.health != "unhealthy")]
+    return "; ".join(bad) or "its readiness probe has not passed"
+
+
+def overdue(spec: PodSpec, pod: LivePod | None) -> PodVerdict:
+    """PURE: the verdict on a pod still not ready when the progress deadline passed."""
+    why = why_not_ready(pod)
+    return PodVerdict(False, f"{spec.owner}: pod {spec.name} not ready by the progress deadline ({why})",
+                      "deadline", why)
+
+
+def to_monotonic(wall_deadline: float, wall: Clock = time.time, clock: Clock = time.monotonic) -> float:
+    """An absolute wall-clock deadline (what a caller persists across restarts) as a point on `clock`:
+    read once, so a later step of the wall clock moves it no more."""
+    return clock() + (wall_deadline - wall())
+
+
+class Gate:
+    """Judges new pods on one node step: probes (`Prober`), minReadySeconds held
+    unless `hold` is off (a rollback to a known-good template), one absolute
+    `deadline` (given as wall-clock time, so it survives a restart of the agent;
+    kept on the monotonic clock from then on)."""
+
+    def __init__(self, node: Node, deadline: float, hold: bool = True, cap: float | None = None) -> None:
+        self.node = node
+        self.step_deadline = self.deadline = to_monotonic(deadline)
+        self.hold = hold
+        self.cap = cap
+        dialer = node.dialer
+        outside: Outside | None = (lambda pod, probe: netprobe.check(dialer, pod, probe)) if dialer else None
+        self.prober = Prober(node.exec, outside=outside)
+        self._ready_since: dict[str, float] = {}
+
+    def verdict(self, spec: PodSpec, pod: LivePod | None) -> PodVerdict:
+        """One look at a new pod: available once ready for minReadySeconds; failed when it crashed or
+        failed its probes."""
+        v = self.prober.judge(spec, pod)
+        if v.failed:
+            shown = f"{spec.owner}: pod {spec.name}: {v.failed}" + (f": {v.output}" if v.output else "")
+            return PodVerdict(False, shown, v.probe, v.output)
+        now = time.monotonic()
+        if not v.ready:
+            self._ready_since.pop(spec.name, None)
+            return PodVerdict(False)
+        since = self._ready_since.setdefault(spec.name, now)
+        return PodVerdict(now - since >= (spec.min_ready_seconds if self.hold else 0))
+
+    def available(self, spec: PodSpec, pod: LivePod | None) -> bool:
+        """Ready for minReadySeconds; raises RolloutFailed when the pod failed."""
+        v = self.verdict(spec, pod)
+        if v.failed:
+            raise RolloutFailed(self.node.name, v.failed, pod=spec.name, probe=v.probe, output=v.output)
+        return v.available
+
+    def arm(self, seconds: float) -> None:
+        """A workload's own progress deadline (capped), starting now, within the step's absolute deadline."""
+        if self.cap is not None:
+            seconds = min(seconds, self.cap)
+        self.deadline = min(self.step_deadline, time.monotonic() + seconds)
+
+    def overdue(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def check_deadline(self, spec: PodSpec, pod: LivePod | None) -> None:
+        if self.overdue():
+            v = overdue(spec, pod)
+            raise RolloutFailed(self.node.name, v.failed, pod=spec.name, probe=v.probe, output=v.output)

@@ -35,7 +35,7 @@ from gitops_agent.model import (
     VolumeMount,
     Workload,
 )
-from gitops_agent.plan import plan, rolling_step
+from gitops_agent.plan import plan
 
 O = Origin("x.yaml", 1)
 NODE = NodeConfig("local")
@@ -210,23 +210,6 @@ def test_replicas_spread_evenly_over_matching_nodes() -> None:
     assert [replicas_on(w, n, nodes) for n in nodes] == [2, 2, 1, 0]
 
 
-@pytest.mark.parametrize(
-    "replicas,surge,unavail,state,expected",
-    [
-        (2, 1, 0, (2, 2, 0, 0), (1, 0)),  # surge one new pod first, remove nothing yet
-        (2, 1, 0, (2, 2, 1, 1), (0, 1)),  # new one ready: one old may go
-        (2, 1, 0, (2, 2, 1, 0), (0, 0)),  # new one not ready: wait
-        (4, 0, 1, (4, 4, 0, 0), (0, 1)),  # no surge: remove first
-        (2, 0, 0, (2, 2, 0, 0), (0, 1)),  # both zero: still moves one at a time
-        (2, 1, 0, (2, 0, 0, 0), (1, 2)),  # old pods not ready serve nothing: they may go
-    ],
-)
-def test_rolling_step_follows_kubernetes_arithmetic(replicas: int, surge: int, unavail: int, state: tuple[int, int, int, int], expected: tuple[int, int]) -> None:
-    """maxSurge bounds the total, maxUnavailable bounds how many ready pods may be missing."""
-    s = rolling_step(replicas, surge, unavail, *state)
-    assert (s.create, s.remove) == expected
-
-
 def test_percent_rounding_matches_kubernetes() -> None:
     """25% of 3: maxSurge rounds up to 1, maxUnavailable rounds down to 0."""
     assert resolve_surge("25%", 3, round_up=True) == 1
@@ -300,3 +283,57 @@ def test_a_replication_controller_replaces_a_pod_removed_by_hand_from_its_curren
     (create,) = [a for a in p.actions if a.op.endswith("-pod")]
     assert create.op == "create-pod" and create.pod is not None
     assert create.pod.containers[0].image == "localhost/web:2"
+
+
+def test_each_action_kind_is_its_own_class_with_exactly_its_payload() -> None:
+    """An empty node: one class per kind, each carrying the object it makes and the reason shown by `diff`."""
+    from gitops_agent.plan import CreateNetwork, CreatePod, CreateSecret, CreateVolume
+
+    d = compile_node(base(), NODE, (NODE,))
+    net, vol, sec1, sec2, pod1, pod2 = plan(d, LiveState("local")).actions
+    assert isinstance(net, CreateNetwork) and net.network == d.networks[0] and net.target == d.networks[0].name
+    assert str(net) == f"create-network {net.target}: network for namespace default"
+    assert isinstance(vol, CreateVolume) and vol.volume == d.volumes[0]
+    assert vol.reason == "storage for PersistentVolumeClaim/default/data"
+    assert isinstance(sec1, CreateSecret) and isinstance(sec2, CreateSecret)
+    assert sorted((sec1.target, sec2.target)) == sorted(s.name for s in d.secrets) and sec1.secret in d.secrets
+    assert isinstance(pod1, CreatePod) and isinstance(pod2, CreatePod)
+    assert (pod1.pod, pod2.pod) == d.workloads[0].pods and pod1.reason == "Deployment/default/web wants 2 replica(s) here"
+
+
+def test_a_template_change_is_one_rolling_update_naming_the_old_pods() -> None:
+    from gitops_agent.plan import RollingUpdate
+
+    live = live_from(base())
+    d = compile_node(base(image="localhost/web:2"), NODE, (NODE,))
+    (roll,) = plan(d, live).actions
+    assert isinstance(roll, RollingUpdate) and roll.workload == d.workloads[0] and roll.op == "rollout"
+    assert roll.old_pods == tuple(sorted(live.pods)) and roll.target == "Deployment/default/web"
+    assert roll.reason.endswith(": 2 new pod(s), 2 old pod(s) to replace (RollingUpdate)")
+
+
+def test_drift_repairs_and_removals_are_their_own_classes() -> None:
+    """replace-pod and start-pod carry the pod spec; every removal carries only the name (and a pod its owner)."""
+    from gitops_agent.plan import RemoveNetwork, RemovePod, RemoveSecret, RemoveVolume, ReplacePod, StartPod
+
+    rev = base()
+    live = live_from(rev)
+    names = sorted(live.pods)
+    p0, p1 = live.pods[names[0]], live.pods[names[1]]
+    stopped = LivePod(p1.name, p1.id, "Exited", p1.labels,
+                      tuple(LiveContainer(c.name, c.id, c.image, "exited", "", {}) for c in p1.containers))
+    drift = replace(live, pods={names[0]: replace(p0, containers=()), names[1]: stopped})
+    d = compile_node(rev, NODE, (NODE,))
+    replaced, started = plan(d, drift).actions
+    assert isinstance(replaced, ReplacePod) and replaced.pod.name == names[0]
+    assert isinstance(started, StartPod) and started.pod.name == names[1]
+    empty = compile_node(revision(), NODE, (NODE,))
+    other = {MANAGED: "true", L_KIND: "Namespace", L_NAMESPACE: "other", L_NAME: "other"}
+    live = replace(live, networks={**live.networks, "gitops-other": other})
+    gone = plan(empty, live, PruneConfig(allow_empty=True, delete_volumes=True), secrets=live.secrets).actions
+    kinds = [type(a) for a in gone]
+    assert kinds == [RemovePod, RemovePod, RemoveSecret, RemoveSecret, RemoveVolume, RemoveNetwork]
+    pod = gone[0]
+    assert isinstance(pod, RemovePod) and pod.name == names[0] and pod.owner == ObjectRef("Deployment", "default", "web")
+    assert [a.target for a in gone[4:]] == ["gitops-default_data", "gitops-other"]
+    assert gone[4].reason == "claim removed from Git and prune.deleteVolumes is on"

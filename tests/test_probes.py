@@ -254,3 +254,30 @@ def test_http_liveness_is_tried_once_in_the_container_and_fails_the_pod_only_whe
     p, run, _ = prober([1])
     assert p.judge(s, pod()).ready and p.judge(s, pod()).ready and len(run.calls) == 1
     assert run.calls[0][2] == probe_command(live)
+
+
+def test_probe_timing_runs_on_the_monotonic_clock_and_ignores_a_wall_clock_jump():
+    """initialDelaySeconds counts from the container's start (wall time, Podman's); from then on the periods
+    run on the monotonic clock, so an NTP step of an hour either way neither runs a probe early nor late."""
+    probe = Probe("exec", ("cat", "/ready"), initial_delay_seconds=5, period_seconds=2, failure_threshold=3)
+    mono, wall = [5000.0], [100.0]
+    run = Script([1, 0], mono)
+    p = Prober(run, clock=lambda: mono[0], wall=lambda: wall[0])
+    s = spec(readiness=probe)
+    assert not p.judge(s, pod(started_at=100)).ready and run.calls == []  # 5 s after the start: not yet
+    mono[0], wall[0] = 5005.0, 105.0
+    assert not p.judge(s, pod(started_at=100)).ready and len(run.calls) == 1
+    wall[0] += 3600  # the wall clock jumps forward: the next period is still 2 s away
+    mono[0] += 1
+    assert not p.judge(s, pod(started_at=100)).ready and len(run.calls) == 1
+    wall[0] -= 7200  # and back, an hour behind
+    mono[0] += 1
+    assert p.judge(s, pod(started_at=100)).ready and [c[0] for c in run.calls] == [5005.0, 5007.0]
+
+
+def test_a_persisted_wall_deadline_is_taken_onto_the_monotonic_clock_once():
+    """A deadline persisted as wall time becomes a point on the monotonic clock, read once."""
+    from gitops_agent.probes import to_monotonic
+
+    assert to_monotonic(1_000_600.0, wall=lambda: 1_000_000.0, clock=lambda: 42.0) == 642.0
+    assert to_monotonic(1_000_000.0, wall=lambda: 1_000_010.0, clock=lambda: 42.0) == 32.0  # already past
