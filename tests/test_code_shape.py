@@ -18,24 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gitops_agent"
 MAX_LINES = 60
 
-# TEMPORARY (issue 9 is being done by several helpers at once): the files that other helpers are rewriting right
-# now and will bring into shape themselves (i9core: agent, rollout, history, status, errors; i9apply: plan, apply,
-# probes, netprobe, live; i9man: manifests, becoming the package gitops_agent/manifests/). Their findings are left
-# out here so that everything else is gated today. The integrator removes this list once those branches are merged;
-# from then on every file in gitops_agent is checked.
+# TEMPORARY (issue 9 is being done in parts): the files of the decision core still being rewritten (agent,
+# rollout, history, status, errors). Their findings are left out so that everything else is gated today; the list
+# goes once that rewrite is merged, and from then on every file in gitops_agent is checked.
 EXCLUDED = (
     "gitops_agent/agent.py",
     "gitops_agent/rollout.py",
     "gitops_agent/history.py",
     "gitops_agent/status.py",
     "gitops_agent/errors.py",
-    "gitops_agent/plan.py",
-    "gitops_agent/apply.py",
-    "gitops_agent/probes.py",
-    "gitops_agent/netprobe.py",
-    "gitops_agent/live.py",
-    "gitops_agent/manifests.py",
-    "gitops_agent/manifests/",
 )
 
 # one finding of ruff (--output-format concise) or mypy: "gitops_agent/x.py:12:3: C901 ..." / "... 12: error: ..."
@@ -66,7 +57,7 @@ def test_findings_filter_keeps_only_findings_outside_the_exclusions() -> None:
     output = "\n".join([
         "gitops_agent/cli.py:82:121: E501 Line too long (123 > 120)",
         "gitops_agent/agent.py:10:5: C901 `run` is too complex (20 > 15)",
-        "gitops_agent/manifests/schema.py:3: error: Missing return statement  [return]",
+        "gitops_agent/rollout.py:3: error: Missing return statement  [return]",
         "gitops_agent/podman.py:117: error: Call to untyped function \"close\" in typed context  [no-untyped-call]",
         "gitops_agent/podman.py:117: note: See https://mypy.readthedocs.io/en/stable/...",
         "Found 4 errors in 3 files (checked 31 source files)",
