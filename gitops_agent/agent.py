@@ -29,6 +29,7 @@ from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
 )
+from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback
 from .history import History
 from .live import LiveState
 from .log import Log, discard
@@ -36,8 +37,10 @@ from .manifests import parse
 from .model import Revision, Workload
 from .plan import Plan, plan
 from .podman import Node, open_node
+from .reasons import Reason, for_result
 from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
 from .source import GitSource, resolve
+from .state import Failure, Rejection
 
 
 @dataclass
@@ -55,6 +58,12 @@ class Outcome:
     rollout: RolloutState | None = None
     waiting: bool = False  # nothing to retry until Git moves (or `resume`): the daemon does not back off
     warnings: tuple[str, ...] = ()  # the target revision's no-op fields and kinds (`Revision.warnings`)
+    reason: Reason | None = None  # why (`decide`); None: the reason of `result` (`reasons.for_result`)
+
+    @property
+    def why(self) -> Reason:
+        """The stable reason of this pass's result."""
+        return self.reason if self.reason is not None and self.result != "applied" else for_result(self.result)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +83,7 @@ class Agent:
                 log("ssh.insecure", level="warning", node=n.name,
                     message=f"insecureIgnoreHostKey: the host key of node {n.name} is not checked (labs only)")
         self._parsed: dict[str, Revision] = {}
+        self._stable: Revision | None = None  # became stable this pass: recorded by `_record`
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
         self.fleet = Fleet(cfg, self.nodes, self.history, log, self.stop)
@@ -135,6 +145,7 @@ class Agent:
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
             started = time.time()
             out = Outcome()
+            self._stable = None
             if not dry_run and self.history.needs_rebuild:  # the store was lost: take back what the nodes' labels tell
                 self.history.rebuild(self.live(), self.location.revision, self.log)
             if not dry_run:
@@ -176,62 +187,55 @@ class Agent:
         self.history.put("secrets_adopted", sorted(done))
 
     def _resolve_target(self, out: Outcome) -> Revision | None:
-        suspended = self.history.get("suspended")
-        if suspended:
-            # break-glass: Git is not followed until `resume`; the pinned revision is still reconciled
-            out.result, out.error = "suspended", f"syncing suspended ({suspended['reason']}); run `gitops-agent resume` to follow Git again"
-            out.waiting = True
-            return self.revision(suspended["sha"])
-        try:
-            sha = self.git.remote_head()
-        except SourceUnavailable as e:
-            out.result, out.error = "source-error", str(e)
-            self.log("source.unavailable", level="warning", error=str(e))
-            return self._fallback()
-        out.head = self.location.revision(sha)
-        rejected = self.history.get("rejected") or {}
-        if rejected.get("sha") == sha and rejected.get("policy") == self._policy_key():
-            # the same bad commit: not retried until the branch moves (no flapping)
-            out.result, out.error, out.waiting = "rejected", rejected.get("error", ""), True
-            out.problems = tuple(Problem(**p) for p in rejected.get("problems", []))
-            return self._fallback()
-        failed = self.history.get("failed") or {}
-        if failed.get("sha") == sha:
-            # a revision that failed its rollout: not retried until Git moves (no flapping)
-            out.result, out.error, out.waiting = "failed", _failure_message(failed), True
-            if failed.get("halted"):
-                return None  # halted without rollback: every node is left as it is for a human to look at
-            return self.applied()
-        try:
-            return self.revision(sha)
-        except RevisionRejected as e:
-            out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
-            self.history.put("rejected", {"sha": sha, "error": str(e), "problems": [p.__dict__ for p in e.problems],
-                                          "policy": self._policy_key()})
-            self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems))
-            return self._fallback()
-        except SourceUnavailable as e:
-            out.result, out.error = "source-error", str(e)
-            self.log("source.unavailable", level="warning", error=str(e))
-            return self._fallback()
+        """Ask Git for the head, let `decide.choose_target` pick, read what it picked."""
+        state = self.history.load()
+        head = Head()
+        if state.suspended is None:
+            try:
+                sha = self.git.remote_head()
+                head = Head(sha, self.location.revision(sha))
+            except SourceUnavailable as e:
+                head = Head(error=str(e))
+                self.log("source.unavailable", level="warning", error=str(e), reason=e.code.value)
+        out.head = head.revision
+        choice = choose_target(head, state, self._policy_key())
+        out.result, out.error, out.waiting = choice.result, choice.error, choice.waiting
+        out.reason = choice.reason
+        if isinstance(choice, Hold):
+            return None
+        out.problems = choice.problems
+        return self._read_candidates(choice.candidates, out)
+
+    def _read_candidates(self, candidates: tuple[Candidate, ...], out: Outcome) -> Revision | None:
+        """The first candidate that reads (what a read error means depends on its role: `decide.Candidate`)."""
+        for c in candidates:
+            if c.role == "suspended":
+                return self.revision(c.sha)
+            if c.role == "applied":
+                return self.applied()
+            if c.role == "rollout":
+                try:
+                    return self.revision(c.sha)
+                except (SourceUnavailable, RevisionRejected):
+                    continue
+            try:
+                return self.revision(c.sha)
+            except RevisionRejected as e:
+                out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
+                out.reason = e.code
+                self.history.put("rejected", Rejection(c.sha, str(e), e.problems, self._policy_key()).to_json())
+                self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems),
+                         reason=e.code.value)
+            except SourceUnavailable as e:
+                out.result, out.error, out.reason = "source-error", str(e), e.code
+                self.log("source.unavailable", level="warning", error=str(e), reason=e.code.value)
+            return self._read_candidates(fallback(self.history.load()), out)
+        return None
 
     def _policy_key(self) -> str:
         """The policy a rejection was judged under: a changed policy re-judges the same commit."""
         judged = repr(self.cfg.policy) + (repr(self.cfg.source.verify) if self.cfg.source.verify else "")
         return hashlib.sha256(judged.encode()).hexdigest()[:16]
-
-    def _fallback(self) -> Revision | None:
-        """What to reconcile when the head cannot be used: the revision an unfinished rollout
-        is taking the nodes to (reverting its finished nodes would be a rollback nobody asked
-        for), else the last stable revision."""
-        rollout = self.history.get("rollout") or {}
-        failed = self.history.get("failed") or {}
-        if rollout.get("phase") == PROGRESSING and rollout.get("target_sha") != failed.get("sha"):
-            try:
-                return self.revision(rollout["target_sha"])
-            except (SourceUnavailable, RevisionRejected):
-                pass
-        return self.applied()
 
     def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
         out.target = rev.id
@@ -308,21 +312,25 @@ class Agent:
             return False
 
     def _finish(self, rev: Revision) -> None:
-        """`rev` now runs on every node: it becomes the stable revision."""
+        """`rev` now runs on every node: it becomes the stable revision, recorded with the rest of
+        the pass in `_record`'s one transaction (the Git refs that keep it are made first)."""
+        self.git.keep(rev.commit, "applied")
+        self.git.keep(rev.commit, f"stable/{rev.commit}")
+        self._stable = rev
+
+    def _write_stable(self, rev: Revision) -> tuple[list[dict[str, Any]], set[str]]:
+        """The store writes of `_finish` (inside the pass's transaction): dropped stable revisions, templates."""
         self.history.set_inventory({o.ref for o in rev.objects})
         self.history.put("applied_sha", rev.commit)
         self.history.put("applied_revision", rev.id)
         self.history.put("applied_digest", rev.digest)
-        self.git.keep(rev.commit, "applied")
-        self.git.keep(rev.commit, f"stable/{rev.commit}")
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
         hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
-        for dropped in self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values()))):
-            self.git.forget(f"stable/{dropped['sha']}")
+        dropped = self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values())))
         for w in workloads:
             self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
         self.history.forget_workloads_except({w.ref for w in workloads})
-        self.fleet.collect_images(set(hashes.values()), self.cfg.keep_image_revisions)
+        return dropped, set(hashes.values())
 
     # --- break-glass ------------------------------------------------------------------------
 
@@ -363,22 +371,37 @@ class Agent:
             # pinned: the rollback target while it is done or still on its way (deferred nodes),
             # else (it failed and was rolled back) what runs now
             pinned = rev if state.phase in (COMPLETE, PROGRESSING) else self.applied()
-            self.history.put("suspended", {
+            self._record(out, started, suspend={
                 "revision": pinned.id if pinned else rev.id, "sha": pinned.commit if pinned else rev.commit,
                 "at": time.time(), "reason": f"gitops-agent rollback to {rev.id}",
             })
-            self._record(out, started)
             return out
 
-    def _record(self, out: Outcome, started: float) -> None:
+    def _record(self, out: Outcome, started: float, suspend: dict[str, Any] | None = None) -> None:
+        """Everything the pass learnt, in ONE store transaction (a kill -9 leaves all of it or none);
+        then what the commit allows: forgetting dropped stable revisions, collecting images."""
         revision = out.head or out.target or "unknown"
-        if out.head:
-            self.history.put("attempted_revision", out.head)
-        self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(), "nodeErrors": out.node_errors})
         parsed = self._parsed.get(revision.rsplit(":", 1)[-1])
         digest = parsed.digest if parsed else ""
-        self.history.record_sync(revision, digest, started, out.result, out.error, out.actions)
-        self.log("sync", revision=revision, result=out.result, actions=out.actions, seconds=round(time.time() - started, 3),
+        stable, self._stable = self._stable, None
+        dropped: list[dict[str, Any]] = []
+        templates: set[str] = set()
+        with self.history.transaction():
+            if stable is not None:
+                dropped, templates = self._write_stable(stable)
+            if suspend is not None:
+                self.history.put("suspended", suspend)
+            if out.head:
+                self.history.put("attempted_revision", out.head)
+            self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(),
+                                             "nodeErrors": out.node_errors, "reason": out.why.value})
+            self.history.record_sync(revision, digest, started, out.result, out.error, out.actions)
+        for d in dropped:
+            self.git.forget(f"stable/{d['sha']}")
+        if stable is not None:
+            self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
+        self.log("sync", revision=revision, result=out.result, actions=out.actions,
+                 seconds=round(time.time() - started, 3), reason=out.why.value,
                  **({"error": out.error.splitlines()[0]} if out.error else {}))
 
     # --- read-only views ------------------------------------------------------------------
@@ -398,19 +421,8 @@ class Agent:
 
 
 def _failure_message(f: dict[str, Any]) -> str:
-    """One paragraph on a failed rollout: which node, pod and probe, what it said, what was done."""
-    text = f"revision {f.get('revision', '?')} failed"
-    if f.get("node"):
-        text += f" on node {f['node']}"
-    text += f": {f.get('error', 'unknown error')}"
-    phase = f.get("phase")
-    if phase == ROLLED_BACK:
-        text += f"; nodes it reached were rolled back to {f.get('previous')}"
-    elif phase == "halted":
-        text += "; rollout halted (no rollback)"
-    elif phase == "rollback-failed":
-        text += f"; rollback failed ({f.get('rollback_error', '')}): syncing suspended, fix the node and run `gitops-agent resume`"
-    return text + "; not retried until Git moves"
+    """One paragraph on a failed rollout (`decide.failure_message` of a raw record with its phase and previous)."""
+    return failure_message(Failure.from_json(f), f.get("phase"), f.get("previous", "") or "")
 
 
 # --- the daemon ------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from dataclasses import replace
 
 from . import netprobe
 from .desired import PodSpec, WorkloadSpec
-from .errors import ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
+from .errors import Consequence, ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
+from .reasons import Reason
 from .live import LivePod, LiveState
 from .log import Log
 from .plan import Action, Plan, rolling_step
@@ -30,7 +31,11 @@ CREATE_PARALLEL = 4  # pods created at once on one node: bounded, an edge box ha
 
 class RolloutFailed(NodeError):
     """A new pod crashed, failed its readiness/startup probe, or was not ready by the
-    deadline. The old pods that were not yet replaced keep running."""
+    deadline. The old pods that were not yet replaced keep running. Stalled: the revision
+    is marked failed and not retried until Git moves (a NodeError only by origin)."""
+
+    code = Reason.ROLLOUT_FAILED
+    consequence = Consequence.STALLED
 
     def __init__(self, node: str, message: str, pod: str = "", probe: str = "", output: str = "") -> None:
         super().__init__(node, message)

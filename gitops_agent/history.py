@@ -34,12 +34,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .desired import L_KIND, L_NAME, L_NAMESPACE, L_REVISION
 from .errors import StateError, quote_path
 from .live import LiveState
 from .model import ObjectRef
+from .state import SCHEMA, STATE_KEYS, AgentState
 
 #: What the store holds that no label on a node can give back.
 LOST_ON_RESET = (
@@ -130,7 +132,8 @@ class History:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
         self.path = state_dir / "state.db"
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()  # re-entered by the writes inside `transaction`
+        self.on_commit: Callable[[], None] | None = None  # test hook (tests/crash_entry.py): after each commit
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
@@ -315,6 +318,33 @@ class History:
             log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
                 inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
         return record
+
+    # --- typed state -------------------------------------------------------------------
+
+    def load(self) -> AgentState:
+        """Everything the decisions read (`state.AgentState`), in one read."""
+        marks = ",".join("?" * len(STATE_KEYS))
+        rows = self._exec(f"SELECT key, value FROM state WHERE key IN ({marks})", STATE_KEYS).fetchall()
+        return AgentState.from_store({k: json.loads(v) for k, v in rows})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write inside is one SQLite transaction: a crash leaves all of them or none.
+        Nested use joins the outer transaction. Other threads' writes wait for it."""
+        with self._mutex:
+            if self._db.in_transaction:
+                yield
+                return
+            self._exec("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.put("state_schema", SCHEMA)
+            except BaseException:
+                self._db.rollback()
+                raise
+            self._exec("COMMIT")
+        if self.on_commit is not None:
+            self.on_commit()
 
     # --- key/value state ----------------------------------------------------------
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .agent import Agent, _failure_message
+from .agent import Agent
+from .decide import condition
 from .desired import claim_volume, compile_node, network_name, unplaced
-from .errors import NodeError, Problem
+from .errors import NodeError
 from .live import LiveState
 from .model import Object, Service
 from .plan import unknown_secrets
@@ -21,49 +22,29 @@ from .rollout import PROGRESSING, ROLLING_BACK
 def status(agent: Agent) -> dict[str, Any]:
     """Applied vs attempted revision, the condition, the rollout, and each object's state on each node."""
     h = agent.history
-    applied = h.get("applied_revision", "")
-    attempted = h.get("attempted_revision", "")
+    state = h.load()
+    applied = state.applied.revision if state.applied else ""
+    attempted = state.attempted
     last = h.get("last_result") or {}
-    rejected = h.get("rejected") or {}
     failed = h.get("failed") or {}
     suspended = h.get("suspended")
     rollout = h.get("rollout")
-    head_sha = attempted.rsplit(":", 1)[-1]
-    head_rejected = bool(attempted) and rejected.get("sha") == head_sha
-    head_failed = bool(attempted) and failed.get("sha") == head_sha
     unfinished = rollout is not None and rollout.get("phase") in (PROGRESSING, ROLLING_BACK)
     store, store_problem = h.get("store") or {}, h.problem()
-    if store_problem:  # nothing can be recorded: the other keys may be stale
-        condition, message = "Stalled", store_problem
-    elif suspended:
-        condition, message = "Suspended", f"{suspended['reason']}; pinned to {suspended['revision']}; `gitops-agent resume` follows Git again"
-    elif last.get("result") == "source-error":
-        # checked before rejected/failed: those speak of the head seen before Git went away,
-        # and "fix it with a new commit" is no advice while no commit can be read
-        keep = f"nodes keep the last good revision {applied}" if applied else "nothing applied yet"
-        condition, message = "Reconciling", f"Git source unavailable: {last.get('error', '')}; {keep}; retrying"
-    elif head_rejected:
-        condition, message = "Stalled", f"revision {attempted} rejected: fix it with a new commit"
-    elif head_failed:
-        condition, message = "Stalled", _failure_message({**failed, "phase": (rollout or {}).get("phase"), "previous": applied})
-    elif unfinished:
-        condition, message = "Progressing", f"rollout of {rollout['target']}: {rollout['phase']}, {_progress(rollout)}"
-    elif last.get("result") in ("applied", "in-sync") and applied == attempted:
-        condition, message = "Ready", f"applied revision {applied}"
-    elif not last:
-        condition, message = "Reconciling", "no sync has run yet"
-    else:
-        condition, message = "Reconciling", f"last pass {last.get('result')}: {last.get('error', '')}".strip()
+    cond = condition(state, store_problem)  # the same decisions the agent makes (decide.py)
+    condition_, message = cond.type, cond.message
+    head_rejected = bool(attempted) and state.rejected is not None and state.rejected.sha == attempted.rsplit(":", 1)[-1]
     out: dict[str, Any] = {
         "source": {"url": agent.location.url, "branch": agent.location.branch, "path": agent.location.path},
         "appliedRevision": applied,
         "attemptedRevision": attempted,
-        "condition": condition,
+        "condition": condition_,
         "message": message,
+        "reason": cond.reason.value,
         "suspended": suspended,
         "failedRevision": failed or None,
         "rollout": _rollout(rollout),
-        "problems": [str(Problem(**p)) for p in rejected.get("problems", [])] if head_rejected else [],
+        "problems": [str(p) for p in state.rejected.problems] if head_rejected and state.rejected else [],
         "lastSync": last,
         "stateStore": {"problem": store_problem, **({"reset": store} if store.get("lost") else {})},
         "nodes": [],
