@@ -43,13 +43,18 @@ from .log import Log
 from .model import ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
+from .reasons import Reason
+from .decide import Complete, FleetPolicy, Halt, NodeResult, RollBack, StepNodes, next_fleet_step
+from .state import (
+    COMPLETE, HALTED, PROGRESSING, ROLLBACK_FAILED, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, RolloutState as Snapshot,
+)
 
 PREFETCH_PARALLEL = 4  # nodes pulling a new revision's images at once: bounded, they may share one uplink
 PREFETCH_SECONDS = 1800  # a prefetch pull may take this long (or the step budget, if longer): slow links
 
-# phases of a rollout; the first two are unfinished and resumed by the next pass
-PROGRESSING, ROLLING_BACK = "progressing", "rolling-back"
-COMPLETE, HALTED, ROLLED_BACK, ROLLBACK_FAILED, SUPERSEDED = "complete", "halted", "rolled-back", "rollback-failed", "superseded"
+# phases of a rollout (defined in state.py): the first two are unfinished and resumed by the next pass
+__all__ = ["PROGRESSING", "ROLLING_BACK", "COMPLETE", "HALTED", "ROLLED_BACK", "ROLLBACK_FAILED", "SUPERSEDED",
+           "Fleet", "RolloutState", "NodeProgress", "Policy"]
 
 
 @dataclass
@@ -310,29 +315,11 @@ class Fleet:
         done = [n for n in state.order if state.nodes[n].status == "done"]  # a resumed rollout's finished nodes
         self.log("rollout.start", revision=target.id, previous=state.previous or "-", batch=pol.batch, fast=pol.fast,
                  changed=",".join(str(r) for r in pol.changed) or "-", nodes=",".join(state.order),
+                 reason=Reason.ROLLOUT_RESUMED.value if done else Reason.ROLLOUT_STARTED.value,
                  **({"done": ",".join(done)} if done else {}))
-        if any(np.status == "failed" for np in state.nodes.values()):
-            self._fail(state, target, previous, pol)  # failed before a crash: finish handling it
-        else:
+        if not any(np.status == "failed" for np in state.nodes.values()):  # else: failed before a crash
             self.prefetch(target, [n for n in state.order if state.nodes[n].status != "done"], local_first=pol.fast)
-            # done nodes are stepped again too (a no-op when in sync): one may have been changed meanwhile
-            todo = [n for n in state.order if state.nodes[n].status in ("pending", "updating", "done")]
-            for i in range(0, len(todo), pol.batch):
-                if self.stop.is_set():
-                    raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; the next start resumes it")
-                if i and superseded():
-                    state.phase = SUPERSEDED
-                    self.log("rollout.superseded", revision=target.id, progress=state.progress())
-                    break
-                if self._batch(state, target, todo[i:i + pol.batch], pol):
-                    self._fail(state, target, previous, pol)
-                    break
-                if state.waiting:  # a registry is unavailable: go no further, retried with backoff
-                    self.log("rollout.waiting", level="warning", revision=target.id, nodes=",".join(state.waiting))
-                    break
-            else:
-                if all(state.nodes[n].status == "done" for n in state.order):
-                    state.phase = COMPLETE
+        self._drive(state, target, previous, pol, superseded)
         if state.phase != PROGRESSING:
             state.finished = time.time()
             self.history.record_rollout(state.to_json())
@@ -340,6 +327,64 @@ class Fleet:
         self.log("rollout.end", revision=target.id, phase=state.phase, progress=state.progress(),
                  **({"deferred": ",".join(state.deferred)} if state.deferred else {}))
         return state
+
+    def _drive(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Policy,
+               superseded: Callable[[], bool]) -> None:
+        """Do what `decide.next_fleet_step` says until it says stop; the decisions are pure, this is the I/O."""
+        fpol = FleetPolicy(pol.batch, pol.auto_rollback, previous is not None)
+        results: dict[str, NodeResult] = {}
+        while True:
+            step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol)
+            if isinstance(step, StepNodes) and results and superseded():
+                step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol, superseded=True)
+            if isinstance(step, StepNodes):
+                if self.stop.is_set():
+                    raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; the next start resumes it")
+                self._batch(state, target, list(step.nodes), pol)
+                results.update({n: NodeResult(n, state.nodes[n].status, step.reason) for n in step.nodes})
+                continue
+            if state.phase == PROGRESSING and (isinstance(step, RollBack) or
+                                               (isinstance(step, Halt) and step.phase in (HALTED, ROLLED_BACK))):
+                self._failed(state, target, step)
+                results = {}  # the rollback's own results from here
+            if isinstance(step, RollBack):
+                assert previous is not None
+                results[step.node] = self._roll_back(state, step.node, previous)
+                continue
+            self._stop_in(state, target, step)
+            return
+
+    def _stop_in(self, state: RolloutState, target: Revision, step: Complete | Halt) -> None:
+        if isinstance(step, Complete):
+            state.phase = COMPLETE
+            return
+        state.phase = step.phase
+        if step.phase == SUPERSEDED:
+            self.log("rollout.superseded", revision=target.id, progress=state.progress(), reason=step.reason.value)
+        elif step.reason == Reason.IMAGE_PULL_BACKOFF:  # a registry is unavailable: go no further, retried with backoff
+            self.log("rollout.waiting", level="warning", revision=target.id, nodes=",".join(state.waiting),
+                     reason=step.reason.value)
+        elif step.phase == ROLLED_BACK:
+            self.log("rollout.rolled-back", revision=target.id, to=state.previous or "-", reason=step.reason.value,
+                     **({"deferred": ",".join(step.nodes)} if step.nodes else {}))
+
+    def _failed(self, state: RolloutState, target: Revision, step: RollBack | Halt) -> None:
+        """The rollout failed (`step` says what next): record the failure, unless a node went away
+        (not the revision's fault: tried again on the next pass, with backoff)."""
+        halted = isinstance(step, Halt) and step.phase == HALTED
+        if not step.record_failure:
+            self.log("rollout.retry", level="warning", revision=target.id, node=state.failure.get("node"),
+                     reason=Reason.NODE_UNREACHABLE.value)
+        else:
+            self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
+                                        **state.failure})
+        if halted:
+            state.phase = HALTED
+            why = "no earlier revision to roll back to" if not state.previous_sha else "auto-rollback is off"
+            self.log("rollout.halted", level="error", revision=target.id, why=why, reason=Reason.ROLLOUT_HALTED.value)
+            return
+        state.phase = ROLLING_BACK
+        self.save(state)
 
     def _resume(self, target: Revision) -> RolloutState | None:
         """The unfinished rollout of `target`, if any, fitted to the nodes configured now."""
@@ -388,7 +433,7 @@ class Fleet:
         if unreachable and resumed:  # lost during its own step: a failure
             with self._lock:
                 state.failure = state.failure or {"node": name, "error": unreachable, "pod": "", "probe": "", "output": "",
-                                                  "unreachable": True}
+                                                  "unreachable": True, "reason": Reason.NODE_UNREACHABLE.value}
             self._update(state, name, status="failed", error=unreachable, finished=time.time())
             failed.set()
             return
@@ -414,7 +459,7 @@ class Fleet:
                 if not state.failure:
                     state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
                                      "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
-                                     "unreachable": isinstance(e, NodeUnreachable)}
+                                     "unreachable": isinstance(e, NodeUnreachable), "reason": e.code.value}
             self._update(state, name, status="failed", error=str(e), finished=time.time())
             self.log("rollout.node.failed", level="error", node=name, error=str(e),
                      **{k: getattr(e, k) for k in ("pod", "probe", "output") if getattr(e, k, "")})
@@ -451,42 +496,24 @@ class Fleet:
                     return str(e)
             time.sleep(1.0)
 
-    def _fail(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Policy) -> None:
-        """Record the failure; roll back, newest first, every node this rollout may have changed."""
-        halted = previous is None or not pol.auto_rollback
-        if state.failure.get("unreachable"):
-            # the node went away, not the revision's fault: roll back as for any failure, but try the
-            # revision again on the next pass (with backoff) instead of waiting for Git to move
-            self.log("rollout.retry", level="warning", revision=target.id, node=state.failure.get("node"))
-        else:
-            self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
-                                        **state.failure})
-        if halted:
-            state.phase = HALTED
-            why = "no earlier revision to roll back to" if previous is None else "auto-rollback is off"
-            self.log("rollout.halted", level="error", revision=target.id, reason=why)
-            return
-        assert previous is not None
-        state.phase = ROLLING_BACK
-        self.save(state)
-        reached = [n for n in reversed(state.order) if state.nodes[n].status in ("updating", "done", "failed", "rollback-deferred")]
-        for name in reached:  # a node already on `previous` has an empty plan: nothing is written there
-            self.log("rollback.node", node=name, to=previous.id)
-            try:
-                self.step(previous, name, hold=False, local_first=True)
-                self._update(state, name, status="rolled-back")
-            except NodeUnreachable as e:
-                self._update(state, name, status="rollback-deferred", error=str(e))
-                self.log("rollback.deferred", level="warning", node=name, error=str(e))
-            except (NodeError, PruneRefused) as e:
-                state.phase = ROLLBACK_FAILED
-                state.failure["rollback_error"] = str(e)
-                self._update(state, name, status="failed", error=f"rollback failed: {e}")
-                self.history.put("suspended", {"revision": previous.id, "sha": previous.commit, "at": time.time(),
-                                               "reason": f"rollback of node {name} to {previous.id} failed: {e}"})
-                self.log("rollback.failed", level="error", node=name, error=str(e))
-                return
-        state.phase = ROLLED_BACK
+    def _roll_back(self, state: RolloutState, name: str, previous: Revision) -> NodeResult:
+        """One node back to `previous` (a node already on it has an empty plan: nothing is written)."""
+        self.log("rollback.node", node=name, to=previous.id)
+        try:
+            self.step(previous, name, hold=False, local_first=True)
+        except NodeUnreachable as e:
+            self._update(state, name, status="rollback-deferred", error=str(e))
+            self.log("rollback.deferred", level="warning", node=name, error=str(e), reason=Reason.NODE_DEFERRED.value)
+            return NodeResult(name, "rollback-deferred", Reason.NODE_DEFERRED, str(e))
+        except (NodeError, PruneRefused) as e:
+            state.failure["rollback_error"] = str(e)  # the phase is the decision's (Halt ROLLBACK_FAILED)
+            self._update(state, name, status="failed", error=f"rollback failed: {e}")
+            self.history.put("suspended", {"revision": previous.id, "sha": previous.commit, "at": time.time(),
+                                           "reason": f"rollback of node {name} to {previous.id} failed: {e}"})
+            self.log("rollback.failed", level="error", node=name, error=str(e), reason=Reason.ROLLBACK_FAILED.value)
+            return NodeResult(name, "failed", Reason.ROLLBACK_FAILED, str(e))
+        self._update(state, name, status="rolled-back")
+        return NodeResult(name, "rolled-back", Reason.ROLLED_BACK)
 
 
 def _parallel(w: Workload, cfg: AgentConfig) -> int:
