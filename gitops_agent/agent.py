@@ -29,6 +29,8 @@ from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
 )
+from . import events as ev
+from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback
 from .history import History
 from .live import LiveState
@@ -196,7 +198,7 @@ class Agent:
                 head = Head(sha, self.location.revision(sha))
             except SourceUnavailable as e:
                 head = Head(error=str(e))
-                self.log("source.unavailable", level="warning", error=str(e), reason=e.code.value)
+                emit(self.log, ev.SourceUnavailable(str(e)))
         out.head = head.revision
         choice = choose_target(head, state, self._policy_key())
         out.result, out.error, out.waiting = choice.result, choice.error, choice.waiting
@@ -224,11 +226,10 @@ class Agent:
                 out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
                 out.reason = e.code
                 self.history.put("rejected", Rejection(c.sha, str(e), e.problems, self._policy_key()).to_json())
-                self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems),
-                         reason=e.code.value)
+                emit(self.log, ev.RevisionRejected(out.head, len(e.problems)))
             except SourceUnavailable as e:
                 out.result, out.error, out.reason = "source-error", str(e), e.code
-                self.log("source.unavailable", level="warning", error=str(e), reason=e.code.value)
+                emit(self.log, ev.SourceUnavailable(str(e)))
             return self._read_candidates(fallback(self.history.load()), out)
         return None
 
@@ -287,10 +288,13 @@ class Agent:
         self.fleet.track(rev)
         for name in self.nodes:
             try:
-                out.actions += self.fleet.step(rev, name)
+                actions = self.fleet.step(rev, name)
+                out.actions += actions
+                if actions and self.history.get("applied_sha") == rev.commit:
+                    emit(self.log, ev.DriftRepaired(name, rev.id, actions))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[name] = str(e)
-                self.log("node.failed", level="error", node=name, error=str(e))
+                emit(self.log, ev.NodeFailed(name, str(e)))
         leftover = self.history.get("rollout") or {}
         if leftover.get("phase") == ROLLING_BACK and not out.node_errors:  # a rollback cut short by a crash is now done
             self.history.put("rollout", {**leftover, "phase": ROLLED_BACK, "finished": time.time()})
@@ -400,9 +404,12 @@ class Agent:
             self.git.forget(f"stable/{d['sha']}")
         if stable is not None:
             self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
-        self.log("sync", revision=revision, result=out.result, actions=out.actions,
-                 seconds=round(time.time() - started, 3), reason=out.why.value,
-                 **({"error": out.error.splitlines()[0]} if out.error else {}))
+        if stable is not None:
+            emit(self.log, ev.RevisionApplied(stable.id, out.actions))
+        if suspend is not None:
+            emit(self.log, ev.Suspended(suspend["revision"], suspend["reason"]))
+        emit(self.log, ev.PassDone(revision, out.result, out.actions, round(time.time() - started, 3), out.why,
+                                   out.error.splitlines()[0] if out.error else None))
 
     # --- read-only views ------------------------------------------------------------------
 

@@ -37,12 +37,14 @@ from typing import Any, Callable, Iterator
 from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
 from .desired import NodeDesired, compile_node, matching_nodes, resolve_surge
-from .errors import ImagePullBackOff, Interrupted, NodeError, NodeUnreachable, PruneRefused
+from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
 from .model import ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
+from . import events as ev
+from .events import emit
 from .reasons import Reason
 from .decide import Complete, FleetPolicy, Halt, NodeResult, RollBack, StepNodes, next_fleet_step
 from .state import (
@@ -313,10 +315,9 @@ class Fleet:
         self.track(target)
         self.save(state)
         done = [n for n in state.order if state.nodes[n].status == "done"]  # a resumed rollout's finished nodes
-        self.log("rollout.start", revision=target.id, previous=state.previous or "-", batch=pol.batch, fast=pol.fast,
-                 changed=",".join(str(r) for r in pol.changed) or "-", nodes=",".join(state.order),
-                 reason=Reason.ROLLOUT_RESUMED.value if done else Reason.ROLLOUT_STARTED.value,
-                 **({"done": ",".join(done)} if done else {}))
+        emit(self.log, ev.RolloutStarted(target.id, state.previous or "-", pol.batch, pol.fast,
+                                         ",".join(str(r) for r in pol.changed) or "-", ",".join(state.order),
+                                         ",".join(done) if done else None))
         if not any(np.status == "failed" for np in state.nodes.values()):  # else: failed before a crash
             self.prefetch(target, [n for n in state.order if state.nodes[n].status != "done"], local_first=pol.fast)
         self._drive(state, target, previous, pol, superseded)
@@ -324,8 +325,8 @@ class Fleet:
             state.finished = time.time()
             self.history.record_rollout(state.to_json())
         self.save(state)
-        self.log("rollout.end", revision=target.id, phase=state.phase, progress=state.progress(),
-                 **({"deferred": ",".join(state.deferred)} if state.deferred else {}))
+        emit(self.log, ev.RolloutEnd(target.id, state.phase, state.progress(),
+                                     ",".join(state.deferred) if state.deferred else None))
         return state
 
     def _drive(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Policy,
@@ -360,28 +361,25 @@ class Fleet:
             return
         state.phase = step.phase
         if step.phase == SUPERSEDED:
-            self.log("rollout.superseded", revision=target.id, progress=state.progress(), reason=step.reason.value)
+            emit(self.log, ev.RolloutSuperseded(target.id, state.progress()))
         elif step.reason == Reason.IMAGE_PULL_BACKOFF:  # a registry is unavailable: go no further, retried with backoff
-            self.log("rollout.waiting", level="warning", revision=target.id, nodes=",".join(state.waiting),
-                     reason=step.reason.value)
+            emit(self.log, ev.RolloutWaiting(target.id, ",".join(state.waiting)))
         elif step.phase == ROLLED_BACK:
-            self.log("rollout.rolled-back", revision=target.id, to=state.previous or "-", reason=step.reason.value,
-                     **({"deferred": ",".join(step.nodes)} if step.nodes else {}))
+            emit(self.log, ev.RolledBack(target.id, state.previous or "-", ",".join(step.nodes) if step.nodes else None))
 
     def _failed(self, state: RolloutState, target: Revision, step: RollBack | Halt) -> None:
         """The rollout failed (`step` says what next): record the failure, unless a node went away
         (not the revision's fault: tried again on the next pass, with backoff)."""
         halted = isinstance(step, Halt) and step.phase == HALTED
         if not step.record_failure:
-            self.log("rollout.retry", level="warning", revision=target.id, node=state.failure.get("node"),
-                     reason=Reason.NODE_UNREACHABLE.value)
+            emit(self.log, ev.RolloutRetry(target.id, state.failure.get("node")))
         else:
             self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
                                         **state.failure})
         if halted:
             state.phase = HALTED
             why = "no earlier revision to roll back to" if not state.previous_sha else "auto-rollback is off"
-            self.log("rollout.halted", level="error", revision=target.id, why=why, reason=Reason.ROLLOUT_HALTED.value)
+            emit(self.log, ev.RolloutHalted(target.id, why))
             return
         state.phase = ROLLING_BACK
         self.save(state)
@@ -396,7 +394,7 @@ class Fleet:
         state.nodes = {n: state.nodes.get(n, NodeProgress()) for n in names}  # removed nodes dropped, new ones pending
         state.order = names
         state.touched = [n for n in state.touched if n in state.nodes]
-        self.log("rollout.resume", revision=target.id, progress=state.progress())
+        emit(self.log, ev.RolloutResumed(target.id, state.progress()))
         return state
 
     def save(self, state: RolloutState) -> None:
@@ -439,7 +437,7 @@ class Fleet:
             return
         if unreachable:
             self._update(state, name, status="deferred", error=unreachable)
-            self.log("rollout.deferred", level="warning", node=name, revision=target.id, error=unreachable)
+            emit(self.log, ev.NodeDeferred(name, target.id, unreachable))
             return
         if failed.is_set():  # a sibling in this batch failed: do not start on a failed revision
             return
@@ -447,29 +445,27 @@ class Fleet:
         self._update(state, name, status="updating", error="", started=np.started or time.time(),
                      deadline=self._deadline(np.deadline, target, was_done, resumed))  # absolute, persisted before the step
         if not was_done:
-            self.log("rollout.node", node=name, revision=target.id, step=f"{state.order.index(name) + 1}/{len(state.order)}")
+            emit(self.log, ev.StepStarted(name, target.id, f"{state.order.index(name) + 1}/{len(state.order)}"))
         try:
             actions = self.step(target, name, deadline=np.deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
-        except ImagePullBackOff as e:  # before anything was stopped: not the revision's fault
-            self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
-            self.log("rollout.node.waiting", level="warning", node=name, error=str(e))
-            return
         except (NodeError, PruneRefused) as e:
+            if e.consequence is Consequence.WAITING:  # ImagePullBackOff: nothing was stopped, not the revision's fault
+                self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
+                emit(self.log, ev.StepWaiting(name, str(e)))
+                return
             with self._lock:
                 if not state.failure:
                     state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
                                      "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
                                      "unreachable": isinstance(e, NodeUnreachable), "reason": e.code.value}
             self._update(state, name, status="failed", error=str(e), finished=time.time())
-            self.log("rollout.node.failed", level="error", node=name, error=str(e),
-                     **{k: getattr(e, k) for k in ("pod", "probe", "output") if getattr(e, k, "")})
+            emit(self.log, ev.StepFailed(name, str(e), e.code, *(getattr(e, k, "") or None for k in ("pod", "probe", "output"))))
             failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
                      actions=np.actions + actions, images=self.images(self._desired(target, name)))
         if not was_done or actions:
-            self.log("rollout.node.done", node=name, revision=target.id, actions=actions,
-                     seconds=round(np.finished - np.started, 2))
+            emit(self.log, ev.StepDone(name, target.id, actions, round(np.finished - np.started, 2)))
 
     def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool) -> float:
         """The step's absolute deadline. A resumed step keeps its persisted one, but never
@@ -486,31 +482,37 @@ class Fleet:
 
     def _wait_reachable(self, name: str, timeout: int) -> str:
         """"" once the node answers; the error if it still does not after `timeout` seconds."""
-        until = time.time() + timeout
+        until = time.monotonic() + timeout  # a wait: on the monotonic clock, a clock step neither ends nor stretches it
+        lost = False
         while True:
             try:
                 self.nodes[name].ping()
+                if lost:
+                    emit(self.log, ev.NodeBack(name))
                 return ""
             except NodeError as e:
-                if time.time() >= until or self.stop.is_set():
+                if not lost:
+                    emit(self.log, ev.NodeUnreachable(name, str(e)))
+                    lost = True
+                if time.monotonic() >= until or self.stop.is_set():
                     return str(e)
             time.sleep(1.0)
 
     def _roll_back(self, state: RolloutState, name: str, previous: Revision) -> NodeResult:
         """One node back to `previous` (a node already on it has an empty plan: nothing is written)."""
-        self.log("rollback.node", node=name, to=previous.id)
+        emit(self.log, ev.RollbackNode(name, previous.id))
         try:
             self.step(previous, name, hold=False, local_first=True)
         except NodeUnreachable as e:
             self._update(state, name, status="rollback-deferred", error=str(e))
-            self.log("rollback.deferred", level="warning", node=name, error=str(e), reason=Reason.NODE_DEFERRED.value)
+            emit(self.log, ev.RollbackDeferred(name, str(e)))
             return NodeResult(name, "rollback-deferred", Reason.NODE_DEFERRED, str(e))
         except (NodeError, PruneRefused) as e:
             state.failure["rollback_error"] = str(e)  # the phase is the decision's (Halt ROLLBACK_FAILED)
             self._update(state, name, status="failed", error=f"rollback failed: {e}")
             self.history.put("suspended", {"revision": previous.id, "sha": previous.commit, "at": time.time(),
                                            "reason": f"rollback of node {name} to {previous.id} failed: {e}"})
-            self.log("rollback.failed", level="error", node=name, error=str(e), reason=Reason.ROLLBACK_FAILED.value)
+            emit(self.log, ev.RollbackFailed(name, str(e)))
             return NodeResult(name, "failed", Reason.ROLLBACK_FAILED, str(e))
         self._update(state, name, status="rolled-back")
         return NodeResult(name, "rolled-back", Reason.ROLLED_BACK)
