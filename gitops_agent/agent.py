@@ -297,7 +297,7 @@ class Agent:
                 emit(self.log, ev.NodeFailed(name, str(e)))
         leftover = self.history.get("rollout") or {}
         if leftover.get("phase") == ROLLING_BACK and not out.node_errors:  # a rollback cut short by a crash is now done
-            self.history.put("rollout", {**leftover, "phase": ROLLED_BACK, "finished": time.time()})
+            self.history.checkpoint({**leftover, "phase": ROLLED_BACK, "finished": time.time()})
         if out.node_errors:
             out.result = "failed"
             out.error = "; ".join(out.node_errors.values())

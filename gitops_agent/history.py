@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 from .desired import L_KIND, L_NAME, L_NAMESPACE, L_REVISION
 from .errors import StateError, quote_path
@@ -129,11 +129,14 @@ class _Rows(list[Any]):
 
 
 class History:
+    # Test hook (tests/crash_entry.py kills the process in it; None in production): called as
+    # on_store_write("commit" | "checkpoint") after each pass's commit and each rollout checkpoint.
+    on_store_write: ClassVar[Callable[[str], None] | None] = None
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
         self.path = state_dir / "state.db"
         self._mutex = threading.RLock()  # re-entered by the writes inside `transaction`
-        self.on_commit: Callable[[], None] | None = None  # test hook (tests/crash_entry.py): after each commit
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
@@ -343,8 +346,15 @@ class History:
                 self._db.rollback()
                 raise
             self._exec("COMMIT")
-        if self.on_commit is not None:
-            self.on_commit()
+        if History.on_store_write is not None:
+            History.on_store_write("commit")
+
+    def checkpoint(self, rollout: Mapping[str, Any]) -> None:
+        """Persist a rollout's progress (`rollout.RolloutState.to_json()`), before and after each node step,
+        so a restarted agent resumes it. One write, committed at once (outside a pass's transaction)."""
+        self.put("rollout", dict(rollout))
+        if History.on_store_write is not None:
+            History.on_store_write("checkpoint")
 
     # --- key/value state ----------------------------------------------------------
 

@@ -399,7 +399,7 @@ class Fleet:
 
     def save(self, state: RolloutState) -> None:
         with self._lock:
-            self.history.put("rollout", state.to_json())
+            self.history.checkpoint(state.to_json())
 
     def _batch(self, state: RolloutState, target: Revision, names: list[str], pol: Policy) -> bool:
         """Update `names` at once; True when one of them failed."""
@@ -421,7 +421,7 @@ class Fleet:
                 state.touched.append(name)
             if np.status == "failed" and not state.failure:
                 state.failure = {"node": name, "error": np.error, "pod": "", "probe": "", "output": ""}
-            self.history.put("rollout", state.to_json())
+            self.history.checkpoint(state.to_json())
 
     def _node(self, state: RolloutState, target: Revision, name: str, pol: Policy, failed: threading.Event) -> None:
         """One node step of the rollout; sets `failed` when the node failed it."""
