@@ -29,7 +29,7 @@ from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
 )
-from . import events as ev
+from . import clock, events as ev
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback
 from .history import History
@@ -60,12 +60,19 @@ class Outcome:
     rollout: RolloutState | None = None
     waiting: bool = False  # nothing to retry until Git moves (or `resume`): the daemon does not back off
     warnings: tuple[str, ...] = ()  # the target revision's no-op fields and kinds (`Revision.warnings`)
-    reason: Reason | None = None  # why (`decide`); None: the reason of `result` (`reasons.for_result`)
+    reason: Reason | None = None  # why `reason_of` was the result (`decide`, an error's code)
+    reason_of: str = ""
+
+    def explain(self, reason: Reason) -> None:
+        """`reason` explains the result as it is now (a later result has the reason of its own)."""
+        self.reason, self.reason_of = reason, self.result
 
     @property
     def why(self) -> Reason:
         """The stable reason of this pass's result."""
-        return self.reason if self.reason is not None and self.result != "applied" else for_result(self.result)
+        if self.reason is not None and self.result and self.reason_of == self.result:
+            return self.reason
+        return for_result(self.result)
 
     @property
     def ok(self) -> bool:
@@ -145,7 +152,7 @@ class Agent:
     def sync(self, dry_run: bool = False) -> Outcome:
         """One full reconcile pass. With dry_run, only plans (for `diff`)."""
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
-            started = time.time()
+            started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
             self._stable = None
             if not dry_run and self.history.needs_rebuild:  # the store was lost: take back what the nodes' labels tell
@@ -161,7 +168,7 @@ class Agent:
             except AgentError as e:  # anything not handled per node above
                 out.result, out.error = out.result or "failed", str(e)
             if not dry_run:
-                self._record(out, started)
+                self._record(out, started, t0)
             return out
 
     def _adopt_legacy_secrets(self) -> None:
@@ -202,7 +209,7 @@ class Agent:
         out.head = head.revision
         choice = choose_target(head, state, self._policy_key())
         out.result, out.error, out.waiting = choice.result, choice.error, choice.waiting
-        out.reason = choice.reason
+        out.explain(choice.reason)
         if isinstance(choice, Hold):
             return None
         out.problems = choice.problems
@@ -224,11 +231,12 @@ class Agent:
                 return self.revision(c.sha)
             except RevisionRejected as e:
                 out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
-                out.reason = e.code
+                out.explain(e.code)
                 self.history.put("rejected", Rejection(c.sha, str(e), e.problems, self._policy_key()).to_json())
                 emit(self.log, ev.RevisionRejected(out.head, len(e.problems)))
             except SourceUnavailable as e:
-                out.result, out.error, out.reason = "source-error", str(e), e.code
+                out.result, out.error = "source-error", str(e)
+                out.explain(e.code)
                 emit(self.log, ev.SourceUnavailable(str(e)))
             return self._read_candidates(fallback(self.history.load()), out)
         return None
@@ -343,7 +351,7 @@ class Agent:
         syncing until `resume`. `to`: a revision id or commit (prefix); default: the
         stable revision before the current one."""
         with self._lock, self._exclusive():
-            started = time.time()
+            started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
             current = self.applied()
             stable = self.history.get("stable", [])
@@ -375,13 +383,13 @@ class Agent:
             # pinned: the rollback target while it is done or still on its way (deferred nodes),
             # else (it failed and was rolled back) what runs now
             pinned = rev if state.phase in (COMPLETE, PROGRESSING) else self.applied()
-            self._record(out, started, suspend={
+            self._record(out, started, t0, suspend={
                 "revision": pinned.id if pinned else rev.id, "sha": pinned.commit if pinned else rev.commit,
                 "at": time.time(), "reason": f"gitops-agent rollback to {rev.id}",
             })
             return out
 
-    def _record(self, out: Outcome, started: float, suspend: dict[str, Any] | None = None) -> None:
+    def _record(self, out: Outcome, started: float, t0: float, suspend: dict[str, Any] | None = None) -> None:
         """Everything the pass learnt, in ONE store transaction (a kill -9 leaves all of it or none);
         then what the commit allows: forgetting dropped stable revisions, collecting images."""
         revision = out.head or out.target or "unknown"
@@ -399,7 +407,8 @@ class Agent:
                 self.history.put("attempted_revision", out.head)
             self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(),
                                              "nodeErrors": out.node_errors, "reason": out.why.value})
-            self.history.record_sync(revision, digest, started, out.result, out.error, out.actions)
+            self.history.record_sync(revision, digest, started, out.result, out.error, out.actions,
+                                     duration=clock.now() - t0)
         for d in dropped:
             self.git.forget(f"stable/{d['sha']}")
         if stable is not None:
@@ -408,7 +417,7 @@ class Agent:
             emit(self.log, ev.RevisionApplied(stable.id, out.actions))
         if suspend is not None:
             emit(self.log, ev.Suspended(suspend["revision"], suspend["reason"]))
-        emit(self.log, ev.PassDone(revision, out.result, out.actions, round(time.time() - started, 3), out.why,
+        emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why,
                                    out.error.splitlines()[0] if out.error else None))
 
     # --- read-only views ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from . import netprobe
+from . import clock, netprobe
 from .desired import PodSpec, WorkloadSpec
 from .errors import Consequence, ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
 from .reasons import Reason
@@ -166,16 +166,16 @@ def _size(n: int) -> str:
 def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,
          stop: threading.Event | None = None, backoff: tuple[float, ...] = PULL_RETRY) -> None:
     """One image, retried after each pause of `backoff` while the registry is unavailable and time is left."""
-    deadline = deadline if deadline is not None else time.time() + 600
+    deadline = deadline if deadline is not None else clock.now() + 600
     for attempt in range(len(backoff) + 1):
         try:
-            node.pull(image, credential, timeout=deadline - time.time())
+            node.pull(image, credential, timeout=deadline - clock.now())
             return
         except ImagePullBackOff as e:
             if attempt == len(backoff):
                 raise
             pause = backoff[attempt]
-            if time.time() + pause >= deadline or (stop is not None and stop.is_set()):
+            if clock.now() + pause >= deadline or (stop is not None and stop.is_set()):
                 raise
             log("image.pull.retry", level="warning", node=node.name, image=image, seconds=pause, error=str(e))
             time.sleep(pause)
@@ -184,7 +184,8 @@ def pull(node: Node, image: str, credential: Credential | None, log: Log, deadli
 class Gate:
     """Judges new pods on one node step: probes (`Prober`), minReadySeconds held
     unless `hold` is off (a rollback to a known-good template), one absolute
-    `deadline` (wall clock, so it survives a restart of the agent)."""
+    `deadline` on the monotonic clock (`clock.now`: a wall-clock step neither fails nor stretches a step;
+    the fleet persists it as wall time for a restart)."""
 
     def __init__(self, node: Node, deadline: float, hold: bool = True, cap: float | None = None) -> None:
         self.node = node
@@ -193,7 +194,7 @@ class Gate:
         self.cap = cap
         dialer = node.dialer
         outside = (lambda pod, probe: netprobe.check(dialer, pod, probe)) if dialer else None
-        self.prober = Prober(node.exec, outside=outside)
+        self.prober = Prober(node.exec, clock=clock.now, outside=outside, wall=clock.wall)
         self._ready_since: dict[str, float] = {}
 
     def available(self, spec: PodSpec, pod: LivePod | None) -> bool:
@@ -202,7 +203,7 @@ class Gate:
         if v.failed:
             raise RolloutFailed(self.node.name, f"{spec.owner}: pod {spec.name}: {v.failed}" + (f": {v.output}" if v.output else ""),
                                 pod=spec.name, probe=v.probe, output=v.output)
-        now = time.time()
+        now = clock.now()
         if not v.ready:
             self._ready_since.pop(spec.name, None)
             return False
@@ -213,10 +214,10 @@ class Gate:
         """A workload's own progress deadline (capped), starting now, within the step's absolute deadline."""
         if self.cap is not None:
             seconds = min(seconds, self.cap)
-        self.deadline = min(self.step_deadline, time.time() + seconds)
+        self.deadline = min(self.step_deadline, clock.now() + seconds)
 
     def check_deadline(self, spec: PodSpec, pod: LivePod | None) -> None:
-        if time.time() > self.deadline:
+        if clock.now() > self.deadline:
             raise RolloutFailed(self.node.name, f"{spec.owner}: pod {spec.name} not ready by the progress deadline ({_why(pod)})",
                                 pod=spec.name, probe="deadline", output=_why(pod))
 
@@ -231,7 +232,7 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
         return 0
     stop = stop or threading.Event()
     if deadline is None:
-        deadline = time.time() + step_seconds(plan)
+        deadline = clock.now() + step_seconds(plan)
     plan = pinned(plan, ensure_images(node, plan, live, log, local_first, deadline, stop, pins))
     gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []
@@ -415,7 +416,7 @@ def rollout(node: Node, w: WorkloadSpec, gate: Gate, log: Log, stop: threading.E
         waiting = next((p for p in new if p not in available), None)
         if waiting is not None:
             gate.check_deadline(specs[waiting.name], waiting)
-        elif time.time() > gate.deadline:
+        elif clock.now() > gate.deadline:
             raise RolloutFailed(node.name, f"{w.ref}: rollout to template {w.template_hash} did not finish by the progress deadline")
         time.sleep(POLL)
 

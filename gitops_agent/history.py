@@ -392,10 +392,12 @@ class History:
 
     # --- syncs ------------------------------------------------------------------------
 
-    def record_sync(self, revision: str, digest: str, started: float, result: str, error: str = "", actions: int = 0) -> None:
+    def record_sync(self, revision: str, digest: str, started: float, result: str, error: str = "", actions: int = 0,
+                    duration: float | None = None) -> None:
+        """`started`: wall time; `duration`: seconds on the monotonic clock (default: wall time since `started`)."""
         self._exec(
             "INSERT INTO syncs(revision, digest, started, duration, result, error, actions) VALUES (?,?,?,?,?,?,?)",
-            (revision, digest, started, time.time() - started, result, error, actions),
+            (revision, digest, started, time.time() - started if duration is None else duration, result, error, actions),
         )
 
     def syncs(self, limit: int = 50) -> list[SyncRecord]:

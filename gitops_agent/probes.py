@@ -84,10 +84,12 @@ class _Track:
 class Prober:
     """Remembers each new container's probe results across observations."""
 
-    def __init__(self, run: Run, clock: Callable[[], float] = time.time, outside: Outside | None = None) -> None:
+    def __init__(self, run: Run, clock: Callable[[], float] = time.time, outside: Outside | None = None,
+                 wall: Callable[[], float] | None = None) -> None:
         self._run = run
         self._outside = outside
-        self._clock = clock
+        self._clock = clock  # schedules the probes (the agent passes the monotonic clock)
+        self._wall = wall or clock  # the clock of the containers' `started_at` (wall time)
         self._tracks: dict[str, _Track] = {}
 
     def judge(self, spec: PodSpec, pod: LivePod | None) -> Verdict:
@@ -155,7 +157,9 @@ class Prober:
         now = self._clock()
         if t.probe != kind:
             t.probe, t.successes, t.failures = kind, 0, 0
-            t.next_run = c.started_at + probe.initial_delay_seconds
+            # what is left of the initial delay, on our clock; never more than the delay (a wall-clock step)
+            delay = probe.initial_delay_seconds
+            t.next_run = now + min(delay, max(0.0, c.started_at + delay - self._wall()))
         if now < t.next_run:
             return ""
         t.next_run = now + probe.period_seconds

@@ -43,7 +43,7 @@ from .log import Log
 from .model import ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
-from . import events as ev
+from . import clock, events as ev
 from .events import emit
 from .reasons import Reason
 from .decide import Complete, FleetPolicy, Halt, NodeResult, RollBack, StepNodes, next_fleet_step
@@ -143,8 +143,8 @@ class Fleet:
         p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
-        if not deadline:
-            deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
+        if not deadline:  # `deadline`: on the monotonic clock (clock.now)
+            deadline = clock.now() + min(step_seconds(p), self.cfg.ready_timeout)
         if p.in_sync:
             if verify:
                 # a ReplicationController's pods of an older template stand in for some of its current ones
@@ -244,7 +244,7 @@ class Fleet:
         left to its own step, which fails or waits exactly as it would have without prefetch."""
         def one(name: str) -> None:
             node = self.nodes[name]
-            started = time.time()
+            started = clock.now()
             try:
                 live = node.read()
                 desired = self._desired(rev, name)
@@ -255,7 +255,7 @@ class Fleet:
             except (NodeError, PruneRefused) as e:
                 self.log("prefetch.failed", level="warning", node=name, revision=rev.id, error=str(e))
                 return
-            self.log("prefetch.done", node=name, revision=rev.id, seconds=round(time.time() - started, 2))
+            self.log("prefetch.done", node=name, revision=rev.id, seconds=round(clock.now() - started, 2))
 
         if names:
             with ThreadPoolExecutor(max_workers=min(PREFETCH_PARALLEL, len(names))) as pool:
@@ -442,12 +442,15 @@ class Fleet:
         if failed.is_set():  # a sibling in this batch failed: do not start on a failed revision
             return
         was_done = np.status == "done"
+        t0 = clock.now()  # the step's duration: monotonic (the persisted started/finished are wall time)
         self._update(state, name, status="updating", error="", started=np.started or time.time(),
                      deadline=self._deadline(np.deadline, target, was_done, resumed))  # absolute, persisted before the step
         if not was_done:
             emit(self.log, ev.StepStarted(name, target.id, f"{state.order.index(name) + 1}/{len(state.order)}"))
         try:
-            actions = self.step(target, name, deadline=np.deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
+            # the step waits on the monotonic clock: a wall-clock step from here on neither fails nor stretches it
+            deadline = clock.local_deadline(np.deadline, clock.wall(), clock.now(), self.budget(target))
+            actions = self.step(target, name, deadline=deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
         except (NodeError, PruneRefused) as e:
             if e.consequence is Consequence.WAITING:  # ImagePullBackOff: nothing was stopped, not the revision's fault
                 self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
@@ -465,24 +468,25 @@ class Fleet:
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
                      actions=np.actions + actions, images=self.images(self._desired(target, name)))
         if not was_done or actions:
-            emit(self.log, ev.StepDone(name, target.id, actions, round(np.finished - np.started, 2)))
+            emit(self.log, ev.StepDone(name, target.id, actions, round(clock.now() - t0, 2)))
 
     def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool) -> float:
-        """The step's absolute deadline. A resumed step keeps its persisted one, but never
-        less than a grace period (minReadySeconds and a few polls) from now, so pods that are
-        healthy are not failed for the time the agent was down; a done node re-checked on a
-        later pass gets a fresh one."""
-        now = time.time()
-        if resumed and persisted:
+        """The step's absolute deadline (wall time: persisted). A resumed step keeps its persisted
+        one, but never less than a grace period (minReadySeconds and a few polls) from now, so pods
+        that are healthy are not failed for the time the agent was down, and never more than a
+        fresh step's budget (a backward clock step); a done node re-checked on a later pass gets a
+        fresh one."""
+        now = clock.wall()
+        if resumed and persisted:  # within the clock tolerance (clock.resume_deadline)
             holds = [o.min_ready_seconds for o in target.objects if isinstance(o, Workload)]
-            return max(persisted, now + max(holds, default=0) + 10)
+            return clock.resume_deadline(persisted, now, self.budget(target), max(holds, default=0) + 10)
         if was_done or not persisted:
             return now + self.budget(target)
         return persisted
 
     def _wait_reachable(self, name: str, timeout: int) -> str:
         """"" once the node answers; the error if it still does not after `timeout` seconds."""
-        until = time.monotonic() + timeout  # a wait: on the monotonic clock, a clock step neither ends nor stretches it
+        until = clock.now() + timeout  # a wait: on the monotonic clock, a clock step neither ends nor stretches it
         lost = False
         while True:
             try:
@@ -494,7 +498,7 @@ class Fleet:
                 if not lost:
                     emit(self.log, ev.NodeUnreachable(name, str(e)))
                     lost = True
-                if time.monotonic() >= until or self.stop.is_set():
+                if clock.now() >= until or self.stop.is_set():
                     return str(e)
             time.sleep(1.0)
 

@@ -215,3 +215,17 @@ def test_the_condition_follows_the_same_state() -> None:
                         rollout=rollout({"n1": "done", "n2": "deferred"}))
     assert condition(moving, "").message == "rollout of main@b: progressing, 1/2 node(s)"
     assert condition(AgentState(), "").message == "no sync has run yet"
+
+
+def test_an_outcome_gives_the_reason_of_its_final_result() -> None:
+    from gitops_agent.agent import Outcome
+
+    out = Outcome(result="suspended")
+    out.explain(Reason.SUSPENDED)
+    assert out.why is Reason.SUSPENDED
+    out.result = "failed"  # a node failed later in the pass: the reason follows the result
+    assert out.why is Reason.ROLLOUT_FAILED
+    fresh = Outcome()
+    fresh.explain(Reason.APPLIED)  # a new head: no result yet
+    fresh.result = "in-sync"
+    assert fresh.why is Reason.IN_SYNC
