@@ -31,7 +31,7 @@ from .errors import (
 )
 from . import clock, events as ev
 from .events import emit
-from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback
+from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
 from .live import LiveState
 from .log import Log, discard
@@ -354,21 +354,8 @@ class Agent:
             started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
             current = self.applied()
-            stable = self.history.get("stable", [])
-            if to:
-                key = to.rsplit(":", 1)[-1].rsplit("@", 1)[-1]  # main@sha1:<sha>, main@<prefix> (as `history` prints) or <prefix>
-                found = [s for s in stable if s["revision"] == to or (len(key) >= 4 and s["sha"].startswith(key))]
-                if len(found) != 1:
-                    known = ", ".join(s["revision"] for s in reversed(stable)) or "none"
-                    raise AgentError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
-                pick = found[0]
-            else:
-                shas = [s["sha"] for s in stable]
-                at = shas.index(current.commit) if current is not None and current.commit in shas else len(stable)
-                if at == 0:
-                    raise AgentError("no earlier stable revision to roll back to (see `gitops-agent history`)")
-                pick = stable[at - 1]
-            rev = self.revision(pick["sha"])
+            pick = rollback_target(self.history.load().stable, current.commit if current else None, to)
+            rev = self.revision(pick.sha)
             out.head, out.target = "", rev.id
             self.log("rollback.start", to=rev.id, current=current.id if current else "-")
             state = self.fleet.roll(rev, current, cause="rollback")

@@ -6,7 +6,8 @@
   (suspended, the head rejected or failed before, Git down, a rollout under way...);
 - `next_fleet_step(rollout, results, policy)`: what the fleet does next in a rollout
   (step a batch of nodes, roll one back, complete, or stop in a phase, and why);
-- `condition(state, ...)`: the status condition `status` shows, from the same values.
+- `condition(state, ...)`: the status condition `status` shows, from the same values;
+- `rollback_target(stable, current, to)`: where the break-glass `rollback` goes.
 
 The caller (`agent`, `rollout.Fleet`) does the I/O a decision asks for and feeds the
 results back. Each decision carries a `Reason` (reasons.py): the same vocabulary is
@@ -18,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from .errors import Problem
+from .errors import AgentError, Problem
 from .reasons import Reason, for_result
 from .state import (
     COMPLETE, HALTED, PROGRESSING, ROLLBACK_FAILED, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, AgentState, Failure,
-    RolloutState,
+    RolloutState, Stable,
 )
 
 # --- which revision -----------------------------------------------------------------------
@@ -130,6 +131,24 @@ def failure_message(f: Failure, phase: str | None, previous: str) -> str:
     return text + "; not retried until Git moves"
 
 
+def rollback_target(stable: Sequence[Stable], current: str | None, to: str | None) -> Stable:
+    """Which stable revision the break-glass `rollback` goes to: `to` (a revision id, or a commit
+    prefix of 4+ hex digits as `history` prints it, `main@<prefix>` or `main@sha1:<sha>`), else the
+    one before the current. AgentError when there is none, or `to` is not exactly one."""
+    if to:
+        key = to.rsplit(":", 1)[-1].rsplit("@", 1)[-1]
+        found = [s for s in stable if s.revision == to or (len(key) >= 4 and s.sha.startswith(key))]
+        if len(found) != 1:
+            known = ", ".join(s.revision for s in reversed(stable)) or "none"
+            raise AgentError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
+        return found[0]
+    shas = [s.sha for s in stable]
+    at = shas.index(current) if current is not None and current in shas else len(stable)
+    if at == 0:
+        raise AgentError("no earlier stable revision to roll back to (see `gitops-agent history`)")
+    return stable[at - 1]
+
+
 # --- the fleet state machine ------------------------------------------------------------------
 
 #: node statuses a rollback goes over: the rollout may have changed those nodes
@@ -197,22 +216,27 @@ def next_fleet_step(r: RolloutState, results: Mapping[str, NodeResult], policy: 
     nodes; `results`: the steps done in this pass's current phase (forward, or rollback)."""
     if r.phase == ROLLING_BACK:
         return _rollback_step(r, results)
-    failed = [n for n in r.order if r.status(n) == "failed"]
+    failed = _with(r, "failed")
     if failed:
         return _on_failure(r, policy, failed)
-    waiting = tuple(n for n in r.order if r.status(n) == "waiting")
+    waiting = _with(r, "waiting")
     if waiting:  # a registry is unavailable: go no further, retried with backoff
         return Halt(PROGRESSING, Reason.IMAGE_PULL_BACKOFF, waiting)
     # done nodes are stepped again too (a no-op when in sync): one may have been changed meanwhile
-    todo = [n for n in r.order if r.status(n) in ("pending", "updating", "done") and n not in results]
+    todo = [n for n in _with(r, "pending", "updating", "done") if n not in results]
     if not todo:
-        if all(r.status(n) == "done" for n in r.order):
+        if len(_with(r, "done")) == len(r.order):
             return Complete()
-        return Halt(PROGRESSING, Reason.NODE_DEFERRED, tuple(n for n in r.order if r.status(n) == "deferred"))
+        return Halt(PROGRESSING, Reason.NODE_DEFERRED, _with(r, "deferred"))
     if results and superseded:
         return Halt(SUPERSEDED, Reason.SUPERSEDED)
     return StepNodes(tuple(todo[:max(1, policy.batch)]), Reason.ROLLOUT_RESUMED if _resumed(r, results)
                      else Reason.ROLLOUT_STARTED)
+
+
+def _with(r: RolloutState, *statuses: str) -> tuple[str, ...]:
+    """The nodes in rollout order whose status is one of `statuses`."""
+    return tuple(n for n in r.order if r.status(n) in statuses)
 
 
 def _resumed(r: RolloutState, results: Mapping[str, NodeResult]) -> bool:
@@ -269,11 +293,15 @@ class Condition:
 
 def condition(state: AgentState, store_problem: str) -> Condition:
     """The status condition, from the same state the decisions above read."""
-    applied, attempted = _applied_id(state), state.attempted
-    last, r = state.last, state.rollout
-    head_sha = attempted.rsplit(":", 1)[-1]
     if store_problem:  # nothing can be recorded: the other keys may be stale
         return Condition("Stalled", store_problem, Reason.STATE_UNAVAILABLE)
+    return _held(state) or _moving(state)
+
+
+def _held(state: AgentState) -> Condition | None:
+    """Suspended, Git down, or the head stalled; None when none of them."""
+    applied, attempted, last = _applied_id(state), state.attempted, state.last
+    head_sha = attempted.rsplit(":", 1)[-1]
     if state.suspended is not None:
         s = state.suspended
         return Condition("Suspended", f"{s.reason}; pinned to {s.revision}; `gitops-agent resume` follows Git again",
@@ -288,14 +316,21 @@ def condition(state: AgentState, store_problem: str) -> Condition:
         return Condition("Stalled", f"revision {attempted} rejected: fix it with a new commit",
                          Reason.REVISION_REJECTED, state.rejected.problems)
     if attempted and state.failed is not None and state.failed.sha == head_sha:
+        r = state.rollout
         return Condition("Stalled", failure_message(state.failed, r.phase if r else None, applied),
                          Reason.REVISION_FAILED)
+    return None
+
+
+def _moving(state: AgentState) -> Condition:
+    """A rollout under way, Ready, or the last pass's result."""
+    r, last = state.rollout, state.last
     if r is not None and r.phase in (PROGRESSING, ROLLING_BACK):
         done = sum(1 for p in r.nodes.values() if p.status in ("done", "rolled-back"))
         return Condition("Progressing", f"rollout of {r.target}: {r.phase}, {done}/{len(r.nodes)} node(s)",
                          Reason.PROGRESSING)
-    if last is not None and last.result in ("applied", "in-sync") and applied == attempted:
-        return Condition("Ready", f"applied revision {applied}", Reason.APPLIED)
     if last is None:
         return Condition("Reconciling", "no sync has run yet", Reason.NOTHING_TO_APPLY)
+    if last.result in ("applied", "in-sync") and _applied_id(state) == state.attempted:
+        return Condition("Ready", f"applied revision {_applied_id(state)}", Reason.APPLIED)
     return Condition("Reconciling", f"last pass {last.result}: {last.error}".strip(), for_result(last.result))

@@ -302,18 +302,7 @@ class Fleet:
         """Take every node to `target`, a batch of nodes at a time. Returns the final
         (or, with deferred nodes, still progressing) state; raises Interrupted on stop."""
         pol = self.policy(target, previous)
-        state = self._resume(target) or RolloutState(
-            target=target.id, target_sha=target.commit,
-            previous=previous.id if previous else "", previous_sha=previous.commit if previous else "",
-            order=[n.name for n in self.cfg.nodes], nodes={n.name: NodeProgress() for n in self.cfg.nodes},
-            cause=cause, started=time.time(),
-        )
-        state.phase, state.batch, state.fast = PROGRESSING, pol.batch, pol.fast
-        for np in state.nodes.values():
-            if np.status in ("deferred", "waiting"):  # a fresh try: its deadline starts when its step starts
-                np.status, np.started, np.deadline = "pending", 0.0, 0.0
-        self.track(target)
-        self.save(state)
+        state = self._start(target, previous, pol, cause)
         done = [n for n in state.order if state.nodes[n].status == "done"]  # a resumed rollout's finished nodes
         emit(self.log, ev.RolloutStarted(target.id, state.previous or "-", pol.batch, pol.fast,
                                          ",".join(str(r) for r in pol.changed) or "-", ",".join(state.order),
@@ -327,6 +316,22 @@ class Fleet:
         self.save(state)
         emit(self.log, ev.RolloutEnd(target.id, state.phase, state.progress(),
                                      ",".join(state.deferred) if state.deferred else None))
+        return state
+
+    def _start(self, target: Revision, previous: Revision | None, pol: Policy, cause: str) -> RolloutState:
+        """The rollout of `target`: the unfinished one resumed, or a new one; checkpointed."""
+        state = self._resume(target) or RolloutState(
+            target=target.id, target_sha=target.commit,
+            previous=previous.id if previous else "", previous_sha=previous.commit if previous else "",
+            order=[n.name for n in self.cfg.nodes], nodes={n.name: NodeProgress() for n in self.cfg.nodes},
+            cause=cause, started=time.time(),
+        )
+        state.phase, state.batch, state.fast = PROGRESSING, pol.batch, pol.fast
+        for np in state.nodes.values():
+            if np.status in ("deferred", "waiting"):  # a fresh try: its deadline starts when its step starts
+                np.status, np.started, np.deadline = "pending", 0.0, 0.0
+        self.track(target)
+        self.save(state)
         return state
 
     def _drive(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Policy,
@@ -452,23 +457,28 @@ class Fleet:
             deadline = clock.local_deadline(np.deadline, clock.wall(), clock.now(), self.budget(target))
             actions = self.step(target, name, deadline=deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
         except (NodeError, PruneRefused) as e:
-            if e.consequence is Consequence.WAITING:  # ImagePullBackOff: nothing was stopped, not the revision's fault
-                self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
-                emit(self.log, ev.StepWaiting(name, str(e)))
-                return
-            with self._lock:
-                if not state.failure:
-                    state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
-                                     "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
-                                     "unreachable": isinstance(e, NodeUnreachable), "reason": e.code.value}
-            self._update(state, name, status="failed", error=str(e), finished=time.time())
-            emit(self.log, ev.StepFailed(name, str(e), e.code, *(getattr(e, k, "") or None for k in ("pod", "probe", "output"))))
-            failed.set()
+            if self._step_failed(state, name, e):
+                failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
                      actions=np.actions + actions, images=self.images(self._desired(target, name)))
         if not was_done or actions:
             emit(self.log, ev.StepDone(name, target.id, actions, round(clock.now() - t0, 2)))
+
+    def _step_failed(self, state: RolloutState, name: str, e: NodeError | PruneRefused) -> bool:
+        """Record a node step's error by its consequence; True when it fails the revision."""
+        if e.consequence is Consequence.WAITING:  # ImagePullBackOff: nothing was stopped, not the revision's fault
+            self._update(state, name, status="waiting", error=f"ImagePullBackOff: {e}")
+            emit(self.log, ev.StepWaiting(name, str(e)))
+            return False
+        with self._lock:
+            if not state.failure:
+                state.failure = {"node": name, "error": str(e), "pod": getattr(e, "pod", ""),
+                                 "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
+                                 "unreachable": isinstance(e, NodeUnreachable), "reason": e.code.value}
+        self._update(state, name, status="failed", error=str(e), finished=time.time())
+        emit(self.log, ev.StepFailed(name, str(e), e.code, *(getattr(e, k, "") or None for k in ("pod", "probe", "output"))))
+        return True
 
     def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool) -> float:
         """The step's absolute deadline (wall time: persisted). A resumed step keeps its persisted

@@ -10,10 +10,11 @@ from typing import Any
 
 from .agent import Agent
 from .decide import condition
+from .state import AgentState
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError
 from .live import LiveState
-from .model import Object, Service
+from .model import Object, Revision, Service
 from .plan import unknown_secrets
 from .probes import probe_ways
 from .rollout import PROGRESSING, ROLLING_BACK
@@ -33,7 +34,6 @@ def status(agent: Agent) -> dict[str, Any]:
     store, store_problem = h.get("store") or {}, h.problem()
     cond = condition(state, store_problem)  # the same decisions the agent makes (decide.py)
     condition_, message = cond.type, cond.message
-    head_rejected = bool(attempted) and state.rejected is not None and state.rejected.sha == attempted.rsplit(":", 1)[-1]
     out: dict[str, Any] = {
         "source": {"url": agent.location.url, "branch": agent.location.branch, "path": agent.location.path},
         "appliedRevision": applied,
@@ -44,7 +44,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "suspended": suspended,
         "failedRevision": failed or None,
         "rollout": _rollout(rollout),
-        "problems": [str(p) for p in state.rejected.problems] if head_rejected and state.rejected else [],
+        "problems": _problems(state),
         "lastSync": last,
         "stateStore": {"problem": store_problem, **({"reset": store} if store.get("lost") else {})},
         "nodes": [],
@@ -54,13 +54,26 @@ def status(agent: Agent) -> dict[str, Any]:
         "warnings": [],
     }
     rev = agent.applied()
-    if rev is not None:
-        out["warnings"] = unplaced(rev, agent.cfg.nodes) + list(rev.warnings)
-    if store.get("lost"):  # the store was lost and rebuilt from labels: say what is gone for good
-        out["warnings"].append(store["message"])
+    out["warnings"] = (unplaced(rev, agent.cfg.nodes) + list(rev.warnings)) if rev is not None else []
+    out["warnings"] += [store["message"]] if store.get("lost") else []  # the store was lost: what is gone for good
+    node_status = {n: p["status"] for n, p in (rollout or {}).get("nodes", {}).items()} if unfinished else {}
+    _nodes(agent, rev, node_status, out)
+    return out
+
+
+def _problems(state: AgentState) -> list[str]:
+    """The head's validation problems, when the head is the rejected commit."""
+    rejected, attempted = state.rejected, state.attempted
+    if not attempted or rejected is None or rejected.sha != attempted.rsplit(":", 1)[-1]:
+        return []
+    return [str(p) for p in rejected.problems]
+
+
+def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out: dict[str, Any]) -> None:
+    """Each node (reachable, or why not) and, for the applied revision, each object's state on it."""
+    h = agent.history
     lives = agent.live()
     revs = {(r.kind, r.namespace, r.name, r.template_hash): r.number for r in h.workload_revisions()}
-    node_status = {n: p["status"] for n, p in (rollout or {}).get("nodes", {}).items()} if unfinished else {}
     for cfg_node in agent.cfg.nodes:
         live = lives[cfg_node.name]
         if isinstance(live, str):
@@ -81,7 +94,6 @@ def status(agent: Agent) -> dict[str, Any]:
         out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown_secrets(desired, live, h.secrets(cfg_node.name)))]
         for o in rev.objects:
             out["objects"].append(_object(o, cfg_node.name, desired, live, revs, dialer is not None))
-    return out
 
 
 def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tuple[str, str, str, str], int],
@@ -89,29 +101,7 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
     entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": node}
     by_ref = {w.ref: w for w in desired.workloads}
     if o.ref in by_ref:
-        w = by_ref[o.ref]
-        pods = live.pods_of(o.ref)
-        current = [p for p in pods if p.template_hash == w.template_hash]
-        ready = sum(p.ready for p in current)
-        others = sorted({p.template_hash for p in pods} - {w.template_hash})
-        if ready == w.replicas and len(pods) == w.replicas:
-            state = "Ready"
-        elif others:
-            state = "Rolling" if current else "OldRevision"
-        else:
-            state = "Progressing" if pods else ("Missing" if w.replicas else "NotScheduled")
-        entry.update(
-            ready=ready, desired=w.replicas, templateHash=w.template_hash,
-            revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
-            otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))} for t in others],
-            pods=[{"name": p.name, "ready": p.ready, "status": p.status, "templateHash": p.template_hash,
-                   "containers": [{"name": c.labels.get("io.gitops-agent.container", c.name), "image": c.image,
-                                   "state": c.state, "health": c.health, "startedAt": c.started_at,
-                                   "exitCode": c.exit_code}
-                                  for c in p.containers]} for p in pods],
-            probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
-            state=state,
-        )
+        entry.update(_workload(o, by_ref[o.ref], live, revs, outside))
     elif o.ref.kind == "PersistentVolumeClaim":
         entry["state"] = "Bound" if claim_volume(o.ref, live.volumes) in live.volumes else "Pending"
     elif o.ref.kind == "Namespace":
@@ -121,15 +111,48 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
         entry["keys"] = len(getattr(o, "data", {}))
         entry["state"] = "Applied" if all(s.name in live.secrets for s in mine) else "Missing"
     elif o.ref.kind == "Service":
-        endpoints = sum(
-            p.ready for w in desired.workloads for p in live.pods_of(w.ref)
-            if any(o.ref.name in ps.aliases for ps in w.pods[:1])
-        )
-        entry.update(endpoints=endpoints, state="Ready" if endpoints else "NoEndpoints")
-        if isinstance(o, Service) and o.published():  # node ports (given or allocated); a LoadBalancer's address
-            entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in o.published()]
-            if o.type == "LoadBalancer":
-                entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in o.published()]
+        entry.update(_service(o, node, desired, live))
+    return entry
+
+
+def _workload_state(w: Any, pods: list[Any], current: list[Any], ready: int, others: list[str]) -> str:
+    if ready == w.replicas and len(pods) == w.replicas:
+        return "Ready"
+    if others:
+        return "Rolling" if current else "OldRevision"
+    return "Progressing" if pods else ("Missing" if w.replicas else "NotScheduled")
+
+
+def _workload(o: Object, w: Any, live: LiveState, revs: dict[tuple[str, str, str, str], int],
+              outside: bool) -> dict[str, Any]:
+    pods = live.pods_of(o.ref)
+    current = [p for p in pods if p.template_hash == w.template_hash]
+    ready = sum(p.ready for p in current)
+    others = sorted({p.template_hash for p in pods} - {w.template_hash})
+    return dict(
+        ready=ready, desired=w.replicas, templateHash=w.template_hash,
+        revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
+        otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))} for t in others],
+        pods=[{"name": p.name, "ready": p.ready, "status": p.status, "templateHash": p.template_hash,
+               "containers": [{"name": c.labels.get("io.gitops-agent.container", c.name), "image": c.image,
+                               "state": c.state, "health": c.health, "startedAt": c.started_at,
+                               "exitCode": c.exit_code}
+                              for c in p.containers]} for p in pods],
+        probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
+        state=_workload_state(w, pods, current, ready, others),
+    )
+
+
+def _service(o: Object, node: str, desired: Any, live: LiveState) -> dict[str, Any]:
+    endpoints = sum(
+        p.ready for w in desired.workloads for p in live.pods_of(w.ref)
+        if any(o.ref.name in ps.aliases for ps in w.pods[:1])
+    )
+    entry: dict[str, Any] = {"endpoints": endpoints, "state": "Ready" if endpoints else "NoEndpoints"}
+    if isinstance(o, Service) and o.published():  # node ports (given or allocated); a LoadBalancer's address
+        entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in o.published()]
+        if o.type == "LoadBalancer":
+            entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in o.published()]
     return entry
 
 

@@ -229,3 +229,24 @@ def test_an_outcome_gives_the_reason_of_its_final_result() -> None:
     fresh.explain(Reason.APPLIED)  # a new head: no result yet
     fresh.result = "in-sync"
     assert fresh.why is Reason.IN_SYNC
+
+
+def test_the_break_glass_rollback_goes_to_the_stable_revision_before_or_the_one_named() -> None:
+    import pytest
+
+    from gitops_agent.decide import rollback_target
+    from gitops_agent.errors import AgentError
+    from gitops_agent.state import Stable
+
+    stable = (Stable("main@sha1:" + "1" * 40, "1" * 40), Stable("main@sha1:" + "2" * 40, "2" * 40),
+              Stable("main@sha1:" + "3" * 40, "3" * 40))
+    assert rollback_target(stable, "3" * 40, None) == stable[1]
+    assert rollback_target(stable, "9" * 40, None) == stable[2]  # the current one is not stable (rebuilt): the newest
+    assert rollback_target(stable, None, "main@1111") == stable[0]
+    assert rollback_target(stable, None, stable[1].revision) == stable[1]
+    with pytest.raises(AgentError, match="no earlier stable revision"):
+        rollback_target(stable, "1" * 40, None)
+    with pytest.raises(AgentError, match="matches 0 stable revision"):
+        rollback_target(stable, None, "main@abcd")
+    with pytest.raises(AgentError, match="matches 0"):
+        rollback_target(stable, None, "12")  # too short a prefix matches nothing
