@@ -115,7 +115,8 @@ class Agent:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self.log("lock.wait", message="another gitops-agent pass is running on this state directory; waiting for it")
+                self.log("lock.wait",
+                         message="another gitops-agent pass is running on this state directory; waiting for it")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
@@ -132,7 +133,8 @@ class Agent:
             rev_id = self.location.revision(sha)
             rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
                         node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
-            self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
+            # keep two (target and stable): memory stays flat
+            self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
         return self._parsed[sha]
 
@@ -276,7 +278,8 @@ class Agent:
             out.result, out.error = "superseded", f"a newer commit arrived during the rollout of {rev.id}"
         else:
             out.result = "failed"
-            out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
+            out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase,
+                                          "previous": state.previous})
         out.node_errors.update({n: p.error for n, p in state.nodes.items()
                                 if p.status in ("failed", "deferred", "waiting", "rollback-deferred")})
 
@@ -285,7 +288,8 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
+                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune,
+                                            known,
                                             self.history.secrets(node.name))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
@@ -366,7 +370,8 @@ class Agent:
                 self._finish(rev)
             else:
                 out.result = "failed" if state.phase != PROGRESSING else "progressing"
-                out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
+                out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase,
+                                          "previous": state.previous})
             # pinned: the rollback target while it is done or still on its way (deferred nodes),
             # else (it failed and was rolled back) what runs now
             pinned = rev if state.phase in (COMPLETE, PROGRESSING) else self.applied()
@@ -445,25 +450,27 @@ class Daemon:
     READY_DEADLINE = 240.0
 
     def __init__(self, agent: Agent, log: Log) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 
         self.agent = agent
         self.log = log
         self.stop = threading.Event()
         self.failures = 0
-        self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self.scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._observer: Any = None
         self._ready = False
         self._in_pass = False
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
 
     def _next_delay(self, ok: bool) -> float:
-        interval = self.agent.cfg.source.interval
+        interval = float(self.agent.cfg.source.interval)
         if ok:
             self.failures = 0
             return interval * (1 + random.uniform(-self.JITTER, self.JITTER))
         self.failures += 1
-        return min(self.BACKOFF_START * 2 ** (self.failures - 1), max(self.BACKOFF_CAP, interval))
+        backoff: float = self.BACKOFF_START * 2 ** (self.failures - 1)
+        return min(backoff, max(self.BACKOFF_CAP, interval))
 
     def _pass(self) -> None:
         if self.stop.is_set():
@@ -479,7 +486,8 @@ class Daemon:
         try:
             out = self.agent.sync()
             ok = out.ok or out.waiting  # a bad commit is not retried faster: it waits for Git to move
-            self._notify_result(f"{out.result} {out.target or out.head or '-'}" + (f": {out.error.splitlines()[0]}" if out.error else ""))
+            self._notify_result(f"{out.result} {out.target or out.head or '-'}"
+                                + (f": {out.error.splitlines()[0]}" if out.error else ""))
             if out.result == "superseded":  # rollover: take the newer commit now
                 self.schedule(0)
                 return

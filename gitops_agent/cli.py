@@ -55,8 +55,10 @@ class _Sub:
         self.sub = sub
 
     def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
-        return self.sub.add_parser(name, epilog=f"example:\n  {_EXAMPLES[name]}", description=kw.get("help"),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        parser: argparse.ArgumentParser = self.sub.add_parser(
+            name, epilog=f"example:\n  {_EXAMPLES[name]}", description=kw.get("help"),
+            formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        return parser
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -267,8 +267,8 @@ class RolloutEnd(Event):
         return _PHASE_REASONS.get(self.phase, Reason.PROGRESSING)
 
 
-_PHASE_REASONS = {"complete": Reason.ROLLOUT_COMPLETE, "halted": Reason.ROLLOUT_HALTED, "rolled-back": Reason.ROLLED_BACK,
-                  "rollback-failed": Reason.ROLLBACK_FAILED, "superseded": Reason.SUPERSEDED,
+_PHASE_REASONS = {"complete": Reason.ROLLOUT_COMPLETE, "halted": Reason.ROLLOUT_HALTED,
+                  "rolled-back": Reason.ROLLED_BACK, "rollback-failed": Reason.ROLLBACK_FAILED, "superseded": Reason.SUPERSEDED,
                   "progressing": Reason.PROGRESSING}
 
 #: every event, for the README table and tests

@@ -397,7 +397,8 @@ class History:
         """`started`: wall time; `duration`: seconds on the monotonic clock (default: wall time since `started`)."""
         self._exec(
             "INSERT INTO syncs(revision, digest, started, duration, result, error, actions) VALUES (?,?,?,?,?,?,?)",
-            (revision, digest, started, time.time() - started if duration is None else duration, result, error, actions),
+            (revision, digest, started, time.time() - started if duration is None else duration, result, error,
+             actions),
         )
 
     def syncs(self, limit: int = 50) -> list[SyncRecord]:
@@ -421,7 +422,7 @@ class History:
         """Remember a revision that ran everywhere, in the order revisions first became
         stable (a rollback to one keeps its place), with its workloads' template hashes (what
         image garbage collection keeps); returns the ones dropped beyond `keep`."""
-        stable = self.get("stable", [])
+        stable: list[dict[str, Any]] = self.get("stable", [])
         if any(s["sha"] == sha for s in stable):
             return []
         stable.append({"revision": revision, "sha": sha, "at": time.time(), "templates": templates or []})

@@ -121,7 +121,8 @@ class Policy:
 class Fleet:
     """Applies revisions to the configured nodes."""
 
-    def __init__(self, cfg: AgentConfig, nodes: dict[str, Node], history: History, log: Log, stop: threading.Event) -> None:
+    def __init__(self, cfg: AgentConfig, nodes: dict[str, Node], history: History, log: Log,
+                 stop: threading.Event) -> None:
         self.cfg = cfg
         self.nodes = nodes
         self.history = history
@@ -280,7 +281,8 @@ class Fleet:
     def policy(self, target: Revision, previous: Revision | None) -> Policy:
         first = self.cfg.nodes[0]
         new = {w.ref: w.template_hash for w in compile_node(target, first, self.cfg.nodes).workloads}
-        old = {w.ref: w.template_hash for w in compile_node(previous, first, self.cfg.nodes).workloads} if previous else {}
+        old = ({w.ref: w.template_hash for w in compile_node(previous, first, self.cfg.nodes).workloads}
+               if previous else {})
         changed = [o for o in target.objects if isinstance(o, Workload) and new[o.ref] != old.get(o.ref)]
         if not changed:  # no new template (scaling, config not used by pods, deletions): still one node at a time
             return Policy(1, True, 0, False, ())
@@ -345,7 +347,8 @@ class Fleet:
                 step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol, superseded=True)
             if isinstance(step, StepNodes):
                 if self.stop.is_set():
-                    raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; the next start resumes it")
+                    raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; "
+                                      "the next start resumes it")
                 self._batch(state, target, list(step.nodes), pol)
                 results.update({n: NodeResult(n, state.nodes[n].status, step.reason) for n in step.nodes})
                 continue
@@ -370,7 +373,8 @@ class Fleet:
         elif step.reason == Reason.IMAGE_PULL_BACKOFF:  # a registry is unavailable: go no further, retried with backoff
             emit(self.log, ev.RolloutWaiting(target.id, ",".join(state.waiting)))
         elif step.phase == ROLLED_BACK:
-            emit(self.log, ev.RolledBack(target.id, state.previous or "-", ",".join(step.nodes) if step.nodes else None))
+            emit(self.log, ev.RolledBack(target.id, state.previous or "-",
+                                         ",".join(step.nodes) if step.nodes else None))
 
     def _failed(self, state: RolloutState, target: Revision, step: RollBack | Halt) -> None:
         """The rollout failed (`step` says what next): record the failure, unless a node went away
@@ -379,8 +383,8 @@ class Fleet:
         if not step.record_failure:
             emit(self.log, ev.RolloutRetry(target.id, state.failure.get("node")))
         else:
-            self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(), "halted": halted,
-                                        **state.failure})
+            self.history.put("failed", {"sha": target.commit, "revision": target.id, "at": time.time(),
+                                        "halted": halted, **state.failure})
         if halted:
             state.phase = HALTED
             why = "no earlier revision to roll back to" if not state.previous_sha else "auto-rollback is off"
@@ -435,8 +439,9 @@ class Fleet:
         unreachable = self._wait_reachable(name, 0 if resumed else pol.unreachable_timeout)
         if unreachable and resumed:  # lost during its own step: a failure
             with self._lock:
-                state.failure = state.failure or {"node": name, "error": unreachable, "pod": "", "probe": "", "output": "",
-                                                  "unreachable": True, "reason": Reason.NODE_UNREACHABLE.value}
+                state.failure = state.failure or {"node": name, "error": unreachable, "pod": "", "probe": "",
+                                                  "output": "", "unreachable": True,
+                                                  "reason": Reason.NODE_UNREACHABLE.value}
             self._update(state, name, status="failed", error=unreachable, finished=time.time())
             failed.set()
             return
@@ -449,13 +454,14 @@ class Fleet:
         was_done = np.status == "done"
         t0 = clock.now()  # the step's duration: monotonic (the persisted started/finished are wall time)
         self._update(state, name, status="updating", error="", started=np.started or time.time(),
-                     deadline=self._deadline(np.deadline, target, was_done, resumed))  # absolute, persisted before the step
+                     deadline=self._deadline(np.deadline, target, was_done, resumed))  # persisted before the step
         if not was_done:
             emit(self.log, ev.StepStarted(name, target.id, f"{state.order.index(name) + 1}/{len(state.order)}"))
         try:
             # the step waits on the monotonic clock: a wall-clock step from here on neither fails nor stretches it
             deadline = clock.local_deadline(np.deadline, clock.wall(), clock.now(), self.budget(target))
-            actions = self.step(target, name, deadline=deadline, hold=not pol.fast, local_first=pol.fast, verify=resumed)
+            actions = self.step(target, name, deadline=deadline, hold=not pol.fast, local_first=pol.fast,
+                                verify=resumed)
         except (NodeError, PruneRefused) as e:
             if self._step_failed(state, name, e):
                 failed.set()
@@ -477,7 +483,8 @@ class Fleet:
                                  "probe": getattr(e, "probe", ""), "output": getattr(e, "output", ""),
                                  "unreachable": isinstance(e, NodeUnreachable), "reason": e.code.value}
         self._update(state, name, status="failed", error=str(e), finished=time.time())
-        emit(self.log, ev.StepFailed(name, str(e), e.code, *(getattr(e, k, "") or None for k in ("pod", "probe", "output"))))
+        emit(self.log, ev.StepFailed(name, str(e), e.code,
+                                     *(getattr(e, k, "") or None for k in ("pod", "probe", "output"))))
         return True
 
     def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool) -> float:

@@ -77,10 +77,12 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
     for cfg_node in agent.cfg.nodes:
         live = lives[cfg_node.name]
         if isinstance(live, str):
-            out["nodes"].append({"name": cfg_node.name, "reachable": False, "error": live, "labels": dict(cfg_node.labels)})
+            out["nodes"].append({"name": cfg_node.name, "reachable": False, "error": live,
+                                 "labels": dict(cfg_node.labels)})
             continue
         dialer = agent.nodes[cfg_node.name].dialer
-        out["nodes"].append({"name": cfg_node.name, "reachable": True, "pods": len(live.pods), "labels": dict(cfg_node.labels),
+        out["nodes"].append({"name": cfg_node.name, "reachable": True, "pods": len(live.pods),
+                             "labels": dict(cfg_node.labels),
                              "httpTcpProbes": f"from outside the container: {dialer.mode}" if dialer else
                              "in the container (the agent cannot reach this node's pod addresses)",
                              **({"rollout": node_status[cfg_node.name]} if cfg_node.name in node_status else {})})
@@ -91,7 +93,8 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
         out["nodes"][-1]["imageBytes"] = _image_bytes(agent, cfg_node.name)
         vol_names = {claim_volume(v.claim, live.volumes) for v in desired.volumes}
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
-        out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown_secrets(desired, live, h.secrets(cfg_node.name)))]
+        unknown = unknown_secrets(desired, live, h.secrets(cfg_node.name))
+        out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown)]
         for o in rev.objects:
             out["objects"].append(_object(o, cfg_node.name, desired, live, revs, dialer is not None))
 
@@ -132,7 +135,8 @@ def _workload(o: Object, w: Any, live: LiveState, revs: dict[tuple[str, str, str
     return dict(
         ready=ready, desired=w.replicas, templateHash=w.template_hash,
         revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
-        otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))} for t in others],
+        otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))}
+                        for t in others],
         pods=[{"name": p.name, "ready": p.ready, "status": p.status, "templateHash": p.template_hash,
                "containers": [{"name": c.labels.get("io.gitops-agent.container", c.name), "image": c.image,
                                "state": c.state, "health": c.health, "startedAt": c.started_at,
@@ -166,7 +170,8 @@ def _rollout(rollout: dict[str, Any] | None) -> dict[str, Any] | None:
     if not rollout:
         return None
     return {
-        "target": rollout["target"], "previous": rollout["previous"], "phase": rollout["phase"], "cause": rollout["cause"],
+        "target": rollout["target"], "previous": rollout["previous"], "phase": rollout["phase"],
+        "cause": rollout["cause"],
         "progress": _progress(rollout), "fast": rollout.get("fast", False), "batch": rollout.get("batch", 1),
         "nodes": [{"name": n, **rollout["nodes"][n]} for n in rollout["order"]],
         "failure": rollout.get("failure") or None,

@@ -1,4 +1,5 @@
-"""Clock jumps (pure): deadlines and waits run on the monotonic clock; persisted deadlines come back within a tolerance."""
+"""Clock jumps (pure): deadlines and waits run on the monotonic clock; persisted deadlines come back within
+a tolerance."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def test_a_persisted_deadline_after_a_jump_while_down_is_kept_within_the_toleran
     wall, mono, budget, grace = 1_700_000_000.0, 10.0, 120.0, 15.0
     persisted = wall + 100  # 100 s were left when the agent went down
     assert clock.local_deadline(persisted, wall, mono, budget) == mono + 100  # no jump: what was left
-    assert clock.local_deadline(persisted, wall + HOUR, mono, budget, grace) == mono + grace  # forward: not failed at once
-    assert clock.local_deadline(persisted, wall - HOUR, mono, budget, grace) == mono + budget  # backward: not an hour more
+    # forward: not failed at once; backward: not an hour more
+    assert clock.local_deadline(persisted, wall + HOUR, mono, budget, grace) == mono + grace
+    assert clock.local_deadline(persisted, wall - HOUR, mono, budget, grace) == mono + budget
     assert clock.resume_deadline(persisted, wall, budget, grace) == persisted
     assert clock.resume_deadline(persisted, wall + HOUR, budget, grace) == wall + HOUR + grace
     assert clock.resume_deadline(persisted, wall - HOUR, budget, grace) == wall - HOUR + budget

@@ -36,12 +36,15 @@ def revision(image: str) -> str:
     return yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}, web])
 
 
-def roll_with_a_step(cfg: Path, offset: Path, jump: int) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], float]:
+Run = tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], float]
+
+
+def roll_with_a_step(cfg: Path, offset: Path, jump: int) -> Run:
     """`sync` through the fake-time hook; the wall clock steps by `jump` s once the node step has begun."""
     offset.write_text("0")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(ENTRY), str(offset), "sync", "--config", str(cfg), "--log-format", "json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    argv = [sys.executable, str(ENTRY), str(offset), "sync", "--config", str(cfg), "--log-format", "json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     events, lines = [], []
     assert proc.stderr is not None
     for line in proc.stderr:  # the agent's event lines, as they come
@@ -84,7 +87,8 @@ def test_a_one_hour_clock_step_mid_rollout_neither_fails_nor_stretches_it(clean_
         assert done["seconds"] < DEADLINE and took < DEADLINE + 30, (jump, done, took)
         (sync,) = [e for e in events if e.get("event") == "sync"]
         assert sync["seconds"] < DEADLINE + 30 and sync["reason"] == "Applied"
-        images = {c["Image"] for c in json.loads(svc.podman("ps", "--format", "json").stdout or "[]") if not c.get("IsInfra")}
+        running = json.loads(svc.podman("ps", "--format", "json").stdout or "[]")
+        images = {c["Image"] for c in running if not c.get("IsInfra")}
         assert images == {image}
     agent = Agent(config_mod.load(str(cfg)), lambda *a, **k: None)
     try:

@@ -30,11 +30,13 @@ def rollout(statuses: dict[str, str], phase: str = "progressing", target_sha: st
 
 
 def test_a_new_head_is_validated_and_reconciled() -> None:
-    assert choose_target(HEAD, AgentState(applied=APPLIED), "p1") == Target(Reason.APPLIED, (Candidate("head", HEAD.sha),))
+    expected = Target(Reason.APPLIED, (Candidate("head", HEAD.sha),))
+    assert choose_target(HEAD, AgentState(applied=APPLIED), "p1") == expected
 
 
 def test_suspended_pins_the_revision_and_does_not_follow_git() -> None:
-    state = AgentState(applied=APPLIED, suspended=Suspension("main@c", "c" * 40, 1.0, "gitops-agent rollback to main@c"))
+    pin = Suspension("main@c", "c" * 40, 1.0, "gitops-agent rollback to main@c")
+    state = AgentState(applied=APPLIED, suspended=pin)
     choice = choose_target(HEAD, state, "p1")
     assert isinstance(choice, Target)
     assert choice.candidates == (Candidate("suspended", "c" * 40),)
@@ -43,7 +45,8 @@ def test_suspended_pins_the_revision_and_does_not_follow_git() -> None:
 
 
 def test_a_rejected_head_is_not_retried_under_the_same_policy() -> None:
-    state = AgentState(applied=APPLIED, rejected=Rejection(HEAD.sha, "revision rejected: 1 problem(s)", (PROBLEM,), "p1"))
+    rejection = Rejection(HEAD.sha, "revision rejected: 1 problem(s)", (PROBLEM,), "p1")
+    state = AgentState(applied=APPLIED, rejected=rejection)
     choice = choose_target(HEAD, state, "p1")
     assert choice == Target(Reason.REVISION_REJECTED, (Candidate("applied", APPLIED.sha),), "rejected",
                             "revision rejected: 1 problem(s)", True, (PROBLEM,))
@@ -136,7 +139,8 @@ def test_a_failure_rolls_back_every_reached_node_newest_first() -> None:
     back = rollout({"n1": "done", "n2": "done", "n3": "rolled-back", "n4": "pending"}, phase="rolling-back")
     results = {"n3": NodeResult("n3", "rolled-back", Reason.ROLLED_BACK)}
     assert next_fleet_step(back, results, POLICY) == RollBack("n2", Reason.ROLLOUT_FAILED, False)
-    end = rollout({"n1": "rolled-back", "n2": "rolled-back", "n3": "rolled-back", "n4": "pending"}, phase="rolling-back")
+    end = rollout({"n1": "rolled-back", "n2": "rolled-back", "n3": "rolled-back", "n4": "pending"},
+                  phase="rolling-back")
     results = {n: NodeResult(n, "rolled-back", Reason.ROLLED_BACK) for n in ("n1", "n2", "n3")}
     assert next_fleet_step(end, results, POLICY) == Halt("rolled-back", Reason.ROLLED_BACK)
 
@@ -164,7 +168,8 @@ def test_no_previous_revision_or_auto_rollback_off_halts() -> None:
 
 
 def test_a_node_lost_during_its_own_step_rolls_back_but_is_retried() -> None:
-    for failure in ({"node": "n1", "reason": "NodeUnreachable"}, {"node": "n1", "unreachable": True}):  # new, old record
+    # a record of this agent, and one of an older agent (a flag instead of the reason)
+    for failure in ({"node": "n1", "reason": "NodeUnreachable"}, {"node": "n1", "unreachable": True}):
         r = rollout({"n1": "failed", "n2": "pending"}, failure=failure)
         assert next_fleet_step(r, {}, POLICY) == RollBack("n1", Reason.ROLLOUT_FAILED, record_failure=False)
 
@@ -184,7 +189,8 @@ def test_a_deferred_unreachable_node_leaves_the_rollout_progressing() -> None:
 
 def test_a_registry_outage_stops_the_rollout_where_it_is() -> None:
     r = rollout({"n1": "done", "n2": "waiting", "n3": "pending"})
-    results = {"n1": NodeResult("n1", "done", Reason.STEP_DONE), "n2": NodeResult("n2", "waiting", Reason.IMAGE_PULL_BACKOFF)}
+    results = {"n1": NodeResult("n1", "done", Reason.STEP_DONE),
+               "n2": NodeResult("n2", "waiting", Reason.IMAGE_PULL_BACKOFF)}
     assert next_fleet_step(r, results, POLICY) == Halt("progressing", Reason.IMAGE_PULL_BACKOFF, ("n2",))
 
 

@@ -37,4 +37,5 @@ def test_emit_writes_the_name_the_fields_and_the_reason_last() -> None:
 def test_reason_values_are_unique_and_stable_strings() -> None:
     values = [r.value for r in Reason]
     assert len(values) == len(set(values))
-    assert str(Reason.REVISION_REJECTED) == "RevisionRejected" and Reason("ImagePullBackOff") is Reason.IMAGE_PULL_BACKOFF
+    assert str(Reason.REVISION_REJECTED) == "RevisionRejected"
+    assert Reason("ImagePullBackOff") is Reason.IMAGE_PULL_BACKOFF

@@ -31,7 +31,8 @@ def test_a_store_written_before_the_typed_records_loads_without_losing_the_appli
     assert state.schema == 1
     assert state.applied is not None and (state.applied.sha, state.applied.revision) == ("aa", "main@sha1:aa")
     assert state.rejected == Rejection("cc", "bad", (Problem("f", 1, "", "", "m"),), "p")
-    assert state.failed is not None and (state.failed.pod, state.failed.probe, state.failed.reason) == ("web-1", "readiness", "")
+    assert state.failed is not None
+    assert (state.failed.pod, state.failed.probe, state.failed.reason) == ("web-1", "readiness", "")
     assert state.rollout is not None and state.rollout.status("n1") == "done" and state.rollout.order == ("n1", "n2")
     assert state.rollout.to_json() == old.to_json()  # the same shape: nothing re-rolls after an upgrade
     assert state.last is not None and state.last.result == "progressing"
