@@ -1,5 +1,6 @@
-"""The reconcile pass and the daemon loop: wires source, manifests, desired,
-plan, apply and history together.
+"""The reconcile pass: wires source, manifests, desired, plan, apply and history
+together; the decisions it acts on are made in `decide` (pure), the daemon loop
+around it is `daemon`.
 
 A pass is a short list of named steps (Flux's shape): resolve the newest
 revision, validate it, plan and apply it node by node, record the outcome
@@ -13,17 +14,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from . import systemd
 from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
@@ -433,154 +430,5 @@ def _failure_message(f: dict[str, Any]) -> str:
     return failure_message(Failure.from_json(f), f.get("phase"), f.get("previous", "") or "")
 
 
-# --- the daemon ------------------------------------------------------------------------
-
-
-class Daemon:
-    """`run`: poll at `interval` with jitter, sync soon after a local repository changes,
-    back off after failures, stop cleanly on SIGTERM/SIGINT (the current step finishes)."""
-
-    JITTER = 0.1  # ±10% of the interval, so a fleet does not poll in lockstep
-    BACKOFF_START = 2.0
-    BACKOFF_CAP = 300.0
-    DEBOUNCE = 1.0
-    # systemd (Type=notify): READY=1 once the first pass has finished (the node is reconciled,
-    # or the reason it is not is in STATUS=), but no later than this after start, so a long
-    # first rollout stays inside the unit's TimeoutStartSec (300 s in the shipped unit).
-    READY_DEADLINE = 240.0
-
-    def __init__(self, agent: Agent, log: Log) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
-
-        self.agent = agent
-        self.log = log
-        self.stop = threading.Event()
-        self.failures = 0
-        self.scheduler = BackgroundScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
-        self._observer: Any = None
-        self._ready = False
-        self._in_pass = False
-        self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
-
-    def _next_delay(self, ok: bool) -> float:
-        interval = float(self.agent.cfg.source.interval)
-        if ok:
-            self.failures = 0
-            return interval * (1 + random.uniform(-self.JITTER, self.JITTER))
-        self.failures += 1
-        backoff: float = self.BACKOFF_START * 2 ** (self.failures - 1)
-        return min(backoff, max(self.BACKOFF_CAP, interval))
-
-    def _pass(self) -> None:
-        if self.stop.is_set():
-            return
-        self._in_pass = True
-        try:
-            self._pass_once()
-        finally:
-            self._in_pass = False
-
-    def _pass_once(self) -> None:
-        ok = False
-        try:
-            out = self.agent.sync()
-            ok = out.ok or out.waiting  # a bad commit is not retried faster: it waits for Git to move
-            self._notify_result(f"{out.result} {out.target or out.head or '-'}"
-                                + (f": {out.error.splitlines()[0]}" if out.error else ""))
-            if out.result == "superseded":  # rollover: take the newer commit now
-                self.schedule(0)
-                return
-        except AgentError as e:
-            self.log("sync.crashed", level="error", error=str(e))
-            self._notify_result(f"sync crashed: {e}")
-        except Exception as e:  # a bug must not stop an unattended agent: log it, back off, go on
-            self.log("sync.crashed", level="error", error=f"{type(e).__name__}: {e}", bug="yes")
-            self._notify_result(f"sync crashed: {type(e).__name__}: {e}")
-        delay = self._next_delay(ok)
-        if not self.stop.is_set():
-            self.schedule(delay)
-            if not ok:
-                self.log("backoff", seconds=round(delay, 1), failures=self.failures)
-
-    def _notify_result(self, line: str) -> None:
-        """STATUS= after every pass (shown by `systemctl status`); READY=1 after the first."""
-        fields = [f"STATUS={line.splitlines()[0][:200] if line else '-'}"]
-        if not self._ready:
-            self._ready = True
-            fields.insert(0, "READY=1")
-        systemd.notify(*fields)
-
-    def _alive(self) -> bool:
-        """What WATCHDOG=1 vouches for: the scheduler thread runs and a pass is either running
-        or scheduled (a lost schedule would leave the node unreconciled forever)."""
-        thread = getattr(self.scheduler, "_thread", None)
-        return (self.scheduler.running and (thread is None or thread.is_alive())
-                and (self._in_pass or self.scheduler.get_job("sync") is not None))
-
-    def schedule(self, delay: float) -> None:
-        when = datetime.now() + timedelta(seconds=delay)
-        self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True)
-
-    def _watch(self) -> None:
-        """A local source is watched: a commit there triggers a sync within DEBOUNCE seconds."""
-        url = self.agent.location.url
-        if not url.startswith("file://"):
-            return
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        daemon = self
-
-        class Changed(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                path = str(getattr(event, "dest_path", "") or event.src_path)
-                if "/refs/" in path or path.endswith(("HEAD", "packed-refs")):
-                    daemon.schedule(daemon.DEBOUNCE)
-
-        root = url[len("file://"):]
-        gitdir = os.path.join(root, ".git") if os.path.isdir(os.path.join(root, ".git")) else root
-        observer = Observer()
-        try:
-            observer.schedule(Changed(), gitdir, recursive=True)
-            observer.start()
-        except OSError as e:  # e.g. the repository is gone after a reboot: polling still finds it again
-            self.log("watch.unavailable", level="warning", path=gitdir, error=e.strerror or str(e))
-            return
-        self._observer = observer
-        self.log("watch", path=gitdir)
-
-    def run(self) -> int:
-        def on_signal(signum: int, _frame: Any) -> None:
-            self.log("signal", signal=signal.Signals(signum).name)
-            systemd.notify("STOPPING=1", "STATUS=stopping: the current step finishes first")
-            self.stop.set()
-            self.agent.stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.log("start", source=self.agent.location.url, branch=self.agent.location.branch,
-                 interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
-        self.scheduler.start()
-        self._watch()
-        self.schedule(0)
-        started = next_ping = time.monotonic()
-        try:
-            # the main loop is the watchdog's heartbeat: a wedged main thread or a dead
-            # scheduler stops the pings, and systemd restarts the agent after WatchdogSec
-            while not self.stop.wait(0.5):
-                now = time.monotonic()
-                if self._watchdog is not None and now >= next_ping and self._alive():
-                    systemd.notify("WATCHDOG=1")
-                    next_ping = now + self._watchdog
-                if not self._ready and now - started > self.READY_DEADLINE:
-                    self._ready = True
-                    systemd.notify("READY=1", "STATUS=first pass still running")
-        finally:
-            if self._observer is not None:
-                self._observer.stop()
-                self._observer.join(timeout=5)
-            self.scheduler.shutdown(wait=True)  # lets a running pass finish its current step
-            self.agent.close()
-            self.log("stopped")
-        return 0
+# the daemon moved to daemon.py; `gitops_agent.agent.Daemon` stays importable
+from .daemon import Daemon as Daemon  # noqa: E402

@@ -292,7 +292,7 @@ def _resume(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
-    from .agent import Daemon
+    from .daemon import Daemon
 
     agent = _agent(cfg, args)
     return Daemon(agent, agent.log).run()

@@ -33,8 +33,8 @@ OWNERS: dict[str, frozenset[str]] = {
     # manifests.read_checked) and the CLI's `-o yaml` writer (manifests.dump_yaml)
     "yaml": frozenset({"manifests.py"}),
     "_yaml": frozenset({"manifests.py"}),  # PyYAML's libyaml binding (the same distribution)
-    "apscheduler": frozenset({"agent.py"}),  # the daemon's scheduler
-    "watchdog": frozenset({"agent.py"}),  # the daemon's watcher of a local repository
+    "apscheduler": frozenset({"daemon.py"}),  # the daemon's scheduler
+    "watchdog": frozenset({"daemon.py"}),  # the daemon's watcher of a local repository
 }
 
 
