@@ -37,7 +37,7 @@ from .model import Revision, Workload
 from .plan import Plan, plan
 from .podman import Node, open_node
 from .reasons import Reason, for_result
-from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
+from .fleet import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
 from .source import GitSource, resolve
 from .state import Failure, Rejection
 
@@ -259,7 +259,7 @@ class Agent:
         if stable is not None and stable.commit == rev.commit:
             self._converge(rev, out)
             return
-        # a new revision: a rollout, node by node (rollout.py)
+        # a new revision: a rollout, node by node (fleet.py)
         state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out))
         out.rollout = state
         out.actions = sum(n.actions for n in state.nodes.values())

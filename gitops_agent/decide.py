@@ -9,7 +9,7 @@
 - `condition(state, ...)`: the status condition `status` shows, from the same values;
 - `rollback_target(stable, current, to)`: where the break-glass `rollback` goes.
 
-The caller (`agent`, `rollout.Fleet`) does the I/O a decision asks for and feeds the
+The caller (`agent`, `fleet.Fleet`) does the I/O a decision asks for and feeds the
 results back. Each decision carries a `Reason` (reasons.py): the same vocabulary is
 in the logs, the status and the history.
 """

@@ -17,7 +17,7 @@ from .live import LiveState
 from .model import Object, Revision, Service
 from .plan import unknown_secrets
 from .probes import probe_ways
-from .rollout import PROGRESSING, ROLLING_BACK
+from .fleet import PROGRESSING, ROLLING_BACK
 
 
 def status(agent: Agent) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import yaml
 from fake_node import FakeNode
 from gitops_agent import config as config_mod
 from gitops_agent.history import History
-from gitops_agent.rollout import Fleet
+from gitops_agent.fleet import Fleet
 
 
 def fleet(tmp_path: Path, nodes: dict[str, FakeNode]) -> tuple[Fleet, list[tuple[str, dict[str, Any]]]]:

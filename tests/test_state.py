@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gitops_agent.errors import Problem
 from gitops_agent.history import History
-from gitops_agent.rollout import NodeProgress as OldProgress, RolloutState as OldRollout
+from gitops_agent.fleet import NodeProgress as OldProgress, RolloutState as OldRollout
 from gitops_agent.state import SCHEMA, AgentState, Failure, Rejection, RolloutState
 
 
