@@ -120,6 +120,24 @@ class WorkloadRevision:
     updated: float
 
 
+def _from_labels(lives: Iterable[LiveState]) -> tuple[set[ObjectRef], set[str], int]:
+    """What the owner labels on live objects tell: the managed objects, the pods' commits, the pod count."""
+    refs: set[ObjectRef] = set()
+    commits: set[str] = set()
+    pods = 0
+    for live in lives:
+        for pod in live.pods.values():
+            pods += 1
+            if pod.owner is not None:
+                refs.add(pod.owner)
+            if pod.labels.get(L_REVISION):
+                commits.add(pod.labels[L_REVISION])
+        for labels in (*live.networks.values(), *live.volumes.values()):
+            if labels.get(L_KIND) and labels.get(L_NAME):
+                refs.add(ObjectRef(labels[L_KIND], labels.get(L_NAMESPACE, ""), labels[L_NAME]))
+    return refs, commits, pods
+
+
 class _Rows(list[Any]):
     def fetchone(self) -> Any:
         return self[0] if self else None
@@ -272,19 +290,7 @@ class History:
         unread = sorted(n for n, s in lives.items() if not isinstance(s, LiveState))
         if not read:
             return None  # try again on the next pass
-        refs: set[ObjectRef] = set()
-        commits: set[str] = set()
-        pods = 0
-        for live in read.values():
-            for pod in live.pods.values():
-                pods += 1
-                if pod.owner is not None:
-                    refs.add(pod.owner)
-                if pod.labels.get(L_REVISION):
-                    commits.add(pod.labels[L_REVISION])
-            for labels in (*live.networks.values(), *live.volumes.values()):
-                if labels.get(L_KIND) and labels.get(L_NAME):
-                    refs.add(ObjectRef(labels[L_KIND], labels.get(L_NAMESPACE, ""), labels[L_NAME]))
+        refs, commits, pods = _from_labels(read.values())
         if not refs and record.get("cause") == "missing":
             self.put("store", {**record, "rebuild": "done", "lost": [], "rebuilt": {}})
             return None  # a first start: nothing was lost
@@ -292,6 +298,18 @@ class History:
                                    "nodesRead": sorted(read)}
         if unread:
             rebuilt["nodesNotRead"] = unread
+        rebuilt.update(self._take_back(read, refs, commits, revision_id))
+        message = self._rebuilt_message(record, len(refs), rebuilt)
+        record.update(rebuild="done", rebuiltAt=time.time(), rebuilt=rebuilt, lost=list(LOST_ON_RESET), message=message)
+        self.put("store", record)
+        if log is not None:
+            log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
+                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
+        return record
+
+    def _take_back(self, read: Mapping[str, LiveState], refs: set[ObjectRef], commits: set[str],
+                   revision_id: Callable[[str], str]) -> dict[str, Any]:
+        """Write back the inventory, the marked secrets and (when the pods agree) the applied revision."""
         if refs:
             known = self.inventory() or set()
             self.set_inventory(known | refs)
@@ -299,28 +317,22 @@ class History:
         for node, live in read.items():  # secrets: only those the agent's mark proves (see plan.owned_secrets)
             self.record_secrets(node, add=sorted(live.marked_secrets))
             marked += len(live.marked_secrets)
-        rebuilt["secrets"] = marked
         if len(commits) == 1:
             sha = next(iter(commits))
             self.put("applied_sha", sha)
             self.put("applied_revision", revision_id(sha))
-            rebuilt["appliedRevision"] = revision_id(sha)
-        else:
-            rebuilt["appliedRevision"] = ""
-            rebuilt["appliedUnknown"] = (f"the pods carry {len(commits)} different revisions (a rollout was in progress)"
-                                         if commits else "no managed pod runs")
+            return {"secrets": marked, "appliedRevision": revision_id(sha)}
+        unknown = (f"the pods carry {len(commits)} different revisions (a rollout was in progress)"
+                   if commits else "no managed pod runs")
+        return {"secrets": marked, "appliedRevision": "", "appliedUnknown": unknown}
+
+    def _rebuilt_message(self, record: Mapping[str, Any], refs: int, rebuilt: Mapping[str, Any]) -> str:
         what = "was corrupt and was moved aside to " + record.get("movedTo", "?") if record.get("cause") == "corrupt" \
             else "was missing"
-        message = (f"state store {quote_path(str(self.path))} {what}; "
-                   "rebuilt from the labels on live objects: inventory of "
-                   f"{len(refs)} object(s), applied revision {rebuilt['appliedRevision'] or 'unknown (' + rebuilt['appliedUnknown'] + ')'}"
-                   f"; lost: {'; '.join(LOST_ON_RESET)}")
-        record.update(rebuild="done", rebuiltAt=time.time(), rebuilt=rebuilt, lost=list(LOST_ON_RESET), message=message)
-        self.put("store", record)
-        if log is not None:
-            log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
-                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
-        return record
+        applied = rebuilt["appliedRevision"] or "unknown (" + rebuilt["appliedUnknown"] + ")"
+        return (f"state store {quote_path(str(self.path))} {what}; "
+                f"rebuilt from the labels on live objects: inventory of {refs} object(s), applied revision {applied}"
+                f"; lost: {'; '.join(LOST_ON_RESET)}")
 
     # --- typed state -------------------------------------------------------------------
 
