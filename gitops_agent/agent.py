@@ -430,5 +430,10 @@ def _failure_message(f: dict[str, Any]) -> str:
     return failure_message(Failure.from_json(f), f.get("phase"), f.get("previous", "") or "")
 
 
-# the daemon moved to daemon.py; `gitops_agent.agent.Daemon` stays importable
-from .daemon import Daemon as Daemon  # noqa: E402
+def __getattr__(name: str) -> Any:
+    """`gitops_agent.agent.Daemon` stays importable: the daemon moved to daemon.py."""
+    if name == "Daemon":
+        from .daemon import Daemon
+
+        return Daemon
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,13 +13,14 @@ import signal
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import systemd
-from .agent import Agent
 from .errors import AgentError
 from .log import Log
 
+if TYPE_CHECKING:
+    from .agent import Agent
 
 
 class Daemon:
