@@ -2,8 +2,12 @@
 
 Records every sync attempt, the Kubernetes-style revision numbers of each
 workload (a new number only when its template hash is new), and a few keys of
-agent state (applied/attempted/rejected revision, inventory). Written once per
-pass by `agent`; read by `status` and `history`. Holds no Secret value: only
+agent state (applied/attempted/rejected revision, inventory). `load()` reads
+the keys the decisions need as one typed `state.AgentState`; a pass writes its
+outcome in ONE transaction (`transaction()`, used by `agent._record`), and a
+rollout's progress is written by `checkpoint()` before and after each node
+step. `on_store_write` is the crash harness's hook after each commit and
+checkpoint. Read by `status` and `history`. Holds no Secret value: only
 names, hashes and error messages the agent itself composed.
 
 Losing it must never stop the agent:
