@@ -10,6 +10,10 @@ all running; no foreign template; no duplicates), no orphaned pods or
 containers, the volume's data intact, the state store consistent (`status`
 Ready on the head revision, `history` readable, rollout complete).
 
+The sync scenario also runs with the kills between STORE writes (`store-writes`): `tests/crash_entry.py
+store:k` SIGKILLs right after the k-th rollout checkpoint or pass commit (`History.on_store_write`); by
+default a checkpoint mid-step, the last checkpoint and the commit, all of them with GITOPS_CRASH_FULL=1.
+
 Two scenarios:
 - `sync`: one node, R0 (namespace A, PVC A/data holding a file, a "writer"
   Deployment) → R1 (adds namespace B, PVC B/cache, a Secret, a 2-replica
