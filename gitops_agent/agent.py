@@ -358,7 +358,7 @@ class Agent:
             pick = rollback_target(self.history.load().stable, current.commit if current else None, to)
             rev = self.revision(pick.sha)
             out.head, out.target = "", rev.id
-            self.log("rollback.start", to=rev.id, current=current.id if current else "-")
+            emit(self.log, ev.RollbackStarted(rev.id, current.id if current else "-"))
             state = self.fleet.roll(rev, current, cause="rollback")
             out.rollout = state
             out.actions = sum(n.actions for n in state.nodes.values())

@@ -234,6 +234,13 @@ class RolledBack(Event):
 
 
 @dataclass(frozen=True)
+class RollbackStarted(Event):
+    NAME, REASON = "rollback.start", Reason.ROLLBACK_REQUESTED
+    to: str
+    current: str
+
+
+@dataclass(frozen=True)
 class RollbackNode(Event):
     NAME, REASON = "rollback.node", Reason.ROLLOUT_FAILED
     node: str
@@ -268,13 +275,13 @@ class RolloutEnd(Event):
 
 
 _PHASE_REASONS = {"complete": Reason.ROLLOUT_COMPLETE, "halted": Reason.ROLLOUT_HALTED,
-                  "rolled-back": Reason.ROLLED_BACK, "rollback-failed": Reason.ROLLBACK_FAILED, "superseded": Reason.SUPERSEDED,
-                  "progressing": Reason.PROGRESSING}
+                  "rolled-back": Reason.ROLLED_BACK, "rollback-failed": Reason.ROLLBACK_FAILED,
+                  "superseded": Reason.SUPERSEDED, "progressing": Reason.PROGRESSING}
 
 #: every event, for the README table and tests
 ALL: tuple[type[Event], ...] = (
     PassDone, RevisionApplied, RevisionRejected, SourceUnavailable, DriftRepaired, Suspended, Resumed, NodeFailed,
     NodeUnreachable, NodeBack, RolloutStarted, RolloutResumed, StepStarted, StepDone, StepFailed, StepWaiting,
-    NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackNode,
-    RollbackDeferred, RollbackFailed, RolloutEnd,
+    NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackStarted,
+    RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd,
 )
