@@ -1,5 +1,6 @@
-"""The reconcile pass and the daemon loop: wires source, manifests, desired,
-plan, apply and history together.
+"""The reconcile pass: wires source, manifests, desired, plan, apply and history
+together; the decisions it acts on are made in `decide` (pure), the daemon loop
+around it is `daemon`.
 
 A pass is a short list of named steps (Flux's shape): resolve the newest
 revision, validate it, plan and apply it node by node, record the outcome
@@ -13,22 +14,21 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from . import informer, systemd
 from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
 )
+from . import clock, events as ev
+from .events import emit
+from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
 from .live import LiveState
 from .log import Log, discard
@@ -36,8 +36,10 @@ from .manifests import parse
 from .model import Revision, Workload
 from .plan import Plan, plan
 from .podman import Node, open_node
-from .rollout import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
+from .reasons import Reason, for_result
+from .fleet import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
 from .source import GitSource, resolve
+from .state import Failure, Rejection
 
 
 @dataclass
@@ -55,6 +57,19 @@ class Outcome:
     rollout: RolloutState | None = None
     waiting: bool = False  # nothing to retry until Git moves (or `resume`): the daemon does not back off
     warnings: tuple[str, ...] = ()  # the target revision's no-op fields and kinds (`Revision.warnings`)
+    reason: Reason | None = None  # why `reason_of` was the result (`decide`, an error's code)
+    reason_of: str = ""
+
+    def explain(self, reason: Reason) -> None:
+        """`reason` explains the result as it is now (a later result has the reason of its own)."""
+        self.reason, self.reason_of = reason, self.result
+
+    @property
+    def why(self) -> Reason:
+        """The stable reason of this pass's result."""
+        if self.reason is not None and self.result and self.reason_of == self.result:
+            return self.reason
+        return for_result(self.result)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +89,7 @@ class Agent:
                 log("ssh.insecure", level="warning", node=n.name,
                     message=f"insecureIgnoreHostKey: the host key of node {n.name} is not checked (labs only)")
         self._parsed: dict[str, Revision] = {}
+        self._stable: Revision | None = None  # became stable this pass: recorded by `_record`
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
         self.fleet = Fleet(cfg, self.nodes, self.history, log, self.stop)
@@ -96,7 +112,8 @@ class Agent:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self.log("lock.wait", message="another gitops-agent pass is running on this state directory; waiting for it")
+                self.log("lock.wait",
+                         message="another gitops-agent pass is running on this state directory; waiting for it")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
@@ -113,7 +130,8 @@ class Agent:
             rev_id = self.location.revision(sha)
             rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
                         node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
-            self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}  # keep two (target and stable): memory stays flat
+            # keep two (target and stable): memory stays flat
+            self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
         return self._parsed[sha]
 
@@ -133,8 +151,9 @@ class Agent:
     def sync(self, dry_run: bool = False) -> Outcome:
         """One full reconcile pass. With dry_run, only plans (for `diff`)."""
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
-            started = time.time()
+            started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
+            self._stable = None
             if not dry_run and self.history.needs_rebuild:  # the store was lost: take back what the nodes' labels tell
                 self.history.rebuild(self.live(), self.location.revision, self.log)
             if not dry_run:
@@ -148,7 +167,7 @@ class Agent:
             except AgentError as e:  # anything not handled per node above
                 out.result, out.error = out.result or "failed", str(e)
             if not dry_run:
-                self._record(out, started)
+                self._record(out, started, t0)
             return out
 
     def _adopt_legacy_secrets(self) -> None:
@@ -176,62 +195,55 @@ class Agent:
         self.history.put("secrets_adopted", sorted(done))
 
     def _resolve_target(self, out: Outcome) -> Revision | None:
-        suspended = self.history.get("suspended")
-        if suspended:
-            # break-glass: Git is not followed until `resume`; the pinned revision is still reconciled
-            out.result, out.error = "suspended", f"syncing suspended ({suspended['reason']}); run `gitops-agent resume` to follow Git again"
-            out.waiting = True
-            return self.revision(suspended["sha"])
-        try:
-            sha = self.git.remote_head()
-        except SourceUnavailable as e:
-            out.result, out.error = "source-error", str(e)
-            self.log("source.unavailable", level="warning", error=str(e))
-            return self._fallback()
-        out.head = self.location.revision(sha)
-        rejected = self.history.get("rejected") or {}
-        if rejected.get("sha") == sha and rejected.get("policy") == self._policy_key():
-            # the same bad commit: not retried until the branch moves (no flapping)
-            out.result, out.error, out.waiting = "rejected", rejected.get("error", ""), True
-            out.problems = tuple(Problem(**p) for p in rejected.get("problems", []))
-            return self._fallback()
-        failed = self.history.get("failed") or {}
-        if failed.get("sha") == sha:
-            # a revision that failed its rollout: not retried until Git moves (no flapping)
-            out.result, out.error, out.waiting = "failed", _failure_message(failed), True
-            if failed.get("halted"):
-                return None  # halted without rollback: every node is left as it is for a human to look at
-            return self.applied()
-        try:
-            return self.revision(sha)
-        except RevisionRejected as e:
-            out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
-            self.history.put("rejected", {"sha": sha, "error": str(e), "problems": [p.__dict__ for p in e.problems],
-                                          "policy": self._policy_key()})
-            self.log("revision.rejected", level="error", revision=out.head, problems=len(e.problems))
-            return self._fallback()
-        except SourceUnavailable as e:
-            out.result, out.error = "source-error", str(e)
-            self.log("source.unavailable", level="warning", error=str(e))
-            return self._fallback()
+        """Ask Git for the head, let `decide.choose_target` pick, read what it picked."""
+        state = self.history.load()
+        head = Head()
+        if state.suspended is None:
+            try:
+                sha = self.git.remote_head()
+                head = Head(sha, self.location.revision(sha))
+            except SourceUnavailable as e:
+                head = Head(error=str(e))
+                emit(self.log, ev.SourceUnavailable(str(e)))
+        out.head = head.revision
+        choice = choose_target(head, state, self._policy_key())
+        out.result, out.error, out.waiting = choice.result, choice.error, choice.waiting
+        out.explain(choice.reason)
+        if isinstance(choice, Hold):
+            return None
+        out.problems = choice.problems
+        return self._read_candidates(choice.candidates, out)
+
+    def _read_candidates(self, candidates: tuple[Candidate, ...], out: Outcome) -> Revision | None:
+        """The first candidate that reads (what a read error means depends on its role: `decide.Candidate`)."""
+        for c in candidates:
+            if c.role == "suspended":
+                return self.revision(c.sha)
+            if c.role == "applied":
+                return self.applied()
+            if c.role == "rollout":
+                try:
+                    return self.revision(c.sha)
+                except (SourceUnavailable, RevisionRejected):
+                    continue
+            try:
+                return self.revision(c.sha)
+            except RevisionRejected as e:
+                out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
+                out.explain(e.code)
+                self.history.put("rejected", Rejection(c.sha, str(e), e.problems, self._policy_key()).to_json())
+                emit(self.log, ev.RevisionRejected(out.head, len(e.problems)))
+            except SourceUnavailable as e:
+                out.result, out.error = "source-error", str(e)
+                out.explain(e.code)
+                emit(self.log, ev.SourceUnavailable(str(e)))
+            return self._read_candidates(fallback(self.history.load()), out)
+        return None
 
     def _policy_key(self) -> str:
         """The policy a rejection was judged under: a changed policy re-judges the same commit."""
         judged = repr(self.cfg.policy) + (repr(self.cfg.source.verify) if self.cfg.source.verify else "")
         return hashlib.sha256(judged.encode()).hexdigest()[:16]
-
-    def _fallback(self) -> Revision | None:
-        """What to reconcile when the head cannot be used: the revision an unfinished rollout
-        is taking the nodes to (reverting its finished nodes would be a rollback nobody asked
-        for), else the last stable revision."""
-        rollout = self.history.get("rollout") or {}
-        failed = self.history.get("failed") or {}
-        if rollout.get("phase") == PROGRESSING and rollout.get("target_sha") != failed.get("sha"):
-            try:
-                return self.revision(rollout["target_sha"])
-            except (SourceUnavailable, RevisionRejected):
-                pass
-        return self.applied()
 
     def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
         out.target = rev.id
@@ -247,7 +259,7 @@ class Agent:
         if stable is not None and stable.commit == rev.commit:
             self._converge(rev, out)
             return
-        # a new revision: a rollout, node by node (rollout.py)
+        # a new revision: a rollout, node by node (fleet.py)
         state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out))
         out.rollout = state
         out.actions = sum(n.actions for n in state.nodes.values())
@@ -263,7 +275,8 @@ class Agent:
             out.result, out.error = "superseded", f"a newer commit arrived during the rollout of {rev.id}"
         else:
             out.result = "failed"
-            out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
+            out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase,
+                                          "previous": state.previous})
         out.node_errors.update({n: p.error for n, p in state.nodes.items()
                                 if p.status in ("failed", "deferred", "waiting", "rollback-deferred")})
 
@@ -272,7 +285,8 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
+                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune,
+                                            known,
                                             self.history.secrets(node.name))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
@@ -283,13 +297,16 @@ class Agent:
         self.fleet.track(rev)
         for name in self.nodes:
             try:
-                out.actions += self.fleet.step(rev, name)
+                actions = self.fleet.step(rev, name)
+                out.actions += actions
+                if actions and self.history.get("applied_sha") == rev.commit:
+                    emit(self.log, ev.DriftRepaired(name, rev.id, actions))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[name] = str(e)
-                self.log("node.failed", level="error", node=name, error=str(e))
+                emit(self.log, ev.NodeFailed(name, str(e)))
         leftover = self.history.get("rollout") or {}
         if leftover.get("phase") == ROLLING_BACK and not out.node_errors:  # a rollback cut short by a crash is now done
-            self.history.put("rollout", {**leftover, "phase": ROLLED_BACK, "finished": time.time()})
+            self.history.checkpoint({**leftover, "phase": ROLLED_BACK, "finished": time.time()})
         if out.node_errors:
             out.result = "failed"
             out.error = "; ".join(out.node_errors.values())
@@ -308,21 +325,25 @@ class Agent:
             return False
 
     def _finish(self, rev: Revision) -> None:
-        """`rev` now runs on every node: it becomes the stable revision."""
+        """`rev` now runs on every node: it becomes the stable revision, recorded with the rest of
+        the pass in `_record`'s one transaction (the Git refs that keep it are made first)."""
+        self.git.keep(rev.commit, "applied")
+        self.git.keep(rev.commit, f"stable/{rev.commit}")
+        self._stable = rev
+
+    def _write_stable(self, rev: Revision) -> tuple[list[dict[str, Any]], set[str]]:
+        """The store writes of `_finish` (inside the pass's transaction): dropped stable revisions, templates."""
         self.history.set_inventory({o.ref for o in rev.objects})
         self.history.put("applied_sha", rev.commit)
         self.history.put("applied_revision", rev.id)
         self.history.put("applied_digest", rev.digest)
-        self.git.keep(rev.commit, "applied")
-        self.git.keep(rev.commit, f"stable/{rev.commit}")
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
         hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
-        for dropped in self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values()))):
-            self.git.forget(f"stable/{dropped['sha']}")
+        dropped = self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values())))
         for w in workloads:
             self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
         self.history.forget_workloads_except({w.ref for w in workloads})
-        self.fleet.collect_images(set(hashes.values()), self.cfg.keep_image_revisions)
+        return dropped, set(hashes.values())
 
     # --- break-glass ------------------------------------------------------------------------
 
@@ -331,26 +352,13 @@ class Agent:
         syncing until `resume`. `to`: a revision id or commit (prefix); default: the
         stable revision before the current one."""
         with self._lock, self._exclusive():
-            started = time.time()
+            started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
             current = self.applied()
-            stable = self.history.get("stable", [])
-            if to:
-                key = to.rsplit(":", 1)[-1].rsplit("@", 1)[-1]  # main@sha1:<sha>, main@<prefix> (as `history` prints) or <prefix>
-                found = [s for s in stable if s["revision"] == to or (len(key) >= 4 and s["sha"].startswith(key))]
-                if len(found) != 1:
-                    known = ", ".join(s["revision"] for s in reversed(stable)) or "none"
-                    raise AgentError(f"{to!r} matches {len(found)} stable revision(s); known stable revisions: {known}")
-                pick = found[0]
-            else:
-                shas = [s["sha"] for s in stable]
-                at = shas.index(current.commit) if current is not None and current.commit in shas else len(stable)
-                if at == 0:
-                    raise AgentError("no earlier stable revision to roll back to (see `gitops-agent history`)")
-                pick = stable[at - 1]
-            rev = self.revision(pick["sha"])
+            pick = rollback_target(self.history.load().stable, current.commit if current else None, to)
+            rev = self.revision(pick.sha)
             out.head, out.target = "", rev.id
-            self.log("rollback.start", to=rev.id, current=current.id if current else "-")
+            emit(self.log, ev.RollbackStarted(rev.id, current.id if current else "-"))
             state = self.fleet.roll(rev, current, cause="rollback")
             out.rollout = state
             out.actions = sum(n.actions for n in state.nodes.values())
@@ -359,27 +367,47 @@ class Agent:
                 self._finish(rev)
             else:
                 out.result = "failed" if state.phase != PROGRESSING else "progressing"
-                out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase, "previous": state.previous})
+                out.error = _failure_message({**state.failure, "revision": rev.id, "phase": state.phase,
+                                          "previous": state.previous})
             # pinned: the rollback target while it is done or still on its way (deferred nodes),
             # else (it failed and was rolled back) what runs now
             pinned = rev if state.phase in (COMPLETE, PROGRESSING) else self.applied()
-            self.history.put("suspended", {
+            self._record(out, started, t0, suspend={
                 "revision": pinned.id if pinned else rev.id, "sha": pinned.commit if pinned else rev.commit,
                 "at": time.time(), "reason": f"gitops-agent rollback to {rev.id}",
             })
-            self._record(out, started)
             return out
 
-    def _record(self, out: Outcome, started: float) -> None:
+    def _record(self, out: Outcome, started: float, t0: float, suspend: dict[str, Any] | None = None) -> None:
+        """Everything the pass learnt, in ONE store transaction (a kill -9 leaves all of it or none);
+        then what the commit allows: forgetting dropped stable revisions, collecting images."""
         revision = out.head or out.target or "unknown"
-        if out.head:
-            self.history.put("attempted_revision", out.head)
-        self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(), "nodeErrors": out.node_errors})
         parsed = self._parsed.get(revision.rsplit(":", 1)[-1])
         digest = parsed.digest if parsed else ""
-        self.history.record_sync(revision, digest, started, out.result, out.error, out.actions)
-        self.log("sync", revision=revision, result=out.result, actions=out.actions, seconds=round(time.time() - started, 3),
-                 **({"error": out.error.splitlines()[0]} if out.error else {}))
+        stable, self._stable = self._stable, None
+        dropped: list[dict[str, Any]] = []
+        templates: set[str] = set()
+        with self.history.transaction():
+            if stable is not None:
+                dropped, templates = self._write_stable(stable)
+            if suspend is not None:
+                self.history.put("suspended", suspend)
+            if out.head:
+                self.history.put("attempted_revision", out.head)
+            self.history.put("last_result", {"result": out.result, "error": out.error, "at": time.time(),
+                                             "nodeErrors": out.node_errors, "reason": out.why.value})
+            self.history.record_sync(revision, digest, started, out.result, out.error, out.actions,
+                                     duration=clock.now() - t0)
+        for d in dropped:
+            self.git.forget(f"stable/{d['sha']}")
+        if stable is not None:
+            self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
+        if stable is not None:
+            emit(self.log, ev.RevisionApplied(stable.id, out.actions))
+        if suspend is not None:
+            emit(self.log, ev.Suspended(suspend["revision"], suspend["reason"]))
+        emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why,
+                                   out.error.splitlines()[0] if out.error else None))
 
     # --- read-only views ------------------------------------------------------------------
 
@@ -398,202 +426,14 @@ class Agent:
 
 
 def _failure_message(f: dict[str, Any]) -> str:
-    """One paragraph on a failed rollout: which node, pod and probe, what it said, what was done."""
-    text = f"revision {f.get('revision', '?')} failed"
-    if f.get("node"):
-        text += f" on node {f['node']}"
-    text += f": {f.get('error', 'unknown error')}"
-    phase = f.get("phase")
-    if phase == ROLLED_BACK:
-        text += f"; nodes it reached were rolled back to {f.get('previous')}"
-    elif phase == "halted":
-        text += "; rollout halted (no rollback)"
-    elif phase == "rollback-failed":
-        text += f"; rollback failed ({f.get('rollback_error', '')}): syncing suspended, fix the node and run `gitops-agent resume`"
-    return text + "; not retried until Git moves"
+    """One paragraph on a failed rollout (`decide.failure_message` of a raw record with its phase and previous)."""
+    return failure_message(Failure.from_json(f), f.get("phase"), f.get("previous", "") or "")
 
 
-# --- the daemon ------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """`gitops_agent.agent.Daemon` stays importable: the daemon moved to daemon.py."""
+    if name == "Daemon":
+        from .daemon import Daemon
 
-
-class Daemon:
-    """`run`: poll at `interval` with jitter, sync soon after a local repository changes,
-    back off after failures, stop cleanly on SIGTERM/SIGINT (the current step finishes)."""
-
-    JITTER = 0.1  # ±10% of the interval, so a fleet does not poll in lockstep
-    BACKOFF_START = 2.0
-    BACKOFF_CAP = 300.0
-    DEBOUNCE = 1.0
-    DRIFT_DEBOUNCE = 0.05  # a managed container stopped by hand: a pass this soon after the event (`informer`)
-    # systemd (Type=notify): READY=1 once the first pass has finished (the node is reconciled,
-    # or the reason it is not is in STATUS=), but no later than this after start, so a long
-    # first rollout stays inside the unit's TimeoutStartSec (300 s in the shipped unit).
-    READY_DEADLINE = 240.0
-
-    def __init__(self, agent: Agent, log: Log) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        self.agent = agent
-        self.log = log
-        self.stop = threading.Event()
-        self.failures = 0
-        self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
-        self._observer: Any = None
-        self._ready = False
-        self._in_pass = False
-        self._drift_lock = threading.Lock()
-        self._drift_pending = False  # drift seen during a pass: another pass right after it
-        self._drift_due = 0.0  # monotonic time by which the scheduled drift pass starts
-        self.informers: dict[str, informer.Informer] = {}  # each node's event-driven copy, from the first pass on
-        self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
-        self.ticked = time.monotonic()  # the main loop's last tick (/healthz)
-        self.services: Any = None  # alerts, metrics, listener, control socket (services.py), started by run()
-
-    def _next_delay(self, ok: bool) -> float:
-        interval = self.agent.cfg.source.interval
-        if ok:
-            self.failures = 0
-            return interval * (1 + random.uniform(-self.JITTER, self.JITTER))
-        self.failures += 1
-        return min(self.BACKOFF_START * 2 ** (self.failures - 1), max(self.BACKOFF_CAP, interval))
-
-    def _pass(self) -> None:
-        if self.stop.is_set():
-            return
-        with self._drift_lock:
-            self._in_pass, self._drift_pending = True, False
-        try:
-            self._pass_once()
-        finally:
-            with self._drift_lock:
-                self._in_pass, again = False, self._drift_pending and not self.stop.is_set() and not self.failures
-            if not self.informers and not self.stop.is_set():  # after the first pass: it is not slowed by their lists
-                self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift,
-                                                self.log)
-            if again:
-                self.schedule(self.DRIFT_DEBOUNCE)
-
-    def on_drift(self, node: str) -> None:
-        """`informer`: a managed object on `node` changed by someone else; a pass now (debounced), or right
-        after the running one. A failing agent keeps its backoff."""
-        with self._drift_lock:
-            if self._in_pass:
-                self._drift_pending = True
-                return
-            now = time.monotonic()
-            if now < self._drift_due or self.failures or self.stop.is_set():
-                return  # a drift pass is already on its way (the events of one hand change come in a burst)
-            self._drift_due = now + self.DRIFT_DEBOUNCE + 1.0
-        self.schedule(self.DRIFT_DEBOUNCE)
-
-    def _pass_once(self) -> None:
-        ok = False
-        try:
-            out = self.agent.sync()
-            ok = out.ok or out.waiting  # a bad commit is not retried faster: it waits for Git to move
-            self._notify_result(f"{out.result} {out.target or out.head or '-'}" + (f": {out.error.splitlines()[0]}" if out.error else ""))
-            if out.result == "superseded":  # rollover: take the newer commit now
-                self.schedule(0)
-                return
-        except AgentError as e:
-            self.log("sync.crashed", level="error", error=str(e))
-            self._notify_result(f"sync crashed: {e}")
-        except Exception as e:  # a bug must not stop an unattended agent: log it, back off, go on
-            self.log("sync.crashed", level="error", error=f"{type(e).__name__}: {e}", bug="yes")
-            self._notify_result(f"sync crashed: {type(e).__name__}: {e}")
-        finally:
-            if self.services is not None:
-                self.services.after_pass(self.agent)
-        delay = self._next_delay(ok)
-        if not self.stop.is_set():
-            self.schedule(delay)
-            if not ok:
-                self.log("backoff", seconds=round(delay, 1), failures=self.failures)
-
-    def _notify_result(self, line: str) -> None:
-        """STATUS= after every pass (shown by `systemctl status`); READY=1 after the first."""
-        fields = [f"STATUS={line.splitlines()[0][:200] if line else '-'}"]
-        if not self._ready:
-            self._ready = True
-            fields.insert(0, "READY=1")
-        systemd.notify(*fields)
-
-    def _alive(self) -> bool:
-        """What WATCHDOG=1 vouches for: the scheduler thread runs and a pass is either running
-        or scheduled (a lost schedule would leave the node unreconciled forever)."""
-        thread = getattr(self.scheduler, "_thread", None)
-        return (self.scheduler.running and (thread is None or thread.is_alive())
-                and (self._in_pass or self.scheduler.get_job("sync") is not None))
-
-    def schedule(self, delay: float) -> None:
-        when = datetime.now() + timedelta(seconds=delay)
-        self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True)
-
-    def _watch(self) -> None:
-        """A local source is watched: a commit there triggers a sync within DEBOUNCE seconds."""
-        url = self.agent.location.url
-        if not url.startswith("file://"):
-            return
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        daemon = self
-
-        class Changed(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                path = str(getattr(event, "dest_path", "") or event.src_path)
-                if "/refs/" in path or path.endswith(("HEAD", "packed-refs")):
-                    daemon.schedule(daemon.DEBOUNCE)
-
-        root = url[len("file://"):]
-        gitdir = os.path.join(root, ".git") if os.path.isdir(os.path.join(root, ".git")) else root
-        observer = Observer()
-        try:
-            observer.schedule(Changed(), gitdir, recursive=True)
-            observer.start()
-        except OSError as e:  # e.g. the repository is gone after a reboot: polling still finds it again
-            self.log("watch.unavailable", level="warning", path=gitdir, error=e.strerror or str(e))
-            return
-        self._observer = observer
-        self.log("watch", path=gitdir)
-
-    def run(self) -> int:
-        def on_signal(signum: int, _frame: Any) -> None:
-            self.log("signal", signal=signal.Signals(signum).name)
-            systemd.notify("STOPPING=1", "STATUS=stopping: the current step finishes first")
-            self.stop.set()
-            self.agent.stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.log("start", source=self.agent.location.url, branch=self.agent.location.branch,
-                 interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
-        self.scheduler.start()
-        self._watch()
-        from .services import Services
-
-        self.services = Services(self.agent.cfg, self.log, lambda: self.schedule(0), self._alive, lambda: self.ticked)
-        self.schedule(0)
-        started = next_ping = time.monotonic()
-        try:
-            # the main loop is the watchdog's heartbeat: a wedged main thread or a dead
-            # scheduler stops the pings, and systemd restarts the agent after WatchdogSec
-            while not self.stop.wait(0.5):
-                now = self.ticked = time.monotonic()
-                if self._watchdog is not None and now >= next_ping and self._alive():
-                    systemd.notify("WATCHDOG=1")
-                    next_ping = now + self._watchdog
-                if not self._ready and now - started > self.READY_DEADLINE:
-                    self._ready = True
-                    systemd.notify("READY=1", "STATUS=first pass still running")
-        finally:
-            if self._observer is not None:
-                self._observer.stop()
-                self._observer.join(timeout=5)
-            self.scheduler.shutdown(wait=True)  # lets a running pass finish its current step
-            informer.unwatch(self.agent.nodes, self.informers)
-            if self.services is not None:
-                self.services.close()
-            self.agent.close()
-            self.log("stopped")
-        return 0
+        return Daemon
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

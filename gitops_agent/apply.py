@@ -7,8 +7,8 @@ RollingUpdate/Recreate steps and waits for readiness between them. Each kind of
 action is dispatched with `match` (`typing.assert_never` proves every kind is
 handled). It never touches an object that `plan` did not name, and every object
 `plan` names is one the agent owns (labels). Must not read Git or the history
-store. Deadlines come in as wall-clock times (what the caller persists across a
-restart) and are kept on `time.monotonic()` from then on.
+store. Deadlines are points on the monotonic clock (`clock.now`); the fleet turns
+what it persisted across a restart (wall time) into one (`clock.local_deadline`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .log import Log
 from .plan import (Action, CreateNetwork, CreatePod, CreateSecret, CreateVolume, Plan, RemoveNetwork, RemovePod,
                    RemoveSecret, RemoveVolume, ReplacePod, RollingUpdate, StartPod)
 from .podman import Node
-from .probes import Gate, RolloutFailed, to_monotonic
+from .probes import Gate, RolloutFailed
 from .pullauth import Credential, for_image
 from .rolling import CREATE_PARALLEL, POLL, create_pods, update
 
@@ -51,10 +51,10 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
     An image named by digest is pinned as written; `localhost/` images (made on the node) are
     used by name and never pinned.
     A pull that fails for a reason that may pass (ImagePullBackOff) is retried with backoff until
-    `deadline` (wall-clock time; without `retry`: raised at once), then raised; one refused for good
+    `deadline` (monotonic, `clock.now`; without `retry`: raised at once), then raised; one refused for good
     (ImageUnavailable) is raised at once."""
     pins = pins if pins is not None else {}
-    until = to_monotonic(deadline) if deadline is not None else time.monotonic() + 600
+    until = deadline if deadline is not None else time.monotonic() + 600
     wanted: dict[tuple[str, str], tuple[str, tuple[Credential, ...]]] = {}
     for a in plan.actions:
         for pod in pods_made(a):
@@ -188,8 +188,8 @@ def _size(n: int) -> str:
 def pull(node: Node, image: str, credential: Credential | None, log: Log, deadline: float | None = None,
          stop: threading.Event | None = None, backoff: tuple[float, ...] = PULL_RETRY) -> None:
     """One image, retried after each pause of `backoff` while the registry is unavailable and time is
-    left before `deadline` (wall-clock time; default: 600 s from now)."""
-    until = to_monotonic(deadline) if deadline is not None else time.monotonic() + 600
+    left before `deadline` (monotonic, `clock.now`; default: 600 s from now)."""
+    until = deadline if deadline is not None else time.monotonic() + 600
     _pull(node, image, credential, log, until, stop, backoff)
 
 
@@ -216,12 +216,12 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
     """Carry out every action in order; returns how many were done. New pods are
     created together and waited for before the next removal. Raises at the first
     failure, and with Interrupted between two steps once `stop` is set. `deadline`
-    is wall-clock time (default: `step_seconds` from now)."""
+    is on the monotonic clock, `clock.now` (default: `step_seconds` from now)."""
     if plan.in_sync:
         return 0
     stop = stop or threading.Event()
     if deadline is None:
-        deadline = time.time() + step_seconds(plan)
+        deadline = time.monotonic() + step_seconds(plan)
     plan = pinned(plan, ensure_images(node, plan, live, log, local_first, deadline, stop, pins))
     gate = Gate(node, deadline, hold, cap)
     pending: list[PodSpec] = []

@@ -297,13 +297,17 @@ def _resume(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         h.delete("suspended")
     finally:
         h.close()
+    if lifted:
+        from . import events
+
+        events.emit(EventLog(getattr(args, "log_format", "text")), events.Resumed(lifted["reason"]))
     print(f"resumed: following Git again (was suspended: {lifted['reason']})" if lifted
           else "not suspended: already following Git")
     return 0
 
 
 def _run(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
-    from .agent import Daemon
+    from .daemon import Daemon
 
     agent = _agent(cfg, args)
     return Daemon(agent, agent.log).run()

@@ -2,8 +2,12 @@
 
 Records every sync attempt, the Kubernetes-style revision numbers of each
 workload (a new number only when its template hash is new), and a few keys of
-agent state (applied/attempted/rejected revision, inventory). Written once per
-pass by `agent`; read by `status` and `history`. Holds no Secret value: only
+agent state (applied/attempted/rejected revision, inventory). `load()` reads
+the keys the decisions need as one typed `state.AgentState`; a pass writes its
+outcome in ONE transaction (`transaction()`, used by `agent._record`), and a
+rollout's progress is written by `checkpoint()` before and after each node
+step. `on_store_write` is the crash harness's hook after each commit and
+checkpoint. Read by `status` and `history`. Holds no Secret value: only
 names, hashes and error messages the agent itself composed.
 
 Losing it must never stop the agent:
@@ -34,12 +38,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 from .desired import L_KIND, L_NAME, L_NAMESPACE, L_REVISION
 from .errors import StateError, quote_path
 from .live import LiveState
 from .model import ObjectRef
+from .state import SCHEMA, STATE_KEYS, AgentState
 
 #: What the store holds that no label on a node can give back.
 LOST_ON_RESET = (
@@ -118,6 +124,24 @@ class WorkloadRevision:
     updated: float
 
 
+def _from_labels(lives: Iterable[LiveState]) -> tuple[set[ObjectRef], set[str], int]:
+    """What the owner labels on live objects tell: the managed objects, the pods' commits, the pod count."""
+    refs: set[ObjectRef] = set()
+    commits: set[str] = set()
+    pods = 0
+    for live in lives:
+        for pod in live.pods.values():
+            pods += 1
+            if pod.owner is not None:
+                refs.add(pod.owner)
+            if pod.labels.get(L_REVISION):
+                commits.add(pod.labels[L_REVISION])
+        for labels in (*live.networks.values(), *live.volumes.values()):
+            if labels.get(L_KIND) and labels.get(L_NAME):
+                refs.add(ObjectRef(labels[L_KIND], labels.get(L_NAMESPACE, ""), labels[L_NAME]))
+    return refs, commits, pods
+
+
 class _Rows(list[Any]):
     def fetchone(self) -> Any:
         return self[0] if self else None
@@ -127,10 +151,14 @@ class _Rows(list[Any]):
 
 
 class History:
+    # Test hook (tests/crash_entry.py kills the process in it; None in production): called as
+    # on_store_write("commit" | "checkpoint") after each pass's commit and each rollout checkpoint.
+    on_store_write: ClassVar[Callable[[str], None] | None] = None
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
         self.path = state_dir / "state.db"
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()  # re-entered by the writes inside `transaction`
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
@@ -266,19 +294,7 @@ class History:
         unread = sorted(n for n, s in lives.items() if not isinstance(s, LiveState))
         if not read:
             return None  # try again on the next pass
-        refs: set[ObjectRef] = set()
-        commits: set[str] = set()
-        pods = 0
-        for live in read.values():
-            for pod in live.pods.values():
-                pods += 1
-                if pod.owner is not None:
-                    refs.add(pod.owner)
-                if pod.labels.get(L_REVISION):
-                    commits.add(pod.labels[L_REVISION])
-            for labels in (*live.networks.values(), *live.volumes.values()):
-                if labels.get(L_KIND) and labels.get(L_NAME):
-                    refs.add(ObjectRef(labels[L_KIND], labels.get(L_NAMESPACE, ""), labels[L_NAME]))
+        refs, commits, pods = _from_labels(read.values())
         if not refs and record.get("cause") == "missing":
             self.put("store", {**record, "rebuild": "done", "lost": [], "rebuilt": {}})
             return None  # a first start: nothing was lost
@@ -286,6 +302,18 @@ class History:
                                    "nodesRead": sorted(read)}
         if unread:
             rebuilt["nodesNotRead"] = unread
+        rebuilt.update(self._take_back(read, refs, commits, revision_id))
+        message = self._rebuilt_message(record, len(refs), rebuilt)
+        record.update(rebuild="done", rebuiltAt=time.time(), rebuilt=rebuilt, lost=list(LOST_ON_RESET), message=message)
+        self.put("store", record)
+        if log is not None:
+            log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
+                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
+        return record
+
+    def _take_back(self, read: Mapping[str, LiveState], refs: set[ObjectRef], commits: set[str],
+                   revision_id: Callable[[str], str]) -> dict[str, Any]:
+        """Write back the inventory, the marked secrets and (when the pods agree) the applied revision."""
         if refs:
             known = self.inventory() or set()
             self.set_inventory(known | refs)
@@ -293,28 +321,56 @@ class History:
         for node, live in read.items():  # secrets: only those the agent's mark proves (see plan.owned_secrets)
             self.record_secrets(node, add=sorted(live.marked_secrets))
             marked += len(live.marked_secrets)
-        rebuilt["secrets"] = marked
         if len(commits) == 1:
             sha = next(iter(commits))
             self.put("applied_sha", sha)
             self.put("applied_revision", revision_id(sha))
-            rebuilt["appliedRevision"] = revision_id(sha)
-        else:
-            rebuilt["appliedRevision"] = ""
-            rebuilt["appliedUnknown"] = (f"the pods carry {len(commits)} different revisions (a rollout was in progress)"
-                                         if commits else "no managed pod runs")
+            return {"secrets": marked, "appliedRevision": revision_id(sha)}
+        unknown = (f"the pods carry {len(commits)} different revisions (a rollout was in progress)"
+                   if commits else "no managed pod runs")
+        return {"secrets": marked, "appliedRevision": "", "appliedUnknown": unknown}
+
+    def _rebuilt_message(self, record: Mapping[str, Any], refs: int, rebuilt: Mapping[str, Any]) -> str:
         what = "was corrupt and was moved aside to " + record.get("movedTo", "?") if record.get("cause") == "corrupt" \
             else "was missing"
-        message = (f"state store {quote_path(str(self.path))} {what}; "
-                   "rebuilt from the labels on live objects: inventory of "
-                   f"{len(refs)} object(s), applied revision {rebuilt['appliedRevision'] or 'unknown (' + rebuilt['appliedUnknown'] + ')'}"
-                   f"; lost: {'; '.join(LOST_ON_RESET)}")
-        record.update(rebuild="done", rebuiltAt=time.time(), rebuilt=rebuilt, lost=list(LOST_ON_RESET), message=message)
-        self.put("store", record)
-        if log is not None:
-            log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
-                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
-        return record
+        applied = rebuilt["appliedRevision"] or "unknown (" + rebuilt["appliedUnknown"] + ")"
+        return (f"state store {quote_path(str(self.path))} {what}; "
+                f"rebuilt from the labels on live objects: inventory of {refs} object(s), applied revision {applied}"
+                f"; lost: {'; '.join(LOST_ON_RESET)}")
+
+    # --- typed state -------------------------------------------------------------------
+
+    def load(self) -> AgentState:
+        """Everything the decisions read (`state.AgentState`), in one read."""
+        marks = ",".join("?" * len(STATE_KEYS))
+        rows = self._exec(f"SELECT key, value FROM state WHERE key IN ({marks})", STATE_KEYS).fetchall()
+        return AgentState.from_store({k: json.loads(v) for k, v in rows})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write inside is one SQLite transaction: a crash leaves all of them or none.
+        Nested use joins the outer transaction. Other threads' writes wait for it."""
+        with self._mutex:
+            if self._db.in_transaction:
+                yield
+                return
+            self._exec("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.put("state_schema", SCHEMA)
+            except BaseException:
+                self._db.rollback()
+                raise
+            self._exec("COMMIT")
+        if History.on_store_write is not None:
+            History.on_store_write("commit")
+
+    def checkpoint(self, rollout: Mapping[str, Any]) -> None:
+        """Persist a rollout's progress (`rollout.RolloutState.to_json()`), before and after each node step,
+        so a restarted agent resumes it. One write, committed at once (outside a pass's transaction)."""
+        self.put("rollout", dict(rollout))
+        if History.on_store_write is not None:
+            History.on_store_write("checkpoint")
 
     # --- key/value state ----------------------------------------------------------
 
@@ -352,10 +408,13 @@ class History:
 
     # --- syncs ------------------------------------------------------------------------
 
-    def record_sync(self, revision: str, digest: str, started: float, result: str, error: str = "", actions: int = 0) -> None:
+    def record_sync(self, revision: str, digest: str, started: float, result: str, error: str = "", actions: int = 0,
+                    duration: float | None = None) -> None:
+        """`started`: wall time; `duration`: seconds on the monotonic clock (default: wall time since `started`)."""
         self._exec(
             "INSERT INTO syncs(revision, digest, started, duration, result, error, actions) VALUES (?,?,?,?,?,?,?)",
-            (revision, digest, started, time.time() - started, result, error, actions),
+            (revision, digest, started, time.time() - started if duration is None else duration, result, error,
+             actions),
         )
 
     def syncs(self, limit: int = 50) -> list[SyncRecord]:
@@ -379,7 +438,7 @@ class History:
         """Remember a revision that ran everywhere, in the order revisions first became
         stable (a rollback to one keeps its place), with its workloads' template hashes (what
         image garbage collection keeps); returns the ones dropped beyond `keep`."""
-        stable = self.get("stable", [])
+        stable: list[dict[str, Any]] = self.get("stable", [])
         if any(s["sha"] == sha for s in stable):
             return []
         stable.append({"revision": revision, "sha": sha, "at": time.time(), "templates": templates or []})

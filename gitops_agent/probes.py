@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import netprobe
 from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
-from .errors import NodeError
+from .errors import Consequence, NodeError
 from .live import LiveContainer, LivePod
 from .model import Probe
+from .reasons import Reason
 
 if TYPE_CHECKING:
     from .podman import Node
@@ -174,7 +175,9 @@ class Prober:
         now = self._clock()
         if t.probe != kind:  # initialDelaySeconds after the container started, on this clock
             t.probe, t.successes, t.failures = kind, 0, 0
-            t.next_run = now + (c.started_at + probe.initial_delay_seconds - self._wall())
+            # what is left of the initial delay, on our clock; never more than the delay (a wall-clock step)
+            delay = probe.initial_delay_seconds
+            t.next_run = now + min(delay, max(0.0, c.started_at + delay - self._wall()))
         if now < t.next_run:
             return ""
         t.next_run = now + probe.period_seconds
@@ -203,7 +206,11 @@ class Prober:
 
 class RolloutFailed(NodeError):
     """A new pod crashed, failed its readiness/startup probe, or was not ready by the
-    deadline. The old pods that were not yet replaced keep running."""
+    deadline. The old pods that were not yet replaced keep running. Stalled: the revision
+    is marked failed and not retried until Git moves (a NodeError only by origin)."""
+
+    code = Reason.ROLLOUT_FAILED
+    consequence = Consequence.STALLED
 
     def __init__(self, node: str, message: str, pod: str = "", probe: str = "", output: str = "") -> None:
         super().__init__(node, message)
@@ -246,12 +253,12 @@ def to_monotonic(wall_deadline: float, wall: Clock = time.time, clock: Clock = t
 class Gate:
     """Judges new pods on one node step: probes (`Prober`), minReadySeconds held
     unless `hold` is off (a rollback to a known-good template), one absolute
-    `deadline` (given as wall-clock time, so it survives a restart of the agent;
-    kept on the monotonic clock from then on)."""
+    `deadline` on the monotonic clock (`clock.now`: a wall-clock step neither fails nor stretches a step;
+    the fleet persists it as wall time for a restart and converts it back, `clock.local_deadline`)."""
 
     def __init__(self, node: Node, deadline: float, hold: bool = True, cap: float | None = None) -> None:
         self.node = node
-        self.step_deadline = self.deadline = to_monotonic(deadline)
+        self.step_deadline = self.deadline = deadline
         self.hold = hold
         self.cap = cap
         dialer = node.dialer

@@ -2,6 +2,8 @@
 
 Runs `gitops_agent.cli.main` with the given arguments after installing a `Node.on_write` callback that sends
 this process SIGKILL right after its K-th state-changing Podman write, summed over every node (K=0: never).
+With `store:K` instead, the callback is `History.on_store_write`: SIGKILL right after the K-th store write of
+the pass (each rollout checkpoint and the pass's one commit).
 `tests/test_crash.py` runs it instead of `gitops-agent`, so production code carries no fault-injection switch.
 """
 
@@ -11,28 +13,44 @@ import os
 import signal
 import sys
 import threading
+from typing import Callable
 
 from gitops_agent.cli import main
+from gitops_agent.history import History
 from gitops_agent.podman import Node
 
 
-def kill_after(k: int) -> None:
-    """Install the callback on every Node of this process: SIGKILL after the k-th write (k <= 0: none)."""
-    if k <= 0:
-        return
-    lock = threading.Lock()  # pods are created from a few threads at once
+def _killer(k: int) -> Callable[..., None]:
+    """A callback that SIGKILLs this process on its k-th call."""
+    lock = threading.Lock()  # pods are created (and rollouts checkpointed) from a few threads at once
     count = 0
 
-    def on_write(node: str, what: str) -> None:
+    def hook(*_: str) -> None:
         nonlocal count
         with lock:
             count += 1
             if count >= k:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    Node.on_write = on_write
+    return hook
+
+
+def kill_after(k: int) -> None:
+    """Install the callback on every Node of this process: SIGKILL after the k-th write (k <= 0: none)."""
+    if k > 0:
+        Node.on_write = _killer(k)
+
+
+def kill_after_store(k: int) -> None:
+    """SIGKILL right after the k-th store commit or checkpoint (k <= 0: none)."""
+    if k > 0:
+        History.on_store_write = _killer(k)
 
 
 if __name__ == "__main__":
-    kill_after(int(sys.argv[1]))
+    point = sys.argv[1]
+    if point.startswith("store:"):
+        kill_after_store(int(point[len("store:"):]))
+    else:
+        kill_after(int(point))
     sys.exit(main(sys.argv[2:]))

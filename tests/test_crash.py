@@ -10,6 +10,10 @@ all running; no foreign template; no duplicates), no orphaned pods or
 containers, the volume's data intact, the state store consistent (`status`
 Ready on the head revision, `history` readable, rollout complete).
 
+The sync scenario also runs with the kills between STORE writes (`store-writes`): `tests/crash_entry.py
+store:k` SIGKILLs right after the k-th rollout checkpoint or pass commit (`History.on_store_write`); by
+default a checkpoint mid-step, the last checkpoint and the commit, all of them with GITOPS_CRASH_FULL=1.
+
 Two scenarios:
 - `sync`: one node, R0 (namespace A, PVC A/data holding a file, a "writer"
   Deployment) → R1 (adds namespace B, PVC B/cache, a Secret, a 2-replica
@@ -61,6 +65,7 @@ from gitops_agent.agent import Agent
 from gitops_agent.cli import main as cli_main
 from gitops_agent.desired import compile_node
 from gitops_agent.errors import NodeError
+from gitops_agent.history import History
 from gitops_agent.plan import plan
 from gitops_agent.status import status
 from podman_env import HTTPD, WEB1, WEB2
@@ -149,17 +154,22 @@ def agent_of(cfg: Path, log: Callable[..., None] | None = None) -> Agent:
 
 
 def sync_in_process(cfg: Path, log: Callable[..., None] | None = None,
-                    writes: list[tuple[str, str]] | None = None) -> tuple[Any, int]:
+                    writes: list[tuple[str, str]] | None = None,
+                    store_writes: list[tuple[str, str]] | None = None) -> tuple[Any, int]:
     """One pass in this process; (outcome, Podman writes that changed a node). `writes`, if given,
-    receives (node, kind of write) for each of them, in order (see `write_kind`)."""
+    receives (node, kind of write) for each of them, in order (see `write_kind`); `store_writes`
+    ("store", "commit" | "checkpoint") for each store write the crash entry point can kill after."""
     agent = agent_of(cfg, log)
     if writes is not None:
         for node in agent.nodes.values():
             node._call = _recording(node, writes)  # type: ignore[method-assign]
+    if store_writes is not None:
+        History.on_store_write = lambda kind: store_writes.append(("store", kind))
     try:
         out = agent.sync()
         return out, sum(n.changes for n in agent.nodes.values())
     finally:
+        History.on_store_write = None
         agent.close()
 
 
@@ -187,8 +197,9 @@ def _recording(node: Any, writes: list[tuple[str, str]]) -> Callable[..., Any]:
 CRASH_ENTRY = Path(__file__).resolve().parent / "crash_entry.py"
 
 
-def cli(*args: str, kill_after: int = 0, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """`python -m gitops_agent ARGS`; with `kill_after` k, the test entry point that SIGKILLs after the k-th write."""
+def cli(*args: str, kill_after: int | str = 0, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`python -m gitops_agent ARGS`; with `kill_after` k, the test entry point that SIGKILLs after the k-th write
+    (k: a Podman write; "store:k": a store commit or checkpoint)."""
     entry = [str(CRASH_ENTRY), str(kill_after)] if kill_after else ["-m", "gitops_agent"]
     return subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, cwd=REPO_ROOT,
                           timeout=timeout)
@@ -312,18 +323,27 @@ def test_kill_points_interrupt_every_kind_of_write_on_every_node() -> None:
 
 
 def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare: Callable[[], tuple[str, Callable[[str], None]]],
-                    record_property: Callable[[str, Any], None]) -> dict[str, Any]:
-    """`prepare()` puts the start state in place and returns the head commit and an extra check."""
+                    record_property: Callable[[str, Any], None], store: bool = False) -> dict[str, Any]:
+    """`prepare()` puts the start state in place and returns the head commit and an extra check.
+    With `store`, the kills follow store writes (each rollout checkpoint, the pass's commit), not Podman writes."""
     t0 = time.monotonic()
     head, extra_check = prepare()
     recorded: list[tuple[str, str]] = []
-    out, w = sync_in_process(cfg, writes=recorded)  # the uninterrupted run: which writes a kill can follow
+    if store:  # the uninterrupted run: which store writes a kill can follow
+        out, _ = sync_in_process(cfg, store_writes=recorded)
+        w = len(recorded)
+        assert {kind for _, kind in recorded} == {"checkpoint", "commit"}, recorded
+        assert recorded[-1] == ("store", "commit") and [k for _, k in recorded].count("commit") == 1, recorded
+    else:  # the uninterrupted run: which writes a kill can follow
+        out, w = sync_in_process(cfg, writes=recorded)
+        assert w > 5, f"{name}: only {w} writes"
+        assert len(recorded) == w, f"{name}: recorded {len(recorded)} writes of {w}"
     assert out.result == "applied", out.error
     check_converged(cfg, nodes, head, f"{name}: uninterrupted")
     extra_check(f"{name}: uninterrupted")
-    assert w > 5, f"{name}: only {w} writes"
-    assert len(recorded) == w, f"{name}: recorded {len(recorded)} writes of {w}"
     points = kill_points(recorded, FULL, tuple(ONLY))
+    if store and not (FULL or ONLY):  # a checkpoint mid-step, the last checkpoint (rollout complete), the commit
+        points = sorted({max(1, w // 2), max(1, w - 1), w})
     per_point = []
     for k in points:
         where = f"{name}: kill after write {k}/{w}"
@@ -331,7 +351,7 @@ def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare:
         head, extra_check = prepare()
         head_id = f"main@sha1:{head}"
         marks.append(time.monotonic())
-        killed = cli("sync", "--config", str(cfg), kill_after=k)
+        killed = cli("sync", "--config", str(cfg), kill_after=f"store:{k}" if store else k)
         assert killed.returncode == -signal.SIGKILL, f"{where}: not killed (exit {killed.returncode}): {killed.stderr[-2000:]}"
         marks.append(time.monotonic())
         again = cli("sync", "--config", str(cfg))
@@ -358,6 +378,8 @@ def run_kill_points(name: str, cfg: Path, nodes: list[tuple[str, Any]], prepare:
         assert points
     elif FULL:
         assert len(points) == w
+    elif store:
+        assert {recorded[k - 1][1] for k in points} == {"checkpoint", "commit"} and points[-1] == w
     else:  # every kind of write was interrupted once, and every node
         assert {recorded[k - 1][1] for k in points} == {kind for _, kind in recorded}
         assert points[0] == 1 and points[-1] == w
@@ -418,7 +440,9 @@ def recreate(cfg: Path, sha: str, keep: Callable[[str], bool] = lambda _: False)
 # --- kill points: sync ------------------------------------------------------------------------------
 
 
-def test_kill_9_after_every_write_of_a_sync(clean_podman: Any, git_remote: Any, tmp_path: Path, record_property: Any) -> None:
+@pytest.mark.parametrize("between", ["podman-writes", "store-writes"])
+def test_kill_9_after_every_write_of_a_sync(clean_podman: Any, git_remote: Any, tmp_path: Path, record_property: Any,
+                                            between: str) -> None:
     svc, repo = clean_podman, git_remote
     nodes = [("local", svc)]
     state = tmp_path / "state"
@@ -451,7 +475,8 @@ def test_kill_9_after_every_write_of_a_sync(clean_podman: Any, git_remote: Any, 
         restore(snap, state)
         return r1, volume_intact
 
-    run_kill_points("sync", cfg, nodes, prepare, record_property)
+    run_kill_points("sync" if between == "podman-writes" else "sync-store", cfg, nodes, prepare, record_property,
+                    store=between == "store-writes")
 
 
 # --- kill points: rollout ---------------------------------------------------------------------------

@@ -34,8 +34,8 @@ OWNERS: dict[str, frozenset[str]] = {
     # manifests.read_checked) and the CLI's `-o yaml` writer (manifests.dump_yaml), both in manifests/yamlload.py
     "yaml": frozenset({"manifests/yamlload.py"}),
     "_yaml": frozenset({"manifests/yamlload.py"}),  # PyYAML's libyaml binding (the same distribution)
-    "apscheduler": frozenset({"agent.py"}),  # the daemon's scheduler
-    "watchdog": frozenset({"agent.py"}),  # the daemon's watcher of a local repository
+    "apscheduler": frozenset({"daemon.py"}),  # the daemon's scheduler
+    "watchdog": frozenset({"daemon.py"}),  # the daemon's watcher of a local repository
     "prometheus_client": frozenset({"metrics.py"}),  # the /metrics registry and exposition
     "apprise": frozenset({"notify.py"}),  # Apprise alert sinks (imported lazily)
     "croniter": frozenset({"windows.py"}),  # maintenance windows' cron expressions
