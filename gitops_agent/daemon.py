@@ -38,7 +38,7 @@ class Daemon:
     READY_DEADLINE = 240.0
 
     def __init__(self, agent: Agent, log: Log) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+        from apscheduler.schedulers.background import BackgroundScheduler
 
         self.agent = agent
         self.log = log

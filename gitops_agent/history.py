@@ -181,7 +181,8 @@ class History:
             return
         if moved or not existed:
             cause = "corrupt" if moved else "missing"
-            self.put("store", {"at": time.time(), "cause": cause, "movedTo": moved, "damage": damage, "rebuild": "pending"})
+            self.put("store", {"at": time.time(), "cause": cause, "movedTo": moved, "damage": damage,
+                               "rebuild": "pending"})
 
     def _open(self) -> sqlite3.Connection:
         db = None
@@ -213,7 +214,8 @@ class History:
         """A connection that needs no disk space: the file as it is (its WAL ignored), or an empty store."""
         try:
             if existing:
-                return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+                return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None,
+                                       check_same_thread=False)
         except sqlite3.Error:
             pass
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -308,7 +310,8 @@ class History:
         self.put("store", record)
         if log is not None:
             log("state.rebuilt", level="warning", cause=record.get("cause"), movedTo=record.get("movedTo") or "-",
-                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET), message=message)
+                inventory=len(refs), applied=rebuilt["appliedRevision"] or "unknown", lost=len(LOST_ON_RESET),
+                message=message)
         return record
 
     def _take_back(self, read: Mapping[str, LiveState], refs: set[ObjectRef], commits: set[str],
@@ -418,7 +421,8 @@ class History:
         )
 
     def syncs(self, limit: int = 50) -> list[SyncRecord]:
-        rows = self._exec("SELECT id, revision, digest, started, duration, result, error, actions FROM syncs ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._exec("SELECT id, revision, digest, started, duration, result, error, actions FROM syncs "
+                          "ORDER BY id DESC LIMIT ?", (limit,))
         return [SyncRecord(*r) for r in rows.fetchall()]
 
     # --- rollouts ------------------------------------------------------------------------
@@ -426,7 +430,8 @@ class History:
     def record_rollout(self, state: dict[str, Any]) -> None:
         self._exec(
             "INSERT INTO rollouts(revision, previous, cause, phase, started, finished, detail) VALUES (?,?,?,?,?,?,?)",
-            (state["target"], state["previous"], state["cause"], state["phase"], state["started"], state["finished"], json.dumps(state)),
+            (state["target"], state["previous"], state["cause"], state["phase"], state["started"], state["finished"],
+             json.dumps(state)),
         )
 
     def rollouts(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -456,15 +461,17 @@ class History:
         """
         key = (ref.kind, ref.namespace, ref.name)
         rows = self._exec(
-            "SELECT template_hash, number FROM workload_revisions WHERE kind=? AND namespace=? AND name=? ORDER BY number DESC",
+            "SELECT template_hash, number FROM workload_revisions WHERE kind=? AND namespace=? AND name=? "
+            "ORDER BY number DESC",
             key,
         ).fetchall()
         if rows and rows[0][0] == template_hash:
             return int(rows[0][1])
         number = (int(rows[0][1]) + 1) if rows else 1
         self._exec(
-            "INSERT INTO workload_revisions(kind, namespace, name, template_hash, number, revision, updated) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT(kind, namespace, name, template_hash) DO UPDATE SET number=excluded.number, revision=excluded.revision, updated=excluded.updated",
+            "INSERT INTO workload_revisions(kind, namespace, name, template_hash, number, revision, updated) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(kind, namespace, name, template_hash) DO UPDATE SET "
+            "number=excluded.number, revision=excluded.revision, updated=excluded.updated",
             (*key, template_hash, number, revision, time.time()),
         )
         self._exec(
@@ -475,7 +482,8 @@ class History:
 
     def workload_revisions(self) -> list[WorkloadRevision]:
         rows = self._exec(
-            "SELECT kind, namespace, name, number, template_hash, revision, updated FROM workload_revisions ORDER BY namespace, kind, name, number DESC"
+            "SELECT kind, namespace, name, number, template_hash, revision, updated FROM workload_revisions "
+            "ORDER BY namespace, kind, name, number DESC"
         )
         return [WorkloadRevision(*r) for r in rows.fetchall()]
 
@@ -518,5 +526,6 @@ def _why(e: BaseException, state_dir: Path | None = None) -> str:
     full = _full(e, state_dir)
     text = getattr(e, "strerror", None) or str(e)
     if full:
-        return f"no space left in the state directory{' ' + str(state_dir) if state_dir else ''} ({text}); free some space: the next pass recovers"
+        where = f" {state_dir}" if state_dir else ""
+        return f"no space left in the state directory{where} ({text}); free some space: the next pass recovers"
     return text
