@@ -33,6 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
+from . import liveness
 from .config import NodeConfig
 from .pullauth import SECRET_KEYS, DOCKERCONFIGJSON, Credential, parse
 from .model import (
@@ -830,6 +831,8 @@ def _container(
     if probe and c.startup_probe:  # Podman 4.3 has no startup healthcheck: liveness waits out the startup probe
         s = c.startup_probe
         start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
+    agent_probe = probe if probe is not None and probe.action == "grpc" else None  # run by `liveness`
+    probe = None if agent_probe else probe
     return ContainerSpec(
         name=container_name(pod, c.name),
         image=c.image,
@@ -851,7 +854,9 @@ def _container(
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
         memory_reservation=effective_requests(c).memory_bytes,
         labels={**owner_labels(w.ref, commit, thash), L_CONTAINER: c.name,
-                **_pre_stop_label(c, w.template.termination_grace_period_seconds)},
+                **_pre_stop_label(c, w.template.termination_grace_period_seconds),
+                **(liveness.label(agent_probe, start_period, w.template.termination_grace_period_seconds)
+                   if agent_probe else {})},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,

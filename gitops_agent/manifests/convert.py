@@ -753,11 +753,6 @@ def _probe(
     """A probe with Kubernetes' defaults; a named port becomes its containerPort number."""
     (action,) = (name for name in _PROBE_ACTIONS if name in probe)  # exactly one, by the schema
     handler = probe[action]
-    if action == "grpc" and path[-1] == "livenessProbe":
-        doc.report(path + ("grpc",), "a gRPC liveness probe cannot run: liveness is Podman's healthcheck, which runs "
-                   "in the container (so it works while the agent is down) and speaks no gRPC; use grpc in a "
-                   "readinessProbe or startupProbe (run by the agent), or an exec liveness probe with a health client "
-                   "from the image (such as grpc_health_probe)")
     port = handler.get("port", 0)
     return model.Probe(
         action=action,
