@@ -371,7 +371,8 @@ class Workload:
     origin: Origin
     template: PodTemplate
     replicas: int = 1
-    selector: Mapping[str, str] = field(default_factory=dict)
+    selector: Mapping[str, str] = field(default_factory=dict)  # matchLabels
+    selector_expressions: tuple[Requirement, ...] = ()  # matchExpressions: In, NotIn, Exists, DoesNotExist
     strategy: str = "RollingUpdate"  # "RollingUpdate" | "Recreate"
     rolling_update: RollingUpdate = RollingUpdate()
     revision_history_limit: int = 10

@@ -456,10 +456,6 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
          "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can "
          "limit a container's writable layer only on XFS with project quotas, which gitops-agent does not "
          "require of a node, so no size would be enforced)"),
-        ("livenessProbe: {grpc: {port: 9000}}", "containers[0].livenessProbe.grpc",
-         "a gRPC liveness probe cannot run: liveness is Podman's healthcheck, which runs in the container (so it "
-         "works while the agent is down) and speaks no gRPC; use grpc in a readinessProbe or startupProbe (run by "
-         "the agent), or an exec liveness probe with a health client from the image (such as grpc_health_probe)"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent"),
@@ -485,7 +481,8 @@ def test_unsupported_container_fields(patch: str, path: str, message: str) -> No
 
 
 def test_unsupported_volume_source_and_deployment_fields() -> None:
-    """downwardAPI volumes, matchExpressions and paused are unsupported, each at its own line."""
+    """downwardAPI volumes and paused are unsupported, each at its own line (an empty matchExpressions beside
+    matchLabels is no problem)."""
     text = y("""
         apiVersion: apps/v1
         kind: Deployment
@@ -505,8 +502,6 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
     """)
     assert problems({"d.yaml": text}) == [
         "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent",
-        "d.yaml:8: Deployment/web: spec.selector.matchExpressions: "
-        "field 'matchExpressions' is not supported by gitops-agent (use matchLabels)",
         "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].downwardAPI: "
         "field 'downwardAPI' is not supported by gitops-agent",
     ]
@@ -2234,3 +2229,46 @@ def test_the_manifests_package_keeps_its_functions_short_and_its_lines_within_12
                     too_long.append(f"{path.name}:{node.lineno} {node.name}")
     assert len(list(package.glob("*.py"))) == 8
     assert too_long == []
+
+
+def _selector_deployment(selector: str, anti: str = "") -> str:
+    affinity = ("\n      affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+                f"[{{topologyKey: kubernetes.io/hostname, labelSelector: {anti}}}]}}}}" if anti else "")
+    return (f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  selector: {selector}\n"
+            "  template:\n    metadata: {labels: {app: web, tier: front}}\n    spec:\n"
+            f"      containers: [{{name: main, image: 'app:1'}}]{affinity}\n")
+
+
+def test_match_expressions_select_a_workloads_pods() -> None:
+    """matchExpressions (In, NotIn, Exists, DoesNotExist) are accepted beside or instead of matchLabels, on a
+    workload's selector and on a podAntiAffinity term, as long as they select the template's labels."""
+    rev = parse([SourceFile("d.yaml", _selector_deployment(
+        "{matchExpressions: [{key: app, operator: In, values: [web, api]}, {key: debug, operator: DoesNotExist},"
+        " {key: tier, operator: Exists}, {key: app, operator: NotIn, values: [db]}]}",
+        anti="{matchExpressions: [{key: tier, operator: In, values: [front]}]}").encode())])
+    (w,) = [o for o in rev.objects if isinstance(o, model.Workload)]
+    assert w.selector == {} and w.template.one_per_node
+    assert w.selector_expressions == (
+        model.Requirement("app", "In", ("web", "api")), model.Requirement("debug", "DoesNotExist"),
+        model.Requirement("tier", "Exists"), model.Requirement("app", "NotIn", ("db",)))
+
+
+def test_match_expressions_that_do_not_select_the_template_or_have_bad_values_are_refused() -> None:
+    """A selector that does not hold for the template's labels is refused with the requirement as kubectl shows
+    it; In/NotIn need values, Exists/DoesNotExist take none; an empty selector selects nothing; Gt is only for
+    nodes."""
+    assert problems({"d.yaml": _selector_deployment(
+        "{matchExpressions: [{key: app, operator: NotIn, values: [web]}, {key: x, operator: In},"
+        " {key: tier, operator: Exists, values: [a]}]}")}) == [
+        "d.yaml:5: Deployment/web: spec.selector.matchExpressions[1].values: must have at least one value for "
+        "operator In",
+        "d.yaml:5: Deployment/web: spec.selector.matchExpressions[2].values: must be empty for operator Exists",
+        "d.yaml:5: Deployment/web: spec.selector.matchExpressions[0]: selector does not match the template "
+        "labels: app notin (web) is not true of spec.template.metadata.labels {'app': 'web', 'tier': 'front'}",
+    ]
+    assert problems({"d.yaml": _selector_deployment("{}")}) == [
+        "d.yaml:5: Deployment/web: spec.selector: must select at least one label (matchLabels or matchExpressions)"]
+    found = problems({"d.yaml": _selector_deployment(
+        "{matchLabels: {app: web}}", anti="{matchExpressions: [{key: tier, operator: Gt, values: ['1']}]}")})
+    assert len(found) == 1 and found[0].endswith(
+        "labelSelector.matchExpressions[0].operator: must be one of In, NotIn, Exists, DoesNotExist, not 'Gt'")
