@@ -442,10 +442,13 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
         "      containers:", "      hostUsers: false\n      containers:"
     )
     assert problems({"d.yaml": text}) == [
-        "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent",
+        "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent "
+        "(found false): remove it only if the pod may run in the node's user namespace (hostUsers: true): "
+        "gitops-agent cannot give a pod its own",
         "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
         "d.yaml:17: Deployment/web: spec.template.spec.containers[0].stdin: "
-        "field 'stdin' is not supported by gitops-agent",
+        "field 'stdin' is not supported by gitops-agent (found true): remove it: gitops-agent runs containers "
+        "detached, with no terminal to attach to",
     ]
 
 
@@ -453,19 +456,21 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
     ("patch", "path", "message"),
     [
         ("resources: {requests: {ephemeral-storage: 1Gi}}", "containers[0].resources.requests.ephemeral-storage",
-         "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can "
-         "limit a container's writable layer only on XFS with project quotas, which gitops-agent does not "
-         "require of a node, so no size would be enforced)"),
+         "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
+         "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent "
+         "does not require of a node, so no size would be enforced"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
-         "field 'terminationGracePeriodSeconds' is not supported by gitops-agent"),
+         "field 'terminationGracePeriodSeconds' is not supported by gitops-agent (found 5): set the pod's "
+         "terminationGracePeriodSeconds: it is the grace of every stop"),
         ("securityContext: {seccompProfile: {type: Unconfined}}", "containers[0].securityContext.seccompProfile.type",
          "must be RuntimeDefault (Podman's default profile): Unconfined and Localhost are not supported by "
          "gitops-agent"),
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
          "runAsNonRoot: true contradicts runAsUser: 0"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
-         "field 'subPath' is not supported by gitops-agent"),
+         "field 'subPath' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the file "
+         "under it, or choose files with `items` of a configMap or secret volume"),
         ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
          "containers[0].env[0].valueFrom.fieldRef.fieldPath",
          "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
@@ -501,9 +506,11 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
                   downwardAPI: {}
     """)
     assert problems({"d.yaml": text}) == [
-        "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent",
+        "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent (found true): "
+        "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
         "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].downwardAPI: "
-        "field 'downwardAPI' is not supported by gitops-agent",
+        "field 'downwardAPI' is not supported by gitops-agent (found {}): use env with valueFrom.fieldRef for the "
+        "same values",
     ]
 
 
@@ -739,7 +746,8 @@ def test_duplicate_keys_are_rejected() -> None:
     # The document's other problems come in the same round.
     assert problems({"c.yaml": text + "immutable: true\n"}) == [
         "c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'",
-        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent",
+        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent (found true): "
+        "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
     ]
 
 
@@ -1031,7 +1039,8 @@ def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
     })
     assert rejected == [
         "a.yaml:3: ConfigMap/c: metadata.namespace: namespace 'nowhere' is not declared in the repository",
-        "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent",
+        "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent (found true): "
+        "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
         "m.yaml:1: invalid YAML: did not find expected node content",
         "z.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].secretRef.name: "
         "Secret 's' does not exist in namespace 'default'",
@@ -1379,7 +1388,8 @@ def test_daemonset_template_errors() -> None:
         "ds.yaml:6: DaemonSet/agent: spec.selector.matchLabels: selector does not match the template labels: "
         "tier=node not in spec.template.metadata.labels",  # found in the same round as the schema problems
         "ds.yaml:8: DaemonSet/agent: spec.template.metadata.name: "
-        "field 'name' is not supported by gitops-agent (pod names are derived from the DaemonSet)",
+        "field 'name' is not supported by gitops-agent (found \"fixed\"): remove it: pod names are derived from "
+        "the DaemonSet's",
         "ds.yaml:10: DaemonSet/agent: spec.template.spec.restartPolicy: must be Always in a DaemonSet",
         "ds.yaml:23: DaemonSet/old: apiVersion: apiVersion for kind DaemonSet must be 'apps/v1', not 'extensions/v1beta1'",
     ]
@@ -1764,7 +1774,8 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
         ("hostNetwork: 1", "",
          "p.yaml:5: Pod/p: spec.hostNetwork: must be a boolean, not an integer"),
         ("securityContext: {sysctls: []}", "",
-         "p.yaml:5: Pod/p: spec.securityContext.sysctls: field 'sysctls' is not supported by gitops-agent"),
+         "p.yaml:5: Pod/p: spec.securityContext.sysctls: field 'sysctls' is not supported by gitops-agent "
+         "(found []): set the sysctl on the node, or remove it: gitops-agent sets no sysctls in a pod"),
     ],
 )
 def test_security_field_errors(spec_patch: str, container_patch: str, expected: str) -> None:
@@ -2141,7 +2152,7 @@ def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems
     """)
     assert problems({"ds.yaml": text}) == [
         "ds.yaml:9: DaemonSet/agent: spec.template.spec.shareProcessNamespace: field 'shareProcessNamespace' is not "
-        "supported by gitops-agent",
+        "supported by gitops-agent (found true): remove it: each container of a pod has its own PID namespace",
         "ds.yaml:13: DaemonSet/agent: spec.template.spec.containers[0].envFrom[0].configMapRef.name: ConfigMap "
         "'missing' does not exist in namespace 'default'",
         "ds.yaml:16: DaemonSet/agent: spec.template.spec.volumes[0].hostPath.path: hostPath /var/log is outside "
@@ -2154,12 +2165,13 @@ def test_an_extended_resource_limit_has_the_wording_of_every_unsupported_field()
     text = deployment(container_patch='resources: {limits: {"nvidia.com/gpu": 1, ephemeral-storage: 1Gi}}')
     assert sorted(problems({"d.yaml": text})) == [
         "d.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
-        "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can limit "
-        "a container's writable layer only on XFS with project quotas, which gitops-agent does not require of a "
-        "node, so no size would be enforced)",
+        "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
+        "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent does "
+        "not require of a node, so no size would be enforced",
         'd.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"]: '
-        "field 'nvidia.com/gpu' is not supported by gitops-agent (extended resources such as devices are not managed "
-        "by gitops-agent)",
+        "field 'nvidia.com/gpu' is not supported by gitops-agent (found 1): remove it: gitops-agent neither "
+        "schedules nor passes through extended resources such as devices, so a container that needs one must get "
+        "it another way (a hostPath volume of its /dev node, allowed by policy.allowedHostPaths)",
     ]
 
 
@@ -2170,10 +2182,12 @@ def test_a_pod_hostname_is_dropped_only_when_it_is_the_pods_own_name() -> None:
         "  containers: [{name: a, image: b}]\n"
     assert ok({"p.yaml": pod % "gen"}).objects[0].ref.name == "gen"
     assert problems({"p.yaml": pod % "other"}) == [
-        "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent"]
+        "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"other\"): "
+        "remove it: a pod's hostname is its pod name"]
     assert problems({"p.yaml": (pod % "gen").replace("metadata: {name: gen}", "metadata: {name: null}")}) == [
         "p.yaml:3: Pod: metadata.name: must be a string, not null",
-        "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent",
+        "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"gen\"): "
+        "remove it: a pod's hostname is its pod name",
     ]
 
 
@@ -2272,3 +2286,40 @@ def test_match_expressions_that_do_not_select_the_template_or_have_bad_values_ar
         "{matchLabels: {app: web}}", anti="{matchExpressions: [{key: tier, operator: Gt, values: ['1']}]}")})
     assert len(found) == 1 and found[0].endswith(
         "labelSelector.matchExpressions[0].operator: must be one of In, NotIn, Exists, DoesNotExist, not 'Gt'")
+
+
+def test_every_unsupported_field_says_what_to_do() -> None:
+    """Each field the schemas list as unsupported gets one wording with an action: its own hint in the schema, or
+    the table's (`WHAT_TO_DO`); each starts with what to do (remove it, use, set ... instead)."""
+    from gitops_agent.manifests.schema import WHAT_TO_DO, not_supported
+
+    root = Path(__file__).resolve().parent.parent / "schemas"
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, hint in {**value.get("x-unsupported", {}), **value.get("x-unsupported-patterns", {})}.items():
+                found[key] = hint or WHAT_TO_DO.get(key, "")
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for path in root.glob("*.json"):
+        walk(json.loads(path.read_text()))
+    assert len(found) > 100
+    verbs = ("remove it", "use ", "set ", "mount ", "put ", "make ", "copy ")
+    assert [key for key, todo in found.items() if not todo.startswith(verbs)] == []
+    assert not_supported("tty", True, "") == ("field 'tty' is not supported by gitops-agent (found true): remove it: "
+                                              "gitops-agent runs containers detached, with no terminal to attach to")
+    assert not_supported("x", "a" * 80, "use y").startswith(f"field 'x' is not supported by gitops-agent "
+                                                             f"(found \"{'a' * 56}...): use y")
+
+
+def test_an_unsupported_field_of_a_secret_does_not_show_its_value() -> None:
+    """The value found is shown for every kind but a Secret, whose fields may hold what it protects."""
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nimmutable: CANARY-VALUE\nstringData: {k: v}\n"
+    assert problems({"s.yaml": secret}) == [
+        "s.yaml:4: Secret/s: immutable: field 'immutable' is not supported by gitops-agent: remove it: gitops-agent "
+        "changes a ConfigMap or Secret only when a commit changes it"]
