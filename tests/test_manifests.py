@@ -2313,6 +2313,10 @@ def test_every_unsupported_field_says_what_to_do() -> None:
     assert [key for key, todo in found.items() if not todo.startswith(verbs)] == []
     assert not_supported("tty", True, "") == ("field 'tty' is not supported by gitops-agent (found true): remove it: "
                                               "gitops-agent runs containers detached, with no terminal to attach to")
+    assert not_supported("cephfs", {"monitors": ["m"], "user": "u", "secretFile": "/s"}, "") == (
+        "field 'cephfs' is not supported by gitops-agent (found {monitors, user, secretFile}): mount the storage on "
+        "the node and use a hostPath volume of it (allowed by policy.allowedHostPaths): gitops-agent drives no "
+        "network or cloud volume plugin")
     assert not_supported("x", "a" * 80, "use y").startswith(f"field 'x' is not supported by gitops-agent "
                                                              f"(found \"{'a' * 56}...): use y")
 

@@ -448,7 +448,7 @@ lifecycle:
     assert PRE_STOP not in specs(pod())[0].labels and specs(pod())[0].post_start == ()
     assert problems(pod(container="lifecycle: {preStop: {sleep: {seconds: 5}}}\n")) == [
         "p.yaml:8: Pod/p: spec.containers[0].lifecycle.preStop.sleep: field 'sleep' is not supported by "
-        "gitops-agent (found {\"seconds\": 5}): use exec with command [sleep, N]",
+        "gitops-agent (found {seconds}): use exec with command [sleep, N]",
     ]
 
 

@@ -199,9 +199,12 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def not_supported(key: str, value: Any, hint: str, reveal: bool = True) -> str:
-    """The one wording of a Kubernetes field gitops-agent does not accept: the field, the value found (unless
-    `reveal` is False: a Secret's), and what to do (the schema's hint, else `WHAT_TO_DO`'s)."""
-    text = json.dumps(value, ensure_ascii=False, default=str)  # as YAML writes it: true, "1Gi", {"seconds": 5}
+    """The one wording of a Kubernetes field gitops-agent does not accept: the field, the value found (a mapping by
+    its keys; nothing when `reveal` is False: a Secret's), and what to do (the schema's hint, else `WHAT_TO_DO`'s)."""
+    if isinstance(value, dict):  # its keys only: a volume source's options may hold credentials
+        text = "{" + ", ".join(str(key) for key in value) + "}" if value else "{}"
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)  # as YAML writes it: true, "1Gi", [...]
     found = f" (found {text if len(text) <= 60 else text[:57] + '...'})" if reveal else ""
     todo = hint or WHAT_TO_DO.get(key, "remove it: gitops-agent has no equivalent of it on a node")
     return f"field {key!r} is not supported by gitops-agent{found}: {todo}"
