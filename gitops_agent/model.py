@@ -427,6 +427,9 @@ class Revision:
     # Accepted fields and kinds that have no effect on a node (README, "No-op fields and kinds"), one line each,
     # `FILE:LINE: Kind/name: path: message` like a problem: shown by `validate`, `diff` and `status`, never silent.
     warnings: tuple[str, ...] = ()
+    # The node ports allocated to NodePort Service ports without a nodePort, (`namespace/name/port/protocol`, port)
+    # sorted: the table to record and pass to the next `manifests.parse` (`node_ports=`) so that they stay.
+    node_ports: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def commit(self) -> str:

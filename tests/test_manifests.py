@@ -2327,3 +2327,46 @@ def test_an_unsupported_field_of_a_secret_does_not_show_its_value() -> None:
     assert problems({"s.yaml": secret}) == [
         "s.yaml:4: Secret/s: immutable: field 'immutable' is not supported by gitops-agent: remove it: gitops-agent "
         "changes a ConfigMap or Secret only when a commit changes it"]
+
+
+def _node_port_services(*names: str, explicit: dict[str, int] | None = None) -> dict[str, str]:
+    docs = []
+    for name in names:
+        node_port = f", nodePort: {explicit[name]}" if explicit and name in explicit else ""
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: NodePort\n"
+                    f"  selector: {{app: {name}}}\n  ports: [{{port: 80{node_port}}}]\n")
+    return {"s.yaml": "---\n".join(docs)}
+
+
+def _node_ports(files: dict[str, str], recorded: dict[str, int] | None = None) -> dict[str, int]:
+    rev = parse([SourceFile(path, text.encode()) for path, text in files.items()], node_ports=recorded)
+    return {o.ref.name: o.ports[0].node_port or 0 for o in rev.objects if isinstance(o, model.Service)}
+
+
+def test_a_recorded_node_port_stays_when_a_later_service_hashes_to_it() -> None:
+    """The node port of a NodePort Service without nodePort is recorded (`Revision.node_ports`); passed back, it
+    is kept even when a Service added later picks the same port by its hash and would sort first: the newcomer
+    takes the next free port. Without the table the old Service would move (the reason for the table)."""
+    import hashlib
+
+    def pick(name: str) -> int:
+        return 30000 + int(hashlib.sha256(f"default/{name}/80/TCP".encode()).hexdigest(), 16) % 2768
+
+    first = parse([SourceFile("s.yaml", _node_port_services("web")["s.yaml"].encode())])
+    assert first.node_ports == (("default/web/80/TCP", pick("web")),)
+    rival = next(f"a{i}" for i in range(100_000) if pick(f"a{i}") == pick("web"))  # sorts before "web"
+    both = _node_port_services("web", rival)
+    assert _node_ports(both) == {rival: pick("web"), "web": pick("web") + 1}  # no table: web moves
+    assert _node_ports(both, dict(first.node_ports)) == {"web": pick("web"), rival: pick("web") + 1}
+
+
+def test_recorded_node_ports_yield_to_explicit_ones_and_drop_out_when_gone() -> None:
+    """An explicit nodePort wins over a recorded allocation (which gets a new port); a recorded port out of
+    30000-32767 or of a Service that is gone is not used and not recorded again."""
+    recorded = {"default/web/80/TCP": 31000, "default/gone/80/TCP": 31001, "default/api/80/TCP": 29999}
+    ports = _node_ports(_node_port_services("web", "db", explicit={"db": 31000}), recorded)
+    assert ports["db"] == 31000 and ports["web"] != 31000
+    rev = parse([SourceFile("s.yaml", _node_port_services("web", "api")["s.yaml"].encode())], node_ports=recorded)
+    table = dict(rev.node_ports)
+    assert table["default/web/80/TCP"] == 31000
+    assert set(table) == {"default/web/80/TCP", "default/api/80/TCP"} and table["default/api/80/TCP"] != 29999
