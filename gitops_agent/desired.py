@@ -826,13 +826,7 @@ def _container(
             if sname is not None:
                 mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
 
-    probe = c.liveness_probe
-    start_period = probe.initial_delay_seconds if probe else 0
-    if probe and c.startup_probe:  # Podman 4.3 has no startup healthcheck: liveness waits out the startup probe
-        s = c.startup_probe
-        start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
-    agent_probe = probe if probe is not None and probe.action == "grpc" else None  # run by `liveness`
-    probe = None if agent_probe else probe
+    probe, start_period, agent_liveness = _liveness(c, w.template.termination_grace_period_seconds)
     return ContainerSpec(
         name=container_name(pod, c.name),
         image=c.image,
@@ -854,9 +848,7 @@ def _container(
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
         memory_reservation=effective_requests(c).memory_bytes,
         labels={**owner_labels(w.ref, commit, thash), L_CONTAINER: c.name,
-                **_pre_stop_label(c, w.template.termination_grace_period_seconds),
-                **(liveness.label(agent_probe, start_period, w.template.termination_grace_period_seconds)
-                   if agent_probe else {})},
+                **_pre_stop_label(c, w.template.termination_grace_period_seconds), **agent_liveness},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,
@@ -877,6 +869,20 @@ def _container(
         non_root_image=c.run_as_non_root and c.run_as_user is None,
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
     )
+
+
+def _liveness(c: Container, grace: int) -> tuple[Probe | None, int, dict[str, str]]:
+    """A container's liveness probe for Podman's healthcheck (None for a grpc one, which `liveness` runs from
+    outside: it gets the label instead), and its start period: Podman 4.3 has no startup healthcheck, so liveness
+    waits out the startup probe."""
+    probe = c.liveness_probe
+    start_period = probe.initial_delay_seconds if probe else 0
+    if probe and c.startup_probe:
+        s = c.startup_probe
+        start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
+    if probe is not None and probe.action == "grpc":
+        return None, start_period, liveness.label(probe, start_period, grace)
+    return probe, start_period, {}
 
 
 def hook_command(hook: Probe | None, grace: int) -> tuple[str, ...]:
