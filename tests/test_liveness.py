@@ -136,3 +136,59 @@ def test_the_monitor_restarts_a_real_container_whose_grpc_health_stops_serving(
     finally:
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         agent.close()
+
+
+def test_the_daemon_runs_the_monitor(server: tuple[int, health.HealthServicer], clean_podman: Any,
+                                     git_remote: Any, tmp_path: Path) -> None:
+    """`gitops-agent run` probes gRPC liveness on its own: once the health server stops serving, the daemon
+    logs `liveness.restart` and Podman shows the container started again."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from gitops_agent.podman import Node
+
+    port, servicer = server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    git_remote.write("live.yaml", yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "d"},
+        "spec": {"hostNetwork": True, "terminationGracePeriodSeconds": 0, "containers": [
+            {"name": "c", "image": WEB1, "command": ["sleep", "3600"],
+             "livenessProbe": {"grpc": {"port": port}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
+    git_remote.commit_and_push("grpc liveness")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({"source": {"url": git_remote.url, "interval": "1h"},
+                                   "nodes": [{"name": "n", "url": clean_podman.url}],
+                                   "stateDir": str(tmp_path / "state"), "policy": {"allowHostNetwork": True}}))
+    log = tmp_path / "agent.log"
+    node = Node("n", clean_podman.url)
+    with log.open("a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gitops_agent", "run", "-c", str(cfg), "--log-format", "json"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def events() -> list[str]:
+            return [json.loads(line)["event"] for line in log.read_text().splitlines() if line.startswith("{")]
+
+        def running() -> list[int]:
+            return [c.started_at for p in node.read_pods().values() for c in p.containers if c.running]
+
+        deadline = time.monotonic() + 60
+        while not running() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (started,) = running()
+        time.sleep(2.5)  # a few probes while SERVING
+        assert "liveness.restart" not in events()
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        deadline = time.monotonic() + 20
+        while "liveness.restart" not in events() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "liveness.restart" in events(), log.read_text()[-2000:]
+        deadline = time.monotonic() + 10
+        while running() == [started] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert running() and running()[0] > started
+    finally:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        node.close()
