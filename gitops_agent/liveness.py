@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .dial import Dialer
 from .log import Log
@@ -110,6 +110,7 @@ class Monitor:
         self._tracks: dict[str, Track] = {}
         self._unreachable: set[str] = set()  # containers already logged as not probed (tcp:// nodes)
         self._next_read = 0.0
+        self._down: set[str] = set()  # nodes whose last read failed (logged once)
         self.restarts = 0
 
     def tick(self) -> None:
@@ -122,8 +123,11 @@ class Monitor:
             try:
                 pods = node.read_pods()
             except Exception as e:  # noqa: BLE001 - a node down must not stop the probes of the others
-                self._log("liveness.unavailable", level="warning", node=node.name, error=str(e))
+                if node.name not in self._down:  # once until it answers again: the sync pass reports it too
+                    self._down.add(node.name)
+                    self._log("liveness.unavailable", level="warning", node=node.name, error=str(e))
                 continue
+            self._down.discard(node.name)
             for pod in pods.values():
                 for c in pod.containers:
                     if c.running and LABEL in c.labels:
@@ -170,13 +174,3 @@ class Monitor:
         except Exception as e:  # noqa: BLE001 - retried at the next failures; the sync pass reports a node down
             self._log("liveness.restart-failed", level="error", node=node.name, container=name, error=str(e))
         self._tracks.pop(cid, None)
-
-
-def summary(labels: Mapping[str, str]) -> dict[str, Any] | None:
-    """PURE: what `status` may show of a container's gRPC liveness probe (port, service, period, threshold)."""
-    found = from_label(labels)
-    if found is None:
-        return None
-    probe, _, _ = found
-    return {"action": "grpc", "port": probe.port, "service": probe.service, "runs": "by the agent, from outside "
-            "the container (while the agent runs)", "failureThreshold": probe.failure_threshold}

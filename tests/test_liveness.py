@@ -192,3 +192,26 @@ def test_the_daemon_runs_the_monitor(server: tuple[int, health.HealthServicer], 
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         node.close()
+
+
+def test_a_node_that_does_not_answer_is_logged_once_and_read_again_later(tmp_path: Path) -> None:
+    """A node whose Podman socket is gone (a real Node on a missing socket): one `liveness.unavailable` however
+    many ticks, and with no gRPC liveness probe seen, the next read only IDLE_READ seconds later."""
+    from gitops_agent.podman import Node
+
+    now = [1000.0]
+    events: list[str] = []
+    node = Node("gone", f"unix://{tmp_path / 'missing.sock'}", timeout=2)
+    try:
+        monitor = liveness.Monitor({"gone": node}, lambda event, level="info", **f: events.append(event),
+                                   clock=lambda: now[0])
+        monitor.tick()
+        reads = node.reads
+        monitor.tick()  # within IDLE_READ: no read at all
+        assert node.reads == reads
+        for _ in range(3):
+            now[0] += liveness.IDLE_READ
+            monitor.tick()
+        assert node.reads > reads and events == ["liveness.unavailable"]
+    finally:
+        node.close()
