@@ -43,6 +43,7 @@ from .model import (
     Namespace,
     NodeRollout,
     ObjectRef,
+    PodTemplate,
     Probe,
     Requirement,
     ResourceFieldRef,
@@ -826,7 +827,7 @@ def _container(
             if sname is not None:
                 mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
 
-    probe, start_period, agent_liveness = _liveness(c, w.template.termination_grace_period_seconds)
+    probe, start_period, agent_liveness = _liveness(c, w.template)
     return ContainerSpec(
         name=container_name(pod, c.name),
         image=c.image,
@@ -871,7 +872,7 @@ def _container(
     )
 
 
-def _liveness(c: Container, grace: int) -> tuple[Probe | None, int, dict[str, str]]:
+def _liveness(c: Container, t: PodTemplate) -> tuple[Probe | None, int, dict[str, str]]:
     """A container's liveness probe for Podman's healthcheck (None for a grpc one, which `liveness` runs from
     outside: it gets the label instead), and its start period: Podman 4.3 has no startup healthcheck, so liveness
     waits out the startup probe."""
@@ -881,7 +882,8 @@ def _liveness(c: Container, grace: int) -> tuple[Probe | None, int, dict[str, st
         s = c.startup_probe
         start_period = max(start_period, s.initial_delay_seconds + s.period_seconds * s.failure_threshold)
     if probe is not None and probe.action == "grpc":
-        return None, start_period, liveness.label(probe, start_period, grace)
+        restart = t.restart_policy != "Never"
+        return None, start_period, liveness.label(probe, start_period, t.termination_grace_period_seconds, restart)
     return probe, start_period, {}
 
 

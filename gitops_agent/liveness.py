@@ -42,19 +42,21 @@ class Track:
     failures: int = 0
 
 
-def label(probe: Probe, start_period: int, grace: int) -> dict[str, str]:
-    """PURE: the container label that carries a gRPC liveness probe (empty for any other probe)."""
+def label(probe: Probe, start_period: int, grace: int, restart: bool = True) -> dict[str, str]:
+    """PURE: the container label that carries a gRPC liveness probe (empty for any other probe). `restart`:
+    False for a pod with restartPolicy Never, whose container the kubelet stops and leaves stopped."""
     if probe.action != "grpc":
         return {}
     return {LABEL: json.dumps({
         "port": probe.port, "service": probe.service, "period": probe.period_seconds,
         "timeout": probe.timeout_seconds, "failures": probe.failure_threshold,
-        "start": start_period, "grace": grace,
+        "start": start_period, "grace": grace, **({} if restart else {"restart": False}),
     }, sort_keys=True)}
 
 
 def from_label(labels: Mapping[str, str]) -> tuple[Probe, int, int] | None:
-    """PURE: (probe, start period, grace) from a container's labels; None without the label or if it is unreadable."""
+    """PURE: (probe, start period, grace) from a container's labels; None without the label or if it is unreadable.
+    (`restarts` says what a failure does.)"""
     raw = labels.get(LABEL)
     if raw is None:
         return None
@@ -82,6 +84,14 @@ def decide(track: Track, probe: Probe, code: int | None, now: float) -> tuple[Tr
     return replace(track, failures=0 if restart else failures, next_run=now + probe.period_seconds), restart
 
 
+def restarts(labels: Mapping[str, str]) -> bool:
+    """PURE: whether a failed gRPC liveness probe restarts the container (else it is stopped: restartPolicy Never)."""
+    try:
+        return json.loads(labels.get(LABEL, "{}")).get("restart", True) is not False
+    except (ValueError, AttributeError):
+        return True
+
+
 class LivenessNode(Protocol):
     """What the monitor needs of a node (`podman.Node`)."""
 
@@ -91,6 +101,8 @@ class LivenessNode(Protocol):
     def read_pods(self) -> dict[str, LivePod]: ...
 
     def restart_container(self, container: str, stop_timeout: int) -> None: ...
+
+    def stop_container(self, container: str, stop_timeout: int) -> None: ...
 
 
 Check = Callable[[Dialer, str, Probe], "tuple[int | None, str]"]  # netprobe.check
@@ -164,12 +176,17 @@ class Monitor:
             self._log("liveness.failed", level="warning", node=node.name, container=name, output=output[:200],
                       failures=track.failures if not restart else probe.failure_threshold)
         if restart:
-            self._restart(node, cid, name, grace, output)
+            self._restart(node, cid, name, grace, output, restarts(labels))
 
-    def _restart(self, node: LivenessNode, cid: str, name: str, grace: int, output: str) -> None:
-        self._log("liveness.restart", level="warning", node=node.name, container=name, output=output[:200])
+    def _restart(self, node: LivenessNode, cid: str, name: str, grace: int, output: str, again: bool) -> None:
+        """Restart the container, or stop it for good (`again` False: restartPolicy Never), as the kubelet does."""
+        self._log("liveness.restart" if again else "liveness.stop", level="warning", node=node.name, container=name,
+                  output=output[:200])
         try:
-            node.restart_container(cid, grace)
+            if again:
+                node.restart_container(cid, grace)
+            else:
+                node.stop_container(cid, grace)
             self.restarts += 1
         except Exception as e:  # noqa: BLE001 - retried at the next failures; the sync pass reports a node down
             self._log("liveness.restart-failed", level="error", node=node.name, container=name, error=str(e))

@@ -51,6 +51,8 @@ def test_the_label_carries_the_probe_and_only_a_grpc_one() -> None:
     assert probe == Probe(action="grpc", port=50051, service="shop", period_seconds=2, timeout_seconds=3,
                           failure_threshold=4)
     assert (start, grace) == (15, 30)
+    assert liveness.restarts(labels) and not liveness.restarts(liveness.label(Probe(action="grpc", port=1), 0, 0,
+                                                                                 restart=False))
     assert liveness.label(Probe(action="httpGet", port=80), 0, 30) == {}
     assert liveness.from_label({liveness.LABEL: "{not json"}) is None
     assert liveness.from_label({}) is None
@@ -215,3 +217,34 @@ def test_a_node_that_does_not_answer_is_logged_once_and_read_again_later(tmp_pat
         assert node.reads > reads and events == ["liveness.unavailable"]
     finally:
         node.close()
+
+
+def test_with_restart_policy_never_a_failed_probe_stops_the_container(
+        server: tuple[int, health.HealthServicer], clean_podman: Any, git_remote: Any, tmp_path: Path) -> None:
+    """As the kubelet does for restartPolicy Never: the container is stopped after failureThreshold failures and
+    stays stopped (`liveness.stop`), it is not restarted."""
+    port, servicer = server
+    git_remote.write("never.yaml", yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "n1"},
+        "spec": {"hostNetwork": True, "terminationGracePeriodSeconds": 0, "restartPolicy": "Never", "containers": [
+            {"name": "c", "image": WEB1, "command": ["sleep", "3600"],
+             "livenessProbe": {"grpc": {"port": port, "service": "never"}, "periodSeconds": 1,
+                               "failureThreshold": 1}}]}}))
+    git_remote.commit_and_push("grpc liveness, restartPolicy Never")
+    cfg = from_mapping({"source": {"url": git_remote.url}, "nodes": [{"name": "n", "url": clean_podman.url}],
+                        "stateDir": str(tmp_path / "state"), "policy": {"allowHostNetwork": True}})
+    servicer.set("never", health_pb2.HealthCheckResponse.SERVING)
+    events: list[str] = []
+    agent = Agent(cfg)
+    try:
+        assert agent.sync().result == "applied"
+        monitor = liveness.Monitor(agent.nodes, lambda event, level="info", **f: events.append(event))
+        servicer.set("never", health_pb2.HealthCheckResponse.NOT_SERVING)
+        deadline = time.monotonic() + 15
+        while monitor.restarts == 0 and time.monotonic() < deadline:
+            monitor.tick()
+            time.sleep(0.5)
+        assert events == ["liveness.failed", "liveness.stop"]
+        (pod,) = agent.nodes["n"].read_pods().values()
+        assert [c.state for c in pod.containers] == ["exited"]
+    finally:
+        agent.close()
