@@ -179,6 +179,9 @@ class Daemon:
         self.log("start", source=self.agent.location.url, branch=self.agent.location.branch,
                  interval=self.agent.cfg.source.interval, nodes=",".join(self.agent.nodes))
         self.scheduler.start()
+        from .liveness import Monitor  # gRPC liveness probes, run by the agent while it runs (README)
+
+        self.scheduler.add_job(Monitor(self.agent.nodes, self.log).tick, "interval", seconds=1, id="liveness")
         self._watch()
         from .services import Services
 

@@ -33,6 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
+from . import liveness
 from .config import NodeConfig
 from .pullauth import SECRET_KEYS, DOCKERCONFIGJSON, Credential, parse
 from .model import (
@@ -42,6 +43,7 @@ from .model import (
     Namespace,
     NodeRollout,
     ObjectRef,
+    PodTemplate,
     Probe,
     Requirement,
     ResourceFieldRef,
@@ -881,7 +883,7 @@ def _container(
 ) -> ContainerSpec:
     env, secret_env = _container_env(w, pod, c, configs, secrets, node)
     mounts, binds, host_mounts = _container_mounts(w, pod, c, configs, secrets)
-    probe = c.liveness_probe
+    probe, agent_liveness = _liveness(c, w.template)
     return ContainerSpec(
         name=container_name(pod, c.name),
         image=c.image,
@@ -903,7 +905,7 @@ def _container(
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
         memory_reservation=effective_requests(c).memory_bytes,
         labels={**owner_labels(w.ref, commit, thash), L_CONTAINER: c.name,
-                **_pre_stop_label(c, w.template.termination_grace_period_seconds)},
+                **_pre_stop_label(c, w.template.termination_grace_period_seconds), **agent_liveness},
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,
@@ -922,6 +924,16 @@ def _container(
         non_root_image=c.run_as_non_root and c.run_as_user is None,
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
     )
+
+
+def _liveness(c: Container, t: PodTemplate) -> tuple[Probe | None, dict[str, str]]:
+    """A container's liveness probe for Podman's healthcheck, or None for a grpc one, which `liveness` runs from
+    outside: that one is carried by a label instead (returned second)."""
+    probe = c.liveness_probe
+    if probe is not None and probe.action == "grpc":
+        restart = t.restart_policy != "Never"
+        return None, liveness.label(probe, _health_start_period(c), t.termination_grace_period_seconds, restart)
+    return probe, {}
 
 
 def hook_command(hook: Probe | None, grace: int) -> tuple[str, ...]:

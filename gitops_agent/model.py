@@ -371,7 +371,8 @@ class Workload:
     origin: Origin
     template: PodTemplate
     replicas: int = 1
-    selector: Mapping[str, str] = field(default_factory=dict)
+    selector: Mapping[str, str] = field(default_factory=dict)  # matchLabels
+    selector_expressions: tuple[Requirement, ...] = ()  # matchExpressions: In, NotIn, Exists, DoesNotExist
     strategy: str = "RollingUpdate"  # "RollingUpdate" | "Recreate"
     rolling_update: RollingUpdate = RollingUpdate()
     revision_history_limit: int = 10
@@ -426,6 +427,9 @@ class Revision:
     # Accepted fields and kinds that have no effect on a node (README, "No-op fields and kinds"), one line each,
     # `FILE:LINE: Kind/name: path: message` like a problem: shown by `validate`, `diff` and `status`, never silent.
     warnings: tuple[str, ...] = ()
+    # The node ports allocated to NodePort Service ports without a nodePort, (`namespace/name/port/protocol`, port)
+    # sorted: the table to record and pass to the next `manifests.parse` (`node_ports=`) so that they stay.
+    node_ports: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def commit(self) -> str:

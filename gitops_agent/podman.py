@@ -587,6 +587,17 @@ class Node:
         self.stop_pod(name, stop_timeout)
         self.delete_pod(name)
 
+    def restart_container(self, container: str, stop_timeout: int) -> None:
+        """Stop (SIGTERM, SIGKILL after `stop_timeout` s) and start one container again: a failed liveness probe."""
+        self._call("POST", f"/containers/{container}/restart", f"restart container {container}",
+                   params={"t": stop_timeout}, timeout=stop_timeout + 60, ok404=True)
+
+    def stop_container(self, container: str, stop_timeout: int) -> None:
+        """Stop one container for good (SIGTERM, SIGKILL after `stop_timeout` s): a failed liveness probe of a pod
+        with restartPolicy Never."""
+        self._call("POST", f"/containers/{container}/stop", f"stop container {container}",
+                   params={"t": stop_timeout}, timeout=stop_timeout + 60, ok404=True)
+
     def stop_pod(self, name: str, stop_timeout: int | None = None) -> None:
         params = {"t": stop_timeout} if stop_timeout is not None else None
         wait = (stop_timeout if stop_timeout is not None else 600) + 60

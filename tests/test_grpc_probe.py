@@ -122,13 +122,3 @@ def status_of_objects(cfg: Any) -> list[dict[str, Any]]:
         return [p for o in status(agent)["objects"] for p in o.get("probes", [])]
     finally:
         agent.close()
-
-
-def test_grpc_liveness_is_refused_with_the_reason() -> None:
-    """Liveness is Podman's healthcheck, run in the container: a grpc liveness probe is refused by validate."""
-    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "g"}, "spec": {"containers": [
-        {"name": "c", "image": "img", "livenessProbe": {"grpc": {"port": 9000}}}]}}
-    with pytest.raises(RevisionRejected) as e:
-        parse([SourceFile("g.yaml", yaml.safe_dump(doc).encode())])
-    (problem,) = e.value.problems
-    assert "spec.containers[0].livenessProbe.grpc: a gRPC liveness probe cannot run" in str(problem)

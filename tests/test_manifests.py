@@ -442,10 +442,13 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
         "      containers:", "      hostUsers: false\n      containers:"
     )
     assert problems({"d.yaml": text}) == [
-        "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent",
+        "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent "
+        "(found false): remove it only if the pod may run in the node's user namespace (hostUsers: true): "
+        "gitops-agent cannot give a pod its own",
         "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
         "d.yaml:17: Deployment/web: spec.template.spec.containers[0].stdin: "
-        "field 'stdin' is not supported by gitops-agent",
+        "field 'stdin' is not supported by gitops-agent (found true): remove it: gitops-agent runs containers "
+        "detached, with no terminal to attach to",
     ]
 
 
@@ -453,23 +456,21 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
     ("patch", "path", "message"),
     [
         ("resources: {requests: {ephemeral-storage: 1Gi}}", "containers[0].resources.requests.ephemeral-storage",
-         "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can "
-         "limit a container's writable layer only on XFS with project quotas, which gitops-agent does not "
-         "require of a node, so no size would be enforced)"),
-        ("livenessProbe: {grpc: {port: 9000}}", "containers[0].livenessProbe.grpc",
-         "a gRPC liveness probe cannot run: liveness is Podman's healthcheck, which runs in the container (so it "
-         "works while the agent is down) and speaks no gRPC; use grpc in a readinessProbe or startupProbe (run by "
-         "the agent), or an exec liveness probe with a health client from the image (such as grpc_health_probe)"),
+         "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
+         "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent "
+         "does not require of a node, so no size would be enforced"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
-         "field 'terminationGracePeriodSeconds' is not supported by gitops-agent"),
+         "field 'terminationGracePeriodSeconds' is not supported by gitops-agent (found 5): set the pod's "
+         "terminationGracePeriodSeconds: it is the grace of every stop"),
         ("securityContext: {seccompProfile: {type: Unconfined}}", "containers[0].securityContext.seccompProfile.type",
          "must be RuntimeDefault (Podman's default profile): Unconfined and Localhost are not supported by "
          "gitops-agent"),
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
          "runAsNonRoot: true contradicts runAsUser: 0"),
         ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
-         "field 'subPath' is not supported by gitops-agent"),
+         "field 'subPath' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the file "
+         "under it, or choose files with `items` of a configMap or secret volume"),
         ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
          "containers[0].env[0].valueFrom.fieldRef.fieldPath",
          "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
@@ -485,7 +486,8 @@ def test_unsupported_container_fields(patch: str, path: str, message: str) -> No
 
 
 def test_unsupported_volume_source_and_deployment_fields() -> None:
-    """downwardAPI volumes, matchExpressions and paused are unsupported, each at its own line."""
+    """downwardAPI volumes and paused are unsupported, each at its own line (an empty matchExpressions beside
+    matchLabels is no problem)."""
     text = y("""
         apiVersion: apps/v1
         kind: Deployment
@@ -504,11 +506,11 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
                   downwardAPI: {}
     """)
     assert problems({"d.yaml": text}) == [
-        "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent",
-        "d.yaml:8: Deployment/web: spec.selector.matchExpressions: "
-        "field 'matchExpressions' is not supported by gitops-agent (use matchLabels)",
+        "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent (found true): "
+        "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
         "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].downwardAPI: "
-        "field 'downwardAPI' is not supported by gitops-agent",
+        "field 'downwardAPI' is not supported by gitops-agent (found {}): use env with valueFrom.fieldRef for the "
+        "same values",
     ]
 
 
@@ -744,7 +746,8 @@ def test_duplicate_keys_are_rejected() -> None:
     # The document's other problems come in the same round.
     assert problems({"c.yaml": text + "immutable: true\n"}) == [
         "c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'",
-        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent",
+        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent (found true): "
+        "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
     ]
 
 
@@ -1036,7 +1039,8 @@ def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
     })
     assert rejected == [
         "a.yaml:3: ConfigMap/c: metadata.namespace: namespace 'nowhere' is not declared in the repository",
-        "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent",
+        "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent (found true): "
+        "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
         "m.yaml:1: invalid YAML: did not find expected node content",
         "z.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].secretRef.name: "
         "Secret 's' does not exist in namespace 'default'",
@@ -1384,7 +1388,8 @@ def test_daemonset_template_errors() -> None:
         "ds.yaml:6: DaemonSet/agent: spec.selector.matchLabels: selector does not match the template labels: "
         "tier=node not in spec.template.metadata.labels",  # found in the same round as the schema problems
         "ds.yaml:8: DaemonSet/agent: spec.template.metadata.name: "
-        "field 'name' is not supported by gitops-agent (pod names are derived from the DaemonSet)",
+        "field 'name' is not supported by gitops-agent (found \"fixed\"): remove it: pod names are derived from "
+        "the DaemonSet's",
         "ds.yaml:10: DaemonSet/agent: spec.template.spec.restartPolicy: must be Always in a DaemonSet",
         "ds.yaml:23: DaemonSet/old: apiVersion: apiVersion for kind DaemonSet must be 'apps/v1', not 'extensions/v1beta1'",
     ]
@@ -1769,7 +1774,8 @@ def test_read_only_host_path_rules_need_read_only_mounts() -> None:
         ("hostNetwork: 1", "",
          "p.yaml:5: Pod/p: spec.hostNetwork: must be a boolean, not an integer"),
         ("securityContext: {sysctls: []}", "",
-         "p.yaml:5: Pod/p: spec.securityContext.sysctls: field 'sysctls' is not supported by gitops-agent"),
+         "p.yaml:5: Pod/p: spec.securityContext.sysctls: field 'sysctls' is not supported by gitops-agent "
+         "(found []): set the sysctl on the node, or remove it: gitops-agent sets no sysctls in a pod"),
     ],
 )
 def test_security_field_errors(spec_patch: str, container_patch: str, expected: str) -> None:
@@ -2146,7 +2152,7 @@ def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems
     """)
     assert problems({"ds.yaml": text}) == [
         "ds.yaml:9: DaemonSet/agent: spec.template.spec.shareProcessNamespace: field 'shareProcessNamespace' is not "
-        "supported by gitops-agent",
+        "supported by gitops-agent (found true): remove it: each container of a pod has its own PID namespace",
         "ds.yaml:13: DaemonSet/agent: spec.template.spec.containers[0].envFrom[0].configMapRef.name: ConfigMap "
         "'missing' does not exist in namespace 'default'",
         "ds.yaml:16: DaemonSet/agent: spec.template.spec.volumes[0].hostPath.path: hostPath /var/log is outside "
@@ -2159,12 +2165,13 @@ def test_an_extended_resource_limit_has_the_wording_of_every_unsupported_field()
     text = deployment(container_patch='resources: {limits: {"nvidia.com/gpu": 1, ephemeral-storage: 1Gi}}')
     assert sorted(problems({"d.yaml": text})) == [
         "d.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
-        "field 'ephemeral-storage' is not supported by gitops-agent (remove it: Podman's overlay storage can limit "
-        "a container's writable layer only on XFS with project quotas, which gitops-agent does not require of a "
-        "node, so no size would be enforced)",
+        "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
+        "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent does "
+        "not require of a node, so no size would be enforced",
         'd.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"]: '
-        "field 'nvidia.com/gpu' is not supported by gitops-agent (extended resources such as devices are not managed "
-        "by gitops-agent)",
+        "field 'nvidia.com/gpu' is not supported by gitops-agent (found 1): remove it: gitops-agent neither "
+        "schedules nor passes through extended resources such as devices, so a container that needs one must get "
+        "it another way (a hostPath volume of its /dev node, allowed by policy.allowedHostPaths)",
     ]
 
 
@@ -2175,10 +2182,12 @@ def test_a_pod_hostname_is_dropped_only_when_it_is_the_pods_own_name() -> None:
         "  containers: [{name: a, image: b}]\n"
     assert ok({"p.yaml": pod % "gen"}).objects[0].ref.name == "gen"
     assert problems({"p.yaml": pod % "other"}) == [
-        "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent"]
+        "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"other\"): "
+        "remove it: a pod's hostname is its pod name"]
     assert problems({"p.yaml": (pod % "gen").replace("metadata: {name: gen}", "metadata: {name: null}")}) == [
         "p.yaml:3: Pod: metadata.name: must be a string, not null",
-        "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent",
+        "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"gen\"): "
+        "remove it: a pod's hostname is its pod name",
     ]
 
 
@@ -2234,3 +2243,130 @@ def test_the_manifests_package_keeps_its_functions_short_and_its_lines_within_12
                     too_long.append(f"{path.name}:{node.lineno} {node.name}")
     assert len(list(package.glob("*.py"))) == 8
     assert too_long == []
+
+
+def _selector_deployment(selector: str, anti: str = "") -> str:
+    affinity = ("\n      affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+                f"[{{topologyKey: kubernetes.io/hostname, labelSelector: {anti}}}]}}}}" if anti else "")
+    return (f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  selector: {selector}\n"
+            "  template:\n    metadata: {labels: {app: web, tier: front}}\n    spec:\n"
+            f"      containers: [{{name: main, image: 'app:1'}}]{affinity}\n")
+
+
+def test_match_expressions_select_a_workloads_pods() -> None:
+    """matchExpressions (In, NotIn, Exists, DoesNotExist) are accepted beside or instead of matchLabels, on a
+    workload's selector and on a podAntiAffinity term, as long as they select the template's labels."""
+    rev = parse([SourceFile("d.yaml", _selector_deployment(
+        "{matchExpressions: [{key: app, operator: In, values: [web, api]}, {key: debug, operator: DoesNotExist},"
+        " {key: tier, operator: Exists}, {key: app, operator: NotIn, values: [db]}]}",
+        anti="{matchExpressions: [{key: tier, operator: In, values: [front]}]}").encode())])
+    (w,) = [o for o in rev.objects if isinstance(o, model.Workload)]
+    assert w.selector == {} and w.template.one_per_node
+    assert w.selector_expressions == (
+        model.Requirement("app", "In", ("web", "api")), model.Requirement("debug", "DoesNotExist"),
+        model.Requirement("tier", "Exists"), model.Requirement("app", "NotIn", ("db",)))
+
+
+def test_match_expressions_that_do_not_select_the_template_or_have_bad_values_are_refused() -> None:
+    """A selector that does not hold for the template's labels is refused with the requirement as kubectl shows
+    it; In/NotIn need values, Exists/DoesNotExist take none; an empty selector selects nothing; Gt is only for
+    nodes."""
+    assert problems({"d.yaml": _selector_deployment(
+        "{matchExpressions: [{key: app, operator: NotIn, values: [web]}, {key: x, operator: In},"
+        " {key: tier, operator: Exists, values: [a]}]}")}) == [
+        "d.yaml:5: Deployment/web: spec.selector.matchExpressions[1].values: must have at least one value for "
+        "operator In",
+        "d.yaml:5: Deployment/web: spec.selector.matchExpressions[2].values: must be empty for operator Exists",
+        "d.yaml:5: Deployment/web: spec.selector.matchExpressions[0]: selector does not match the template "
+        "labels: app notin (web) is not true of spec.template.metadata.labels {'app': 'web', 'tier': 'front'}",
+    ]
+    assert problems({"d.yaml": _selector_deployment("{}")}) == [
+        "d.yaml:5: Deployment/web: spec.selector: must select at least one label (matchLabels or matchExpressions)"]
+    found = problems({"d.yaml": _selector_deployment(
+        "{matchLabels: {app: web}}", anti="{matchExpressions: [{key: tier, operator: Gt, values: ['1']}]}")})
+    assert len(found) == 1 and found[0].endswith(
+        "labelSelector.matchExpressions[0].operator: must be one of In, NotIn, Exists, DoesNotExist, not 'Gt'")
+
+
+def test_every_unsupported_field_says_what_to_do() -> None:
+    """Each field the schemas list as unsupported gets one wording with an action: its own hint in the schema, or
+    the table's (`WHAT_TO_DO`); each starts with what to do (remove it, use, set ... instead)."""
+    from gitops_agent.manifests.schema import WHAT_TO_DO, not_supported
+
+    root = Path(__file__).resolve().parent.parent / "schemas"
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, hint in {**value.get("x-unsupported", {}), **value.get("x-unsupported-patterns", {})}.items():
+                found[key] = hint or WHAT_TO_DO.get(key, "")
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for path in root.glob("*.json"):
+        walk(json.loads(path.read_text()))
+    assert len(found) > 100
+    verbs = ("remove it", "use ", "set ", "mount ", "put ", "make ", "copy ")
+    assert [key for key, todo in found.items() if not todo.startswith(verbs)] == []
+    assert not_supported("tty", True, "") == ("field 'tty' is not supported by gitops-agent (found true): remove it: "
+                                              "gitops-agent runs containers detached, with no terminal to attach to")
+    assert not_supported("cephfs", {"monitors": ["m"], "user": "u", "secretFile": "/s"}, "") == (
+        "field 'cephfs' is not supported by gitops-agent (found {monitors, user, secretFile}): mount the storage on "
+        "the node and use a hostPath volume of it (allowed by policy.allowedHostPaths): gitops-agent drives no "
+        "network or cloud volume plugin")
+    assert not_supported("x", "a" * 80, "use y").startswith(f"field 'x' is not supported by gitops-agent "
+                                                             f"(found \"{'a' * 56}...): use y")
+
+
+def test_an_unsupported_field_of_a_secret_does_not_show_its_value() -> None:
+    """The value found is shown for every kind but a Secret, whose fields may hold what it protects."""
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nimmutable: CANARY-VALUE\nstringData: {k: v}\n"
+    assert problems({"s.yaml": secret}) == [
+        "s.yaml:4: Secret/s: immutable: field 'immutable' is not supported by gitops-agent: remove it: gitops-agent "
+        "changes a ConfigMap or Secret only when a commit changes it"]
+
+
+def _node_port_services(*names: str, explicit: dict[str, int] | None = None) -> dict[str, str]:
+    docs = []
+    for name in names:
+        node_port = f", nodePort: {explicit[name]}" if explicit and name in explicit else ""
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: NodePort\n"
+                    f"  selector: {{app: {name}}}\n  ports: [{{port: 80{node_port}}}]\n")
+    return {"s.yaml": "---\n".join(docs)}
+
+
+def _node_ports(files: dict[str, str], recorded: dict[str, int] | None = None) -> dict[str, int]:
+    rev = parse([SourceFile(path, text.encode()) for path, text in files.items()], node_ports=recorded)
+    return {o.ref.name: o.ports[0].node_port or 0 for o in rev.objects if isinstance(o, model.Service)}
+
+
+def test_a_recorded_node_port_stays_when_a_later_service_hashes_to_it() -> None:
+    """The node port of a NodePort Service without nodePort is recorded (`Revision.node_ports`); passed back, it
+    is kept even when a Service added later picks the same port by its hash and would sort first: the newcomer
+    takes the next free port. Without the table the old Service would move (the reason for the table)."""
+    import hashlib
+
+    def pick(name: str) -> int:
+        return 30000 + int(hashlib.sha256(f"default/{name}/80/TCP".encode()).hexdigest(), 16) % 2768
+
+    first = parse([SourceFile("s.yaml", _node_port_services("web")["s.yaml"].encode())])
+    assert first.node_ports == (("default/web/80/TCP", pick("web")),)
+    rival = next(f"a{i}" for i in range(100_000) if pick(f"a{i}") == pick("web"))  # sorts before "web"
+    both = _node_port_services("web", rival)
+    assert _node_ports(both) == {rival: pick("web"), "web": pick("web") + 1}  # no table: web moves
+    assert _node_ports(both, dict(first.node_ports)) == {"web": pick("web"), rival: pick("web") + 1}
+
+
+def test_recorded_node_ports_yield_to_explicit_ones_and_drop_out_when_gone() -> None:
+    """An explicit nodePort wins over a recorded allocation (which gets a new port); a recorded port out of
+    30000-32767 or of a Service that is gone is not used and not recorded again."""
+    recorded = {"default/web/80/TCP": 31000, "default/gone/80/TCP": 31001, "default/api/80/TCP": 29999}
+    ports = _node_ports(_node_port_services("web", "db", explicit={"db": 31000}), recorded)
+    assert ports["db"] == 31000 and ports["web"] != 31000
+    rev = parse([SourceFile("s.yaml", _node_port_services("web", "api")["s.yaml"].encode())], node_ports=recorded)
+    table = dict(rev.node_ports)
+    assert table["default/web/80/TCP"] == 31000
+    assert set(table) == {"default/web/80/TCP", "default/api/80/TCP"} and table["default/api/80/TCP"] != 29999

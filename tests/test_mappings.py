@@ -98,8 +98,9 @@ def test_a_request_above_its_limit_and_ephemeral_storage_are_errors() -> None:
     ]
     assert problems(pod(container="resources: {limits: {ephemeral-storage: 1Gi}}\n")) == [
         "p.yaml:8: Pod/p: spec.containers[0].resources.limits.ephemeral-storage: field 'ephemeral-storage' is not "
-        "supported by gitops-agent (remove it: Podman's overlay storage can limit a container's writable layer only "
-        "on XFS with project quotas, which gitops-agent does not require of a node, so no size would be enforced)",
+        "supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay storage can limit a container's "
+        "writable layer only on XFS with project quotas, which gitops-agent does not require of a node, so no size "
+        "would be enforced",
     ]
 
 
@@ -172,7 +173,7 @@ def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
     assert not known.non_root_image and known.user == "5"
     assert problems(pod(spec="securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n")) == [
         "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.localhostProfile: field 'localhostProfile' is not "
-        "supported by gitops-agent (only type RuntimeDefault is supported)",
+        "supported by gitops-agent (found \"x.json\"): remove it: only type RuntimeDefault is supported",
         "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.type: must be RuntimeDefault (Podman's default "
         "profile): Unconfined and Localhost are not supported by gitops-agent",
     ]
@@ -447,7 +448,7 @@ lifecycle:
     assert PRE_STOP not in specs(pod())[0].labels and specs(pod())[0].post_start == ()
     assert problems(pod(container="lifecycle: {preStop: {sleep: {seconds: 5}}}\n")) == [
         "p.yaml:8: Pod/p: spec.containers[0].lifecycle.preStop.sleep: field 'sleep' is not supported by "
-        "gitops-agent (use exec with command [sleep, N])",
+        "gitops-agent (found {seconds}): use exec with command [sleep, N]",
     ]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from .. import model
 from ..config import NodeConfig
 from ..errors import Problem, RevisionRejected
-from .checks import PODMAN_NAME_LIMITS, allocate_node_ports, check_revision
+from .checks import PODMAN_NAME_LIMITS, allocate_node_ports, allocated_node_ports, check_revision
 from .convert import NO_OP_FIELDS, check_document, with_storage_class
 from .document import KIND_ORDER, Document, redacted
 from .intake import (
@@ -69,6 +69,7 @@ def parse(
     nodes: Sequence[NodeConfig] = (NodeConfig("local"),),
     node_limits: model.NodeLimits = model.NodeLimits(),
     storage_classes: Mapping[str, model.StorageClass] | None = None,
+    node_ports: Mapping[str, int] | None = None,
 ) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
@@ -77,7 +78,8 @@ def parse(
     volumes) the workloads may use; the default denies them all. `nodes` and
     `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
     revision places on each node; `storage_classes` (the config's
-    `storageClasses:`) the classes a PersistentVolumeClaim may name. Raises
+    `storageClasses:`) the classes a PersistentVolumeClaim may name; `node_ports` the node ports recorded for
+    earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`). Raises
     `RevisionRejected` with every problem found, sorted by file and line.
     """
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
@@ -88,7 +90,8 @@ def parse(
     entries = [(document, check_document(document)) for document in documents]
     entries = [(doc, with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)
                for doc, obj in entries]
-    entries = allocate_node_ports(entries)
+    unallocated = [obj for _, obj in entries]
+    entries = allocate_node_ports(entries, node_ports)
     across = check_revision(entries, policy)
     workloads = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)]
     across += check_capacity(workloads, tuple(nodes), node_limits)
@@ -100,7 +103,8 @@ def parse(
     objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
     warnings = sorted((w for doc in documents for w in doc.warnings), key=lambda w: (w.file, w.line))
     return model.Revision(id=revision_id, digest=revision_digest(manifests), objects=tuple(objects),
-                          warnings=tuple(str(warning) for warning in warnings))
+                          warnings=tuple(str(warning) for warning in warnings),
+                          node_ports=tuple(sorted(allocated_node_ports(unallocated, objects).items())))
 
 
 def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:

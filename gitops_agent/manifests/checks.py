@@ -71,15 +71,22 @@ def check_revision(entries: list[tuple[Document, model.Object | None]], policy: 
 _NODE_PORTS = (30000, 32767)  # Kubernetes' default service-node-port-range
 
 
+def node_port_key(service: model.ObjectRef, port: model.ServicePort) -> str:
+    """The key of one allocated node port in the recorded table: `namespace/name/port/protocol`."""
+    return f"{service.namespace}/{service.name}/{port.port}/{port.protocol}"
+
+
 def allocate_node_ports(
-    entries: list[tuple[Document, model.Object | None]]
+    entries: list[tuple[Document, model.Object | None]], recorded: Mapping[str, int] | None = None
 ) -> list[tuple[Document, model.Object | None]]:
     """Each NodePort Service port without a nodePort gets one, as Kubernetes would allocate it, but
-    deterministic: the port a hash of namespace, name, port and protocol picks in 30000-32767, or the next
-    free one after it (wrapping) if a given nodePort, a LoadBalancer port, a hostPort or an earlier allocation
-    holds it; allocations are made in the order of the picked ports, so a port moves only if a newly added
-    Service picks the same one and sorts first. The same revision always gets the same ports; `status` shows
-    them."""
+    deterministic: first the port `recorded` (the table of earlier revisions' allocations, `node_port_key` ->
+    port) gives it, if still in range and free; else the port a hash of its key picks in 30000-32767, or the next
+    free one after it (wrapping). A port is taken by a given nodePort, a LoadBalancer port, a hostPort or an
+    earlier allocation; recorded ports are kept before any new one is made, so a Service keeps its port when
+    another one added later hashes to it (an explicit nodePort still wins over a recorded allocation). Without
+    a table, allocations are made in the order of the picked ports. The same revision and table always give
+    the same ports; `allocated_node_ports` is the table to record after; `status` shows them."""
     low, high = _NODE_PORTS
     taken = {(port, p.protocol) for _, o in entries if isinstance(o, model.Service) for port, p in o.published()}
     taken |= {(port.host_port, port.protocol) for _, o in entries if isinstance(o, model.Workload)
@@ -89,11 +96,19 @@ def allocate_node_ports(
         if isinstance(obj, model.Service) and obj.type == "NodePort":
             for i, port in enumerate(obj.ports):
                 if port.node_port is None:
-                    key = f"{obj.ref.namespace}/{obj.ref.name}/{port.port}/{port.protocol}"
+                    key = node_port_key(obj.ref, port)
                     pick = low + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (high - low + 1)
                     wanted.append((pick, key, obj, i, doc))
     chosen: dict[tuple[model.ObjectRef, int], int] = {}
+    table = recorded or {}
+    for _, key, service, i, _ in sorted(wanted, key=lambda w: w[1]):  # recorded ones first, in key order
+        old = table.get(key)
+        if old is not None and low <= old <= high and (old, service.ports[i].protocol) not in taken:
+            taken.add((old, service.ports[i].protocol))
+            chosen[(service.ref, i)] = old
     for pick, _, service, i, doc in sorted(wanted, key=lambda w: (w[0], w[1])):
+        if (service.ref, i) in chosen:
+            continue
         protocol = service.ports[i].protocol
         free = next((low + (pick - low + step) % (high - low + 1) for step in range(high - low + 1)
                      if (low + (pick - low + step) % (high - low + 1), protocol) not in taken), None)
@@ -107,6 +122,16 @@ def allocate_node_ports(
     return [(doc, replace(obj, ports=tuple(
                 replace(p, node_port=chosen.get((obj.ref, i), p.node_port)) for i, p in enumerate(obj.ports))))
             if isinstance(obj, model.Service) else (doc, obj) for doc, obj in entries]
+
+
+def allocated_node_ports(before: Iterable[model.Object | None], after: Iterable[model.Object | None]
+                         ) -> dict[str, int]:
+    """PURE: the table to record: every node port `allocate_node_ports` gave (ports of NodePort Services that
+    had no nodePort in `before` and have one in `after`), by `node_port_key`."""
+    unset = {(o.ref, i) for o in before if isinstance(o, model.Service) and o.type == "NodePort"
+             for i, p in enumerate(o.ports) if p.node_port is None}
+    return {node_port_key(o.ref, p): p.node_port for o in after if isinstance(o, model.Service)
+            for i, p in enumerate(o.ports) if (o.ref, i) in unset and p.node_port is not None}
 
 
 def _check_pod_name_clashes(docs: Iterable[Document]) -> list[Problem]:

@@ -339,6 +339,41 @@ def _daemonset(doc: Document) -> model.Workload:
     return _controller(doc, replicas=1, strategy="RollingUpdate", rolling_update=rolling_update)
 
 
+def _label_selector(doc: Document, path: JsonPath, selector: dict[str, Any]
+                    ) -> tuple[dict[str, str], tuple[model.Requirement, ...]]:
+    """A labelSelector's matchLabels and matchExpressions (ANDed), with Kubernetes' checks of the values; an empty
+    selector is refused, as the API server refuses it for a Deployment or DaemonSet."""
+    labels = selector.get("matchLabels", {})
+    expressions = selector.get("matchExpressions", ())
+    if not labels and not expressions:
+        doc.report(path, "must select at least one label (matchLabels or matchExpressions)")
+    requirements = []
+    for i, req in enumerate(expressions):
+        values, operator = tuple(req.get("values", ())), req["operator"]
+        if operator in ("In", "NotIn") and not values:
+            doc.report(path + ("matchExpressions", i, "values"),
+                       f"must have at least one value for operator {operator}")
+        elif operator in ("Exists", "DoesNotExist") and values:
+            doc.report(path + ("matchExpressions", i, "values"), f"must be empty for operator {operator}")
+        else:  # an invalid requirement is reported once, not matched against the labels too
+            requirements.append(model.Requirement(req["key"], operator, values))
+    return labels, tuple(requirements)
+
+
+def _shown(req: model.Requirement) -> str:
+    """A requirement as kubectl writes it: `tier in (web,api)`, `!debug`."""
+    if req.operator in ("Exists", "DoesNotExist"):
+        return ("" if req.operator == "Exists" else "!") + req.key
+    return f"{req.key} {'in' if req.operator == 'In' else 'notin'} ({','.join(req.values)})"
+
+
+def _selects(labels: Mapping[str, str], match_labels: Mapping[str, str],
+             expressions: tuple[model.Requirement, ...]) -> bool:
+    """PURE: a labelSelector selects `labels` (every matchLabels pair and every expression holds)."""
+    return (all(labels.get(k) == v for k, v in match_labels.items())
+            and all(desired.requirement_met(req, labels) for req in expressions))
+
+
 def _replication_controller(doc: Document) -> model.Workload:
     """Pods of one template, like a Deployment's, that `plan` never rolls (see schemas/replicationcontroller.json)."""
     spec = doc.body["spec"]
@@ -363,19 +398,26 @@ def _controller(doc: Document, selector: Mapping[str, str] | None = None, **fiel
         template_metadata.get("labels", {}),
         template_metadata.get("annotations", {}),
     )
-    selector = spec["selector"]["matchLabels"] if selector is None else selector
+    expressions: tuple[model.Requirement, ...] = ()
+    if selector is None:
+        selector, expressions = _label_selector(doc, ("spec", "selector"), spec["selector"])
     missing = [f"{key}={value}" for key, value in selector.items() if template.labels.get(key) != value]
     if missing:
         doc.report(
             ("spec", "selector") + (("matchLabels",) if doc.kind != "ReplicationController" else ()),
             f"selector does not match the template labels: {', '.join(missing)} not in spec.template.metadata.labels",
         )
+    for i, req in enumerate(expressions):
+        if not desired.requirement_met(req, template.labels):
+            doc.report(("spec", "selector", "matchExpressions", i), f"selector does not match the template labels: "
+                       f"{_shown(req)} is not true of spec.template.metadata.labels {short(dict(template.labels))}")
     annotations = metadata.get("annotations", {})
     return model.Workload(
         doc.ref,
         doc.origin,
         template,
         selector=selector,
+        selector_expressions=expressions,
         revision_history_limit=spec.get("revisionHistoryLimit", 10),
         labels=metadata.get("labels", {}),
         annotations=annotations,
@@ -583,8 +625,8 @@ def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: di
                               "podAffinityTerm"), t["podAffinityTerm"])
                    for i, t in enumerate(anti.get("preferredDuringSchedulingIgnoredDuringExecution", ()))]
     for term_path, term in anti_terms:
-        wanted = term["labelSelector"]["matchLabels"]
-        if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
+        wanted, expressions = _label_selector(doc, term_path + ("labelSelector",), term["labelSelector"])
+        if (wanted or expressions) and not _selects(labels, wanted, expressions):
             doc.report(term_path + ("labelSelector",), "must select this workload's own pods (a subset of its "
                        "labels): gitops-agent places each workload on its own, so only anti-affinity of a "
                        "workload's own pods is supported")
@@ -753,11 +795,6 @@ def _probe(
     """A probe with Kubernetes' defaults; a named port becomes its containerPort number."""
     (action,) = (name for name in _PROBE_ACTIONS if name in probe)  # exactly one, by the schema
     handler = probe[action]
-    if action == "grpc" and path[-1] == "livenessProbe":
-        doc.report(path + ("grpc",), "a gRPC liveness probe cannot run: liveness is Podman's healthcheck, which runs "
-                   "in the container (so it works while the agent is down) and speaks no gRPC; use grpc in a "
-                   "readinessProbe or startupProbe (run by the agent), or an exec liveness probe with a health client "
-                   "from the image (such as grpc_health_probe)")
     port = handler.get("port", 0)
     return model.Probe(
         action=action,

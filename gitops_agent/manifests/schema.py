@@ -129,7 +129,7 @@ def validate(kind: str, body: Any) -> tuple[list[tuple[JsonPath, str]], list[Jso
     problems: list[tuple[JsonPath, str]] = []
     faults: list[JsonPath] = []
     for error in kind_validators()[kind].iter_errors(body):
-        problems.extend(schema_problems(error))
+        problems.extend(schema_problems(error, reveal=kind != "Secret"))
         path = tuple(error.absolute_path)
         instance: Any = error.instance
         if error.validator == "additionalProperties" and isinstance(instance, dict):
@@ -148,8 +148,9 @@ _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "
                "number": "a number", "boolean": "a boolean", "null": "null"}
 
 
-def schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPath, str]]:
-    """(path, message) for one schema error; a key rather than its value where the key is at fault."""
+def schema_problems(error: jsonschema.ValidationError, reveal: bool = True) -> Iterator[tuple[JsonPath, str]]:
+    """(path, message) for one schema error; a key rather than its value where the key is at fault. `reveal`:
+    whether a message may show the value found (never in a Secret)."""
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     instance: Any = error.instance
@@ -162,8 +163,7 @@ def schema_problems(error: jsonschema.ValidationError) -> Iterator[tuple[JsonPat
             pattern = next((hint for regex, hint in schema.get("x-unsupported-patterns", {}).items()
                             if re.fullmatch(regex, key)), None)
             if key in unsupported or pattern is not None:
-                hint = unsupported.get(key, pattern)
-                yield path + (key,), f"field {key!r} is not supported by gitops-agent" + (f" ({hint})" if hint else "")
+                yield path + (key,), not_supported(key, instance[key], unsupported.get(key) or pattern or "", reveal)
             else:
                 close = difflib.get_close_matches(key, known, n=1)
                 suggestion = f" (did you mean {close[0]!r}?)" if close else ""
@@ -196,3 +196,111 @@ def _message(error: jsonschema.ValidationError) -> str:
         case "minItems":  # always 1 in these schemas
             return "must not be empty"
     return error.message  # keywords whose schemas all carry an errorMessage
+
+
+def not_supported(key: str, value: Any, hint: str, reveal: bool = True) -> str:
+    """The one wording of a Kubernetes field gitops-agent does not accept: the field, the value found (a mapping by
+    its keys; nothing when `reveal` is False: a Secret's), and what to do (the schema's hint, else `WHAT_TO_DO`'s)."""
+    if isinstance(value, dict):  # its keys only: a volume source's options may hold credentials
+        text = "{" + ", ".join(str(key) for key in value) + "}" if value else "{}"
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)  # as YAML writes it: true, "1Gi", [...]
+    found = f" (found {text if len(text) <= 60 else text[:57] + '...'})" if reveal else ""
+    todo = hint or WHAT_TO_DO.get(key, "remove it: gitops-agent has no equivalent of it on a node")
+    return f"field {key!r} is not supported by gitops-agent{found}: {todo}"
+
+
+_HOST_PATH_INSTEAD = ("mount the storage on the node and use a hostPath volume of it (allowed by "
+                      "policy.allowedHostPaths): gitops-agent drives no network or cloud volume plugin")
+_ONE_NODE = "remove it: a PersistentVolumeClaim is a local Podman volume of its own, bound to no PersistentVolume"
+_NO_SELINUX = "remove it: Podman gives each container its own SELinux label"
+_OWN_PODS = "remove it: anti-affinity applies to the workload's own pods, in their namespace"
+_OWNED = "remove it: gitops-agent owns what it creates by its labels, with no API server to collect or finalize it"
+# What to do about each field the schemas list in `x-unsupported` without a hint of their own.
+WHAT_TO_DO: dict[str, str] = {
+    **{name: _HOST_PATH_INSTEAD for name in (
+        "nfs", "iscsi", "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "fc", "flexVolume",
+        "flocker", "gcePersistentDisk", "glusterfs", "photonPersistentDisk", "portworxVolume", "quobyte", "rbd",
+        "scaleIO", "storageos", "vsphereVolume", "csi")},
+    "ownerReferences": _OWNED, "finalizers": _OWNED, "spec": _OWNED,
+    "generateName": "use metadata.name: gitops-agent needs a fixed name",
+    "namespace": "remove it: pods are in their workload's namespace",
+    "fileKeyRef": "put the file's content in a ConfigMap or Secret and use configMapKeyRef or secretKeyRef",
+    "claims": "remove it: dynamic resource allocation needs a Kubernetes scheduler and its drivers",
+    "hugepages-2Mi": "remove it if the application works without reserved huge pages: gitops-agent reserves none",
+    "hugepages-1Gi": "remove it if the application works without reserved huge pages: gitops-agent reserves none",
+    "subPath": "mount the whole volume and use the file under it, or choose files with `items` of a configMap or "
+               "secret volume",
+    "subPathExpr": "mount the whole volume and use the file under it (env values are not expanded in mounts)",
+    "mountPropagation": "remove it: mounts are private, as with Kubernetes' default None",
+    "recursiveReadOnly": "remove it: readOnly: true makes the mount read-only (its submounts are not, as with "
+                         "Disabled)",
+    "terminationGracePeriodSeconds": "set the pod's terminationGracePeriodSeconds: it is the grace of every stop",
+    "stdin": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
+    "stdinOnce": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
+    "tty": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
+    "volumeDevices": "use volumeMounts with a filesystem volume: raw block volumes are not supported",
+    "resizePolicy": "remove it: a change of resources is a new revision, which replaces the pod",
+    "restartPolicy": "make it an ordinary container of the pod (sidecar init containers are not supported), or "
+                     "remove it for an init container that runs to completion",
+    "stopSignal": "set STOPSIGNAL in the image: Podman stops a container with its image's stop signal",
+    "seLinuxOptions": _NO_SELINUX, "seLinuxChangePolicy": _NO_SELINUX,
+    "appArmorProfile": "remove it: Podman applies its default AppArmor profile where AppArmor is enabled",
+    "windowsOptions": "remove it: gitops-agent runs Linux containers",
+    "os": "remove it: gitops-agent runs Linux containers",
+    "procMount": "remove it: /proc is masked as with procMount Default",
+    "namespaces": _OWN_PODS, "namespaceSelector": _OWN_PODS, "matchLabelKeys": _OWN_PODS,
+    "mismatchLabelKeys": _OWN_PODS,
+    "fsGroupChangePolicy": "remove it: gitops-agent gives fsGroup the top directory of each read-write volume",
+    "sysctls": "set the sysctl on the node, or remove it: gitops-agent sets no sysctls in a pod",
+    "supplementalGroupsPolicy": "remove it: supplementalGroups are added to the image's groups, as with Merge",
+    "projected": "use one configMap or secret volume per source, each mounted at its own path",
+    "downwardAPI": "use env with valueFrom.fieldRef for the same values",
+    "ephemeral": "use an emptyDir: a volume that lives and dies with the pod",
+    "image": "copy the files into the container's image, or fill a persistentVolumeClaim with an initContainer",
+    "gitRepo": "use an initContainer that clones the repository into an emptyDir (gitRepo is deprecated)",
+    "hostUsers": "remove it only if the pod may run in the node's user namespace (hostUsers: true): gitops-agent "
+                 "cannot give a pod its own",
+    "hostname": "remove it: a pod's hostname is its pod name",
+    "setHostnameAsFQDN": "remove it: a pod's hostname is its pod name",
+    "subdomain": "remove it: pods are reached by the names of the Services that select them",
+    "hostAliases": "use a Service name or a DNS name instead: gitops-agent does not edit a pod's /etc/hosts",
+    "ephemeralContainers": "remove it: debug a running container with `podman exec` on its node",
+    "dnsConfig": "remove it: pods use their namespace network's DNS server (Podman's aardvark-dns)",
+    "topologySpreadConstraints": "remove it: replicas are spread evenly over the matching nodes; for at most one "
+                                 "pod per node use podAntiAffinity on kubernetes.io/hostname",
+    "runtimeClassName": "remove it: containers run with the node's default OCI runtime",
+    "shareProcessNamespace": "remove it: each container of a pod has its own PID namespace",
+    "readinessGates": "use readinessProbes: they are what makes a pod ready here",
+    "overhead": "remove it: it is set by a RuntimeClass, which gitops-agent does not have",
+    "schedulingGates": "remove it: gitops-agent places pods at once",
+    "resourceClaims": "remove it: dynamic resource allocation needs a Kubernetes scheduler and its drivers",
+    "resources": "set resources on each container instead (pod-level resources are not supported)",
+    "activeDeadlineSeconds": "remove it: a pod runs until its workload changes",
+    "immutable": "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
+    "paused": "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
+    "volumeMode": "remove it: volumes are filesystems (Filesystem)",
+    "volumeName": _ONE_NODE, "selector": _ONE_NODE,
+    "dataSource": "remove it and fill the new volume with an initContainer: a new volume starts empty",
+    "dataSourceRef": "remove it and fill the new volume with an initContainer: a new volume starts empty",
+    "volumeAttributesClassName": "remove it: volume attributes are set by the storage class (storageClasses:)",
+    "limits": "remove it: a claim's size is its requests.storage",
+    "clusterIPs": "remove it: a Service is a DNS name of its pods' addresses, with no virtual IP",
+    "externalIPs": "use type NodePort or LoadBalancer to publish the Service on the node's addresses",
+    "externalName": "use the external DNS name in the client's configuration (type ExternalName is not supported)",
+    "externalTrafficPolicy": "remove it: traffic goes to the pod on the node that publishes the port, as with Local",
+    "internalTrafficPolicy": "remove it: a Service's DNS name gives the addresses of its pods on the node",
+    "healthCheckNodePort": "remove it: there is no cloud load balancer to check the node",
+    "ipFamilies": "remove it: Services use the namespace network's address family",
+    "ipFamilyPolicy": "remove it: Services use the namespace network's address family",
+    "loadBalancerIP": "remove it: a LoadBalancer Service is served on the node's addresses",
+    "loadBalancerClass": "remove it: a LoadBalancer Service is served on the node's addresses",
+    "loadBalancerSourceRanges": "remove it only together with a firewall rule on the node that keeps the other "
+                                "sources out: gitops-agent cannot restrict them",
+    "allocateLoadBalancerNodePorts": "remove it: a LoadBalancer Service is served on its port, with no node port",
+    "publishNotReadyAddresses": "remove it: a Service's DNS name gives the addresses of its running pods",
+    "sessionAffinityConfig": "remove it: one node serves a Service's port, with no load balancing to pin",
+    "trafficDistribution": "remove it: one node serves a Service's port, with no load balancing to distribute",
+    "appProtocol": "remove it: a port carries its protocol over TCP or UDP as it is",
+}
+
