@@ -129,7 +129,8 @@ class Agent:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
             rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
-                        node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
+                        node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes,
+                        node_ports=self.history.get("node_ports") or {})  # allocations of earlier revisions stay
             # keep two (target and stable): memory stays flat
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
@@ -337,6 +338,7 @@ class Agent:
         self.history.put("applied_sha", rev.commit)
         self.history.put("applied_revision", rev.id)
         self.history.put("applied_digest", rev.digest)
+        self.history.put("node_ports", dict(rev.node_ports))  # the next revision keeps these (manifests.parse)
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
         hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
         dropped = self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values())))
