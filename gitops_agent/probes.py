@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import netprobe
+from . import liveness, netprobe
 from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
 from .errors import Consequence, NodeError
 from .live import LiveContainer, LivePod
@@ -51,6 +51,7 @@ Outside = Callable[[str, Probe], "tuple[int | None, str]"]  # (pod name, probe):
 IN_CONTAINER = "in the container"
 OUTSIDE = "by the agent, from outside the container"
 HEALTHCHECK = "by Podman's healthcheck, in the container"
+LIVENESS_NOT_PROBED = "not run: the agent cannot reach this node's pods (a tcp:// node)"
 
 
 def probe_way(probe: Probe, outside: bool, kind: str = "readiness") -> str:
@@ -70,6 +71,10 @@ def probe_ways(containers: Iterable[ContainerSpec], outside: bool) -> list[dict[
             if probe is not None:
                 runs = probe_way(probe, outside, kind)
                 rows.append({"container": name, "probe": kind, "action": probe.action, "runs": runs})
+        by_agent = liveness.from_label(cs.labels)  # a grpc liveness probe: the agent's monitor runs it
+        if by_agent is not None:
+            rows.append({"container": name, "probe": "liveness", "action": by_agent[0].action,
+                         "runs": OUTSIDE if outside else LIVENESS_NOT_PROBED})
     return rows
 
 

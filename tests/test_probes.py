@@ -281,3 +281,16 @@ def test_a_persisted_wall_deadline_is_taken_onto_the_monotonic_clock_once():
 
     assert to_monotonic(1_000_600.0, wall=lambda: 1_000_000.0, clock=lambda: 42.0) == 642.0
     assert to_monotonic(1_000_000.0, wall=lambda: 1_000_010.0, clock=lambda: 42.0) == 32.0  # already past
+
+
+def test_probe_ways_lists_a_grpc_liveness_probe_run_by_the_agent() -> None:
+    """`status` shows a grpc liveness probe (carried by a label, not a Podman healthcheck) as run by the agent from
+    outside the container, and as not run on a node whose pods it cannot reach."""
+    from gitops_agent import liveness
+    from gitops_agent.probes import LIVENESS_NOT_PROBED, probe_ways
+
+    labels = {"io.gitops-agent.container": "api", **liveness.label(Probe("grpc", port=50051), 0, 30)}
+    cs = type("CS", (), {"name": "p_api", "labels": labels, "startup": None, "readiness": None, "liveness": None})()
+    row = {"container": "api", "probe": "liveness", "action": "grpc"}
+    assert probe_ways([cs], outside=True) == [{**row, "runs": OUTSIDE}]
+    assert probe_ways([cs], outside=False) == [{**row, "runs": LIVENESS_NOT_PROBED}]
