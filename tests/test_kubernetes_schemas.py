@@ -59,8 +59,13 @@ def problems(docs: Iterable[Document], version: str) -> list[str]:
 
 
 def sample_repo() -> list[Document]:
-    files = sorted(p for p in (REPO / "sample-repo").rglob("*") if p.suffix in (".yaml", ".yml"))
-    return [d for p in files for d in documents(str(p.relative_to(REPO)), p.read_text())]
+    """The documents the agent syncs from sample-repo/: hidden folders are skipped (as the agent's loader does), and
+    so are SOPS-encrypted files (a top-level `sops:` key): Kubernetes sees them only decrypted, as with Flux."""
+    root = REPO / "sample-repo"
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    docs = [d for p in files for d in documents(str(p.relative_to(REPO)), p.read_text())]
+    return [(where, doc) for where, doc in docs if "sops" not in doc]
 
 
 def e2e_manifests() -> list[Document]:
