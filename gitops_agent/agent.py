@@ -234,7 +234,7 @@ class Agent:
                 out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
                 out.explain(e.code)
                 self.history.put("rejected", Rejection(c.sha, str(e), e.problems, self._policy_key()).to_json())
-                emit(self.log, ev.RevisionRejected(out.head, len(e.problems)))
+                emit(self.log, ev.RevisionRejected(out.head, len(e.problems), e.code))
             except SourceUnavailable as e:
                 out.result, out.error = "source-error", str(e)
                 out.explain(e.code)

@@ -21,23 +21,30 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_agent import config as config_mod
+from gitops_agent import events as ev
 from gitops_agent.alerts import EVENTS, KINDS, Damper, Watch, build, hide, url_secrets
 from gitops_agent.control import ControlSocket, request
 from gitops_agent.errors import AgentError, ConfigError
 from gitops_agent.metrics import Metrics
 from gitops_agent.notify import NotifyConfig, Notifier, Outbox, SinkConfig, backoff, signature, verify
+from gitops_agent.reasons import Reason
 from gitops_agent.web import Listener, Snapshot, page, ready
 
-CANARY_FAILURE = [  # the events of a canary failure, as rollout.py emits them
-    ("rollout.start", {"revision": "main@sha1:bbb", "previous": "main@sha1:aaa", "nodes": "n1,n2"}),
-    ("rollout.node", {"node": "n1", "revision": "main@sha1:bbb", "step": "1/2"}),
+
+def logged(event: ev.Event) -> tuple[str, dict[str, Any]]:
+    """A typed event as `events.emit` hands it to the log's subscribers: its name, its fields and `reason`."""
+    return event.NAME, {**event.fields(), "reason": event.reason.value}
+
+CANARY_FAILURE = [  # the events of a canary failure, as the decision core emits them (fleet.py, agent.py)
+    logged(ev.RolloutStarted("main@sha1:bbb", "main@sha1:aaa", 1, False, "Deployment/web", "n1,n2")),
+    logged(ev.StepStarted("n1", "main@sha1:bbb", "1/2")),
     ("node.apply", {"node": "n1", "revision": "main@sha1:bbb", "actions": 2}),
-    ("rollout.node.failed", {"node": "n1", "error": "node n1: readiness probe failed 2 time(s)", "pod": "web-1",
-                             "probe": "readiness", "output": "cat: can't open '/www/ready-flag'"}),
-    ("rollback.node", {"node": "n1", "to": "main@sha1:aaa"}),
+    logged(ev.StepFailed("n1", "node n1: readiness probe failed 2 time(s)", Reason.ROLLOUT_FAILED, "web-1",
+                         "readiness", "cat: can't open '/www/ready-flag'")),
+    logged(ev.RollbackNode("n1", "main@sha1:aaa")),
     ("node.apply", {"node": "n1", "revision": "main@sha1:aaa", "actions": 2}),
-    ("rollout.end", {"revision": "main@sha1:bbb", "phase": "rolled-back", "progress": "0/2 node(s)"}),
-    ("sync", {"revision": "main@sha1:bbb", "result": "failed", "actions": 4, "seconds": 3.2}),
+    logged(ev.RolloutEnd("main@sha1:bbb", "rolled-back", "0/2 node(s)")),
+    logged(ev.PassDone("main@sha1:bbb", "failed", 4, 3.2, Reason.ROLLOUT_FAILED)),
 ]
 
 
@@ -62,7 +69,8 @@ def test_a_canary_failure_is_three_alerts_with_their_reasons() -> None:
 
 def test_only_named_fields_reach_an_alert_and_prose_is_not_a_reason() -> None:
     rule = EVENTS["rollout.halted"]
-    a = build(rule, {"revision": "r", "reason": "auto-rollback is off", "token": "hunter2-SECRET"}, 1.0)
+    a = build(rule, {"revision": "r", "why": "auto-rollback is off", "reason": "auto-rollback is off",
+                     "token": "hunter2-SECRET"}, 1.0)
     assert a.reason == "RolloutHalted" and "auto-rollback is off" in a.message
     assert "hunter2" not in json.dumps(a.body())
     assert build(rule, {"reason": "PolicyDenied"}, 1.0).reason == "PolicyDenied"
@@ -94,14 +102,17 @@ def test_conditions_alert_after_their_threshold_and_when_they_clear() -> None:
     assert w.feed("sync", {"result": "applied"}, 140) == []  # a blip shorter than the threshold: no "back"
 
 
-def test_drift_repair_is_a_node_apply_outside_a_rollout_and_names_what_it_undid() -> None:
+def test_drift_repair_is_the_drift_repaired_event_and_names_what_it_undid() -> None:
+    """events.DriftRepaired raises drift.repaired with its Reason and the `action`s its node's apply took."""
     w = Watch(600, 600)
     assert w.feed("node.apply", {"node": "n3", "revision": "r1", "actions": 1}, 5) == []
     assert w.feed("action", {"node": "n3", "op": "create-pod", "target": "web-abc", "reason": "missing"}, 5) == []
     assert w.feed("node.apply", {"node": "n2", "actions": 0}, 6) == []
-    [a] = w.feed("sync", {"result": "applied"}, 7)
-    assert (a.kind, a.node, a.revision, a.details["actions"]) == ("drift.repaired", "n3", "r1", "1")
+    [a] = w.feed(*logged(ev.DriftRepaired("n3", "r1", 1)), 6)
+    assert (a.kind, a.node, a.revision, a.details["actions"], a.reason) == ("drift.repaired", "n3", "r1", "1",
+                                                                            "DriftRepaired")
     assert a.message == "node n3: 1 change(s) made outside Git were undone: create-pod web-abc (missing)"
+    assert w.feed("sync", {"result": "applied"}, 7) == []
     assert w.feed("sync", {"result": "in-sync"}, 8) == []
 
 
@@ -278,7 +289,8 @@ def test_the_listener_serves_metrics_health_status_and_the_page(tmp_path: Path) 
     for event, fields in [("rollout.start", {"revision": "r2"}), ("image.pull", {"node": "n1"}),
                           ("node.apply", {"node": "n1", "actions": 1}), ("rollout.end", {"phase": "rolled-back"}),
                           ("sync", {"result": "applied", "seconds": 2.5}),
-                          ("node.apply", {"node": "n2", "actions": 1}), ("sync", {"result": "applied"})]:
+                          ("node.apply", {"node": "n2", "actions": 1}), logged(ev.DriftRepaired("n2", "r2", 1)),
+                          ("sync", {"result": "applied"})]:
         metrics(event, "info", fields)
     metrics.update(STATUS)
     snap = Snapshot()
