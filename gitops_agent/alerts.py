@@ -101,7 +101,8 @@ CONDITIONS = {
     "node": Rule("node.unreachable", "error", Reason.NODE_UNREACHABLE.value,
                  "node {node} unreachable for {seconds} s: {error}"),
     "node.back": Rule("node.back", "info", Reason.NODE_BACK.value, "node {node} is reachable again"),
-    "git": Rule("git.unreachable", "error", Reason.SOURCE_UNAVAILABLE.value, "Git unreachable for {seconds} s: {error}"),
+    "git": Rule("git.unreachable", "error", Reason.SOURCE_UNAVAILABLE.value,
+                "Git unreachable for {seconds} s: {error}"),
     "git.back": Rule("git.back", "info", "SourceAvailable", "Git is reachable again"),
     "drift": Rule("drift.repaired", "warning", Reason.DRIFT_REPAIRED.value,
                   "node {node}: {actions} change(s) made outside Git were undone: {changes}"),
@@ -175,7 +176,8 @@ class Watch:
         elif event == "node.apply" and not self.in_rollout and int(fields.get("actions") or 0) > 0:
             self.drift[node] = (str(fields.get("revision", "")), [])
         elif event == "action" and node in self.drift:
-            self.drift[node][1].append(f"{fields.get('op', '')} {fields.get('target', '')} ({fields.get('reason', '')})")
+            self.drift[node][1].append(f"{fields.get('op', '')} {fields.get('target', '')} "
+                                       f"({fields.get('reason', '')})")
         elif event == "drift.repaired":
             out.append(self._drift(node, fields, at))
         elif event in ("rollout.deferred", "node.unreachable"):
