@@ -451,11 +451,15 @@ class History:
             self.flush_staged()
 
     def flush_staged(self) -> None:
-        """Write what is staged now, in its own transaction (kept staged if the store refuses it)."""
+        """Write what is staged now, in its own transaction. A store that refuses it (full disk) keeps it
+        staged for its next write; the refusal itself is the pass's error, not this caller's."""
         with self._staged_lock:
             if not self._staged:
                 return
-        with self._tx("commit"):
+        try:
+            with self._tx("commit"):
+                pass
+        except StateError:
             pass
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> "_Rows":

@@ -28,7 +28,7 @@ from gitops_agent import config as config_mod
 from gitops_agent import events as ev
 from gitops_agent.alerts import CONDITIONS, EVENTS, KINDS, Damper, Watch, build, hide, url_secrets
 from gitops_agent.control import ControlSocket, request
-from gitops_agent.errors import AgentError, ConfigError, PolicyViolation, RevisionRejected
+from gitops_agent.errors import AgentError, ConfigError, PolicyViolation, RevisionRejected, StateError
 from gitops_agent.history import History
 from gitops_agent.manifests import parse
 from gitops_agent.manifests.intake import SourceFile
@@ -211,6 +211,27 @@ def test_an_alert_is_committed_with_the_state_change_it_reports(tmp_path: Path) 
         assert _outbox(tmp_path)[-1] == "node.failed"  # outside a pass: at once
     finally:
         notifier.close()
+        history.close()
+
+
+def test_a_staged_write_the_store_refuses_waits_for_its_next_commit(tmp_path: Path) -> None:
+    """A refused write (the store full, say) neither raises into the event's emitter nor is lost."""
+    history = History(tmp_path)
+    tries: list[int] = []
+
+    def write() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise StateError("state store: database or disk is full")
+        history.execute("INSERT INTO state(key, value) VALUES('alerted', '1')")
+
+    try:
+        history.stage(write)  # outside a pass: tried at once, refused, kept
+        assert _state(tmp_path, "alerted") is None and len(tries) == 1
+        with history.transaction():
+            history.put("applied_sha", "abc")
+        assert _state(tmp_path, "alerted") == 1 and len(tries) == 2
+    finally:
         history.close()
 
 
