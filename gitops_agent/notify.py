@@ -2,11 +2,12 @@
 
 Sits after `alerts` (events -> alerts) and owns the only network traffic the agent starts on its own
 besides Git and the nodes. Each alert is written to the outbox, a table in the agent's state store
-(`stateDir/state.db`, its own connection), at the moment its event is emitted, before the pass
-records its outcome; a delivery thread then sends it to each sink that wants it, oldest first, and
-deletes it only once the sink accepted it. So an uplink down for hours loses nothing, and a kill -9
-at any point redelivers at most the alerts in flight (at-least-once: each alert has an `id` a
-receiver dedupes on). The outbox is bounded: when full, the oldest lowest-severity alerts are
+(`stateDir/state.db`), through the History in the same transaction as the state change it reports
+(`History.stage`: the pass's next checkpoint or commit; outside a pass, at once); a delivery thread
+then sends it to each sink that wants it, oldest first, through a connection of its own, and deletes
+it only once the sink accepted it. So an uplink down for hours loses nothing, a kill -9 between a
+state change and its alert cannot happen (they commit together), and a kill -9 mid-delivery
+redelivers at most the alerts in flight (at-least-once: each alert has an `id` a receiver dedupes on). The outbox is bounded: when full, the oldest lowest-severity alerts are
 dropped first and the drop itself is reported (`notify.dropped`).
 
 The owner of `apprise`, imported only in a child process per Apprise delivery (`python -m
