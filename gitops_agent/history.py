@@ -6,8 +6,11 @@ agent state (applied/attempted/rejected revision, inventory). `load()` reads
 the keys the decisions need as one typed `state.AgentState`; a pass writes its
 outcome in ONE transaction (`transaction()`, used by `agent._record`), and a
 rollout's progress is written by `checkpoint()` before and after each node
-step. `on_store_write` is the crash harness's hook after each commit and
-checkpoint. Read by `status` and `history`. Holds no Secret value: only
+step. Writes `stage`d by others (the alert outbox, `notify_outbox`) ride
+in the next of those transactions during a pass (`in_pass`), so an alert
+commits with the state change it reports. `on_store_write` is the crash
+harness's hook after each commit and checkpoint. Read by `status` and
+`history`. Holds no Secret value: only
 names, hashes and error messages the agent itself composed.
 
 Losing it must never stop the agent:
