@@ -7,8 +7,9 @@ besides Git and the nodes. Each alert is written to the outbox, a table in the a
 then sends it to each sink that wants it, oldest first, through a connection of its own, and deletes
 it only once the sink accepted it. So an uplink down for hours loses nothing, a kill -9 between a
 state change and its alert cannot happen (they commit together), and a kill -9 mid-delivery
-redelivers at most the alerts in flight (at-least-once: each alert has an `id` a receiver dedupes on). The outbox is bounded: when full, the oldest lowest-severity alerts are
-dropped first and the drop itself is reported (`notify.dropped`).
+redelivers at most the alerts in flight (at-least-once: each alert has an `id` a receiver dedupes on).
+The outbox is bounded: when full, the oldest lowest-severity alerts are dropped first and the drop
+itself is reported (`notify.dropped`).
 
 The owner of `apprise`, imported only in a child process per Apprise delivery (`python -m
 gitops_agent.notify`), so the agent's own memory stays flat. Never
