@@ -24,7 +24,8 @@ from typing import Any, Iterator
 from .config import AgentConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
-    AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
+    AgentError, NodeError, NodeUnreachable, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError,
+    quote_path,
 )
 from . import clock, events as ev
 from .events import emit
@@ -115,7 +116,8 @@ class Agent:
                 self.log("lock.wait",
                          message="another gitops-agent pass is running on this state directory; waiting for it")
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            with self.history.in_pass():  # the pass's alerts go in its commits (History.stage)
+                yield
         finally:
             os.close(fd)
 
@@ -233,7 +235,7 @@ class Agent:
                 out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
                 out.explain(e.code)
                 self.history.put("rejected", Rejection(c.sha, str(e), e.problems, self._policy_key()).to_json())
-                emit(self.log, ev.RevisionRejected(out.head, len(e.problems)))
+                emit(self.log, ev.RevisionRejected(out.head, len(e.problems), e.code))
             except SourceUnavailable as e:
                 out.result, out.error = "source-error", str(e)
                 out.explain(e.code)
@@ -304,7 +306,8 @@ class Agent:
                     emit(self.log, ev.DriftRepaired(name, rev.id, actions))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[name] = str(e)
-                emit(self.log, ev.NodeFailed(name, str(e)))
+                emit(self.log, ev.NodeUnreachable(name, e.reason) if isinstance(e, NodeUnreachable)
+                     else ev.NodeFailed(name, str(e)))
         leftover = self.history.get("rollout") or {}
         if leftover.get("phase") == ROLLING_BACK and not out.node_errors:  # a rollback cut short by a crash is now done
             self.history.checkpoint({**leftover, "phase": ROLLED_BACK, "finished": time.time()})
@@ -400,16 +403,17 @@ class Agent:
                                              "nodeErrors": out.node_errors, "reason": out.why.value})
             self.history.record_sync(revision, digest, started, out.result, out.error, out.actions,
                                      duration=clock.now() - t0)
+            # emitted inside the transaction: the alerts they raise are committed with what they report
+            if stable is not None:
+                emit(self.log, ev.RevisionApplied(stable.id, out.actions))
+            if suspend is not None:
+                emit(self.log, ev.Suspended(suspend["revision"], suspend["reason"]))
+            emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why,
+                                       out.error.splitlines()[0] if out.error else None))
         for d in dropped:
             self.git.forget(f"stable/{d['sha']}")
         if stable is not None:
             self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
-        if stable is not None:
-            emit(self.log, ev.RevisionApplied(stable.id, out.actions))
-        if suspend is not None:
-            emit(self.log, ev.Suspended(suspend["revision"], suspend["reason"]))
-        emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why,
-                                   out.error.splitlines()[0] if out.error else None))
 
     # --- read-only views ------------------------------------------------------------------
 

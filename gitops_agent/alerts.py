@@ -1,11 +1,13 @@
 """Alerts: the agent's events turned into the alerts people are told about. PURE.
 
-Sits between `log.EventLog` (every `(event, level, fields)` the agent emits) and the sinks of
-`notify` and the counters of `metrics`. `EVENTS` below is the one table from an event name to an
-alert kind, its severity and its Reason; when the decision core's typed events land, only that
-table changes. `Watch` adds what one event alone cannot say: the revision a node failure belongs
-to, a drift repair (a node changed outside a rollout), and the conditions that alert only after a
-threshold (a node or Git unreachable) and again when they clear.
+Sits between `log.EventLog` (every `(event, level, fields)` the agent emits: the typed events of
+`events.py`, each with its `reason`) and the sinks of `notify` and the counters of `metrics`.
+`EVENTS` below is the one table from an event name (with its Reason or phase where that splits it)
+to an alert kind, its severity and its text; every alert carries the event's Reason (a failed probe
+refines `RolloutFailed` to `ReadinessProbeFailed`, ...). `Watch` adds what one event alone cannot
+say: the revision a node failure belongs to, what a drift repair undid (the `action`s of its
+node), and the conditions that alert only after a threshold (a node or Git unreachable) and again
+when they clear.
 
 Only the fields named in `FIELDS` ever reach an alert, so nothing the callers did not mean to
 show leaves the agent (probe output is already redacted of Secret values by `desired.redact`).
@@ -19,9 +21,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from .reasons import Reason
+
 SEVERITIES = ("info", "warning", "error", "critical")
 FIELDS = ("node", "workload", "pod", "probe", "output", "error", "previous", "phase", "problems", "actions", "image",
-          "changes")
+          "changes", "why")
 MAX_CHANGES = 10  # a drift alert names this many of the changes it undid
 
 
@@ -59,38 +63,48 @@ class Rule:
     text: str  # the human line, formatted with the event's fields (missing ones are "-")
 
 
-# event name (or "event:phase") -> the alert it raises. The one place to change when event names change.
+# event name (or "event:phase", "event:Reason") -> the alert it raises. The one place to change when events change.
 EVENTS: dict[str, Rule] = {
-    "revision.rejected": Rule("revision.rejected", "error", "ValidationFailed",
-                              "revision {revision} rejected ({problems} problem(s)); "
+    "revision.rejected": Rule("revision.rejected", "error", Reason.REVISION_REJECTED.value,
+                              "revision {revision} is invalid ({problems} problem(s)); "
                               "nodes keep the last good revision"),
-    "rollout.start": Rule("rollout.started", "info", "RolloutStarted",
+    "revision.rejected:PolicyViolation": Rule("revision.rejected", "error", Reason.POLICY_VIOLATION.value,
+                                              "revision {revision} asks for what the agent's policy does not allow "
+                                              "({problems} problem(s)); nodes keep the last good revision"),
+    "revision.rejected:SignatureUnverified": Rule("revision.rejected", "critical", Reason.SIGNATURE_UNVERIFIED.value,
+                                                  "revision {revision} carries no trusted signature; "
+                                                  "nodes keep the last good revision"),
+    "rollout.start": Rule("rollout.started", "info", Reason.ROLLOUT_STARTED.value,
                           "rollout of {revision} started (from {previous})"),
-    "rollout.node.failed": Rule("rollout.failed", "error", "HealthCheckFailed",
+    "rollout.node.failed": Rule("rollout.failed", "error", Reason.ROLLOUT_FAILED.value,
                                 "rollout of {revision} failed on node {node}: {error}"),
-    "rollout.end:complete": Rule("revision.applied", "info", "RolloutSucceeded",
+    "rollout.end:complete": Rule("revision.applied", "info", Reason.ROLLOUT_COMPLETE.value,
                                  "revision {revision} runs on every node"),
-    "rollout.end:rolled-back": Rule("rollout.rolled-back", "warning", "RolledBack",
+    "rollout.end:rolled-back": Rule("rollout.rolled-back", "warning", Reason.ROLLED_BACK.value,
                                     "revision {revision} was rolled back to {previous}"),
-    "rollout.halted": Rule("rollout.halted", "error", "RolloutHalted",
-                           "rollout of {revision} halted ({reason}); the nodes are left as they are"),
-    "rollback.failed": Rule("rollback.failed", "critical", "RollbackFailed",
+    "rollout.halted": Rule("rollout.halted", "error", Reason.ROLLOUT_HALTED.value,
+                           "rollout of {revision} halted ({why}); the nodes are left as they are"),
+    "rollback.failed": Rule("rollback.failed", "critical", Reason.ROLLBACK_FAILED.value,
                             "rollback on node {node} failed: {error}; syncing suspended until `gitops-agent resume`"),
-    "image.pull.retry": Rule("image.pull.failing", "warning", "ImagePullBackOff",
+    "sync.suspended": Rule("sync.suspended", "warning", Reason.SUSPENDED.value,
+                           "syncing suspended at {revision} ({why}); Git is not followed until `gitops-agent resume`"),
+    "image.pull.retry": Rule("image.pull.failing", "warning", Reason.IMAGE_PULL_BACKOFF.value,
                              "pulling {image} on node {node} fails: {error}"),
-    "rollout.node.waiting": Rule("image.pull.failing", "warning", "ImagePullBackOff",
+    "rollout.node.waiting": Rule("image.pull.failing", "warning", Reason.IMAGE_PULL_BACKOFF.value,
                                  "node {node} waits for an image: {error}"),
-    "node.failed": Rule("node.failed", "error", "NodeFailed", "reconciling node {node} failed: {error}"),
+    "node.failed": Rule("node.failed", "error", Reason.NODE_FAILED.value, "reconciling node {node} failed: {error}"),
     "notify.dropped": Rule("notify.dropped", "warning", "OutboxFull",
                            "the alert outbox was full: {dropped} older low-severity alert(s) dropped"),
 }
 # conditions that alert only once they last longer than a threshold, and again when they clear
 CONDITIONS = {
-    "node": Rule("node.unreachable", "error", "NodeUnreachable", "node {node} unreachable for {seconds} s: {error}"),
-    "node.back": Rule("node.back", "info", "NodeReachable", "node {node} is reachable again"),
-    "git": Rule("git.unreachable", "error", "SourceUnavailable", "Git unreachable for {seconds} s: {error}"),
+    "node": Rule("node.unreachable", "error", Reason.NODE_UNREACHABLE.value,
+                 "node {node} unreachable for {seconds} s: {error}"),
+    "node.back": Rule("node.back", "info", Reason.NODE_BACK.value, "node {node} is reachable again"),
+    "git": Rule("git.unreachable", "error", Reason.SOURCE_UNAVAILABLE.value,
+                "Git unreachable for {seconds} s: {error}"),
     "git.back": Rule("git.back", "info", "SourceAvailable", "Git is reachable again"),
-    "drift": Rule("drift.repaired", "warning", "DriftRepaired",
+    "drift": Rule("drift.repaired", "warning", Reason.DRIFT_REPAIRED.value,
                   "node {node}: {actions} change(s) made outside Git were undone: {changes}"),
 }
 KINDS = tuple(sorted({r.kind for r in [*EVENTS.values(), *CONDITIONS.values()]}))
@@ -119,16 +133,19 @@ def _given_reason(fields: Mapping[str, Any]) -> str:
 
 
 def rule_for(event: str, fields: Mapping[str, Any]) -> Rule | None:
-    """The table's rule for this event; `rollout.end` is looked up with its phase."""
+    """The table's rule for this event; `rollout.end` is looked up with its phase, `revision.rejected`
+    with its Reason (invalid, denied by policy, unverified signature)."""
     if event == "rollout.end":
         return EVENTS.get(f"rollout.end:{fields.get('phase', '')}")
+    if event == "revision.rejected":
+        return EVENTS.get(f"revision.rejected:{_given_reason(fields)}", EVENTS[event])
     return EVENTS.get(event)
 
 
 def _reason(rule: Rule, fields: Mapping[str, Any]) -> Rule:
-    """A failed probe names itself in the Reason: ReadinessProbeFailed, StartupProbeFailed, ..."""
+    """A failed probe refines `RolloutFailed` in the Reason: ReadinessProbeFailed, StartupProbeFailed, ..."""
     probe = str(fields.get("probe") or "")
-    if rule.kind == "rollout.failed" and probe and not _given_reason(fields):
+    if rule.kind == "rollout.failed" and probe and _given_reason(fields) in ("", Reason.ROLLOUT_FAILED.value):
         return Rule(rule.kind, rule.severity, f"{probe.capitalize()}ProbeFailed", rule.text)
     return rule
 
@@ -150,21 +167,46 @@ class Watch:
             self.revision, self.in_rollout = str(fields.get("revision", "")), True
         rule = rule_for(event, fields)
         if rule is not None:
-            out.append(build(_reason(rule, fields), fields, at, self.revision))
+            refined = _reason(rule, fields)
+            given = {**fields, "reason": refined.reason} if refined is not rule else fields
+            out.append(build(refined, given, at, self.revision))
+        node = str(fields.get("node", ""))
         if event == "rollout.end":
             self.in_rollout = False
         elif event == "node.apply" and not self.in_rollout and int(fields.get("actions") or 0) > 0:
-            self.drift[str(fields.get("node", ""))] = (str(fields.get("revision", "")), [])
-        elif event == "action" and str(fields.get("node", "")) in self.drift:
-            self.drift[str(fields.get("node", ""))][1].append(
-                f"{fields.get('op', '')} {fields.get('target', '')} ({fields.get('reason', '')})")
+            self.drift[node] = (str(fields.get("revision", "")), [])
+        elif event == "action" and node in self.drift:
+            self.drift[node][1].append(f"{fields.get('op', '')} {fields.get('target', '')} "
+                                       f"({fields.get('reason', '')})")
+        elif event == "drift.repaired":
+            out.append(self._drift(node, fields, at))
         elif event in ("rollout.deferred", "node.unreachable"):
-            out += self._down(f"node:{fields.get('node', '')}", fields, at)
+            out += self._down(f"node:{node}", fields, at)
+        elif event == "node.back":
+            out += self._back(f"node:{node}", at)
         elif event == "source.unavailable":
             out += self._down("git", fields, at)
         elif event == "sync":
             out += self._pass_end(fields, at)
         return out
+
+    def _drift(self, node: str, fields: Mapping[str, Any], at: float) -> Alert:
+        """`drift.repaired`: what the node's `action`s since its `node.apply` undid."""
+        revision, changes = self.drift.pop(node, (str(fields.get("revision", "")), []))
+        shown = "; ".join(changes[:MAX_CHANGES]) + (f"; and {len(changes) - MAX_CHANGES} more"
+                                                   if len(changes) > MAX_CHANGES else "")
+        return build(CONDITIONS["drift"], {**fields, "revision": fields.get("revision") or revision,
+                                           "actions": fields.get("actions") or len(changes), "changes": shown or "-"},
+                     at)
+
+    def _back(self, key: str, at: float) -> list[Alert]:
+        """A condition cleared: `*.back` if it had alerted."""
+        self.seen_down.discard(key)
+        since_error_alerted = self.down.pop(key, None)
+        if since_error_alerted is None or not since_error_alerted[2]:
+            return []
+        node = key.split(":", 1)[1] if key.startswith("node:") else ""
+        return [build(CONDITIONS["git.back" if key == "git" else "node.back"], {"node": node}, at)]
 
     def _down(self, key: str, fields: Mapping[str, Any], at: float) -> list[Alert]:
         self.seen_down.add(key)
@@ -179,25 +221,16 @@ class Watch:
         return []
 
     def _pass_end(self, fields: Mapping[str, Any], at: float) -> list[Alert]:
-        """A pass ended: the drift it repaired is reported; the conditions it did not see again have cleared."""
+        """A pass ended: the conditions it did not see again have cleared."""
         out = []
-        for node, (revision, changes) in self.drift.items():
-            shown = "; ".join(changes[:MAX_CHANGES]) + (f"; and {len(changes) - MAX_CHANGES} more"
-                                                       if len(changes) > MAX_CHANGES else "")
-            out.append(build(CONDITIONS["drift"], {"node": node, "revision": revision, "actions": len(changes),
-                                                   "changes": shown or "-"}, at))
         self.drift = {}
         for key in [k for k in self.down if k not in self.seen_down]:
             if key == "git" and fields.get("result") == "source-error":
                 continue
-            _, _, alerted = self.down.pop(key)
-            if alerted:
-                node = key.split(":", 1)[1] if key.startswith("node:") else ""
-                out.append(build(CONDITIONS["git.back" if key == "git" else "node.back"], {"node": node}, at))
+            out += self._back(key, at)
         self.seen_down = set()
         self.in_rollout = False
         return out
-
 
 class Damper:
     """The same condition repeated is one alert with a count, until it changes: an alert whose `key()`

@@ -185,7 +185,8 @@ class Daemon:
         self._watch()
         from .services import Services
 
-        self.services = Services(self.agent.cfg, self.log, lambda: self.schedule(0), self._alive, lambda: self.ticked)
+        self.services = Services(self.agent.cfg, self.log, lambda: self.schedule(0), self._alive, lambda: self.ticked,
+                                 history=self.agent.history)
         self.schedule(0)
         started = next_ping = time.monotonic()
         try:

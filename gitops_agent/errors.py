@@ -35,7 +35,7 @@ consequence:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
@@ -118,6 +118,7 @@ class Problem:
     object: str  # "Kind/name", or "" when the document has no identity yet
     path: str  # JSON path inside the document, "" for the document itself
     message: str
+    policy: bool = field(default=False, compare=False)  # refused by the agent's `policy:` (not malformed)
 
     def __str__(self) -> str:
         parts = [f"{quote_path(self.file)}:{self.line}"] if self.file else []
@@ -139,6 +140,18 @@ class RevisionRejected(Stalled):
         self.revision = revision
         head = f"revision {revision} rejected" if revision else "manifests rejected"
         super().__init__(f"{head}: {len(self.problems)} problem(s)\n" + "\n".join(str(p) for p in self.problems))
+
+
+class PolicyViolation(RevisionRejected):
+    """A revision asks for a privileged feature the agent's `policy:` does not allow (at least one problem)."""
+
+    code = Reason.POLICY_VIOLATION
+
+
+class SignatureUnverified(RevisionRejected):
+    """A revision carries no signature by a trusted key (`source.verify`)."""
+
+    code = Reason.SIGNATURE_UNVERIFIED
 
 
 class SourceUnavailable(Transient):

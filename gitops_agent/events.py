@@ -69,6 +69,14 @@ class RevisionRejected(Event):
     NAME, LEVEL, REASON = "revision.rejected", "error", Reason.REVISION_REJECTED
     revision: str
     problems: int
+    code: Reason = Reason.REVISION_REJECTED  # or PolicyViolation, SignatureUnverified: written as `reason`
+
+    @property
+    def reason(self) -> Reason:
+        return self.code
+
+    def fields(self) -> dict[str, Any]:
+        return {k: v for k, v in super().fields().items() if k != "code"}
 
 
 @dataclass(frozen=True)

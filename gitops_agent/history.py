@@ -6,8 +6,11 @@ agent state (applied/attempted/rejected revision, inventory). `load()` reads
 the keys the decisions need as one typed `state.AgentState`; a pass writes its
 outcome in ONE transaction (`transaction()`, used by `agent._record`), and a
 rollout's progress is written by `checkpoint()` before and after each node
-step. `on_store_write` is the crash harness's hook after each commit and
-checkpoint. Read by `status` and `history`. Holds no Secret value: only
+step. Writes `stage`d by others (the alert outbox, `notify_outbox`) ride
+in the next of those transactions during a pass (`in_pass`), so an alert
+commits with the state change it reports. `on_store_write` is the crash
+harness's hook after each commit and checkpoint. Read by `status` and
+`history`. Holds no Secret value: only
 names, hashes and error messages the agent itself composed.
 
 Losing it must never stop the agent:
@@ -101,6 +104,35 @@ CREATE TABLE IF NOT EXISTS secrets (   -- every Podman secret the agent made, re
 """
 
 
+OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notify_outbox (   -- alerts not yet delivered (notify.py), written with the state they report
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    id TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    body TEXT NOT NULL,            -- the alert's JSON (Alert.body()); never a Secret value
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    UNIQUE (sink, id)
+);
+"""
+_SCHEMA += OUTBOX_SCHEMA
+
+
+def outbox_insert(execute: Callable[..., Any], sink: str, alert_id: str, severity: int, body: str,
+                  max_pending: int) -> int:
+    """One alert row for `sink` (inside the caller's transaction), keeping at most `max_pending` rows for it
+    (the oldest lowest-severity ones dropped first); returns how many were dropped for room."""
+    (count,) = execute("SELECT COUNT(*) FROM notify_outbox WHERE sink = ?", (sink,)).fetchone()
+    dropped = max(0, int(count) + 1 - max_pending)
+    if dropped:
+        execute("DELETE FROM notify_outbox WHERE seq IN (SELECT seq FROM notify_outbox WHERE sink = ? "
+                "ORDER BY severity, seq LIMIT ?)", (sink, dropped))
+    execute("INSERT OR IGNORE INTO notify_outbox (sink, id, severity, body) VALUES (?, ?, ?, ?)",
+            (sink, alert_id, severity, body))
+    return dropped
+
+
 @dataclass(frozen=True)
 class SyncRecord:
     id: int
@@ -159,6 +191,9 @@ class History:
         self.dir = state_dir
         self.path = state_dir / "state.db"
         self._mutex = threading.RLock()  # re-entered by the writes inside `transaction`
+        self._staged: list[Callable[[], None]] = []  # writes that ride with the next commit (`stage`)
+        self._staged_lock = threading.Lock()
+        self._passes = 0  # > 0 while a pass runs (`in_pass`): staged writes wait for its commit
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
@@ -352,7 +387,13 @@ class History:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Every write inside is one SQLite transaction: a crash leaves all of them or none.
-        Nested use joins the outer transaction. Other threads' writes wait for it."""
+        Nested use joins the outer transaction. Other threads' writes wait for it. The staged
+        writes (`stage`: the alerts of the pass) go in the same transaction, just before its COMMIT."""
+        with self._tx("commit"):
+            yield
+
+    @contextmanager
+    def _tx(self, hook: str) -> Iterator[None]:
         with self._mutex:
             if self._db.in_transaction:
                 yield
@@ -361,19 +402,81 @@ class History:
             try:
                 yield
                 self.put("state_schema", SCHEMA)
+                staged = self._take_staged()
+                try:
+                    for write in staged:
+                        write()
+                except BaseException:
+                    self._restage(staged)
+                    raise
             except BaseException:
                 self._db.rollback()
                 raise
-            self._exec("COMMIT")
+            try:
+                self._exec("COMMIT")
+            except StateError:
+                if self._db.in_transaction:
+                    self._db.rollback()
+                self._restage(staged)
+                raise
         if History.on_store_write is not None:
-            History.on_store_write("commit")
+            History.on_store_write(hook)
 
     def checkpoint(self, rollout: Mapping[str, Any]) -> None:
         """Persist a rollout's progress (`rollout.RolloutState.to_json()`), before and after each node step,
-        so a restarted agent resumes it. One write, committed at once (outside a pass's transaction)."""
-        self.put("rollout", dict(rollout))
-        if History.on_store_write is not None:
-            History.on_store_write("checkpoint")
+        so a restarted agent resumes it. One transaction, committed at once, with the alerts staged so far
+        (joins a pass's transaction when one is open)."""
+        with self._tx("checkpoint"):
+            self.put("rollout", dict(rollout))
+
+    # --- writes that ride with the state they report (the alert outbox) ------------------
+
+    @contextmanager
+    def in_pass(self) -> Iterator[None]:
+        """A pass runs: `stage`d writes wait for its next commit or checkpoint; what is still staged
+        when it ends (events after its last commit) is written then, in a transaction of its own."""
+        with self._staged_lock:
+            self._passes += 1
+        try:
+            yield
+        finally:
+            with self._staged_lock:
+                self._passes -= 1
+            self.flush_staged()
+
+    def stage(self, write: Callable[[], None]) -> None:
+        """`write` (statements through `execute`) goes into the transaction of the state change it reports:
+        the pass's next commit or checkpoint; outside a pass, at once in a transaction of its own."""
+        with self._staged_lock:
+            self._staged.append(write)
+            waits = self._passes > 0
+        if not waits:
+            self.flush_staged()
+
+    def flush_staged(self) -> None:
+        """Write what is staged now, in its own transaction. A store that refuses it (full disk) keeps it
+        staged for its next write; the refusal itself is the pass's error, not this caller's."""
+        with self._staged_lock:
+            if not self._staged:
+                return
+        try:
+            with self._tx("commit"):
+                pass
+        except StateError:
+            pass
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> "_Rows":
+        """One statement for a staged write (`stage`); runs inside the transaction that commits it."""
+        return self._exec(sql, args)
+
+    def _take_staged(self) -> list[Callable[[], None]]:
+        with self._staged_lock:
+            staged, self._staged = self._staged, []
+        return staged
+
+    def _restage(self, staged: list[Callable[[], None]]) -> None:
+        with self._staged_lock:
+            self._staged[:0] = staged
 
     # --- key/value state ----------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 Sits after `alerts` (events -> alerts) and owns the only network traffic the agent starts on its own
 besides Git and the nodes. Each alert is written to the outbox, a table in the agent's state store
-(`stateDir/state.db`, its own connection), at the moment its event is emitted, before the pass
-records its outcome; a delivery thread then sends it to each sink that wants it, oldest first, and
-deletes it only once the sink accepted it. So an uplink down for hours loses nothing, and a kill -9
-at any point redelivers at most the alerts in flight (at-least-once: each alert has an `id` a
-receiver dedupes on). The outbox is bounded: when full, the oldest lowest-severity alerts are
-dropped first and the drop itself is reported (`notify.dropped`).
+(`stateDir/state.db`), through the History in the same transaction as the state change it reports
+(`History.stage`: the pass's next checkpoint or commit; outside a pass, at once); a delivery thread
+then sends it to each sink that wants it, oldest first, through a connection of its own, and deletes
+it only once the sink accepted it. So an uplink down for hours loses nothing, a kill -9 between a
+state change and its alert cannot happen (they commit together), and a kill -9 mid-delivery
+redelivers at most the alerts in flight (at-least-once: each alert has an `id` a receiver dedupes on).
+The outbox is bounded: when full, the oldest lowest-severity alerts are dropped first and the drop
+itself is reported (`notify.dropped`).
 
 The owner of `apprise`, imported only in a child process per Apprise delivery (`python -m
 gitops_agent.notify`), so the agent's own memory stays flat. Never
@@ -26,24 +28,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from .alerts import EVENTS, KINDS, SEVERITIES, Alert, Damper, Watch, build, hide, severity_rank
 from .errors import ConfigError
 from .log import Log, discard
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS notify_outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    sink TEXT NOT NULL,
-    id TEXT NOT NULL,
-    severity INTEGER NOT NULL,
-    body TEXT NOT NULL,            -- the alert's JSON (Alert.body()); never a Secret value
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL DEFAULT 0,
-    UNIQUE (sink, id)
-);
-"""
+if TYPE_CHECKING:  # history imports config, which imports this module: imported where used
+    from .history import History
+
 BACKOFF_START = 1.0
 BACKOFF_CAP = 300.0  # seconds: a link back after hours is used within five minutes
 
@@ -223,15 +216,19 @@ def make_sink(cfg: SinkConfig) -> Sink:
 
 
 class Outbox:
-    """The `notify_outbox` table in state.db, through a connection of its own (WAL: the agent's
-    history writes go on beside it). One row per (sink, alert); deleted once delivered."""
+    """The `notify_outbox` table in state.db (its schema is history.py's). New alerts are written through
+    the History's connection in the transaction of the state change they report (`Notifier.enqueue`);
+    delivery reads and deletes them through this connection of its own (WAL: the two go on side by side).
+    One row per (sink, alert); deleted once delivered."""
 
     def __init__(self, state_dir: Path, max_pending: int = 1000) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.max_pending = max(2, max_pending)
         self._db = sqlite3.connect(state_dir / "state.db", timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        from .history import OUTBOX_SCHEMA
+
+        self._db.executescript(OUTBOX_SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -239,17 +236,11 @@ class Outbox:
             self._db.close()
 
     def add(self, sink: str, alert: Alert) -> int:
-        """Store `alert` for `sink` in one transaction; returns how many older alerts were dropped for room."""
+        """Store `alert` for `sink` in a transaction of its own (a Notifier without a History: tests, tools);
+        returns how many older alerts were dropped for room."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            (count,) = self._db.execute("SELECT COUNT(*) FROM notify_outbox WHERE sink = ?", (sink,)).fetchone()
-            dropped = max(0, count + 1 - self.max_pending)
-            if dropped:
-                self._db.execute("DELETE FROM notify_outbox WHERE seq IN (SELECT seq FROM notify_outbox WHERE sink = ? "
-                                 "ORDER BY severity, seq LIMIT ?)", (sink, dropped))
-            self._db.execute("INSERT OR IGNORE INTO notify_outbox (sink, id, severity, body) VALUES (?, ?, ?, ?)",
-                             (sink, alert.id, severity_rank(alert.severity), json.dumps(alert.body(), sort_keys=True)))
-        return int(dropped)
+            return row_for(self._db.execute, sink, alert, self.max_pending)
 
     def next(self, sink: str) -> tuple[int, dict[str, Any], int, float] | None:
         """The oldest pending alert of `sink`: (seq, body, attempts, next_at)."""
@@ -285,6 +276,14 @@ class Outbox:
         return [{"sink": s, "attempts": a, **json.loads(b)} for s, b, a in rows]
 
 
+def row_for(execute: Callable[..., Any], sink: str, alert: Alert, max_pending: int) -> int:
+    """`alert`'s outbox row for `sink`, through `execute` (inside the caller's transaction); how many dropped."""
+    from .history import outbox_insert
+
+    return outbox_insert(execute, sink, alert.id, severity_rank(alert.severity),
+                         json.dumps(alert.body(), sort_keys=True), max(2, max_pending))
+
+
 def backoff(attempts: int, cap: float = BACKOFF_CAP) -> float:
     """Seconds before the next try after `attempts` failed ones: doubling from 1 s, capped at `cap`."""
     return float(min(cap, BACKOFF_START * 2 ** max(0, min(attempts, 60) - 1)))
@@ -292,11 +291,19 @@ def backoff(attempts: int, cap: float = BACKOFF_CAP) -> float:
 
 class Notifier:
     """Subscribed to the EventLog: turns events into alerts (`alerts.Watch`), damps repeats, stores each
-    wanted alert in the outbox for each sink, and delivers them from a thread of its own."""
+    wanted alert in the outbox for each sink, and delivers them from a thread of its own.
+
+    With the agent's `history`, an alert is staged there (`History.stage`) and written in the same SQLite
+    transaction as the state change it reports (the pass's next checkpoint or commit; outside a pass, at
+    once): a kill -9 between the two loses neither or both (and the pass, redone, raises it again)."""
+
+    IDLE = 1.0  # seconds between looks at an empty outbox (an alert committed by the pass is seen this soon)
 
     def __init__(self, cfg: NotifyConfig, state_dir: Path, log: Log = discard,
-                 sinks: tuple[Sink, ...] | None = None, hidden: tuple[str, ...] = ()) -> None:
+                 sinks: tuple[Sink, ...] | None = None, hidden: tuple[str, ...] = (),
+                 history: History | None = None) -> None:
         self.cfg = cfg
+        self.history = history
         self.hidden = hidden  # strings never sent (the source URL's credentials): replaced by ***
         self.log = log  # used only from the delivery thread (never inside an EventLog callback: its lock)
         self.sinks = sinks if sinks is not None else tuple(make_sink(s) for s in cfg.sinks)
@@ -321,15 +328,20 @@ class Notifier:
 
     def enqueue(self, alert: Alert) -> None:
         alert = hide(alert, self.hidden)
-        for sink in self.sinks:
-            want = self.wanted.get(sink.name)
-            if want is not None and not want.wants(alert):
-                continue
-            dropped = self.outbox.add(sink.name, alert)
-            if dropped:
-                report = build(EVENTS["notify.dropped"], {"dropped": dropped}, time.time())
-                self.outbox.add(sink.name, report)
+        names = [s.name for s in self.sinks if s.name not in self.wanted or self.wanted[s.name].wants(alert)]
+        history = self.history
+        if history is None:
+            self._write(self.outbox.add, names, alert)
+        else:
+            history.stage(lambda: self._write(lambda sink, a: row_for(history.execute, sink, a, self.cfg.max_pending),
+                                              names, alert))
         self._wake.set()
+
+    def _write(self, add: Callable[[str, Alert], int], names: list[str], alert: Alert) -> None:
+        for name in names:
+            dropped = add(name, alert)
+            if dropped:
+                add(name, build(EVENTS["notify.dropped"], {"dropped": dropped}, time.time()))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
@@ -345,7 +357,7 @@ class Notifier:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            wait = 5.0
+            wait = self.IDLE
             for sink in self.sinks:
                 wait = min(wait, self._deliver(sink))
             self._wake.wait(max(0.05, wait))
@@ -356,7 +368,7 @@ class Notifier:
         while not self._stop.is_set():
             item = self.outbox.next(sink.name)
             if item is None:
-                return 5.0
+                return self.IDLE
             seq, body, attempts, next_at = item
             now = time.time()
             if next_at > now:

@@ -24,6 +24,8 @@ class Reason(str, Enum):
     SUSPENDED = "Suspended"  # break-glass rollback: Git is not followed until `resume`
     RESUMED = "Resumed"
     REVISION_REJECTED = "RevisionRejected"  # the head commit failed validation
+    POLICY_VIOLATION = "PolicyViolation"  # rejected: it asks for what the agent's `policy:` does not allow
+    SIGNATURE_UNVERIFIED = "SignatureUnverified"  # rejected: no trusted signature (`source.verify`)
     REVISION_FAILED = "RevisionFailed"  # the head commit failed its rollout; not retried until Git moves
     ROLLOUT_HALTED = "RolloutHalted"  # failed with nothing to roll back to (or auto-rollback off)
     SOURCE_UNAVAILABLE = "SourceUnavailable"  # Git could not be read; nodes keep the last good revision

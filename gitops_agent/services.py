@@ -4,7 +4,8 @@ at the end of every pass; nothing else of the agent knows they exist.
 
 Each part is optional and fails soft: a listener that cannot bind its port, or a sink that cannot be
 reached, is logged and the agent reconciles on (an unattended node must not stop over its
-dashboard). Must not change any state of a node or of the store but the outbox.
+dashboard). Must not change any state of a node or of the store but the outbox (whose new rows go
+through the agent's History, `history`, in the transaction of the state change they report).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .log import EventLog, Log
 
 class Services:
     def __init__(self, cfg: AgentConfig, log: Log, wake: Callable[[], None],
-                 alive: Callable[[], bool], ticked: Callable[[], float]) -> None:
+                 alive: Callable[[], bool], ticked: Callable[[], float], history: Any = None) -> None:
         self.cfg, self.log = cfg, log
         self.notifier: Any = None
         self.metrics: Any = None
@@ -34,7 +35,7 @@ class Services:
         if cfg.notify.sinks:
             from .notify import Notifier
 
-            self.notifier = Notifier(cfg.notify, cfg.state_dir, log, hidden=self.hidden)
+            self.notifier = Notifier(cfg.notify, cfg.state_dir, log, hidden=self.hidden, history=history)
             if subscribe:
                 subscribe(self.notifier)
             self.notifier.start()

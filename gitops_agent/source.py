@@ -26,7 +26,7 @@ from pathlib import Path
 import git
 
 from .config import SourceConfig, VerifyConfig
-from .errors import ConfigError, Problem, RevisionRejected, SourceUnavailable, quote_path
+from .errors import ConfigError, Problem, RevisionRejected, SignatureUnverified, SourceUnavailable, quote_path
 from .manifests import Limits, SourceFile, is_manifest_path
 
 _SYMLINK_MODE = 0o120000
@@ -355,7 +355,7 @@ class _Verifier:
         return False, _why(cp.stderr)
 
     def rejected(self, revision: str, message: str) -> RevisionRejected:
-        return RevisionRejected([Problem("", 0, "", "", message)], revision)
+        return SignatureUnverified([Problem("", 0, "", "", message)], revision)
 
 
 def _why(stderr: str) -> str:

@@ -8,7 +8,11 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,23 +25,33 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_agent import config as config_mod
-from gitops_agent.alerts import EVENTS, KINDS, Damper, Watch, build, hide, url_secrets
+from gitops_agent import events as ev
+from gitops_agent.alerts import CONDITIONS, EVENTS, KINDS, Damper, Watch, build, hide, url_secrets
 from gitops_agent.control import ControlSocket, request
-from gitops_agent.errors import AgentError, ConfigError
+from gitops_agent.errors import AgentError, ConfigError, PolicyViolation, RevisionRejected, StateError
+from gitops_agent.history import History
+from gitops_agent.manifests import parse
+from gitops_agent.manifests.intake import SourceFile
 from gitops_agent.metrics import Metrics
 from gitops_agent.notify import NotifyConfig, Notifier, Outbox, SinkConfig, backoff, signature, verify
+from gitops_agent.reasons import Reason
 from gitops_agent.web import Listener, Snapshot, page, ready
 
-CANARY_FAILURE = [  # the events of a canary failure, as rollout.py emits them
-    ("rollout.start", {"revision": "main@sha1:bbb", "previous": "main@sha1:aaa", "nodes": "n1,n2"}),
-    ("rollout.node", {"node": "n1", "revision": "main@sha1:bbb", "step": "1/2"}),
+
+def logged(event: ev.Event) -> tuple[str, dict[str, Any]]:
+    """A typed event as `events.emit` hands it to the log's subscribers: its name, its fields and `reason`."""
+    return event.NAME, {**event.fields(), "reason": event.reason.value}
+
+CANARY_FAILURE = [  # the events of a canary failure, as the decision core emits them (fleet.py, agent.py)
+    logged(ev.RolloutStarted("main@sha1:bbb", "main@sha1:aaa", 1, False, "Deployment/web", "n1,n2")),
+    logged(ev.StepStarted("n1", "main@sha1:bbb", "1/2")),
     ("node.apply", {"node": "n1", "revision": "main@sha1:bbb", "actions": 2}),
-    ("rollout.node.failed", {"node": "n1", "error": "node n1: readiness probe failed 2 time(s)", "pod": "web-1",
-                             "probe": "readiness", "output": "cat: can't open '/www/ready-flag'"}),
-    ("rollback.node", {"node": "n1", "to": "main@sha1:aaa"}),
+    logged(ev.StepFailed("n1", "node n1: readiness probe failed 2 time(s)", Reason.ROLLOUT_FAILED, "web-1",
+                         "readiness", "cat: can't open '/www/ready-flag'")),
+    logged(ev.RollbackNode("n1", "main@sha1:aaa")),
     ("node.apply", {"node": "n1", "revision": "main@sha1:aaa", "actions": 2}),
-    ("rollout.end", {"revision": "main@sha1:bbb", "phase": "rolled-back", "progress": "0/2 node(s)"}),
-    ("sync", {"revision": "main@sha1:bbb", "result": "failed", "actions": 4, "seconds": 3.2}),
+    logged(ev.RolloutEnd("main@sha1:bbb", "rolled-back", "0/2 node(s)")),
+    logged(ev.PassDone("main@sha1:bbb", "failed", 4, 3.2, Reason.ROLLOUT_FAILED)),
 ]
 
 
@@ -62,7 +76,8 @@ def test_a_canary_failure_is_three_alerts_with_their_reasons() -> None:
 
 def test_only_named_fields_reach_an_alert_and_prose_is_not_a_reason() -> None:
     rule = EVENTS["rollout.halted"]
-    a = build(rule, {"revision": "r", "reason": "auto-rollback is off", "token": "hunter2-SECRET"}, 1.0)
+    a = build(rule, {"revision": "r", "why": "auto-rollback is off", "reason": "auto-rollback is off",
+                     "token": "hunter2-SECRET"}, 1.0)
     assert a.reason == "RolloutHalted" and "auto-rollback is off" in a.message
     assert "hunter2" not in json.dumps(a.body())
     assert build(rule, {"reason": "PolicyDenied"}, 1.0).reason == "PolicyDenied"
@@ -94,15 +109,166 @@ def test_conditions_alert_after_their_threshold_and_when_they_clear() -> None:
     assert w.feed("sync", {"result": "applied"}, 140) == []  # a blip shorter than the threshold: no "back"
 
 
-def test_drift_repair_is_a_node_apply_outside_a_rollout_and_names_what_it_undid() -> None:
+def test_drift_repair_is_the_drift_repaired_event_and_names_what_it_undid() -> None:
+    """events.DriftRepaired raises drift.repaired with its Reason and the `action`s its node's apply took."""
     w = Watch(600, 600)
     assert w.feed("node.apply", {"node": "n3", "revision": "r1", "actions": 1}, 5) == []
     assert w.feed("action", {"node": "n3", "op": "create-pod", "target": "web-abc", "reason": "missing"}, 5) == []
     assert w.feed("node.apply", {"node": "n2", "actions": 0}, 6) == []
-    [a] = w.feed("sync", {"result": "applied"}, 7)
-    assert (a.kind, a.node, a.revision, a.details["actions"]) == ("drift.repaired", "n3", "r1", "1")
+    [a] = w.feed(*logged(ev.DriftRepaired("n3", "r1", 1)), 6)
+    assert (a.kind, a.node, a.revision, a.details["actions"], a.reason) == ("drift.repaired", "n3", "r1", "1",
+                                                                            "DriftRepaired")
     assert a.message == "node n3: 1 change(s) made outside Git were undone: create-pod web-abc (missing)"
+    assert w.feed("sync", {"result": "applied"}, 7) == []
     assert w.feed("sync", {"result": "in-sync"}, 8) == []
+
+
+def test_a_rejected_revision_alerts_with_its_reason_invalid_policy_or_signature() -> None:
+    """revision.rejected is split by the event's Reason; an unverified signature is critical."""
+    for code, severity, words in [(Reason.REVISION_REJECTED, "error", "is invalid"),
+                                  (Reason.POLICY_VIOLATION, "error", "policy does not allow"),
+                                  (Reason.SIGNATURE_UNVERIFIED, "critical", "no trusted signature")]:
+        [a] = Watch(600, 600).feed(*logged(ev.RevisionRejected("main@sha1:ccc", 2, code)), 1)
+        assert (a.kind, a.severity, a.reason, a.revision) == ("revision.rejected", severity, code.value,
+                                                              "main@sha1:ccc")
+        assert words in a.message, a.message
+
+
+def test_parse_tells_a_policy_refusal_from_an_invalid_manifest() -> None:
+    """The Reason a rejection carries comes from the error's class: PolicyViolation when the policy refused."""
+    pod = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec:\n  hostNetwork: true\n"
+           "  containers: [{name: c, image: localhost/x:1}]\n")
+    with pytest.raises(RevisionRejected) as denied:
+        parse([SourceFile("p.yaml", pod.encode())], "r")
+    assert isinstance(denied.value, PolicyViolation) and denied.value.code == Reason.POLICY_VIOLATION
+    with pytest.raises(RevisionRejected) as invalid:
+        parse([SourceFile("p.yaml", pod.replace("hostNetwork: true", "hostNetwork: 3").encode())], "r")
+    assert not isinstance(invalid.value, PolicyViolation) and invalid.value.code == Reason.REVISION_REJECTED
+
+
+def test_node_unreachable_and_back_come_from_the_typed_events() -> None:
+    """node.unreachable once it lasts past the threshold (the drift-repair passes emit it too), node.back
+    when events.NodeBack says so or a pass no longer sees it; each with the event's Reason."""
+    w = Watch(node_after=60, git_after=60)
+    down = logged(ev.NodeUnreachable("n2", "cannot connect"))
+    assert w.feed(*down, 0) == [] and w.feed("sync", {"result": "failed"}, 1) == []
+    [alert] = w.feed(*down, 61)
+    assert (alert.kind, alert.node, alert.reason, alert.severity) == ("node.unreachable", "n2", "NodeUnreachable",
+                                                                      "error")
+    [back] = w.feed(*logged(ev.NodeBack("n2")), 70)
+    assert (back.kind, back.node, back.reason) == ("node.back", "n2", "NodeBack")
+    assert w.feed("sync", {"result": "applied"}, 71) == []  # told once
+    w.feed(*down, 80)
+    w.feed("sync", {"result": "failed"}, 81)
+    [alert] = w.feed(*down, 150)
+    [back] = w.feed("sync", {"result": "applied"}, 160) + w.feed("sync", {"result": "applied"}, 170)
+    assert (alert.kind, back.kind, back.reason) == ("node.unreachable", "node.back", "NodeBack")
+
+
+def test_suspension_alerts_and_every_rule_speaks_a_reason() -> None:
+    [a] = Watch(600, 600).feed(*logged(ev.Suspended("main@sha1:aaa", "gitops-agent rollback to main@sha1:aaa")), 1)
+    assert (a.kind, a.severity, a.reason, a.revision) == ("sync.suspended", "warning", "Suspended", "main@sha1:aaa")
+    assert "gitops-agent rollback to main@sha1:aaa" in a.message and "resume" in a.message
+    spoken = {r.reason for r in [*EVENTS.values(), *CONDITIONS.values()]}
+    assert spoken - {r.value for r in Reason} == {"OutboxFull", "SourceAvailable"}  # the alerts' own conditions
+
+
+def _outbox(path: Path) -> list[str]:
+    with sqlite3.connect(path / "state.db") as db:
+        return [json.loads(b)["kind"] for (b,) in db.execute("SELECT body FROM notify_outbox ORDER BY seq")]
+
+
+def _state(path: Path, key: str) -> Any:
+    with sqlite3.connect(path / "state.db") as db:
+        row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def test_an_alert_is_committed_with_the_state_change_it_reports(tmp_path: Path) -> None:
+    """In a pass an alert waits for the pass's next commit or checkpoint (a rolled-back transaction takes
+    neither); outside a pass it is written at once. Read through another connection, as delivery does."""
+    history = History(tmp_path)
+    notifier = Notifier(NotifyConfig(sinks=(SinkConfig("ops", "webhook", url="http://127.0.0.1:9/"),)), tmp_path,
+                        history=history)  # not started: nothing is delivered
+    try:
+        with history.in_pass():
+            notifier(*_level(logged(ev.Suspended("main@sha1:aaa", "gitops-agent rollback"))))
+            assert _outbox(tmp_path) == []
+            with pytest.raises(RuntimeError), history.transaction():
+                history.put("suspended", {"revision": "main@sha1:aaa"})
+                raise RuntimeError("the pass failed before its commit")
+            assert _outbox(tmp_path) == [] and _state(tmp_path, "suspended") is None
+            with history.transaction():
+                history.put("suspended", {"revision": "main@sha1:aaa"})
+                assert _outbox(tmp_path) == []
+            assert _outbox(tmp_path) == ["sync.suspended"] and _state(tmp_path, "suspended")
+            notifier(*_level(logged(ev.RollbackFailed("n1", "node n1: cannot connect"))))
+            history.checkpoint({"phase": "rollback-failed"})
+            assert _outbox(tmp_path) == ["sync.suspended", "rollback.failed"]
+            notifier(*_level(logged(ev.RevisionRejected("main@sha1:ccc", 1, Reason.SIGNATURE_UNVERIFIED))))
+        assert _outbox(tmp_path)[-1] == "revision.rejected"  # after the pass's last commit: when the pass ends
+        notifier(*_level(logged(ev.NodeFailed("n3", "node n3: HTTP 500"))))
+        assert _outbox(tmp_path)[-1] == "node.failed"  # outside a pass: at once
+    finally:
+        notifier.close()
+        history.close()
+
+
+def test_a_staged_write_the_store_refuses_waits_for_its_next_commit(tmp_path: Path) -> None:
+    """A refused write (the store full, say) neither raises into the event's emitter nor is lost."""
+    history = History(tmp_path)
+    tries: list[int] = []
+
+    def write() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise StateError("state store: database or disk is full")
+        history.execute("INSERT INTO state(key, value) VALUES('alerted', '1')")
+
+    try:
+        history.stage(write)  # outside a pass: tried at once, refused, kept
+        assert _state(tmp_path, "alerted") is None and len(tries) == 1
+        with history.transaction():
+            history.put("applied_sha", "abc")
+        assert _state(tmp_path, "alerted") == 1 and len(tries) == 2
+    finally:
+        history.close()
+
+
+def _level(logged_event: tuple[str, dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    return logged_event[0], "info", logged_event[1]
+
+
+KILLED_PASS = """
+import os, signal, sys
+from pathlib import Path
+from gitops_agent import events as ev
+from gitops_agent.history import History
+from gitops_agent.notify import Notifier, NotifyConfig, SinkConfig
+state, where = Path(sys.argv[1]), sys.argv[2]
+history = History(state)
+notifier = Notifier(NotifyConfig(sinks=(SinkConfig("ops", "webhook", url="http://127.0.0.1:9/"),)), state,
+                    history=history)
+if where == "after-commit":
+    History.on_store_write = lambda _: os.kill(os.getpid(), signal.SIGKILL)
+with history.in_pass(), history.transaction():
+    history.put("suspended", {"revision": "r1"})
+    event = ev.Suspended("r1", "test")
+    notifier(event.NAME, "warning", {**event.fields(), "reason": event.reason.value})
+    if where == "before-commit":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("where", ["before-commit", "after-commit"])
+def test_kill_9_around_the_commit_keeps_a_state_change_and_its_alert_together(tmp_path: Path, where: str) -> None:
+    """SIGKILL just before or just after the pass's commit: the state change and its alert are both there
+    or both not (never a change whose alert is lost)."""
+    done = subprocess.run([sys.executable, "-c", KILLED_PASS, str(tmp_path), where], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    expected = (["sync.suspended"], {"revision": "r1"}) if where == "after-commit" else ([], None)
+    assert (_outbox(tmp_path), _state(tmp_path, "suspended")) == expected
 
 
 def test_flapping_is_one_alert_with_a_count_until_it_changes() -> None:
@@ -278,7 +444,8 @@ def test_the_listener_serves_metrics_health_status_and_the_page(tmp_path: Path) 
     for event, fields in [("rollout.start", {"revision": "r2"}), ("image.pull", {"node": "n1"}),
                           ("node.apply", {"node": "n1", "actions": 1}), ("rollout.end", {"phase": "rolled-back"}),
                           ("sync", {"result": "applied", "seconds": 2.5}),
-                          ("node.apply", {"node": "n2", "actions": 1}), ("sync", {"result": "applied"})]:
+                          ("node.apply", {"node": "n2", "actions": 1}), logged(ev.DriftRepaired("n2", "r2", 1)),
+                          ("sync", {"result": "applied"})]:
         metrics(event, "info", fields)
     metrics.update(STATUS)
     snap = Snapshot()

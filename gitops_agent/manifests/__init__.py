@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import model
 from ..config import NodeConfig
-from ..errors import Problem, RevisionRejected
+from ..errors import PolicyViolation, Problem, RevisionRejected
 from .checks import PODMAN_NAME_LIMITS, allocate_node_ports, allocated_node_ports, check_revision
 from .convert import NO_OP_FIELDS, check_document, with_storage_class
 from .document import KIND_ORDER, Document, redacted
@@ -99,7 +99,8 @@ def parse(
     problems += across  # after each document's own: the sort below is stable
     if problems:
         unique = dict.fromkeys(redacted(problems, documents))
-        raise RevisionRejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
+        rejected = PolicyViolation if any(p.policy for p in unique) else RevisionRejected
+        raise rejected(sorted(unique, key=lambda problem: (problem.file, problem.line)), revision_id)
     objects = sorted((obj for _, obj in entries if obj is not None), key=_object_order)
     warnings = sorted((w for doc in documents for w in doc.warnings), key=lambda w: (w.file, w.line))
     return model.Revision(id=revision_id, digest=revision_digest(manifests), objects=tuple(objects),

@@ -9,6 +9,7 @@ return their problems, each at the document at fault.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from .. import desired, model
 from ..config import NodeConfig
@@ -150,4 +151,4 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
                         f"({volume.source} matches only {', '.join(map(str, matching))}); "
                         "set readOnly: true on the mount",
                     )
-    return found
+    return [replace(problem, policy=True) for problem in found]  # a refusal by policy, told apart in alerts
