@@ -39,6 +39,7 @@ from .model import (
     Claim,
     ConfigData,
     Container,
+    NEVER_ROLLS,
     Namespace,
     NodeRollout,
     ObjectRef,
@@ -551,7 +552,7 @@ def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
         if w.ref.kind == "Deployment" and w.template.one_per_node and 0 < len(matching) < w.replicas:
             warnings.append(f"{w.ref}: podAntiAffinity allows one pod per node and {len(matching)} node(s) "
                             f"match; {w.replicas - len(matching)} of {w.replicas} replica(s) not placed")
-        if matching or (w.ref.kind in ("Deployment", "ReplicationController") and w.replicas == 0):
+        if matching or ((w.ref.kind == "Deployment" or w.ref.kind in NEVER_ROLLS) and w.replicas == 0):
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"

@@ -14,6 +14,8 @@ from typing import Mapping
 
 from .errors import quote_path
 
+# kinds whose template change never replaces running pods (Kubernetes' ReplicationController and ReplicaSet)
+NEVER_ROLLS = frozenset({"ReplicationController", "ReplicaSet"})
 DEFAULT_NAMESPACE = "default"
 
 

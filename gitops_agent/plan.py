@@ -32,7 +32,7 @@ from .desired import (
 )
 from .errors import PruneRefused
 from .live import LivePod, LiveState
-from .model import ObjectRef
+from .model import NEVER_ROLLS, ObjectRef
 
 Op = Literal[
     "create-network",
@@ -326,8 +326,9 @@ def unknown_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[st
 
 
 def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
-    """A ReplicationController never rolls: its running pods of older templates are kept and counted; only
-    scaling acts. Missing pods are made from the current template, surplus pods go older templates first."""
+    """A ReplicationController (or ReplicaSet) never rolls: its running pods of older templates are kept and
+    counted; only scaling acts. Missing pods are made from the current template, surplus pods go older templates
+    first."""
     current = {p.name: p for p in w.pods}
     kept = sorted(pods, key=lambda p: (p.template_hash == w.template_hash, p.name), reverse=True)[: w.replicas]
     acts = _workload(replace(w, pods=tuple(spec for spec in w.pods if spec.name in {p.name for p in kept})),
@@ -340,7 +341,7 @@ def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
 def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     """One workload on this node: a rolling update when pods of another template run, else creations,
     drift repairs and scale-down."""
-    if w.ref.kind == "ReplicationController" and any(p.template_hash != w.template_hash for p in pods):
+    if w.ref.kind in NEVER_ROLLS and any(p.template_hash != w.template_hash for p in pods):
         return _replication(w, pods)
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:

@@ -40,7 +40,7 @@ from .desired import NodeDesired, compile_node, matching_nodes, resolve_surge
 from .errors import ImagePullBackOff, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
-from .model import ObjectRef, Revision, Workload
+from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
 
@@ -140,9 +140,9 @@ class Fleet:
             deadline = time.time() + min(step_seconds(p), self.cfg.ready_timeout)
         if p.in_sync:
             if verify:
-                # a ReplicationController's pods of an older template stand in for some of its current ones
+                # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones
                 specs = [pod for w in desired.workloads for pod in w.pods
-                         if w.ref.kind != "ReplicationController" or pod.name in live.pods]
+                         if w.ref.kind not in NEVER_ROLLS or pod.name in live.pods]
                 wait(node, specs, Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))

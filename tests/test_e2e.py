@@ -300,10 +300,12 @@ def test_unreachable_node_is_a_clear_error_and_nothing_is_recorded_as_applied(gi
     assert st["nodes"] == [{"name": "edge1", "reachable": False, "error": st["nodes"][0]["error"], "labels": {}}] and "cannot reach Podman" in st["nodes"][0]["error"]
 
 
-def replication_controller(image: str, replicas: int) -> str:
+def replication_controller(image: str, replicas: int, kind: str = "ReplicationController") -> str:
+    """An RC, or the same as an apps/v1 ReplicaSet (its selector last, so that the lines stay the same)."""
+    selector = "  selector: {matchLabels: {app: rc}}\n" if kind == "ReplicaSet" else ""
     return f"""\
-apiVersion: v1
-kind: ReplicationController
+apiVersion: {"apps/v1" if kind == "ReplicaSet" else "v1"}
+kind: {kind}
 metadata:
   name: rc
 spec:
@@ -318,34 +320,35 @@ spec:
         - name: web
           image: {image}
           command: ["sleep", "1000"]
-"""
+""" + selector
 
 
+@pytest.mark.parametrize("kind", ["ReplicationController", "ReplicaSet"])
 def test_a_replication_controller_keeps_its_pods_on_a_template_change_and_scales_with_the_new_one(
-    setup: tuple[Any, Any, Cli, Path],
+    setup: tuple[Any, Any, Cli, Path], kind: str,
 ) -> None:
-    """Real Podman: an RC's image change replaces nothing; scaling up adds a pod of the new image; scaling down
-    removes the old-image pods first. Its no-op field is a warning in `diff` and `status`."""
+    """Real Podman: an RC's (or ReplicaSet's) image change replaces nothing; scaling up adds a pod of the new image;
+    scaling down removes the old-image pods first. Its no-op field is a warning in `diff` and `status`."""
     svc, repo, cli, _ = setup
     base = "clusters/edge"
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB1, 2))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB1, 2, kind))
     repo.commit_and_push("rc v1")
     code, _, err = cli("sync")
     assert code == 0, err
     first = {n: c["Id"] for n, c in app_containers(svc).items()}
     assert len(first) == 2
 
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 2))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 2, kind))
     repo.commit_and_push("rc v2")
     code, out, _ = cli("diff")
     assert code == 0 and "in sync" in out
-    assert "warning: clusters/edge/rc.yaml:11: ReplicationController/rc: spec.template.spec.serviceAccountName: " \
+    assert f"warning: clusters/edge/rc.yaml:11: {kind}/rc: spec.template.spec.serviceAccountName: " \
            "serviceAccountName has no effect here" in out
     code, _, err = cli("sync")
     assert code == 0, err
     assert {n: c["Id"] for n, c in app_containers(svc).items()} == first  # nothing replaced
 
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 3))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 3, kind))
     repo.commit_and_push("rc x3")
     code, _, err = cli("sync")
     assert code == 0, err
@@ -353,14 +356,14 @@ def test_a_replication_controller_keeps_its_pods_on_a_template_change_and_scales
     assert len(images) == 3 and set(first) <= set(images)
     assert [images[n] for n in set(images) - set(first)] == [WEB2]
 
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 1))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 1, kind))
     repo.commit_and_push("rc x1")
     code, _, err = cli("sync")
     assert code == 0, err
     assert [c["Image"] for c in app_containers(svc).values()] == [WEB2]
     code, out, _ = cli("status")
     assert code == 0
-    assert "Warning:   clusters/edge/rc.yaml:11: ReplicationController/rc: " \
+    assert f"Warning:   clusters/edge/rc.yaml:11: {kind}/rc: " \
            "spec.template.spec.serviceAccountName:" in out
 
 

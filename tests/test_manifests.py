@@ -528,7 +528,7 @@ def test_unsupported_kind_and_wrong_api_version() -> None:
     assert problems({"k.yaml": text}) == [
         "k.yaml:2: StatefulSet/db: kind: kind 'StatefulSet' is not supported by gitops-agent "
         "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, DaemonSet, "
-        "ReplicationController, Service)",
+        "ReplicationController, ReplicaSet, Service)",
         "k.yaml:5: Deployment/old: apiVersion: apiVersion for kind Deployment must be 'apps/v1', not 'extensions/v1beta1'",
         "k.yaml:9: missing required field 'kind'",
     ]
@@ -1825,7 +1825,8 @@ def test_schemas_are_valid_and_closed() -> None:
     names = sorted(path.name for path in SCHEMAS.glob("*.json"))
     assert names == [
         "_defs.json", "configmap.json", "daemonset.json", "deployment.json", "namespace.json",
-        "persistentvolumeclaim.json", "pod.json", "replicationcontroller.json", "secret.json", "service.json",
+        "persistentvolumeclaim.json", "pod.json", "replicaset.json", "replicationcontroller.json", "secret.json",
+        "service.json",
     ]
 
     def open_objects(node: object, where: str) -> Iterator[str]:
@@ -2093,6 +2094,32 @@ def test_a_replication_controller_is_a_workload_selecting_by_its_template_labels
     assert problems({"rc.yaml": text.replace("replicas: 3", "replicas: 3\n  selector: {app: web}")}) == [
         "rc.yaml:6: ReplicationController/nginx: spec.selector: selector does not match the template labels: "
         "app=web not in spec.template.metadata.labels",
+    ]
+
+
+def test_a_replica_set_is_a_workload_selecting_by_match_labels() -> None:
+    text = y("""
+        apiVersion: apps/v1
+        kind: ReplicaSet
+        metadata: {name: frontend}
+        spec:
+          replicas: 3
+          selector: {matchLabels: {tier: frontend}}
+          template:
+            metadata: {labels: {tier: frontend}}
+            spec:
+              containers: [{name: php-redis, image: us-docker.pkg.dev/google-samples/containers/gke/gb-frontend:v5}]
+    """)
+    (workload,) = ok({"rs.yaml": text}).objects
+    assert isinstance(workload, model.Workload)
+    assert (str(workload.ref), workload.replicas, workload.selector) == \
+        ("ReplicaSet/default/frontend", 3, {"tier": "frontend"})
+    assert problems({"rs.yaml": text.replace("{tier: frontend}}", "{tier: backend}}", 1)}) == [
+        "rs.yaml:6: ReplicaSet/frontend: spec.selector.matchLabels: selector does not match the template labels: "
+        "tier=backend not in spec.template.metadata.labels",
+    ]
+    assert problems({"rs.yaml": text.replace("apps/v1", "v1")}) == [
+        "rs.yaml:1: ReplicaSet/frontend: apiVersion: apiVersion for kind ReplicaSet must be 'apps/v1', not 'v1'",
     ]
 
 

@@ -352,6 +352,12 @@ def _replication_controller(doc: Document) -> model.Workload:
                        rolling_update=model.RollingUpdate(0, 1))
 
 
+def _replica_set(doc: Document) -> model.Workload:
+    """A ReplicationController with an apps/v1 `matchLabels` selector: `plan` never rolls it either."""
+    return _controller(doc, replicas=doc.body["spec"].get("replicas", 1), strategy="RollingUpdate",
+                       rolling_update=model.RollingUpdate(0, 1))
+
+
 def _controller(doc: Document, selector: Mapping[str, str] | None = None, **fields: Any) -> model.Workload:
     """A Deployment, DaemonSet or ReplicationController: the fields they share, plus the kind-specific `fields`."""
     spec, metadata = doc.body["spec"], doc.body["metadata"]
@@ -957,5 +963,6 @@ _CONVERTERS: dict[str, Callable[[Document], model.Object]] = {
     "Deployment": _deployment,
     "DaemonSet": _daemonset,
     "ReplicationController": _replication_controller,
+    "ReplicaSet": _replica_set,
     "Service": _service,
 }
