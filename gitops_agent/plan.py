@@ -29,6 +29,7 @@ from .desired import (
     VolumeSpec,
     WorkloadSpec,
     claim_volume,
+    held,
 )
 from .errors import PruneRefused
 from .live import LivePod, LiveState
@@ -295,6 +296,10 @@ def _prune_volumes(desired: NodeDesired, live: LiveState, prune: PruneConfig) ->
     removals: list[Action] = []
     orphans: list[str] = []
     for name in sorted(set(live.volumes) - {v.name for v in desired.volumes}):
+        labels = live.volumes[name]
+        if labels.get(L_KIND) == "StatefulSet" and \
+                ObjectRef("StatefulSet", labels.get(L_NAMESPACE, ""), labels.get(L_NAME, "")) in desired.inventory:
+            continue  # an ordinal scaled away: its data waits for it, as Kubernetes keeps the PVC
         if prune.enabled and prune.delete_volumes:
             removals.append(RemoveVolume(name, "claim removed from Git and prune.deleteVolumes is on"))
         else:
@@ -343,6 +348,8 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     drift repairs and scale-down."""
     if w.ref.kind in NEVER_ROLLS and any(p.template_hash != w.template_hash for p in pods):
         return _replication(w, pods)
+    if w.ref.kind == "StatefulSet":
+        return _stateful(w, pods)
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
         return [_rolling(w, pods, old)]
@@ -353,6 +360,22 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     if w.ref.kind == "Pod":  # a Pod renamed by an upgrade: one instance at a time (its hostPorts, its name)
         return gone + acts
     return acts + gone
+
+
+def _stateful(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    """A StatefulSet: ordinals of an older template (at or above the partition) and surplus ordinals go through
+    `rolling.update` (highest ordinal first, one at a time), and so do missing ordinals under OrderedReady (each
+    made once those below it are available). Held pods (below the partition; any under OnDelete) stay as they are."""
+    kept = {p.name for p in held(w, pods)}
+    names = {s.name for s in w.pods}
+    old = [p for p in pods if p.name not in kept and (p.template_hash != w.template_hash or p.name not in names)]
+    missing = names - {p.name for p in pods}
+    if old or (missing and w.ordered):
+        policy = "OrderedReady" if w.ordered else "Parallel"
+        return [RollingUpdate(w, tuple(p.name for p in old), f"{len(missing)} ordinal(s) to create, {len(old)} to "
+                              f"replace or remove, highest ordinal first ({policy})")]
+    return _repairs(replace(w, pods=tuple(s for s in w.pods if s.name not in kept)),
+                    {p.name: p for p in pods if p.name not in kept})
 
 
 def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> RollingUpdate:

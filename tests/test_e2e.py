@@ -414,3 +414,98 @@ spec:
     mounts = svc.podman("exec", container, "cat", "/proc/mounts").stdout
     (line,) = [m for m in mounts.splitlines() if m.split()[1] == "/scratch"]
     assert line.split()[2] == "tmpfs" and "mode=1770" in line.split()[3].split(",")
+
+
+def statefulset(image: str, replicas: int) -> str:
+    """A StatefulSet whose pods each write an id into their own volume once, and serve it; ready 1 s after start."""
+    script = ("trap 'exit 0' TERM; [ -f /data/id ] || echo \"$(cat /etc/hostname) $(date +%s)\" > /data/id; "
+              "(sleep 1; touch /tmp/ready) & httpd -f -p 8080 -h /data & wait")
+    return f"""\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {NS}}}
+spec:
+  serviceName: db
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: {image}
+          command: ["sh", "-c", {json.dumps(script)}]
+          readinessProbe: {{exec: {{command: [cat, /tmp/ready]}}, periodSeconds: 1}}
+          volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+    - metadata: {{name: data}}
+      spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Mi}}}}}}
+"""
+
+
+HEADLESS = f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {NS}}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 8080}}]
+"""
+
+
+def test_a_statefulset_starts_in_order_keeps_each_ordinals_data_and_dns_name_across_a_rollout_and_scaling(
+    setup: tuple[Any, Any, Cli, Path],
+) -> None:
+    """Real Podman: db-0, db-1, db-2 start one after the other, each once the one below is ready; each ordinal
+    has its own volume, whose data survives an image rollout (highest ordinal replaced first) and 3 -> 1 -> 3;
+    `db-2.db` resolves, from db-0, to db-2 itself."""
+    svc, repo, cli, _ = setup
+    base = "clusters/edge"
+
+    def started(name: str) -> str:
+        return svc.podman("inspect", "--format", "{{.State.StartedAt}}", f"{name}_{NS}_web").stdout.strip()
+
+    def data_id(name: str) -> str:
+        return svc.podman("exec", f"{name}_{NS}_web", "cat", "/data/id").stdout.strip()
+
+    def statefulset_pods() -> list[str]:
+        return sorted(c["Names"][0].split("_")[0] for c in app_containers(svc).values()
+                      if c["Labels"].get("io.gitops-agent.kind") == "StatefulSet")
+
+    for name, text in (("ns.yaml", NAMESPACE), ("db/svc.yaml", HEADLESS), ("db/sts.yaml", statefulset(WEB1, 3))):
+        repo.write(f"{base}/{name}", text)
+    repo.commit_and_push("db x3")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert statefulset_pods() == ["db-0", "db-1", "db-2"]
+    times = [started(n) for n in ("db-0", "db-1", "db-2")]
+    stamps = [svc.podman("exec", f"db-{i}_{NS}_web", "cat", "/data/id").stdout.split()[1] for i in range(3)]
+    # OrderedReady: each pod started at least the 1 s its predecessor took to become ready after it (whole
+    # seconds: a real gap of 1 s or more is a difference of at least 1)
+    assert times == sorted(times) and all(int(stamps[i + 1]) - int(stamps[i]) >= 1 for i in range(2)), (times, stamps)
+    ids = {n: data_id(n) for n in ("db-0", "db-1", "db-2")}
+    assert len(set(ids.values())) == 3
+    request = "printf 'GET /id HTTP/1.0\\r\\n\\r\\n' | nc -w 5 db-2.db 8080"
+    answer = svc.podman("exec", f"db-0_{NS}_web", "sh", "-c", request).stdout
+    assert ids["db-2"] in answer, answer
+
+    repo.write(f"{base}/db/sts.yaml", statefulset(WEB2, 3))
+    repo.commit_and_push("db v2")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert {c["Image"] for c in app_containers(svc).values()} == {WEB2}
+    assert {n: data_id(n) for n in ids} == ids  # same names, same data
+    rolled = [started(n) for n in ("db-2", "db-1", "db-0")]
+    assert rolled == sorted(rolled), rolled  # highest ordinal replaced first
+
+    for replicas in (1, 3):
+        repo.write(f"{base}/db/sts.yaml", statefulset(WEB2, replicas))
+        repo.commit_and_push(f"db x{replicas}")
+        code, _, err = cli("sync")
+        assert code == 0, err
+        assert statefulset_pods() == ["db-0", "db-1", "db-2"][:replicas]
+        volumes = svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+        assert {f"gitops-{NS}_data-db-{i}" for i in range(3)} <= set(volumes)  # kept on scale-down
+    assert {n: data_id(n) for n in ids} == ids  # db-1 and db-2 came back onto their own data

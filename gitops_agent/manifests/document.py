@@ -28,6 +28,7 @@ KINDS = {
     "DaemonSet": "apps/v1",
     "ReplicationController": "v1",
     "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
     "Service": "v1",
 }
 KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
@@ -174,6 +175,7 @@ POD_SPEC_PATHS: dict[str, JsonPath] = {
     "DaemonSet": ("spec", "template", "spec"),
     "ReplicationController": ("spec", "template", "spec"),
     "ReplicaSet": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
 }
 
 
