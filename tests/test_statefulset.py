@@ -94,8 +94,8 @@ def test_statefulset_mistakes_are_errors_with_their_line() -> None:
     assert problems(STS.replace("ReadWriteOnce], ", "ReadWriteOnce], storageClassName: fast, ")) == [
         "db.yaml:17: StatefulSet/db: spec.volumeClaimTemplates[0].spec.storageClassName: storage classes are not "
         "supported in a volumeClaimTemplate yet: omit storageClassName (the default local volume)"]
-    assert problems(STS.replace("replicas: 3", "replicas: 3\n  podManagementPolicy: Random"))[0].startswith(
-        "db.yaml:6: StatefulSet/db: spec.podManagementPolicy: ")
+    assert problems(STS.replace("replicas: 3", "replicas: 3\n  podManagementPolicy: Random")) == [
+        "db.yaml:7: StatefulSet/db: spec.podManagementPolicy: must be one of OrderedReady, Parallel, not 'Random'"]
 
 
 def test_ordered_ready_makes_one_ordinal_at_a_time_each_once_the_lower_ones_are_available() -> None:
