@@ -234,6 +234,8 @@ class WorkloadSpec:
     node_rollout: NodeRollout = NodeRollout()
     ordered: bool = False  # a StatefulSet's OrderedReady: pod i+1 made once pod i is available, surplus in reverse
     partition: int = 0  # a StatefulSet's RollingUpdate replaces ordinals >= partition only
+    completions: int = 0  # a Job's: its pods are the attempts, completions + backoffLimit of them (gitops_agent/jobs)
+    parallelism: int = 1
 
 
 def ordinal(pod: str) -> int:
@@ -616,6 +618,8 @@ def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, .
         return 1
     if workload.ref.kind == "StatefulSet":  # every ordinal on the first matching node, where its data is
         return workload.replicas if matching.index(node.name) == 0 else 0
+    if workload.ref.kind == "Job":  # a pod name for every attempt it may make, on the first matching node
+        return workload.completions + workload.backoff_limit if matching.index(node.name) == 0 else 0
     if workload.template.one_per_node:
         return 1 if matching.index(node.name) < workload.replicas else 0
     base, extra = divmod(workload.replicas, len(matching))
@@ -683,6 +687,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 node_rollout=w.node_rollout,
                 ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
                 partition=w.partition,
+                completions=w.completions if w.ref.kind == "Job" else 0,
+                parallelism=w.parallelism,
             )
         )
     return NodeDesired(
@@ -729,7 +735,9 @@ def _pod(
         network="" if t.host_network else network_name(w.ref.namespace),
         aliases=() if t.host_network else tuple(sorted(s.ref.name for s in services)) + _pod_dns(w, name),
         ports=tuple(ports),
-        restart_policy={"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
+        # a Job's retries are new pods (gitops_agent/jobs), so Podman never restarts one of its containers
+        restart_policy="no" if w.ref.kind == "Job" else
+        {"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
         stop_timeout=t.termination_grace_period_seconds,
         containers=containers,
         labels=labels,

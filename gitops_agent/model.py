@@ -388,6 +388,10 @@ class Workload:
     service_name: str = ""
     pod_management: str = "OrderedReady"
     partition: int = 0
+    # Job (gitops_agent/manifests/batch.py, gitops_agent/jobs.py): pods to finish with exit 0, at once, failures
+    completions: int = 1
+    parallelism: int = 1
+    backoff_limit: int = 6
 
 
 @dataclass(frozen=True)

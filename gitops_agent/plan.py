@@ -32,6 +32,7 @@ from .desired import (
     held,
 )
 from .errors import PruneRefused
+from .jobs import next_runs
 from .live import LivePod, LiveState
 from .model import NEVER_ROLLS, ObjectRef
 
@@ -42,6 +43,7 @@ Op = Literal[
     "create-pod",
     "replace-pod",
     "start-pod",
+    "run-pod",
     "rollout",
     "remove-pod",
     "remove-secret",
@@ -123,6 +125,19 @@ class ReplacePod(_Shown):
 
 
 @dataclass(frozen=True)
+class RunPod(_Shown):
+    """A Job's attempt (`jobs.next_runs`): the pod is made and started, and not waited for; it runs to its end."""
+
+    pod: PodSpec
+    reason: str
+    op: ClassVar[Op] = "run-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
 class StartPod(_Shown):
     """Drift: a container of a pod that should always run was stopped; the pod is started."""
 
@@ -195,7 +210,7 @@ class RemoveNetwork(_Shown):
         return self.name
 
 
-Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RollingUpdate,
+Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, RollingUpdate,
                RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork]
 """One step of a plan: each kind carries exactly its payload and the reason it is needed."""
 
@@ -350,6 +365,10 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
         return _replication(w, pods)
     if w.ref.kind == "StatefulSet":
         return _stateful(w, pods)
+    if w.ref.kind == "Job":
+        start, stale = next_runs(w, pods)
+        return [RunPod(spec, f"{w.ref}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}") for spec in start] \
+            + [RemovePod(name, w.ref, f"{w.ref} changed: its new template is a new run") for name in stale]
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
         return [_rolling(w, pods, old)]

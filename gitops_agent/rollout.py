@@ -143,7 +143,7 @@ class Fleet:
                 # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
                 # a StatefulSet's held pods (below its partition, OnDelete) keep their older template
                 specs = [pod for w in desired.workloads for pod in w.pods
-                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods)
+                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind != "Job"
                          and pod.name not in {h.name for h in held(w, live.pods_of(w.ref))}]
                 wait(node, specs, Gate(node, deadline, hold), self.stop)
             return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -509,3 +510,58 @@ def test_a_statefulset_starts_in_order_keeps_each_ordinals_data_and_dns_name_acr
         volumes = svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
         assert {f"gitops-{NS}_data-db-{i}" for i in range(3)} <= set(volumes)  # kept on scale-down
     assert {n: data_id(n) for n in ids} == ids  # db-1 and db-2 came back onto their own data
+
+
+def job(name: str, script: str, backoff: int) -> str:
+    return f"""\
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  backoffLimit: {backoff}
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: run
+          image: {WEB1}
+          command: ["sh", "-c", {json.dumps(script)}]
+"""
+
+
+def test_a_job_runs_to_completion_once_and_a_failing_one_stops_at_its_backoff_limit(
+    setup: tuple[Any, Any, Cli, Path],
+) -> None:
+    """Real Podman: a Job exiting 0 runs once and is not run again on later passes; a Job exiting 3 with
+    backoffLimit 1 is tried twice (each a new pod), then left failed; a changed Job is a new run."""
+    svc, repo, cli, _ = setup
+    base = "clusters/edge"
+
+    def runs(name: str) -> list[tuple[str, int]]:
+        """(state, exit code) of each container of Job `name`, once none is running any more."""
+        for _ in range(100):
+            found = [c for c in app_containers(svc).values() if c["Labels"].get("io.gitops-agent.name") == name]
+            if all(c["State"] == "exited" for c in found):
+                return sorted((c["State"], c["ExitCode"]) for c in found)
+            time.sleep(0.1)
+        raise AssertionError(f"job {name} still running")
+
+    repo.write(f"{base}/ok.yaml", job("ok", "echo done", 6))
+    repo.write(f"{base}/bad.yaml", job("bad", "echo failing; exit 3", 1))
+    repo.commit_and_push("jobs")
+    for _ in range(3):
+        code, _, err = cli("sync")
+        assert code == 0, err
+        runs("ok"), runs("bad")
+    assert runs("ok") == [("exited", 0)]
+    assert runs("bad") == [("exited", 3), ("exited", 3)]
+    code, out, _ = cli("diff")
+    assert code == 0 and "in sync" in out, out
+
+    repo.write(f"{base}/ok.yaml", job("ok", "echo done again", 6))
+    repo.commit_and_push("ok changed")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert runs("ok") == [("exited", 0)]  # the new run's pod; the old run's pod was removed
+    code, out, _ = cli("status")
+    assert code == 0

@@ -29,6 +29,7 @@ from .document import (
     normpath,
     short,
 )
+from .batch import job
 from .statefulset import statefulset
 
 _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
@@ -966,5 +967,6 @@ _CONVERTERS: dict[str, Callable[[Document], model.Object]] = {
     "ReplicationController": _replication_controller,
     "ReplicaSet": _replica_set,
     "StatefulSet": statefulset,
+    "Job": job,
     "Service": _service,
 }

@@ -29,6 +29,7 @@ KINDS = {
     "ReplicationController": "v1",
     "ReplicaSet": "apps/v1",
     "StatefulSet": "apps/v1",
+    "Job": "batch/v1",
     "Service": "v1",
 }
 KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
@@ -176,6 +177,7 @@ POD_SPEC_PATHS: dict[str, JsonPath] = {
     "ReplicationController": ("spec", "template", "spec"),
     "ReplicaSet": ("spec", "template", "spec"),
     "StatefulSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
 }
 
 
