@@ -366,9 +366,7 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     if w.ref.kind == "StatefulSet":
         return _stateful(w, pods)
     if w.ref.kind == "Job":
-        start, stale = next_runs(w, pods)
-        return [RunPod(spec, f"{w.ref}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}") for spec in start] \
-            + [RemovePod(name, w.ref, f"{w.ref} changed: its new template is a new run") for name in stale]
+        return _job(w, pods)
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
         return [_rolling(w, pods, old)]
@@ -379,6 +377,14 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     if w.ref.kind == "Pod":  # a Pod renamed by an upgrade: one instance at a time (its hostPorts, its name)
         return gone + acts
     return acts + gone
+
+
+def _job(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    """A Job's next attempts (`jobs.next_runs`), and the removal of an older run's pods."""
+    start, stale = next_runs(w, pods)
+    runs: list[Action] = [RunPod(spec, f"{w.ref}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}")
+                          for spec in start]
+    return runs + [RemovePod(name, w.ref, f"{w.ref} changed: its new template is a new run") for name in stale]
 
 
 def _stateful(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:

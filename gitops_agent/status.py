@@ -11,6 +11,7 @@ from typing import Any
 from .agent import Agent, _failure_message
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError, Problem
+from .jobs import job_run
 from .live import LiveState
 from .model import Object, Service
 from .plan import unknown_secrets
@@ -131,6 +132,10 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
             state=state,
         )
+        if o.ref.kind == "Job":  # its run (gitops_agent/jobs): Complete, Failed, Running or Pending
+            run = job_run(w, pods)
+            entry.update(state=run.phase, job={"succeeded": run.succeeded, "failed": run.failed, "active": run.active,
+                                               "completions": run.completions, "exitCodes": list(run.exit_codes)})
     elif o.ref.kind == "PersistentVolumeClaim":
         entry["state"] = "Bound" if claim_volume(o.ref, live.volumes) in live.volumes else "Pending"
     elif o.ref.kind == "Namespace":

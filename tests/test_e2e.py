@@ -557,6 +557,10 @@ def test_a_job_runs_to_completion_once_and_a_failing_one_stops_at_its_backoff_li
     assert runs("bad") == [("exited", 3), ("exited", 3)]
     code, out, _ = cli("diff")
     assert code == 0 and "in sync" in out, out
+    code, out, _ = cli("status", "--output", "json")
+    jobs = {o["name"]: o for o in json.loads(out)["objects"] if o["kind"] == "Job"}
+    assert (jobs["ok"]["state"], jobs["ok"]["job"]["succeeded"]) == ("Complete", 1)
+    assert (jobs["bad"]["state"], jobs["bad"]["job"]["failed"], jobs["bad"]["job"]["exitCodes"]) == ("Failed", 2, [3, 3])
 
     repo.write(f"{base}/ok.yaml", job("ok", "echo done again", 6))
     repo.commit_and_push("ok changed")
