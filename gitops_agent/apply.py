@@ -23,7 +23,7 @@ from .errors import ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
 from .live import LiveState
 from .log import Log
 from .plan import (Action, CreateNetwork, CreatePod, CreateSecret, CreateVolume, Plan, RemoveNetwork, RemovePod,
-                   RemoveSecret, RemoveVolume, ReplacePod, RollingUpdate, StartPod)
+                   RemoveSecret, RemoveVolume, ReplacePod, RollingUpdate, RunPod, StartPod)
 from .podman import Node
 from .probes import Gate, RolloutFailed
 from .pullauth import Credential, for_image
@@ -119,7 +119,7 @@ def pods_made(a: Action) -> tuple[PodSpec, ...]:
     match a:
         case RollingUpdate(workload=w):
             return w.pods
-        case CreatePod(pod=pod) | ReplacePod(pod=pod):
+        case CreatePod(pod=pod) | ReplacePod(pod=pod) | RunPod(pod=pod):
             return (pod,)
         case _:
             return ()
@@ -146,7 +146,7 @@ def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
         match a:
             case RollingUpdate(workload=w):
                 return replace(a, workload=replace(w, pods=tuple(pod(p) for p in w.pods)))
-            case CreatePod(pod=p) | ReplacePod(pod=p) | StartPod(pod=p):
+            case CreatePod(pod=p) | ReplacePod(pod=p) | StartPod(pod=p) | RunPod(pod=p):
                 return replace(a, pod=pod(p))
             case _:
                 return a
@@ -288,6 +288,8 @@ def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> l
         case StartPod(pod=pod):
             node.start_pod(pod.name, pod)
             return [pod]
+        case RunPod(pod=pod):
+            node.create_pod(pod)  # runs to its end: not waited for (gitops_agent/jobs)
         case RollingUpdate(workload=workload):
             update(node, workload, gate, log, stop)
         case RemovePod(name=name):

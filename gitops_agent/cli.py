@@ -25,7 +25,7 @@ from .log import EventLog, discard
 
 _SIGN = {
     "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
-    "replace-pod": "~", "start-pod": "~", "rollout": "~",
+    "replace-pod": "~", "start-pod": "~", "rollout": "~", "run-pod": "+",
     "remove-pod": "-", "remove-secret": "-", "remove-volume": "-", "remove-network": "-",
 }
 

@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from . import liveness
 from .config import NodeConfig
@@ -40,6 +40,7 @@ from .model import (
     Claim,
     ConfigData,
     Container,
+    NEVER_ROLLS,
     Namespace,
     NodeRollout,
     ObjectRef,
@@ -55,6 +56,9 @@ from .model import (
     Toleration,
     Workload,
 )
+
+if TYPE_CHECKING:  # live imports this module's names
+    from .live import LivePod
 
 LABEL_PREFIX = "io.gitops-agent"
 MANAGED = f"{LABEL_PREFIX}.managed"
@@ -230,6 +234,26 @@ class WorkloadSpec:
     min_ready_seconds: int = 0
     progress_deadline_seconds: int = 600
     node_rollout: NodeRollout = NodeRollout()
+    ordered: bool = False  # a StatefulSet's OrderedReady: pod i+1 made once pod i is available, surplus in reverse
+    partition: int = 0  # a StatefulSet's RollingUpdate replaces ordinals >= partition only
+    completions: int = 0  # a Job's: its pods are the attempts, completions + backoffLimit of them (gitops_agent/jobs)
+    parallelism: int = 1
+
+
+def ordinal(pod: str) -> int:
+    """A StatefulSet pod's ordinal: `db-2` and `db-2_ns` are 2."""
+    tail = pod.split(SEP, 1)[0].rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def held(w: WorkloadSpec, pods: Iterable[LivePod]) -> tuple[LivePod, ...]:
+    """A StatefulSet's live pods of an older template that stay as they are: below its partition, or every one
+    under OnDelete (replaced only when removed by hand, as in Kubernetes). Nothing for other kinds."""
+    if w.ref.kind != "StatefulSet":
+        return ()
+    names = {p.name for p in w.pods}
+    return tuple(p for p in pods if p.name in names and p.template_hash != w.template_hash
+                 and (w.strategy == "OnDelete" or ordinal(p.name) < w.partition))
 
 
 @dataclass(frozen=True)
@@ -380,6 +404,22 @@ def volume_name(namespace: str, claim: str) -> str:
     return f"gitops-{namespace}{SEP}{claim}"
 
 
+def ordinal_claim(statefulset: str, template: str, index: int) -> str:
+    """The claim of a StatefulSet's ordinal for one of its volumeClaimTemplates: Kubernetes' PVC name."""
+    return f"{template}-{statefulset}-{index}"
+
+
+def ordinal_volumes(w: Workload, count: int, commit: str) -> tuple[VolumeSpec, ...]:
+    """The volumes of a StatefulSet's `count` ordinals on a node, owned by the StatefulSet (never pruned while it
+    is declared: scaling down keeps them, and scaling up again finds each ordinal's data)."""
+    return tuple(
+        VolumeSpec(volume_name(w.ref.namespace, claim), ObjectRef("PersistentVolumeClaim", w.ref.namespace, claim),
+                   owner_labels(w.ref, commit))
+        for i in range(count) for v in w.template.volumes if v.kind == "claimTemplate"
+        for claim in (ordinal_claim(w.ref.name, v.name, i),)
+    )
+
+
 def empty_dir_name(pod: str, volume: str) -> str:
     """The Podman volume of emptyDir `volume` of `pod` (no claim's volume name starts with a pod's name)."""
     return f"{pod}{SEP}emptydir{SEP}{volume}"
@@ -436,6 +476,9 @@ def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
         name, ns = workload.ref.name, workload.ref.namespace
         plain = ns == "default" and not _DEPLOYMENT_SHAPE.search(name)
         return [name if plain else f"{name}{SEP}{ns}"][:count]
+    if workload.ref.kind == "StatefulSet":  # `<name>-<ordinal>`, whatever the template
+        ns = workload.ref.namespace
+        return [f"{workload.ref.name}-{i}" + ("" if ns == "default" else f"{SEP}{ns}") for i in range(count)]
     names: list[str] = []
     taken: set[str] = set()
     for i in range(count):
@@ -553,7 +596,7 @@ def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
         if w.ref.kind == "Deployment" and w.template.one_per_node and 0 < len(matching) < w.replicas:
             warnings.append(f"{w.ref}: podAntiAffinity allows one pod per node and {len(matching)} node(s) "
                             f"match; {w.replicas - len(matching)} of {w.replicas} replica(s) not placed")
-        if matching or (w.ref.kind in ("Deployment", "ReplicationController") and w.replicas == 0):
+        if matching or ((w.ref.kind == "Deployment" or w.ref.kind in NEVER_ROLLS) and w.replicas == 0):
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
@@ -575,6 +618,10 @@ def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, .
         return 0
     if workload.ref.kind == "DaemonSet":
         return 1
+    if workload.ref.kind == "StatefulSet":  # every ordinal on the first matching node, where its data is
+        return workload.replicas if matching.index(node.name) == 0 else 0
+    if workload.ref.kind == "Job":  # a pod name for every attempt it may make, on the first matching node
+        return workload.completions + workload.backoff_limit if matching.index(node.name) == 0 else 0
     if workload.template.one_per_node:
         return 1 if matching.index(node.name) < workload.replicas else 0
     base, extra = divmod(workload.replicas, len(matching))
@@ -620,6 +667,7 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         ns_configs = {(k, n): c for (k, n, ns), c in configs.items() if ns == w.ref.namespace}
         thash = template_hash(w, ns_configs, services)
         count = replicas_on(w, node, nodes)
+        volumes += ordinal_volumes(w, count, commit)
         selecting = [s for s in services if _selects(s, w)]
         pods = tuple(
             _pod(w, name, thash, commit, ns_configs, selecting, secrets, node)
@@ -639,6 +687,10 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 min_ready_seconds=w.min_ready_seconds,
                 progress_deadline_seconds=w.progress_deadline_seconds,
                 node_rollout=w.node_rollout,
+                ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
+                partition=w.partition,
+                completions=w.completions if w.ref.kind == "Job" else 0,
+                parallelism=w.parallelism,
             )
         )
     return NodeDesired(
@@ -683,9 +735,11 @@ def _pod(
         owner=w.ref,
         template_hash=thash,
         network="" if t.host_network else network_name(w.ref.namespace),
-        aliases=() if t.host_network else tuple(sorted(s.ref.name for s in services)),
+        aliases=() if t.host_network else tuple(sorted(s.ref.name for s in services)) + _pod_dns(w, name),
         ports=tuple(ports),
-        restart_policy={"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
+        # a Job's retries are new pods (gitops_agent/jobs), so Podman never restarts one of its containers
+        restart_policy="no" if w.ref.kind == "Job" else
+        {"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
         stop_timeout=t.termination_grace_period_seconds,
         containers=containers,
         labels=labels,
@@ -698,6 +752,11 @@ def _pod(
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
     )
+
+
+def _pod_dns(w: Workload, pod: str) -> tuple[str, ...]:
+    """A StatefulSet pod's own DNS name through its governing Service: `<pod>.<serviceName>`."""
+    return (f"{pod.split(SEP, 1)[0]}.{w.service_name}",) if w.service_name else ()
 
 
 # --- redaction ------------------------------------------------------------------------
@@ -834,6 +893,10 @@ def _container_mounts(
             continue
         if v.kind == "emptyDir":
             binds.append(VolumeBind(empty_dir_name(pod, v.name), m.mount_path, m.read_only))
+            continue
+        if v.kind == "claimTemplate":
+            claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
+            binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only))
             continue
         kind = "ConfigMap" if v.kind == "configMap" else "Secret"
         cfg = configs.get((kind, v.source))

@@ -42,11 +42,11 @@ from typing import Any, Callable, Iterator
 
 from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
-from .desired import NodeDesired, compile_node, matching_nodes, resolve_surge
+from .desired import NodeDesired, compile_node, held, matching_nodes, resolve_surge
 from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
-from .model import ObjectRef, Revision, Workload
+from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
 from . import clock, events as ev
@@ -154,9 +154,11 @@ class Fleet:
             deadline = clock.now() + min(step_seconds(p), self.cfg.ready_timeout)
         if p.in_sync:
             if verify:
-                # a ReplicationController's pods of an older template stand in for some of its current ones
+                # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
+                # a StatefulSet's held pods (below its partition, OnDelete) keep their older template
                 specs = [pod for w in desired.workloads for pod in w.pods
-                         if w.ref.kind != "ReplicationController" or pod.name in live.pods]
+                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind != "Job"
+                         and pod.name not in {h.name for h in held(w, live.pods_of(w.ref))}]
                 wait(node, specs, Gate(node, deadline, hold), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))

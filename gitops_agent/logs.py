@@ -56,10 +56,10 @@ def parse_selector(text: str) -> Selector:
 
 
 _KINDS = {k.lower(): k for k in ("Deployment", "StatefulSet", "DaemonSet", "Pod", "Service", "ConfigMap", "Secret",
-                                  "PersistentVolumeClaim", "Namespace")}
+                                  "PersistentVolumeClaim", "Namespace", "ReplicaSet", "ReplicationController", "Job")}
 _KINDS.update({"deploy": "Deployment", "deployments": "Deployment", "sts": "StatefulSet", "ds": "DaemonSet",
                "po": "Pod", "pods": "Pod", "svc": "Service", "cm": "ConfigMap", "pvc": "PersistentVolumeClaim",
-               "ns": "Namespace"})
+               "ns": "Namespace", "rs": "ReplicaSet", "rc": "ReplicationController", "jobs": "Job"})
 
 
 def _kind(word: str) -> str:

@@ -14,6 +14,8 @@ from typing import Mapping
 
 from .errors import quote_path
 
+# kinds whose template change never replaces running pods (Kubernetes' ReplicationController and ReplicaSet)
+NEVER_ROLLS = frozenset({"ReplicationController", "ReplicaSet"})
 DEFAULT_NAMESPACE = "default"
 
 
@@ -112,7 +114,7 @@ class Volume:
     tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit)."""
 
     name: str
-    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath" | "emptyDir"
+    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath" | "emptyDir" | "claimTemplate"
     source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
@@ -381,6 +383,16 @@ class Workload:
     min_ready_seconds: int = 0
     progress_deadline_seconds: int = 600
     node_rollout: NodeRollout = NodeRollout()
+    # StatefulSet (gitops_agent/manifests/statefulset.py): its headless Service, OrderedReady or Parallel, and
+    # the lowest ordinal a RollingUpdate replaces (strategy "OnDelete": none). Its volumeClaimTemplates are
+    # template volumes of kind "claimTemplate", one Podman volume per ordinal.
+    service_name: str = ""
+    pod_management: str = "OrderedReady"
+    partition: int = 0
+    # Job (gitops_agent/manifests/batch.py, gitops_agent/jobs.py): pods to finish with exit 0, at once, failures
+    completions: int = 1
+    parallelism: int = 1
+    backoff_limit: int = 6
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,12 @@ from .desired import (
     VolumeSpec,
     WorkloadSpec,
     claim_volume,
+    held,
 )
 from .errors import PruneRefused
+from .jobs import next_runs
 from .live import LivePod, LiveState
-from .model import ObjectRef
+from .model import NEVER_ROLLS, ObjectRef
 
 Op = Literal[
     "create-network",
@@ -41,6 +43,7 @@ Op = Literal[
     "create-pod",
     "replace-pod",
     "start-pod",
+    "run-pod",
     "rollout",
     "remove-pod",
     "remove-secret",
@@ -122,6 +125,19 @@ class ReplacePod(_Shown):
 
 
 @dataclass(frozen=True)
+class RunPod(_Shown):
+    """A Job's attempt (`jobs.next_runs`): the pod is made and started, and not waited for; it runs to its end."""
+
+    pod: PodSpec
+    reason: str
+    op: ClassVar[Op] = "run-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
 class StartPod(_Shown):
     """Drift: a container of a pod that should always run was stopped; the pod is started."""
 
@@ -194,7 +210,7 @@ class RemoveNetwork(_Shown):
         return self.name
 
 
-Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RollingUpdate,
+Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, RollingUpdate,
                RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork]
 """One step of a plan: each kind carries exactly its payload and the reason it is needed."""
 
@@ -295,6 +311,10 @@ def _prune_volumes(desired: NodeDesired, live: LiveState, prune: PruneConfig) ->
     removals: list[Action] = []
     orphans: list[str] = []
     for name in sorted(set(live.volumes) - {v.name for v in desired.volumes}):
+        labels = live.volumes[name]
+        if labels.get(L_KIND) == "StatefulSet" and \
+                ObjectRef("StatefulSet", labels.get(L_NAMESPACE, ""), labels.get(L_NAME, "")) in desired.inventory:
+            continue  # an ordinal scaled away: its data waits for it, as Kubernetes keeps the PVC
         if prune.enabled and prune.delete_volumes:
             removals.append(RemoveVolume(name, "claim removed from Git and prune.deleteVolumes is on"))
         else:
@@ -326,8 +346,9 @@ def unknown_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[st
 
 
 def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
-    """A ReplicationController never rolls: its running pods of older templates are kept and counted; only
-    scaling acts. Missing pods are made from the current template, surplus pods go older templates first."""
+    """A ReplicationController (or ReplicaSet) never rolls: its running pods of older templates are kept and
+    counted; only scaling acts. Missing pods are made from the current template, surplus pods go older templates
+    first."""
     current = {p.name: p for p in w.pods}
     kept = sorted(pods, key=lambda p: (p.template_hash == w.template_hash, p.name), reverse=True)[: w.replicas]
     acts = _workload(replace(w, pods=tuple(spec for spec in w.pods if spec.name in {p.name for p in kept})),
@@ -340,8 +361,12 @@ def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
 def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     """One workload on this node: a rolling update when pods of another template run, else creations,
     drift repairs and scale-down."""
-    if w.ref.kind == "ReplicationController" and any(p.template_hash != w.template_hash for p in pods):
+    if w.ref.kind in NEVER_ROLLS and any(p.template_hash != w.template_hash for p in pods):
         return _replication(w, pods)
+    if w.ref.kind == "StatefulSet":
+        return _stateful(w, pods)
+    if w.ref.kind == "Job":
+        return _job(w, pods)
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
         return [_rolling(w, pods, old)]
@@ -352,6 +377,30 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     if w.ref.kind == "Pod":  # a Pod renamed by an upgrade: one instance at a time (its hostPorts, its name)
         return gone + acts
     return acts + gone
+
+
+def _job(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    """A Job's next attempts (`jobs.next_runs`), and the removal of an older run's pods."""
+    start, stale = next_runs(w, pods)
+    runs: list[Action] = [RunPod(spec, f"{w.ref}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}")
+                          for spec in start]
+    return runs + [RemovePod(name, w.ref, f"{w.ref} changed: its new template is a new run") for name in stale]
+
+
+def _stateful(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+    """A StatefulSet: ordinals of an older template (at or above the partition) and surplus ordinals go through
+    `rolling.update` (highest ordinal first, one at a time), and so do missing ordinals under OrderedReady (each
+    made once those below it are available). Held pods (below the partition; any under OnDelete) stay as they are."""
+    kept = {p.name for p in held(w, pods)}
+    names = {s.name for s in w.pods}
+    old = [p for p in pods if p.name not in kept and (p.template_hash != w.template_hash or p.name not in names)]
+    missing = names - {p.name for p in pods}
+    if old or (missing and w.ordered):
+        policy = "OrderedReady" if w.ordered else "Parallel"
+        return [RollingUpdate(w, tuple(p.name for p in old), f"{len(missing)} ordinal(s) to create, {len(old)} to "
+                              f"replace or remove, highest ordinal first ({policy})")]
+    return _repairs(replace(w, pods=tuple(s for s in w.pods if s.name not in kept)),
+                    {p.name: p for p in pods if p.name not in kept})
 
 
 def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> RollingUpdate:

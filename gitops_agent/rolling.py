@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Union, assert_never
 
-from .desired import PodSpec, WorkloadSpec
+from .desired import PodSpec, WorkloadSpec, held, ordinal
 from .errors import Interrupted
 from .live import LivePod
 from .log import Log
@@ -155,6 +155,7 @@ class Split:
     new: tuple[LivePod, ...]  # the workload's own pods
     broken: tuple[LivePod, ...]  # new ones missing containers
     unstarted: tuple[LivePod, ...]  # new ones never started
+    held: tuple[LivePod, ...] = ()  # a StatefulSet's older-template pods left as they are (`desired.held`)
 
     @property
     def repairs_due(self) -> bool:
@@ -164,11 +165,13 @@ class Split:
 def split(w: WorkloadSpec, pods: Sequence[LivePod]) -> Split:
     specs = {p.name: p for p in w.pods}
     new = tuple(p for p in pods if p.name in specs and p.template_hash == w.template_hash)
+    kept = held(w, pods)
     return Split(
-        old=tuple(p for p in pods if p.template_hash != w.template_hash or p.name not in specs),
+        old=tuple(p for p in pods if (p.template_hash != w.template_hash or p.name not in specs) and p not in kept),
         new=new,
         broken=tuple(p for p in new if len(p.containers) < len(specs[p.name].containers)),
         unstarted=tuple(p for p in new if all(c.state in ("created", "configured") for c in p.containers)),
+        held=kept,
     )
 
 
@@ -190,9 +193,10 @@ def next_move(w: WorkloadSpec, pods: Sequence[LivePod], verdicts: Mapping[str, P
         if v is not None and v.failed:
             return Fail(v.failed, p.name, v.probe, v.output)
     available = [p for p in s.new if _available(verdicts, p)]
-    if not s.old and len(available) == len(w.pods):
+    if not s.old and len(available) + len(s.held) == len(w.pods):
         return Done()
-    move = _step(w, s, len(available))
+    move = _ordinal_step(w, s, {p.name for p in available}) if w.ref.kind == "StatefulSet" else \
+        _step(w, s, len(available))
     if move is not None:
         return move
     waiting = next((p for p in s.new if not _available(verdicts, p)), None)
@@ -226,6 +230,29 @@ def _step(w: WorkloadSpec, s: Split, available: int) -> Surge | Remove | Replace
         return Surge(create)
     if remove:
         return Remove(remove)
+    return None
+
+
+def _ordinal_step(w: WorkloadSpec, s: Split, available: set[str]) -> Surge | Remove | Replace | None:
+    """A StatefulSet's next step, or None: surplus ordinals removed highest first (one at a time under
+    OrderedReady), then missing ordinals made (lowest first, each once every pod below it is available, under
+    OrderedReady; all at once under Parallel), then one outdated ordinal replaced in place, highest first, once
+    every other pod is available."""
+    names = [spec.name for spec in w.pods]
+    up = available | {p.name for p in s.held if p.ready}
+    surplus = sorted((p.name for p in s.old if p.name not in names), key=ordinal, reverse=True)
+    if surplus:
+        return Remove(tuple(surplus[:1] if w.ordered else surplus))
+    live = {p.name for p in (*s.old, *s.new, *s.held)}
+    missing = [spec for spec in w.pods if spec.name not in live]
+    if missing and not w.ordered:
+        return Surge(tuple(missing))
+    if missing:
+        below = names[: names.index(missing[0].name)]
+        return Surge(tuple(missing[:1])) if all(n in up for n in below) else None
+    outdated = sorted((p.name for p in s.old), key=ordinal, reverse=True)
+    if outdated and all(n in up for n in names if n not in outdated):
+        return Replace(tuple(outdated[:1]), tuple(spec for spec in w.pods if spec.name == outdated[0]))
     return None
 
 

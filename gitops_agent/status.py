@@ -13,6 +13,7 @@ from .decide import condition
 from .state import AgentState
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError
+from .jobs import job_run
 from .live import LiveState
 from .model import Object, Revision, Service
 from .plan import unknown_secrets
@@ -132,7 +133,7 @@ def _workload(o: Object, w: Any, live: LiveState, revs: dict[tuple[str, str, str
     current = [p for p in pods if p.template_hash == w.template_hash]
     ready = sum(p.ready for p in current)
     others = sorted({p.template_hash for p in pods} - {w.template_hash})
-    return dict(
+    entry: dict[str, Any] = dict(
         ready=ready, desired=w.replicas, templateHash=w.template_hash,
         revision=revs.get((o.ref.kind, o.ref.namespace, o.ref.name, w.template_hash)),
         otherTemplates=[{"templateHash": t, "revision": revs.get((o.ref.kind, o.ref.namespace, o.ref.name, t))}
@@ -145,6 +146,16 @@ def _workload(o: Object, w: Any, live: LiveState, revs: dict[tuple[str, str, str
         probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
         state=_workload_state(w, pods, current, ready, others),
     )
+    if o.ref.kind == "Job":
+        entry.update(_job(w, pods))
+    return entry
+
+
+def _job(w: Any, pods: list[Any]) -> dict[str, Any]:
+    """A Job's run (gitops_agent/jobs): its state (Complete, Failed, Running or Pending) and counts."""
+    run = job_run(w, pods)
+    return {"state": run.phase, "job": {"succeeded": run.succeeded, "failed": run.failed, "active": run.active,
+                                        "completions": run.completions, "exitCodes": list(run.exit_codes)}}
 
 
 def _service(o: Object, node: str, desired: Any, live: LiveState) -> dict[str, Any]:

@@ -17,6 +17,8 @@ def test_selectors_take_kind_namespace_name_short_kinds_or_a_pod_name() -> None:
     web = ObjectRef("Deployment", "demo", "web")
     assert parse_selector("Deployment/demo/web") == parse_selector("deploy/demo/web") == Selector(ref=web)
     assert parse_selector("sts/db/pg").ref == ObjectRef("StatefulSet", "db", "pg")
+    assert parse_selector("rs/default/frontend").ref == ObjectRef("ReplicaSet", "default", "frontend")
+    assert parse_selector("job/default/migrate").ref == ObjectRef("Job", "default", "migrate")
     assert parse_selector("web-abc12-x0") == Selector(pod="web-abc12-x0")
     assert Selector(ref=web).matches("anything", web) and not Selector(pod="p").matches("q", None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -300,10 +301,12 @@ def test_unreachable_node_is_a_clear_error_and_nothing_is_recorded_as_applied(gi
     assert st["nodes"] == [{"name": "edge1", "reachable": False, "error": st["nodes"][0]["error"], "labels": {}}] and "cannot reach Podman" in st["nodes"][0]["error"]
 
 
-def replication_controller(image: str, replicas: int) -> str:
+def replication_controller(image: str, replicas: int, kind: str = "ReplicationController") -> str:
+    """An RC, or the same as an apps/v1 ReplicaSet (its selector last, so that the lines stay the same)."""
+    selector = "  selector: {matchLabels: {app: rc}}\n" if kind == "ReplicaSet" else ""
     return f"""\
-apiVersion: v1
-kind: ReplicationController
+apiVersion: {"apps/v1" if kind == "ReplicaSet" else "v1"}
+kind: {kind}
 metadata:
   name: rc
 spec:
@@ -318,34 +321,35 @@ spec:
         - name: web
           image: {image}
           command: ["sleep", "1000"]
-"""
+""" + selector
 
 
+@pytest.mark.parametrize("kind", ["ReplicationController", "ReplicaSet"])
 def test_a_replication_controller_keeps_its_pods_on_a_template_change_and_scales_with_the_new_one(
-    setup: tuple[Any, Any, Cli, Path],
+    setup: tuple[Any, Any, Cli, Path], kind: str,
 ) -> None:
-    """Real Podman: an RC's image change replaces nothing; scaling up adds a pod of the new image; scaling down
-    removes the old-image pods first. Its no-op field is a warning in `diff` and `status`."""
+    """Real Podman: an RC's (or ReplicaSet's) image change replaces nothing; scaling up adds a pod of the new image;
+    scaling down removes the old-image pods first. Its no-op field is a warning in `diff` and `status`."""
     svc, repo, cli, _ = setup
     base = "clusters/edge"
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB1, 2))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB1, 2, kind))
     repo.commit_and_push("rc v1")
     code, _, err = cli("sync")
     assert code == 0, err
     first = {n: c["Id"] for n, c in app_containers(svc).items()}
     assert len(first) == 2
 
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 2))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 2, kind))
     repo.commit_and_push("rc v2")
     code, out, _ = cli("diff")
     assert code == 0 and "in sync" in out
-    assert "warning: clusters/edge/rc.yaml:11: ReplicationController/rc: spec.template.spec.serviceAccountName: " \
+    assert f"warning: clusters/edge/rc.yaml:11: {kind}/rc: spec.template.spec.serviceAccountName: " \
            "serviceAccountName has no effect here" in out
     code, _, err = cli("sync")
     assert code == 0, err
     assert {n: c["Id"] for n, c in app_containers(svc).items()} == first  # nothing replaced
 
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 3))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 3, kind))
     repo.commit_and_push("rc x3")
     code, _, err = cli("sync")
     assert code == 0, err
@@ -353,14 +357,14 @@ def test_a_replication_controller_keeps_its_pods_on_a_template_change_and_scales
     assert len(images) == 3 and set(first) <= set(images)
     assert [images[n] for n in set(images) - set(first)] == [WEB2]
 
-    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 1))
+    repo.write(f"{base}/rc.yaml", replication_controller(WEB2, 1, kind))
     repo.commit_and_push("rc x1")
     code, _, err = cli("sync")
     assert code == 0, err
     assert [c["Image"] for c in app_containers(svc).values()] == [WEB2]
     code, out, _ = cli("status")
     assert code == 0
-    assert "Warning:   clusters/edge/rc.yaml:11: ReplicationController/rc: " \
+    assert f"Warning:   clusters/edge/rc.yaml:11: {kind}/rc: " \
            "spec.template.spec.serviceAccountName:" in out
 
 
@@ -411,3 +415,157 @@ spec:
     mounts = svc.podman("exec", container, "cat", "/proc/mounts").stdout
     (line,) = [m for m in mounts.splitlines() if m.split()[1] == "/scratch"]
     assert line.split()[2] == "tmpfs" and "mode=1770" in line.split()[3].split(",")
+
+
+def statefulset(image: str, replicas: int) -> str:
+    """A StatefulSet whose pods each write an id into their own volume once, and serve it; ready 1 s after start."""
+    script = ("trap 'exit 0' TERM; [ -f /data/id ] || echo \"$(cat /etc/hostname) $(date +%s)\" > /data/id; "
+              "(sleep 1; touch /tmp/ready) & httpd -f -p 8080 -h /data & wait")
+    return f"""\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {NS}}}
+spec:
+  serviceName: db
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: {image}
+          command: ["sh", "-c", {json.dumps(script)}]
+          readinessProbe: {{exec: {{command: [cat, /tmp/ready]}}, periodSeconds: 1}}
+          volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+    - metadata: {{name: data}}
+      spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Mi}}}}}}
+"""
+
+
+HEADLESS = f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {NS}}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 8080}}]
+"""
+
+
+def test_a_statefulset_starts_in_order_keeps_each_ordinals_data_and_dns_name_across_a_rollout_and_scaling(
+    setup: tuple[Any, Any, Cli, Path],
+) -> None:
+    """Real Podman: db-0, db-1, db-2 start one after the other, each once the one below is ready; each ordinal
+    has its own volume, whose data survives an image rollout (highest ordinal replaced first) and 3 -> 1 -> 3;
+    `db-2.db` resolves, from db-0, to db-2 itself."""
+    svc, repo, cli, _ = setup
+    base = "clusters/edge"
+
+    def started(name: str) -> str:
+        return svc.podman("inspect", "--format", "{{.State.StartedAt}}", f"{name}_{NS}_web").stdout.strip()
+
+    def data_id(name: str) -> str:
+        return svc.podman("exec", f"{name}_{NS}_web", "cat", "/data/id").stdout.strip()
+
+    def statefulset_pods() -> list[str]:
+        return sorted(c["Names"][0].split("_")[0] for c in app_containers(svc).values()
+                      if c["Labels"].get("io.gitops-agent.kind") == "StatefulSet")
+
+    for name, text in (("ns.yaml", NAMESPACE), ("db/svc.yaml", HEADLESS), ("db/sts.yaml", statefulset(WEB1, 3))):
+        repo.write(f"{base}/{name}", text)
+    repo.commit_and_push("db x3")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert statefulset_pods() == ["db-0", "db-1", "db-2"]
+    times = [started(n) for n in ("db-0", "db-1", "db-2")]
+    stamps = [svc.podman("exec", f"db-{i}_{NS}_web", "cat", "/data/id").stdout.split()[1] for i in range(3)]
+    # OrderedReady: each pod started at least the 1 s its predecessor took to become ready after it (whole
+    # seconds: a real gap of 1 s or more is a difference of at least 1)
+    assert times == sorted(times) and all(int(stamps[i + 1]) - int(stamps[i]) >= 1 for i in range(2)), (times, stamps)
+    ids = {n: data_id(n) for n in ("db-0", "db-1", "db-2")}
+    assert len(set(ids.values())) == 3
+    request = "printf 'GET /id HTTP/1.0\\r\\n\\r\\n' | nc -w 5 db-2.db 8080"
+    answer = svc.podman("exec", f"db-0_{NS}_web", "sh", "-c", request).stdout
+    assert ids["db-2"] in answer, answer
+
+    repo.write(f"{base}/db/sts.yaml", statefulset(WEB2, 3))
+    repo.commit_and_push("db v2")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert {c["Image"] for c in app_containers(svc).values()} == {WEB2}
+    assert {n: data_id(n) for n in ids} == ids  # same names, same data
+    rolled = [started(n) for n in ("db-2", "db-1", "db-0")]
+    assert rolled == sorted(rolled), rolled  # highest ordinal replaced first
+
+    for replicas in (1, 3):
+        repo.write(f"{base}/db/sts.yaml", statefulset(WEB2, replicas))
+        repo.commit_and_push(f"db x{replicas}")
+        code, _, err = cli("sync")
+        assert code == 0, err
+        assert statefulset_pods() == ["db-0", "db-1", "db-2"][:replicas]
+        volumes = svc.podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+        assert {f"gitops-{NS}_data-db-{i}" for i in range(3)} <= set(volumes)  # kept on scale-down
+    assert {n: data_id(n) for n in ids} == ids  # db-1 and db-2 came back onto their own data
+
+
+def job(name: str, script: str, backoff: int) -> str:
+    return f"""\
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  backoffLimit: {backoff}
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: run
+          image: {WEB1}
+          command: ["sh", "-c", {json.dumps(script)}]
+"""
+
+
+def test_a_job_runs_to_completion_once_and_a_failing_one_stops_at_its_backoff_limit(
+    setup: tuple[Any, Any, Cli, Path],
+) -> None:
+    """Real Podman: a Job exiting 0 runs once and is not run again on later passes; a Job exiting 3 with
+    backoffLimit 1 is tried twice (each a new pod), then left failed; a changed Job is a new run."""
+    svc, repo, cli, _ = setup
+    base = "clusters/edge"
+
+    def runs(name: str) -> list[tuple[str, int]]:
+        """(state, exit code) of each container of Job `name`, once none is running any more."""
+        for _ in range(100):
+            found = [c for c in app_containers(svc).values() if c["Labels"].get("io.gitops-agent.name") == name]
+            if all(c["State"] == "exited" for c in found):
+                return sorted((c["State"], c["ExitCode"]) for c in found)
+            time.sleep(0.1)
+        raise AssertionError(f"job {name} still running")
+
+    repo.write(f"{base}/ok.yaml", job("ok", "echo done", 6))
+    repo.write(f"{base}/bad.yaml", job("bad", "echo failing; exit 3", 1))
+    repo.commit_and_push("jobs")
+    for _ in range(3):
+        code, _, err = cli("sync")
+        assert code == 0, err
+        runs("ok"), runs("bad")
+    assert runs("ok") == [("exited", 0)]
+    assert runs("bad") == [("exited", 3), ("exited", 3)]
+    code, out, _ = cli("diff")
+    assert code == 0 and "in sync" in out, out
+    code, out, _ = cli("status", "--output", "json")
+    jobs = {o["name"]: o for o in json.loads(out)["objects"] if o["kind"] == "Job"}
+    assert (jobs["ok"]["state"], jobs["ok"]["job"]["succeeded"]) == ("Complete", 1)
+    assert (jobs["bad"]["state"], jobs["bad"]["job"]["failed"], jobs["bad"]["job"]["exitCodes"]) == ("Failed", 2, [3, 3])
+
+    repo.write(f"{base}/ok.yaml", job("ok", "echo done again", 6))
+    repo.commit_and_push("ok changed")
+    code, _, err = cli("sync")
+    assert code == 0, err
+    assert runs("ok") == [("exited", 0)]  # the new run's pod; the old run's pod was removed
+    code, out, _ = cli("status")
+    assert code == 0

@@ -517,8 +517,8 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
 def test_unsupported_kind_and_wrong_api_version() -> None:
     """An unknown kind lists the supported ones; a known kind with the wrong apiVersion names the right one."""
     text = y("""
-        apiVersion: apps/v1
-        kind: StatefulSet
+        apiVersion: v1
+        kind: PodTemplate
         metadata: {name: db}
         ---
         apiVersion: extensions/v1beta1
@@ -528,9 +528,9 @@ def test_unsupported_kind_and_wrong_api_version() -> None:
         metadata: {name: nokind}
     """)
     assert problems({"k.yaml": text}) == [
-        "k.yaml:2: StatefulSet/db: kind: kind 'StatefulSet' is not supported by gitops-agent "
+        "k.yaml:2: PodTemplate/db: kind: kind 'PodTemplate' is not supported by gitops-agent "
         "(supported: Namespace, ConfigMap, Secret, PersistentVolumeClaim, Pod, Deployment, DaemonSet, "
-        "ReplicationController, Service)",
+        "ReplicationController, ReplicaSet, StatefulSet, Job, Service)",
         "k.yaml:5: Deployment/old: apiVersion: apiVersion for kind Deployment must be 'apps/v1', not 'extensions/v1beta1'",
         "k.yaml:9: missing required field 'kind'",
     ]
@@ -1830,8 +1830,9 @@ def test_schemas_are_valid_and_closed() -> None:
     (an `if` condition only tests, so it may be open)."""
     names = sorted(path.name for path in SCHEMAS.glob("*.json"))
     assert names == [
-        "_defs.json", "configmap.json", "daemonset.json", "deployment.json", "namespace.json",
-        "persistentvolumeclaim.json", "pod.json", "replicationcontroller.json", "secret.json", "service.json",
+        "_defs.json", "configmap.json", "daemonset.json", "deployment.json", "job.json", "namespace.json",
+        "persistentvolumeclaim.json", "pod.json", "replicaset.json", "replicationcontroller.json", "secret.json",
+        "service.json", "statefulset.json",
     ]
 
     def open_objects(node: object, where: str) -> Iterator[str]:
@@ -2102,6 +2103,32 @@ def test_a_replication_controller_is_a_workload_selecting_by_its_template_labels
     ]
 
 
+def test_a_replica_set_is_a_workload_selecting_by_match_labels() -> None:
+    text = y("""
+        apiVersion: apps/v1
+        kind: ReplicaSet
+        metadata: {name: frontend}
+        spec:
+          replicas: 3
+          selector: {matchLabels: {tier: frontend}}
+          template:
+            metadata: {labels: {tier: frontend}}
+            spec:
+              containers: [{name: php-redis, image: us-docker.pkg.dev/google-samples/containers/gke/gb-frontend:v5}]
+    """)
+    (workload,) = ok({"rs.yaml": text}).objects
+    assert isinstance(workload, model.Workload)
+    assert (str(workload.ref), workload.replicas, workload.selector) == \
+        ("ReplicaSet/default/frontend", 3, {"tier": "frontend"})
+    assert problems({"rs.yaml": text.replace("{tier: frontend}}", "{tier: backend}}", 1)}) == [
+        "rs.yaml:6: ReplicaSet/frontend: spec.selector.matchLabels: selector does not match the template labels: "
+        "tier=backend not in spec.template.metadata.labels",
+    ]
+    assert problems({"rs.yaml": text.replace("apps/v1", "v1")}) == [
+        "rs.yaml:1: ReplicaSet/frontend: apiVersion: apiVersion for kind ReplicaSet must be 'apps/v1', not 'v1'",
+    ]
+
+
 CLAIM_OF_CLASS = y("""
     apiVersion: v1
     kind: PersistentVolumeClaim
@@ -2241,7 +2268,7 @@ def test_the_manifests_package_keeps_its_functions_short_and_its_lines_within_12
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None:
                 if node.end_lineno - node.lineno + 1 > 60:
                     too_long.append(f"{path.name}:{node.lineno} {node.name}")
-    assert len(list(package.glob("*.py"))) == 8
+    assert len(list(package.glob("*.py"))) == 10
     assert too_long == []
 
 

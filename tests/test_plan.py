@@ -249,29 +249,34 @@ def test_prune_removes_only_the_secrets_the_agent_can_prove_it_made() -> None:
     assert not unknown_secrets(d, dataclasses.replace(live, marked_secrets=frozenset()), ()) & {s.name for s in d.secrets}
 
 
-def rc(image: str = "localhost/web:1", replicas: int = 2) -> Revision:
-    """base() with its Deployment as a ReplicationController."""
-    objs = [replace(o, ref=replace(o.ref, kind="ReplicationController")) if isinstance(o, Workload) else o
+def rc(image: str = "localhost/web:1", replicas: int = 2, kind: str = "ReplicationController") -> Revision:
+    """base() with its Deployment as a ReplicationController (or a ReplicaSet, which plan treats alike)."""
+    objs = [replace(o, ref=replace(o.ref, kind=kind)) if isinstance(o, Workload) else o
             for o in base(image=image, replicas=replicas).objects]
     return revision(*objs)
 
 
-def test_a_replication_controller_does_not_roll_on_a_template_change() -> None:
+@pytest.mark.parametrize("kind", ["ReplicationController", "ReplicaSet"])
+def test_a_replication_controller_does_not_roll_on_a_template_change(kind: str) -> None:
     """As in Kubernetes: the running pods of the old template are kept (no rollout); the new template is used
-    for the pods made from then on."""
-    assert plan(compile_node(rc(image="localhost/web:2"), NODE, (NODE,)), live_from(rc())).in_sync
+    for the pods made from then on. A ReplicaSet (apps/v1) is handled alike; a Deployment rolls."""
+    assert plan(compile_node(rc(image="localhost/web:2", kind=kind), NODE, (NODE,)), live_from(rc(kind=kind))).in_sync
+    (roll,) = plan(compile_node(rc(image="localhost/web:2", kind="Deployment"), NODE, (NODE,)),
+                   live_from(rc(kind="Deployment"))).actions
+    assert roll.op == "rollout"
 
 
-def test_a_replication_controller_scales_up_with_its_new_template_and_down_oldest_template_first() -> None:
-    old_live = live_from(rc(replicas=2))
-    up = plan(compile_node(rc(image="localhost/web:2", replicas=3), NODE, (NODE,)), old_live)
+@pytest.mark.parametrize("kind", ["ReplicationController", "ReplicaSet"])
+def test_a_replication_controller_scales_up_with_its_new_template_and_down_oldest_template_first(kind: str) -> None:
+    old_live = live_from(rc(replicas=2, kind=kind))
+    up = plan(compile_node(rc(image="localhost/web:2", replicas=3, kind=kind), NODE, (NODE,)), old_live)
     (create,) = [a for a in up.actions if a.op == "create-pod"]
     assert create.pod is not None and create.pod.containers[0].image == "localhost/web:2"
     assert not [a for a in up.actions if a.op in ("remove-pod", "rollout")]
     # one old pod and one new one running; scaled to 1: the old-template pod goes
-    new_live = live_from(rc(image="localhost/web:2", replicas=1))
+    new_live = live_from(rc(image="localhost/web:2", replicas=1, kind=kind))
     mixed = replace(old_live, pods={**dict(list(old_live.pods.items())[:1]), **new_live.pods})
-    down = plan(compile_node(rc(image="localhost/web:2", replicas=1), NODE, (NODE,)), mixed)
+    down = plan(compile_node(rc(image="localhost/web:2", replicas=1, kind=kind), NODE, (NODE,)), mixed)
     assert [(a.op, a.target) for a in down.actions if a.op.endswith("-pod")] == \
         [("remove-pod", next(iter(old_live.pods)))]
 

@@ -267,7 +267,7 @@ def _check_references(
                 selector = prefix + (group, i, "envFrom", j, ref_field(env_from.kind, "Ref"))
                 check(selector + ("name",), env_from.kind, env_from.name)
     for i, volume in enumerate(workload.template.volumes):
-        if volume.optional or volume.kind in ("hostPath", "emptyDir"):
+        if volume.optional or volume.kind in ("hostPath", "emptyDir", "claimTemplate"):
             continue
         source = prefix + ("volumes", i, volume.kind)
         name_field, kind = VOLUME_SOURCES[volume.kind]

@@ -29,6 +29,8 @@ from .document import (
     normpath,
     short,
 )
+from .batch import job
+from .statefulset import statefulset
 
 _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
 
@@ -384,6 +386,12 @@ def _replication_controller(doc: Document) -> model.Workload:
     if not selector:
         doc.report(("spec", "selector"), "needs a selector or template labels to select its pods by")
     return _controller(doc, selector=selector, replicas=spec.get("replicas", 1), strategy="RollingUpdate",
+                       rolling_update=model.RollingUpdate(0, 1))
+
+
+def _replica_set(doc: Document) -> model.Workload:
+    """A ReplicationController with an apps/v1 `matchLabels` selector: `plan` never rolls it either."""
+    return _controller(doc, replicas=doc.body["spec"].get("replicas", 1), strategy="RollingUpdate",
                        rolling_update=model.RollingUpdate(0, 1))
 
 
@@ -994,5 +1002,8 @@ _CONVERTERS: dict[str, Callable[[Document], model.Object]] = {
     "Deployment": _deployment,
     "DaemonSet": _daemonset,
     "ReplicationController": _replication_controller,
+    "ReplicaSet": _replica_set,
+    "StatefulSet": statefulset,
+    "Job": job,
     "Service": _service,
 }

@@ -27,6 +27,9 @@ KINDS = {
     "Deployment": "apps/v1",
     "DaemonSet": "apps/v1",
     "ReplicationController": "v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "Job": "batch/v1",
     "Service": "v1",
 }
 KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
@@ -172,6 +175,9 @@ POD_SPEC_PATHS: dict[str, JsonPath] = {
     "Deployment": ("spec", "template", "spec"),
     "DaemonSet": ("spec", "template", "spec"),
     "ReplicationController": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
 }
 
 
