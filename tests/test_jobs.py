@@ -84,6 +84,7 @@ def test_job_fields_that_are_not_mapped_are_errors() -> None:
     except RevisionRejected as e:
         assert [str(p) for p in e.problems] == [
             "job.yaml:8: Job/migrate: spec.activeDeadlineSeconds: field 'activeDeadlineSeconds' is not supported by "
-            "gitops-agent (not supported yet)"]
+            "gitops-agent (found 30): remove it: not supported yet (a Job's pods run until they exit; set a timeout "
+            "in the container's command instead)"]
     else:
         raise AssertionError("activeDeadlineSeconds was accepted")
