@@ -43,6 +43,9 @@ def _env(tmp: Path) -> dict[str, str]:
     """The environment of a user's shell: no venv of ours, no PYTHONPATH into the checkout."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env.update(PIPX_HOME=str(tmp / "pipx"), PIPX_BIN_DIR=str(tmp / "pipx-bin"), HOME=str(tmp / "home"))
+    # pip's download cache stays the user's own (as on their machine: downloaded once, reused), so the two installs
+    # do not fetch every dependency again from PyPI; what gets installed, and from what, is unchanged
+    env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip")
     return env
 
 
