@@ -148,8 +148,9 @@ class Agent:
 
     # --- one pass --------------------------------------------------------------------
 
-    def sync(self, dry_run: bool = False) -> Outcome:
-        """One full reconcile pass. With dry_run, only plans (for `diff`)."""
+    def sync(self, dry_run: bool = False, ignore_window: bool = False) -> Outcome:
+        """One full reconcile pass. With dry_run, only plans (for `diff`). `ignore_window`: break-glass,
+        the maintenance windows are overridden (recorded in the rollout's history)."""
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
             started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
@@ -161,7 +162,7 @@ class Agent:
             try:
                 target = self._resolve_target(out)
                 if target is not None:
-                    self._reconcile(target, out, dry_run)
+                    self._reconcile(target, out, dry_run, ignore_window)
             except StateError:
                 raise
             except AgentError as e:  # anything not handled per node above
@@ -245,7 +246,7 @@ class Agent:
         judged = repr(self.cfg.policy) + (repr(self.cfg.source.verify) if self.cfg.source.verify else "")
         return hashlib.sha256(judged.encode()).hexdigest()[:16]
 
-    def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
+    def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool, ignore_window: bool = False) -> None:
         out.target = rev.id
         out.warnings = rev.warnings
         if dry_run:
@@ -257,17 +258,20 @@ class Agent:
             self.log("no-op", level="warning", message=warning)
         stable = self.applied()
         if stable is not None and stable.commit == rev.commit:
-            self._converge(rev, out)
+            self._converge(rev, out, ignore_window)
             return
         # a new revision: a rollout, node by node (fleet.py)
-        state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out))
+        state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out), ignore_window=ignore_window)
         out.rollout = state
         out.actions = sum(n.actions for n in state.nodes.values())
         if state.phase == COMPLETE:
             out.result = out.result or ("applied" if out.actions else "in-sync")
             self._finish(rev)
             return
-        if state.phase == PROGRESSING:  # some nodes deferred (unreachable) or waiting for a registry
+        held = [n for n in state.order if state.nodes[n].status == "window"]
+        if state.phase == PROGRESSING and held and not state.deferred:  # closed maintenance windows
+            self._wait_for_window(rev, stable, held, state, out)
+        elif state.phase == PROGRESSING:  # some nodes deferred (unreachable) or waiting for a registry
             out.result = "progressing"
             out.error = f"revision {rev.id} reached {state.progress()}; deferred until reachable: " + "; ".join(
                 state.nodes[n].error for n in state.deferred)
@@ -291,11 +295,41 @@ class Agent:
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
 
-    def _converge(self, rev: Revision, out: Outcome) -> None:
+    def _wait_for_window(self, rev: Revision, stable: Revision | None, held: list[str], state: RolloutState,
+                         out: Outcome) -> None:
+        """The new revision waits for the windows of `held`; meanwhile those nodes keep the revision
+        they run, drift repaired (unless `driftRepair: inWindow`)."""
+        out.result, out.waiting = "progressing", True
+        out.error = f"revision {rev.id} reached {state.progress()}; " + "; ".join(
+            f"node {n}: {state.nodes[n].error}" for n in held)
+        out.explain(Reason.WAITING_FOR_WINDOW)
+        if stable is None:
+            return
+        no_repair = self.fleet.closed().repair
+        for name in held:
+            if name in no_repair:
+                emit(self.log, ev.DriftRepairHeld(name))
+                continue
+            try:
+                actions = self.fleet.step(stable, name)
+            except (NodeError, PruneRefused) as e:
+                out.node_errors[name] = str(e)
+                emit(self.log, ev.NodeFailed(name, str(e)))
+                continue
+            out.actions += actions
+            if actions:
+                emit(self.log, ev.DriftRepaired(name, stable.id, actions))
+
+    def _converge(self, rev: Revision, out: Outcome, ignore_window: bool = False) -> None:
         """The stable revision again (drift repair): every node on its own; one node's
-        failure does not stop the others."""
+        failure does not stop the others. A node whose window is closed under `driftRepair:
+        inWindow` is left as it is."""
         self.fleet.track(rev)
+        no_repair = self.fleet.closed(ignore_window).repair
         for name in self.nodes:
+            if name in no_repair:
+                emit(self.log, ev.DriftRepairHeld(name))
+                continue
             try:
                 actions = self.fleet.step(rev, name)
                 out.actions += actions

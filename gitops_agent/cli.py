@@ -22,6 +22,7 @@ from . import config as config_mod
 from .errors import AgentError, ConfigError, RevisionRejected, quote_path
 from .completion import SHELLS, script
 from .log import EventLog, discard
+from .reasons import Reason
 
 _SIGN = {
     "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
@@ -96,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         with_config(sp)
         sp.add_argument("--log-format", choices=("text", "json"), default="text")
+        if name == "sync":
+            sp.add_argument("--ignore-window", action="store_true",
+                            help="break-glass: roll out now even where the maintenance window is closed "
+                            "(recorded in history)")
         if name == "diff":
             sp.add_argument("--output", "-o", choices=OUTPUTS, default="table",
                             help="table (default), wide, json or yaml")
@@ -263,7 +268,7 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
 def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     agent = _agent(cfg, args)
     try:
-        out = agent.sync()
+        out = agent.sync(ignore_window=args.ignore_window)
     finally:
         agent.close()
     if out.ok:
@@ -271,6 +276,8 @@ def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         print(f"{out.target}: {verb}")
         return 0
     _problems(out)
+    if out.why == Reason.WAITING_FOR_WINDOW:  # held, not failed: `--ignore-window` is the break-glass
+        print("run `gitops-agent sync --ignore-window` to roll out now", file=sys.stderr)
     return 1
 
 

@@ -205,6 +205,33 @@ class RolloutWaiting(Event):
 
 
 @dataclass(frozen=True)
+class WaitingForWindow(Event):
+    """A node's maintenance window is closed: the new revision waits for it there (`line`: when it opens)."""
+
+    NAME, REASON = "rollout.window", Reason.WAITING_FOR_WINDOW
+    node: str
+    revision: str
+    line: str
+
+
+@dataclass(frozen=True)
+class WindowIgnored(Event):
+    """Break-glass: `sync --ignore-window` (or `rollback`) rolls out on nodes whose window is closed."""
+
+    NAME, LEVEL, REASON = "rollout.window-ignored", "warning", Reason.WINDOW_IGNORED
+    revision: str
+    nodes: str
+
+
+@dataclass(frozen=True)
+class DriftRepairHeld(Event):
+    """`driftRepair: inWindow`: drift on a node is not repaired while its window is closed."""
+
+    NAME, REASON = "drift.held", Reason.WAITING_FOR_WINDOW
+    node: str
+
+
+@dataclass(frozen=True)
 class RolloutSuperseded(Event):
     NAME, REASON = "rollout.superseded", Reason.SUPERSEDED
     revision: str

@@ -44,6 +44,9 @@ class Reason(str, Enum):
     NODE_FAILED = "NodeFailed"  # a Podman call failed
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+    # maintenance windows (config `schedule:`)
+    WAITING_FOR_WINDOW = "WaitingForWindow"  # a node's window is closed: the new revision waits for it there
+    WINDOW_IGNORED = "WindowIgnored"  # break-glass `sync --ignore-window` (or `rollback`) overrode a closed window
     # needs a human or a new commit
     PRUNE_REFUSED = "PruneRefused"
     CONFIG_INVALID = "ConfigInvalid"
