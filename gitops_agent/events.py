@@ -310,5 +310,5 @@ ALL: tuple[type[Event], ...] = (
     PassDone, RevisionApplied, RevisionRejected, SourceUnavailable, DriftRepaired, Suspended, Resumed, NodeFailed,
     NodeUnreachable, NodeBack, RolloutStarted, RolloutResumed, StepStarted, StepDone, StepFailed, StepWaiting,
     NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackStarted,
-    RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd,
+    RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd, WaitingForWindow, WindowIgnored, DriftRepairHeld,
 )
