@@ -447,7 +447,8 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             first = "".join((f.get("error") or "").splitlines()[:1])[:cut]
             detail = f"node {f['node']}: {first}" if f.get("node") else ""
             rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])),
-                         _short(r["target"]), _short(r["previous"]) or "-", r["cause"], r["phase"],
+                         _short(r["target"]), _short(r["previous"]) or "-",
+                         r["cause"] + (" --ignore-window" if r.get("ignored_window") else ""), r["phase"],
                          f"{r['finished'] - r['started']:.2f}", detail))
         _table(rows)
         print()

@@ -86,6 +86,8 @@ def test_a_closed_window_holds_a_new_revision_while_drift_is_repaired_then_it_ro
         assert h.rollouts(1)[0]["ignored_window"] == ["local"]  # the override is in the history
     finally:
         h.close()
+    code, out, err = cli("history")
+    assert code == 0 and "git --ignore-window" in out, out
 
     repo.write("apps/web.yaml", deployment(WEB2))
     c2 = repo.commit_and_push("web v2")
