@@ -26,13 +26,13 @@ from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev
+from . import clock, events as ev, sops
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
 from .live import LiveState
 from .log import Log, discard
-from .manifests import parse
+from .manifests import SourceFile, parse
 from .model import Revision, Workload
 from .plan import Plan, plan
 from .podman import Node, open_node
@@ -128,12 +128,22 @@ class Agent:
             if self.cfg.source.verify and sha not in {s["sha"] for s in self.history.get("stable", [])}:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
-            rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
+            files = self._decrypted(self.git.files(sha), rev_id)  # verified above, validated below
+            rev = parse(files, rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
                         node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
             # keep two (target and stable): memory stays flat
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
         return self._parsed[sha]
+
+    def _decrypted(self, files: list[SourceFile], rev_id: str) -> list[SourceFile]:
+        """The SOPS-encrypted files decrypted in memory (`sops.decrypt_files`); a tampered one is an alert."""
+        try:
+            return sops.decrypt_files(files, self.cfg.sops.age_key_files if self.cfg.sops else ())[0]
+        except sops.DecryptionFailed as e:
+            if e.tampered:
+                emit(self.log, ev.RevisionTampered(rev_id, e.problem.file, e.problem.message))
+            raise
 
     def applied(self) -> Revision | None:
         """The last good revision, read from the local mirror (works with Git down)."""

@@ -183,11 +183,15 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
     if not path.is_dir():
         print(f"gitops-agent: {quote_path(str(path))} is not a directory", file=sys.stderr)
         return 1
+    from .sops import decrypt_files
+
     try:
+        keys = cfg.sops.age_key_files if cfg is not None and cfg.sops else ()
+        files = decrypt_files(load_directory(path), keys)[0]  # SOPS-encrypted files: in memory, with the config's keys
         if cfg is None:
-            rev = parse(load_directory(path), str(path))
+            rev = parse(files, str(path))
         else:
-            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits,
+            rev = parse(files, str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits,
                         storage_classes=cfg.storage_classes)
     except RevisionRejected as e:
         for problem in e.problems:

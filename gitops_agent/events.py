@@ -72,6 +72,16 @@ class RevisionRejected(Event):
 
 
 @dataclass(frozen=True)
+class RevisionTampered(Event):
+    """A SOPS-encrypted file of the revision fails its MAC: changed after it was encrypted (an alert)."""
+
+    NAME, LEVEL, REASON = "revision.tampered", "error", Reason.TAMPERED
+    revision: str
+    file: str
+    error: str
+
+
+@dataclass(frozen=True)
 class SourceUnavailable(Event):
     NAME, LEVEL, REASON = "source.unavailable", "warning", Reason.SOURCE_UNAVAILABLE
     error: str
@@ -311,4 +321,5 @@ ALL: tuple[type[Event], ...] = (
     NodeUnreachable, NodeBack, RolloutStarted, RolloutResumed, StepStarted, StepDone, StepFailed, StepWaiting,
     NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackStarted,
     RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd, WaitingForWindow, WindowIgnored, DriftRepairHeld,
+    RevisionTampered,
 )

@@ -50,6 +50,7 @@ class Reason(str, Enum):
     # needs a human or a new commit
     PRUNE_REFUSED = "PruneRefused"
     CONFIG_INVALID = "ConfigInvalid"
+    TAMPERED = "Tampered"  # a SOPS-encrypted file was changed after it was encrypted (its MAC does not match)
     STATE_UNAVAILABLE = "StateUnavailable"
     INTERRUPTED = "Interrupted"  # SIGTERM between two steps
 
