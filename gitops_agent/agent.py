@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from .config import AgentConfig
@@ -34,7 +34,7 @@ from .live import LiveState
 from .log import Log, discard
 from .manifests import SourceFile, parse
 from .model import Revision, Workload
-from .plan import Plan, plan
+from .plan import CreateSecret, Plan, plan
 from .podman import Node, open_node
 from .reasons import Reason, for_result
 from .fleet import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
@@ -89,6 +89,7 @@ class Agent:
                 log("ssh.insecure", level="warning", node=n.name,
                     message=f"insecureIgnoreHostKey: the host key of node {n.name} is not checked (labs only)")
         self._parsed: dict[str, Revision] = {}
+        self._encrypted: dict[str, frozenset[str]] = {}  # revision id → its files that were SOPS-encrypted
         self._stable: Revision | None = None  # became stable this pass: recorded by `_record`
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
@@ -139,7 +140,9 @@ class Agent:
     def _decrypted(self, files: list[SourceFile], rev_id: str) -> list[SourceFile]:
         """The SOPS-encrypted files decrypted in memory (`sops.decrypt_files`); a tampered one is an alert."""
         try:
-            return sops.decrypt_files(files, self.cfg.sops.age_key_files if self.cfg.sops else ())[0]
+            plain, self._encrypted[rev_id] = sops.decrypt_files(files, self.cfg.sops.age_key_files if self.cfg.sops
+                                                                else ())
+            return plain
         except sops.DecryptionFailed as e:
             if e.tampered:
                 emit(self.log, ev.RevisionTampered(rev_id, e.problem.file, e.problem.message))
@@ -299,9 +302,9 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune,
-                                            known,
-                                            self.history.secrets(node.name))
+                p = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
+                         self.history.secrets(node.name))
+                out.plans[node.name] = encrypted_shown(p, rev, self._encrypted.get(rev.id, frozenset()))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
 
@@ -467,6 +470,14 @@ class Agent:
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.nodes)))) as pool:
             return dict(zip(self.nodes, pool.map(read, self.nodes.values())))
+
+
+def encrypted_shown(p: Plan, rev: Revision, encrypted: frozenset[str]) -> Plan:
+    """`diff`'s plan with a secret of a SOPS-encrypted file shown as `(encrypted value changed)` (never a value)."""
+    refs = {o.ref for o in rev.objects if o.origin.file in encrypted}
+    actions = tuple(replace(a, reason=f"{a.reason} (encrypted value changed)")
+                    if isinstance(a, CreateSecret) and a.secret.source in refs else a for a in p.actions)
+    return replace(p, actions=actions)
 
 
 def _failure_message(f: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from podman_env import WEB1, WEB2
 
 NS = f"sops{os.getpid()}"
 SECRET_VALUE = "s0ps-wifi-psk-never-shown"
+NEW_VALUE = "n3w-wifi-psk-never-shown"
 
 
 def secret(value: str) -> bytes:
@@ -95,10 +96,18 @@ def test_an_encrypted_secret_reaches_the_container_only_and_a_tampered_file_is_r
     assert {c["Image"] for c in app_containers(svc).values()} == {WEB1}  # nothing applied
     assert f"PSK={SECRET_VALUE}" in svc.podman("exec", name, "env").stdout.splitlines()
 
+    # a new value, encrypted again: `diff` says so, without the value
+    repo.write("apps/wifi.yaml", sops.encrypt(secret(NEW_VALUE), [public]).decode())
+    repo.write("apps/web.yaml", deployment(WEB1))
+    repo.commit_and_push("new psk")
+    code, out, err = cli("diff")
+    assert code == 1 and "create-secret" in out and "(encrypted value changed)" in out, (out, err)
+
     # the value is in no output and nowhere in the agent's own files (the Git mirror holds the encrypted file)
     for args in (("status", "-o", "json"), ("history", "--output", "json"), ("diff",), ("status",)):
         cli(*args)
-    assert SECRET_VALUE not in "".join(cli.transcript)
+    transcript = "".join(cli.transcript)
+    assert SECRET_VALUE not in transcript and NEW_VALUE not in transcript
     for f in state.rglob("*"):
         if f.is_file():
-            assert SECRET_VALUE.encode() not in f.read_bytes(), f
+            assert SECRET_VALUE.encode() not in f.read_bytes() and NEW_VALUE.encode() not in f.read_bytes(), f
