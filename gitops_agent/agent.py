@@ -19,14 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from .config import AgentConfig
+from .config import AgentConfig, NodeConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev, sops
+from . import clock, events as ev, sops, substitute
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -130,8 +130,7 @@ class Agent:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
             files = self._decrypted(self.git.files(sha), rev_id)  # verified above, validated below
-            rev = parse(files, rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
-                        node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes)
+            rev = parse_for_nodes(files, rev_id, self.cfg)
             # keep two (target and stable): memory stays flat
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
@@ -470,6 +469,31 @@ class Agent:
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.nodes)))) as pool:
             return dict(zip(self.nodes, pool.map(read, self.nodes.values())))
+
+
+def parse_for_nodes(files: list[SourceFile], rev_id: str, cfg: AgentConfig,
+                    only: Sequence[NodeConfig] | None = None) -> Revision:
+    """The revision validated under the config; when an object opts in to per-node variables, once per node
+    (`only`: these nodes) with that node's variables, each node's result its `variants` entry. A problem on
+    any node rejects the revision (nothing is applied anywhere), naming the node unless every node has it."""
+    options: dict[str, Any] = {"policy": cfg.policy, "nodes": cfg.nodes, "node_limits": cfg.limits,
+                               "storage_classes": cfg.storage_classes}
+    if not any(substitute.ANNOTATION.encode() in f.data for f in files):
+        return parse(files, rev_id, **options)
+    revs: dict[str, Revision] = {}
+    found: dict[str, tuple[Problem, ...]] = {}
+    for node in only or cfg.nodes:
+        variables = substitute.node_variables(node.name, node.vars, node.labels)
+        try:
+            revs[node.name] = parse(files, rev_id, variables=variables, **options)
+        except RevisionRejected as e:
+            found[node.name] = e.problems
+    if found:
+        every = set.intersection(*(set(p) for p in found.values())) if len(found) == len(only or cfg.nodes) else set()
+        problems = dict.fromkeys(p if p in every else replace(p, message=f"on node {name}: {p.message}")
+                                 for name, ps in found.items() for p in ps)
+        raise RevisionRejected(sorted(problems, key=lambda p: (p.file, p.line)), rev_id)
+    return replace(next(iter(revs.values())), variants=revs)
 
 
 def encrypted_shown(p: Plan, rev: Revision, encrypted: frozenset[str]) -> Plan:

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("path", nargs="?", default=".", help="directory of manifests (default: .)")
     v.add_argument("--config", "-c", help="check against this agent config's policy (default: the default policy, "
                    "which denies privileged containers, host namespaces, added capabilities and hostPath)")
+    v.add_argument("--node", metavar="NAME", help="with --config: validate the result of this node's variables only "
+                   "(default: every node's)")
     for name, text in (("diff", "show what a sync would change; exit 0 in sync, 1 differences, 2 error"),
                        ("sync", "one full reconcile pass, then exit"),
                        ("run", "the daemon: poll, watch, reconcile")):
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(script(args.shell, _parser()))
             return 0
         if args.command == "validate":
-            return _validate(Path(args.path), config_mod.load(args.config) if args.config else None)
+            return _validate(Path(args.path), config_mod.load(args.config) if args.config else None, args.node)
         cfg = config_mod.load(args.config, args.source)
         if args.state_dir:
             from dataclasses import replace
@@ -176,8 +178,10 @@ def _unit() -> int:
     return 0
 
 
-def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
-    """Without a config: the default policy and limits, every workload on one node."""
+def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str | None = None) -> int:
+    """Without a config: the default policy and limits, every workload on one node. With one: its policy, and
+    the per-node variables substituted for every node (or `node`)."""
+    from .agent import parse_for_nodes
     from .manifests import load_directory, parse
 
     if not path.is_dir():
@@ -189,10 +193,15 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
         keys = cfg.sops.age_key_files if cfg is not None and cfg.sops else ()
         files = decrypt_files(load_directory(path), keys)[0]  # SOPS-encrypted files: in memory, with the config's keys
         if cfg is None:
+            if node:
+                raise ConfigError("validate --node needs --config FILE (the node's variables are in it)")
             rev = parse(files, str(path))
         else:
-            rev = parse(files, str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits,
-                        storage_classes=cfg.storage_classes)
+            only = [n for n in cfg.nodes if n.name == node] if node else None
+            if node and not only:
+                raise ConfigError(f"validate --node: no node {node!r} in the config "
+                                  f"(nodes: {', '.join(n.name for n in cfg.nodes)})")
+            rev = parse_for_nodes(files, str(path), cfg, only)
     except RevisionRejected as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

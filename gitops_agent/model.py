@@ -426,6 +426,9 @@ class Revision:
     # Accepted fields and kinds that have no effect on a node (README, "No-op fields and kinds"), one line each,
     # `FILE:LINE: Kind/name: path: message` like a problem: shown by `validate`, `diff` and `status`, never silent.
     warnings: tuple[str, ...] = ()
+    # per-node variables (`substitute.py`): each node's own substituted revision, by node name; empty when
+    # no object opts in. `desired.compile_node` compiles a node's variant, so template hashes are per node.
+    variants: Mapping[str, "Revision"] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def commit(self) -> str:
