@@ -18,24 +18,24 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Mapping, Sequence
 
-from .config import AgentConfig
+from .config import AgentConfig, NodeConfig
 from .desired import compile_node, legacy_secret_names, unplaced
 from .errors import (
-    AgentError, NodeError, NodeUnreachable, Problem, PruneRefused, RevisionRejected, SourceUnavailable, StateError,
-    quote_path,
+    AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
+    SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev
+from . import clock, events as ev, sops, substitute
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
 from .live import LiveState
 from .log import Log, discard
-from .manifests import parse
+from .manifests import SourceFile, parse
 from .model import Revision, Workload
-from .plan import Plan, plan
+from .plan import CreateSecret, Plan, plan
 from .podman import Node, open_node
 from .reasons import Reason, for_result
 from .fleet import COMPLETE, PROGRESSING, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, Fleet, RolloutState
@@ -90,6 +90,7 @@ class Agent:
                 log("ssh.insecure", level="warning", node=n.name,
                     message=f"insecureIgnoreHostKey: the host key of node {n.name} is not checked (labs only)")
         self._parsed: dict[str, Revision] = {}
+        self._encrypted: dict[str, frozenset[str]] = {}  # revision id → its files that were SOPS-encrypted
         self._stable: Revision | None = None  # became stable this pass: recorded by `_record`
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
@@ -130,13 +131,24 @@ class Agent:
             if self.cfg.source.verify and sha not in {s["sha"] for s in self.history.get("stable", [])}:
                 self.git.verify(sha)  # a stable revision was verified when it was applied (and Git may be down now)
             rev_id = self.location.revision(sha)
-            rev = parse(self.git.files(sha), rev_id, policy=self.cfg.policy, nodes=self.cfg.nodes,
-                        node_limits=self.cfg.limits, storage_classes=self.cfg.storage_classes,
-                        node_ports=self.history.get("node_ports") or {})  # allocations of earlier revisions stay
+            files = self._decrypted(self.git.files(sha), rev_id)  # verified above, validated below
+            # node ports allocated by earlier revisions stay (manifests.parse's node_ports)
+            rev = parse_for_nodes(files, rev_id, self.cfg, node_ports=self.history.get("node_ports") or {})
             # keep two (target and stable): memory stays flat
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
         return self._parsed[sha]
+
+    def _decrypted(self, files: list[SourceFile], rev_id: str) -> list[SourceFile]:
+        """The SOPS-encrypted files decrypted in memory (`sops.decrypt_files`); a tampered one is an alert."""
+        try:
+            plain, self._encrypted[rev_id] = sops.decrypt_files(files, self.cfg.sops.age_key_files if self.cfg.sops
+                                                                else ())
+            return plain
+        except sops.DecryptionFailed as e:
+            if e.tampered:
+                emit(self.log, ev.RevisionTampered(rev_id, e.problem.file, e.problem.message))
+            raise
 
     def applied(self) -> Revision | None:
         """The last good revision, read from the local mirror (works with Git down)."""
@@ -151,8 +163,9 @@ class Agent:
 
     # --- one pass --------------------------------------------------------------------
 
-    def sync(self, dry_run: bool = False) -> Outcome:
-        """One full reconcile pass. With dry_run, only plans (for `diff`)."""
+    def sync(self, dry_run: bool = False, ignore_window: bool = False) -> Outcome:
+        """One full reconcile pass. With dry_run, only plans (for `diff`). `ignore_window`: break-glass,
+        the maintenance windows are overridden (recorded in the rollout's history)."""
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
             started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
@@ -164,7 +177,7 @@ class Agent:
             try:
                 target = self._resolve_target(out)
                 if target is not None:
-                    self._reconcile(target, out, dry_run)
+                    self._reconcile(target, out, dry_run, ignore_window)
             except StateError:
                 raise
             except AgentError as e:  # anything not handled per node above
@@ -248,7 +261,7 @@ class Agent:
         judged = repr(self.cfg.policy) + (repr(self.cfg.source.verify) if self.cfg.source.verify else "")
         return hashlib.sha256(judged.encode()).hexdigest()[:16]
 
-    def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool) -> None:
+    def _reconcile(self, rev: Revision, out: Outcome, dry_run: bool, ignore_window: bool = False) -> None:
         out.target = rev.id
         out.warnings = rev.warnings
         if dry_run:
@@ -260,17 +273,20 @@ class Agent:
             self.log("no-op", level="warning", message=warning)
         stable = self.applied()
         if stable is not None and stable.commit == rev.commit:
-            self._converge(rev, out)
+            self._converge(rev, out, ignore_window)
             return
         # a new revision: a rollout, node by node (fleet.py)
-        state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out))
+        state = self.fleet.roll(rev, stable, lambda: self._superseded(rev, out), ignore_window=ignore_window)
         out.rollout = state
         out.actions = sum(n.actions for n in state.nodes.values())
         if state.phase == COMPLETE:
             out.result = out.result or ("applied" if out.actions else "in-sync")
             self._finish(rev)
             return
-        if state.phase == PROGRESSING:  # some nodes deferred (unreachable) or waiting for a registry
+        held = [n for n in state.order if state.nodes[n].status == "window"]
+        if state.phase == PROGRESSING and held and not state.deferred:  # closed maintenance windows
+            self._wait_for_window(rev, stable, held, state, out)
+        elif state.phase == PROGRESSING:  # some nodes deferred (unreachable) or waiting for a registry
             out.result = "progressing"
             out.error = f"revision {rev.id} reached {state.progress()}; deferred until reachable: " + "; ".join(
                 state.nodes[n].error for n in state.deferred)
@@ -288,17 +304,47 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                out.plans[node.name] = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune,
-                                            known,
-                                            self.history.secrets(node.name))
+                p = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
+                         self.history.secrets(node.name))
+                out.plans[node.name] = encrypted_shown(p, rev, self._encrypted.get(rev.id, frozenset()))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
 
-    def _converge(self, rev: Revision, out: Outcome) -> None:
+    def _wait_for_window(self, rev: Revision, stable: Revision | None, held: list[str], state: RolloutState,
+                         out: Outcome) -> None:
+        """The new revision waits for the windows of `held`; meanwhile those nodes keep the revision
+        they run, drift repaired (unless `driftRepair: inWindow`)."""
+        out.result, out.waiting = "progressing", True
+        out.error = f"revision {rev.id} reached {state.progress()}; " + "; ".join(
+            f"node {n}: {state.nodes[n].error}" for n in held)
+        out.explain(Reason.WAITING_FOR_WINDOW)
+        if stable is None:
+            return
+        no_repair = self.fleet.closed().repair
+        for name in held:
+            if name in no_repair:
+                emit(self.log, ev.DriftRepairHeld(name))
+                continue
+            try:
+                actions = self.fleet.step(stable, name)
+            except (NodeError, PruneRefused) as e:
+                out.node_errors[name] = str(e)
+                emit(self.log, ev.NodeFailed(name, str(e)))
+                continue
+            out.actions += actions
+            if actions:
+                emit(self.log, ev.DriftRepaired(name, stable.id, actions))
+
+    def _converge(self, rev: Revision, out: Outcome, ignore_window: bool = False) -> None:
         """The stable revision again (drift repair): every node on its own; one node's
-        failure does not stop the others."""
+        failure does not stop the others. A node whose window is closed under `driftRepair:
+        inWindow` is left as it is."""
         self.fleet.track(rev)
+        no_repair = self.fleet.closed(ignore_window).repair
         for name in self.nodes:
+            if name in no_repair:
+                emit(self.log, ev.DriftRepairHeld(name))
+                continue
             try:
                 actions = self.fleet.step(rev, name)
                 out.actions += actions
@@ -429,6 +475,40 @@ class Agent:
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.nodes)))) as pool:
             return dict(zip(self.nodes, pool.map(read, self.nodes.values())))
+
+
+def parse_for_nodes(files: list[SourceFile], rev_id: str, cfg: AgentConfig, only: Sequence[NodeConfig] | None = None,
+                    node_ports: Mapping[str, int] | None = None) -> Revision:
+    """The revision validated under the config; when an object opts in to per-node variables, once per node
+    (`only`: these nodes) with that node's variables, each node's result its `variants` entry. A problem on
+    any node rejects the revision (nothing is applied anywhere), naming the node unless every node has it."""
+    options: dict[str, Any] = {"policy": cfg.policy, "nodes": cfg.nodes, "node_limits": cfg.limits,
+                               "storage_classes": cfg.storage_classes, "node_ports": node_ports}
+    if not any(substitute.ANNOTATION.encode() in f.data for f in files):
+        return parse(files, rev_id, **options)
+    revs: dict[str, Revision] = {}
+    found: dict[str, tuple[Problem, ...]] = {}
+    for node in only or cfg.nodes:
+        variables = substitute.node_variables(node.name, node.vars, node.labels)
+        try:
+            revs[node.name] = parse(files, rev_id, variables=variables, **options)
+        except RevisionRejected as e:
+            found[node.name] = e.problems
+    if found:
+        every = set.intersection(*(set(p) for p in found.values())) if len(found) == len(only or cfg.nodes) else set()
+        problems = dict.fromkeys(p if p in every else replace(p, message=f"on node {name}: {p.message}")
+                                 for name, ps in found.items() for p in ps)
+        rejected = PolicyViolation if any(p.policy for p in problems) else RevisionRejected
+        raise rejected(sorted(problems, key=lambda p: (p.file, p.line)), rev_id)
+    return replace(next(iter(revs.values())), variants=revs)
+
+
+def encrypted_shown(p: Plan, rev: Revision, encrypted: frozenset[str]) -> Plan:
+    """`diff`'s plan with a secret of a SOPS-encrypted file shown as `(encrypted value changed)` (never a value)."""
+    refs = {o.ref for o in rev.objects if o.origin.file in encrypted}
+    actions = tuple(replace(a, reason=f"{a.reason} (encrypted value changed)")
+                    if isinstance(a, CreateSecret) and a.secret.source in refs else a for a in p.actions)
+    return replace(p, actions=actions)
 
 
 def _failure_message(f: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from . import config as config_mod
 from .errors import AgentError, ConfigError, RevisionRejected, quote_path
 from .completion import SHELLS, script
 from .log import EventLog, discard
+from .reasons import Reason
 
 _SIGN = {
     "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
@@ -90,12 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("path", nargs="?", default=".", help="directory of manifests (default: .)")
     v.add_argument("--config", "-c", help="check against this agent config's policy (default: the default policy, "
                    "which denies privileged containers, host namespaces, added capabilities and hostPath)")
+    v.add_argument("--node", metavar="NAME", help="with --config: validate the result of this node's variables only "
+                   "(default: every node's)")
     for name, text in (("diff", "show what a sync would change; exit 0 in sync, 1 differences, 2 error"),
                        ("sync", "one full reconcile pass, then exit"),
                        ("run", "the daemon: poll, watch, reconcile")):
         sp = sub.add_parser(name, help=text)
         with_config(sp)
         sp.add_argument("--log-format", choices=("text", "json"), default="text")
+        if name == "sync":
+            sp.add_argument("--ignore-window", action="store_true",
+                            help="break-glass: roll out now even where the maintenance window is closed "
+                            "(recorded in history)")
         if name == "diff":
             sp.add_argument("--output", "-o", choices=OUTPUTS, default="table",
                             help="table (default), wide, json or yaml")
@@ -142,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(script(args.shell, _parser()))
             return 0
         if args.command == "validate":
-            return _validate(Path(args.path), config_mod.load(args.config) if args.config else None)
+            return _validate(Path(args.path), config_mod.load(args.config) if args.config else None, args.node)
         cfg = config_mod.load(args.config, args.source)
         if args.state_dir:
             from dataclasses import replace
@@ -171,19 +178,30 @@ def _unit() -> int:
     return 0
 
 
-def _validate(path: Path, cfg: config_mod.AgentConfig | None = None) -> int:
-    """Without a config: the default policy and limits, every workload on one node."""
+def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str | None = None) -> int:
+    """Without a config: the default policy and limits, every workload on one node. With one: its policy, and
+    the per-node variables substituted for every node (or `node`)."""
+    from .agent import parse_for_nodes
     from .manifests import load_directory, parse
 
     if not path.is_dir():
         print(f"gitops-agent: {quote_path(str(path))} is not a directory", file=sys.stderr)
         return 1
+    from .sops import decrypt_files
+
     try:
+        keys = cfg.sops.age_key_files if cfg is not None and cfg.sops else ()
+        files = decrypt_files(load_directory(path), keys)[0]  # SOPS-encrypted files: in memory, with the config's keys
         if cfg is None:
-            rev = parse(load_directory(path), str(path))
+            if node:
+                raise ConfigError("validate --node needs --config FILE (the node's variables are in it)")
+            rev = parse(files, str(path))
         else:
-            rev = parse(load_directory(path), str(path), policy=cfg.policy, nodes=cfg.nodes, node_limits=cfg.limits,
-                        storage_classes=cfg.storage_classes)
+            only = [n for n in cfg.nodes if n.name == node] if node else None
+            if node and not only:
+                raise ConfigError(f"validate --node: no node {node!r} in the config "
+                                  f"(nodes: {', '.join(n.name for n in cfg.nodes)})")
+            rev = parse_for_nodes(files, str(path), cfg, only)
     except RevisionRejected as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -263,7 +281,7 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
 def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
     agent = _agent(cfg, args)
     try:
-        out = agent.sync()
+        out = agent.sync(ignore_window=args.ignore_window)
     finally:
         agent.close()
     if out.ok:
@@ -271,6 +289,8 @@ def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         print(f"{out.target}: {verb}")
         return 0
     _problems(out)
+    if out.why == Reason.WAITING_FOR_WINDOW:  # held, not failed: `--ignore-window` is the break-glass
+        print("run `gitops-agent sync --ignore-window` to roll out now", file=sys.stderr)
     return 1
 
 
@@ -440,7 +460,8 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             first = "".join((f.get("error") or "").splitlines()[:1])[:cut]
             detail = f"node {f['node']}: {first}" if f.get("node") else ""
             rows.append((str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])),
-                         _short(r["target"]), _short(r["previous"]) or "-", r["cause"], r["phase"],
+                         _short(r["target"]), _short(r["previous"]) or "-",
+                         r["cause"] + (" --ignore-window" if r.get("ignored_window") else ""), r["phase"],
                          f"{r['finished'] - r['started']:.2f}", detail))
         _table(rows)
         print()

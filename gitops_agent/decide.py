@@ -17,10 +17,12 @@ in the logs, the status and the history.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Mapping, Sequence
 
 from .errors import AgentError, Problem
 from .reasons import Reason, for_result
+from .windows import Schedule, is_open, waiting_line
 from .state import (
     COMPLETE, HALTED, PROGRESSING, ROLLBACK_FAILED, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, AgentState, Failure,
     RolloutState, Stable,
@@ -210,10 +212,33 @@ class Halt:
 FleetStep = StepNodes | RollBack | Complete | Halt
 
 
+@dataclass(frozen=True)
+class Closed:
+    """The nodes whose maintenance window is closed now (`closed_windows`)."""
+
+    start: frozenset[str] = frozenset()  # may not START the new revision (a pending node waits)
+    repair: frozenset[str] = frozenset()  # may not repair drift either (`driftRepair: inWindow`)
+
+
+OPEN = Closed()
+
+
+def closed_windows(schedules: Mapping[str, Schedule | None], now: datetime, ignore: bool = False) -> Closed:
+    """Which nodes the maintenance windows hold at `now` (the injected clock). `ignore`: the
+    break-glass `sync --ignore-window` and `rollback`: nothing is held."""
+    if ignore:
+        return OPEN
+    start = frozenset(n for n, plan in schedules.items() if not is_open(plan, now))
+    repair = frozenset(n for n in start if (plan := schedules[n]) is not None and plan.drift_repair == "inWindow")
+    return Closed(start, repair)
+
+
 def next_fleet_step(r: RolloutState, results: Mapping[str, NodeResult], policy: FleetPolicy,
-                    superseded: bool = False) -> FleetStep:
+                    superseded: bool = False, closed: Closed = OPEN) -> FleetStep:
     """What the fleet does next. `r`: the rollout with every result so far applied to its
-    nodes; `results`: the steps done in this pass's current phase (forward, or rollback)."""
+    nodes; `results`: the steps done in this pass's current phase (forward, or rollback).
+    `closed`: a node whose window is closed does not start the revision (a node already on
+    its way finishes: never half a node); a done one is not re-checked under `driftRepair: inWindow`."""
     if r.phase == ROLLING_BACK:
         return _rollback_step(r, results)
     failed = _with(r, "failed")
@@ -223,10 +248,14 @@ def next_fleet_step(r: RolloutState, results: Mapping[str, NodeResult], policy: 
     if waiting:  # a registry is unavailable: go no further, retried with backoff
         return Halt(PROGRESSING, Reason.IMAGE_PULL_BACKOFF, waiting)
     # done nodes are stepped again too (a no-op when in sync): one may have been changed meanwhile
-    todo = [n for n in _with(r, "pending", "updating", "done") if n not in results]
+    held = tuple(n for n in _with(r, "pending", "window") if n in closed.start)
+    todo = [n for n in _with(r, "pending", "updating", "done") if n not in results and n not in held
+            and not (n in closed.repair and r.status(n) == "done")]
     if not todo:
         if len(_with(r, "done")) == len(r.order):
             return Complete()
+        if held:
+            return Halt(PROGRESSING, Reason.WAITING_FOR_WINDOW, held)
         return Halt(PROGRESSING, Reason.NODE_DEFERRED, _with(r, "deferred"))
     if results and superseded:
         return Halt(SUPERSEDED, Reason.SUPERSEDED)
@@ -291,11 +320,30 @@ class Condition:
     problems: tuple[Problem, ...] = field(default=())
 
 
-def condition(state: AgentState, store_problem: str) -> Condition:
-    """The status condition, from the same state the decisions above read."""
+def condition(state: AgentState, store_problem: str, schedules: Mapping[str, Schedule | None] | None = None,
+              now: datetime | None = None) -> Condition:
+    """The status condition, from the same state the decisions above read. With `schedules` and
+    `now` (the injected clock) a rollout held by closed windows says when they open."""
     if store_problem:  # nothing can be recorded: the other keys may be stale
         return Condition("Stalled", store_problem, Reason.STATE_UNAVAILABLE)
-    return _held(state) or _moving(state)
+    return _held(state) or _windows(state, schedules or {}, now) or _moving(state)
+
+
+def _windows(state: AgentState, schedules: Mapping[str, Schedule | None], now: datetime | None) -> Condition | None:
+    """A rollout whose remaining nodes wait for their maintenance windows; None when there is none."""
+    r = state.rollout
+    if r is None or r.phase != PROGRESSING:
+        return None
+    held = [n for n in r.order if r.status(n) == "window"]
+    if not held:
+        return None
+
+    def line(name: str) -> str:
+        plan = schedules.get(name)
+        return waiting_line(plan, now) if plan is not None and now is not None else r.nodes[name].error
+
+    lines = "; ".join(f"node {n}: {line(n) or 'waiting for window'}" for n in held)
+    return Condition("Progressing", f"rollout of {r.target} held: {lines}", Reason.WAITING_FOR_WINDOW)
 
 
 def _held(state: AgentState) -> Condition | None:

@@ -644,7 +644,8 @@ def resolve_surge(value: int | str, replicas: int, round_up: bool) -> int:
 
 
 def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> NodeDesired:
-    """Everything node `node` should run for `revision`."""
+    """Everything node `node` should run for `revision` (its per-node variant, if it has one)."""
+    revision = revision.variants.get(node.name, revision)
     objs = revision.objects
     commit = revision.commit
     configs = {(o.ref.kind, o.ref.name, o.ref.namespace): o for o in objs if isinstance(o, ConfigData)}

@@ -80,6 +80,16 @@ class RevisionRejected(Event):
 
 
 @dataclass(frozen=True)
+class RevisionTampered(Event):
+    """A SOPS-encrypted file of the revision fails its MAC: changed after it was encrypted (an alert)."""
+
+    NAME, LEVEL, REASON = "revision.tampered", "error", Reason.TAMPERED
+    revision: str
+    file: str
+    error: str
+
+
+@dataclass(frozen=True)
 class SourceUnavailable(Event):
     NAME, LEVEL, REASON = "source.unavailable", "warning", Reason.SOURCE_UNAVAILABLE
     error: str
@@ -213,6 +223,33 @@ class RolloutWaiting(Event):
 
 
 @dataclass(frozen=True)
+class WaitingForWindow(Event):
+    """A node's maintenance window is closed: the new revision waits for it there (`line`: when it opens)."""
+
+    NAME, REASON = "rollout.window", Reason.WAITING_FOR_WINDOW
+    node: str
+    revision: str
+    line: str
+
+
+@dataclass(frozen=True)
+class WindowIgnored(Event):
+    """Break-glass: `sync --ignore-window` (or `rollback`) rolls out on nodes whose window is closed."""
+
+    NAME, LEVEL, REASON = "rollout.window-ignored", "warning", Reason.WINDOW_IGNORED
+    revision: str
+    nodes: str
+
+
+@dataclass(frozen=True)
+class DriftRepairHeld(Event):
+    """`driftRepair: inWindow`: drift on a node is not repaired while its window is closed."""
+
+    NAME, REASON = "drift.held", Reason.WAITING_FOR_WINDOW
+    node: str
+
+
+@dataclass(frozen=True)
 class RolloutSuperseded(Event):
     NAME, REASON = "rollout.superseded", Reason.SUPERSEDED
     revision: str
@@ -291,5 +328,6 @@ ALL: tuple[type[Event], ...] = (
     PassDone, RevisionApplied, RevisionRejected, SourceUnavailable, DriftRepaired, Suspended, Resumed, NodeFailed,
     NodeUnreachable, NodeBack, RolloutStarted, RolloutResumed, StepStarted, StepDone, StepFailed, StepWaiting,
     NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackStarted,
-    RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd,
+    RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd, WaitingForWindow, WindowIgnored, DriftRepairHeld,
+    RevisionTampered,
 )

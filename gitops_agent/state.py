@@ -133,10 +133,12 @@ class RolloutState:
     failure: Mapping[str, Any] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
+    ignored_window: tuple[str, ...] = ()  # nodes whose closed maintenance window was overridden
 
     def to_json(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["order"], raw["touched"] = list(self.order), list(self.touched)
+        raw["ignored_window"] = list(self.ignored_window)
         raw["nodes"] = {n: {**asdict(p), "images": dict(p.images)} for n, p in self.nodes.items()}
         raw["failure"] = dict(self.failure)
         return raw
@@ -147,6 +149,7 @@ class RolloutState:
         known["nodes"] = {n: NodeProgress(**_known(NodeProgress, p)) for n, p in raw.get("nodes", {}).items()}
         known["order"] = tuple(raw.get("order", ()))
         known["touched"] = tuple(raw.get("touched", ()))
+        known["ignored_window"] = tuple(raw.get("ignored_window", ()))
         return cls(**known)
 
     def status(self, node: str) -> str:

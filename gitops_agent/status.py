@@ -6,9 +6,11 @@ JSON by `status -o json` and as tables by `cli`.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from .agent import Agent
+from . import clock
 from .decide import condition
 from .state import AgentState
 from .desired import claim_volume, compile_node, network_name, unplaced
@@ -33,7 +35,9 @@ def status(agent: Agent) -> dict[str, Any]:
     rollout = h.get("rollout")
     unfinished = rollout is not None and rollout.get("phase") in (PROGRESSING, ROLLING_BACK)
     store, store_problem = h.get("store") or {}, h.problem()
-    cond = condition(state, store_problem)  # the same decisions the agent makes (decide.py)
+    schedules = {n.name: n.schedule for n in agent.cfg.nodes}
+    now = datetime.fromtimestamp(clock.wall(), timezone.utc)
+    cond = condition(state, store_problem, schedules, now)  # the same decisions the agent makes (decide.py)
     condition_, message = cond.type, cond.message
     out: dict[str, Any] = {
         "source": {"url": agent.location.url, "branch": agent.location.branch, "path": agent.location.path},

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gitops_agent.decide import (
-    Candidate, Complete, FleetPolicy, Halt, Head, Hold, NodeResult, RollBack, StepNodes, Target, choose_target,
-    condition, fallback, next_fleet_step,
+    Candidate, Closed, Complete, FleetPolicy, Halt, Head, Hold, NodeResult, RollBack, StepNodes, Target, choose_target,
+    closed_windows, condition, fallback, next_fleet_step,
 )
 from gitops_agent.errors import Problem
 from gitops_agent.reasons import Reason
+from gitops_agent.windows import Schedule, Window
 from gitops_agent.state import (
     AgentState, Applied, Failure, LastResult, NodeProgress, Rejection, RolloutState, Suspension,
 )
@@ -256,3 +258,62 @@ def test_the_break_glass_rollback_goes_to_the_stable_revision_before_or_the_one_
         rollback_target(stable, None, "main@abcd")
     with pytest.raises(AgentError, match="matches 0"):
         rollback_target(stable, None, "12")  # too short a prefix matches nothing
+
+
+# --- maintenance windows (the clock injected) ---------------------------------------------------
+
+NIGHTLY = Schedule("Europe/Berlin", (Window("0 2 * * *", timedelta(hours=3)),))
+NIGHTLY_STRICT = Schedule("Europe/Berlin", NIGHTLY.allow, (), "inWindow")
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)  # 13:00 in Berlin: the nightly window is closed
+NIGHT = datetime(2026, 3, 10, 2, 0, tzinfo=timezone.utc)  # 03:00 in Berlin: open
+
+
+def test_closed_windows_from_the_injected_clock() -> None:
+    schedules = {"n1": NIGHTLY, "n2": NIGHTLY_STRICT, "n3": None}
+    assert closed_windows(schedules, NOON) == Closed(frozenset({"n1", "n2"}), frozenset({"n2"}))
+    assert closed_windows(schedules, NIGHT) == Closed()
+    assert closed_windows(schedules, NOON, ignore=True) == Closed()  # `sync --ignore-window`, `rollback`
+
+
+def test_a_closed_window_holds_a_node_that_has_not_started_and_the_others_go_on() -> None:
+    closed = closed_windows({"n1": NIGHTLY, "n2": None, "n3": NIGHTLY}, NOON)
+    r = rollout({"n1": "pending", "n2": "pending", "n3": "pending"})
+    assert next_fleet_step(r, {}, POLICY, closed=closed) == StepNodes(("n2",), Reason.ROLLOUT_STARTED)
+    r = rollout({"n1": "pending", "n2": "done", "n3": "pending"})
+    step = next_fleet_step(r, {"n2": NodeResult("n2", "done", Reason.STEP_DONE)}, POLICY, closed=closed)
+    assert step == Halt("progressing", Reason.WAITING_FOR_WINDOW, ("n1", "n3"))
+
+
+def test_a_window_closing_mid_rollout_finishes_the_node_on_its_way_then_waits() -> None:
+    closed = closed_windows({"n1": NIGHTLY, "n2": NIGHTLY}, NOON)
+    r = rollout({"n1": "updating", "n2": "pending"})  # n1 was started inside the window (or before a crash)
+    assert next_fleet_step(r, {}, FleetPolicy(batch=1), closed=closed) == StepNodes(("n1",), Reason.ROLLOUT_RESUMED)
+    r = rollout({"n1": "done", "n2": "pending"})
+    step = next_fleet_step(r, {"n1": NodeResult("n1", "done", Reason.STEP_DONE)}, FleetPolicy(batch=1), closed=closed)
+    assert step == Halt("progressing", Reason.WAITING_FOR_WINDOW, ("n2",))
+
+
+def test_a_node_held_by_its_window_starts_once_it_opens() -> None:
+    r = rollout({"n1": "done", "n2": "window"})
+    held = closed_windows({"n1": NIGHTLY, "n2": NIGHTLY}, NOON)
+    assert next_fleet_step(r, {}, FleetPolicy(batch=1), closed=held) == StepNodes(("n1",), Reason.ROLLOUT_RESUMED)
+    r = rollout({"n1": "done", "n2": "pending"})  # the next pass resets `window` to pending (fleet._start)
+    opened = closed_windows({"n1": NIGHTLY, "n2": NIGHTLY}, NIGHT)
+    step = next_fleet_step(r, {"n1": NodeResult("n1", "done", Reason.STEP_DONE)}, FleetPolicy(batch=1), closed=opened)
+    assert step == StepNodes(("n2",), Reason.ROLLOUT_STARTED)
+
+
+def test_drift_repair_in_window_only_skips_done_nodes_while_closed() -> None:
+    r = rollout({"n1": "done", "n2": "done"})
+    closed = closed_windows({"n1": NIGHTLY_STRICT, "n2": NIGHTLY}, NOON)
+    assert next_fleet_step(r, {}, FleetPolicy(batch=1), closed=closed) == StepNodes(("n2",), Reason.ROLLOUT_RESUMED)
+    step = next_fleet_step(r, {"n2": NodeResult("n2", "done", Reason.STEP_DONE)}, FleetPolicy(batch=1), closed=closed)
+    assert step == Complete()
+
+
+def test_status_says_when_the_window_opens() -> None:
+    r = rollout({"n1": "done", "n2": "window"})
+    state = AgentState(applied=APPLIED, attempted=HEAD.revision, rollout=r)
+    cond = condition(state, "", {"n1": NIGHTLY, "n2": NIGHTLY}, NOON)
+    assert cond.type == "Progressing" and cond.reason == Reason.WAITING_FOR_WINDOW
+    assert cond.message == "rollout of main@b held: node n2: waiting for window (opens 02:00 Europe/Berlin, in 13 h)"

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
+from gitops_agent import sops
 from corpus_verdicts import ROOT as CORPUS, corpus
 from podman_env import WEB1, WEB2
 
@@ -59,13 +60,15 @@ def problems(docs: Iterable[Document], version: str) -> list[str]:
 
 
 def sample_repo() -> list[Document]:
-    """The documents the agent syncs from sample-repo/: hidden folders are skipped (as the agent's loader does), and
-    so are SOPS-encrypted files (a top-level `sops:` key): Kubernetes sees them only decrypted, as with Flux."""
-    root = REPO / "sample-repo"
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    docs = [d for p in files for d in documents(str(p.relative_to(REPO)), p.read_text())]
-    return [(where, doc) for where, doc in docs if "sops" not in doc]
+    """Every document of sample-repo/; a SOPS-encrypted one as the agent sees it, decrypted with the demo key."""
+    files = sorted(p for p in (REPO / "sample-repo").rglob("*") if p.suffix in (".yaml", ".yml"))
+    demo_key = REPO / "sample-repo" / ".sops-demo" / "DEMO-ONLY-age-key.txt"
+
+    def text(p: Path) -> str:
+        data = p.read_bytes()
+        return (sops.decrypt(p.name, data, [demo_key]) if sops.is_encrypted(data) else data).decode()
+
+    return [d for p in files for d in documents(str(p.relative_to(REPO)), text(p))]
 
 
 def e2e_manifests() -> list[Document]:

@@ -42,6 +42,7 @@ from .intake import (
 from .policy import check_capacity
 from .schema import check_value, located_problems
 from .yamlload import dump_yaml, read_file
+from ..substitute import Variable, Where, file_opts_in, substitute
 
 __all__ = ["NO_OP_FIELDS", "PODMAN_NAME_LIMITS", "Limits", "SourceFile", "check_value", "dump_yaml",
            "is_manifest_path", "load_directory", "parse", "read_checked"]
@@ -61,6 +62,19 @@ def _documents(files: list[SourceFile], limits: Limits) -> tuple[list[Document],
     return documents, problems
 
 
+def _substituted(documents: list[Document], files: list[SourceFile], variables: Mapping[str, Variable]
+                 ) -> list[Problem]:
+    """Every opted-in document's body with one node's variables substituted (`substitute.substitute`)."""
+    opted = {file.path for file in files if file_opts_in(file.data)}
+    problems: list[Problem] = []
+    for doc in documents:
+        where = Where(doc.file, f"{doc.kind}/{doc.name}", doc.line_of, doc.quoted.__contains__)
+        result = substitute(doc.body, variables, where, doc.file in opted)
+        doc.body = result.body
+        problems += result.problems
+    return problems
+
+
 def parse(
     files: Iterable[SourceFile],
     revision_id: str = "",
@@ -70,6 +84,7 @@ def parse(
     node_limits: model.NodeLimits = model.NodeLimits(),
     storage_classes: Mapping[str, model.StorageClass] | None = None,
     node_ports: Mapping[str, int] | None = None,
+    variables: Mapping[str, Variable] | None = None,
 ) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
@@ -79,13 +94,17 @@ def parse(
     `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
     revision places on each node; `storage_classes` (the config's
     `storageClasses:`) the classes a PersistentVolumeClaim may name; `node_ports` the node ports recorded for
-    earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`). Raises
+    earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`); `variables`
+    (one node's, `substitute.node_variables`) are substituted into the objects that
+    opt in, after parsing and before validation. Raises
     `RevisionRejected` with every problem found, sorted by file and line.
     """
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
     kept, problems = within_limits(manifests, limits)
     documents, found = _documents(kept, limits)
     problems += found
+    if variables is not None:
+        problems += _substituted(documents, kept, variables)
 
     entries = [(document, check_document(document)) for document in documents]
     entries = [(doc, with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)

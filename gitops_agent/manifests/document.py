@@ -47,6 +47,7 @@ class Document:
     namespace: str = model.DEFAULT_NAMESPACE
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)  # accepted, with no effect on a node
+    quoted: frozenset[JsonPath] = frozenset()  # paths of scalars written quoted (for `substitute`'s types)
 
     @property
     def ref(self) -> model.ObjectRef:

@@ -85,10 +85,12 @@ class _Builder:
         self.max_nodes = max_nodes
         self.nodes = 0  # per file
         self.lines: dict[JsonPath, int] = {}
+        self.quoted: set[JsonPath] = set()  # per document: scalars not written plain (quoted, | or >)
         self.duplicates: list[tuple[JsonPath, str]] = []  # per document: (path, message), at the later key
 
     def document(self, node: yaml.Node) -> tuple[Any, dict[JsonPath, int]]:
         self.lines = {(): _line(node)}
+        self.quoted = set()
         self.duplicates = []
         return self.value(node, (), 0), self.lines
 
@@ -116,6 +118,8 @@ class _Builder:
 
     def scalar(self, node: yaml.ScalarNode, path: JsonPath) -> Any:
         # The value is never quoted: it may be a Secret's, and the line and path already point at it.
+        if node.style:
+            self.quoted.add(path)
         tag = node.tag.removeprefix(_TAG)
         invalid = _YamlProblem(_line(node), f"value is not a valid {tag} (tag !!{tag})", path)
         # An explicit tag (`!!int abc`) must agree with what the value resolves to.
@@ -187,7 +191,7 @@ def read_file(path: str, text: str, max_nodes: int) -> tuple[list[Document], lis
                     break
                 continue
             if isinstance(body, dict):
-                document = Document(path, body, lines)
+                document = Document(path, body, lines, quoted=frozenset(builder.quoted))
                 identify(document)
                 for at, message in builder.duplicates:
                     document.report(at, message)
