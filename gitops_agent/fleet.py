@@ -484,14 +484,16 @@ class Fleet:
         if failed.is_set():  # a sibling in this batch failed: do not start on a failed revision
             return
         was_done = np.status == "done"
-        t0 = clock.now()  # the step's duration: monotonic (the persisted started/finished are wall time)
-        self._update(state, name, status="updating", error="", started=np.started or time.time(),
-                     deadline=self._deadline(np.deadline, target, was_done, resumed))  # persisted before the step
+        # one reading of both clocks: the persisted deadline (wall time) and the step's own (monotonic) are the same
+        # point, whatever the wall clock does after this line (an NTP step right after it must not end the step)
+        t0, wall0 = clock.now(), clock.wall()
+        self._update(state, name, status="updating", error="", started=np.started or wall0,
+                     deadline=self._deadline(np.deadline, target, was_done, resumed, wall0))  # persisted first
         if not was_done:
             emit(self.log, ev.StepStarted(name, target.id, f"{state.order.index(name) + 1}/{len(state.order)}"))
         try:
             # the step waits on the monotonic clock: a wall-clock step from here on neither fails nor stretches it
-            deadline = clock.local_deadline(np.deadline, clock.wall(), clock.now(), self.budget(target))
+            deadline = clock.local_deadline(np.deadline, wall0, t0, self.budget(target))
             actions = self.step(target, name, deadline=deadline, hold=not pol.fast, local_first=pol.fast,
                                 verify=resumed)
         except (NodeError, PruneRefused) as e:
@@ -519,13 +521,12 @@ class Fleet:
                                      *(getattr(e, k, "") or None for k in ("pod", "probe", "output"))))
         return True
 
-    def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool) -> float:
+    def _deadline(self, persisted: float, target: Revision, was_done: bool, resumed: bool, now: float) -> float:
         """The step's absolute deadline (wall time: persisted). A resumed step keeps its persisted
         one, but never less than a grace period (minReadySeconds and a few polls) from now, so pods
         that are healthy are not failed for the time the agent was down, and never more than a
         fresh step's budget (a backward clock step); a done node re-checked on a later pass gets a
-        fresh one."""
-        now = clock.wall()
+        fresh one. `now`: the wall clock, read once with the monotonic clock by the caller."""
         if resumed and persisted:  # within the clock tolerance (clock.resume_deadline)
             holds = [o.min_ready_seconds for o in target.objects if isinstance(o, Workload)]
             return clock.resume_deadline(persisted, now, self.budget(target), max(holds, default=0) + 10)
