@@ -51,6 +51,7 @@ class Daemon:
         self._in_pass = False
         self._drift_lock = threading.Lock()
         self._drift_pending = False  # drift seen during a pass: another pass right after it
+        self._wake_pending = False  # `reconcile` asked during a pass: another pass right after it
         self._drift_due = 0.0  # monotonic time by which the scheduled drift pass starts
         self.informers: dict[str, informer.Informer] = {}  # each node's event-driven copy, from the first pass on
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
@@ -75,12 +76,24 @@ class Daemon:
             self._pass_once()
         finally:
             with self._drift_lock:
+                woken, self._wake_pending = self._wake_pending, False
                 self._in_pass, again = False, self._drift_pending and not self.stop.is_set() and not self.failures
             if not self.informers and not self.stop.is_set():  # after the first pass: it is not slowed by their lists
                 self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift,
                                                 self.log)
-            if again:
+            if woken and not self.stop.is_set():
+                self.schedule(0)
+            elif again:
                 self.schedule(self.DRIFT_DEBOUNCE)
+
+    def wake(self) -> None:
+        """`gitops-agent reconcile`: a pass now, or right after the running one (a job scheduled during a pass
+        would be skipped by the scheduler as a second instance, or replaced by the pass's next-interval job)."""
+        with self._drift_lock:
+            if self._in_pass:
+                self._wake_pending = True
+                return
+        self.schedule(0)
 
     def on_drift(self, node: str) -> None:
         """`informer`: a managed object on `node` changed by someone else; a pass now (debounced), or right
@@ -185,7 +198,7 @@ class Daemon:
         self._watch()
         from .services import Services
 
-        self.services = Services(self.agent.cfg, self.log, lambda: self.schedule(0), self._alive, lambda: self.ticked,
+        self.services = Services(self.agent.cfg, self.log, self.wake, self._alive, lambda: self.ticked,
                                  history=self.agent.history)
         self.schedule(0)
         started = next_ping = time.monotonic()

@@ -84,3 +84,41 @@ def test_run_syncs_a_local_commit_quickly_and_stops_on_sigterm(clean_podman: Any
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_a_reconcile_request_during_a_pass_runs_another_pass_right_after_it() -> None:
+    """`gitops-agent reconcile` while a pass runs is not lost: the scheduler would skip a second instance of the
+    running job, and the pass's own next-interval job would replace it; the daemon runs a pass right after instead.
+    (Scheduler started paused: nothing runs, the job it would run next is read from it.)"""
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from gitops_agent.daemon import Daemon
+
+    class Agent:
+        cfg = SimpleNamespace(source=SimpleNamespace(interval=3600.0))
+        nodes: dict[str, object] = {}
+
+        def __init__(self) -> None:
+            self.daemon: Daemon | None = None
+
+        def sync(self) -> object:
+            assert self.daemon is not None
+            self.daemon.wake()  # the request arrives mid-pass
+            return SimpleNamespace(ok=True, waiting=False, result="in-sync", target="r", head="r", error="")
+
+    agent = Agent()
+    daemon = Daemon(agent, lambda *a, **k: None)  # type: ignore[arg-type]
+    daemon.informers = {"started": None}  # type: ignore[dict-item]  # no watch: nothing to start after the pass
+    agent.daemon = daemon
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon._pass()
+        run_at = daemon.scheduler.get_job("sync").next_run_time.replace(tzinfo=None)
+        assert run_at - datetime.now() < timedelta(seconds=5), run_at  # not the one-hour interval
+        daemon.schedule(3600)
+        daemon.wake()  # outside a pass: at once
+        run_at = daemon.scheduler.get_job("sync").next_run_time.replace(tzinfo=None)
+        assert run_at - datetime.now() < timedelta(seconds=5), run_at
+    finally:
+        daemon.scheduler.shutdown(wait=False)
