@@ -27,7 +27,7 @@ from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev, sops, substitute
+from . import clock, events as ev, sops, substitute, variables
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -149,6 +149,11 @@ class Agent:
             if e.tampered:
                 emit(self.log, ev.RevisionTampered(rev_id, e.problem.file, e.problem.message))
             raise
+
+    def files(self, sha: str) -> list[SourceFile]:
+        """The manifest files of the fetched commit `sha`, SOPS-encrypted ones decrypted in memory: what `diff`
+        shows each node's substituted values from (`variables.shown`)."""
+        return self._decrypted(self.git.files(sha), self.location.revision(sha))
 
     def applied(self) -> Revision | None:
         """The last good revision, read from the local mirror (works with Git down)."""
@@ -484,14 +489,17 @@ def parse_for_nodes(files: list[SourceFile], rev_id: str, cfg: AgentConfig, only
     any node rejects the revision (nothing is applied anywhere), naming the node unless every node has it."""
     options: dict[str, Any] = {"policy": cfg.policy, "nodes": cfg.nodes, "node_limits": cfg.limits,
                                "storage_classes": cfg.storage_classes, "node_ports": node_ports}
+    sources, bad = variables.sources(files, cfg.substitute_from)  # the `substituteFrom` objects
+    if bad:
+        raise RevisionRejected(bad, rev_id)
     if not any(substitute.ANNOTATION.encode() in f.data for f in files):
         return parse(files, rev_id, **options)
     revs: dict[str, Revision] = {}
     found: dict[str, tuple[Problem, ...]] = {}
     for node in only or cfg.nodes:
-        variables = substitute.node_variables(node.name, node.vars, node.labels)
+        node_vars = variables.for_node(node, sources)
         try:
-            revs[node.name] = parse(files, rev_id, variables=variables, **options)
+            revs[node.name] = parse(files, rev_id, variables=node_vars, **options)
         except RevisionRejected as e:
             found[node.name] = e.problems
     if found:

@@ -23,6 +23,7 @@ from .errors import AgentError, ConfigError, RevisionRejected, quote_path
 from .completion import SHELLS, script
 from .log import EventLog, discard
 from .reasons import Reason
+from .substitute import ANNOTATION
 
 _SIGN = {
     "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
@@ -92,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--config", "-c", help="check against this agent config's policy (default: the default policy, "
                    "which denies privileged containers, host namespaces, added capabilities and hostPath)")
     v.add_argument("--node", metavar="NAME", help="with --config: validate the result of this node's variables only "
-                   "(default: every node's)")
+                   "(default: every node's), and show the values substituted on it")
     for name, text in (("diff", "show what a sync would change; exit 0 in sync, 1 differences, 2 error"),
                        ("sync", "one full reconcile pass, then exit"),
                        ("run", "the daemon: poll, watch, reconcile")):
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "diff":
             sp.add_argument("--output", "-o", choices=OUTPUTS, default="table",
                             help="table (default), wide, json or yaml")
+            sp.add_argument("--node", metavar="NAME", help="only this node's changes and substituted values")
     rb = sub.add_parser("rollback", help="break-glass: roll every node back to an earlier stable revision "
                         "without Git, and suspend syncing")
     with_config(rb)
@@ -183,6 +185,7 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str |
     the per-node variables substituted for every node (or `node`)."""
     from .agent import parse_for_nodes
     from .manifests import load_directory, parse
+    from .variables import shown
 
     if not path.is_dir():
         print(f"gitops-agent: {quote_path(str(path))} is not a directory", file=sys.stderr)
@@ -197,10 +200,7 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str |
                 raise ConfigError("validate --node needs --config FILE (the node's variables are in it)")
             rev = parse(files, str(path))
         else:
-            only = [n for n in cfg.nodes if n.name == node] if node else None
-            if node and not only:
-                raise ConfigError(f"validate --node: no node {node!r} in the config "
-                                  f"(nodes: {', '.join(n.name for n in cfg.nodes)})")
+            only = _one_node(cfg, node, "validate")
             rev = parse_for_nodes(files, str(path), cfg, only)
     except RevisionRejected as e:
         for problem in e.problems:
@@ -214,7 +214,20 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str |
         kinds[o.ref.kind] = kinds.get(o.ref.kind, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no objects"
     print(f"valid: {summary} ({rev.digest[:19]})")
+    if cfg is not None and node:
+        _print_substituted(shown(files, cfg.substitute_from, only), "")
     return 0
+
+
+def _print_substituted(changes: dict[str, list[Any]], indent: str) -> None:
+    """Each node's substituted values (`variables.shown`), a Secret's as `(from Secret x)`, never itself."""
+    for name, found in changes.items():
+        if not found:
+            print(f"{indent}node {name}: no value substituted (no object opts in with {ANNOTATION}: enabled)")
+            continue
+        print(f"{indent}node {name}: {len(found)} value(s) substituted:")
+        for change in found:
+            print(f"{indent}  = {change}")
 
 
 def _agent(cfg: config_mod.AgentConfig, args: argparse.Namespace, quiet: bool = False) -> Any:
@@ -228,9 +241,9 @@ def _agent(cfg: config_mod.AgentConfig, args: argparse.Namespace, quiet: bool = 
     return Agent(cfg, log)
 
 
-def _print_plans(out: Any) -> int:
+def _print_plans(plans: dict[str, Any], values: dict[str, list[Any]]) -> int:
     changes = 0
-    for node, p in out.plans.items():
+    for node, p in plans.items():
         if p.in_sync:
             print(f"node {node}: in sync")
         else:
@@ -242,6 +255,8 @@ def _print_plans(out: Any) -> int:
             print(f"  ! volume {v} is orphaned (claim removed from Git; data kept)")
         for name in p.unknown_secrets:
             print(f"  ! secret {name} was not made by this agent: left alone")
+        if values.get(node):
+            _print_substituted({node: values[node]}, "  ")
         changes += len(p.actions)
     return changes
 
@@ -256,10 +271,25 @@ def _problems(out: Any) -> None:
         print(f"gitops-agent: {out.error}", file=sys.stderr)
 
 
+def _one_node(cfg: config_mod.AgentConfig, node: str | None, command: str) -> list[config_mod.NodeConfig]:
+    """The config's nodes, or only `node` (`--node`); a ConfigError naming the nodes when it is not one."""
+    only = [n for n in cfg.nodes if n.name == node] if node else list(cfg.nodes)
+    if not only:
+        raise ConfigError(f"{command} --node: no node {node!r} in the config (nodes: "
+                          f"{', '.join(n.name for n in cfg.nodes)})")
+    return only
+
+
 def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
+    from .variables import shown
+
+    nodes = _one_node(cfg, args.node, "diff")
     agent = _agent(cfg, args, quiet=True)
     try:
         out = agent.sync(dry_run=True)
+        ok = out.result not in ("rejected", "source-error") and not out.node_errors and out.target
+        # each node's substituted values, from the plaintext in memory (a Secret's shown as where it comes from)
+        values = shown(agent.files(out.target.rsplit(":", 1)[-1]), cfg.substitute_from, nodes) if ok else {}
     finally:
         agent.close()
     if out.result in ("rejected", "source-error") or out.node_errors:
@@ -267,15 +297,17 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         for node, err in out.node_errors.items():  # a NodeError's text already starts with "node NAME: "
             print(err if err.startswith(f"node {node}: ") else f"node {node}: {err}", file=sys.stderr)
         return 2
+    kept = {node: p for node, p in out.plans.items() if node in {n.name for n in nodes}}
     plans = {node: {"inSync": p.in_sync,
                     "actions": [{"op": a.op, "target": a.target, "reason": a.reason} for a in p.actions],
-                    "orphanedVolumes": list(p.orphaned_volumes)} for node, p in out.plans.items()}
+                    "orphanedVolumes": list(p.orphaned_volumes),
+                    "substituted": [c.to_json() for c in values.get(node, [])]} for node, p in kept.items()}
     if _emit({"revision": out.target, "nodes": plans}, args.output):
         return 1 if any(p["actions"] for p in plans.values()) else 0
     print(f"revision {out.target}")
     for warning in out.warnings:
         print(f"warning: {warning}")
-    return 1 if _print_plans(out) else 0
+    return 1 if _print_plans(kept, values) else 0
 
 
 def _sync(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
@@ -418,7 +450,8 @@ def _print_rollout(ro: dict[str, Any]) -> None:
     print(f"Rollout:   {ro['target']} ({ro['cause']}) from {ro['previous'] or '-'}: {ro['phase']}, {ro['progress']}"
           + (", fast-tracked" if ro["fast"] else f", {ro['batch']} node(s) at a time"))
     for n in ro["nodes"]:
-        print(f"  {n['name']:<12} {n['status']:<18} {n['error'].splitlines()[0][:100] if n['error'] else ''}".rstrip())
+        detail = n.get("window") or (n["error"].splitlines()[0][:100] if n["error"] else "")
+        print(f"  {n['name']:<12} {n['status']:<18} {detail}".rstrip())
     if ro["failure"]:
         f = ro["failure"]
         print(f"  failure: node {f.get('node')} pod {f.get('pod') or '-'} probe {f.get('probe') or '-'}: "

@@ -6,6 +6,7 @@ JSON by `status -o json` and as tables by `cli`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ from .live import LiveState
 from .model import Object, Revision, Service
 from .plan import unknown_secrets
 from .probes import probe_ways
+from .windows import Schedule, waiting_line
 from .fleet import PROGRESSING, ROLLING_BACK
 
 
@@ -48,7 +50,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "reason": cond.reason.value,
         "suspended": suspended,
         "failedRevision": failed or None,
-        "rollout": _rollout(rollout),
+        "rollout": _rollout(rollout, schedules, now),
         "problems": _problems(state),
         "lastSync": last,
         "stateStore": {"problem": store_problem, **({"reset": store} if store.get("lost") else {})},
@@ -181,16 +183,28 @@ def _progress(rollout: dict[str, Any]) -> str:
     return f"{done}/{len(nodes)} node(s)"
 
 
-def _rollout(rollout: dict[str, Any] | None) -> dict[str, Any] | None:
+def _rollout(rollout: dict[str, Any] | None, schedules: Mapping[str, Schedule | None] | None = None,
+             now: datetime | None = None) -> dict[str, Any] | None:
+    """The rollout record as `status` shows it; a node held by its maintenance window gets `window`, its line
+    as of `now` (`windows.waiting_line`: "waiting for window (opens 02:00 Europe/Berlin, in 3 h 12 min)")."""
     if not rollout:
         return None
     return {
         "target": rollout["target"], "previous": rollout["previous"], "phase": rollout["phase"],
         "cause": rollout["cause"],
         "progress": _progress(rollout), "fast": rollout.get("fast", False), "batch": rollout.get("batch", 1),
-        "nodes": [{"name": n, **rollout["nodes"][n]} for n in rollout["order"]],
+        "nodes": [_rollout_node(n, rollout["nodes"][n], (schedules or {}).get(n), now) for n in rollout["order"]],
         "failure": rollout.get("failure") or None,
     }
+
+
+def _rollout_node(name: str, record: dict[str, Any], plan: Schedule | None, now: datetime | None) -> dict[str, Any]:
+    """One node of the rollout; held by its window (status `window`): with the line of when it opens."""
+    entry = {"name": name, **record}
+    if record.get("status") == "window":
+        fresh = waiting_line(plan, now) if plan is not None and now is not None else ""
+        entry["window"] = fresh or record.get("error") or "waiting for window"
+    return entry
 
 
 def _image_bytes(agent: Agent, name: str) -> int | None:

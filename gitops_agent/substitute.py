@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,13 +72,28 @@ class Where:
 
 
 @dataclass(frozen=True)
+class Substituted:
+    """One value that substitution changed, as `validate --node` and `diff` show it: its path, and what it
+    became, or instead `hidden`: the Secret its variable came from, or the Secret it is in."""
+
+    path: JsonPath
+    value: Any
+    hidden: str = ""
+
+    def shown(self) -> str:
+        """The value as JSON (`3`, `"8080"`), or `(from Secret x)` / `(in Secret x)`: never a Secret's value."""
+        return self.hidden or json.dumps(self.value, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
 class Result:
-    """One object after substitution: the new body (the input is not changed), every problem found, and
-    the Secret-sourced values it now holds (to redact from any later message)."""
+    """One object after substitution: the new body (the input is not changed), every problem found, the
+    Secret-sourced values it now holds (to redact from any later message), and every value it changed."""
 
     body: dict[str, Any]
     problems: tuple[Problem, ...] = ()
     secret_values: frozenset[str] = field(default_factory=frozenset)
+    changed: tuple[Substituted, ...] = ()
 
 
 def label_variable(key: str) -> str:
@@ -242,6 +258,16 @@ class _Pass:
     secret_object: bool
     problems: list[Problem] = field(default_factory=list)
     secret_values: set[str] = field(default_factory=set)
+    changed: list[Substituted] = field(default_factory=list)
+
+
+def _hidden(found: _Expansion, run: _Pass, in_secret_data: bool) -> str:
+    """How a changed value is shown: `(from Secret x)` when a Secret's variable is in it, `(in Secret/x)`
+    when it sits in a Secret's data; else "" (the value itself is shown)."""
+    secret = next((variable for variable in found.used if variable.secret), None)
+    if secret is not None:
+        return f"(from {secret.source})"
+    return f"(in Secret {run.where.object.partition('/')[2]})" if in_secret_data else ""
 
 
 def _scalar(text: str, path: JsonPath, run: _Pass) -> Any:
@@ -259,9 +285,12 @@ def _scalar(text: str, path: JsonPath, run: _Pass) -> Any:
             run.problems.append(_problem(run.where, path, f"a variable from {variable.source} may be substituted "
                                          "only into a Secret's data or stringData (elsewhere diff, status and "
                                          "history would show it)"))
+    value: Any = found.text
     if found.whole and not found.errors and not in_secret_data and not run.where.quoted(path):
-        return typed(found.text)
-    return found.text
+        value = typed(found.text)
+    if value != text:
+        run.changed.append(Substituted(path, value, _hidden(found, run, in_secret_data)))
+    return value
 
 
 def _walk(value: Any, path: JsonPath, run: _Pass) -> Any:
@@ -280,9 +309,9 @@ def substitute(body: dict[str, Any], variables: Mapping[str, Variable], where: W
     """The object `body` for one node: unchanged unless it opts in (`enabled`: its annotation, or its file's
     comment, `file_enabled`, given by `file_opts_in`); else a copy with every
     reference in its string values replaced, the problems found (FILE:LINE of each value), and the
-    Secret-sourced values it now holds. Problems never quote a value."""
+    Secret-sourced values it now holds, and the values it changed (`Substituted`). Problems never quote a value."""
     if not enabled(body, file_enabled):
         return Result(body)
     run = _Pass(variables, where, secret_object=body.get("kind") == "Secret")
     substituted = _walk(body, (), run)
-    return Result(substituted, tuple(run.problems), frozenset(run.secret_values))
+    return Result(substituted, tuple(run.problems), frozenset(run.secret_values), tuple(run.changed))

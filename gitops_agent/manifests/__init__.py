@@ -42,10 +42,10 @@ from .intake import (
 from .policy import check_capacity
 from .schema import check_value, located_problems
 from .yamlload import dump_yaml, read_file
-from ..substitute import Variable, Where, file_opts_in, substitute
+from ..substitute import Result as SubstitutionResult, Variable, Where, file_opts_in, substitute
 
 __all__ = ["NO_OP_FIELDS", "PODMAN_NAME_LIMITS", "Limits", "SourceFile", "check_value", "dump_yaml",
-           "is_manifest_path", "load_directory", "parse", "read_checked"]
+           "is_manifest_path", "load_directory", "parse", "read_checked", "read_documents", "substitutions"]
 
 
 def _documents(files: list[SourceFile], limits: Limits) -> tuple[list[Document], list[Problem]]:
@@ -62,14 +62,32 @@ def _documents(files: list[SourceFile], limits: Limits) -> tuple[list[Document],
     return documents, problems
 
 
+def read_documents(files: Iterable[SourceFile], limits: Limits = Limits()) -> list[Document]:
+    """The YAML documents of the manifest files, as written, without their problems (`parse` reports those):
+    what `variables` reads `substituteFrom` objects and substitutions from."""
+    kept, _ = within_limits(files, limits)
+    return _documents(kept, limits)[0]
+
+
+def substitutions(documents: Sequence[Document], files: Sequence[SourceFile], variables: Mapping[str, Variable]
+                  ) -> list[tuple[Document, Where, SubstitutionResult]]:
+    """Each document, where it is, and what one node's variables make of it (`substitute.substitute`); the
+    documents themselves are not changed."""
+    opted = {file.path for file in files if file_opts_in(file.data)}
+    found = []
+    for doc in documents:
+        kind = doc.body.get("kind")
+        label = f"{kind if isinstance(kind, str) else ''}/{doc.name}"
+        where = Where(doc.file, label, doc.line_of, doc.quoted.__contains__)
+        found.append((doc, where, substitute(doc.body, variables, where, doc.file in opted)))
+    return found
+
+
 def _substituted(documents: list[Document], files: list[SourceFile], variables: Mapping[str, Variable]
                  ) -> list[Problem]:
     """Every opted-in document's body with one node's variables substituted (`substitute.substitute`)."""
-    opted = {file.path for file in files if file_opts_in(file.data)}
     problems: list[Problem] = []
-    for doc in documents:
-        where = Where(doc.file, f"{doc.kind}/{doc.name}", doc.line_of, doc.quoted.__contains__)
-        result = substitute(doc.body, variables, where, doc.file in opted)
+    for doc, _, result in substitutions(documents, files, variables):
         doc.body = result.body
         problems += result.problems
     return problems
