@@ -209,8 +209,9 @@ def _rollout(rollout: Mapping[str, Any] | None) -> str:
         return "<h2>Rollout</h2><p>No rollout recorded.</p>"
     head = (f"<h2>Rollout of {_e(rollout.get('target'))}: <span{_cls(rollout.get('phase'))}>"
             f"{_e(rollout.get('phase'))}</span> ({_e(rollout.get('progress'))})</h2>")
-    rows = [[n.get("name"), n.get("status"), n.get("window") or n.get("error", "")] for n in rollout.get("nodes", [])]
-    held = [f"<p><b>{_e(n.get('name'))}</b>: {_e(n['window'])}</p>" for n in rollout.get("nodes", []) if n.get("window")]
+    nodes = rollout.get("nodes", [])
+    rows = [[n.get("name"), n.get("status"), n.get("window") or n.get("error", "")] for n in nodes]
+    held = [f"<p><b>{_e(n.get('name'))}</b>: {_e(n['window'])}</p>" for n in nodes if n.get("window")]
     return head + "".join(held) + _table(["Node", "Phase", "Error / window"], rows, "No nodes.")
 
 
