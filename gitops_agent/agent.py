@@ -150,10 +150,11 @@ class Agent:
                 emit(self.log, ev.RevisionTampered(rev_id, e.problem.file, e.problem.message))
             raise
 
-    def files(self, sha: str) -> list[SourceFile]:
-        """The manifest files of the fetched commit `sha`, SOPS-encrypted ones decrypted in memory: what `diff`
-        shows each node's substituted values from (`variables.shown`)."""
-        return self._decrypted(self.git.files(sha), self.location.revision(sha))
+    def files(self, sha: str) -> tuple[list[SourceFile], frozenset[str]]:
+        """The manifest files of the fetched commit `sha`, SOPS-encrypted ones decrypted in memory, and the paths
+        of those: what `diff` shows each node's substituted values from (`variables.shown`)."""
+        rev_id = self.location.revision(sha)
+        return self._decrypted(self.git.files(sha), rev_id), self._encrypted[rev_id]
 
     def applied(self) -> Revision | None:
         """The last good revision, read from the local mirror (works with Git down)."""

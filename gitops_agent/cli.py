@@ -194,7 +194,7 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str |
 
     try:
         keys = cfg.sops.age_key_files if cfg is not None and cfg.sops else ()
-        files = decrypt_files(load_directory(path), keys)[0]  # SOPS-encrypted files: in memory, with the config's keys
+        files, encrypted = decrypt_files(load_directory(path), keys)  # in memory, with the config's keys
         if cfg is None:
             if node:
                 raise ConfigError("validate --node needs --config FILE (the node's variables are in it)")
@@ -215,7 +215,7 @@ def _validate(path: Path, cfg: config_mod.AgentConfig | None = None, node: str |
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no objects"
     print(f"valid: {summary} ({rev.digest[:19]})")
     if cfg is not None and node:
-        _print_substituted(shown(files, cfg.substitute_from, only), "")
+        _print_substituted(shown(files, cfg.substitute_from, only, encrypted), "")
     return 0
 
 
@@ -289,7 +289,8 @@ def _diff(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         out = agent.sync(dry_run=True)
         ok = out.result not in ("rejected", "source-error") and not out.node_errors and out.target
         # each node's substituted values, from the plaintext in memory (a Secret's shown as where it comes from)
-        values = shown(agent.files(out.target.rsplit(":", 1)[-1]), cfg.substitute_from, nodes) if ok else {}
+        files, encrypted = agent.files(out.target.rsplit(":", 1)[-1]) if ok else ([], frozenset())
+        values = shown(files, cfg.substitute_from, nodes, encrypted) if ok else {}
     finally:
         agent.close()
     if out.result in ("rejected", "source-error") or out.node_errors:

@@ -58,6 +58,7 @@ class Variable:
     value: str
     source: str
     secret: bool = False
+    encrypted: bool = False  # read from a SOPS-encrypted file: shown as its source, never as itself
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,11 @@ def node_variables(node: str, node_vars: Mapping[str, str], labels: Mapping[str,
     return found
 
 
-def variables_from(kind: str, body: Mapping[str, Any], where: Where) -> tuple[dict[str, Variable], list[Problem]]:
+def variables_from(kind: str, body: Mapping[str, Any], where: Where,
+                   encrypted: bool = False) -> tuple[dict[str, Variable], list[Problem]]:
     """The variables of a `substituteFrom` ConfigMap (`data`) or Secret (`data` base64-decoded, and
-    `stringData`, which wins): one per key; a key that is not a variable name is a Problem."""
+    `stringData`, which wins): one per key; a key that is not a variable name is a Problem. `encrypted`: the
+    object's file was SOPS-encrypted (its values are then never shown, even a ConfigMap's)."""
     secret = kind == "Secret"
     found: dict[str, Variable] = {}
     problems: list[Problem] = []
@@ -143,7 +146,7 @@ def variables_from(kind: str, body: Mapping[str, Any], where: Where) -> tuple[di
                 except (binascii.Error, ValueError):
                     problems.append(_problem(where, path, "value is not base64-encoded UTF-8 text"))
                     continue
-            found[key] = Variable(text, f"{kind} {where.object.partition('/')[2] or where.object}", secret)
+            found[key] = Variable(text, f"{kind} {where.object.partition('/')[2] or where.object}", secret, encrypted)
     return found, problems
 
 
@@ -262,11 +265,11 @@ class _Pass:
 
 
 def _hidden(found: _Expansion, run: _Pass, in_secret_data: bool) -> str:
-    """How a changed value is shown: `(from Secret x)` when a Secret's variable is in it, `(in Secret/x)`
-    when it sits in a Secret's data; else "" (the value itself is shown)."""
-    secret = next((variable for variable in found.used if variable.secret), None)
+    """How a changed value is shown: `(from Secret x)` when a Secret's variable is in it (or `(from ConfigMap x,
+    SOPS-encrypted)`), `(in Secret x)` when it sits in a Secret's data; else "" (the value itself is shown)."""
+    secret = next((variable for variable in found.used if variable.secret or variable.encrypted), None)
     if secret is not None:
-        return f"(from {secret.source})"
+        return f"(from {secret.source})" if secret.secret else f"(from {secret.source}, SOPS-encrypted)"
     return f"(in Secret {run.where.object.partition('/')[2]})" if in_secret_data else ""
 
 

@@ -39,10 +39,12 @@ def _missing(index: int, entry: SubstituteFrom) -> Problem:
     return Problem("", 0, "", f"substituteFrom[{index}]", message)
 
 
-def sources(files: Sequence[SourceFile], entries: Sequence[SubstituteFrom]) -> tuple[Sources, list[Problem]]:
+def sources(files: Sequence[SourceFile], entries: Sequence[SubstituteFrom],
+            encrypted: frozenset[str] = frozenset()) -> tuple[Sources, list[Problem]]:
     """The variables of each `substituteFrom` entry found in `files` (in the config's order: a later one wins),
     and the problems: a missing entry that is not optional, a key that is not a variable name, a Secret's
-    `data` value that is not base64. No problem quotes a value."""
+    `data` value that is not base64. `encrypted`: the paths `sops` decrypted (their values are never shown).
+    No problem quotes a value."""
     if not entries:
         return (), []
     documents = read_documents(files)
@@ -55,7 +57,7 @@ def sources(files: Sequence[SourceFile], entries: Sequence[SubstituteFrom]) -> t
                 problems.append(_missing(index, entry))
             continue
         where = Where(doc.file, f"{entry.kind}/{entry.name}", doc.line_of, doc.quoted.__contains__)
-        variables, bad = variables_from(entry.kind, doc.body, where)
+        variables, bad = variables_from(entry.kind, doc.body, where, doc.file in encrypted)
         found.append(variables)
         problems += bad
     return tuple(found), problems
@@ -96,12 +98,13 @@ def substituted(files: Sequence[SourceFile], variables: Mapping[str, Variable],
     return sorted(changes, key=lambda change: (change.file, change.line))
 
 
-def shown(files: Sequence[SourceFile], entries: Sequence[SubstituteFrom], nodes: Sequence[NodeConfig]
-          ) -> dict[str, list[Change]]:
-    """What `validate --node` and `diff` show: each node's substituted values (`substituted`). The sources'
-    problems are left out: `agent.parse_for_nodes` has rejected a revision that has any."""
+def shown(files: Sequence[SourceFile], entries: Sequence[SubstituteFrom], nodes: Sequence[NodeConfig],
+          encrypted: frozenset[str] = frozenset()) -> dict[str, list[Change]]:
+    """What `validate --node` and `diff` show: each node's substituted values (`substituted`); `encrypted`: the
+    paths `sops` decrypted. The sources' problems are left out: `agent.parse_for_nodes` has rejected a
+    revision that has any."""
     if not any(ANNOTATION.encode() in file.data for file in files):  # no object opts in
         return {node.name: [] for node in nodes}
-    found, _ = sources(files, entries)
+    found, _ = sources(files, entries, encrypted)
     documents = read_documents(files)
     return {node.name: substituted(files, for_node(node, found), documents) for node in nodes}

@@ -193,3 +193,14 @@ def test_validate_node_prints_the_substituted_values_and_names_a_missing_source(
     (apps / "site.yaml").write_bytes(SITE.split(b"---")[1])  # the ConfigMap is gone
     assert main(["validate", str(apps), "--config", str(cfg)]) == 1
     assert "substituteFrom[0]: the ConfigMap demo/site-vars is not in the revision's manifests" in capsys.readouterr().err
+
+
+def test_a_value_from_a_sops_encrypted_config_map_is_shown_as_its_source() -> None:
+    """A `substituteFrom` ConfigMap whose file was SOPS-encrypted (`sops.decrypt_files` names it) may be
+    substituted anywhere, but `validate --node` and `diff` show its values as where they come from."""
+    cfg = site_config()
+    shown = variables.shown(site_files(), cfg.substitute_from, cfg.nodes, frozenset({"site.yaml"}))
+    lines = [str(change) for change in shown["n1"]]
+    assert "web.yaml:15: Deployment/web: spec.template.spec.containers[0].image: " \
+           "(from ConfigMap site-vars, SOPS-encrypted)" in lines, lines
+    assert 'web.yaml:17: Deployment/web: spec.template.spec.containers[0].env[0].value: "8080"' in lines  # vars

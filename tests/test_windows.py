@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from gitops_agent import config
 from gitops_agent.errors import ConfigError
+from gitops_agent.status import _rollout as status_rollout
+from gitops_agent.web import page
 from gitops_agent.windows import Schedule, Window, closes_at, is_open, next_open, schedule, waiting_line, window
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -242,3 +244,22 @@ def test_next_open_is_open_and_the_minutes_before_it_are_closed(naive: datetime,
         assert cron == "*/20 * * * *" and minutes >= 20 and not with_deny
     else:
         assert closes > opens and not is_open(plan, closes) and is_open(plan, closes - timedelta(seconds=1))
+
+
+def test_status_and_the_page_show_a_held_nodes_window_line_as_of_now() -> None:
+    """A node the rollout holds for its window (status `window`) gets the line as of the status's `now`, not
+    the one stored by the pass that held it; without a schedule the stored line; the page shows it, escaped."""
+    stale = "waiting for window (opens 02:00 Europe/Berlin, in 5 h 0 min)"
+    record = {"target": "main@sha1:bbb", "previous": "main@sha1:aaa", "phase": "progressing", "cause": "git",
+              "order": ["n1", "n2", "n3"], "nodes": {"n1": {"status": "done", "error": ""},
+                                                     "n2": {"status": "window", "error": stale},
+                                                     "n3": {"status": "window", "error": stale}}}
+    shown = status_rollout(record, {"n1": None, "n2": nightly()}, berlin(2026, 12, 1, 22, 48))
+    assert shown is not None
+    n1, n2, n3 = shown["nodes"]
+    assert "window" not in n1
+    assert n2["window"] == "waiting for window (opens 02:00 Europe/Berlin, in 3 h 12 min)"
+    assert n3["window"] == stale
+    html = page({"condition": "Progressing", "message": "held", "rollout": shown}, [], [], 10.0, 12.0)
+    assert "<b>n2</b>: waiting for window (opens 02:00 Europe/Berlin, in 3 h 12 min)" in html
+    assert "<td>window</td><td>waiting for window (opens 02:00 Europe/Berlin, in 3 h 12 min)</td>" in html

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from gitops_agent.history import History
+from gitops_agent.web import page
 from test_e2e import Cli, app_containers, pod_hashes
 from podman_env import WEB1, WEB2
 
@@ -100,6 +101,11 @@ def test_a_closed_window_holds_a_new_revision_while_drift_is_repaired_then_it_ro
     code, out, err = cli("status", "-o", "json")
     st = json.loads(out)
     assert st["reason"] == "WaitingForWindow" and "waiting for window (opens" in st["message"], st["message"]
+    (held,) = st["rollout"]["nodes"]
+    assert held["status"] == "window" and held["window"].startswith("waiting for window (opens "), held
+    assert f"<b>local</b>: {held['window']}" in page(st, [], [], time.time(), time.time())  # the status page
+    code, out, err = cli("status")
+    assert code == 0 and f"local        window             {held['window'][:30]}" in out, out
 
     time.sleep(max(0.0, opens - time.time()) + 1)
     code, out, err = cli("sync")
