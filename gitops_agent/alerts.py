@@ -74,6 +74,9 @@ EVENTS: dict[str, Rule] = {
     "revision.rejected:SignatureUnverified": Rule("revision.rejected", "critical", Reason.SIGNATURE_UNVERIFIED.value,
                                                   "revision {revision} carries no trusted signature; "
                                                   "nodes keep the last good revision"),
+    "revision.tampered": Rule("revision.tampered", "critical", Reason.TAMPERED.value,
+                              "revision {revision}: {file} was changed after it was SOPS-encrypted ({error}); "
+                              "nodes keep the last good revision"),
     "rollout.start": Rule("rollout.started", "info", Reason.ROLLOUT_STARTED.value,
                           "rollout of {revision} started (from {previous})"),
     "rollout.node.failed": Rule("rollout.failed", "error", Reason.ROLLOUT_FAILED.value,

@@ -180,3 +180,17 @@ def test_config_sops_key_files(keys: tuple[Path, str, Path, str], tmp_path: Path
     assert config.from_mapping({"source": {"url": "/tmp/repo"}}).sops is None
     with pytest.raises(ConfigError, match=r"sops\.ageKeyFiles\[0\]: .*missing\.agekey is not a readable file"):
         config.from_mapping({**raw, "sops": {"ageKeyFiles": ["missing.agekey"]}}, base_dir=tmp_path)
+
+
+def test_a_tampered_file_is_a_critical_tampering_alert() -> None:
+    """The agent's `revision.tampered` event (a MAC mismatch) raises an alert of its own, critical, naming the
+    file and SOPS's reason (which never holds a value)."""
+    from gitops_agent import events
+    from gitops_agent.alerts import Watch
+
+    event = events.RevisionTampered("main@sha1:ccc", "apps/wifi.yaml", "tampering: the file was changed after it "
+                                    "was encrypted (its MAC does not match its content)")
+    [alert] = Watch(600, 600).feed(event.NAME, {**event.fields(), "reason": event.reason.value}, 1)
+    assert (alert.kind, alert.severity, alert.reason, alert.revision) == (
+        "revision.tampered", "critical", "Tampered", "main@sha1:ccc")
+    assert "apps/wifi.yaml was changed after it was SOPS-encrypted" in alert.message, alert.message
