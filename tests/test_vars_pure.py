@@ -204,3 +204,13 @@ def test_a_value_from_a_sops_encrypted_config_map_is_shown_as_its_source() -> No
     assert "web.yaml:15: Deployment/web: spec.template.spec.containers[0].image: " \
            "(from ConfigMap site-vars, SOPS-encrypted)" in lines, lines
     assert 'web.yaml:17: Deployment/web: spec.template.spec.containers[0].env[0].value: "8080"' in lines  # vars
+
+
+def test_a_substitution_problem_names_the_object_by_kind_and_name() -> None:
+    """The kind is read from the document itself (substitution runs before conversion fills it in)."""
+    text = DEPLOY.replace(b"${PORT}", b"${MISSING}")
+    with pytest.raises(RevisionRejected) as caught:
+        parse([SourceFile("web.yaml", text)], "r", variables=node_variables("n1", {"REPLICAS": "1"}, {}))
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("web.yaml:16: Deployment/web: spec.template.spec.containers[0].env[0].value: "
+                                   "undefined variable MISSING"), str(problem)
