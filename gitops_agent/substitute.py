@@ -23,7 +23,8 @@ replaced by that node's variables, and the result is validated per node. Pure: n
   `${NODE_LABEL_topology_kubernetes_io_zone}`), built-ins (`${NODE_NAME}`), then `substituteFrom`.
 - Secrets: a variable from a Secret may be substituted only into a Secret's `data` or `stringData`
   (anywhere else its value would show in `diff`, `status` and `history`); every such value used is
-  returned, for the redaction of messages. No message quotes a value or a manifest's text.
+  returned, for the redaction of messages. No message quotes a value or a manifest's text. Every value
+  changed is listed (`Result.changed`, for `validate --node` and `diff`), a Secret's as its source only.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ is read in plaintext, in memory) and `manifests.parse`, which substitutes and va
 - `for_node`: one node's variables (its `vars:`, labels, `${NODE_NAME}`, then the sources).
 - `substituted`: every value substitution changes on one node, with its FILE:LINE, for `validate --node` and
   `diff` to show; a value taken from a Secret, or put into a Secret, is shown as `(from Secret x)` /
-  `(in Secret x)`, never as itself.
+  `(in Secret x)`, one from a SOPS-encrypted ConfigMap as `(from ConfigMap x, SOPS-encrypted)`, never as itself.
 
 Pure over its inputs: no Git, no Podman, no clock, no output.
 """
