@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from . import liveness
 from .config import NodeConfig
@@ -54,6 +54,8 @@ from .model import (
     StorageClass,
     Taint,
     Toleration,
+    Volume,
+    VolumeMount,
     Workload,
 )
 
@@ -337,7 +339,8 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
-_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None}
+_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": ()}
+_ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
 
@@ -355,6 +358,7 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
         template[group] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template[group]]
         for c in template[group]:
             c["env"] = [trim(e, _ADDED_ENV_FIELDS) for e in c["env"]]
+            c["volume_mounts"] = [trim(m, _ADDED_MOUNT_FIELDS) for m in c["volume_mounts"]]
             for kind in ("liveness_probe", "readiness_probe", "startup_probe"):
                 if c.get(kind):
                     c[kind] = trim(c[kind], _ADDED_PROBE_FIELDS)
@@ -370,7 +374,7 @@ def _config_refs(workload: Workload) -> set[tuple[str, str]]:
                 refs.add((e.ref.kind, e.ref.name))
         for f in c.env_from:
             refs.add((f.kind, f.name))
-    for v in workload.template.volumes:
+    for v in (s for volume in workload.template.volumes for s in (*volume.sources, volume)):
         if v.kind == "configMap":
             refs.add(("ConfigMap", v.source))
         elif v.kind == "secret":
@@ -887,7 +891,8 @@ def _container_mounts(
     for m in c.volume_mounts:
         v = volumes[m.name]
         if v.kind == "hostPath":
-            host_mounts.append(HostMount(v.source, m.mount_path, m.read_only))
+            source = f"{v.source.rstrip('/')}/{m.sub_path}" if m.sub_path else v.source
+            host_mounts.append(HostMount(source, m.mount_path, m.read_only))
             continue
         if v.kind == "persistentVolumeClaim":
             binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
@@ -899,16 +904,31 @@ def _container_mounts(
             claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
             binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only))
             continue
-        kind = "ConfigMap" if v.kind == "configMap" else "Secret"
-        cfg = configs.get((kind, v.source))
+        mounts.extend(_file_mounts(v, m, configs, secrets))
+    return mounts, binds, host_mounts
+
+
+def _file_mounts(
+    v: Volume, m: VolumeMount, configs: Mapping[tuple[str, str], ConfigData], secrets: dict[str, SecretSpec]
+) -> Iterator[SecretMount]:
+    """The files of a configMap, secret or projected volume (its sources merged into one directory, in order) as
+    Podman secrets under the mount path; with a subPath, the one file or the directory of files it names, at
+    the mount path itself."""
+    base = m.mount_path.rstrip("/")
+    for source in v.sources or (v,):
+        kind = "ConfigMap" if source.kind == "configMap" else "Secret"
+        cfg = configs.get((kind, source.source))
         if cfg is None:
             continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
-        items = [(i.key, i.path) for i in v.items] if v.items else [(k, k) for k in sorted(cfg.data)]
-        for key, rel in items:
-            sname = _secret(configs, kind, v.source, key, secrets)
+        items = [(i.key, i.path) for i in source.items] if source.items else [(k, k) for k in sorted(cfg.data)]
+        for key, path in items:
+            rel = "/".join(part for part in path.split("/") if part not in ("", "."))
+            if m.sub_path and rel != m.sub_path and not rel.startswith(m.sub_path + "/"):
+                continue
+            sname = _secret(configs, kind, source.source, key, secrets)
             if sname is not None:
-                mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
-    return mounts, binds, host_mounts
+                target = f"{base}{rel.removeprefix(m.sub_path)}" if m.sub_path else f"{base}/{rel}"
+                yield SecretMount(sname, target or "/", source.default_mode)
 
 
 def _health_start_period(c: Container) -> int:

@@ -96,6 +96,7 @@ class VolumeMount:
     name: str
     mount_path: str
     read_only: bool = False
+    sub_path: str = ""  # a file or directory of the volume mounted alone at mount_path ("" the whole volume)
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,17 @@ class KeyToPath:
 
 @dataclass(frozen=True)
 class Volume:
-    """A pod volume: `configMap`, `secret`, `persistentVolumeClaim`, `hostPath` or `emptyDir`.
+    """A pod volume: `configMap`, `secret`, `projected`, `persistentVolumeClaim`, `hostPath` or `emptyDir`.
 
     For a `hostPath` volume `source` is the normalised absolute path on the
     node and `host_path_type` Kubernetes' `type` ("" when not given). For an
     `emptyDir` volume `source` is "", `medium` "" (node disk) or "Memory" (a
-    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit)."""
+    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit). A `projected`
+    volume's `sources` are `configMap` and `secret` volumes merged into its one
+    directory, each with the projected volume's `default_mode`."""
 
     name: str
-    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath" | "emptyDir" | "claimTemplate"
+    kind: str  # configMap | secret | projected | persistentVolumeClaim | hostPath | emptyDir | claimTemplate
     source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
@@ -123,6 +126,7 @@ class Volume:
     host_path_type: str = ""  # hostPath: "" | "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice"
     medium: str = ""  # emptyDir: "" | "Memory"
     size_limit: int | None = None  # emptyDir: sizeLimit in bytes
+    sources: tuple[Volume, ...] = ()  # projected: its configMap and secret sources, in order
 
 
 @dataclass(frozen=True)

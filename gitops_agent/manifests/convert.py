@@ -582,6 +582,8 @@ def _pod_template(
         for j, mount in enumerate(container.volume_mounts):
             if mount.name not in declared:
                 doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
+    _check_sub_paths(doc, prefix, processes, volumes)
+    _check_projected(doc, prefix, volumes)
     return model.PodTemplate(
         labels=labels,
         containers=containers,
@@ -742,7 +744,8 @@ def _container(
         resources=limits,
         requests=_requests(doc, path + ("resources", "requests"), container.get("resources", {}), limits),
         volume_mounts=tuple(
-            model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False))
+            model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False),
+                              normpath(mount.get("subPath", "")).lstrip("/"))
             for mount in container.get("volumeMounts", ())
         ),
         working_dir=container.get("workingDir"),
@@ -897,8 +900,56 @@ _DISK_SIZE_LIMIT = ("is not supported by gitops-agent for an emptyDir on the nod
                     "that size)")
 
 
+# Volumes Podman mounts by name: Podman 4.3 has no option to mount one directory of a named volume.
+_NAMED_VOLUMES = ("persistentVolumeClaim", "emptyDir")
+_NO_VOLUME_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is a named Podman "
+                       "volume (a claim, a claim template or an emptyDir), which Podman 4.3 mounts only whole (it "
+                       "has no subpath mount option); mount the whole volume and use the directory under it")
+
+
+def _check_sub_paths(doc: Document, prefix: JsonPath, processes: model.PodTemplate,
+                     volumes: tuple[model.Volume, ...]) -> None:
+    """A subPath mounts a file or directory of a configMap, secret, projected or hostPath volume; a named Podman
+    volume (a claim, a claim template or an emptyDir) is mounted whole."""
+    kinds = {volume.name: volume.kind for volume in volumes}
+    for group, i, container in every_container(processes):
+        for j, mount in enumerate(container.volume_mounts):
+            kind = kinds.get(mount.name, "")
+            if mount.sub_path and kind in _NAMED_VOLUMES:
+                doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
+                           _NO_VOLUME_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
+
+
+def _check_projected(doc: Document, prefix: JsonPath, volumes: tuple[model.Volume, ...]) -> None:
+    """The files a projected volume's sources name with `items` do not collide (Kubernetes' own validation)."""
+    for i, volume in enumerate(volumes):
+        seen: set[str] = set()
+        for j, source in enumerate(volume.sources):
+            for k, item in enumerate(source.items):
+                path = "/".join(part for part in item.path.split("/") if part not in ("", "."))
+                if path in seen:
+                    doc.report(prefix + ("volumes", i, "projected", "sources", j, source.kind, "items", k, "path"),
+                               f"duplicate path {path!r} in the projected volume")
+                seen.add(path)
+
+
+def _projected(name: str, source: dict[str, Any]) -> model.Volume:
+    """A projected volume: its configMap and secret sources (the only ones the schema admits), in order."""
+    mode = source.get("defaultMode", 0o644)
+    sources = []
+    for projection in source["sources"]:
+        ((kind, ref),) = projection.items()  # exactly one, by the schema
+        sources.append(model.Volume(
+            name=name, kind=kind, source=ref["name"], default_mode=mode, optional=ref.get("optional", False),
+            items=tuple(model.KeyToPath(item["key"], item["path"]) for item in ref.get("items", ())),
+        ))
+    return model.Volume(name, "projected", "", default_mode=mode, sources=tuple(sources))
+
+
 def _volume(volume: dict[str, Any]) -> model.Volume:
     ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
+    if kind == "projected":
+        return _projected(volume["name"], source)
     if kind == "hostPath":
         return model.Volume(volume["name"], kind, normpath(source["path"]), host_path_type=source.get("type", ""))
     if kind == "emptyDir":
