@@ -468,9 +468,9 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
          "gitops-agent"),
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
          "runAsNonRoot: true contradicts runAsUser: 0"),
-        ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
-         "field 'subPath' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the file "
-         "under it, or choose files with `items` of a configMap or secret volume"),
+        ("volumeMounts: [{name: v, mountPath: /v, subPathExpr: x}]", "containers[0].volumeMounts[0].subPathExpr",
+         "field 'subPathExpr' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the "
+         "file under it (env values are not expanded in mounts)"),
         ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
          "containers[0].env[0].valueFrom.fieldRef.fieldPath",
          "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
@@ -590,7 +590,7 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
             - {name: two, configMap: {name: c, optional: true}, secret: {secretName: s, optional: true}}
             - {name: fine, configMap: {name: c, optional: true}}
     """)
-    message = "needs a name and exactly one source: configMap, secret, persistentVolumeClaim, hostPath or emptyDir"
+    message = "needs a name and exactly one source: configMap, secret, projected, persistentVolumeClaim, hostPath or emptyDir"
     assert problems({"p.yaml": template}) == [
         f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
         f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",

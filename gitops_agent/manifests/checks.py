@@ -10,7 +10,7 @@ must not read files or the agent config beyond the policy it is given.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, replace
 
 from .. import desired, model, pullauth
@@ -264,14 +264,22 @@ def _check_references(
             if not env_from.optional:
                 selector = prefix + (group, i, "envFrom", j, ref_field(env_from.kind, "Ref"))
                 check(selector + ("name",), env_from.kind, env_from.name)
-    for i, volume in enumerate(workload.template.volumes):
+    _check_volume_references(prefix, workload.template.volumes, check)
+    return found
+
+
+def _check_volume_references(
+    prefix: JsonPath, volumes: tuple[model.Volume, ...],
+    check: Callable[[JsonPath, str, str, Iterable[tuple[JsonPath, str]]], None],
+) -> None:
+    """The claims and the (not optional) ConfigMaps and Secrets of the pod's volumes, checked by `check`."""
+    for i, volume in enumerate(volumes):
         if volume.kind == "persistentVolumeClaim":
-            check(prefix + ("volumes", i, volume.kind, "claimName"), "PersistentVolumeClaim", volume.source)
-    for source, name_field, volume in file_sources(prefix, workload.template.volumes):
+            check(prefix + ("volumes", i, volume.kind, "claimName"), "PersistentVolumeClaim", volume.source, ())
+    for source, name_field, volume in file_sources(prefix, volumes):
         if not volume.optional:
             keys = [(source + ("items", j, "key"), item.key) for j, item in enumerate(volume.items)]
             check(source + (name_field,), VOLUME_SOURCES[volume.kind][1], volume.source, keys)
-    return found
 
 
 def file_sources(prefix: JsonPath, volumes: Iterable[model.Volume]) -> Iterator[tuple[JsonPath, str, model.Volume]]:

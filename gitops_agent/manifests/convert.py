@@ -582,8 +582,7 @@ def _pod_template(
         for j, mount in enumerate(container.volume_mounts):
             if mount.name not in declared:
                 doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
-    _check_sub_paths(doc, prefix, processes, volumes)
-    _check_projected(doc, prefix, volumes)
+    _check_sub_paths_and_projected(doc, prefix, processes, volumes)
     return model.PodTemplate(
         labels=labels,
         containers=containers,
@@ -907,10 +906,11 @@ _NO_VOLUME_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (fou
                        "has no subpath mount option); mount the whole volume and use the directory under it")
 
 
-def _check_sub_paths(doc: Document, prefix: JsonPath, processes: model.PodTemplate,
-                     volumes: tuple[model.Volume, ...]) -> None:
+def _check_sub_paths_and_projected(doc: Document, prefix: JsonPath, processes: model.PodTemplate,
+                                   volumes: tuple[model.Volume, ...]) -> None:
     """A subPath mounts a file or directory of a configMap, secret, projected or hostPath volume; a named Podman
     volume (a claim, a claim template or an emptyDir) is mounted whole."""
+    _check_projected(doc, prefix, volumes)
     kinds = {volume.name: volume.kind for volume in volumes}
     for group, i, container in every_container(processes):
         for j, mount in enumerate(container.volume_mounts):
