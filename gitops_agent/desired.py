@@ -416,9 +416,10 @@ def ordinal_claim(statefulset: str, template: str, index: int) -> str:
 def ordinal_volumes(w: Workload, count: int, commit: str) -> tuple[VolumeSpec, ...]:
     """The volumes of a StatefulSet's `count` ordinals on a node, owned by the StatefulSet (never pruned while it
     is declared: scaling down keeps them, and scaling up again finds each ordinal's data)."""
+    classes = dict(w.claim_classes)
     return tuple(
         VolumeSpec(volume_name(w.ref.namespace, claim), ObjectRef("PersistentVolumeClaim", w.ref.namespace, claim),
-                   owner_labels(w.ref, commit))
+                   owner_labels(w.ref, commit), classes.get(v.name, StorageClass()))
         for i in range(count) for v in w.template.volumes if v.kind == "claimTemplate"
         for claim in (ordinal_claim(w.ref.name, v.name, i),)
     )

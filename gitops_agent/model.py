@@ -393,6 +393,8 @@ class Workload:
     service_name: str = ""
     pod_management: str = "OrderedReady"
     partition: int = 0
+    # StatefulSet: (volumeClaimTemplate name, its storageClassName's class) for those not of the default volume
+    claim_classes: tuple[tuple[str, StorageClass], ...] = ()
     # Job (gitops_agent/manifests/batch.py, gitops_agent/jobs.py): pods to finish with exit 0, at once, failures
     completions: int = 1
     parallelism: int = 1

@@ -291,17 +291,33 @@ def _claim(doc: Document) -> model.Claim:
     return model.Claim(doc.ref, doc.origin, storage=str(storage))
 
 
-def with_storage_class(doc: Document, claim: model.Claim, classes: Mapping[str, model.StorageClass]) -> model.Claim:
-    """The claim with its storageClassName's driver and options; an unknown class is a problem."""
-    name = doc.body["spec"].get("storageClassName", "")
+def _storage_class(doc: Document, path: JsonPath, spec: Mapping[str, Any],
+                   classes: Mapping[str, model.StorageClass]) -> model.StorageClass | None:
+    """The class a claim's spec (at `path`) names, None for the default; an unknown class is a problem."""
+    name = spec.get("storageClassName", "")
     if not name:
-        return claim
+        return None
     if name not in classes:
         known = ", ".join(sorted(classes)) or "none"
-        doc.report(("spec", "storageClassName"), f"storage class {name!r} is not in the agent config's "
+        doc.report(path + ("storageClassName",), f"storage class {name!r} is not in the agent config's "
                    f"storageClasses (known: {known}); define it there, or remove the field for the default volume")
-        return claim
-    return replace(claim, storage_class=classes[name])
+        return None
+    return classes[name]
+
+
+def with_storage_class(
+    doc: Document, obj: model.Object | None, classes: Mapping[str, model.StorageClass]
+) -> model.Object | None:
+    """A claim with its storageClassName's driver and options, a StatefulSet with those of its
+    volumeClaimTemplates; an unknown class is a problem."""
+    if isinstance(obj, model.Claim):
+        return replace(obj, storage_class=_storage_class(doc, ("spec",), doc.body["spec"], classes))
+    if not isinstance(obj, model.Workload) or doc.kind != "StatefulSet":
+        return obj
+    templates = doc.body["spec"].get("volumeClaimTemplates", ())
+    chosen = ((t["metadata"]["name"], _storage_class(doc, ("spec", "volumeClaimTemplates", i, "spec"), t["spec"],
+                                                     classes)) for i, t in enumerate(templates))
+    return replace(obj, claim_classes=tuple((name, found) for name, found in chosen if found is not None))
 
 
 def _pod(doc: Document) -> model.Workload:
