@@ -330,7 +330,7 @@ def template_hash(
 _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
-    "init_containers": (),
+    "init_containers": (), "topology_spread": (),
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
@@ -570,6 +570,7 @@ def eligible(workload: Workload, node: NodeConfig) -> bool:
         node_matches(node, t.node_selector)
         and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
         and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
+        and all(c.key in labels for c in t.topology_spread if c.required)  # DoNotSchedule: a node of the topology
     )
 
 
@@ -627,10 +628,39 @@ def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, .
         return workload.replicas if matching.index(node.name) == 0 else 0
     if workload.ref.kind == "Job":  # a pod name for every attempt it may make, on the first matching node
         return workload.completions + workload.backoff_limit if matching.index(node.name) == 0 else 0
+    zone = next((c for c in workload.template.topology_spread if c.key != HOSTNAME_LABEL), None)
+    if zone is not None:
+        return spread_over(workload, zone.key, [n for name in matching for n in nodes if n.name == name])[node.name]
     if workload.template.one_per_node:
         return 1 if matching.index(node.name) < workload.replicas else 0
     base, extra = divmod(workload.replicas, len(matching))
     return base + (1 if matching.index(node.name) < extra else 0)
+
+
+def spread_over(workload: Workload, key: str, ranked: list[NodeConfig]) -> dict[str, int]:
+    """Replicas per node under a topologySpreadConstraint over node label `key` (`ranked`: the matching nodes,
+    the preferred first): each replica goes to the value of the label with the fewest so far (ties: the value
+    of the better-ranked node first), there to its node with the fewest (ties: by rank), so values and the nodes
+    of each value differ by at most one (a skew of 1). Nodes without the label (ScheduleAnyway only: DoNotSchedule
+    leaves them unmatched) take replicas only when no labelled node may (podAntiAffinity: one pod per node)."""
+    cap = 1 if workload.template.one_per_node else workload.replicas
+    counts = {n.name: 0 for n in ranked}
+    domains: dict[str, list[str]] = {}
+    for n in ranked:
+        if key in n.labels:
+            domains.setdefault(n.labels[key], []).append(n.name)
+    unlabelled = [n.name for n in ranked if key not in n.labels]
+    for _ in range(workload.replicas):
+        open_domains = [names for names in domains.values() if any(counts[x] < cap for x in names)]
+        if open_domains:
+            names = min(open_domains, key=lambda d: sum(counts[x] for x in d))  # min keeps the first of ties
+        else:
+            names = unlabelled
+        free = [x for x in names if counts[x] < cap]
+        if not free:
+            break  # not placed: `unplaced` says so
+        counts[min(free, key=lambda x: counts[x])] += 1
+    return counts
 
 
 # --- rolling-update numbers ---------------------------------------------------------

@@ -221,6 +221,16 @@ class Taint:
 
 
 @dataclass(frozen=True)
+class TopologySpread:
+    """A topologySpreadConstraint of the workload's own pods: over node label `key` (kubernetes.io/hostname: the
+    node), `required` for DoNotSchedule (nodes without the label run none), not for ScheduleAnyway."""
+
+    key: str
+    max_skew: int = 1
+    required: bool = True
+
+
+@dataclass(frozen=True)
 class PodTemplate:
     labels: Mapping[str, str]
     containers: tuple[Container, ...]
@@ -238,6 +248,7 @@ class PodTemplate:
     preferred_affinity: tuple[tuple[int, tuple[Requirement, ...]], ...] = ()  # (weight, term)
     one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
     tolerations: tuple[Toleration, ...] = ()
+    topology_spread: tuple[TopologySpread, ...] = ()  # topologySpreadConstraints
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
     init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
 

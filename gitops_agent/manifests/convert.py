@@ -649,6 +649,8 @@ def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: di
     anti_terms += [(prefix + ("affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", i,
                               "podAffinityTerm"), t["podAffinityTerm"])
                    for i, t in enumerate(anti.get("preferredDuringSchedulingIgnoredDuringExecution", ()))]
+    spread = spec.get("topologySpreadConstraints", ())
+    anti_terms += [(prefix + ("topologySpreadConstraints", i), t) for i, t in enumerate(spread) if "labelSelector" in t]
     for term_path, term in anti_terms:
         wanted, expressions = _label_selector(doc, term_path + ("labelSelector",), term["labelSelector"])
         if (wanted or expressions) and not _selects(labels, wanted, expressions):
@@ -664,11 +666,32 @@ def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: di
             for i, p in enumerate(preferred)
         ),
         "one_per_node": bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution")),
+        "topology_spread": _topology_spread(doc, prefix + ("topologySpreadConstraints",), spread),
         "tolerations": tuple(
             model.Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""), t.get("effect", ""))
             for t in spec.get("tolerations", ())
         ),
     }
+
+
+def _topology_spread(doc: Document, path: JsonPath, constraints: Iterable[dict[str, Any]]
+                     ) -> tuple[model.TopologySpread, ...]:
+    """topologySpreadConstraints over the node (kubernetes.io/hostname) or one other node label: placements the
+    agent's spread satisfies for any maxSkew (a skew of at most 1), on the kinds whose replicas it spreads."""
+    spread = tuple(model.TopologySpread(c["topologyKey"], c["maxSkew"], c["whenUnsatisfiable"] == "DoNotSchedule")
+                   for c in constraints)
+    keys = {c.key for c in spread}
+    if spread and doc.kind in ("StatefulSet", "Job", "DaemonSet") and keys != {desired.HOSTNAME_LABEL}:
+        where = "run on one node" if doc.kind != "DaemonSet" else "run one on every matching node"
+        doc.report(path, f"is not supported by gitops-agent on a {doc.kind} except over {desired.HOSTNAME_LABEL}: "
+                         f"its pods {where}, whatever the spread")
+    elif spread and doc.kind in ("StatefulSet", "Job"):
+        doc.report(path, f"is not supported by gitops-agent on a {doc.kind}: its pods run on one node (the first "
+                         "that matches); use a Deployment, or remove it")
+    elif len(keys) > 1:
+        doc.report(path, f"spreads over {len(keys)} topology keys ({', '.join(sorted(keys))}); gitops-agent "
+                         "spreads over one: kubernetes.io/hostname or one node label")
+    return spread
 
 
 def _term(doc: Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Requirement, ...]:

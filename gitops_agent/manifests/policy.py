@@ -17,11 +17,27 @@ from ..errors import Problem
 from .document import Document, Problems, every_container, is_under, pod_spec_path
 
 
+def _check_spread_keys(workloads: list[tuple[Document, model.Workload]], nodes: tuple[NodeConfig, ...]
+                       ) -> list[Problem]:
+    """A topologySpreadConstraint's key other than kubernetes.io/hostname is a label some node declares."""
+    found = Problems()
+    for doc, workload in workloads:
+        for i, spread in enumerate(workload.template.topology_spread):
+            if spread.key != desired.HOSTNAME_LABEL and not any(spread.key in node.labels for node in nodes):
+                found.add(doc, pod_spec_path(workload) + ("topologySpreadConstraints", i, "topologyKey"),
+                          f"no node of the agent config declares label {spread.key!r}: declare it in nodes[].labels "
+                          f"(the value: that node's {spread.key.rsplit('/', 1)[-1]}), or spread over "
+                          f"{desired.HOSTNAME_LABEL}")
+    return found
+
+
 def check_capacity(
     workloads: list[tuple[Document, model.Workload]], nodes: tuple[NodeConfig, ...], limits: model.NodeLimits
 ) -> list[Problem]:
-    """The revision stays within the config's `limits:`, counted from placement alone (no pod is built)."""
+    """The revision stays within the config's `limits:`, counted from placement alone (no pod is built), and
+    spreads only over node labels the config's nodes declare."""
     found = Problems()
+    found.extend(_check_spread_keys(workloads, nodes))
     for doc, workload in workloads:
         if len(workload.template.containers) > limits.max_containers_per_pod:
             found.add(doc, pod_spec_path(workload) + ("containers",),

@@ -270,8 +270,8 @@ WHAT_TO_DO: dict[str, str] = {
     "hostAliases": "use a Service name or a DNS name instead: gitops-agent does not edit a pod's /etc/hosts",
     "ephemeralContainers": "remove it: debug a running container with `podman exec` on its node",
     "dnsConfig": "remove it: pods use their namespace network's DNS server (Podman's aardvark-dns)",
-    "topologySpreadConstraints": "remove it: replicas are spread evenly over the matching nodes; for at most one "
-                                 "pod per node use podAntiAffinity on kubernetes.io/hostname",
+    "minDomains": "remove it: replicas are spread over the label values the agent config's nodes declare, "
+                  "however many there are",
     "runtimeClassName": "remove it: containers run with the node's default OCI runtime",
     "shareProcessNamespace": "remove it: each container of a pod has its own PID namespace",
     "readinessGates": "use readinessProbes: they are what makes a pod ready here",
