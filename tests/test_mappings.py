@@ -592,6 +592,65 @@ affinity:
     ]
 
 
+def spread(key: str, when: str = "DoNotSchedule", extra: str = "") -> str:
+    return (f"topologySpreadConstraints:\n  - {{maxSkew: 1, topologyKey: {key}, whenUnsatisfiable: {when}, "
+            f"labelSelector: {{matchLabels: {{app: web}}}}{extra}}}\n")
+
+
+def test_topology_spread_over_a_node_label_spreads_over_its_values_then_their_nodes() -> None:
+    """Over `zone` (north: a, south: b and c, east: d) each value gets 2 of 6 replicas, south's split over its two
+    nodes, where the plain spread gives {a: 2, b: 2, c: 1, d: 1}; over kubernetes.io/hostname the plain spread is
+    kept (its skew is at most 1 already)."""
+    tolerant = "tolerations: [{operator: Exists}]\n"
+    assert placement(deployment(6, tolerant)) == {"a": 2, "b": 2, "c": 1, "d": 1}
+    assert placement(deployment(6, tolerant + spread("zone"))) == {"a": 2, "b": 1, "c": 1, "d": 2}
+    assert placement(deployment(6, tolerant + spread("kubernetes.io/hostname"))) == \
+        placement(deployment(6, tolerant))
+    assert placement(deployment(6, tolerant + spread("zone", "ScheduleAnyway"))) == {"a": 2, "b": 1, "c": 1, "d": 2}
+
+
+def test_do_not_schedule_keeps_pods_off_unlabelled_nodes_and_schedule_anyway_uses_them_last() -> None:
+    """Only node a has label `disk`: DoNotSchedule puts every replica there; ScheduleAnyway too, unless
+    podAntiAffinity (one pod per node) sends the rest to the unlabelled nodes, in their usual order."""
+    assert placement(deployment(3, spread("disk"))) == {"a": 3}
+    assert placement(deployment(3, spread("disk", "ScheduleAnyway"))) == {"a": 3}
+    anti = ("affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+            "[{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}]}}\n")
+    assert placement(deployment(3, anti + spread("disk", "ScheduleAnyway"))) == {"a": 1, "c": 1, "d": 1}
+    assert placement(deployment(3, anti + spread("disk"))) == {"a": 1}
+
+
+def test_topology_spreads_the_agent_cannot_honour_are_errors() -> None:
+    """A label no node declares, two keys at once, another workload's pods, a StatefulSet (its pods stay on one
+    node), minDomains and a taints policy other than Honor: each an error saying why."""
+    def rejected(text: str) -> list[str]:
+        with pytest.raises(RevisionRejected) as caught:
+            parse([SourceFile("d.yaml", text.encode())], COMMIT, nodes=FLEET)
+        return [str(p).split(": ", 2)[2] for p in caught.value.problems]
+
+    assert rejected(deployment(2, spread("topology.kubernetes.io/zone"))) == [
+        "spec.template.spec.topologySpreadConstraints[0].topologyKey: no node of the agent config declares label "
+        "'topology.kubernetes.io/zone': declare it in nodes[].labels (the value: that node's zone), or spread over "
+        "kubernetes.io/hostname"]
+    both = spread("zone") + spread("kubernetes.io/hostname").removeprefix("topologySpreadConstraints:\n")
+    assert rejected(deployment(2, both)) == [
+        "spec.template.spec.topologySpreadConstraints: spreads over 2 topology keys (kubernetes.io/hostname, zone); "
+        "gitops-agent spreads over one: kubernetes.io/hostname or one node label"]
+    other = spread("zone").replace("app: web", "app: other")
+    assert "topologySpreadConstraints[0].labelSelector: must select this workload's own pods" in \
+        rejected(deployment(2, other))[0]
+    sts = deployment(2, spread("zone")).replace("kind: Deployment", "kind: StatefulSet")
+    assert rejected(sts) == [
+        "spec.template.spec.topologySpreadConstraints: is not supported by gitops-agent on a StatefulSet except "
+        "over kubernetes.io/hostname: its pods run on one node, whatever the spread"]
+    (min_domains,) = rejected(deployment(2, spread("zone", extra=", minDomains: 3")))
+    assert min_domains.startswith("spec.template.spec.topologySpreadConstraints[0].minDomains: field 'minDomains' "
+                                  "is not supported by gitops-agent (found 3): remove it")
+    (taints,) = rejected(deployment(2, spread("zone", extra=", nodeTaintsPolicy: Ignore")))
+    assert taints == ("spec.template.spec.topologySpreadConstraints[0].nodeTaintsPolicy: must be Honor: "
+                      "gitops-agent counts only the nodes whose taints the pod tolerates")
+
+
 def test_requests_beyond_a_nodes_capacity_reject_the_revision_naming_the_node() -> None:
     """Only nodes that declare a capacity are checked, against the requests of the pods placed there."""
     only_d = "nodeSelector: {zone: east}\n"
@@ -655,7 +714,8 @@ def test_affinity_and_taints_choose_the_nodes_of_a_real_fleet(
     clean_fleet: list[Any], git_remote: Any, tmp_path: Path
 ) -> None:
     """On three real nodes: required affinity with a toleration and a preference lands on the tainted node
-    asked for; podAntiAffinity spreads one pod per untainted node; an unchanged sync moves nothing."""
+    asked for; podAntiAffinity spreads one pod per untainted node; a topologySpreadConstraint over the zone
+    label spreads over zones before nodes; an unchanged sync moves nothing."""
     from test_fleet import NAMES, app_containers, push, sync, workload, write_config
 
     zones = {"n1": {"zone": "a"}, "n2": {"zone": "b"}, "n3": {"zone": "b"}}
@@ -678,7 +738,13 @@ tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}
     apart["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}]}}
-    push(git_remote, "affinity", chosen, apart)
+    zoned = workload("zoned", WEB1, replicas=3, readiness=ready)
+    zoned["spec"]["template"]["spec"].update(yaml.safe_load("""
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: zoned}}}
+tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}]
+"""))
+    push(git_remote, "affinity", chosen, apart, zoned)
     out = sync(cfg)
     assert out.result == "applied", out.error
 
@@ -689,6 +755,7 @@ tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}
 
     assert count("chosen") == {"n2": 1}
     assert count("apart") == {"n1": 1, "n3": 1}
+    assert count("zoned") == {"n1": 2, "n2": 1}  # zones a and b as even as 3 allows; the plain spread: 1, 1, 1
     before = [sorted(app_containers(svc)) for svc in clean_fleet]
     assert sync(cfg).result == "in-sync"
     assert [sorted(app_containers(svc)) for svc in clean_fleet] == before
