@@ -175,6 +175,7 @@ class Container:
     ports: tuple[ContainerPort, ...] = ()
     resources: Resources = Resources()  # limits
     requests: Resources = Resources()
+    ephemeral_request: int | None = None  # requests.ephemeral-storage in bytes: placement only, as in Kubernetes
     volume_mounts: tuple[VolumeMount, ...] = ()
     working_dir: str | None = None
     liveness_probe: Probe | None = None

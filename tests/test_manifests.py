@@ -455,10 +455,11 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
 @pytest.mark.parametrize(
     ("patch", "path", "message"),
     [
-        ("resources: {requests: {ephemeral-storage: 1Gi}}", "containers[0].resources.requests.ephemeral-storage",
+        ("resources: {limits: {ephemeral-storage: 1Gi}}", "containers[0].resources.limits.ephemeral-storage",
          "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
          "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent "
-         "does not require of a node, so no size would be enforced"),
+         "does not require of a node, so no size would be enforced (a request of ephemeral-storage is accepted: "
+         "it places the pod)"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent (found 5): set the pod's "
@@ -2194,7 +2195,8 @@ def test_an_extended_resource_limit_has_the_wording_of_every_unsupported_field()
         "d.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
         "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
         "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent does "
-        "not require of a node, so no size would be enforced",
+        "not require of a node, so no size would be enforced (a request of ephemeral-storage is accepted: it "
+        "places the pod)",
         'd.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"]: '
         "field 'nvidia.com/gpu' is not supported by gitops-agent (found 1): remove it: gitops-agent neither "
         "schedules nor passes through extended resources such as devices, so a container that needs one must get "

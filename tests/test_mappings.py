@@ -9,6 +9,7 @@ and real Podman that checks every mapping's effect in `podman inspect`, the cont
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 import json
 import os
 import tarfile
@@ -100,7 +101,7 @@ def test_a_request_above_its_limit_and_ephemeral_storage_are_errors() -> None:
         "p.yaml:8: Pod/p: spec.containers[0].resources.limits.ephemeral-storage: field 'ephemeral-storage' is not "
         "supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay storage can limit a container's "
         "writable layer only on XFS with project quotas, which gitops-agent does not require of a node, so no size "
-        "would be enforced",
+        "would be enforced (a request of ephemeral-storage is accepted: it places the pod)",
     ]
 
 
@@ -668,6 +669,27 @@ def test_requests_beyond_a_nodes_capacity_reject_the_revision_naming_the_node() 
     ]
 
 
+def test_ephemeral_storage_requests_place_pods_against_declared_capacity_and_warn_without_one() -> None:
+    """As Kubernetes' scheduler counts them: node d declares 1Gi, so three pods of 512Mi there are too many (and
+    two fit); with no node declaring the capacity the request does nothing, which a warning says."""
+    only_d = "nodeSelector: {zone: east}\n"
+    storage = "resources: {requests: {ephemeral-storage: 512Mi}}\n"
+    fleet = tuple(replace(n, ephemeral_bytes=1 << 30) if n.name == "d" else n for n in FLEET)
+    revision = parse([SourceFile("d.yaml", deployment(2, only_d, storage).encode())], COMMIT, nodes=fleet)
+    assert placement(deployment(2, only_d, storage), fleet) == {"d": 2} and revision.warnings == ()
+    with pytest.raises(RevisionRejected) as rejected:
+        parse([SourceFile("d.yaml", deployment(3, only_d, storage).encode())], COMMIT, nodes=fleet)
+    assert [str(p) for p in rejected.value.problems] == [
+        "d.yaml:11: Deployment/web: spec.template.spec.containers: the pods placed on node d request 1610612736 "
+        "bytes of ephemeral-storage in all, more than its capacity.ephemeral-storage (1073741824 bytes); "
+        "Deployment/web requests 1610612736 bytes there"]
+    unchecked = parse([SourceFile("d.yaml", deployment(3, only_d, storage).encode())], COMMIT, nodes=FLEET)
+    assert unchecked.warnings == (
+        "d.yaml:14: Deployment/web: spec.template.spec.containers[0].resources.requests.ephemeral-storage: has no "
+        "effect here: no node of the agent config declares capacity.ephemeral-storage, against which it would "
+        "place the pod (Podman enforces no size on a container's storage)",)
+
+
 def test_placement_fields_are_checked() -> None:
     bad = """\
 affinity:
@@ -700,12 +722,14 @@ def test_node_capacity_and_taints_are_read_from_the_agent_config() -> None:
     from gitops_agent import config as config_mod
 
     cfg = config_mod.from_mapping({"source": {"url": "/repo"}, "nodes": [
-        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi"}, "address": "192.0.2.7",
+        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi", "ephemeral-storage": "10Gi"},
+         "address": "192.0.2.7",
          "taints": [{"key": "gpu", "value": True, "effect": "NoSchedule"}, {"key": "old", "effect": "NoExecute"}]},
         {"name": "n2"},
     ]})
     n1, n2 = cfg.nodes
     assert (n1.cpu_millis, n1.memory_bytes) == (3500, 2 << 30) and (n2.cpu_millis, n2.memory_bytes) == (None, None)
+    assert (n1.ephemeral_bytes, n2.ephemeral_bytes) == (10 << 30, None)
     assert n1.taints == (model.Taint("gpu", "true", "NoSchedule"), model.Taint("old", "", "NoExecute"))
     assert n2.taints == () and (n1.address, n2.address) == ("192.0.2.7", None)
 

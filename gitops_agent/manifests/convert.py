@@ -781,6 +781,9 @@ def _container(
         ports=ports,
         resources=limits,
         requests=_requests(doc, path + ("resources", "requests"), container.get("resources", {}), limits),
+        ephemeral_request=_quantity(doc, path + ("resources", "requests", "ephemeral-storage"),
+                                    container.get("resources", {}).get("requests", {}).get("ephemeral-storage"),
+                                    per_unit=1, bounds=_MEMORY_REQUEST_BYTES),
         volume_mounts=tuple(
             model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False),
                               normpath(mount.get("subPath", "")).lstrip("/"))
