@@ -91,6 +91,9 @@ class NodeConfig:
     """`capacity.cpu`: millicores the node offers to pods' CPU requests; None: not checked."""
     memory_bytes: int | None = None
     """`capacity.memory`: bytes the node offers to pods' memory requests; None: not checked."""
+    ephemeral_bytes: int | None = None
+    """`capacity.ephemeral-storage`: bytes the node offers to pods' ephemeral-storage requests; None: not
+    checked."""
     address: str | None = None
     """The node's IP address as pods see it: `status.hostIP` (and a hostNetwork pod's `status.podIP`)."""
     taints: tuple[Taint, ...] = ()
@@ -307,6 +310,8 @@ def _node(i: int, nd: Mapping[str, Any], known_hosts: Any, base_dir: Path | None
         auth_file=auth_file, credentials=credentials,
         cpu_millis=None if capacity.get("cpu") is None else quantity(capacity["cpu"], 1000),
         memory_bytes=None if capacity.get("memory") is None else quantity(capacity["memory"], 1),
+        ephemeral_bytes=None if capacity.get("ephemeral-storage") is None else quantity(
+            capacity["ephemeral-storage"], 1),
         taints=taints,
         address=nd.get("address"),
         schedule=_schedule(nd.get("schedule"), f"nodes[{i}].schedule", top_schedule),

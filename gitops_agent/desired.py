@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from . import liveness
 from .config import NodeConfig
@@ -54,6 +54,8 @@ from .model import (
     StorageClass,
     Taint,
     Toleration,
+    Volume,
+    VolumeMount,
     Workload,
 )
 
@@ -328,16 +330,17 @@ def template_hash(
 _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
-    "init_containers": (),
+    "init_containers": (), "topology_spread": (),
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
-    "post_start": None, "pre_stop": None, "run_as_non_root": False,
+    "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
-_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None}
+_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": ()}
+_ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
 
@@ -355,6 +358,7 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
         template[group] = [trim(c, _ADDED_CONTAINER_FIELDS) for c in template[group]]
         for c in template[group]:
             c["env"] = [trim(e, _ADDED_ENV_FIELDS) for e in c["env"]]
+            c["volume_mounts"] = [trim(m, _ADDED_MOUNT_FIELDS) for m in c["volume_mounts"]]
             for kind in ("liveness_probe", "readiness_probe", "startup_probe"):
                 if c.get(kind):
                     c[kind] = trim(c[kind], _ADDED_PROBE_FIELDS)
@@ -370,7 +374,7 @@ def _config_refs(workload: Workload) -> set[tuple[str, str]]:
                 refs.add((e.ref.kind, e.ref.name))
         for f in c.env_from:
             refs.add((f.kind, f.name))
-    for v in workload.template.volumes:
+    for v in (s for volume in workload.template.volumes for s in (*volume.sources, volume)):
         if v.kind == "configMap":
             refs.add(("ConfigMap", v.source))
         elif v.kind == "secret":
@@ -412,9 +416,10 @@ def ordinal_claim(statefulset: str, template: str, index: int) -> str:
 def ordinal_volumes(w: Workload, count: int, commit: str) -> tuple[VolumeSpec, ...]:
     """The volumes of a StatefulSet's `count` ordinals on a node, owned by the StatefulSet (never pruned while it
     is declared: scaling down keeps them, and scaling up again finds each ordinal's data)."""
+    classes = dict(w.claim_classes)
     return tuple(
         VolumeSpec(volume_name(w.ref.namespace, claim), ObjectRef("PersistentVolumeClaim", w.ref.namespace, claim),
-                   owner_labels(w.ref, commit))
+                   owner_labels(w.ref, commit), classes.get(v.name, StorageClass()))
         for i in range(count) for v in w.template.volumes if v.kind == "claimTemplate"
         for claim in (ordinal_claim(w.ref.name, v.name, i),)
     )
@@ -565,6 +570,7 @@ def eligible(workload: Workload, node: NodeConfig) -> bool:
         node_matches(node, t.node_selector)
         and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
         and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
+        and all(c.key in labels for c in t.topology_spread if c.required)  # DoNotSchedule: a node of the topology
     )
 
 
@@ -622,10 +628,39 @@ def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, .
         return workload.replicas if matching.index(node.name) == 0 else 0
     if workload.ref.kind == "Job":  # a pod name for every attempt it may make, on the first matching node
         return workload.completions + workload.backoff_limit if matching.index(node.name) == 0 else 0
+    zone = next((c for c in workload.template.topology_spread if c.key != HOSTNAME_LABEL), None)
+    if zone is not None:
+        return spread_over(workload, zone.key, [n for name in matching for n in nodes if n.name == name])[node.name]
     if workload.template.one_per_node:
         return 1 if matching.index(node.name) < workload.replicas else 0
     base, extra = divmod(workload.replicas, len(matching))
     return base + (1 if matching.index(node.name) < extra else 0)
+
+
+def spread_over(workload: Workload, key: str, ranked: list[NodeConfig]) -> dict[str, int]:
+    """Replicas per node under a topologySpreadConstraint over node label `key` (`ranked`: the matching nodes,
+    the preferred first): each replica goes to the value of the label with the fewest so far (ties: the value
+    of the better-ranked node first), there to its node with the fewest (ties: by rank), so values and the nodes
+    of each value differ by at most one (a skew of 1). Nodes without the label (ScheduleAnyway only: DoNotSchedule
+    leaves them unmatched) take replicas only when no labelled node may (podAntiAffinity: one pod per node)."""
+    cap = 1 if workload.template.one_per_node else workload.replicas
+    counts = {n.name: 0 for n in ranked}
+    domains: dict[str, list[str]] = {}
+    for n in ranked:
+        if key in n.labels:
+            domains.setdefault(n.labels[key], []).append(n.name)
+    unlabelled = [n.name for n in ranked if key not in n.labels]
+    for _ in range(workload.replicas):
+        open_domains = [names for names in domains.values() if any(counts[x] < cap for x in names)]
+        if open_domains:
+            names = min(open_domains, key=lambda d: sum(counts[x] for x in d))  # min keeps the first of ties
+        else:
+            names = unlabelled
+        free = [x for x in names if counts[x] < cap]
+        if not free:
+            break  # not placed: `unplaced` says so
+        counts[min(free, key=lambda x: counts[x])] += 1
+    return counts
 
 
 # --- rolling-update numbers ---------------------------------------------------------
@@ -887,7 +922,8 @@ def _container_mounts(
     for m in c.volume_mounts:
         v = volumes[m.name]
         if v.kind == "hostPath":
-            host_mounts.append(HostMount(v.source, m.mount_path, m.read_only))
+            source = f"{v.source.rstrip('/')}/{m.sub_path}" if m.sub_path else v.source
+            host_mounts.append(HostMount(source, m.mount_path, m.read_only))
             continue
         if v.kind == "persistentVolumeClaim":
             binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
@@ -899,16 +935,31 @@ def _container_mounts(
             claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
             binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only))
             continue
-        kind = "ConfigMap" if v.kind == "configMap" else "Secret"
-        cfg = configs.get((kind, v.source))
+        mounts.extend(_file_mounts(v, m, configs, secrets))
+    return mounts, binds, host_mounts
+
+
+def _file_mounts(
+    v: Volume, m: VolumeMount, configs: Mapping[tuple[str, str], ConfigData], secrets: dict[str, SecretSpec]
+) -> Iterator[SecretMount]:
+    """The files of a configMap, secret or projected volume (its sources merged into one directory, in order) as
+    Podman secrets under the mount path; with a subPath, the one file or the directory of files it names, at
+    the mount path itself."""
+    base = m.mount_path.rstrip("/")
+    for source in v.sources or (v,):
+        kind = "ConfigMap" if source.kind == "configMap" else "Secret"
+        cfg = configs.get((kind, source.source))
         if cfg is None:
             continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
-        items = [(i.key, i.path) for i in v.items] if v.items else [(k, k) for k in sorted(cfg.data)]
-        for key, rel in items:
-            sname = _secret(configs, kind, v.source, key, secrets)
+        items = [(i.key, i.path) for i in source.items] if source.items else [(k, k) for k in sorted(cfg.data)]
+        for key, path in items:
+            rel = "/".join(part for part in path.split("/") if part not in ("", "."))
+            if m.sub_path and rel != m.sub_path and not rel.startswith(m.sub_path + "/"):
+                continue
+            sname = _secret(configs, kind, source.source, key, secrets)
             if sname is not None:
-                mounts.append(SecretMount(sname, f"{m.mount_path.rstrip('/')}/{rel}", v.default_mode))
-    return mounts, binds, host_mounts
+                target = f"{base}{rel.removeprefix(m.sub_path)}" if m.sub_path else f"{base}/{rel}"
+                yield SecretMount(sname, target or "/", source.default_mode)
 
 
 def _health_start_period(c: Container) -> int:

@@ -96,6 +96,7 @@ class VolumeMount:
     name: str
     mount_path: str
     read_only: bool = False
+    sub_path: str = ""  # a file or directory of the volume mounted alone at mount_path ("" the whole volume)
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,17 @@ class KeyToPath:
 
 @dataclass(frozen=True)
 class Volume:
-    """A pod volume: `configMap`, `secret`, `persistentVolumeClaim`, `hostPath` or `emptyDir`.
+    """A pod volume: `configMap`, `secret`, `projected`, `persistentVolumeClaim`, `hostPath` or `emptyDir`.
 
     For a `hostPath` volume `source` is the normalised absolute path on the
     node and `host_path_type` Kubernetes' `type` ("" when not given). For an
     `emptyDir` volume `source` is "", `medium` "" (node disk) or "Memory" (a
-    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit)."""
+    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit). A `projected`
+    volume's `sources` are `configMap` and `secret` volumes merged into its one
+    directory, each with the projected volume's `default_mode`."""
 
     name: str
-    kind: str  # "configMap" | "secret" | "persistentVolumeClaim" | "hostPath" | "emptyDir" | "claimTemplate"
+    kind: str  # configMap | secret | projected | persistentVolumeClaim | hostPath | emptyDir | claimTemplate
     source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
@@ -123,6 +126,7 @@ class Volume:
     host_path_type: str = ""  # hostPath: "" | "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice"
     medium: str = ""  # emptyDir: "" | "Memory"
     size_limit: int | None = None  # emptyDir: sizeLimit in bytes
+    sources: tuple[Volume, ...] = ()  # projected: its configMap and secret sources, in order
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class Container:
     ports: tuple[ContainerPort, ...] = ()
     resources: Resources = Resources()  # limits
     requests: Resources = Resources()
+    ephemeral_request: int | None = None  # requests.ephemeral-storage in bytes: placement only, as in Kubernetes
     volume_mounts: tuple[VolumeMount, ...] = ()
     working_dir: str | None = None
     liveness_probe: Probe | None = None
@@ -217,6 +222,16 @@ class Taint:
 
 
 @dataclass(frozen=True)
+class TopologySpread:
+    """A topologySpreadConstraint of the workload's own pods: over node label `key` (kubernetes.io/hostname: the
+    node), `required` for DoNotSchedule (nodes without the label run none), not for ScheduleAnyway."""
+
+    key: str
+    max_skew: int = 1
+    required: bool = True
+
+
+@dataclass(frozen=True)
 class PodTemplate:
     labels: Mapping[str, str]
     containers: tuple[Container, ...]
@@ -234,6 +249,7 @@ class PodTemplate:
     preferred_affinity: tuple[tuple[int, tuple[Requirement, ...]], ...] = ()  # (weight, term)
     one_per_node: bool = False  # podAntiAffinity of the workload's own pods on kubernetes.io/hostname
     tolerations: tuple[Toleration, ...] = ()
+    topology_spread: tuple[TopologySpread, ...] = ()  # topologySpreadConstraints
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
     init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
 
@@ -389,6 +405,8 @@ class Workload:
     service_name: str = ""
     pod_management: str = "OrderedReady"
     partition: int = 0
+    # StatefulSet: (volumeClaimTemplate name, its storageClassName's class) for those not of the default volume
+    claim_classes: tuple[tuple[str, StorageClass], ...] = ()
     # Job (gitops_agent/manifests/batch.py, gitops_agent/jobs.py): pods to finish with exit 0, at once, failures
     completions: int = 1
     parallelism: int = 1

@@ -372,7 +372,7 @@ def test_a_storage_class_makes_the_claims_volume_with_its_driver_and_options(
     setup: tuple[Any, Any, Cli, Path],
 ) -> None:
     """Real Podman: a claim of a tmpfs-backed class of the agent config is a `local` volume with those options,
-    mounted as a tmpfs with those mount options in the pod. (Podman 4.3 refuses `o: size=...` here: it takes a
+    mounted as a tmpfs with those mount options in the pod; so is a StatefulSet's volumeClaimTemplate of it. (Podman 4.3 refuses `o: size=...` here: it takes a
     size for a project quota, which this filesystem lacks; the error reaches the user as the node's.)"""
     svc, repo, cli, _ = setup
     raw = yaml.safe_load(cli.config.read_text())
@@ -404,17 +404,37 @@ spec:
     - name: scratch
       persistentVolumeClaim: {{claimName: scratch}}
 """)
-    repo.commit_and_push("scratch claim")
+    repo.write("clusters/edge/sts.yaml", f"""\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: keep, namespace: {NS}}}
+spec:
+  serviceName: keep
+  replicas: 1
+  selector: {{matchLabels: {{app: keep}}}}
+  template:
+    metadata: {{labels: {{app: keep}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - {{name: main, image: {WEB1}, command: ["sleep", "1000"], volumeMounts: [{{name: data, mountPath: /data}}]}}
+  volumeClaimTemplates:
+    - metadata: {{name: data}}
+      spec: {{accessModes: [ReadWriteOnce], storageClassName: scratch, resources: {{requests: {{storage: 8Mi}}}}}}
+""")
+    repo.commit_and_push("scratch claim, and a claim template of the same class")
     code, _, err = cli("sync")
     assert code == 0, err
-    (volume,) = json.loads(svc.podman("volume", "ls", "--format", "json").stdout)
-    inspected = json.loads(svc.podman("volume", "inspect", volume["Name"]).stdout)[0]
-    assert (inspected["Driver"], inspected["Options"]) == ("local", {"type": "tmpfs", "device": "tmpfs",
-                                                                     "o": "mode=1770"})
-    (container,) = app_containers(svc)
-    mounts = svc.podman("exec", container, "cat", "/proc/mounts").stdout
-    (line,) = [m for m in mounts.splitlines() if m.split()[1] == "/scratch"]
-    assert line.split()[2] == "tmpfs" and "mode=1770" in line.split()[3].split(",")
+    volumes = json.loads(svc.podman("volume", "ls", "--format", "json").stdout)
+    assert len(volumes) == 2  # the claim's and the StatefulSet's ordinal 0's
+    for volume in volumes:
+        inspected = json.loads(svc.podman("volume", "inspect", volume["Name"]).stdout)[0]
+        assert (inspected["Driver"], inspected["Options"]) == ("local", {"type": "tmpfs", "device": "tmpfs",
+                                                                         "o": "mode=1770"}), volume["Name"]
+    for container, path in zip(sorted(app_containers(svc)), ("/data", "/scratch")):  # keep-0_main, worker_main
+        mounts = svc.podman("exec", container, "cat", "/proc/mounts").stdout
+        (line,) = [m for m in mounts.splitlines() if m.split()[1] == path]
+        assert line.split()[2] == "tmpfs" and "mode=1770" in line.split()[3].split(","), (container, line)
 
 
 def statefulset(image: str, replicas: int) -> str:

@@ -455,10 +455,11 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
 @pytest.mark.parametrize(
     ("patch", "path", "message"),
     [
-        ("resources: {requests: {ephemeral-storage: 1Gi}}", "containers[0].resources.requests.ephemeral-storage",
+        ("resources: {limits: {ephemeral-storage: 1Gi}}", "containers[0].resources.limits.ephemeral-storage",
          "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
          "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent "
-         "does not require of a node, so no size would be enforced"),
+         "does not require of a node, so no size would be enforced (a request of ephemeral-storage is accepted: "
+         "it places the pod)"),
         ("readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}",
          "containers[0].readinessProbe.terminationGracePeriodSeconds",
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent (found 5): set the pod's "
@@ -468,9 +469,9 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
          "gitops-agent"),
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
          "runAsNonRoot: true contradicts runAsUser: 0"),
-        ("volumeMounts: [{name: v, mountPath: /v, subPath: x}]", "containers[0].volumeMounts[0].subPath",
-         "field 'subPath' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the file "
-         "under it, or choose files with `items` of a configMap or secret volume"),
+        ("volumeMounts: [{name: v, mountPath: /v, subPathExpr: x}]", "containers[0].volumeMounts[0].subPathExpr",
+         "field 'subPathExpr' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the "
+         "file under it (env values are not expanded in mounts)"),
         ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
          "containers[0].env[0].valueFrom.fieldRef.fieldPath",
          "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
@@ -590,7 +591,7 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
             - {name: two, configMap: {name: c, optional: true}, secret: {secretName: s, optional: true}}
             - {name: fine, configMap: {name: c, optional: true}}
     """)
-    message = "needs a name and exactly one source: configMap, secret, persistentVolumeClaim, hostPath or emptyDir"
+    message = "needs a name and exactly one source: configMap, secret, projected, persistentVolumeClaim, hostPath or emptyDir"
     assert problems({"p.yaml": template}) == [
         f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
         f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",
@@ -2194,7 +2195,8 @@ def test_an_extended_resource_limit_has_the_wording_of_every_unsupported_field()
         "d.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
         "field 'ephemeral-storage' is not supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay "
         "storage can limit a container's writable layer only on XFS with project quotas, which gitops-agent does "
-        "not require of a node, so no size would be enforced",
+        "not require of a node, so no size would be enforced (a request of ephemeral-storage is accepted: it "
+        "places the pod)",
         'd.yaml:15: Deployment/web: spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"]: '
         "field 'nvidia.com/gpu' is not supported by gitops-agent (found 1): remove it: gitops-agent neither "
         "schedules nor passes through extended resources such as devices, so a container that needs one must get "

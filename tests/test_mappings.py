@@ -9,6 +9,7 @@ and real Podman that checks every mapping's effect in `podman inspect`, the cont
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 import json
 import os
 import tarfile
@@ -100,7 +101,7 @@ def test_a_request_above_its_limit_and_ephemeral_storage_are_errors() -> None:
         "p.yaml:8: Pod/p: spec.containers[0].resources.limits.ephemeral-storage: field 'ephemeral-storage' is not "
         "supported by gitops-agent (found \"1Gi\"): remove it: Podman's overlay storage can limit a container's "
         "writable layer only on XFS with project quotas, which gitops-agent does not require of a node, so no size "
-        "would be enforced",
+        "would be enforced (a request of ephemeral-storage is accepted: it places the pod)",
     ]
 
 
@@ -592,6 +593,65 @@ affinity:
     ]
 
 
+def spread(key: str, when: str = "DoNotSchedule", extra: str = "") -> str:
+    return (f"topologySpreadConstraints:\n  - {{maxSkew: 1, topologyKey: {key}, whenUnsatisfiable: {when}, "
+            f"labelSelector: {{matchLabels: {{app: web}}}}{extra}}}\n")
+
+
+def test_topology_spread_over_a_node_label_spreads_over_its_values_then_their_nodes() -> None:
+    """Over `zone` (north: a, south: b and c, east: d) each value gets 2 of 6 replicas, south's split over its two
+    nodes, where the plain spread gives {a: 2, b: 2, c: 1, d: 1}; over kubernetes.io/hostname the plain spread is
+    kept (its skew is at most 1 already)."""
+    tolerant = "tolerations: [{operator: Exists}]\n"
+    assert placement(deployment(6, tolerant)) == {"a": 2, "b": 2, "c": 1, "d": 1}
+    assert placement(deployment(6, tolerant + spread("zone"))) == {"a": 2, "b": 1, "c": 1, "d": 2}
+    assert placement(deployment(6, tolerant + spread("kubernetes.io/hostname"))) == \
+        placement(deployment(6, tolerant))
+    assert placement(deployment(6, tolerant + spread("zone", "ScheduleAnyway"))) == {"a": 2, "b": 1, "c": 1, "d": 2}
+
+
+def test_do_not_schedule_keeps_pods_off_unlabelled_nodes_and_schedule_anyway_uses_them_last() -> None:
+    """Only node a has label `disk`: DoNotSchedule puts every replica there; ScheduleAnyway too, unless
+    podAntiAffinity (one pod per node) sends the rest to the unlabelled nodes, in their usual order."""
+    assert placement(deployment(3, spread("disk"))) == {"a": 3}
+    assert placement(deployment(3, spread("disk", "ScheduleAnyway"))) == {"a": 3}
+    anti = ("affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+            "[{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}]}}\n")
+    assert placement(deployment(3, anti + spread("disk", "ScheduleAnyway"))) == {"a": 1, "c": 1, "d": 1}
+    assert placement(deployment(3, anti + spread("disk"))) == {"a": 1}
+
+
+def test_topology_spreads_the_agent_cannot_honour_are_errors() -> None:
+    """A label no node declares, two keys at once, another workload's pods, a StatefulSet (its pods stay on one
+    node), minDomains and a taints policy other than Honor: each an error saying why."""
+    def rejected(text: str) -> list[str]:
+        with pytest.raises(RevisionRejected) as caught:
+            parse([SourceFile("d.yaml", text.encode())], COMMIT, nodes=FLEET)
+        return [str(p).split(": ", 2)[2] for p in caught.value.problems]
+
+    assert rejected(deployment(2, spread("topology.kubernetes.io/zone"))) == [
+        "spec.template.spec.topologySpreadConstraints[0].topologyKey: no node of the agent config declares label "
+        "'topology.kubernetes.io/zone': declare it in nodes[].labels (the value: that node's zone), or spread over "
+        "kubernetes.io/hostname"]
+    both = spread("zone") + spread("kubernetes.io/hostname").removeprefix("topologySpreadConstraints:\n")
+    assert rejected(deployment(2, both)) == [
+        "spec.template.spec.topologySpreadConstraints: spreads over 2 topology keys (kubernetes.io/hostname, zone); "
+        "gitops-agent spreads over one: kubernetes.io/hostname or one node label"]
+    other = spread("zone").replace("app: web", "app: other")
+    assert "topologySpreadConstraints[0].labelSelector: must select this workload's own pods" in \
+        rejected(deployment(2, other))[0]
+    sts = deployment(2, spread("zone")).replace("kind: Deployment", "kind: StatefulSet")
+    assert rejected(sts) == [
+        "spec.template.spec.topologySpreadConstraints: is not supported by gitops-agent on a StatefulSet except "
+        "over kubernetes.io/hostname: its pods run on one node, whatever the spread"]
+    (min_domains,) = rejected(deployment(2, spread("zone", extra=", minDomains: 3")))
+    assert min_domains.startswith("spec.template.spec.topologySpreadConstraints[0].minDomains: field 'minDomains' "
+                                  "is not supported by gitops-agent (found 3): remove it")
+    (taints,) = rejected(deployment(2, spread("zone", extra=", nodeTaintsPolicy: Ignore")))
+    assert taints == ("spec.template.spec.topologySpreadConstraints[0].nodeTaintsPolicy: must be Honor: "
+                      "gitops-agent counts only the nodes whose taints the pod tolerates")
+
+
 def test_requests_beyond_a_nodes_capacity_reject_the_revision_naming_the_node() -> None:
     """Only nodes that declare a capacity are checked, against the requests of the pods placed there."""
     only_d = "nodeSelector: {zone: east}\n"
@@ -607,6 +667,27 @@ def test_requests_beyond_a_nodes_capacity_reject_the_revision_naming_the_node() 
         "of memory in all, more than its capacity.memory (268435456 bytes); Deployment/web requests 314572800 bytes "
         "there",
     ]
+
+
+def test_ephemeral_storage_requests_place_pods_against_declared_capacity_and_warn_without_one() -> None:
+    """As Kubernetes' scheduler counts them: node d declares 1Gi, so three pods of 512Mi there are too many (and
+    two fit); with no node declaring the capacity the request does nothing, which a warning says."""
+    only_d = "nodeSelector: {zone: east}\n"
+    storage = "resources: {requests: {ephemeral-storage: 512Mi}}\n"
+    fleet = tuple(replace(n, ephemeral_bytes=1 << 30) if n.name == "d" else n for n in FLEET)
+    revision = parse([SourceFile("d.yaml", deployment(2, only_d, storage).encode())], COMMIT, nodes=fleet)
+    assert placement(deployment(2, only_d, storage), fleet) == {"d": 2} and revision.warnings == ()
+    with pytest.raises(RevisionRejected) as rejected:
+        parse([SourceFile("d.yaml", deployment(3, only_d, storage).encode())], COMMIT, nodes=fleet)
+    assert [str(p) for p in rejected.value.problems] == [
+        "d.yaml:11: Deployment/web: spec.template.spec.containers: the pods placed on node d request 1610612736 "
+        "bytes of ephemeral-storage in all, more than its capacity.ephemeral-storage (1073741824 bytes); "
+        "Deployment/web requests 1610612736 bytes there"]
+    unchecked = parse([SourceFile("d.yaml", deployment(3, only_d, storage).encode())], COMMIT, nodes=FLEET)
+    assert unchecked.warnings == (
+        "d.yaml:14: Deployment/web: spec.template.spec.containers[0].resources.requests.ephemeral-storage: has no "
+        "effect here: no node of the agent config declares capacity.ephemeral-storage, against which it would "
+        "place the pod (Podman enforces no size on a container's storage)",)
 
 
 def test_placement_fields_are_checked() -> None:
@@ -641,12 +722,14 @@ def test_node_capacity_and_taints_are_read_from_the_agent_config() -> None:
     from gitops_agent import config as config_mod
 
     cfg = config_mod.from_mapping({"source": {"url": "/repo"}, "nodes": [
-        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi"}, "address": "192.0.2.7",
+        {"name": "n1", "capacity": {"cpu": "3500m", "memory": "2Gi", "ephemeral-storage": "10Gi"},
+         "address": "192.0.2.7",
          "taints": [{"key": "gpu", "value": True, "effect": "NoSchedule"}, {"key": "old", "effect": "NoExecute"}]},
         {"name": "n2"},
     ]})
     n1, n2 = cfg.nodes
     assert (n1.cpu_millis, n1.memory_bytes) == (3500, 2 << 30) and (n2.cpu_millis, n2.memory_bytes) == (None, None)
+    assert (n1.ephemeral_bytes, n2.ephemeral_bytes) == (10 << 30, None)
     assert n1.taints == (model.Taint("gpu", "true", "NoSchedule"), model.Taint("old", "", "NoExecute"))
     assert n2.taints == () and (n1.address, n2.address) == ("192.0.2.7", None)
 
@@ -655,7 +738,8 @@ def test_affinity_and_taints_choose_the_nodes_of_a_real_fleet(
     clean_fleet: list[Any], git_remote: Any, tmp_path: Path
 ) -> None:
     """On three real nodes: required affinity with a toleration and a preference lands on the tainted node
-    asked for; podAntiAffinity spreads one pod per untainted node; an unchanged sync moves nothing."""
+    asked for; podAntiAffinity spreads one pod per untainted node; a topologySpreadConstraint over the zone
+    label spreads over zones before nodes; an unchanged sync moves nothing."""
     from test_fleet import NAMES, app_containers, push, sync, workload, write_config
 
     zones = {"n1": {"zone": "a"}, "n2": {"zone": "b"}, "n3": {"zone": "b"}}
@@ -678,7 +762,13 @@ tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}
     apart["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}]}}
-    push(git_remote, "affinity", chosen, apart)
+    zoned = workload("zoned", WEB1, replicas=3)  # the default httpGet readiness: no podman exec per probe
+    zoned["spec"]["template"]["spec"].update(yaml.safe_load("""
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: zoned}}}
+tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}]
+"""))
+    push(git_remote, "affinity", chosen, apart, zoned)
     out = sync(cfg)
     assert out.result == "applied", out.error
 
@@ -689,6 +779,7 @@ tolerations: [{key: dedicated, operator: Equal, value: edge, effect: NoSchedule}
 
     assert count("chosen") == {"n2": 1}
     assert count("apart") == {"n1": 1, "n3": 1}
+    assert count("zoned") == {"n1": 2, "n2": 1}  # zones a and b as even as 3 allows; the plain spread: 1, 1, 1
     before = [sorted(app_containers(svc)) for svc in clean_fleet]
     assert sync(cfg).result == "in-sync"
     assert [sorted(app_containers(svc)) for svc in clean_fleet] == before

@@ -8,11 +8,11 @@ import textwrap
 from dataclasses import replace
 
 from gitops_agent.config import NodeConfig, PruneConfig
-from gitops_agent.desired import L_TEMPLATE_HASH, WorkloadSpec, compile_node
+from gitops_agent.desired import L_TEMPLATE_HASH, WorkloadSpec, compile_node, volume_name
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.live import LiveContainer, LivePod, LiveState
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.model import Revision, Workload
+from gitops_agent.model import Revision, StorageClass, Workload
 from gitops_agent.plan import plan
 from gitops_agent.probes import PodVerdict
 from gitops_agent.rolling import Done, Remove, Replace, Surge, next_move
@@ -92,8 +92,9 @@ def test_statefulset_mistakes_are_errors_with_their_line() -> None:
         "db.yaml:14: StatefulSet/db: spec.template.spec.containers[0].volumeMounts[0].name: "
         "volume 'data' is not declared in the pod's volumes"]
     assert problems(STS.replace("ReadWriteOnce], ", "ReadWriteOnce], storageClassName: fast, ")) == [
-        "db.yaml:17: StatefulSet/db: spec.volumeClaimTemplates[0].spec.storageClassName: storage classes are not "
-        "supported in a volumeClaimTemplate yet: omit storageClassName (the default local volume)"]
+        "db.yaml:17: StatefulSet/db: spec.volumeClaimTemplates[0].spec.storageClassName: storage class 'fast' is "
+        "not in the agent config's storageClasses (known: none); define it there, or remove the field for the "
+        "default volume"]
     assert problems(STS.replace("replicas: 3", "replicas: 3\n  podManagementPolicy: Random")) == [
         "db.yaml:7: StatefulSet/db: spec.podManagementPolicy: must be one of OrderedReady, Parallel, not 'Random'"]
 
@@ -155,3 +156,16 @@ def test_a_pod_volume_named_like_a_claim_template_is_replaced_by_it_with_a_warni
         assert [str(p) for p in e.problems] == [
             "db.yaml:18: StatefulSet/db: spec.volumeClaimTemplates[1].metadata.name: "
             "volume name 'data' is used by two volumeClaimTemplates"]
+
+
+def test_a_claim_templates_storage_class_makes_each_ordinals_volume_with_its_driver_and_options() -> None:
+    """As for a PersistentVolumeClaim: the class of the agent config's storageClasses gives every ordinal's
+    volume its driver and options; the pod template, hence its hash, does not change with the class."""
+    fast = StorageClass("local", {"type": "tmpfs", "device": "tmpfs"})
+    text = STS.replace("ReadWriteOnce], ", "ReadWriteOnce], storageClassName: fast, ")
+    classed = parse([SourceFile("db.yaml", text.encode())], "main@sha1:" + "a" * 40, nodes=(A, B),
+                    storage_classes={"fast": fast})
+    desired = compile_node(classed, A, (A, B))
+    assert [(v.name, v.storage_class) for v in desired.volumes] == [
+        (volume_name("default", f"data-db-{i}"), fast) for i in range(3)]
+    assert [p.name for p in desired.workloads[0].pods] == [p.name for p in spec().pods]  # same template hash

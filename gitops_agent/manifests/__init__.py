@@ -125,8 +125,7 @@ def parse(
         problems += _substituted(documents, kept, variables)
 
     entries = [(document, check_document(document)) for document in documents]
-    entries = [(doc, with_storage_class(doc, obj, storage_classes or {}) if isinstance(obj, model.Claim) else obj)
-               for doc, obj in entries]
+    entries = [(doc, with_storage_class(doc, obj, storage_classes or {})) for doc, obj in entries]
     unallocated = [obj for _, obj in entries]
     entries = allocate_node_ports(entries, node_ports)
     across = check_revision(entries, policy)

@@ -10,7 +10,7 @@ must not read files or the agent config beyond the policy it is given.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, replace
 
 from .. import desired, model, pullauth
@@ -56,6 +56,7 @@ def check_revision(entries: list[tuple[Document, model.Object | None]], policy: 
         found.extend(_check_references(doc, workload, declared.keys(), config))
         found.extend(check_policy(doc, workload, policy))
         found.extend(_check_podman_secrets(doc, workload, config))
+        found.extend(_check_sub_paths(doc, workload, config))
     for doc, obj in entries:
         if isinstance(obj, model.Claim):
             found.extend(_check_name_length(doc, "volume", desired.volume_name(obj.ref.namespace, obj.ref.name)))
@@ -203,20 +204,17 @@ def _check_podman_secrets(
     def check(path: JsonPath, kind: str, name: str, keys: Iterable[str] | None, use: str) -> None:
         found.extend(_check_secret_keys(doc, config.get(model.ObjectRef(kind, namespace, name)), path, keys, use))
 
-    volumes = {volume.name: (i, volume) for i, volume in enumerate(workload.template.volumes)}
     mounted = {mount.name for _, _, container in every_container(workload.template)
                for mount in container.volume_mounts}
-    for name in sorted(mounted & volumes.keys()):
-        i, volume = volumes[name]
-        if volume.kind not in ("configMap", "secret"):
+    for source, name_field, volume in file_sources(prefix, workload.template.volumes):
+        if volume.name not in mounted:
             continue
         kind = VOLUME_SOURCES[volume.kind][1]
-        source = prefix + ("volumes", i, volume.kind)
         if volume.items:
             for j, item in enumerate(volume.items):
                 check(source + ("items", j, "key"), kind, volume.source, [item.key], "mounted as a file")
         else:
-            check(source + (VOLUME_SOURCES[volume.kind][0],), kind, volume.source, None, "mounted as a file")
+            check(source + (name_field,), kind, volume.source, None, "mounted as a file")
     for group, i, container in every_container(workload.template):
         for j, env in enumerate(container.env):
             if env.ref is not None and env.ref.kind == "Secret":
@@ -266,13 +264,66 @@ def _check_references(
             if not env_from.optional:
                 selector = prefix + (group, i, "envFrom", j, ref_field(env_from.kind, "Ref"))
                 check(selector + ("name",), env_from.kind, env_from.name)
-    for i, volume in enumerate(workload.template.volumes):
-        if volume.optional or volume.kind in ("hostPath", "emptyDir", "claimTemplate"):
+    _check_volume_references(prefix, workload.template.volumes, check)
+    return found
+
+
+def _check_volume_references(
+    prefix: JsonPath, volumes: tuple[model.Volume, ...],
+    check: Callable[[JsonPath, str, str, Iterable[tuple[JsonPath, str]]], None],
+) -> None:
+    """The claims and the (not optional) ConfigMaps and Secrets of the pod's volumes, checked by `check`."""
+    for i, volume in enumerate(volumes):
+        if volume.kind == "persistentVolumeClaim":
+            check(prefix + ("volumes", i, volume.kind, "claimName"), "PersistentVolumeClaim", volume.source, ())
+    for source, name_field, volume in file_sources(prefix, volumes):
+        if not volume.optional:
+            keys = [(source + ("items", j, "key"), item.key) for j, item in enumerate(volume.items)]
+            check(source + (name_field,), VOLUME_SOURCES[volume.kind][1], volume.source, keys)
+
+
+def file_sources(prefix: JsonPath, volumes: Iterable[model.Volume]) -> Iterator[tuple[JsonPath, str, model.Volume]]:
+    """(manifest path, field naming the object, source) of every ConfigMap and Secret whose keys become files:
+    configMap and secret volumes, and each source of a projected volume (named by `name` there)."""
+    for i, volume in enumerate(volumes):
+        if volume.kind in ("configMap", "secret"):
+            yield prefix + ("volumes", i, volume.kind), VOLUME_SOURCES[volume.kind][0], volume
+        for j, source in enumerate(volume.sources):
+            yield prefix + ("volumes", i, "projected", "sources", j, source.kind), "name", source
+
+
+def volume_files(volume: model.Volume, config: Mapping[model.ObjectRef, model.ConfigData],
+                 namespace: str) -> list[str] | None:
+    """The relative paths of the files of a configMap, secret or projected volume (None: not all known)."""
+    files: list[str] = []
+    for source in volume.sources or (volume,):
+        if source.items:
+            files.extend(item.path for item in source.items)
             continue
-        source = prefix + ("volumes", i, volume.kind)
-        name_field, kind = VOLUME_SOURCES[volume.kind]
-        keys = [(source + ("items", j, "key"), item.key) for j, item in enumerate(volume.items)]
-        check(source + (name_field,), kind, volume.source, keys)
+        data = config.get(model.ObjectRef(VOLUME_SOURCES[source.kind][1], namespace, source.source))
+        if data is None:
+            return None
+        files.extend(sorted(data.data))
+    return ["/".join(part for part in f.split("/") if part not in ("", ".")) for f in files]
+
+
+def _check_sub_paths(
+    doc: Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]
+) -> list[Problem]:
+    """A subPath into a configMap, secret or projected volume names one of its files, or a directory of them."""
+    found = Problems()
+    volumes = {volume.name: volume for volume in workload.template.volumes}
+    for group, i, container in every_container(workload.template):
+        for j, mount in enumerate(container.volume_mounts):
+            volume = volumes.get(mount.name)
+            if not mount.sub_path or volume is None or volume.kind not in ("configMap", "secret", "projected"):
+                continue
+            files = volume_files(volume, config, workload.ref.namespace)
+            sub = mount.sub_path
+            if files is not None and not any(f == sub or f.startswith(sub + "/") for f in files):
+                shown = ", ".join(map(repr, files)) or "none"
+                found.add(doc, pod_spec_path(workload) + (group, i, "volumeMounts", j, "subPath"),
+                          f"volume {mount.name!r} has no file or directory {sub!r} (its files: {shown})")
     return found
 
 

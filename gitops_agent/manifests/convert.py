@@ -291,17 +291,33 @@ def _claim(doc: Document) -> model.Claim:
     return model.Claim(doc.ref, doc.origin, storage=str(storage))
 
 
-def with_storage_class(doc: Document, claim: model.Claim, classes: Mapping[str, model.StorageClass]) -> model.Claim:
-    """The claim with its storageClassName's driver and options; an unknown class is a problem."""
-    name = doc.body["spec"].get("storageClassName", "")
+def _storage_class(doc: Document, path: JsonPath, spec: Mapping[str, Any],
+                   classes: Mapping[str, model.StorageClass]) -> model.StorageClass | None:
+    """The class a claim's spec (at `path`) names, None for the default; an unknown class is a problem."""
+    name = spec.get("storageClassName", "")
     if not name:
-        return claim
+        return None
     if name not in classes:
         known = ", ".join(sorted(classes)) or "none"
-        doc.report(("spec", "storageClassName"), f"storage class {name!r} is not in the agent config's "
+        doc.report(path + ("storageClassName",), f"storage class {name!r} is not in the agent config's "
                    f"storageClasses (known: {known}); define it there, or remove the field for the default volume")
-        return claim
-    return replace(claim, storage_class=classes[name])
+        return None
+    return classes[name]
+
+
+def with_storage_class(
+    doc: Document, obj: model.Object | None, classes: Mapping[str, model.StorageClass]
+) -> model.Object | None:
+    """A claim with its storageClassName's driver and options, a StatefulSet with those of its
+    volumeClaimTemplates; an unknown class is a problem."""
+    if isinstance(obj, model.Claim):
+        return replace(obj, storage_class=_storage_class(doc, ("spec",), doc.body["spec"], classes))
+    if not isinstance(obj, model.Workload) or doc.kind != "StatefulSet":
+        return obj
+    templates = doc.body["spec"].get("volumeClaimTemplates", ())
+    chosen = ((t["metadata"]["name"], _storage_class(doc, ("spec", "volumeClaimTemplates", i, "spec"), t["spec"],
+                                                     classes)) for i, t in enumerate(templates))
+    return replace(obj, claim_classes=tuple((name, found) for name, found in chosen if found is not None))
 
 
 def _pod(doc: Document) -> model.Workload:
@@ -582,6 +598,7 @@ def _pod_template(
         for j, mount in enumerate(container.volume_mounts):
             if mount.name not in declared:
                 doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
+    _check_sub_paths_and_projected(doc, prefix, processes, volumes)
     return model.PodTemplate(
         labels=labels,
         containers=containers,
@@ -632,6 +649,8 @@ def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: di
     anti_terms += [(prefix + ("affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", i,
                               "podAffinityTerm"), t["podAffinityTerm"])
                    for i, t in enumerate(anti.get("preferredDuringSchedulingIgnoredDuringExecution", ()))]
+    spread = spec.get("topologySpreadConstraints", ())
+    anti_terms += [(prefix + ("topologySpreadConstraints", i), t) for i, t in enumerate(spread) if "labelSelector" in t]
     for term_path, term in anti_terms:
         wanted, expressions = _label_selector(doc, term_path + ("labelSelector",), term["labelSelector"])
         if (wanted or expressions) and not _selects(labels, wanted, expressions):
@@ -647,11 +666,32 @@ def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: di
             for i, p in enumerate(preferred)
         ),
         "one_per_node": bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution")),
+        "topology_spread": _topology_spread(doc, prefix + ("topologySpreadConstraints",), spread),
         "tolerations": tuple(
             model.Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""), t.get("effect", ""))
             for t in spec.get("tolerations", ())
         ),
     }
+
+
+def _topology_spread(doc: Document, path: JsonPath, constraints: Iterable[dict[str, Any]]
+                     ) -> tuple[model.TopologySpread, ...]:
+    """topologySpreadConstraints over the node (kubernetes.io/hostname) or one other node label: placements the
+    agent's spread satisfies for any maxSkew (a skew of at most 1), on the kinds whose replicas it spreads."""
+    spread = tuple(model.TopologySpread(c["topologyKey"], c["maxSkew"], c["whenUnsatisfiable"] == "DoNotSchedule")
+                   for c in constraints)
+    keys = {c.key for c in spread}
+    if spread and doc.kind in ("StatefulSet", "Job", "DaemonSet") and keys != {desired.HOSTNAME_LABEL}:
+        where = "run on one node" if doc.kind != "DaemonSet" else "run one on every matching node"
+        doc.report(path, f"is not supported by gitops-agent on a {doc.kind} except over {desired.HOSTNAME_LABEL}: "
+                         f"its pods {where}, whatever the spread")
+    elif spread and doc.kind in ("StatefulSet", "Job"):
+        doc.report(path, f"is not supported by gitops-agent on a {doc.kind}: its pods run on one node (the first "
+                         "that matches); use a Deployment, or remove it")
+    elif len(keys) > 1:
+        doc.report(path, f"spreads over {len(keys)} topology keys ({', '.join(sorted(keys))}); gitops-agent "
+                         "spreads over one: kubernetes.io/hostname or one node label")
+    return spread
 
 
 def _term(doc: Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Requirement, ...]:
@@ -741,8 +781,12 @@ def _container(
         ports=ports,
         resources=limits,
         requests=_requests(doc, path + ("resources", "requests"), container.get("resources", {}), limits),
+        ephemeral_request=_quantity(doc, path + ("resources", "requests", "ephemeral-storage"),
+                                    container.get("resources", {}).get("requests", {}).get("ephemeral-storage"),
+                                    per_unit=1, bounds=_MEMORY_REQUEST_BYTES),
         volume_mounts=tuple(
-            model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False))
+            model.VolumeMount(mount["name"], mount["mountPath"], mount.get("readOnly", False),
+                              normpath(mount.get("subPath", "")).lstrip("/"))
             for mount in container.get("volumeMounts", ())
         ),
         working_dir=container.get("workingDir"),
@@ -897,8 +941,57 @@ _DISK_SIZE_LIMIT = ("is not supported by gitops-agent for an emptyDir on the nod
                     "that size)")
 
 
+# Volumes Podman mounts by name: Podman 4.3 has no option to mount one directory of a named volume.
+_NAMED_VOLUMES = ("persistentVolumeClaim", "emptyDir")
+_NO_VOLUME_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is a named Podman "
+                       "volume (a claim, a claim template or an emptyDir), which Podman 4.3 mounts only whole (it "
+                       "has no subpath mount option); mount the whole volume and use the directory under it")
+
+
+def _check_sub_paths_and_projected(doc: Document, prefix: JsonPath, processes: model.PodTemplate,
+                                   volumes: tuple[model.Volume, ...]) -> None:
+    """A subPath mounts a file or directory of a configMap, secret, projected or hostPath volume; a named Podman
+    volume (a claim, a claim template or an emptyDir) is mounted whole."""
+    _check_projected(doc, prefix, volumes)
+    kinds = {volume.name: volume.kind for volume in volumes}
+    for group, i, container in every_container(processes):
+        for j, mount in enumerate(container.volume_mounts):
+            kind = kinds.get(mount.name, "")
+            if mount.sub_path and kind in _NAMED_VOLUMES:
+                doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
+                           _NO_VOLUME_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
+
+
+def _check_projected(doc: Document, prefix: JsonPath, volumes: tuple[model.Volume, ...]) -> None:
+    """The files a projected volume's sources name with `items` do not collide (Kubernetes' own validation)."""
+    for i, volume in enumerate(volumes):
+        seen: set[str] = set()
+        for j, source in enumerate(volume.sources):
+            for k, item in enumerate(source.items):
+                path = "/".join(part for part in item.path.split("/") if part not in ("", "."))
+                if path in seen:
+                    doc.report(prefix + ("volumes", i, "projected", "sources", j, source.kind, "items", k, "path"),
+                               f"duplicate path {path!r} in the projected volume")
+                seen.add(path)
+
+
+def _projected(name: str, source: dict[str, Any]) -> model.Volume:
+    """A projected volume: its configMap and secret sources (the only ones the schema admits), in order."""
+    mode = source.get("defaultMode", 0o644)
+    sources = []
+    for projection in source["sources"]:
+        ((kind, ref),) = projection.items()  # exactly one, by the schema
+        sources.append(model.Volume(
+            name=name, kind=kind, source=ref["name"], default_mode=mode, optional=ref.get("optional", False),
+            items=tuple(model.KeyToPath(item["key"], item["path"]) for item in ref.get("items", ())),
+        ))
+    return model.Volume(name, "projected", "", default_mode=mode, sources=tuple(sources))
+
+
 def _volume(volume: dict[str, Any]) -> model.Volume:
     ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
+    if kind == "projected":
+        return _projected(volume["name"], source)
     if kind == "hostPath":
         return model.Volume(volume["name"], kind, normpath(source["path"]), host_path_type=source.get("type", ""))
     if kind == "emptyDir":

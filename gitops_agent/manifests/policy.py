@@ -17,11 +17,42 @@ from ..errors import Problem
 from .document import Document, Problems, every_container, is_under, pod_spec_path
 
 
+def _check_spread_keys(workloads: list[tuple[Document, model.Workload]], nodes: tuple[NodeConfig, ...]
+                       ) -> list[Problem]:
+    """A topologySpreadConstraint's key other than kubernetes.io/hostname is a label some node declares."""
+    found = Problems()
+    for doc, workload in workloads:
+        for i, spread in enumerate(workload.template.topology_spread):
+            if spread.key != desired.HOSTNAME_LABEL and not any(spread.key in node.labels for node in nodes):
+                found.add(doc, pod_spec_path(workload) + ("topologySpreadConstraints", i, "topologyKey"),
+                          f"no node of the agent config declares label {spread.key!r}: declare it in nodes[].labels "
+                          f"(the value: that node's {spread.key.rsplit('/', 1)[-1]}), or spread over "
+                          f"{desired.HOSTNAME_LABEL}")
+    return found
+
+
+def _warn_unplaced_storage_requests(workloads: list[tuple[Document, model.Workload]],
+                                    nodes: tuple[NodeConfig, ...]) -> None:
+    """A request of ephemeral-storage only places pods (as in Kubernetes, where no request is enforced): with no
+    node declaring capacity.ephemeral-storage it does nothing, which a warning says."""
+    if any(node.ephemeral_bytes is not None for node in nodes):
+        return
+    for doc, workload in workloads:
+        for group, i, container in every_container(workload.template):
+            if container.ephemeral_request is not None:
+                doc.warn(pod_spec_path(workload) + (group, i, "resources", "requests", "ephemeral-storage"),
+                         "has no effect here: no node of the agent config declares capacity.ephemeral-storage, "
+                         "against which it would place the pod (Podman enforces no size on a container's storage)")
+
+
 def check_capacity(
     workloads: list[tuple[Document, model.Workload]], nodes: tuple[NodeConfig, ...], limits: model.NodeLimits
 ) -> list[Problem]:
-    """The revision stays within the config's `limits:`, counted from placement alone (no pod is built)."""
+    """The revision stays within the config's `limits:`, counted from placement alone (no pod is built), and
+    spreads only over node labels the config's nodes declare."""
     found = Problems()
+    found.extend(_check_spread_keys(workloads, nodes))
+    _warn_unplaced_storage_requests(workloads, nodes)
     for doc, workload in workloads:
         if len(workload.template.containers) > limits.max_containers_per_pod:
             found.add(doc, pod_spec_path(workload) + ("containers",),
@@ -76,7 +107,8 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, Document, model.Wo
     would leave them pending; here the revision is rejected, naming the node)."""
     found = Problems()
     shows: tuple[tuple[str, int | None, Callable[[int], str]], ...] = (
-        ("cpu", node.cpu_millis, lambda m: f"{m}m"), ("memory", node.memory_bytes, lambda b: f"{b} bytes"))
+        ("cpu", node.cpu_millis, lambda m: f"{m}m"), ("memory", node.memory_bytes, lambda b: f"{b} bytes"),
+        ("ephemeral-storage", node.ephemeral_bytes, lambda b: f"{b} bytes"))
     for resource, capacity, show in shows:
         if capacity is None:
             continue
@@ -100,6 +132,8 @@ def _pod_request(template: model.PodTemplate, resource: str) -> int:
 
 
 def _request(container: model.Container, resource: str) -> int:
+    if resource == "ephemeral-storage":
+        return container.ephemeral_request or 0
     requests = desired.effective_requests(container)
     return (requests.cpu_millis if resource == "cpu" else requests.memory_bytes) or 0
 

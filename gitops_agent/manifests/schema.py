@@ -229,8 +229,6 @@ WHAT_TO_DO: dict[str, str] = {
     "claims": "remove it: dynamic resource allocation needs a Kubernetes scheduler and its drivers",
     "hugepages-2Mi": "remove it if the application works without reserved huge pages: gitops-agent reserves none",
     "hugepages-1Gi": "remove it if the application works without reserved huge pages: gitops-agent reserves none",
-    "subPath": "mount the whole volume and use the file under it, or choose files with `items` of a configMap or "
-               "secret volume",
     "subPathExpr": "mount the whole volume and use the file under it (env values are not expanded in mounts)",
     "mountPropagation": "remove it: mounts are private, as with Kubernetes' default None",
     "recursiveReadOnly": "remove it: readOnly: true makes the mount read-only (its submounts are not, as with "
@@ -254,8 +252,13 @@ WHAT_TO_DO: dict[str, str] = {
     "fsGroupChangePolicy": "remove it: gitops-agent gives fsGroup the top directory of each read-write volume",
     "sysctls": "set the sysctl on the node, or remove it: gitops-agent sets no sysctls in a pod",
     "supplementalGroupsPolicy": "remove it: supplementalGroups are added to the image's groups, as with Merge",
-    "projected": "use one configMap or secret volume per source, each mounted at its own path",
     "downwardAPI": "use env with valueFrom.fieldRef for the same values",
+    "serviceAccountToken": "remove it: a service-account token is issued by an API server, which gitops-agent does "
+                           "not have; put a token the application needs in a Secret source",
+    "clusterTrustBundle": "put the certificates in a ConfigMap source: ClusterTrustBundles live in an API server, "
+                          "which gitops-agent does not have",
+    "podCertificate": "put the certificate and key in a Secret source: pod certificates are issued through an API "
+                      "server, which gitops-agent does not have",
     "ephemeral": "use an emptyDir: a volume that lives and dies with the pod",
     "image": "copy the files into the container's image, or fill a persistentVolumeClaim with an initContainer",
     "gitRepo": "use an initContainer that clones the repository into an emptyDir (gitRepo is deprecated)",
@@ -267,8 +270,8 @@ WHAT_TO_DO: dict[str, str] = {
     "hostAliases": "use a Service name or a DNS name instead: gitops-agent does not edit a pod's /etc/hosts",
     "ephemeralContainers": "remove it: debug a running container with `podman exec` on its node",
     "dnsConfig": "remove it: pods use their namespace network's DNS server (Podman's aardvark-dns)",
-    "topologySpreadConstraints": "remove it: replicas are spread evenly over the matching nodes; for at most one "
-                                 "pod per node use podAntiAffinity on kubernetes.io/hostname",
+    "minDomains": "remove it: replicas are spread over the label values the agent config's nodes declare, "
+                  "however many there are",
     "runtimeClassName": "remove it: containers run with the node's default OCI runtime",
     "shareProcessNamespace": "remove it: each container of a pod has its own PID namespace",
     "readinessGates": "use readinessProbes: they are what makes a pod ready here",
