@@ -311,8 +311,8 @@ class Monitor:
             code, output = node.exec(cid, probe_command(probe), float(probe.timeout_seconds))
         track = self._tracks[cid] = observe(track, probe, code, self._clock())
         result = "timed out" if code is None else f"exit code {code}"
-        return track.ready, f"container {_shown(cs)}: readiness probe failed {track.failures} time(s) in a row ({result}): " \
-            + redact(output, spec.redactions, 200)
+        why = f"container {_shown(cs)}: readiness probe failed {track.failures} time(s) in a row ({result})"
+        return track.ready, f"{why}: {redact(output, spec.redactions, 200)}"
 
 
 def _shown(cs: ContainerSpec) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = Path(__file__).resolve()
-NS = f"ep{os.getpid()}"  # a namespace (network) of its own: aardvark-dns state is machine-wide in Podman 4.3
+NS = f"ep{os.getpid()}"
 
 
 def dns_a(server: str, name: str, timeout: float = 2.0) -> list[str]:
@@ -106,16 +106,16 @@ def _until(seen: Any, tick: Any, timeout: float = 15.0) -> float:
 
 
 def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
-    clean_podman: Any, git_remote: Any, tmp_path: Path,
+    clean_fleet: Any, git_remote: Any, tmp_path: Path,
 ) -> None:
     """Two replicas behind Service `web`: one's readiness probe starts failing -> the client's DNS answer for `web`
     no longer has its address (its own pod name still resolves), `status` lists it as not ready, an event says so
     and a pass does not put it back; the probe passes again -> `web` answers with it again, on the same address."""
-    svc = clean_podman
+    svc = clean_fleet[0]  # a node in network and mount namespaces of its own: its own aardvark-dns and subnets
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(yaml.safe_dump({
         "source": {"url": git_remote.url, "branch": "main", "path": "edge", "interval": "5s"},
-        "nodes": [{"name": "local", "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s"}))
+        "nodes": [{"name": svc.name, "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s"}))
     git_remote.write("edge/all.yaml", MANIFESTS)
     git_remote.commit_and_push("web x2 behind a Service, with a readiness probe")
     from gitops_agent import config as config_mod
@@ -125,6 +125,12 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
     try:
         assert agent.sync().ok
         net = network_name(NS)
+        bridge = json.loads(svc.podman("network", "inspect", net).stdout)[0]["network_interface"]
+        # netavark 1.4 leaves the bridge's MAC to the kernel (the lowest of its ports'): a move that removes the port
+        # whose MAC it was changes the gateway's MAC under the client's ARP entry, and the client reaches no DNS
+        # until that entry expires (README, "Service endpoints follow readiness"); pinned here as the README says
+        subprocess.run(["nsenter", f"--net=/run/netns/{svc.netns}", "ip", "link", "set", bridge, "address",
+                        "02:00:00:00:00:01"], check=True, timeout=10)
         svc.podman("run", "-d", "--network", net, "--name", "client", WEB1, "sleep", "300")
         pid = svc.podman("inspect", "--format", "{{.State.Pid}}", "client").stdout.strip()
         gateway = json.loads(svc.podman("network", "inspect", net).stdout)[0]["subnets"][0]["gateway"]
@@ -139,12 +145,9 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
                 if cp.returncode == 0:
                     return list(json.loads(cp.stdout))
                 errors.append(cp.stderr.strip().splitlines()[-1])
-            host = subprocess.run([sys.executable, str(SCRIPT), gateway, asked], capture_output=True, text=True)
-            ss = subprocess.run(["ss", "-ulpn"], capture_output=True, text=True).stdout
-            raise AssertionError(f"no DNS answer for {asked}: {errors}; from the host: {host.stdout or host.stderr}; "
-                                 f"{ss}")
+            raise AssertionError(f"no DNS answer for {asked}: {errors}")
 
-        pods = sorted(p for p in agent.nodes["local"].read_pods())
+        pods = sorted(p for p in agent.nodes[svc.name].read_pods())
         assert len(pods) == 2
         ips = {p: json.loads(svc.podman("pod", "inspect", p).stdout) for p in pods}
         infra = {p: ips[p]["InfraContainerID"] for p in pods}
