@@ -81,3 +81,16 @@ def test_the_store_record_says_which_pods_are_unready_per_node() -> None:
     assert unready(record, "n1") == {"a"}
     assert unready(record, "n3") == frozenset()
     assert unready(None, "n1") == frozenset()
+
+
+def test_the_network_events_of_a_move_mark_the_copy_stale_and_start_no_pass() -> None:
+    """Podman 4.3's events for `network disconnect`/`connect` (as seen on the test machine) are not drift, whether
+    or not they fall in the own-write window: the monitor's moves never start a pass."""
+    from gitops_agent.informer import Known, classify
+
+    known = Known(networks=frozenset({"gitops-ns"}))
+    for action in ("disconnect", "connect"):
+        event = {"Type": "network", "Action": action, "Actor": {"ID": "f6ca", "Attributes": {
+            "container": "f6cacac7e40a", "name": "gitops-ns"}}}
+        assert classify(event, known, lambda name: False) == "changed"
+        assert classify(event, known, lambda name: True) == "changed"
