@@ -252,7 +252,7 @@ class Monitor:
             for a in actions:
                 self._act(node, net, a)
         except Exception as e:  # noqa: BLE001 - retried at the next tick; the sync pass reports a node down
-            self._log("endpoints.move-failed", level="error", node=node.name, pod=pod.name, error=str(e))
+            self._log("endpoints.move-failed", level="warning", node=node.name, pod=pod.name, error=str(e))
             return
         self._verdicts = {**{k: v for k, v in self._verdicts.items() if k != pod.id}, pod.id: ready}
         self._transition(node.name, spec, pod.name, ready, why, moved=bool(actions))
