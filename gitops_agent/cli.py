@@ -466,7 +466,9 @@ def _object_detail(o: dict[str, Any]) -> str:
         detail += f", revision {o['revision']}" if o.get("revision") else ""
         return detail + "".join(f", old template {t['templateHash']}" for t in o["otherTemplates"])
     if "endpoints" in o:
-        return f"{o['endpoints']} endpoint(s)"
+        shown = f": {', '.join(o['readyEndpoints'])}" if o.get("readyEndpoints") else ""
+        return f"{o['endpoints']} endpoint(s){shown}" + (
+            f", not ready: {', '.join(o['notReadyEndpoints'])}" if o.get("notReadyEndpoints") else "")
     if "keys" in o:
         return f"{o['keys']} key(s)"
     return ""

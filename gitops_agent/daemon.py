@@ -148,6 +148,16 @@ class Daemon:
         return (self.scheduler.running and (thread is None or thread.is_alive())
                 and (self._in_pass or self.scheduler.get_job("sync") is not None))
 
+    def _endpoints(self) -> Any:
+        """Readiness probes that move pods in and out of their Services' DNS (endpoints.py), for the pods of each
+        node's last steps; their verdicts go in the state store (`endpoints`), read by `status` and the pass."""
+        from . import endpoints
+
+        history, fleet = self.agent.history, self.agent.fleet
+        return endpoints.Monitor(self.agent.nodes, lambda n: endpoints.specs_of(fleet.stepped.get(n, ())), self.log,
+                                 record=lambda v: history.put(endpoints.STORE_KEY, v),
+                                 known=history.get(endpoints.STORE_KEY) or {})
+
     def schedule(self, delay: float) -> None:
         when = datetime.now() + timedelta(seconds=delay)
         self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True)
@@ -195,6 +205,7 @@ class Daemon:
         from .liveness import Monitor  # gRPC liveness probes, run by the agent while it runs (README)
 
         self.scheduler.add_job(Monitor(self.agent.nodes, self.log).tick, "interval", seconds=1, id="liveness")
+        self.scheduler.add_job(self._endpoints().tick, "interval", seconds=1, id="endpoints")
         self._watch()
         from .services import Services
 

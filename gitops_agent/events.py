@@ -319,6 +319,31 @@ class RolloutEnd(Event):
         return _PHASE_REASONS.get(self.phase, Reason.PROGRESSING)
 
 
+# --- Service endpoints (`endpoints`: DNS follows readiness) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointRemoved(Event):
+    """A pod's readiness probe failed failureThreshold times in a row (or a container stopped): it left the DNS
+    names of its Services (`services`, comma-separated) on `node`."""
+
+    NAME, LEVEL, REASON = "endpoint.not-ready", "warning", Reason.ENDPOINT_NOT_READY
+    node: str
+    pod: str
+    services: str
+    error: str
+
+
+@dataclass(frozen=True)
+class EndpointAdded(Event):
+    """A pod passed its readiness probe successThreshold times in a row: it is in its Services' DNS names."""
+
+    NAME, REASON = "endpoint.ready", Reason.ENDPOINT_READY
+    node: str
+    pod: str
+    services: str
+
+
 _PHASE_REASONS = {"complete": Reason.ROLLOUT_COMPLETE, "halted": Reason.ROLLOUT_HALTED,
                   "rolled-back": Reason.ROLLED_BACK, "rollback-failed": Reason.ROLLBACK_FAILED,
                   "superseded": Reason.SUPERSEDED, "progressing": Reason.PROGRESSING}
@@ -329,5 +354,5 @@ ALL: tuple[type[Event], ...] = (
     NodeUnreachable, NodeBack, RolloutStarted, RolloutResumed, StepStarted, StepDone, StepFailed, StepWaiting,
     NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackStarted,
     RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd, WaitingForWindow, WindowIgnored, DriftRepairHeld,
-    RevisionTampered,
+    RevisionTampered, EndpointRemoved, EndpointAdded,
 )

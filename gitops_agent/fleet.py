@@ -141,6 +141,8 @@ class Fleet:
         self.log = log
         self.stop = stop
         self._lock = threading.Lock()
+        # node -> the desired states of its last two steps, oldest first (`endpoints.Monitor` reads their pods)
+        self.stepped: dict[str, tuple[NodeDesired, ...]] = {}
 
     # --- one node -----------------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class Fleet:
         node = self.nodes[name]
         live = node.read()
         desired = self._desired(rev, name)
+        self.stepped[name] = (*self.stepped.get(name, ())[-1:], desired)
         p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])

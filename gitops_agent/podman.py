@@ -37,7 +37,7 @@ import re
 import socket
 import tarfile
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterable, Iterator, Mapping, Protocol
 
 import podman
 import podman.errors
@@ -48,6 +48,7 @@ from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
 from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX,
                       ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, redact)
+from .endpoints import PodNetwork
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import LiveContainer, LivePod, LiveState
 from .pullauth import Credential, image_registry, repository as _repository
@@ -115,6 +116,7 @@ class Node:
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
+        self._last_ip: dict[str, str] = {}  # infra container -> its last IP seen (`pod_network`: kept on reconnect)
         self.tunnel: Tunnel | None = None
         base_url = url
         # How httpGet/tcpSocket probes reach this node's pods from outside (None: in the container).
@@ -597,6 +599,45 @@ class Node:
         with restartPolicy Never."""
         self._call("POST", f"/containers/{container}/stop", f"stop container {container}",
                    params={"t": stop_timeout}, timeout=stop_timeout + 60, ok404=True)
+
+    # --- a pod's network membership (`endpoints`: Service DNS follows readiness) ------------------------
+
+    def pod_network(self, pod: str, network: str) -> PodNetwork | None:
+        """Pod `pod`'s membership of `network` (its infra container holds it): its IP and DNS aliases, or not
+        connected (a disconnect whose connect never came); None when the pod or its infra container is gone."""
+        info = self._call("GET", f"/pods/{pod}/json", f"inspect pod {pod}", ok404=True) or {}
+        infra = info.get("InfraContainerID") or ""
+        if not infra or (info.get("Labels") or {}).get(MANAGED) != "true":
+            return None
+        c = self._call("GET", f"/containers/{infra}/json", f"inspect pod {pod}", ok404=True)
+        if c is None:
+            return None
+        found = ((c.get("NetworkSettings") or {}).get("Networks") or {}).get(network)
+        if found is None:
+            return PodNetwork(pod, infra, network, connected=False, ip=self._last_ip.get(infra, ""))
+        ip = str(found.get("IPAddress") or "")
+        self._last_ip[infra] = ip
+        return PodNetwork(pod, infra, network, connected=True, ip=ip, aliases=frozenset(found.get("Aliases") or ()))
+
+    def disconnect(self, net: PodNetwork) -> None:
+        """Take the pod off its network (`podman network disconnect`): its aliases leave DNS."""
+        self._call("POST", f"/networks/{net.network}/disconnect", f"disconnect pod {net.pod} from {net.network}",
+                   body={"Container": net.infra})
+
+    def connect(self, net: PodNetwork, aliases: Iterable[str]) -> None:
+        """Put the pod on its network with exactly `aliases` (Podman adds the pod's name and short id), on the IP
+        address it had (a fresh one if that is taken meanwhile)."""
+        what = f"connect pod {net.pod} to {net.network}"
+        body: dict[str, Any] = {"container": net.infra, "aliases": sorted(aliases)}
+        if net.ip:
+            try:
+                self._call("POST", f"/networks/{net.network}/connect", what, body={**body, "static_ips": [net.ip]})
+                return
+            except NodeUnreachable:
+                raise
+            except NodeError:
+                pass  # its address was given to another container meanwhile
+        self._call("POST", f"/networks/{net.network}/connect", what, body=body)
 
     def stop_pod(self, name: str, stop_timeout: int | None = None) -> None:
         params = {"t": stop_timeout} if stop_timeout is not None else None

@@ -14,6 +14,7 @@ from .agent import Agent
 from . import clock
 from .decide import condition
 from .state import AgentState
+from .endpoints import STORE_KEY as ENDPOINTS, unready
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError
 from .jobs import job_run
@@ -81,6 +82,7 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
     h = agent.history
     lives = agent.live()
     revs = {(r.kind, r.namespace, r.name, r.template_hash): r.number for r in h.workload_revisions()}
+    readiness = h.get(ENDPOINTS) or {}  # the daemon's readiness monitor's verdicts (endpoints.py)
     for cfg_node in agent.cfg.nodes:
         live = lives[cfg_node.name]
         if isinstance(live, str):
@@ -103,11 +105,12 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
         unknown = unknown_secrets(desired, live, h.secrets(cfg_node.name))
         out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown)]
         for o in rev.objects:
-            out["objects"].append(_object(o, cfg_node.name, desired, live, revs, dialer is not None))
+            out["objects"].append(_object(o, cfg_node.name, desired, live, revs, dialer is not None,
+                                          unready(readiness, cfg_node.name)))
 
 
 def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tuple[str, str, str, str], int],
-            outside: bool) -> dict[str, Any]:
+            outside: bool, unready_pods: frozenset[str] = frozenset()) -> dict[str, Any]:
     entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": node}
     by_ref = {w.ref: w for w in desired.workloads}
     if o.ref in by_ref:
@@ -121,7 +124,7 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
         entry["keys"] = len(getattr(o, "data", {}))
         entry["state"] = "Applied" if all(s.name in live.secrets for s in mine) else "Missing"
     elif o.ref.kind == "Service":
-        entry.update(_service(o, node, desired, live))
+        entry.update(_service(o, node, desired, live, unready_pods))
     return entry
 
 
@@ -164,12 +167,15 @@ def _job(w: Any, pods: list[Any]) -> dict[str, Any]:
                                         "completions": run.completions, "exitCodes": list(run.exit_codes)}}
 
 
-def _service(o: Object, node: str, desired: Any, live: LiveState) -> dict[str, Any]:
-    endpoints = sum(
-        p.ready for w in desired.workloads for p in live.pods_of(w.ref)
-        if any(o.ref.name in ps.aliases for ps in w.pods[:1])
-    )
-    entry: dict[str, Any] = {"endpoints": endpoints, "state": "Ready" if endpoints else "NoEndpoints"}
+def _service(o: Object, node: str, desired: Any, live: LiveState, unready_pods: frozenset[str]) -> dict[str, Any]:
+    """A Service on one node: its ready endpoints (running pods it selects that the readiness monitor has not
+    taken out of its DNS name, endpoints.py) and those that are not ready."""
+    selected = [p for w in desired.workloads for p in live.pods_of(w.ref)
+                if any(o.ref.name in ps.aliases for ps in w.pods[:1])]
+    ready = sorted(p.name for p in selected if p.ready and p.name not in unready_pods)
+    entry: dict[str, Any] = {"endpoints": len(ready), "state": "Ready" if ready else "NoEndpoints",
+                             "readyEndpoints": ready,
+                             "notReadyEndpoints": sorted({p.name for p in selected} - set(ready))}
     if isinstance(o, Service) and o.published():  # node ports (given or allocated); a LoadBalancer's address
         entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in o.published()]
         if o.type == "LoadBalancer":
