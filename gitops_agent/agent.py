@@ -27,7 +27,7 @@ from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev, sops, substitute
+from . import batchstore, clock, events as ev, sops, substitute
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -304,8 +304,9 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                p = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
-                         self.history.secrets(node.name))
+                desired, live = compile_node(rev, cfg_node, self.cfg.nodes), node.read()
+                batch = batchstore.current(self.history, desired, live, self.fleet.wall())  # read only
+                p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch)
                 out.plans[node.name] = encrypted_shown(p, rev, self._encrypted.get(rev.id, frozenset()))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
@@ -462,6 +463,22 @@ class Agent:
             self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
 
     # --- read-only views ------------------------------------------------------------------
+
+    def batch_due(self) -> float | None:
+        """Seconds until a Job or CronJob of the applied revision next needs a pass on some node (None: none);
+        nodes that cannot be read are left to the poll interval."""
+        rev, now = self.applied(), self.fleet.wall()
+        if rev is None or not any(isinstance(o, Workload) and o.ref.kind in ("Job", "CronJob") for o in rev.objects):
+            return None
+        times = []
+        for cfg_node in self.cfg.nodes:
+            try:
+                live = self.nodes[cfg_node.name].read()
+            except NodeError:
+                continue
+            at = batchstore.next_wake(self.history, compile_node(rev, cfg_node, self.cfg.nodes), live, now)
+            times += [at] if at is not None else []
+        return max(0.0, min(times) - now) if times else None
 
     def live(self) -> dict[str, LiveState | str]:
         """Each node's live state, or the error that kept it from being read. Nodes are

@@ -43,14 +43,14 @@ from typing import Any, Callable, Iterator
 
 from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
-from .desired import NodeDesired, compile_node, held, matching_nodes, resolve_surge
+from .desired import BATCH, NodeDesired, compile_node, held, matching_nodes, resolve_surge
 from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
 from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
 from .plan import plan
 from .podman import Node
-from . import clock, events as ev
+from . import batchstore, clock, events as ev
 from .events import emit
 from .reasons import Reason
 from .decide import (
@@ -141,6 +141,7 @@ class Fleet:
         self.log = log
         self.stop = stop
         self._lock = threading.Lock()
+        self.wall: Callable[[], float] = clock.wall  # the Jobs' and CronJobs' clock (a test gives its own)
 
     # --- one node -----------------------------------------------------------------------
 
@@ -153,7 +154,8 @@ class Fleet:
         node = self.nodes[name]
         live = node.read()
         desired = self._desired(rev, name)
-        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
+        batch = batchstore.current(self.history, desired, live, self.wall(), node)  # Jobs' records, saved first
+        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name), batch)
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:  # `deadline`: on the monotonic clock (clock.now)
@@ -163,7 +165,7 @@ class Fleet:
                 # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
                 # a StatefulSet's held pods (below its partition, OnDelete) keep their older template
                 specs = [pod for w in desired.workloads for pod in w.pods
-                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind != "Job"
+                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind not in BATCH
                          and pod.name not in {h.name for h in held(w, live.pods_of(w.ref))}]
                 wait(node, specs, Gate(node, deadline, hold), self.stop)
             return 0
