@@ -700,11 +700,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 node_rollout=w.node_rollout,
                 ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
                 partition=w.partition,
-                completions=w.completions if w.ref.kind in BATCH else 0,
-                parallelism=w.parallelism,
-                active_deadline=w.active_deadline_seconds,
-                ttl=w.ttl_seconds_after_finished,
-                cron=w.cron,
+                completions=w.completions if w.ref.kind in BATCH else 0, parallelism=w.parallelism,
+                active_deadline=w.active_deadline_seconds, ttl=w.ttl_seconds_after_finished, cron=w.cron,
             )
         )
     return NodeDesired(

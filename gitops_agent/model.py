@@ -395,7 +395,7 @@ class Workload:
     backoff_limit: int = 6
     active_deadline_seconds: int | None = None  # a run still active this long after it started: Failed
     ttl_seconds_after_finished: int | None = None  # a finished run's pods removed this long after it finished
-    cron: "CronSchedule | None" = None  # a CronJob's schedule: its runs are Jobs of this template (gitops_agent/cronjobs)
+    cron: "CronSchedule | None" = None  # a CronJob's schedule: its runs are Jobs of this template (cronjobs.py)
 
 
 @dataclass(frozen=True)

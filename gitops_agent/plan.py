@@ -389,7 +389,8 @@ def _job(w: WorkloadSpec, pods: list[LivePod], batch: Batch) -> list[Action]:
         return _run(w, pods, book.run(w.template_hash) if book else None, batch.now, str(w.ref))
     acts: list[Action] = []
     for r in book.runs if book else ():
-        acts += _run(replace(w, pods=run_pods(w, r.run)), pods_of_run(pods, r.run), r, batch.now, f"{w.ref} run {r.run}")
+        acts += _run(replace(w, pods=run_pods(w, r.run)), pods_of_run(pods, r.run), r, batch.now,
+                     f"{w.ref} run {r.run}")
     kept = {r.run for r in book.runs} if book else set()
     replaced = w.cron.concurrency_policy == "Replace"
     return acts + [RemovePod(p.name, w.ref, f"{w.ref}: run {p.labels.get(L_RUN, '?')} is "
