@@ -349,8 +349,9 @@ class Agent:
             try:
                 actions = self.fleet.step(rev, name)
                 out.actions += actions
-                if actions and self.history.get("applied_sha") == rev.commit:
-                    emit(self.log, ev.DriftRepaired(name, rev.id, actions))
+                repaired = actions - self.fleet.scheduled.get(name, 0)  # a Job's run is not drift
+                if repaired > 0 and self.history.get("applied_sha") == rev.commit:
+                    emit(self.log, ev.DriftRepaired(name, rev.id, repaired))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[name] = str(e)
                 emit(self.log, ev.NodeUnreachable(name, e.reason) if isinstance(e, NodeUnreachable)

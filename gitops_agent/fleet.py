@@ -48,7 +48,7 @@ from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneR
 from .history import History
 from .log import Log
 from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
-from .plan import plan
+from .plan import RemovePod, RunPod, plan
 from .podman import Node
 from . import batchstore, clock, events as ev
 from .events import emit
@@ -142,6 +142,7 @@ class Fleet:
         self.stop = stop
         self._lock = threading.Lock()
         self.wall: Callable[[], float] = clock.wall  # the Jobs' and CronJobs' clock (a test gives its own)
+        self.scheduled: dict[str, int] = {}  # node -> the actions of its last step that were Jobs' runs or expiries
 
     # --- one node -----------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class Fleet:
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:  # `deadline`: on the monotonic clock (clock.now)
             deadline = clock.now() + min(step_seconds(p), self.cfg.ready_timeout)
+        self.scheduled[name] = 0
         if p.in_sync:
             if verify:
                 # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
@@ -174,6 +176,8 @@ class Fleet:
             done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
                          cap=self.cfg.ready_timeout, pins=pins)
         self.history.record_secrets(name, drop=[a.target for a in p.actions if a.op == "remove-secret"])
+        # a Job's or CronJob's runs and expiries are scheduled work, not drift (`agent` tells them apart)
+        self.scheduled[name] = sum(1 for a in p.actions if isinstance(a, (RunPod, RemovePod)) and a.pod_owner in BATCH)
         return done
 
     @contextmanager

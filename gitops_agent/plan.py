@@ -138,6 +138,10 @@ class RunPod(_Shown):
     def target(self) -> str:
         return self.pod.name
 
+    @property
+    def pod_owner(self) -> str:
+        return self.pod.owner.kind
+
 
 @dataclass(frozen=True)
 class StartPod(_Shown):
@@ -177,6 +181,10 @@ class RemovePod(_Shown):
     @property
     def target(self) -> str:
         return self.name
+
+    @property
+    def pod_owner(self) -> str:
+        return self.owner.kind if self.owner else ""
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ def test_a_cronjob_fires_on_its_schedule_and_forbid_skips_an_overlapping_run(cle
     git_remote.write("edge/tick.yaml", TICK)
     git_remote.write("edge/fail.yaml", FAIL)
     git_remote.commit_and_push("a cronjob and a failing job")
-    agent = Agent(config_mod.load(str(cfg)))
+    events: list[str] = []
+    agent = Agent(config_mod.load(str(cfg)), log=lambda event, level="info", **_: events.append(event))
     clock = [T0 + 5]
     agent.fleet.wall = lambda: clock[0]
     try:
@@ -132,6 +133,7 @@ def test_a_cronjob_fires_on_its_schedule_and_forbid_skips_an_overlapping_run(cle
             ("Failed", [4], "BackoffLimitExceeded")
         assert "token is [Secret creds key token]" in failed["job"]["output"]
         assert SECRET_VALUE not in json.dumps(status(agent))
+        assert "drift.repaired" not in events  # a scheduled run is not drift: no drift alert
         # the Job was seen failed at minute 1: past its ttlSecondsAfterFinished its pod goes, its record stays
         sync(T0 + 60 + 299)
         assert [c["State"] for c in containers(clean_podman) if c["Labels"]["io.gitops-agent.name"] == "fail"] == \
