@@ -182,3 +182,34 @@ def test_a_time_zone_in_the_schedule_or_an_unknown_zone_is_an_error() -> None:
         "Kubernetes): set spec.timeZone instead",
         "cron.yaml:6: CronJob/backup: spec.timeZone: unknown time zone 'Mars/Olympus' (an IANA name such as "
         "Europe/Berlin or UTC)"]
+
+
+def test_the_daemon_wakes_for_the_next_run_not_only_at_the_poll_interval() -> None:
+    """After a pass, a scheduler job `batch` wakes the daemon when a Job or CronJob next needs a pass
+    (`Agent.batch_due`), although the poll interval is an hour. (Scheduler started paused: nothing runs.)"""
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from gitops_agent.daemon import Daemon
+
+    class Agent:
+        cfg = SimpleNamespace(source=SimpleNamespace(interval=3600.0))
+        nodes: dict[str, object] = {}
+
+        def batch_due(self) -> float:
+            return 42.0
+
+        def sync(self) -> object:
+            return SimpleNamespace(ok=True, waiting=False, result="in-sync", target="r", head="r", error="")
+
+    daemon = Daemon(Agent(), lambda *a, **k: None)  # type: ignore[arg-type]
+    daemon.informers = {"started": None}  # type: ignore[dict-item]  # no watch: nothing to start after the pass
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon._pass()
+        run_at = daemon.scheduler.get_job("batch").next_run_time.replace(tzinfo=None)
+        assert timedelta(seconds=40) < run_at - datetime.now() <= timedelta(seconds=43), run_at
+        assert daemon.scheduler.get_job("sync").next_run_time.replace(tzinfo=None) - datetime.now() > \
+            timedelta(minutes=50)  # the poll interval is unchanged
+    finally:
+        daemon.scheduler.shutdown(wait=False)
