@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from .errors import ConfigError
 
@@ -91,6 +91,10 @@ def cron_problem(expr: str) -> str:
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
         return (f"{expr!r} is not a cron schedule (five fields: minute hour day-of-month month day-of-week, "
                 "e.g. '0 2 * * *', or @hourly, @daily, @weekly, @monthly, @yearly)")
+    try:
+        croniter(cron, datetime(2000, 1, 1)).get_next(datetime)  # 31 February: valid fields, no time ever
+    except CroniterBadDateError:
+        return f"{expr!r} matches no date (a day that its months do not have)"
     return ""
 
 

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
+from gitops_agent.cli import main
 from gitops_agent.status import status
 from podman_env import WEB1
 
@@ -81,8 +83,8 @@ def wait_exited(svc: Any, name: str, timeout: float = 20) -> None:
     raise AssertionError(f"{name}: still running after {timeout} s")
 
 
-def test_a_cronjob_fires_on_its_schedule_and_forbid_skips_an_overlapping_run(clean_podman: Any, git_remote: Any,
-                                                                              tmp_path: Path) -> None:
+def test_a_cronjob_fires_on_its_schedule_and_forbid_skips_an_overlapping_run(
+        clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Minute 0: first seen, no run. Minute 1: a run (4 s long). Minute 2, while it runs: skipped (Forbid).
     Once it ended, 25 s after minute 2: past startingDeadlineSeconds, still no run. Minute 3: the next run."""
     cfg = tmp_path / "agent.yaml"
@@ -146,3 +148,11 @@ def test_a_cronjob_fires_on_its_schedule_and_forbid_skips_an_overlapping_run(cle
         assert (failed["state"], failed["job"]["exitCodes"]) == ("Failed", [4])
     finally:
         agent.close()
+    capsys.readouterr()
+    assert main(["history", "--config", str(cfg), "--output", "json"]) == 0
+    shown = capsys.readouterr().out
+    runs = {(r["object"], r["phase"]) for r in json.loads(shown)["jobRuns"]}
+    # the last pass (minute 6 + 10 s) also started the minute-6 run
+    assert runs == {("Job/default/fail", "Failed"), ("CronJob/default/tick", "Complete"),
+                    ("CronJob/default/tick", "Active")}
+    assert "token is [Secret creds key token]" in shown and SECRET_VALUE not in shown

@@ -174,6 +174,14 @@ def test_a_bad_schedule_is_an_error_at_its_line(change: str, message: str) -> No
     assert [str(p) for p in e.value.problems] == [message]
 
 
+def test_a_schedule_that_matches_no_date_is_an_error() -> None:
+    with pytest.raises(RevisionRejected) as e:
+        spec(CRON.replace('"*/5 * * * *"', '"0 0 31 2 *"'))
+    assert [str(p) for p in e.value.problems] == [
+        "cron.yaml:5: CronJob/backup: spec.schedule: '0 0 31 2 *' matches no date (a day that its months do not "
+        "have)"]
+
+
 def test_a_time_zone_in_the_schedule_or_an_unknown_zone_is_an_error() -> None:
     with pytest.raises(RevisionRejected) as e:
         spec(CRON.replace('"*/5 * * * *"', '"CRON_TZ=UTC */5 * * * *"\n  timeZone: Mars/Olympus'))
