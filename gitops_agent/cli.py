@@ -496,8 +496,9 @@ def _job_runs(h: Any) -> list[dict[str, Any]]:
     """The Jobs' and CronJobs' run records kept in the store (gitops_agent/batchstore): failed output redacted."""
     from .batchstore import KEY
 
-    return [{"object": key, "node": node, **run, "phase": run.get("phase") or "Active"} for node, books in sorted((h.get(KEY) or {}).items())
-            for key, book in sorted(books.items()) for run in book.get("runs", ())]
+    every = sorted((h.get(KEY) or {}).items())
+    return [{"object": key, "node": node, **run, "phase": run.get("phase") or "Active"}
+            for node, books in every for key, book in sorted(books.items()) for run in book.get("runs", ())]
 
 
 def _emit(data: Any, output: str) -> bool:
