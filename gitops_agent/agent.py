@@ -27,7 +27,7 @@ from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev, sops, substitute, variables
+from . import batchstore, clock, events as ev, sops, substitute, variables
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -310,8 +310,9 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                p = plan(compile_node(rev, cfg_node, self.cfg.nodes), node.read(), self.cfg.prune, known,
-                         self.history.secrets(node.name))
+                desired, live = compile_node(rev, cfg_node, self.cfg.nodes), node.read()
+                batch = batchstore.current(self.history, desired, live, self.fleet.wall())  # read only
+                p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch)
                 out.plans[node.name] = encrypted_shown(p, rev, self._encrypted.get(rev.id, frozenset()))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)
@@ -354,8 +355,9 @@ class Agent:
             try:
                 actions = self.fleet.step(rev, name)
                 out.actions += actions
-                if actions and self.history.get("applied_sha") == rev.commit:
-                    emit(self.log, ev.DriftRepaired(name, rev.id, actions))
+                repaired = actions - self.fleet.scheduled.get(name, 0)  # a Job's run is not drift
+                if repaired > 0 and self.history.get("applied_sha") == rev.commit:
+                    emit(self.log, ev.DriftRepaired(name, rev.id, repaired))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[name] = str(e)
                 emit(self.log, ev.NodeUnreachable(name, e.reason) if isinstance(e, NodeUnreachable)
@@ -468,6 +470,22 @@ class Agent:
             self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
 
     # --- read-only views ------------------------------------------------------------------
+
+    def batch_due(self) -> float | None:
+        """Seconds until a Job or CronJob of the applied revision next needs a pass on some node (None: none);
+        nodes that cannot be read are left to the poll interval."""
+        rev, now = self.applied(), self.fleet.wall()
+        if rev is None or not any(isinstance(o, Workload) and o.ref.kind in ("Job", "CronJob") for o in rev.objects):
+            return None
+        times = []
+        for cfg_node in self.cfg.nodes:
+            try:
+                live = self.nodes[cfg_node.name].read()
+            except NodeError:
+                continue
+            at = batchstore.next_wake(self.history, compile_node(rev, cfg_node, self.cfg.nodes), live, now)
+            times += [at] if at is not None else []
+        return max(0.0, min(times) - now) if times else None
 
     def live(self) -> dict[str, LiveState | str]:
         """Each node's live state, or the error that kept it from being read. Nodes are

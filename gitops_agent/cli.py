@@ -482,10 +482,11 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         syncs = h.syncs()
         revs = h.workload_revisions()
         rollouts = h.rollouts()
+        runs = _job_runs(h)
     finally:
         h.close()
     if _emit({"syncs": [s.__dict__ for s in syncs], "workloadRevisions": [r.__dict__ for r in revs],
-              "rollouts": rollouts}, args.output):
+              "rollouts": rollouts, "jobRuns": runs}, args.output):
         return 0
     cut = 10_000 if args.output == "wide" else 80
     rows: list[tuple[str, ...]]
@@ -512,6 +513,12 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         rows.append((str(s.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)), _short(s.revision),
                      s.result, str(s.actions), f"{s.duration:.2f}", s.error.splitlines()[0][:cut] if s.error else ""))
     _table(rows)
+    if runs:
+        print()
+        _table([("JOB", "NODE", "RUN", "STATE", "EXIT CODES", "OUTPUT")] + [
+            (r["object"], r["node"], r["run"], r["phase"] + (f" ({r['reason']})" if r.get("reason") else ""),
+             ",".join(map(str, r.get("exit_codes", []))) or "-",
+             (r.get("output") or "").strip().splitlines()[-1][:cut] if r.get("output") else "") for r in runs])
     if revs:
         print()
         rows = [("WORKLOAD", "REVISION", "TEMPLATE", "COMMIT")]
@@ -519,6 +526,15 @@ def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
             rows.append((f"{wr.kind}/{wr.namespace}/{wr.name}", str(wr.number), wr.template_hash, _short(wr.revision)))
         _table(rows)
     return 0
+
+
+def _job_runs(h: Any) -> list[dict[str, Any]]:
+    """The Jobs' and CronJobs' run records kept in the store (gitops_agent/batchstore): failed output redacted."""
+    from .batchstore import KEY
+
+    every = sorted((h.get(KEY) or {}).items())
+    return [{"object": key, "node": node, **run, "phase": run.get("phase") or "Active"}
+            for node, books in every for key, book in sorted(books.items()) for run in book.get("runs", ())]
 
 
 def _emit(data: Any, output: str) -> bool:

@@ -81,6 +81,7 @@ class Daemon:
             if not self.informers and not self.stop.is_set():  # after the first pass: it is not slowed by their lists
                 self.informers = informer.watch(self.agent.nodes, self.agent.cfg.resync_interval, self.on_drift,
                                                 self.log)
+            self._wake_for_batch()
             if woken and not self.stop.is_set():
                 self.schedule(0)
             elif again:
@@ -94,6 +95,18 @@ class Daemon:
                 self._wake_pending = True
                 return
         self.schedule(0)
+
+    def _wake_for_batch(self) -> None:
+        """A pass when a Job or CronJob next needs one (a schedule's next time, a deadline, an expiry:
+        `batchstore.next_wake`), not only at the poll interval: one scheduler job for the earliest over the nodes."""
+        try:
+            delay = self.agent.batch_due()
+        except AgentError as e:  # a node that cannot be read now: the poll interval still comes
+            self.log("batch.wake.unknown", level="warning", error=str(e))
+            return
+        if delay is not None and not self.stop.is_set():
+            self.scheduler.add_job(self.wake, "date", run_date=datetime.now() + timedelta(seconds=delay + 0.5),
+                                   id="batch", replace_existing=True)
 
     def on_drift(self, node: str) -> None:
         """`informer`: a managed object on `node` changed by someone else; a pass now (debounced), or right

@@ -40,6 +40,7 @@ from .model import (
     Claim,
     ConfigData,
     Container,
+    CronSchedule,
     NEVER_ROLLS,
     Namespace,
     NodeRollout,
@@ -74,6 +75,8 @@ L_EMPTY_DIR_OF = f"{LABEL_PREFIX}.emptydir-of"  # on an emptyDir volume: the pod
 L_CONTAINER = f"{LABEL_PREFIX}.container"  # the container's name in the manifest
 L_INIT = f"{LABEL_PREFIX}.init"  # "true" on an init container (it exits once done: not an app container)
 SECRET_PREFIX = "gitops-"
+BATCH = ("Job", "CronJob")  # kinds whose pods run to completion (gitops_agent/jobs)
+RUN_PLACEHOLDER = "{run}"  # in a CronJob's compiled pod names: replaced by each run's id (cronjobs.run_pods)
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 
 
@@ -240,6 +243,9 @@ class WorkloadSpec:
     partition: int = 0  # a StatefulSet's RollingUpdate replaces ordinals >= partition only
     completions: int = 0  # a Job's: its pods are the attempts, completions + backoffLimit of them (gitops_agent/jobs)
     parallelism: int = 1
+    active_deadline: int | None = None  # a Job's activeDeadlineSeconds
+    ttl: int | None = None  # a Job's ttlSecondsAfterFinished
+    cron: CronSchedule | None = None  # a CronJob's: `pods` are the attempts of run RUN_PLACEHOLDER (cronjobs.run_pods)
 
 
 def ordinal(pod: str) -> int:
@@ -481,6 +487,10 @@ def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
         name, ns = workload.ref.name, workload.ref.namespace
         plain = ns == "default" and not _DEPLOYMENT_SHAPE.search(name)
         return [name if plain else f"{name}{SEP}{ns}"][:count]
+    if workload.ref.kind == "CronJob":  # `<name>-<run>-<attempt>`: a run's names (cronjobs.run_pods)
+        ns = workload.ref.namespace
+        return [f"{workload.ref.name}-{RUN_PLACEHOLDER}-{i}" + ("" if ns == "default" else f"{SEP}{ns}")
+                for i in range(count)]
     if workload.ref.kind == "StatefulSet":  # `<name>-<ordinal>`, whatever the template
         ns = workload.ref.namespace
         return [f"{workload.ref.name}-{i}" + ("" if ns == "default" else f"{SEP}{ns}") for i in range(count)]
@@ -626,7 +636,7 @@ def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, .
         return 1
     if workload.ref.kind == "StatefulSet":  # every ordinal on the first matching node, where its data is
         return workload.replicas if matching.index(node.name) == 0 else 0
-    if workload.ref.kind == "Job":  # a pod name for every attempt it may make, on the first matching node
+    if workload.ref.kind in BATCH:  # a pod name for every attempt it (each run) may make, on the first matching node
         return workload.completions + workload.backoff_limit if matching.index(node.name) == 0 else 0
     zone = next((c for c in workload.template.topology_spread if c.key != HOSTNAME_LABEL), None)
     if zone is not None:
@@ -725,8 +735,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 node_rollout=w.node_rollout,
                 ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
                 partition=w.partition,
-                completions=w.completions if w.ref.kind == "Job" else 0,
-                parallelism=w.parallelism,
+                completions=w.completions if w.ref.kind in BATCH else 0, parallelism=w.parallelism,
+                active_deadline=w.active_deadline_seconds, ttl=w.ttl_seconds_after_finished, cron=w.cron,
             )
         )
     return NodeDesired(
@@ -774,7 +784,7 @@ def _pod(
         aliases=() if t.host_network else tuple(sorted(s.ref.name for s in services)) + _pod_dns(w, name),
         ports=tuple(ports),
         # a Job's retries are new pods (gitops_agent/jobs), so Podman never restarts one of its containers
-        restart_policy="no" if w.ref.kind == "Job" else
+        restart_policy="no" if w.ref.kind in BATCH else
         {"Always": "always", "OnFailure": "on-failure", "Never": "no"}[t.restart_policy],
         stop_timeout=t.termination_grace_period_seconds,
         containers=containers,

@@ -43,14 +43,14 @@ from typing import Any, Callable, Iterator
 
 from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
-from .desired import NodeDesired, compile_node, held, matching_nodes, resolve_surge
+from .desired import BATCH, NodeDesired, compile_node, held, matching_nodes, resolve_surge
 from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
 from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
-from .plan import plan
+from .plan import RemovePod, RunPod, plan
 from .podman import Node
-from . import clock, events as ev
+from . import batchstore, clock, events as ev
 from .events import emit
 from .reasons import Reason
 from .decide import (
@@ -143,6 +143,8 @@ class Fleet:
         self._lock = threading.Lock()
         # node -> the desired states of its last two steps, oldest first (`endpoints.Monitor` reads their pods)
         self.stepped: dict[str, tuple[NodeDesired, ...]] = {}
+        self.wall: Callable[[], float] = clock.wall  # the Jobs' and CronJobs' clock (a test gives its own)
+        self.scheduled: dict[str, int] = {}  # node -> the actions of its last step that were Jobs' runs or expiries
 
     # --- one node -----------------------------------------------------------------------
 
@@ -156,17 +158,19 @@ class Fleet:
         live = node.read()
         desired = self._desired(rev, name)
         self.stepped[name] = (*self.stepped.get(name, ())[-1:], desired)
-        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name))
+        batch = batchstore.current(self.history, desired, live, self.wall(), node)  # Jobs' records, saved first
+        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name), batch)
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:  # `deadline`: on the monotonic clock (clock.now)
             deadline = clock.now() + min(step_seconds(p), self.cfg.ready_timeout)
+        self.scheduled[name] = 0
         if p.in_sync:
             if verify:
                 # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
                 # a StatefulSet's held pods (below its partition, OnDelete) keep their older template
                 specs = [pod for w in desired.workloads for pod in w.pods
-                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind != "Job"
+                         if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind not in BATCH
                          and pod.name not in {h.name for h in held(w, live.pods_of(w.ref))}]
                 wait(node, specs, Gate(node, deadline, hold), self.stop)
             return 0
@@ -175,6 +179,8 @@ class Fleet:
             done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
                          cap=self.cfg.ready_timeout, pins=pins)
         self.history.record_secrets(name, drop=[a.target for a in p.actions if a.op == "remove-secret"])
+        # a Job's or CronJob's runs and expiries are scheduled work, not drift (`agent` tells them apart)
+        self.scheduled[name] = sum(1 for a in p.actions if isinstance(a, (RunPod, RemovePod)) and a.pod_owner in BATCH)
         return done
 
     @contextmanager

@@ -58,6 +58,7 @@ LOST_ON_RESET = (
     "failed/rejected revision records (a bad head commit is tried once more)",
     "a break-glass suspension, if one was in force (Git is followed again)",
     "an unfinished rollout's progress (the next pass recomputes it from the nodes)",
+    "Jobs' and CronJobs' run records (a Job whose pods its ttlSecondsAfterFinished removed runs again)",
 )
 _LOW_SPACE = 256 * 1024  # bytes free in the state directory under which `problem()` speaks up
 

@@ -56,10 +56,12 @@ def parse_selector(text: str) -> Selector:
 
 
 _KINDS = {k.lower(): k for k in ("Deployment", "StatefulSet", "DaemonSet", "Pod", "Service", "ConfigMap", "Secret",
-                                  "PersistentVolumeClaim", "Namespace", "ReplicaSet", "ReplicationController", "Job")}
+                                  "PersistentVolumeClaim", "Namespace", "ReplicaSet", "ReplicationController", "Job",
+                                  "CronJob")}
 _KINDS.update({"deploy": "Deployment", "deployments": "Deployment", "sts": "StatefulSet", "ds": "DaemonSet",
                "po": "Pod", "pods": "Pod", "svc": "Service", "cm": "ConfigMap", "pvc": "PersistentVolumeClaim",
-               "ns": "Namespace", "rs": "ReplicaSet", "rc": "ReplicationController", "jobs": "Job"})
+               "ns": "Namespace", "rs": "ReplicaSet", "rc": "ReplicationController", "jobs": "Job",
+               "cj": "CronJob", "cronjobs": "CronJob"})
 
 
 def _kind(word: str) -> str:

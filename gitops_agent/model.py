@@ -411,6 +411,22 @@ class Workload:
     completions: int = 1
     parallelism: int = 1
     backoff_limit: int = 6
+    active_deadline_seconds: int | None = None  # a run still active this long after it started: Failed
+    ttl_seconds_after_finished: int | None = None  # a finished run's pods removed this long after it finished
+    cron: "CronSchedule | None" = None  # a CronJob's schedule: its runs are Jobs of this template (cronjobs.py)
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    """A CronJob's (batch/v1) schedule and run policy; its jobTemplate is the rest of the `Workload`."""
+
+    schedule: str  # five cron fields (or @hourly ...), wall-clock time in `time_zone`
+    time_zone: str = "UTC"
+    concurrency_policy: str = "Allow"  # Allow | Forbid | Replace
+    starting_deadline_seconds: int | None = None
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 1
+    suspend: bool = False
 
 
 @dataclass(frozen=True)

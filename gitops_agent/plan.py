@@ -30,9 +30,11 @@ from .desired import (
     WorkloadSpec,
     claim_volume,
     held,
+    BATCH,
 )
 from .errors import PruneRefused
-from .jobs import next_runs
+from .cronjobs import pods_of_run, run_pods
+from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs
 from .live import LivePod, LiveState
 from .model import NEVER_ROLLS, ObjectRef
 
@@ -136,6 +138,10 @@ class RunPod(_Shown):
     def target(self) -> str:
         return self.pod.name
 
+    @property
+    def pod_owner(self) -> str:
+        return self.pod.owner.kind
+
 
 @dataclass(frozen=True)
 class StartPod(_Shown):
@@ -175,6 +181,10 @@ class RemovePod(_Shown):
     @property
     def target(self) -> str:
         return self.name
+
+    @property
+    def pod_owner(self) -> str:
+        return self.owner.kind if self.owner else ""
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,7 @@ def plan(
     prune: PruneConfig = PruneConfig(),
     inventory: Iterable[ObjectRef] | None = None,
     secrets: Iterable[str] = (),
+    batch: Batch = Batch(),
 ) -> Plan:
     """The actions that bring `live` to `desired`, each with the reason it is needed.
 
@@ -243,13 +254,14 @@ def plan(
     `secrets` is this node's secret inventory (the names the agent recorded
     before creating them): a secret is removed only when it is in it or
     carries the agent's mark (`owned_secrets`); any other `gitops-*` secret is
-    left alone and listed in `unknown_secrets`.
+    left alone and listed in `unknown_secrets`. `batch` is the wall clock and the store's record of each
+    Job and CronJob (`jobs.Batch`): what they ran, so a finished run is not run again.
     """
     desired = adopt_volumes(desired, live.volumes)
     known = set(inventory) if inventory is not None else None
     acts = _creations(desired, live)
     for w in desired.workloads:
-        acts.extend(_workload(w, live.pods_of(w.ref)))
+        acts.extend(_job(w, live.pods_of(w.ref), batch) if w.ref.kind in BATCH else _workload(w, live.pods_of(w.ref)))
     removals: list[Action] = []
     untracked: list[str] = []
     if prune.enabled:
@@ -365,8 +377,6 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
         return _replication(w, pods)
     if w.ref.kind == "StatefulSet":
         return _stateful(w, pods)
-    if w.ref.kind == "Job":
-        return _job(w, pods)
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
         return [_rolling(w, pods, old)]
@@ -379,12 +389,36 @@ def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
     return acts + gone
 
 
-def _job(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
-    """A Job's next attempts (`jobs.next_runs`), and the removal of an older run's pods."""
-    start, stale = next_runs(w, pods)
-    runs: list[Action] = [RunPod(spec, f"{w.ref}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}")
+def _job(w: WorkloadSpec, pods: list[LivePod], batch: Batch) -> list[Action]:
+    """A Job's next attempts (`jobs.next_runs`) and the pods it no longer needs; a CronJob's, run by run (the
+    runs its store record keeps, `cronjobs.advance`), and the finished pods of runs it no longer keeps."""
+    book = batch.books.get(w.ref)
+    if w.cron is None:
+        return _run(w, pods, book.run(w.template_hash) if book else None, batch.now, str(w.ref))
+    acts: list[Action] = []
+    for r in book.runs if book else ():
+        acts += _run(replace(w, pods=run_pods(w, r.run)), pods_of_run(pods, r.run), r, batch.now,
+                     f"{w.ref} run {r.run}")
+    kept = {r.run for r in book.runs} if book else set()
+    replaced = w.cron.concurrency_policy == "Replace"
+    return acts + [RemovePod(p.name, w.ref, f"{w.ref}: run {p.labels.get(L_RUN, '?')} is "
+                                            + ("replaced (concurrencyPolicy Replace)" if not finished(p) else
+                                               "beyond the history limits"))
+                   for p in pods if p.labels.get(L_RUN) not in kept and (replaced or finished(p))]
+
+
+def _run(w: WorkloadSpec, pods: list[LivePod], record: RunRecord | None, now: float, what: str) -> list[Action]:
+    """One run's next attempts, and the removal of its pods that must go, each with why."""
+    start, gone = next_runs(w, pods, record, now)
+    runs: list[Action] = [RunPod(spec, f"{what}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}")
                           for spec in start]
-    return runs + [RemovePod(name, w.ref, f"{w.ref} changed: its new template is a new run") for name in stale]
+    if expired(w, record, now):
+        why = f"{what} finished {w.ttl} s ago (ttlSecondsAfterFinished); its record stays"
+    elif record is not None and record.reason == DEADLINE:
+        why = f"{what} is past its activeDeadlineSeconds ({w.active_deadline} s): Failed, DeadlineExceeded"
+    else:
+        why = f"{what} changed: its new template is a new run"
+    return runs + [RemovePod(name, w.ref, why) for name in gone]
 
 
 def _stateful(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:

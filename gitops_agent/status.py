@@ -17,7 +17,9 @@ from .state import AgentState
 from .endpoints import STORE_KEY as ENDPOINTS, unready
 from .desired import claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError
-from .jobs import job_run
+from . import batchstore
+from .cronjobs import pods_of_run
+from .jobs import Book, job_run
 from .live import LiveState
 from .model import Object, Revision, Service
 from .plan import unknown_secrets
@@ -104,17 +106,20 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
         out["orphanedVolumes"] += [f"{cfg_node.name}/{v}" for v in sorted(set(live.volumes) - vol_names)]
         unknown = unknown_secrets(desired, live, h.secrets(cfg_node.name))
         out["unknownSecrets"] += [f"{cfg_node.name}/{s}" for s in sorted(unknown)]
+        books = batchstore.stored(h, cfg_node.name)
         for o in rev.objects:
             out["objects"].append(_object(o, cfg_node.name, desired, live, revs, dialer is not None,
-                                          unready(readiness, cfg_node.name)))
+                                          unready(readiness, cfg_node.name), books.get(str(o.ref))))
 
 
 def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tuple[str, str, str, str], int],
-            outside: bool, unready_pods: frozenset[str] = frozenset()) -> dict[str, Any]:
+            outside: bool, unready_pods: frozenset[str] = frozenset(), book: Book | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": node}
     by_ref = {w.ref: w for w in desired.workloads}
     if o.ref in by_ref:
         entry.update(_workload(o, by_ref[o.ref], live, revs, outside))
+        if o.ref.kind in ("Job", "CronJob"):
+            entry.update(_job(by_ref[o.ref], live.pods_of(o.ref), book))
     elif o.ref.kind == "PersistentVolumeClaim":
         entry["state"] = "Bound" if claim_volume(o.ref, live.volumes) in live.volumes else "Pending"
     elif o.ref.kind == "Namespace":
@@ -155,16 +160,35 @@ def _workload(o: Object, w: Any, live: LiveState, revs: dict[tuple[str, str, str
         probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
         state=_workload_state(w, pods, current, ready, others),
     )
-    if o.ref.kind == "Job":
-        entry.update(_job(w, pods))
     return entry
 
 
-def _job(w: Any, pods: list[Any]) -> dict[str, Any]:
-    """A Job's run (gitops_agent/jobs): its state (Complete, Failed, Running or Pending) and counts."""
-    run = job_run(w, pods)
-    return {"state": run.phase, "job": {"succeeded": run.succeeded, "failed": run.failed, "active": run.active,
-                                        "completions": run.completions, "exitCodes": list(run.exit_codes)}}
+def _job(w: Any, pods: list[Any], book: Book | None) -> dict[str, Any]:
+    """A Job's run (gitops_agent/jobs): its state (Complete, Failed, Running or Pending), counts, exit codes and
+    the failed pods' last output (Secret values redacted); a CronJob's runs (gitops_agent/cronjobs), each so."""
+    if w.cron is None:
+        record = book.run(w.template_hash) if book else None
+        run = job_run(w, pods, record, clock.wall())
+        return {"state": run.phase, "job": {
+            "succeeded": run.succeeded, "failed": run.failed, "active": run.active, "completions": run.completions,
+            "exitCodes": list(run.exit_codes), "reason": run.reason or None,
+            "finishedAt": _iso(record.finished) if record and record.finished else None,
+            "output": record.output if record and record.output else None}}
+    runs = []
+    for r in book.runs if book else ():
+        state = job_run(w, pods_of_run(pods, r.run), r, clock.wall())
+        runs.append({"run": f"{w.ref.name}-{r.run}", "scheduled": _iso(r.scheduled), "state": state.phase,
+                     "reason": state.reason or None, "succeeded": state.succeeded, "failed": state.failed,
+                     "active": state.active, "exitCodes": list(state.exit_codes), "output": r.output or None})
+    active = sum(1 for r in runs if r["state"] in ("Running", "Pending"))
+    return {"state": "Suspended" if w.cron.suspend else ("Active" if active else "Scheduled"), "cronJob": {
+        "schedule": w.cron.schedule, "timeZone": w.cron.time_zone, "concurrencyPolicy": w.cron.concurrency_policy,
+        "lastScheduleTime": _iso(book.last) if book and book.last else None, "active": active,
+        "note": book.note if book and book.note else None, "runs": runs}}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _service(o: Object, node: str, desired: Any, live: LiveState, unready_pods: frozenset[str]) -> dict[str, Any]:

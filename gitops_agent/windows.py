@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from .errors import ConfigError
 
@@ -76,6 +76,40 @@ def schedule(time_zone: str, allow: tuple[Window, ...], deny: tuple[Window, ...]
     if drift_repair not in DRIFT_REPAIR:
         raise ConfigError(f"{where}.driftRepair: must be one of {', '.join(DRIFT_REPAIR)}")
     return Schedule(time_zone, allow, deny, drift_repair)
+
+
+_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+
+
+def cron_problem(expr: str) -> str:
+    """Why `expr` is not a CronJob schedule Kubernetes and this agent both read ("" when it is one): five
+    fields or one of the @yearly ... @hourly macros; the zone goes in `timeZone`, not in the expression."""
+    if expr.startswith(("TZ=", "CRON_TZ=")):
+        return "a time zone in the schedule is not supported (as in Kubernetes): set spec.timeZone instead"
+    cron = _MACROS.get(expr.strip(), expr)
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        return (f"{expr!r} is not a cron schedule (five fields: minute hour day-of-month month day-of-week, "
+                "e.g. '0 2 * * *', or @hourly, @daily, @weekly, @monthly, @yearly)")
+    try:
+        croniter(cron, datetime(2000, 1, 1)).get_next(datetime)  # 31 February: valid fields, no time ever
+    except CroniterBadDateError:
+        return f"{expr!r} matches no date (a day that its months do not have)"
+    return ""
+
+
+def known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def cron_next(expr: str, time_zone: str, after: datetime) -> datetime:
+    """The first time strictly after `after` (aware) that the cron `expr` (checked by `cron_problem`) matches,
+    read as wall-clock time in `time_zone`, with the DST rules of the windows above."""
+    return _next_start(Window(_MACROS.get(expr.strip(), expr), timedelta(0)), ZoneInfo(time_zone), after)
 
 
 def _aware(naive: datetime, zone: ZoneInfo) -> datetime:

@@ -102,6 +102,9 @@ def test_a_reconcile_request_during_a_pass_runs_another_pass_right_after_it() ->
         def __init__(self) -> None:
             self.daemon: Daemon | None = None
 
+        def batch_due(self) -> None:  # no Job or CronJob to wake for
+            return None
+
         def sync(self) -> object:
             assert self.daemon is not None
             self.daemon.wake()  # the request arrives mid-pass

@@ -4,11 +4,12 @@ on one look at a node. The real-Podman run is in tests/test_e2e.py (test_a_job_.
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 
 from gitops_agent.config import NodeConfig
 from gitops_agent.desired import L_TEMPLATE_HASH, WorkloadSpec, compile_node
 from gitops_agent.errors import RevisionRejected
-from gitops_agent.jobs import job_run, next_runs
+from gitops_agent.jobs import DEADLINE, Batch, Book, RunRecord, job_book, job_run, next_runs, wake_times
 from gitops_agent.live import LiveContainer, LivePod, LiveState
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.plan import plan
@@ -80,11 +81,64 @@ def test_a_changed_job_is_a_new_run_and_its_old_pods_go() -> None:
 
 def test_job_fields_that_are_not_mapped_are_errors() -> None:
     try:
-        spec(JOB.replace("backoffLimit: 1", "backoffLimit: 1\n  activeDeadlineSeconds: 30"))
+        spec(JOB.replace("backoffLimit: 1", "backoffLimit: 1\n  suspend: true"))
     except RevisionRejected as e:
         assert [str(p) for p in e.problems] == [
-            "job.yaml:8: Job/migrate: spec.activeDeadlineSeconds: field 'activeDeadlineSeconds' is not supported by "
-            "gitops-agent (found 30): remove it: not supported yet (a Job's pods run until they exit; set a timeout "
-            "in the container's command instead)"]
+            "job.yaml:8: Job/migrate: spec.suspend: field 'suspend' is not supported by gitops-agent (found true): "
+            "remove it: a Job in Git runs; remove the Job from Git to stop it"]
     else:
-        raise AssertionError("activeDeadlineSeconds was accepted")
+        raise AssertionError("suspend was accepted")
+
+
+def started(w: WorkloadSpec, i: int, at: int, state: str = "running", code: int = 0) -> LivePod:
+    p = pod(w, i, state, code)
+    return replace(p, containers=tuple(replace(c, started_at=at) for c in p.containers))
+
+
+def test_a_run_past_its_active_deadline_is_failed_with_deadline_exceeded_and_its_active_pods_go() -> None:
+    """activeDeadlineSeconds counts from the run's first pod start; past it, its active pods are removed, it is
+    Failed (DeadlineExceeded) in its record, and no further attempt is made."""
+    w = spec(JOB.replace("backoffLimit: 1", "backoffLimit: 1\n  activeDeadlineSeconds: 30"))
+    assert w.active_deadline == 30
+    running = [started(w, 0, at=1000)]
+    assert next_runs(w, running, None, now=1029) == ((), ())  # within the deadline: it runs on
+    book = job_book(w, running, None, now=1030)
+    (record,) = book.runs
+    assert (record.phase, record.reason, record.started, record.finished) == ("Failed", DEADLINE, 1000, 1030)
+    assert next_runs(w, running, record, now=1030) == ((), (running[0].name,))
+    gone = job_run(w, [], record, now=1031)
+    assert (gone.phase, gone.reason) == ("Failed", DEADLINE) and next_runs(w, [], record, now=1031) == ((), ())
+    assert wake_times(w, running, Book((RunRecord(w.template_hash, started=1000),))) == [1030]
+
+
+def test_a_finished_run_loses_its_pods_after_its_ttl_and_its_record_keeps_it_from_running_again() -> None:
+    """ttlSecondsAfterFinished removes a finished run's pods; the run's record in the store (not the pods) is
+    what keeps the Job from running again, with its counts."""
+    w = spec(JOB.replace("backoffLimit: 1", "backoffLimit: 1\n  ttlSecondsAfterFinished: 60"))
+    done = [started(w, 0, 1000, "exited"), started(w, 1, 1010, "exited")]
+    book = job_book(w, done, None, now=1100)
+    (record,) = book.runs
+    assert (record.phase, record.finished, record.succeeded) == ("Complete", 1100, 2)
+    assert next_runs(w, done, record, now=1159) == ((), ())
+    assert next_runs(w, done, record, now=1160) == ((), tuple(sorted(p.name for p in done)))
+    assert job_book(w, [], book, now=1200) == book  # the pods are gone: the record stays
+    assert next_runs(w, [], record, now=1200) == ((), ()) and job_run(w, [], record).phase == "Complete"
+    assert wake_times(w, done, book) == [1160] and wake_times(w, [], book) == []
+    node = LiveState("a")
+    p = plan(compile_node(parse([SourceFile("job.yaml", JOB.encode())], "main@sha1:" + "a" * 40, nodes=(A,)),
+                          A, (A,)), node, batch=Batch(1200, {w.ref: book}))
+    assert [a.op for a in p.actions if a.op.endswith("-pod")] == []
+    fresh = plan(compile_node(parse([SourceFile("job.yaml", JOB.encode())], "main@sha1:" + "a" * 40, nodes=(A,)),
+                              A, (A,)), node)
+    assert [a.op for a in fresh.actions if a.op.endswith("-pod")] == ["run-pod"]  # no record: it would run
+
+
+def test_a_changed_job_drops_the_record_of_its_old_template() -> None:
+    w = spec()
+    old = Book((RunRecord("older", phase="Complete", finished=5),))
+    assert job_book(w, [], old, now=10) == Book()  # nothing of the new template ran yet: a new run
+    assert BookJson(job_book(w, [pod(w, 0)], old, now=10)) == [w.template_hash]
+
+
+def BookJson(book: Book) -> list[str]:
+    return [r.run for r in Book.from_json(book.to_json()).runs]

@@ -29,7 +29,7 @@ from .document import (
     normpath,
     short,
 )
-from .batch import job
+from .batch import cronjob, job
 from .statefulset import statefulset
 
 _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
@@ -1098,5 +1098,6 @@ _CONVERTERS: dict[str, Callable[[Document], model.Object]] = {
     "ReplicaSet": _replica_set,
     "StatefulSet": statefulset,
     "Job": job,
+    "CronJob": cronjob,
     "Service": _service,
 }

@@ -30,6 +30,7 @@ KINDS = {
     "ReplicaSet": "apps/v1",
     "StatefulSet": "apps/v1",
     "Job": "batch/v1",
+    "CronJob": "batch/v1",
     "Service": "v1",
 }
 KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
@@ -179,6 +180,7 @@ POD_SPEC_PATHS: dict[str, JsonPath] = {
     "ReplicaSet": ("spec", "template", "spec"),
     "StatefulSet": ("spec", "template", "spec"),
     "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 
 
@@ -197,7 +199,7 @@ def is_under(path: str, prefix: str) -> bool:
 
 
 def pod_spec_path(workload: model.Workload) -> JsonPath:
-    return ("spec",) if workload.ref.kind == "Pod" else ("spec", "template", "spec")
+    return POD_SPEC_PATHS.get(workload.ref.kind, ("spec", "template", "spec"))
 
 
 def every_container(template: model.PodTemplate) -> Iterator[tuple[str, int, model.Container]]:
