@@ -12,6 +12,7 @@ mount namespace: ``tests/podman_env.start_node``); the host's Podman is never
 touched. Workloads: ``cold-apply``, ``noop``, ``rollout``, ``validate``,
 ``memory``, ``poll`` (see ``benchmarks/workloads.py``).
 ``python -m benchmarks.profile`` profiles the no-op sync and the cold apply.
+``python -m benchmarks.passes_ab`` times the no-op pass with each issue-14 change switched off and on, in one process.
 ``python -m benchmarks.fleet`` measures the Git server side of an agent on every node (``git daemon`` and
 ``git http-backend`` answering ``ls-remote`` polls; issue 14), into its own block of BENCHMARKS.md.
 """

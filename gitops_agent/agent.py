@@ -43,6 +43,9 @@ from .source import GitSource, resolve
 from .state import Failure, Rejection
 
 
+RECORD_QUIET = 300.0  # seconds: a streak of in-sync passes is recorded once this often (`Agent._record`)
+
+
 @dataclass
 class Outcome:
     """What one pass did. `ok` is True when every node runs the newest valid revision."""
@@ -92,6 +95,7 @@ class Agent:
         self._parsed: dict[str, Revision] = {}
         self._encrypted: dict[str, frozenset[str]] = {}  # revision id → its files that were SOPS-encrypted
         self._stable: Revision | None = None  # became stable this pass: recorded by `_record`
+        self._polled: tuple[float, Head] | None = None  # the last answer of the Git poll (monotonic time, head)
         self.stop = threading.Event()  # set by the daemon on SIGTERM: apply stops after its current step
         self._lock = threading.Lock()
         self.fleet = Fleet(cfg, self.nodes, self.history, log, self.stop)
@@ -169,9 +173,11 @@ class Agent:
 
     # --- one pass --------------------------------------------------------------------
 
-    def sync(self, dry_run: bool = False, ignore_window: bool = False) -> Outcome:
+    def sync(self, dry_run: bool = False, ignore_window: bool = False, poll: bool = True) -> Outcome:
         """One full reconcile pass. With dry_run, only plans (for `diff`). `ignore_window`: break-glass,
-        the maintenance windows are overridden (recorded in the rollout's history)."""
+        the maintenance windows are overridden (recorded in the rollout's history). Without `poll` (a pass
+        started by drift, `Daemon.on_drift`) Git is not asked again when this agent's last poll is younger
+        than `source.interval`: the head it saw then is the head (the daemon's interval passes poll)."""
         with self._lock, (nullcontext() if dry_run else self._exclusive()):
             started, t0 = time.time(), clock.now()  # wall: shown and kept; monotonic: the duration
             out = Outcome()
@@ -181,7 +187,7 @@ class Agent:
             if not dry_run:
                 self._adopt_legacy_secrets()
             try:
-                target = self._resolve_target(out)
+                target = self._resolve_target(out, poll)
                 if target is not None:
                     self._reconcile(target, out, dry_run, ignore_window)
             except StateError:
@@ -216,17 +222,11 @@ class Agent:
             done.add(name)
         self.history.put("secrets_adopted", sorted(done))
 
-    def _resolve_target(self, out: Outcome) -> Revision | None:
-        """Ask Git for the head, let `decide.choose_target` pick, read what it picked."""
+    def _resolve_target(self, out: Outcome, poll: bool = True) -> Revision | None:
+        """Ask Git for the head (or take the last poll's, `sync`), let `decide.choose_target` pick, read what
+        it picked."""
         state = self.history.load()
-        head = Head()
-        if state.suspended is None:
-            try:
-                sha = self.git.remote_head()
-                head = Head(sha, self.location.revision(sha))
-            except SourceUnavailable as e:
-                head = Head(error=str(e))
-                emit(self.log, ev.SourceUnavailable(str(e)))
+        head = Head() if state.suspended is not None else self._head(poll)
         out.head = head.revision
         choice = choose_target(head, state, self._policy_key())
         out.result, out.error, out.waiting = choice.result, choice.error, choice.waiting
@@ -261,6 +261,25 @@ class Agent:
                 emit(self.log, ev.SourceUnavailable(str(e)))
             return self._read_candidates(fallback(self.history.load()), out)
         return None
+
+    def polled_at(self) -> float | None:
+        """When (monotonic, `clock.now`) this agent last asked Git for the head; None before its first poll."""
+        return self._polled[0] if self._polled is not None else None
+
+    def _head(self, poll: bool) -> Head:
+        """The remote head: asked from Git, or (not `poll`) the last poll's answer while it is younger than
+        `source.interval` and was not an error."""
+        last = self._polled
+        if not poll and last is not None and not last[1].error and clock.now() - last[0] < self.cfg.source.interval:
+            return last[1]
+        try:
+            sha = self.git.remote_head()
+            head = Head(sha, self.location.revision(sha))
+        except SourceUnavailable as e:
+            head = Head(error=str(e))
+            emit(self.log, ev.SourceUnavailable(str(e)))
+        self._polled = (clock.now(), head)
+        return head
 
     def _policy_key(self) -> str:
         """The policy a rejection was judged under: a changed policy re-judges the same commit."""
@@ -439,11 +458,15 @@ class Agent:
 
     def _record(self, out: Outcome, started: float, t0: float, suspend: dict[str, Any] | None = None) -> None:
         """Everything the pass learnt, in ONE store transaction (a kill -9 leaves all of it or none);
-        then what the commit allows: forgetting dropped stable revisions, collecting images."""
+        then what the commit allows: forgetting dropped stable revisions, collecting images. A pass that
+        only repeats the in-sync result recorded less than RECORD_QUIET seconds ago writes nothing."""
         revision = out.head or out.target or "unknown"
         parsed = self._parsed.get(revision.rsplit(":", 1)[-1])
         digest = parsed.digest if parsed else ""
         stable, self._stable = self._stable, None
+        if stable is None and suspend is None and self._repeats_record(out):
+            emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why, None))
+            return
         dropped: list[dict[str, Any]] = []
         templates: set[str] = set()
         with self.history.transaction():
@@ -468,6 +491,18 @@ class Agent:
             self.git.forget(f"stable/{d['sha']}")
         if stable is not None:
             self.fleet.collect_images(templates, self.cfg.keep_image_revisions)
+
+    def _repeats_record(self, out: Outcome) -> bool:
+        """`out` is an in-sync pass with nothing to report that the store already says, recorded less than
+        RECORD_QUIET seconds ago (wall clock, either way), with no alert staged: writing it would change
+        nothing but the time of the last pass (`status`'s `lastSync.at`, a row of `history`)."""
+        if out.result != "in-sync" or out.actions or out.error or out.node_errors or self.history.staged():
+            return False
+        last = self.history.get("last_result") or {}
+        at = last.get("at")
+        return (last.get("result") == "in-sync" and last.get("reason") == out.why.value and not last.get("error")
+                and not last.get("nodeErrors") and isinstance(at, (int, float)) and abs(time.time() - at) < RECORD_QUIET
+                and (not out.head or self.history.get("attempted_revision") == out.head))
 
     # --- read-only views ------------------------------------------------------------------
 

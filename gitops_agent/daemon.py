@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import informer, systemd
+from . import clock, informer, systemd
 from .errors import AgentError
 from .log import Log
 
@@ -67,13 +67,15 @@ class Daemon:
         backoff: float = self.BACKOFF_START * 2 ** (self.failures - 1)
         return min(backoff, max(self.BACKOFF_CAP, interval))
 
-    def _pass(self) -> None:
+    def _pass(self, poll: bool = True) -> None:
+        """One pass; `poll=False` (started by drift): Git is asked only if its last poll is older than the
+        interval (`Agent.sync`)."""
         if self.stop.is_set():
             return
         with self._drift_lock:
             self._in_pass, self._drift_pending = True, False
         try:
-            self._pass_once()
+            self._pass_once(poll)
         finally:
             with self._drift_lock:
                 woken, self._wake_pending = self._wake_pending, False
@@ -85,7 +87,7 @@ class Daemon:
             if woken and not self.stop.is_set():
                 self.schedule(0)
             elif again:
-                self.schedule(self.DRIFT_DEBOUNCE)
+                self.schedule(self.DRIFT_DEBOUNCE, poll=False)
 
     def wake(self) -> None:
         """`gitops-agent reconcile`: a pass now, or right after the running one (a job scheduled during a pass
@@ -119,12 +121,13 @@ class Daemon:
             if now < self._drift_due or self.failures or self.stop.is_set():
                 return  # a drift pass is already on its way (the events of one hand change come in a burst)
             self._drift_due = now + self.DRIFT_DEBOUNCE + 1.0
-        self.schedule(self.DRIFT_DEBOUNCE)
+        self.schedule(self.DRIFT_DEBOUNCE, poll=False)
 
-    def _pass_once(self) -> None:
+    def _pass_once(self, poll: bool = True) -> None:
         ok = False
+        polled_before = self.agent.polled_at()
         try:
-            out = self.agent.sync()
+            out = self.agent.sync(poll=poll)
             ok = out.ok or out.waiting  # a bad commit is not retried faster: it waits for Git to move
             self._notify_result(f"{out.result} {out.target or out.head or '-'}"
                                 + (f": {out.error.splitlines()[0]}" if out.error else ""))
@@ -141,6 +144,10 @@ class Daemon:
             if self.services is not None:
                 self.services.after_pass(self.agent)
         delay = self._next_delay(ok)
+        polled = self.agent.polled_at()
+        if ok and polled is not None and polled == polled_before:  # a drift pass that did not poll: the next poll
+            # stays due an interval after the last one
+            delay = max(0.0, min(delay, polled + float(self.agent.cfg.source.interval) - clock.now()))
         if not self.stop.is_set():
             self.schedule(delay)
             if not ok:
@@ -171,9 +178,10 @@ class Daemon:
                                  record=lambda v: history.put(endpoints.STORE_KEY, v),
                                  known=history.get(endpoints.STORE_KEY) or {})
 
-    def schedule(self, delay: float) -> None:
+    def schedule(self, delay: float, poll: bool = True) -> None:
         when = datetime.now() + timedelta(seconds=delay)
-        self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True)
+        self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True,
+                               kwargs={"poll": poll})
 
     def _watch(self) -> None:
         """A local source is watched: a commit there triggers a sync within DEBOUNCE seconds."""

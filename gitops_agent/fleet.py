@@ -145,6 +145,7 @@ class Fleet:
         self.stepped: dict[str, tuple[NodeDesired, ...]] = {}
         self.wall: Callable[[], float] = clock.wall  # the Jobs' and CronJobs' clock (a test gives its own)
         self.scheduled: dict[str, int] = {}  # node -> the actions of its last step that were Jobs' runs or expiries
+        self._compiled: dict[str, tuple[tuple[Revision, NodeDesired], ...]] = {}  # `_desired`'s memo, per node
 
     # --- one node -----------------------------------------------------------------------
 
@@ -195,7 +196,16 @@ class Fleet:
                 self.save_pins(name, pins, {w.template_hash for w in desired.workloads})
 
     def _desired(self, rev: Revision, name: str) -> NodeDesired:
-        return compile_node(rev, next(n for n in self.cfg.nodes if n.name == name), self.cfg.nodes)
+        """Node `name`'s compiled desired state of `rev`, compiled once per Revision object: both are immutable
+        (frozen), as is the config, so a pass over an unchanged revision reuses the last compilation. The two
+        latest revisions per node are kept (a rollout alternates its target and the stable revision)."""
+        kept = self._compiled.get(name, ())
+        for seen, desired in kept:
+            if seen is rev:
+                return desired
+        desired = compile_node(rev, next(n for n in self.cfg.nodes if n.name == name), self.cfg.nodes)
+        self._compiled[name] = ((rev, desired), *kept[:1])
+        return desired
 
     def pins(self, name: str) -> dict[str, dict[str, str]]:
         """Node `name`'s image pins: "<template hash> <image>" → the image ID (and digest) that

@@ -454,6 +454,11 @@ class History:
         if not waits:
             self.flush_staged()
 
+    def staged(self) -> bool:
+        """Writes are staged for the next commit (`stage`)."""
+        with self._staged_lock:
+            return bool(self._staged)
+
     def flush_staged(self) -> None:
         """Write what is staged now, in its own transaction. A store that refuses it (full disk) keeps it
         staged for its next write; the refusal itself is the pass's error, not this caller's."""

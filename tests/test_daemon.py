@@ -105,7 +105,10 @@ def test_a_reconcile_request_during_a_pass_runs_another_pass_right_after_it() ->
         def batch_due(self) -> None:  # no Job or CronJob to wake for
             return None
 
-        def sync(self) -> object:
+        def polled_at(self) -> float | None:
+            return None
+
+        def sync(self, poll: bool = True) -> object:
             assert self.daemon is not None
             self.daemon.wake()  # the request arrives mid-pass
             return SimpleNamespace(ok=True, waiting=False, result="in-sync", target="r", head="r", error="")
