@@ -27,6 +27,7 @@ from .plan import (Action, CreateNetwork, CreatePod, CreateSecret, CreateVolume,
                    UnpausePod, VolumeLost)
 from .podman import Node
 from .probes import Gate, RolloutFailed
+from .reasons import Reason
 from .pullauth import Credential, for_image
 from .rolling import CREATE_PARALLEL, POLL, create_pods, update
 
@@ -319,7 +320,8 @@ def _repair(node: Node, a: ReconnectPod | UnpausePod | RecreateSecret | VolumeLo
             node.remove_secret(secret.name)
             node.create_secret(secret)
         case VolumeLost(name=name, pods=pods, reason=reason):  # never "repaired": a person decides
-            log("volume.lost", level="critical", node=node.name, volume=name, pods=",".join(pods), error=reason)
+            log("volume.lost", level="critical", node=node.name, volume=name, pods=",".join(pods), error=reason,
+                reason=Reason.DATA_LOSS.value)
         case _:
             assert_never(a)
 
