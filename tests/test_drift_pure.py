@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from gitops_agent.desired import MANAGED, NodeDesired, PodSpec, compile_node
+from gitops_agent.desired import L_REVISION, MANAGED, NodeDesired, PodSpec, compile_node
 from gitops_agent.informer import Known, classify, props_changed
 from gitops_agent.live import ContainerProps, LiveContainer, LivePod, LiveState, env_digest
 from gitops_agent.plan import (ReconnectPod, RecreateSecret, ReplacePod, UnpausePod, VolumeLost, expected_aliases,
@@ -107,6 +107,18 @@ def test_each_container_property_changed_alone_replaces_the_pod_naming_it(props:
     assert isinstance(action, ReplacePod)
     assert named in action.reason and "changed by hand" in action.reason
     assert "by hand" not in action.reason.replace("changed by hand", "")  # the value is not shown
+
+
+def test_the_revision_label_is_not_drift() -> None:
+    """A new commit that leaves the template alone keeps its pods: the commit they were made at is history."""
+    desired = _desired()
+
+    def older(p: LivePod) -> LivePod:
+        (c,) = p.containers
+        assert c.props is not None
+        return _app(p, labels={**c.props.labels, L_REVISION: "b" * 40})
+
+    assert plan(desired, _live(desired, older)).in_sync
 
 
 def test_an_env_value_is_compared_by_digest_and_never_shown() -> None:
