@@ -348,7 +348,7 @@ def _creations(desired: NodeDesired, live: LiveState, drift: Drift) -> list[Acti
     acts += [CreateSecret(sec, f"key {sec.key} of {sec.source}")
              for sec in desired.secrets if sec.name not in live.secrets]
     acts += [RecreateSecret(sec, f"key {sec.key} of {sec.source}: {drift.secrets[sec.name]}")
-             for sec in desired.secrets if sec.name in drift.secrets]
+             for sec in desired.secrets if sec.name in drift.secrets and sec.name in live.secrets]
     return acts
 
 
@@ -505,8 +505,8 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
         if spec.name in held:
             continue
         missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
-        changed = drifted(spec, pod) + [f"secret {s} re-created by hand" for s in sorted(uses_secrets(spec))
-                                        if s in drift.secrets]
+        changed = drifted(spec, pod) + [f"secret {s} {drift.secrets[s].partition(' (')[0]}"
+                                        for s in sorted(uses_secrets(spec)) if s in drift.secrets]
         network = network_drift(spec, pod)
         if missing:
             acts.append(ReplacePod(spec, f"container {', '.join(missing)} removed by hand"))
@@ -634,9 +634,12 @@ def recreated_secrets(desired: NodeDesired, live: LiveState) -> dict[str, str]:
                 found = pod.container_for(c.name) if pod is not None else None
                 props = found.props if found is not None else None
                 for name in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts)):
-                    if props is None or name not in live.secrets or name in out:
+                    if props is None or name in out:
                         continue
                     recorded = props.secrets.get(name)
+                    if name not in live.secrets:  # made again below (CreateSecret); its consumers with it
+                        out[name] = f"removed by hand under container {c.name}, which uses it"
+                        continue
                     if recorded and recorded != live.secret_ids.get(name):
                         out[name] = f"re-created by hand (its ID is not the one container {c.name} was made with)"
                     elif props.created and live.secret_created.get(name, 0.0) > props.created:

@@ -180,6 +180,10 @@ def test_a_secret_made_again_by_hand_is_made_again_from_git_and_its_consumers_re
         assert [type(a) for a in p.actions] == [RecreateSecret, ReplacePod], state
         assert p.actions[0].target == name and "re-created by hand" in p.actions[0].reason
         assert f"secret {name} re-created by hand" in p.actions[1].reason
+    # removed by hand: made again from Git, and its consumers with it, in the same pass
+    gone = plan(desired, _live(desired, secrets=live.secrets - {mounted}))
+    assert [a.op for a in gone.actions] == ["create-secret", "replace-pod"]
+    assert f"secret {mounted} removed by hand" in gone.actions[1].reason
 
 
 def test_a_volume_removed_or_made_again_under_its_pod_is_data_loss_and_nothing_is_repaired() -> None:
