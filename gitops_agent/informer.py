@@ -51,6 +51,7 @@ _QUIET_CONTAINER = frozenset({"exec", "exec_died", "attach", "detach", "mount", 
 _CONTAINER_DRIFT = frozenset({"died", "stop", "kill", "remove", "pause", "oom"})
 _OBJECT_DRIFT = frozenset({"stop", "kill", "remove", "pause", "died"})  # of a pod, network or volume
 _IMAGE_CHANGES = frozenset({"pull", "tag", "untag", "remove", "load", "import", "build", "prune"})
+_DROPPED_KEPT = 1000  # network membership events remembered for lists in flight
 _MEMBERSHIP = frozenset({"connect", "disconnect"})  # network events about a container (Actor.ID)
 _WRITTEN = re.compile(r"^/(?:pods|containers|networks|volumes|secrets)/([^/?]+)")
 _NOT_NAMES = frozenset({"create", "json", "prune"})
@@ -205,6 +206,7 @@ class Informer:
         self._recent: dict[str, float] = {}  # object name -> when the agent last wrote to it
         self._props: PropsCache = {}  # container id -> its inspected properties (`live.ContainerProps`)
         self._dropped: list[str] = []  # ids whose props an event changed, in order: a list begun before keeps none
+        self._dropped_base = 0  # how many of the oldest `_dropped` were trimmed (bounded memory)
         self._stream: EventStream | None = None
         self._stop = threading.Event()
         self._refused_logged = False
@@ -253,7 +255,7 @@ class Informer:
     def _begin(self) -> tuple[int, int, int, int]:
         """(ticket, changes, epoch, props events seen) of a list about to begin; the caller holds the lock."""
         self._tickets += 1
-        return self._tickets, self._changes, self._epoch, len(self._dropped)
+        return self._tickets, self._changes, self._epoch, self._dropped_base + len(self._dropped)
 
     def _list(self, begun: tuple[int, int, int, int]) -> LiveState:
         """A full list, reusing the properties of containers inspected before (a copy: the watch may drop
@@ -262,9 +264,10 @@ class Informer:
             props = dict(self._props)
         live = self.node.list_live(props)
         with self._lock:
-            for cid in self._dropped[begun[3]:]:
+            seen = begun[3] - self._dropped_base
+            for cid in self._dropped[max(seen, 0):]:
                 props.pop(cid, None)
-            if begun[0] >= self._copy_ticket:
+            if begun[0] >= self._copy_ticket and seen >= 0:  # (trimmed meanwhile: keep none of what it read)
                 self._props = props
         return live
 
@@ -342,6 +345,9 @@ class Informer:
             if changed:
                 self._props.pop(changed, None)
                 self._dropped.append(changed)
+                if len(self._dropped) > _DROPPED_KEPT:
+                    self._dropped_base += len(self._dropped) // 2
+                    del self._dropped[:len(self._dropped) // 2]
         if verdict == "drift":
             self.drift_events += 1
             attrs = (event.get("Actor") or {}).get("Attributes") or {}
