@@ -27,7 +27,7 @@ from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
 )
-from . import batchstore, clock, events as ev, sops, substitute, variables
+from . import batchstore, clock, endpoints, events as ev, sops, substitute, variables
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -331,7 +331,8 @@ class Agent:
             try:
                 desired, live = compile_node(rev, cfg_node, self.cfg.nodes), node.read()
                 batch = batchstore.current(self.history, desired, live, self.fleet.wall())  # read only
-                p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch)
+                unready = endpoints.unready(self.history.get(endpoints.STORE_KEY), node.name)
+                p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch, unready)
                 out.plans[node.name] = encrypted_shown(p, rev, self._encrypted.get(rev.id, frozenset()))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)

@@ -96,6 +96,7 @@ EVENTS: dict[str, Rule] = {
     "rollout.node.waiting": Rule("image.pull.failing", "warning", Reason.IMAGE_PULL_BACKOFF.value,
                                  "node {node} waits for an image: {error}"),
     "node.failed": Rule("node.failed", "error", Reason.NODE_FAILED.value, "reconciling node {node} failed: {error}"),
+    "volume.lost": Rule("volume.lost", "critical", Reason.DATA_LOSS.value, "node {node}: data loss: {error}"),
     "notify.dropped": Rule("notify.dropped", "warning", "OutboxFull",
                            "the alert outbox was full: {dropped} older low-severity alert(s) dropped"),
 }

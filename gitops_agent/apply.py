@@ -22,10 +22,12 @@ from .desired import PodSpec
 from .errors import ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
 from .live import LiveState
 from .log import Log
-from .plan import (Action, CreateNetwork, CreatePod, CreateSecret, CreateVolume, Plan, RemoveNetwork, RemovePod,
-                   RemoveSecret, RemoveVolume, ReplacePod, RollingUpdate, RunPod, StartPod)
+from .plan import (Action, CreateNetwork, CreatePod, CreateSecret, CreateVolume, Plan, ReconnectPod, RecreateSecret,
+                   RemoveNetwork, RemovePod, RemoveSecret, RemoveVolume, ReplacePod, RollingUpdate, RunPod, StartPod,
+                   UnpausePod, VolumeLost)
 from .podman import Node
 from .probes import Gate, RolloutFailed
+from .reasons import Reason
 from .pullauth import Credential, for_image
 from .rolling import CREATE_PARALLEL, POLL, create_pods, update
 
@@ -300,9 +302,28 @@ def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> l
             node.remove_volume(name)
         case RemoveNetwork(name=name):
             node.remove_network(name)
+        case ReconnectPod() | UnpausePod() | RecreateSecret() | VolumeLost():
+            _repair(node, a, log)
         case _:
             assert_never(a)
     return []
+
+
+def _repair(node: Node, a: ReconnectPod | UnpausePod | RecreateSecret | VolumeLost, log: Log) -> None:
+    """A drift repair made in place (the pod's containers keep running), or a data loss told loudly."""
+    match a:
+        case ReconnectPod(pod=pod, infra=infra, aliases=aliases, disconnect=leave):
+            node.reconnect(infra, pod.network, aliases, leave)
+        case UnpausePod(pod=pod):
+            node.unpause_pod(pod.name)
+        case RecreateSecret(secret=secret):
+            node.remove_secret(secret.name)
+            node.create_secret(secret)
+        case VolumeLost(name=name, pods=pods, reason=reason):  # never "repaired": a person decides
+            log("volume.lost", level="critical", node=node.name, volume=name, pods=",".join(pods), error=reason,
+                reason=Reason.DATA_LOSS.value)
+        case _:
+            assert_never(a)
 
 
 def wait(node: Node, specs: list[PodSpec], gate: Gate, stop: threading.Event | None = None) -> None:

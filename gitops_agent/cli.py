@@ -29,6 +29,7 @@ _SIGN = {
     "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
     "replace-pod": "~", "start-pod": "~", "rollout": "~", "run-pod": "+",
     "remove-pod": "-", "remove-secret": "-", "remove-volume": "-", "remove-network": "-",
+    "reconnect-pod": "~", "unpause-pod": "~", "recreate-secret": "~", "volume-lost": "!",
 }
 
 

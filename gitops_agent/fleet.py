@@ -50,7 +50,7 @@ from .log import Log
 from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
 from .plan import RemovePod, RunPod, plan
 from .podman import Node
-from . import batchstore, clock, events as ev
+from . import batchstore, clock, endpoints, events as ev
 from .events import emit
 from .reasons import Reason
 from .decide import (
@@ -160,7 +160,8 @@ class Fleet:
         desired = self._desired(rev, name)
         self.stepped[name] = (*self.stepped.get(name, ())[-1:], desired)
         batch = batchstore.current(self.history, desired, live, self.wall(), node)  # Jobs' records, saved first
-        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name), batch)
+        unready = endpoints.unready(self.history.get(endpoints.STORE_KEY), name)  # out of DNS until ready again
+        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name), batch, unready)
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:  # `deadline`: on the monotonic clock (clock.now)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 from .desired import MANAGED, SECRET_PREFIX, SEP
 from .errors import NodeError, NodeUnreachable
-from .live import LiveState
+from .live import LiveState, PropsCache
 from .log import Log
 from .podman import EventStream, Node
 
@@ -51,6 +51,8 @@ _QUIET_CONTAINER = frozenset({"exec", "exec_died", "attach", "detach", "mount", 
 _CONTAINER_DRIFT = frozenset({"died", "stop", "kill", "remove", "pause", "oom"})
 _OBJECT_DRIFT = frozenset({"stop", "kill", "remove", "pause", "died"})  # of a pod, network or volume
 _IMAGE_CHANGES = frozenset({"pull", "tag", "untag", "remove", "load", "import", "build", "prune"})
+_DROPPED_KEPT = 1000  # network membership events remembered for lists in flight
+_MEMBERSHIP = frozenset({"connect", "disconnect"})  # network events about a container (Actor.ID)
 _WRITTEN = re.compile(r"^/(?:pods|containers|networks|volumes|secrets)/([^/?]+)")
 _NOT_NAMES = frozenset({"create", "json", "prune"})
 
@@ -65,6 +67,7 @@ class Known:
     volumes: frozenset[str] = frozenset()
     secrets: frozenset[str] = frozenset()
     health: Mapping[str, str] | None = None  # container name -> its health as listed
+    infra: frozenset[str] = frozenset()  # ids of the pods' infra containers (network connect/disconnect events)
 
     @staticmethod
     def of(live: LiveState | None) -> "Known":
@@ -72,7 +75,8 @@ class Known:
             return Known()
         return Known(pods=frozenset(live.pods), pod_ids={p.id: p.name for p in live.pods.values()},
                      networks=frozenset(live.networks), volumes=frozenset(live.volumes), secrets=live.secrets,
-                     health={c.name: c.health for p in live.pods.values() for c in p.containers})
+                     health={c.name: c.health for p in live.pods.values() for c in p.containers},
+                     infra=frozenset(p.infra.id for p in live.pods.values() if p.infra is not None))
 
 
 def written_name(path: str) -> str | None:
@@ -98,6 +102,8 @@ def classify(event: Mapping[str, Any], known: Known, expected: Callable[[str], b
         return _container(action, attrs, name, known, expected)
     if kind == "image":
         return "changed" if action in _IMAGE_CHANGES else "ignore"
+    if kind == "network" and action in _MEMBERSHIP:  # Actor: the container; its `name`, the container's
+        return _membership(event, known, expected)
     holds = _held(kind, name, known)
     if holds is None:
         return "changed"  # a type this version does not know (system reset, ...): list again to be sure
@@ -106,6 +112,25 @@ def classify(event: Mapping[str, Any], known: Known, expected: Callable[[str], b
     if action in _OBJECT_DRIFT and not expected(name):
         return "drift"
     return "changed"
+
+
+def _membership(event: Mapping[str, Any], known: Known, expected: Callable[[str], bool]) -> Verdict:
+    """A container connected to or disconnected from a network: drift when it is a managed pod's infra
+    container and the agent did not just write to that network (or that container)."""
+    actor = event.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    if str(actor.get("ID") or event.get("ID") or "") not in known.infra:
+        return "ignore"
+    network, name = str(attrs.get("network") or event.get("network") or ""), str(attrs.get("name") or "")
+    return "changed" if (network and expected(network)) or (name and expected(name)) else "drift"
+
+
+def props_changed(event: Mapping[str, Any]) -> str:
+    """PURE. The id of the container whose inspect an event changed (network membership), else ""."""
+    action = str(event.get("Action") or event.get("status") or "")
+    if str(event.get("Type") or "") == "network" and action in _MEMBERSHIP:
+        return str((event.get("Actor") or {}).get("ID") or event.get("ID") or "")
+    return ""
 
 
 def _held(kind: str, name: str, known: Known) -> frozenset[str] | None:
@@ -179,6 +204,9 @@ class Informer:
         self._copy_ticket = -1
         self._epoch = 0  # bumped at each stream break: a list begun before it is not trusted
         self._recent: dict[str, float] = {}  # object name -> when the agent last wrote to it
+        self._props: PropsCache = {}  # container id -> its inspected properties (`live.ContainerProps`)
+        self._dropped: list[str] = []  # ids whose props an event changed, in order: a list begun before keeps none
+        self._dropped_base = 0  # how many of the oldest `_dropped` were trimmed (bounded memory)
         self._stream: EventStream | None = None
         self._stop = threading.Event()
         self._refused_logged = False
@@ -211,7 +239,7 @@ class Informer:
             if self._trusted and self._copy_changes == self._changes and self._live is not None:
                 return self._live
             begun = self._begin()
-        live = self.node.list_live()
+        live = self._list(begun)
         self._store(live, begun)
         return live
 
@@ -224,13 +252,27 @@ class Informer:
 
     # --- the watch ---------------------------------------------------------------------
 
-    def _begin(self) -> tuple[int, int, int]:
-        """(ticket, changes, epoch) of a list about to begin; the caller holds the lock."""
+    def _begin(self) -> tuple[int, int, int, int]:
+        """(ticket, changes, epoch, props events seen) of a list about to begin; the caller holds the lock."""
         self._tickets += 1
-        return self._tickets, self._changes, self._epoch
+        return self._tickets, self._changes, self._epoch, self._dropped_base + len(self._dropped)
 
-    def _store(self, live: LiveState, begun: tuple[int, int, int], trust: bool = False) -> None:
-        ticket, changes, epoch = begun
+    def _list(self, begun: tuple[int, int, int, int]) -> LiveState:
+        """A full list, reusing the properties of containers inspected before (a copy: the watch may drop
+        entries meanwhile); the properties it read are kept, but for containers an event changed since."""
+        with self._lock:
+            props = dict(self._props)
+        live = self.node.list_live(props)
+        with self._lock:
+            seen = begun[3] - self._dropped_base
+            for cid in self._dropped[max(seen, 0):]:
+                props.pop(cid, None)
+            if begun[0] >= self._copy_ticket and seen >= 0:  # (trimmed meanwhile: keep none of what it read)
+                self._props = props
+        return live
+
+    def _store(self, live: LiveState, begun: tuple[int, int, int, int], trust: bool = False) -> None:
+        ticket, changes, epoch, _ = begun
         with self._lock:
             if ticket < self._copy_ticket:
                 return  # a newer list finished first
@@ -295,10 +337,17 @@ class Informer:
         with self._lock:
             known = self._known
         verdict = classify(event, known, self._expected)
-        if verdict == "ignore":
+        changed = props_changed(event)
+        if verdict == "ignore" and not changed:
             return
         with self._lock:
             self._changes += 1
+            if changed:
+                self._props.pop(changed, None)
+                self._dropped.append(changed)
+                if len(self._dropped) > _DROPPED_KEPT:
+                    self._dropped_base += len(self._dropped) // 2
+                    del self._dropped[:len(self._dropped) // 2]
         if verdict == "drift":
             self.drift_events += 1
             attrs = (event.get("Actor") or {}).get("Attributes") or {}
@@ -310,8 +359,10 @@ class Informer:
         """A full list into the copy; what changed since the last copy is logged, and repaired at once."""
         with self._lock:
             old, clean = self._live, self._copy_changes == self._changes
+            if why == "resync":  # `podman update` sends no event in Podman 4.3: a resync inspects every container
+                self._props = {}
             begun = self._begin()
-        live = self.node.list_live()
+        live = self._list(begun)
         self._store(live, begun, trust=True)
         found = differences(old, live) if old is not None else []
         with self._lock:

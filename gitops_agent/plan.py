@@ -19,9 +19,12 @@ from typing import ClassVar, Iterable, Literal, Mapping, Union
 
 from .config import PruneConfig
 from .desired import (
+    L_CONTAINER,
     L_KIND,
     L_NAME,
     L_NAMESPACE,
+    L_REVISION,
+    ContainerSpec,
     NetworkSpec,
     NodeDesired,
     PodSpec,
@@ -35,8 +38,10 @@ from .desired import (
 from .errors import PruneRefused
 from .cronjobs import pods_of_run, run_pods
 from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs
-from .live import LivePod, LiveState
+from .live import ContainerProps, LivePod, LiveState, env_digest
+from .endpoints import service_aliases, serving_aliases
 from .model import NEVER_ROLLS, ObjectRef
+from .pullauth import repository
 
 Op = Literal[
     "create-network",
@@ -51,6 +56,10 @@ Op = Literal[
     "remove-secret",
     "remove-volume",
     "remove-network",
+    "reconnect-pod",
+    "unpause-pod",
+    "recreate-secret",
+    "volume-lost",
 ]
 
 
@@ -124,6 +133,67 @@ class ReplacePod(_Shown):
     @property
     def target(self) -> str:
         return self.pod.name
+
+
+@dataclass(frozen=True)
+class ReconnectPod(_Shown):
+    """Drift: the pod's infra container left its namespace network, or is on it with other aliases, or was
+    connected to another network by hand: each listed network is left (`disconnect`), and the namespace
+    network joined again with `aliases` (`expected_aliases`). The containers keep running."""
+
+    pod: PodSpec
+    infra: str  # the infra container's id
+    aliases: frozenset[str]
+    disconnect: tuple[str, ...]
+    reason: str
+    op: ClassVar[Op] = "reconnect-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
+class UnpausePod(_Shown):
+    """Drift: a container of the pod was paused by hand (`podman pause`); the pod is unpaused."""
+
+    pod: PodSpec
+    reason: str
+    op: ClassVar[Op] = "unpause-pod"
+
+    @property
+    def target(self) -> str:
+        return self.pod.name
+
+
+@dataclass(frozen=True)
+class RecreateSecret(_Shown):
+    """Drift: a secret the agent made was removed and made again under its name by hand (its content
+    cannot be read back): it is made again from Git, and its consumers are replaced (`ReplacePod`)."""
+
+    secret: SecretSpec
+    reason: str
+    op: ClassVar[Op] = "recreate-secret"
+
+    @property
+    def target(self) -> str:
+        return self.secret.name
+
+
+@dataclass(frozen=True)
+class VolumeLost(_Shown):
+    """Data loss: a claim's volume was removed (or removed and made again, empty) under pods that use it.
+    Never repaired: `apply` reports it loudly (event `volume.lost`, an alert) and the pods that used it
+    are left as they are until a person removes them (`podman pod rm -f`), which accepts the loss."""
+
+    name: str
+    pods: tuple[str, ...]
+    reason: str
+    op: ClassVar[Op] = "volume-lost"
+
+    @property
+    def target(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -221,7 +291,8 @@ class RemoveNetwork(_Shown):
 
 
 Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, RollingUpdate,
-               RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork]
+               RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork, ReconnectPod, UnpausePod, RecreateSecret,
+               VolumeLost]
 """One step of a plan: each kind carries exactly its payload and the reason it is needed."""
 
 
@@ -245,6 +316,7 @@ def plan(
     inventory: Iterable[ObjectRef] | None = None,
     secrets: Iterable[str] = (),
     batch: Batch = Batch(),
+    unready: frozenset[str] = frozenset(),
 ) -> Plan:
     """The actions that bring `live` to `desired`, each with the reason it is needed.
 
@@ -255,13 +327,16 @@ def plan(
     before creating them): a secret is removed only when it is in it or
     carries the agent's mark (`owned_secrets`); any other `gitops-*` secret is
     left alone and listed in `unknown_secrets`. `batch` is the wall clock and the store's record of each
-    Job and CronJob (`jobs.Batch`): what they ran, so a finished run is not run again.
+    Job and CronJob (`jobs.Batch`): what they ran, so a finished run is not run again. `unready`: the pods the
+    readiness monitor took out of their Services' DNS (`endpoints.unready`); drift repair keeps them out.
     """
     desired = adopt_volumes(desired, live.volumes)
     known = set(inventory) if inventory is not None else None
-    acts = _creations(desired, live)
+    drift = Drift(recreated_secrets(desired, live), lost_volumes(desired, live), unready)
+    acts = _creations(desired, live, drift)
     for w in desired.workloads:
-        acts.extend(_job(w, live.pods_of(w.ref), batch) if w.ref.kind in BATCH else _workload(w, live.pods_of(w.ref)))
+        acts.extend(_job(w, live.pods_of(w.ref), batch) if w.ref.kind in BATCH
+                    else _workload(w, live.pods_of(w.ref), drift))
     removals: list[Action] = []
     untracked: list[str] = []
     if prune.enabled:
@@ -276,13 +351,20 @@ def plan(
                 tuple(sorted(unknown_secrets(desired, live, secrets))))
 
 
-def _creations(desired: NodeDesired, live: LiveState) -> list[Action]:
-    """Networks, volumes and secrets the node lacks, in that order (pods need them)."""
+def _creations(desired: NodeDesired, live: LiveState, drift: Drift) -> list[Action]:
+    """Networks, volumes and secrets the node lacks, in that order (pods need them); secrets re-made by
+    hand made again from Git; lost volumes reported (and not made again under their pods)."""
     acts: list[Action] = [CreateNetwork(net, f"network for namespace {net.namespace}")
                           for net in desired.networks if net.name not in live.networks]
-    acts += [CreateVolume(vol, f"storage for {vol.claim}") for vol in desired.volumes if vol.name not in live.volumes]
+    acts += [VolumeLost(name, pods, f"{why}: its data is gone; the pods that used it are left as they are "
+                        f"(remove them with `podman pod rm -f {' '.join(pods)}` to start again empty)")
+             for name, (pods, why) in sorted(drift.lost_volumes.items())]
+    acts += [CreateVolume(vol, f"storage for {vol.claim}") for vol in desired.volumes
+             if vol.name not in live.volumes and vol.name not in drift.lost_volumes]
     acts += [CreateSecret(sec, f"key {sec.key} of {sec.source}")
              for sec in desired.secrets if sec.name not in live.secrets]
+    acts += [RecreateSecret(sec, f"key {sec.key} of {sec.source}: {drift.secrets[sec.name]}")
+             for sec in desired.secrets if sec.name in drift.secrets and sec.name in live.secrets]
     return acts
 
 
@@ -357,31 +439,32 @@ def unknown_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[st
     return set(live.secrets - {s.name for s in desired.secrets} - owned_secrets(live, recorded))
 
 
-def _replication(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+def _replication(w: WorkloadSpec, pods: list[LivePod], drift: Drift) -> list[Action]:
     """A ReplicationController (or ReplicaSet) never rolls: its running pods of older templates are kept and
     counted; only scaling acts. Missing pods are made from the current template, surplus pods go older templates
     first."""
     current = {p.name: p for p in w.pods}
     kept = sorted(pods, key=lambda p: (p.template_hash == w.template_hash, p.name), reverse=True)[: w.replicas]
     acts = _workload(replace(w, pods=tuple(spec for spec in w.pods if spec.name in {p.name for p in kept})),
-                     [p for p in kept if p.name in current])
+                     [p for p in kept if p.name in current], drift)
     free = [spec for spec in w.pods if spec.name not in {p.name for p in pods}]
     acts += [CreatePod(spec, f"{w.ref} wants {w.replicas} replica(s) here") for spec in free[: w.replicas - len(kept)]]
     return acts + [RemovePod(p.name, w.ref, f"{w.ref} scaled to {w.replicas} here") for p in pods if p not in kept]
 
 
-def _workload(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+def _workload(w: WorkloadSpec, pods: list[LivePod], drift: Drift | None = None) -> list[Action]:
     """One workload on this node: a rolling update when pods of another template run, else creations,
     drift repairs and scale-down."""
+    drift = drift or Drift()
     if w.ref.kind in NEVER_ROLLS and any(p.template_hash != w.template_hash for p in pods):
-        return _replication(w, pods)
+        return _replication(w, pods, drift)
     if w.ref.kind == "StatefulSet":
-        return _stateful(w, pods)
+        return _stateful(w, pods, drift)
     old = [p for p in pods if p.template_hash != w.template_hash]
     if old:
         return [_rolling(w, pods, old)]
     desired_names = {p.name for p in w.pods}
-    acts = _repairs(w, {p.name: p for p in pods})
+    acts = _repairs(w, {p.name: p for p in pods}, drift)
     gone: list[Action] = [RemovePod(pod.name, w.ref, f"{w.ref} scaled to {w.replicas} here")
                           for pod in pods if pod.name not in desired_names]
     if w.ref.kind == "Pod":  # a Pod renamed by an upgrade: one instance at a time (its hostPorts, its name)
@@ -421,7 +504,7 @@ def _run(w: WorkloadSpec, pods: list[LivePod], record: RunRecord | None, now: fl
     return runs + [RemovePod(name, w.ref, why) for name in gone]
 
 
-def _stateful(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
+def _stateful(w: WorkloadSpec, pods: list[LivePod], drift: Drift) -> list[Action]:
     """A StatefulSet: ordinals of an older template (at or above the partition) and surplus ordinals go through
     `rolling.update` (highest ordinal first, one at a time), and so do missing ordinals under OrderedReady (each
     made once those below it are available). Held pods (below the partition; any under OnDelete) stay as they are."""
@@ -434,7 +517,7 @@ def _stateful(w: WorkloadSpec, pods: list[LivePod]) -> list[Action]:
         return [RollingUpdate(w, tuple(p.name for p in old), f"{len(missing)} ordinal(s) to create, {len(old)} to "
                               f"replace or remove, highest ordinal first ({policy})")]
     return _repairs(replace(w, pods=tuple(s for s in w.pods if s.name not in kept)),
-                    {p.name: p for p in pods if p.name not in kept})
+                    {p.name: p for p in pods if p.name not in kept}, drift)
 
 
 def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> RollingUpdate:
@@ -446,22 +529,192 @@ def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> Rollin
     )
 
 
-def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod]) -> list[Action]:
-    """Each of `w`'s pods that is missing (created), lost a container by hand (replaced) or was
-    stopped while it should always run (started)."""
+def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift) -> list[Action]:
+    """Each of `w`'s pods that is missing (created), lost a container by hand (replaced), differs from its
+    spec in a property the agent set (`drifted`: replaced; its network only: reconnected), was paused
+    (unpaused) or stopped while it should always run (started). A pod whose volume was lost is left alone."""
+    held = {p for pods, _ in drift.lost_volumes.values() for p in pods}
     acts: list[Action] = []
     for spec in w.pods:
         pod = live_by_name.get(spec.name)
         if pod is None:
             acts.append(CreatePod(spec, f"{w.ref} wants {w.replicas} replica(s) here"))
             continue
+        if spec.name in held:
+            continue
         missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
+        changed = drifted(spec, pod) + [f"secret {s} {drift.secrets[s].partition(' (')[0]}"
+                                        for s in sorted(uses_secrets(spec)) if s in drift.secrets]
+        network = network_drift(spec, pod, drift.unready)
         if missing:
             acts.append(ReplacePod(spec, f"container {', '.join(missing)} removed by hand"))
+        elif changed:
+            acts.append(ReplacePod(spec, "; ".join(changed)))
+        elif network is not None:
+            acts.append(network)
+        elif any(c.paused for c in pod.containers):
+            acts.append(UnpausePod(spec, f"container {', '.join(c.name for c in pod.containers if c.paused)} paused"))
         elif spec.restart_policy == "always" and any(not c.running for c in pod.containers):
             stopped = [c.name for c in pod.containers if not c.running]
             acts.append(StartPod(spec, f"container {', '.join(stopped)} stopped"))
     return acts
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What a node's objects outside its pods say about the pods: secrets re-made by hand (name → why) and
+    lost volumes (name → (the pods that used it, why))."""
+
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    lost_volumes: Mapping[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
+    unready: frozenset[str] = frozenset()  # pods the readiness monitor took out of their Services' DNS
+
+
+def expected_aliases(spec: PodSpec, live_pod: LivePod, unready: frozenset[str] = frozenset()) -> frozenset[str]:
+    """PURE. The DNS aliases pod `spec` must have on its namespace network now: the one place that says it
+    (drift repair compares the infra container's live aliases with this, nothing else does). A pod the readiness
+    monitor judged unready (`unready`) keeps only its aliases that are not Service names (endpoints.py)."""
+    return serving_aliases(spec.aliases, service_aliases(spec.aliases), ready=spec.name not in unready)
+
+
+def network_drift(spec: PodSpec, pod: LivePod, unready: frozenset[str] = frozenset()) -> ReconnectPod | None:
+    """The pod's network membership against its spec (the infra container's inspect): None when it is on its
+    namespace network with `expected_aliases` and on no other network, or when that was not read."""
+    props = pod.infra.props if pod.infra is not None else None
+    if spec.host_network or props is None or pod.infra is None:
+        return None
+    want = expected_aliases(spec, pod, unready)
+    other = tuple(sorted(n for n in props.networks if n != spec.network))
+    have = props.networks.get(spec.network)
+    why = [f"network {n} connected by hand" for n in other]
+    if have is None:
+        why.insert(0, f"network {spec.network} disconnected")
+    elif have != want:
+        why.insert(0, f"network {spec.network} aliases {_names(have)} instead of {_names(want)}")
+        other = (spec.network, *other)
+    if not why:
+        return None
+    return ReconnectPod(spec, pod.infra.id, want, other, "; ".join(why))
+
+
+def _names(items: Iterable[str]) -> str:
+    return ", ".join(sorted(items)) or "(none)"
+
+
+def drifted(spec: PodSpec, pod: LivePod) -> list[str]:
+    """PURE. The properties the agent set that differ live, one phrase per property naming it (and never a
+    value: an environment variable is compared by digest). Only containers whose inspect was read count."""
+    out: list[str] = []
+    if pod.ports is not None and not spec.host_network:
+        want = frozenset((p.host_port, p.container_port, p.protocol) for p in spec.ports)
+        if want != pod.ports:
+            out.append("published ports changed by hand")
+    for c in spec.containers:
+        live = pod.container_for(c.name)
+        if live is not None and live.props is not None:
+            changed = container_drift(spec, c, live.props)
+            if changed:
+                out.append(f"container {c.labels.get(L_CONTAINER, c.name)}: {', '.join(changed)} changed by hand")
+    return out
+
+
+def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> list[str]:
+    """PURE. The names of `c`'s properties whose live value (`live`) is not what the agent set."""
+    out = [f"env {k}" for k, v in sorted(c.env.items()) if live.env.get(k) != env_digest(v)]
+    out += [f"env {k}" for k in sorted(c.secret_env) if k not in live.env]
+    out += [f"label {k}" for k, v in sorted(c.labels.items()) if k != L_REVISION and live.labels.get(k) != v]
+    out += [f"mount {b.target}" for b in c.volumes if live.volumes.get(b.target) != b.volume]
+    checks = (
+        ("command", not c.command or tuple(c.command) == live.command),
+        ("entrypoint", not c.entrypoint or " ".join(c.entrypoint) == live.entrypoint),
+        ("image", image_matches(c.image, live)),
+        ("restart policy", pod.restart_policy == (live.restart_policy or "no")),
+        ("memory limit", (c.memory_bytes or 0) == live.memory),
+        ("memory request", (c.memory_reservation or 0) == live.memory_reservation),
+        ("cpu limit", (c.cpu_millis or 0) * 100 == live.cpu_quota),
+        ("cpu request", (c.cpu_shares or 0) == live.cpu_shares),
+        ("privileged", c.privileged == live.privileged),
+        ("readOnlyRootFilesystem", c.read_only_root_fs == live.read_only_root_fs),
+        ("capabilities", c.privileged or _caps_ok(c, live.caps)),
+        ("user", c.user is None or c.user == live.user),
+        ("allowPrivilegeEscalation", c.no_new_privileges == live.no_new_privileges),
+        ("supplementalGroups", not c.groups or set(c.groups) <= set(live.groups)),
+    )
+    return out + [name for name, ok in checks if not ok]
+
+
+def _caps_ok(c: ContainerSpec, caps: frozenset[str]) -> bool:
+    """Added capabilities are held and dropped ones are not (ALL is not checked: the runtime's set)."""
+    added = {x for x in c.cap_add if x != "ALL"}
+    dropped = {x for x in c.cap_drop if x != "ALL"}
+    return added <= caps and not dropped & caps
+
+
+def image_matches(image: str, live: ContainerProps) -> bool:
+    """The container runs `image`: by its name, by a digest of its repository or by the ID `apply` pinned."""
+    name = live.image_name
+    return name in (image, live.image_id) or name.startswith(repository(image) + "@") or not name
+
+
+def uses_secrets(spec: PodSpec) -> frozenset[str]:
+    """The Podman secrets a pod's containers use (environment and files)."""
+    return frozenset(n for c in spec.every_container() for n in (*c.secret_env.values(),
+                                                                 *(m.secret for m in c.secret_mounts)))
+
+
+def recreated_secrets(desired: NodeDesired, live: LiveState) -> dict[str, str]:
+    """PURE. Desired secrets made again by hand under their name (Podman 4.3 cannot show a secret's content):
+    a consumer was created with another ID of it, or the secret is younger than a container using it (the
+    agent makes a secret before the containers that use it). Name → why."""
+    out: dict[str, str] = {}
+    for w in desired.workloads:
+        for spec in w.pods:
+            pod = live.pods.get(spec.name)
+            for c in spec.every_container() if pod is not None else ():
+                found = pod.container_for(c.name) if pod is not None else None
+                props = found.props if found is not None else None
+                for name in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts)):
+                    if props is None or name in out:
+                        continue
+                    recorded = props.secrets.get(name)
+                    if name not in live.secrets:  # made again below (CreateSecret); its consumers with it
+                        out[name] = f"removed by hand under container {c.name}, which uses it"
+                        continue
+                    if recorded and recorded != live.secret_ids.get(name):
+                        out[name] = f"re-created by hand (its ID is not the one container {c.name} was made with)"
+                    elif props.created and live.secret_created.get(name, 0.0) > props.created:
+                        out[name] = f"re-created by hand (it is younger than container {c.name}, which uses it)"
+    return out
+
+
+def lost_volumes(desired: NodeDesired, live: LiveState) -> dict[str, tuple[tuple[str, ...], str]]:
+    """PURE. Claim volumes removed, or removed and made again, under live pods that use them: data loss.
+    The agent makes a volume before the pods that use it, so a volume missing under such a pod, or younger
+    than it, is not the one the pod was made with. Name → (the pods, why)."""
+    out: dict[str, tuple[tuple[str, ...], str]] = {}
+    claims = {v.name for v in desired.volumes}
+    for w in desired.workloads:
+        for spec in w.pods:
+            pod = live.pods.get(spec.name)
+            made = _made_at(pod) if pod is not None else 0.0
+            for name in sorted({b.volume for c in spec.containers for b in c.volumes} & claims):
+                if not made:
+                    continue
+                if name not in live.volumes:
+                    why = "removed by hand"
+                elif live.volume_created.get(name, 0.0) > made:
+                    why = "removed and made again by hand (it is younger than the pod using it)"
+                else:
+                    continue
+                pods, _ = out.get(name, ((), ""))
+                out[name] = ((*pods, spec.name), f"volume {name} {why}")
+    return out
+
+
+def _made_at(pod: LivePod) -> float:
+    """When the pod's oldest inspected container (its infra container first) was made; 0.0 if none was read."""
+    times = [c.props.created for c in (pod.infra, *pod.containers) if c is not None and c.props and c.props.created]
+    return min(times, default=0.0)
 
 
 def adopt_volumes(desired: NodeDesired, live_volumes: Mapping[str, Mapping[str, str]]) -> NodeDesired:

@@ -30,6 +30,7 @@ callback that SIGKILLs the process after the k-th write.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import io
 import json
@@ -50,7 +51,7 @@ from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, MANAGED, NO_SUCH_EXEC
                       ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, redact)
 from .endpoints import PodNetwork
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
-from .live import LiveContainer, LivePod, LiveState
+from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
 from .pullauth import Credential, image_registry, repository as _repository
 
 if TYPE_CHECKING:  # asyncssh (through tunnel) costs ~25 MB of RSS: loaded only for an ssh:// node
@@ -248,12 +249,15 @@ class Node:
             raise NodeError(self.name, f"event stream: {text}")
         return EventStream(self.name, resp)
 
-    def list_live(self) -> LiveState:
-        """Everything the agent owns on this node, in one list call per object type."""
-        live_pods = self.read_pods()
+    def list_live(self, props: PropsCache | None = None) -> LiveState:
+        """Everything the agent owns on this node, in one list call per object type, with the properties of
+        each managed container (`ContainerProps`): taken from `props` (the informer's cache, updated in place)
+        for a container already inspected, else from one inspect of it."""
+        live_pods = self.read_pods(props if props is not None else {})
         nets = self._call("GET", "/networks/json", "list networks", params={"filters": _MANAGED_FILTER}) or []
         vols = self._call("GET", "/volumes/json", "list volumes", params={"filters": _MANAGED_FILTER}) or []
-        secrets = self._call("GET", "/secrets/json", "list secrets") or []
+        secrets = [s for s in self._call("GET", "/secrets/json", "list secrets") or []
+                   if s["Spec"]["Name"].startswith(SECRET_PREFIX)]
         images = self._call("GET", "/images/json", "list images") or []
         image_names: set[str] = set()
         for img in images:
@@ -261,53 +265,66 @@ class Node:
             image_names.update(img.get("RepoTags") or [])
             image_names.update(img.get("RepoDigests") or [])
             image_names.add(img.get("Id", ""))
+        # a pod's emptyDir volumes live and die with it: never a claim's, never pruned as one
+        vols = [v for v in vols if L_EMPTY_DIR_OF not in (v.get("Labels") or {})]
         return LiveState(
             node=self.name,
             pods=live_pods,
             networks={n["name"]: n.get("labels") or {} for n in nets},
-            # a pod's emptyDir volumes live and die with it: never a claim's, never pruned as one
-            volumes={v["Name"]: v.get("Labels") or {} for v in vols if L_EMPTY_DIR_OF not in (v.get("Labels") or {})},
-            secrets=frozenset(s["Spec"]["Name"] for s in secrets if s["Spec"]["Name"].startswith(SECRET_PREFIX)),
-            marked_secrets=frozenset(
-                s["Spec"]["Name"] for s in secrets
-                if s["Spec"]["Name"].startswith(SECRET_PREFIX) and _driver_options(s).get(MANAGED) == "true"),
+            volumes={v["Name"]: v.get("Labels") or {} for v in vols},
+            secrets=frozenset(s["Spec"]["Name"] for s in secrets),
+            marked_secrets=frozenset(s["Spec"]["Name"] for s in secrets if _driver_options(s).get(MANAGED) == "true"),
             images=frozenset(image_names),
+            volume_created={v["Name"]: unix_time(v.get("CreatedAt")) for v in vols},
+            secret_created={s["Spec"]["Name"]: unix_time(s.get("CreatedAt")) for s in secrets},
+            secret_ids={s["Spec"]["Name"]: str(s.get("ID") or "") for s in secrets},
         )
 
-    def read_pods(self) -> dict[str, LivePod]:
-        """Managed pods with their app containers: two list calls (what a rollout polls)."""
+    def read_pods(self, props: PropsCache | None = None) -> dict[str, LivePod]:
+        """Managed pods with their app containers: two list calls (what a rollout polls). With `props`, each
+        container (the infra container too) gets its properties: from `props`, or inspected once and added."""
         pods = self._call("GET", "/pods/json", "list pods", params={"filters": _MANAGED_FILTER}) or []
         ctrs = self._call("GET", "/containers/json", "list containers",
                           params={"all": "true", "filters": _MANAGED_FILTER}) or []
         by_pod: dict[str, list[LiveContainer]] = {}
+        infra: dict[str, tuple[LiveContainer, Any]] = {}
         for c in ctrs:
             labels = c.get("Labels") or {}
-            if c.get("IsInfra") or labels.get(L_INIT) == "true":  # an init container has exited once done
+            if labels.get(L_INIT) == "true":  # an init container has exited once done
                 continue
-            status = str(c.get("Status") or "")
-            by_pod.setdefault(c.get("PodName") or "", []).append(
-                LiveContainer(
-                    name=(c.get("Names") or [""])[0],
-                    id=c.get("Id", ""),
-                    image=c.get("Image", ""),
-                    state=c.get("State", ""),
-                    health=status if status in _HEALTH else "",
-                    labels=labels,
-                    started_at=int(c.get("StartedAt") or 0),
-                    exit_code=int(c.get("ExitCode") or 0),
-                )
-            )
-        live_pods = {
-            p["Name"]: LivePod(
-                name=p["Name"],
-                id=p.get("Id", ""),
-                status=p.get("Status", ""),
-                labels=p.get("Labels") or {},
-                containers=tuple(sorted(by_pod.get(p["Name"], []), key=lambda c: c.name)),
-            )
-            for p in pods
-        }
-        return live_pods
+            found = self._live_container(c, props)
+            if c.get("IsInfra"):
+                infra[str(c.get("Pod") or "")] = (found, c.get("Ports"))
+            else:
+                by_pod.setdefault(c.get("PodName") or "", []).append(found)
+        if props is not None:
+            gone = set(props) - {str(c.get("Id", "")) for c in ctrs}
+            for cid in gone:  # removed containers: their IDs never come back
+                props.pop(cid, None)
+        return {p["Name"]: _live_pod(p, by_pod.get(p["Name"], []), infra.get(p.get("Id", ""))) for p in pods}
+
+    def _live_container(self, c: Mapping[str, Any], props: PropsCache | None) -> LiveContainer:
+        """One listed container, with its properties when `props` is given (inspected if not in it)."""
+        status = str(c.get("Status") or "")
+        cid = str(c.get("Id", ""))
+        found = None
+        if props is not None:
+            found = props.get(cid)
+            if found is None:
+                info = self._call("GET", f"/containers/{cid}/json", "inspect container", ok404=True)
+                if isinstance(info, dict):
+                    found = props[cid] = container_props(info)
+        return LiveContainer(
+            name=(c.get("Names") or [""])[0],
+            id=cid,
+            image=c.get("Image", ""),
+            state=c.get("State", ""),
+            health=status if status in _HEALTH else "",
+            labels=c.get("Labels") or {},
+            started_at=int(c.get("StartedAt") or 0),
+            exit_code=int(c.get("ExitCode") or 0),
+            props=found,
+        )
 
     def ping(self) -> None:
         """One cheap call; NodeUnreachable when the node's Podman API does not answer."""
@@ -654,6 +671,20 @@ class Node:
             if (v.get("Labels") or {}).get(MANAGED) == "true":  # made by the agent: lives and dies with its pod
                 self.remove_volume(v["Name"])
 
+    def unpause_pod(self, name: str) -> None:
+        """Unpause every paused container of the pod (drift: `podman pause` by hand)."""
+        self._call("POST", f"/pods/{name}/unpause", f"unpause pod {name}", timeout=60)
+
+    def reconnect(self, infra: str, network: str, aliases: Iterable[str], leave: Iterable[str]) -> None:
+        """Disconnect a pod's infra container from each network of `leave`, then connect it to `network`
+        (if it left it or was not on it) with `aliases`: its containers keep running."""
+        gone = set(leave)
+        for net in sorted(gone):
+            self._call("POST", f"/networks/{net}/disconnect", f"disconnect {infra[:12]} from network {net}",
+                       body={"Container": infra, "Force": True}, ok404=True)
+        self._call("POST", f"/networks/{network}/connect", f"connect {infra[:12]} to network {network}",
+                   body={"container": infra, "aliases": sorted(aliases)})
+
     def remove_secret(self, name: str) -> None:
         self._call("DELETE", f"/secrets/{name}", f"remove secret {name}", ok404=True)
 
@@ -820,6 +851,56 @@ def _log_lines(raw: Any) -> Iterator[str]:
             yield line.decode("utf-8", "replace")
     if buf:
         yield buf.decode("utf-8", "replace")
+
+
+def _live_pod(p: Mapping[str, Any], containers: list[LiveContainer],
+              infra: tuple[LiveContainer, Any] | None) -> LivePod:
+    """One listed pod with its app containers, its infra container and the ports it publishes."""
+    ports = None
+    if infra is not None:
+        ports = frozenset((int(m.get("host_port") or 0), int(m.get("container_port") or 0),
+                           str(m.get("protocol") or "")) for m in infra[1] or [])
+    return LivePod(name=p["Name"], id=p.get("Id", ""), status=p.get("Status", ""), labels=p.get("Labels") or {},
+                   containers=tuple(sorted(containers, key=lambda c: c.name)),
+                   infra=infra[0] if infra is not None else None, ports=ports)
+
+
+def unix_time(text: Any) -> float:
+    """Podman's RFC 3339 time (nanoseconds, `Z` or an offset) as unix seconds; 0.0 when absent or unreadable."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", str(text or ""))
+    if not m:
+        return 0.0
+    zone = m.group(3) or "Z"
+    when = datetime.datetime.fromisoformat(m.group(1) + ("+00:00" if zone == "Z" else zone))
+    return when.timestamp() + float("0." + (m.group(2) or "0"))
+
+
+def container_props(info: Mapping[str, Any]) -> ContainerProps:
+    """PURE. A container's inspect → what `plan` compares (environment values as digests only)."""
+    cfg, host = info.get("Config") or {}, info.get("HostConfig") or {}
+    entry = cfg.get("Entrypoint") or ""
+    env = dict(str(e).partition("=")[::2] for e in cfg.get("Env") or [])
+    nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    short = str(info.get("Id") or "")[:12]
+    return ContainerProps(
+        created=unix_time(info.get("Created")), image_id=str(info.get("Image") or ""),
+        image_name=str(info.get("ImageName") or ""),
+        entrypoint=" ".join(entry) if isinstance(entry, list) else str(entry),
+        command=tuple(str(a) for a in cfg.get("Cmd") or ()),
+        env={k: env_digest(v) for k, v in env.items()},
+        labels=dict(cfg.get("Labels") or {}),
+        restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or ""),
+        memory=int(host.get("Memory") or 0), memory_reservation=int(host.get("MemoryReservation") or 0),
+        cpu_quota=int(host.get("CpuQuota") or 0), cpu_shares=int(host.get("CpuShares") or 0),
+        privileged=bool(host.get("Privileged")), read_only_root_fs=bool(host.get("ReadonlyRootfs")),
+        caps=frozenset(info.get("EffectiveCaps") or ()), user=str(cfg.get("User") or ""),
+        no_new_privileges="no-new-privileges" in " ".join(host.get("SecurityOpt") or ()),
+        groups=tuple(str(g) for g in host.get("GroupAdd") or ()),
+        volumes={str(m.get("Destination")): str(m.get("Name")) for m in info.get("Mounts") or []
+                 if m.get("Type") == "volume"},
+        secrets={str(s.get("Name")): str(s.get("ID")) for s in cfg.get("Secrets") or []},
+        networks={name: frozenset(a for a in n.get("Aliases") or () if a != short) for name, n in nets.items()},
+    )
 
 
 def _pod_body(spec: PodSpec) -> dict[str, Any]:

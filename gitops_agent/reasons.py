@@ -44,6 +44,7 @@ class Reason(str, Enum):
     NODE_DEFERRED = "NodeDeferred"  # unreachable longer than unreachable-node-timeout; converges later
     NODE_BACK = "NodeBack"
     NODE_FAILED = "NodeFailed"  # a Podman call failed
+    DATA_LOSS = "DataLoss"  # a claim's volume was removed or made again empty under its pods: never repaired
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     IMAGE_PULL_BACKOFF = "ImagePullBackOff"
     # Service endpoints (a pod's readiness, gitops_agent/endpoints)

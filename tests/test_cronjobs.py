@@ -207,7 +207,10 @@ def test_the_daemon_wakes_for_the_next_run_not_only_at_the_poll_interval() -> No
         def batch_due(self) -> float:
             return 42.0
 
-        def sync(self) -> object:
+        def polled_at(self) -> float | None:
+            return None
+
+        def sync(self, poll: bool = True) -> object:
             return SimpleNamespace(ok=True, waiting=False, result="in-sync", target="r", head="r", error="")
 
     daemon = Daemon(Agent(), lambda *a, **k: None)  # type: ignore[arg-type]

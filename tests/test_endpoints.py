@@ -84,13 +84,16 @@ def test_the_store_record_says_which_pods_are_unready_per_node() -> None:
 
 
 def test_the_network_events_of_a_move_mark_the_copy_stale_and_start_no_pass() -> None:
-    """Podman 4.3's events for `network disconnect`/`connect` (as seen on the test machine) are not drift, whether
-    or not they fall in the own-write window: the monitor's moves never start a pass."""
+    """Podman 4.3's events for `network disconnect`/`connect` (as seen on the test machine): the monitor's own move
+    (inside the own-write window of that network) only marks the copy stale; the same event with no write of the
+    agent behind it is a hand change, drift (that pass then keeps an unready pod out: test_drift_pure); a container
+    that is no pod's infra container is ignored."""
     from gitops_agent.informer import Known, classify
 
-    known = Known(networks=frozenset({"gitops-ns"}))
+    known = Known(networks=frozenset({"gitops-ns"}), infra=frozenset({"f6ca"}))
     for action in ("disconnect", "connect"):
         event = {"Type": "network", "Action": action, "Actor": {"ID": "f6ca", "Attributes": {
             "container": "f6cacac7e40a", "name": "gitops-ns"}}}
-        assert classify(event, known, lambda name: False) == "changed"
-        assert classify(event, known, lambda name: True) == "changed"
+        assert classify(event, known, lambda name: name == "gitops-ns") == "changed"
+        assert classify(event, known, lambda name: False) == "drift"
+        assert classify(event, Known(networks=frozenset({"gitops-ns"})), lambda name: False) == "ignore"

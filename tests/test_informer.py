@@ -238,8 +238,8 @@ def test_a_running_daemon_repairs_hand_changes_from_events_and_reconnects_and_re
         # (missed=true when the copy was current; false when the pass's last events had just made it stale)
         assert resynced[0]["first"] == "pod solo changed" and resynced[0]["count"] == 1
         assert len(_events(log, "drift.event")) == drifts  # no event told the agent
-        assert _state(svc, "solo_main") == "paused"
-        svc.podman("unpause", "solo_main")  # repairing a paused container is the drift-property work (issue 14)
+        # the pass the resync started unpauses it (a paused container is drift: issue 14)
+        _wait(lambda: _state(svc, "solo_main") == "running", 20, "the paused container unpaused")
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
