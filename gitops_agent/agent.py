@@ -27,7 +27,7 @@ from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
 )
-from . import clock, events as ev, sops, substitute
+from . import clock, events as ev, hpa, sops, substitute
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -137,7 +137,8 @@ class Agent:
             # keep two (target and stable): memory stays flat
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
-        return self._parsed[sha]
+        # the autoscaled workloads' replicas as their autoscalers recorded them (Git's is the starting point)
+        return hpa.scaled(self._parsed[sha], self.history.get(hpa.STORE_KEY))
 
     def _decrypted(self, files: list[SourceFile], rev_id: str) -> list[SourceFile]:
         """The SOPS-encrypted files decrypted in memory (`sops.decrypt_files`); a tampered one is an alert."""

@@ -57,6 +57,7 @@ class Daemon:
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
         self.ticked = time.monotonic()  # the main loop's last tick (/healthz)
         self.services: Any = None  # alerts, metrics, listener, control socket (services.py), started by run()
+        self.scaler: Any = None  # the HorizontalPodAutoscalers' job (autoscaler.py), started by run()
 
     def _next_delay(self, ok: bool) -> float:
         interval = float(self.agent.cfg.source.interval)
@@ -127,6 +128,8 @@ class Daemon:
         finally:
             if self.services is not None:
                 self.services.after_pass(self.agent)
+            if self.scaler is not None:
+                self.scaler.use(self.agent.applied())  # the revision the nodes run now (cached: no Git call)
         delay = self._next_delay(ok)
         if not self.stop.is_set():
             self.schedule(delay)
@@ -195,6 +198,10 @@ class Daemon:
         from .liveness import Monitor  # gRPC liveness probes, run by the agent while it runs (README)
 
         self.scheduler.add_job(Monitor(self.agent.nodes, self.log).tick, "interval", seconds=1, id="liveness")
+        from .autoscaler import Scaler  # HorizontalPodAutoscalers: measured here, scaled by the pass (README)
+
+        self.scaler = Scaler(self.agent.nodes, self.agent.history, self.log, self.wake)
+        self.scheduler.add_job(self.scaler.tick, "interval", seconds=self.agent.cfg.autoscaler_period, id="autoscaler")
         self._watch()
         from .services import Services
 

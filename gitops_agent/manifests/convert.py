@@ -29,6 +29,7 @@ from .document import (
     normpath,
     short,
 )
+from .autoscaler import autoscaler
 from .batch import job
 from .statefulset import statefulset
 
@@ -1006,4 +1007,5 @@ _CONVERTERS: dict[str, Callable[[Document], model.Object]] = {
     "StatefulSet": statefulset,
     "Job": job,
     "Service": _service,
+    "HorizontalPodAutoscaler": autoscaler,
 }

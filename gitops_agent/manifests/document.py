@@ -31,6 +31,7 @@ KINDS = {
     "StatefulSet": "apps/v1",
     "Job": "batch/v1",
     "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
 }
 KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
 
