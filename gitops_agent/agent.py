@@ -282,6 +282,7 @@ class Agent:
         out.actions = sum(n.actions for n in state.nodes.values())
         if state.phase == COMPLETE:
             out.result = out.result or ("applied" if out.actions else "in-sync")
+            self.history.put(hpa.APPLIED_KEY, hpa.applied(rev))
             self._finish(rev)
             return
         held = [n for n in state.order if state.nodes[n].status == "window"]
@@ -342,6 +343,7 @@ class Agent:
         inWindow` is left as it is."""
         self.fleet.track(rev)
         no_repair = self.fleet.closed(ignore_window).repair
+        scaled = self.history.get(hpa.APPLIED_KEY)  # what the autoscalers' targets ran: scaling is not drift
         for name in self.nodes:
             if name in no_repair:
                 emit(self.log, ev.DriftRepairHeld(name))
@@ -349,8 +351,9 @@ class Agent:
             try:
                 actions = self.fleet.step(rev, name)
                 out.actions += actions
-                if actions and self.history.get("applied_sha") == rev.commit:
-                    emit(self.log, ev.DriftRepaired(name, rev.id, actions))
+                drift = actions - hpa.moves(rev, scaled, self._node_config(name), self.cfg.nodes)
+                if drift > 0 and self.history.get("applied_sha") == rev.commit:
+                    emit(self.log, ev.DriftRepaired(name, rev.id, drift))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[name] = str(e)
                 emit(self.log, ev.NodeUnreachable(name, e.reason) if isinstance(e, NodeUnreachable)
@@ -362,9 +365,13 @@ class Agent:
             out.result = "failed"
             out.error = "; ".join(out.node_errors.values())
         elif not out.result:
+            self.history.put(hpa.APPLIED_KEY, hpa.applied(rev))
             out.result = "applied" if out.actions else "in-sync"
             if out.actions or self.history.get("applied_sha") != rev.commit:
                 self._finish(rev)  # an in-sync pass of the stable revision has nothing to record
+
+    def _node_config(self, name: str) -> NodeConfig:
+        return next(n for n in self.cfg.nodes if n.name == name)
 
     def _superseded(self, rev: Revision, out: Outcome) -> bool:
         """Rollover: has Git moved past the revision being rolled out?"""

@@ -41,12 +41,15 @@ class StatsNode(Protocol):
 class Scaler:
     """Measures the autoscaled workloads' pods and records each autoscaler's decision (`hpa.Record`)."""
 
+    RETRY = 5.0  # seconds: a recorded change no good pass has run yet wakes a pass again (a wake can be missed)
+
     def __init__(self, nodes: Mapping[str, StatsNode], history: History, log: Log, wake: Callable[[], None],
                  clock: Callable[[], float] = time.time) -> None:
         self._nodes, self._history, self._log, self._wake, self._clock = nodes, history, log, wake, clock
         self._revision: Revision | None = None
         self._last: dict[str, tuple[int, int]] = {}  # container ID -> (CPU ns, node clock ns) of its last reading
         self._down: set[str] = set()  # nodes whose last read failed (logged once)
+        self._woken = 0.0  # when this job last woke a pass
 
     def use(self, revision: Revision | None) -> None:
         """The revision the nodes run now (after each pass)."""
@@ -74,7 +77,10 @@ class Scaler:
         for spec, record in changed:
             self._log("autoscaler.scaled", autoscaler=str(spec.ref), target=str(spec.target),
                       replicas=record.desired, metrics=_metrics(record))
-        if changed:
+        ran = self._history.get(hpa.APPLIED_KEY) or {}
+        pending = any(after[str(spec.ref)].desired != ran.get(str(w.ref), w.replicas) for spec, w in targets)
+        if changed or (pending and now - self._woken >= self.RETRY):
+            self._woken = now
             self._wake()
 
     def _measure(self, workloads: Mapping[ObjectRef, Workload]) -> dict[ObjectRef, list[hpa.Usage]]:

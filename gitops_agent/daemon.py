@@ -129,12 +129,19 @@ class Daemon:
             if self.services is not None:
                 self.services.after_pass(self.agent)
             if self.scaler is not None:
-                self.scaler.use(self.agent.applied())  # the revision the nodes run now (cached: no Git call)
+                self._scaler_use()
         delay = self._next_delay(ok)
         if not self.stop.is_set():
             self.schedule(delay)
             if not ok:
                 self.log("backoff", seconds=round(delay, 1), failures=self.failures)
+
+    def _scaler_use(self) -> None:
+        """The autoscalers work from the revision the nodes run now (cached by the pass: no Git call)."""
+        try:
+            self.scaler.use(self.agent.applied())
+        except AgentError as e:  # the store cannot be read: the pass reports it; the autoscalers keep the last one
+            self.log("autoscaler.unavailable", level="warning", error=str(e))
 
     def _notify_result(self, line: str) -> None:
         """STATUS= after every pass (shown by `systemctl status`); READY=1 after the first."""
@@ -200,7 +207,8 @@ class Daemon:
         self.scheduler.add_job(Monitor(self.agent.nodes, self.log).tick, "interval", seconds=1, id="liveness")
         from .autoscaler import Scaler  # HorizontalPodAutoscalers: measured here, scaled by the pass (README)
 
-        self.scaler = Scaler(self.agent.nodes, self.agent.history, self.log, self.wake)
+        self.scaler = Scaler(self.agent.nodes, self.agent.history, self.log,
+                             lambda: None if self.failures else self.wake())  # a failing agent keeps its backoff
         self.scheduler.add_job(self.scaler.tick, "interval", seconds=self.agent.cfg.autoscaler_period, id="autoscaler")
         self._watch()
         from .services import Services

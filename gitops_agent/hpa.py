@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .config import NodeConfig
+from .desired import replicas_on
 from .model import Autoscaler, ObjectRef, Revision, Workload
 
 TOLERANCE = 0.1  # Kubernetes' --horizontal-pod-autoscaler-tolerance default
@@ -185,3 +187,23 @@ def shown(record: Record | None, spec: Autoscaler, current: int) -> str:
         ", ".join(f"{m.resource} -/{m.average_utilization}%" for m in spec.metrics)
     return (f"{spec.ref.name} -> {spec.target.kind}/{spec.target.name}: {current}/{desired} replicas "
             f"(min {spec.min_replicas}, max {spec.max_replicas}); {metrics}")
+
+
+APPLIED_KEY = "autoscaled"  # the state-store key of the replicas the last good pass ran, by workload ref
+
+
+def applied(revision: Revision) -> dict[str, int]:
+    """The autoscaled workloads' replicas in `revision` (as `scaled` gave them): what a good pass ran."""
+    return {str(w.ref): w.replicas for _, w in targets(revision)}
+
+
+def moves(revision: Revision, before: Mapping[str, int] | None, node: NodeConfig, nodes: tuple[NodeConfig, ...]
+          ) -> int:
+    """The pods node `node` gains or loses because an autoscaler changed its target's replicas since the last good
+    pass (`before`: `applied` then): actions of a pass that are scaling, not drift repair."""
+    count = 0
+    for _, w in targets(revision):
+        was = (before or {}).get(str(w.ref))
+        if was is not None and was != w.replicas:
+            count += abs(replicas_on(w, node, nodes) - replicas_on(replace(w, replicas=was), node, nodes))
+    return count
