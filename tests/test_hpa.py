@@ -14,7 +14,7 @@ from gitops_agent.config import NodeConfig
 from gitops_agent.desired import compile_node
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.model import Autoscaler, Metric, ObjectRef, Origin, Revision, Workload
+from gitops_agent.model import Autoscaler, Metric, NodeLimits, ObjectRef, Origin, Revision, Workload
 
 A, B = NodeConfig("a"), NodeConfig("b")
 WEB = ObjectRef("Deployment", "default", "web")
@@ -125,6 +125,20 @@ def test_the_target_containers_need_a_limit_of_each_metrics_resource() -> None:
         "f1.yaml:10: HorizontalPodAutoscaler/web: spec.metrics[0].resource.name: the cpu utilisation is measured "
         "against the containers' limits, and container(s) main of Deployment/default/web have no "
         "resources.limits.cpu: set one"]
+
+
+def test_the_revision_limits_count_an_autoscaled_workload_at_its_max() -> None:
+    """limits: bound what the autoscaler may run (maxReplicas), not only Git's replicas."""
+    with pytest.raises(RevisionRejected) as e:
+        parse([SourceFile("f0.yaml", DEPLOYMENT.encode()), SourceFile("f1.yaml", HPA.encode())], REV, nodes=(A,),
+              node_limits=NodeLimits(max_replicas_per_revision=4))
+    assert [str(p) for p in e.value.problems] == [
+        "f0.yaml:5: Deployment/web: spec.replicas: the revision would run 5 pods over all nodes; "
+        "limits.maxReplicasPerRevision is 4"]
+    within = parse([SourceFile("f0.yaml", DEPLOYMENT.encode()),
+                    SourceFile("f1.yaml", HPA.replace("maxReplicas: 5", "maxReplicas: 4").encode())], REV,
+                   nodes=(A,), node_limits=NodeLimits(max_replicas_per_revision=4))
+    assert [o.ref.kind for o in within.objects] == ["Deployment", "HorizontalPodAutoscaler"]
 
 
 def test_two_autoscalers_on_one_workload_are_an_error() -> None:

@@ -8,6 +8,7 @@ Its target (exists, same namespace, limits of each metric's resource) is checked
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from .. import model
 from .document import Document, Problems
@@ -68,3 +69,12 @@ def check_autoscalers(entries: Iterable[tuple[Document, model.Object | None]]) -
 
 def _limit(container: model.Container, resource: str) -> int | None:
     return container.resources.cpu_millis if resource == "cpu" else container.resources.memory_bytes
+
+
+def at_most(entries: Iterable[tuple[Document, model.Object | None]]) -> list[tuple[Document, model.Workload]]:
+    """The workloads as `policy.check_capacity` counts them: an autoscaled one at its autoscaler's maxReplicas
+    (if that is more than Git's replicas), since that is what it may run."""
+    pairs = list(entries)
+    most = {o.target: o.max_replicas for _, o in pairs if isinstance(o, model.Autoscaler)}
+    return [(doc, replace(obj, replicas=max(obj.replicas, most.get(obj.ref, 0))))
+            for doc, obj in pairs if isinstance(obj, model.Workload)]
