@@ -226,6 +226,15 @@ def test_the_pass_runs_the_recorded_replicas_with_the_same_templates() -> None:
     assert [o.replicas for o in hpa.scaled(rev, None).objects if isinstance(o, Workload)] == [2]
 
 
+def test_a_scaled_statefulset_runs_its_ordinals_up_to_the_recorded_replicas() -> None:
+    """A StatefulSet target: the recorded replicas are its ordinals, -0 .. -N-1."""
+    sts = DEPLOYMENT.replace("kind: Deployment", "kind: StatefulSet").replace("replicas: 2", "replicas: 1")
+    rev = revision(sts, HPA.replace("kind: Deployment, name", "kind: StatefulSet, name"))
+    ref = ObjectRef("StatefulSet", "default", "web")
+    [w] = compile_node(hpa.scaled(rev, {str(HPA_REF): hpa.Record(ref, 3).to_json()}), A, (A,)).workloads
+    assert [p.name for p in w.pods] == ["web-0", "web-1", "web-2"]
+
+
 def test_scaling_moves_are_not_counted_as_drift() -> None:
     """The pods a node gains or loses because the autoscaler moved since the last good pass."""
     rev = hpa.scaled(revision(DEPLOYMENT, HPA, nodes=(A, B)), {str(HPA_REF): hpa.Record(WEB, 5).to_json()})

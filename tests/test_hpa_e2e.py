@@ -171,6 +171,9 @@ def test_a_cpu_burning_deployment_scales_up_to_max_and_back_down_to_min_after_th
         status = subprocess.run([sys.executable, "-m", "gitops_agent", "status", "--config", str(cfg), "-o", "json"],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
+        table = subprocess.run([sys.executable, "-m", "gitops_agent", "status", "--config", str(cfg)],
+                               capture_output=True, text=True, timeout=60)
+        assert "burn -> Deployment/burn: 1/1 replicas (min 1, max 3); cpu " in table.stdout, table.stdout
         [hpa] = json.loads(status.stdout)["autoscalers"]
         assert (hpa["currentReplicas"], hpa["desiredReplicas"], hpa["minReplicas"], hpa["maxReplicas"]) == (1, 1, 1, 3)
         assert [m["resource"] for m in hpa["metrics"]] == ["cpu"] and hpa["metrics"][0]["utilization"] < 45, hpa
