@@ -167,6 +167,8 @@ def test_a_cpu_burning_deployment_scales_up_to_max_and_back_down_to_min_after_th
         time.sleep(3 * PERIOD)
         seen.append(len(pods(clean_podman)))
         assert min(seen[seen.index(3):]) == 1 and seen[-1] == 1, seen  # never below minReplicas
+        assert [e["replicas"] for e in agent.events() if e["event"] == "autoscaler.scaled"][-1] == 1
+        assert not [e for e in agent.events() if e["event"] == "drift.repaired"], "scaling down is not drift"
 
         status = subprocess.run([sys.executable, "-m", "gitops_agent", "status", "--config", str(cfg), "-o", "json"],
                                 capture_output=True, text=True, timeout=60)
