@@ -79,7 +79,7 @@ def _autoscalers(rev: Revision | None, raw: Any, objects: list[dict[str, Any]]) 
                                                                      spec.target.name))
         desired = record.desired if record is not None else None
         entry = {"name": spec.ref.name, "namespace": spec.ref.namespace, "target": str(spec.target),
-                 "currentReplicas": current, "desiredReplicas": desired if desired is not None else "-",
+                 "currentReplicas": current, "desiredReplicas": desired,
                  "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
                  "metrics": [{"resource": r.resource, "utilization": r.utilization, "target": r.target,
                               "pods": r.pods} for r in (record.readings if record else ())],
