@@ -27,7 +27,7 @@ from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
 )
-from . import batchstore, clock, endpoints, events as ev, sops, substitute, variables
+from . import batchstore, clock, endpoints, events as ev, hpa, sops, substitute, variables
 from .events import emit
 from .decide import Candidate, Head, Hold, choose_target, failure_message, fallback, rollback_target
 from .history import History
@@ -141,7 +141,8 @@ class Agent:
             # keep two (target and stable): memory stays flat
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
-        return self._parsed[sha]
+        # the autoscaled workloads' replicas as their autoscalers recorded them (Git's is the starting point)
+        return hpa.scaled(self._parsed[sha], self.history.get(hpa.STORE_KEY))
 
     def _decrypted(self, files: list[SourceFile], rev_id: str) -> list[SourceFile]:
         """The SOPS-encrypted files decrypted in memory (`sops.decrypt_files`); a tampered one is an alert."""
@@ -306,6 +307,7 @@ class Agent:
         out.actions = sum(n.actions for n in state.nodes.values())
         if state.phase == COMPLETE:
             out.result = out.result or ("applied" if out.actions else "in-sync")
+            self.history.put(hpa.APPLIED_KEY, hpa.applied(rev))
             self._finish(rev)
             return
         held = [n for n in state.order if state.nodes[n].status == "window"]
@@ -368,6 +370,7 @@ class Agent:
         inWindow` is left as it is."""
         self.fleet.track(rev)
         no_repair = self.fleet.closed(ignore_window).repair
+        scaled = self.history.get(hpa.APPLIED_KEY)  # what the autoscalers' targets ran: scaling is not drift
         for name in self.nodes:
             if name in no_repair:
                 emit(self.log, ev.DriftRepairHeld(name))
@@ -375,7 +378,8 @@ class Agent:
             try:
                 actions = self.fleet.step(rev, name)
                 out.actions += actions
-                repaired = actions - self.fleet.scheduled.get(name, 0)  # a Job's run is not drift
+                repaired = (actions - self.fleet.scheduled.get(name, 0)  # a Job's run is not drift, nor is
+                            - hpa.moves(rev, scaled, self._node_config(name), self.cfg.nodes))  # autoscaling
                 if repaired > 0 and self.history.get("applied_sha") == rev.commit:
                     emit(self.log, ev.DriftRepaired(name, rev.id, repaired))
             except (NodeError, PruneRefused) as e:
@@ -389,9 +393,13 @@ class Agent:
             out.result = "failed"
             out.error = "; ".join(out.node_errors.values())
         elif not out.result:
+            self.history.put(hpa.APPLIED_KEY, hpa.applied(rev))
             out.result = "applied" if out.actions else "in-sync"
             if out.actions or self.history.get("applied_sha") != rev.commit:
                 self._finish(rev)  # an in-sync pass of the stable revision has nothing to record
+
+    def _node_config(self, name: str) -> NodeConfig:
+        return next(n for n in self.cfg.nodes if n.name == name)
 
     def _superseded(self, rev: Revision, out: Outcome) -> bool:
         """Rollover: has Git moved past the revision being rolled out?"""

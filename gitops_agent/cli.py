@@ -472,7 +472,7 @@ def _object_detail(o: dict[str, Any]) -> str:
             f", not ready: {', '.join(o['notReadyEndpoints'])}" if o.get("notReadyEndpoints") else "")
     if "keys" in o:
         return f"{o['keys']} key(s)"
-    return ""
+    return str(o.get("detail", ""))  # a HorizontalPodAutoscaler's (status._autoscalers)
 
 
 def _history(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:

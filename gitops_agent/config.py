@@ -143,6 +143,9 @@ class AgentConfig:
     """Seconds between full re-lists of each node's live state by the daemon's event-driven cache (`informer`):
     the level-triggered safety net under Podman's event stream (10 minutes: a re-list of 200 containers costs
     about 0.4 s of Podman's time)."""
+    autoscaler_period: float = 15.0
+    """Seconds between two measurements of the HorizontalPodAutoscalers' pods (`autoscaler`): Kubernetes'
+    `--horizontal-pod-autoscaler-sync-period` default. A change of replicas wakes a pass at once."""
     keep_image_revisions: int = 20
     min_free_image_space: int = 0
     """Bytes that must stay free in a node's image store after a pull (an edge disk also holds logs
@@ -259,6 +262,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         prune=prune,
         ready_timeout=parse_duration(raw.get("readyTimeout", 120), "readyTimeout"),
         resync_interval=parse_duration(raw.get("resyncInterval", 600), "resyncInterval"),
+        autoscaler_period=parse_duration(raw.get("autoscalerPeriod", 15), "autoscalerPeriod"),
         policy=policy_from_mapping(_section(raw, "policy")),
         limits=limits_from_mapping(_section(raw, "limits")),
         keep_image_revisions=keep_images,

@@ -57,6 +57,7 @@ class Daemon:
         self._watchdog = systemd.watchdog_interval()  # None unless the unit has WatchdogSec=
         self.ticked = time.monotonic()  # the main loop's last tick (/healthz)
         self.services: Any = None  # alerts, metrics, listener, control socket (services.py), started by run()
+        self.scaler: Any = None  # the HorizontalPodAutoscalers' job (autoscaler.py), started by run()
 
     def _next_delay(self, ok: bool) -> float:
         interval = float(self.agent.cfg.source.interval)
@@ -143,6 +144,8 @@ class Daemon:
         finally:
             if self.services is not None:
                 self.services.after_pass(self.agent)
+            if self.scaler is not None:
+                self._scaler_use()
         delay = self._next_delay(ok)
         polled = self.agent.polled_at()
         if ok and polled is not None and polled == polled_before:  # a drift pass that did not poll: the next poll
@@ -152,6 +155,13 @@ class Daemon:
             self.schedule(delay)
             if not ok:
                 self.log("backoff", seconds=round(delay, 1), failures=self.failures)
+
+    def _scaler_use(self) -> None:
+        """The autoscalers work from the revision the nodes run now (cached by the pass: no Git call)."""
+        try:
+            self.scaler.use(self.agent.applied())
+        except AgentError as e:  # the store cannot be read: the pass reports it; the autoscalers keep the last one
+            self.log("autoscaler.unavailable", level="warning", error=str(e))
 
     def _notify_result(self, line: str) -> None:
         """STATUS= after every pass (shown by `systemctl status`); READY=1 after the first."""
@@ -227,6 +237,11 @@ class Daemon:
 
         self.scheduler.add_job(Monitor(self.agent.nodes, self.log).tick, "interval", seconds=1, id="liveness")
         self.scheduler.add_job(self._endpoints().tick, "interval", seconds=1, id="endpoints")
+        from .autoscaler import Scaler  # HorizontalPodAutoscalers: measured here, scaled by the pass (README)
+
+        self.scaler = Scaler(self.agent.nodes, self.agent.history, self.log,
+                             lambda: None if self.failures else self.wake())  # a failing agent keeps its backoff
+        self.scheduler.add_job(self.scaler.tick, "interval", seconds=self.agent.cfg.autoscaler_period, id="autoscaler")
         self._watch()
         from .services import Services
 

@@ -456,7 +456,30 @@ class Service:
         return ()
 
 
-Object = Namespace | ConfigData | Claim | Workload | Service
+@dataclass(frozen=True)
+class Metric:
+    """An autoscaler's `Resource` metric: the pods' average use of `resource` as a percent of their limits."""
+
+    resource: str  # "cpu" | "memory"
+    average_utilization: int
+
+
+@dataclass(frozen=True)
+class Autoscaler:
+    """A HorizontalPodAutoscaler (autoscaling/v2): scales `target` (a Deployment or StatefulSet of its namespace)
+    between `min_replicas` and `max_replicas`; `hpa.py` holds the algorithm, the windows are in seconds."""
+
+    ref: ObjectRef
+    origin: Origin
+    target: ObjectRef
+    min_replicas: int
+    max_replicas: int
+    metrics: tuple[Metric, ...]
+    scale_up_window: int = 0
+    scale_down_window: int = 300
+
+
+Object = Namespace | ConfigData | Claim | Workload | Service | Autoscaler
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .agent import Agent
-from . import clock
+from . import clock, hpa
 from .decide import condition
 from .state import AgentState
 from .endpoints import STORE_KEY as ENDPOINTS, unready
@@ -68,7 +68,32 @@ def status(agent: Agent) -> dict[str, Any]:
     out["warnings"] += [store["message"]] if store.get("lost") else []  # the store was lost: what is gone for good
     node_status = {n: p["status"] for n, p in (rollout or {}).get("nodes", {}).items()} if unfinished else {}
     _nodes(agent, rev, node_status, out)
+    out["autoscalers"] = _autoscalers(rev, h.get(hpa.STORE_KEY), out["objects"])
     return out
+
+
+def _autoscalers(rev: Revision | None, raw: Any, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each HorizontalPodAutoscaler: its target's pods now (every node), the replicas it wants, its metrics;
+    its rows in `objects` get the same summary as their state and detail."""
+    records = hpa.records(raw)
+    found = []
+    for spec, _ in hpa.targets(rev) if rev is not None else []:
+        record = records.get(str(spec.ref))
+        current = sum(len(o.get("pods", ())) for o in objects
+                      if (o["kind"], o["namespace"], o["name"]) == (spec.target.kind, spec.target.namespace,
+                                                                     spec.target.name))
+        desired = record.desired if record is not None else None
+        entry = {"name": spec.ref.name, "namespace": spec.ref.namespace, "target": str(spec.target),
+                 "currentReplicas": current, "desiredReplicas": desired,
+                 "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
+                 "metrics": [{"resource": r.resource, "utilization": r.utilization, "target": r.target,
+                              "pods": r.pods} for r in (record.readings if record else ())],
+                 "measuredAt": record.at if record else None, "summary": hpa.shown(record, spec, current)}
+        found.append(entry)
+        for o in objects:
+            if (o["kind"], o["namespace"], o["name"]) == (spec.ref.kind, spec.ref.namespace, spec.ref.name):
+                o.update(state="Measured" if record and record.readings else "Waiting", detail=entry["summary"])
+    return found
 
 
 def _problems(state: AgentState) -> list[str]:
@@ -130,6 +155,8 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
         entry["state"] = "Applied" if all(s.name in live.secrets for s in mine) else "Missing"
     elif o.ref.kind == "Service":
         entry.update(_service(o, node, desired, live, unready_pods))
+    elif o.ref.kind == "HorizontalPodAutoscaler":
+        entry["state"] = "Waiting"  # until `_autoscalers` gives its summary
     return entry
 
 

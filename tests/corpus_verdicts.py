@@ -25,7 +25,8 @@ from gitops_agent.manifests import SourceFile, parse
 ROOT = Path(__file__).resolve().parent / "corpus" / "real"
 PINNED = ROOT / "VERDICTS"
 SUPPORTED = {"Namespace", "ConfigMap", "Secret", "PersistentVolumeClaim", "Pod", "Deployment", "DaemonSet",
-             "Service", "ReplicationController", "ReplicaSet", "StatefulSet", "Job", "CronJob"}
+             "Service", "ReplicationController", "ReplicaSet", "StatefulSet", "Job", "CronJob",
+             "HorizontalPodAutoscaler"}
 _CROSS_FILE = re.compile(r"does not exist in namespace|is not declared in the repository")
 
 

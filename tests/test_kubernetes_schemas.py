@@ -31,7 +31,7 @@ from podman_env import WEB1, WEB2
 REPO = Path(__file__).resolve().parent.parent
 #: e2e modules whose module-level string constants hold manifests they commit to the test repository
 E2E_MODULES = ("test_e2e", "test_ownership_e2e", "test_daemon", "test_mappings", "test_policy", "test_pod_volumes",
-               "test_cronjob_e2e")
+               "test_cronjob_e2e", "test_hpa_e2e")
 VERSIONS = (kv_utils.all_versions()[0], kubernetes_validate.latest_version())
 
 Document = tuple[str, dict[str, Any]]  # (where it comes from, the object)

@@ -27,6 +27,7 @@ from typing import Any
 from .. import model
 from ..config import NodeConfig
 from ..errors import PolicyViolation, Problem, RevisionRejected
+from .autoscaler import at_most
 from .checks import PODMAN_NAME_LIMITS, allocate_node_ports, allocated_node_ports, check_revision
 from .convert import NO_OP_FIELDS, check_document, with_storage_class
 from .document import KIND_ORDER, Document, redacted
@@ -129,8 +130,7 @@ def parse(
     unallocated = [obj for _, obj in entries]
     entries = allocate_node_ports(entries, node_ports)
     across = check_revision(entries, policy)
-    workloads = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)]
-    across += check_capacity(workloads, tuple(nodes), node_limits)
+    across += check_capacity(at_most(entries), tuple(nodes), node_limits)  # autoscaled: at maxReplicas
     problems.extend(problem for document in documents for problem in document.problems)
     problems += across  # after each document's own: the sort below is stable
     if problems:

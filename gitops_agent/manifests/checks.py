@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from .. import desired, model, pullauth
 from ..errors import Problem, quote_path
+from .autoscaler import check_autoscalers
 from .convert import VOLUME_SOURCES
 from .document import (
     Document,
@@ -66,6 +67,7 @@ def check_revision(entries: list[tuple[Document, model.Object | None]], policy: 
     for doc, service in services:
         found.extend(_check_service(doc, service, candidates))
     found.extend(_check_host_ports(workloads, services))
+    found.extend(check_autoscalers(entries))
     return found
 
 

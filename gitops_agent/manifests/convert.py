@@ -29,6 +29,7 @@ from .document import (
     normpath,
     short,
 )
+from .autoscaler import autoscaler
 from .batch import cronjob, job
 from .statefulset import statefulset
 
@@ -1100,4 +1101,5 @@ _CONVERTERS: dict[str, Callable[[Document], model.Object]] = {
     "Job": job,
     "CronJob": cronjob,
     "Service": _service,
+    "HorizontalPodAutoscaler": autoscaler,
 }

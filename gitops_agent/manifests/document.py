@@ -32,6 +32,7 @@ KINDS = {
     "Job": "batch/v1",
     "CronJob": "batch/v1",
     "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
 }
 KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
 

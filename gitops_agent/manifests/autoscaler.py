@@ -1,0 +1,80 @@
+"""A HorizontalPodAutoscaler document (schemas/horizontalpodautoscaler.json) -> a `model.Autoscaler`;
+`gitops_agent/hpa.py` decides its replicas, `gitops_agent/autoscaler.py` measures its target's pods.
+
+Its target (exists, same namespace, limits of each metric's resource) is checked against the other objects in
+`checks.check_autoscalers`; here only what the document alone can tell: minReplicas <= maxReplicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from .. import model
+from .document import Document, Problems
+
+# Kubernetes' defaults: minReplicas 1; without metrics, 80 % of the CPU; scaleUp 0 s and scaleDown 300 s windows
+DEFAULT_METRIC = model.Metric("cpu", 80)
+
+
+def autoscaler(doc: Document) -> model.Autoscaler:
+    """See schemas/horizontalpodautoscaler.json and the README's kinds table."""
+    spec = doc.body["spec"]
+    target = spec["scaleTargetRef"]
+    low, high = spec.get("minReplicas", 1), spec["maxReplicas"]
+    if low > high:
+        doc.report(("spec", "minReplicas"), f"must be at most maxReplicas ({high})")
+    metrics = tuple(model.Metric(m["resource"]["name"], m["resource"]["target"]["averageUtilization"])
+                    for m in spec.get("metrics", ()))
+    behavior = spec.get("behavior", {})
+    return model.Autoscaler(
+        ref=doc.ref, origin=doc.origin,
+        target=model.ObjectRef(target["kind"], doc.namespace, target["name"]),
+        min_replicas=low, max_replicas=high, metrics=metrics or (DEFAULT_METRIC,),
+        scale_up_window=behavior.get("scaleUp", {}).get("stabilizationWindowSeconds", 0),
+        scale_down_window=behavior.get("scaleDown", {}).get("stabilizationWindowSeconds", 300),
+    )
+
+
+def check_autoscalers(entries: Iterable[tuple[Document, model.Object | None]]) -> Problems:
+    """Each autoscaler's target is a Deployment or StatefulSet of its namespace, declared in the repository,
+    scaled by no other autoscaler, whose every container has a limit of each metric's resource (the utilisation
+    is measured against it); each problem at the autoscaler's document."""
+    found = Problems()
+    workloads = {obj.ref: obj for _, obj in entries if isinstance(obj, model.Workload)}
+    claimed: dict[model.ObjectRef, str] = {}
+    for doc, obj in entries:
+        if not isinstance(obj, model.Autoscaler):
+            continue
+        path = ("spec", "scaleTargetRef", "name")
+        target = workloads.get(obj.target)
+        if target is None:
+            found.add(doc, path, f"{obj.target.kind} {obj.target.name!r} does not exist in namespace "
+                                 f"{obj.target.namespace!r} (an autoscaler scales a workload of its own namespace)")
+            continue
+        if obj.target in claimed:
+            found.add(doc, path, f"{obj.target} is already scaled by HorizontalPodAutoscaler "
+                                 f"{claimed[obj.target]!r}: one autoscaler per workload")
+            continue
+        claimed[obj.target] = obj.ref.name
+        for i, metric in enumerate(obj.metrics):
+            missing = [c.name for c in target.template.containers if _limit(c, metric.resource) is None]
+            if missing:
+                where = ("spec", "metrics", i, "resource", "name") if "metrics" in doc.body["spec"] else path
+                found.add(doc, where, f"the {metric.resource} utilisation is measured against the containers' "
+                                      f"limits, and container(s) {', '.join(missing)} of {obj.target} have no "
+                                      f"resources.limits.{metric.resource}: set one")
+    return found
+
+
+def _limit(container: model.Container, resource: str) -> int | None:
+    return container.resources.cpu_millis if resource == "cpu" else container.resources.memory_bytes
+
+
+def at_most(entries: Iterable[tuple[Document, model.Object | None]]) -> list[tuple[Document, model.Workload]]:
+    """The workloads as `policy.check_capacity` counts them: an autoscaled one at its autoscaler's maxReplicas
+    (if that is more than Git's replicas), since that is what it may run."""
+    pairs = list(entries)
+    most = {o.target: o.max_replicas for _, o in pairs if isinstance(o, model.Autoscaler)}
+    return [(doc, replace(obj, replicas=max(obj.replicas, most.get(obj.ref, 0))))
+            for doc, obj in pairs if isinstance(obj, model.Workload)]
