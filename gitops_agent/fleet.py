@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator
 
 from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
+from .endpoints import Recorder
 from .desired import NodeDesired, compile_node, held, matching_nodes, resolve_surge
 from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
@@ -161,6 +162,7 @@ class Fleet:
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:  # `deadline`: on the monotonic clock (clock.now)
             deadline = clock.now() + min(step_seconds(p), self.cfg.ready_timeout)
+        served = Recorder(self.history.get, self.history.put, name, self.log)  # the gate put a new pod in DNS
         if p.in_sync:
             if verify:
                 # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
@@ -168,12 +170,12 @@ class Fleet:
                 specs = [pod for w in desired.workloads for pod in w.pods
                          if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind != "Job"
                          and pod.name not in {h.name for h in held(w, live.pods_of(w.ref))}]
-                wait(node, specs, Gate(node, deadline, hold), self.stop)
+                wait(node, specs, Gate(node, deadline, hold, served=served), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
         with self._pinning(name, desired) as pins:
             done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
-                         cap=self.cfg.ready_timeout, pins=pins)
+                         cap=self.cfg.ready_timeout, pins=pins, served=served)
         self.history.record_secrets(name, drop=[a.target for a in p.actions if a.op == "remove-secret"])
         return done
 
