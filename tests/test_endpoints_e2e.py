@@ -90,7 +90,8 @@ spec:
           image: {WEB1}
           command: {json.dumps(HTTPD)}
           readinessProbe:
-            httpGet: {{path: /ready.html, port: 8080}}
+            httpGet: {{path: /index.html, port: 8080}}
+            initialDelaySeconds: 4
             periodSeconds: 1
             failureThreshold: 2
 """
@@ -130,16 +131,17 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
     sync.start()
     try:
         net = network_name(NS)
-        pods = _created(svc)  # the gate now waits for their readiness probe: /ready.html does not exist yet
+        _created(svc, lambda: svc.podman("network", "exists", net, check=False).returncode == 0)
+        svc.podman("run", "-d", "--network", net, "--name", "client", WEB1, "sleep", "300")
         bridge = json.loads(svc.podman("network", "inspect", net).stdout)[0]["network_interface"]
         # netavark 1.4 leaves the bridge's MAC to the kernel (the lowest of its ports'): a move that removes the port
         # whose MAC it was changes the gateway's MAC under the client's ARP entry, and the client reaches no DNS
         # until that entry expires (README, "Service endpoints follow readiness"); pinned here as the README says
         subprocess.run(["nsenter", f"--net=/run/netns/{svc.netns}", "ip", "link", "set", bridge, "address",
                         "02:00:00:00:00:01"], check=True, timeout=10)
-        svc.podman("run", "-d", "--network", net, "--name", "client", WEB1, "sleep", "300")
         pid = svc.podman("inspect", "--format", "{{.State.Pid}}", "client").stdout.strip()
         gateway = json.loads(svc.podman("network", "inspect", net).stdout)[0]["subnets"][0]["gateway"]
+        pods = _created(svc, lambda: _web_pods(svc) if len(_web_pods(svc)) == 2 else [])
 
         def resolve(name: str) -> list[str]:
             """What the client's resolver asks first (its resolv.conf: `search dns.podman`, ndots 1); asked again
@@ -157,10 +159,9 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
         infra = {p: ips[p]["InfraContainerID"] for p in pods}
         addr = {p: svc.podman("inspect", "--format", "{{(index .NetworkSettings.Networks \"" + net
                               + "\").IPAddress}}", infra[p]).stdout.strip() for p in pods}
-        assert resolve("web") == [] and [resolve(p) for p in pods] == [[addr[p]] for p in pods]  # not ready yet
-        assert synced == [] and agent.history.get(STORE_KEY) is None
-        for p in pods:
-            svc.podman("exec", f"{p}_web", "sh", "-c", "echo 1 > /www/ready.html")
+        # the gate waits out initialDelaySeconds before it probes: until then `web` resolves to neither
+        assert resolve("web") == [] and [resolve(p) for p in pods] == [[addr[p]] for p in pods]  # own names do
+        assert synced == [] and agent.history.get(STORE_KEY) is None  # still waiting: nothing served, none recorded
         sync.join(timeout=30)
         assert synced and synced[0].ok
         assert resolve("web") == sorted(addr.values())  # the gate put them in on their first pass
@@ -172,7 +173,7 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
                monitor.tick)  # first verdicts: both ready, nothing moved
         assert monitor.moves == 0 and resolve("web") == sorted(addr.values())
 
-        svc.podman("exec", f"{sick}_web", "rm", "/www/ready.html")  # its probe now gets 404
+        svc.podman("exec", f"{sick}_web", "rm", "/www/index.html")  # its probe now gets 404
         out_after = _until(lambda: resolve("web") == [addr[well]], monitor.tick)
         assert resolve(sick) == [addr[sick]]  # its own name stays
         removed = [f for e, f in events if e == "endpoint.not-ready"]
@@ -182,7 +183,7 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
         assert (service["readyEndpoints"], service["notReadyEndpoints"]) == ([well], [sick])
         assert agent.sync().ok and resolve("web") == [addr[well]]  # a pass leaves it out
 
-        svc.podman("exec", f"{sick}_web", "sh", "-c", "echo 1 > /www/ready.html")
+        svc.podman("exec", f"{sick}_web", "sh", "-c", "echo 1 > /www/index.html")
         back_after = _until(lambda: resolve("web") == sorted(addr.values()), monitor.tick)
         ready = [f["pod"] for e, f in events if e == "endpoint.ready"]
         assert sorted(ready[:2]) == pods and ready[2:] == [sick]  # the gate's, then its return (monitor: no news)
@@ -198,16 +199,16 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
         agent.close()
 
 
-def _created(svc: Any, timeout: float = 30.0) -> list[str]:
-    """The two web pods once both containers run (created by the sync under way)."""
+def _created(svc: Any, seen: Any, timeout: float = 30.0) -> Any:
+    """Poll `seen()` (what the sync under way has created so far) until it is truthy; returns it."""
     t0 = time.monotonic()
-    while True:
-        names = svc.podman("ps", "--format", "{{.Names}}").stdout.split()
-        pods = sorted(n[:-len("_web")] for n in names if n.endswith("_web"))
-        if len(pods) == 2:
-            return pods
-        assert time.monotonic() - t0 < timeout, f"pods not created: {names}"
-        time.sleep(0.2)
+    while not (found := seen()):
+        assert time.monotonic() - t0 < timeout, "not created in time"
+        time.sleep(0.1)
+    return found
 
 
-pytestmark = pytest.mark.podman
+def _web_pods(svc: Any) -> list[str]:
+    """The pods whose `web` container runs."""
+    names = svc.podman("ps", "--format", "{{.Names}}").stdout.split()
+    return sorted(n[:-len("_web")] for n in names if n.endswith("_web"))
