@@ -14,7 +14,12 @@ container, so a transition is `network disconnect` + `network connect` with the 
 (`serving_aliases`) and its own IP address (clients that hold it keep reaching it); the pod's own name stays
 resolvable throughout (Podman gives a pod's infra container the pod's name in DNS).
 
-The pure part: `observe` (one probe result -> the container's track), `pod_ready`, `decide` (readiness + the pod's
+A new pod behind a Service with a readinessProbe is created with only its non-Service names (`creation_aliases`,
+used by `podman.Node.create_pod`; the aliases are not in the template hash) and joins its Services' DNS on its first
+pass: in the rollout gate (`probes.Gate` calls `serve`, then `Recorder` writes "ready" in the store and emits the
+event), or here, for a watched pod found ready and not yet served (`decide` moves it like any other).
+
+The pure part: `creation_aliases`, `with_ready`, `observe` (one probe result -> the container's track), `pod_ready`, `decide` (readiness + the pod's
 current network membership -> `Disconnect` / `Connect` actions) and `serving_aliases` (what `plan` compares drift
 against, so a pass never puts an unready pod back), all tested from literals. A pod the monitor has no verdict on yet
 (just started, or the agent just started) keeps the aliases it has: an agent restart never moves a pod in or out.
@@ -27,6 +32,7 @@ transition is an event (`events.EndpointRemoved` / `EndpointAdded`). Must not to
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -203,7 +209,10 @@ def act(node: EndpointsNode, net: PodNetwork, a: Action) -> None:
 class Recorder:
     """What the rollout gate calls once it put a new pod in DNS (`probes.Gate(served=...)`): records its "ready"
     in the store's `endpoints` (so the monitor and `status` agree) and emits `endpoint.ready`, unless the store
-    already says it is ready (the monitor saw it first)."""
+    already says it is ready (the monitor saw it first). The read and the write are one step for the whole process
+    (node steps run in parallel, each with its own recorder, on the same key)."""
+
+    _lock = threading.Lock()
 
     def __init__(self, get: Callable[[str], Any], put: Callable[[str, Any], None], node: str, log: Log,
                  wall: Callable[[], float] = time.time) -> None:
@@ -212,12 +221,13 @@ class Recorder:
     def __call__(self, spec: PodSpec) -> None:
         if not watched(spec):
             return
+        services = service_aliases(spec.aliases)
         try:
-            record = self._get(STORE_KEY) or {}
-            if ((record.get(self._node) or {}).get(spec.name) or {}).get("ready") is True:
-                return
-            services = service_aliases(spec.aliases)
-            self._put(STORE_KEY, with_ready(record, self._node, spec.name, services, self._wall()))
+            with self._lock:
+                record = self._get(STORE_KEY) or {}
+                if ((record.get(self._node) or {}).get(spec.name) or {}).get("ready") is True:
+                    return
+                self._put(STORE_KEY, with_ready(record, self._node, spec.name, services, self._wall()))
         except Exception as e:  # noqa: BLE001 - a store that refuses the write: the pod is in DNS already
             self._log("endpoints.record-failed", level="warning", error=str(e))
             return
