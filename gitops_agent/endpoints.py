@@ -19,10 +19,11 @@ used by `podman.Node.create_pod`; the aliases are not in the template hash) and 
 pass: in the rollout gate (`probes.Gate` calls `serve`, then `Recorder` writes "ready" in the store and emits the
 event), or here, for a watched pod found ready and not yet served (`decide` moves it like any other).
 
-The pure part: `creation_aliases`, `with_ready`, `observe` (one probe result -> the container's track), `pod_ready`, `decide` (readiness + the pod's
-current network membership -> `Disconnect` / `Connect` actions) and `serving_aliases` (what `plan` compares drift
-against, so a pass never puts an unready pod back), all tested from literals. A pod the monitor has no verdict on yet
-(just started, or the agent just started) keeps the aliases it has: an agent restart never moves a pod in or out.
+The pure part: `creation_aliases`, `with_ready`, `observe` (one probe result -> the container's track), `pod_ready`,
+`decide` (readiness + the pod's current network membership -> `Disconnect` / `Connect` actions) and
+`serving_aliases` (what `plan` compares drift against, so a pass never puts an unready pod back), all tested from
+literals. A pod the monitor has no verdict on yet (just started, or the agent just started) keeps the aliases it
+has: an agent restart never moves a pod in or out.
 
 Readiness is recorded in the state store under `endpoints` (`{node: {pod: {ready, since, services}}}`), written on
 transitions only, read by `status` (each Service's ready endpoints per node) and by the pass (`unready`). Every
