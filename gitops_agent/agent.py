@@ -333,8 +333,8 @@ class Agent:
             try:
                 desired, live = compile_node(rev, cfg_node, self.cfg.nodes), node.read()
                 batch = batchstore.current(self.history, desired, live, self.fleet.wall())  # read only
-                unready = endpoints.unready(self.history.get(endpoints.STORE_KEY), node.name)
-                p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch, unready)
+                readiness = endpoints.verdicts(self.history.get(endpoints.STORE_KEY), node.name)
+                p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch, readiness)
                 out.plans[node.name] = encrypted_shown(p, rev, self._encrypted.get(rev.id, frozenset()))
             except (NodeError, PruneRefused) as e:
                 out.node_errors[node.name] = str(e)

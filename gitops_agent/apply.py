@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from typing import assert_never
+from typing import Callable, assert_never
 
 from .desired import PodSpec
 from .errors import ImagePullBackOff, ImageUnavailable, Interrupted, NodeError
@@ -214,18 +214,19 @@ def _pull(node: Node, image: str, credential: Credential | None, log: Log, until
 
 def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Event | None = None, *,
           deadline: float | None = None, hold: bool = True, local_first: bool = False, cap: float | None = None,
-          pins: dict[str, dict[str, str]] | None = None) -> int:
+          pins: dict[str, dict[str, str]] | None = None, served: Callable[[PodSpec], None] | None = None) -> int:
     """Carry out every action in order; returns how many were done. New pods are
     created together and waited for before the next removal. Raises at the first
     failure, and with Interrupted between two steps once `stop` is set. `deadline`
-    is on the monotonic clock, `clock.now` (default: `step_seconds` from now)."""
+    is on the monotonic clock, `clock.now` (default: `step_seconds` from now). `served`: the gate's hook once a
+    new pod is in its Services' DNS (`endpoints.Recorder`)."""
     if plan.in_sync:
         return 0
     stop = stop or threading.Event()
     if deadline is None:
         deadline = time.monotonic() + step_seconds(plan)
     plan = pinned(plan, ensure_images(node, plan, live, log, local_first, deadline, stop, pins))
-    gate = Gate(node, deadline, hold, cap)
+    gate = Gate(node, deadline, hold, cap, served)
     pending: list[PodSpec] = []
     done = 0
     actions = list(plan.actions)

@@ -186,7 +186,8 @@ class Daemon:
         history, fleet = self.agent.history, self.agent.fleet
         return endpoints.Monitor(self.agent.nodes, lambda n: endpoints.specs_of(fleet.stepped.get(n, ())), self.log,
                                  record=lambda v: history.put(endpoints.STORE_KEY, v),
-                                 known=history.get(endpoints.STORE_KEY) or {})
+                                 known=history.get(endpoints.STORE_KEY) or {},
+                                 reload=lambda: history.get(endpoints.STORE_KEY))
 
     def schedule(self, delay: float, poll: bool = True) -> None:
         when = datetime.now() + timedelta(seconds=delay)

@@ -14,10 +14,16 @@ container, so a transition is `network disconnect` + `network connect` with the 
 (`serving_aliases`) and its own IP address (clients that hold it keep reaching it); the pod's own name stays
 resolvable throughout (Podman gives a pod's infra container the pod's name in DNS).
 
-The pure part: `observe` (one probe result -> the container's track), `pod_ready`, `decide` (readiness + the pod's
-current network membership -> `Disconnect` / `Connect` actions) and `serving_aliases` (what `plan` compares drift
-against, so a pass never puts an unready pod back), all tested from literals. A pod the monitor has no verdict on yet
-(just started, or the agent just started) keeps the aliases it has: an agent restart never moves a pod in or out.
+A new pod behind a Service with a readinessProbe is created with only its non-Service names (`creation_aliases`,
+used by `podman.Node.create_pod`; the aliases are not in the template hash) and joins its Services' DNS on its first
+pass: in the rollout gate (`probes.Gate` calls `serve`, then `Recorder` writes "ready" in the store and emits the
+event), or here, for a watched pod found ready and not yet served (`decide` moves it like any other).
+
+The pure part: `creation_aliases`, `with_ready`, `observe` (one probe result -> the container's track), `pod_ready`,
+`decide` (readiness + the pod's current network membership -> `Disconnect` / `Connect` actions) and
+`serving_aliases` (what `plan` compares drift against, so a pass never puts an unready pod back), all tested from
+literals. A pod the monitor has no verdict on yet (just started, or the agent just started) keeps the aliases it
+has: an agent restart never moves a pod in or out.
 
 Readiness is recorded in the state store under `endpoints` (`{node: {pod: {ready, since, services}}}`), written on
 transitions only, read by `status` (each Service's ready endpoints per node) and by the pass (`unready`). Every
@@ -27,6 +33,7 @@ transition is an event (`events.EndpointRemoved` / `EndpointAdded`). Must not to
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -144,6 +151,29 @@ def decide(net: PodNetwork, spec_aliases: Iterable[str], ready: bool | None) -> 
     return Disconnect(net.pod, net.network), connect
 
 
+def creation_aliases(spec: PodSpec) -> tuple[str, ...]:
+    """PURE: the DNS aliases a pod is created with. A watched pod (a readinessProbe, behind a Service) starts with
+    only its non-Service names and gets its Service names when it first passes readiness (`serve`: the rollout gate,
+    or the monitor); any other pod has them all at once (Kubernetes counts a pod without a readinessProbe ready)."""
+    if not watched(spec):
+        return spec.aliases
+    return tuple(sorted(serving_aliases(spec.aliases, service_aliases(spec.aliases), ready=False)))
+
+
+def with_ready(record: Mapping[str, Any] | None, node: str, pod: str, services: Iterable[str],
+               since: float) -> dict[str, Any]:
+    """PURE: the store's `endpoints` value once `pod` of `node` is ready and in the DNS names of `services`."""
+    out: dict[str, Any] = {n: dict(p) for n, p in (record or {}).items()}
+    out.setdefault(node, {})[pod] = {"ready": True, "since": since, "services": sorted(services)}
+    return out
+
+
+def verdicts(record: Mapping[str, Any] | None, node: str) -> dict[str, bool]:
+    """PURE: each pod of `node` with a readiness verdict in the store's `endpoints` value: ready or not. A watched pod
+    with none is new (not yet served) or dates from before the monitor: the drift check leaves its Service names be."""
+    return {p: bool(r.get("ready", True)) for p, r in ((record or {}).get(node) or {}).items()}
+
+
 def unready(record: Mapping[str, Any] | None, node: str) -> frozenset[str]:
     """PURE: the pods of `node` the monitor last judged unready (`record`: the store's `endpoints` value)."""
     pods = (record or {}).get(node) or {}
@@ -153,6 +183,62 @@ def unready(record: Mapping[str, Any] | None, node: str) -> frozenset[str]:
 def watched(spec: PodSpec) -> bool:
     """PURE: whether the monitor judges this pod: on a network, behind a Service, with a readiness probe."""
     return bool(spec.network and service_aliases(spec.aliases) and any(c.readiness for c in spec.containers))
+
+
+# --- I/O: the rollout gate's pass hook -------------------------------------------------------------------
+
+
+def serve(node: EndpointsNode, spec: PodSpec) -> bool:
+    """Put a watched pod that just passed readiness in its Services' DNS names (`decide` for a ready pod); returns
+    whether it moved. A pod that is gone or not watched: nothing. Errors are the node's (`podman.Node`)."""
+    if not watched(spec):
+        return False
+    net = node.pod_network(spec.name, spec.network)
+    if net is None:
+        return False
+    actions = decide(net, spec.aliases, True)
+    for a in actions:
+        act(node, net, a)
+    return bool(actions)
+
+
+def act(node: EndpointsNode, net: PodNetwork, a: Action) -> None:
+    """Carry out one action of `decide` on `node`."""
+    match a:
+        case Disconnect():
+            node.disconnect(net)
+        case Connect(aliases=aliases):
+            node.connect(net, aliases)
+        case _:
+            assert_never(a)
+
+
+class Recorder:
+    """What the rollout gate calls once it put a new pod in DNS (`probes.Gate(served=...)`): records its "ready"
+    in the store's `endpoints` (so the monitor and `status` agree) and emits `endpoint.ready`, unless the store
+    already says it is ready (the monitor saw it first). The read and the write are one step for the whole process
+    (node steps run in parallel, each with its own recorder, on the same key)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, get: Callable[[str], Any], put: Callable[[str, Any], None], node: str, log: Log,
+                 wall: Callable[[], float] = time.time) -> None:
+        self._get, self._put, self._node, self._log, self._wall = get, put, node, log, wall
+
+    def __call__(self, spec: PodSpec) -> None:
+        if not watched(spec):
+            return
+        services = service_aliases(spec.aliases)
+        try:
+            with self._lock:
+                record = self._get(STORE_KEY) or {}
+                if ((record.get(self._node) or {}).get(spec.name) or {}).get("ready") is True:
+                    return
+                self._put(STORE_KEY, with_ready(record, self._node, spec.name, services, self._wall()))
+        except Exception as e:  # noqa: BLE001 - a store that refuses the write: the pod is in DNS already
+            self._log("endpoints.record-failed", level="warning", error=str(e))
+            return
+        ev.emit(self._log, ev.EndpointAdded(self._node, spec.name, ",".join(sorted(services))))
 
 
 # --- the monitor ----------------------------------------------------------------------------------------------
@@ -186,15 +272,17 @@ class Monitor:
 
     def __init__(self, nodes: Mapping[str, EndpointsNode], specs: Specs, log: Log, record: Record | None = None,
                  check: Check | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, known: Mapping[str, Any] | None = None) -> None:
-        """`known`: the store's `endpoints` value at start (what status showed before a restart)."""
+                 wall: Callable[[], float] = time.time, known: Mapping[str, Any] | None = None,
+                 reload: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
+        """`known`: the store's `endpoints` value at start (what status showed before a restart); `reload` reads it
+        again, for the pods the rollout gate put in DNS since (`Recorder`) that the monitor has no verdict on."""
         if check is None:
             from .netprobe import check as netprobe_check
 
             check = netprobe_check
         self._nodes, self._specs, self._log, self._record = nodes, specs, log, record
         self._check: Check = check
-        self._clock, self._wall = clock, wall
+        self._clock, self._wall, self._reload = clock, wall, reload
         self._tracks: dict[str, Track] = {}  # container id -> track
         self._verdicts: dict[str, bool] = {}  # pod id -> the readiness its network membership was last made to follow
         self._idle: dict[str, float] = {}  # node -> monotonic time of its next look while it has nothing to watch
@@ -226,12 +314,26 @@ class Monitor:
             live = {n: p for n, p in pods.items() if n in specs}
             self._idle[node.name] = 0.0 if live else self._clock() + IDLE
             self.state[node.name] = {n: r for n, r in self.state.get(node.name, {}).items() if n in live}
+            self._adopt(node.name, live)
             for name, pod in live.items():
                 seen.update(c.id for c in pod.containers)
                 self._pod(node, specs[name], pod)
         self._tracks = {c: t for c, t in self._tracks.items() if c in seen}
         if self.state != before and self._record is not None:
             self._save()
+
+    def _adopt(self, node: str, live: Iterable[str]) -> None:
+        """The store's record of the live pods of `node` the monitor has none of (the gate's `Recorder` wrote it)."""
+        mine = self.state.setdefault(node, {})
+        missing = [p for p in live if p not in mine]
+        if not missing or self._reload is None:
+            return
+        try:
+            stored = (self._reload() or {}).get(node) or {}
+        except Exception as e:  # noqa: BLE001 - a store that cannot be read: the monitor's own verdicts stand
+            self._log("endpoints.record-failed", level="warning", error=str(e))
+            return
+        mine.update({p: dict(stored[p]) for p in missing if p in stored})
 
     def _save(self) -> None:
         try:
@@ -250,21 +352,12 @@ class Monitor:
                 return  # the pod is gone: the pass sees to it
             actions = decide(net, spec.aliases, ready)
             for a in actions:
-                self._act(node, net, a)
+                act(node, net, a)
         except Exception as e:  # noqa: BLE001 - retried at the next tick; the sync pass reports a node down
             self._log("endpoints.move-failed", level="warning", node=node.name, pod=pod.name, error=str(e))
             return
         self._verdicts = {**{k: v for k, v in self._verdicts.items() if k != pod.id}, pod.id: ready}
         self._transition(node.name, spec, pod.name, ready, why, moved=bool(actions))
-
-    def _act(self, node: EndpointsNode, net: PodNetwork, a: Action) -> None:
-        match a:
-            case Disconnect():
-                node.disconnect(net)
-            case Connect(aliases=aliases):
-                node.connect(net, aliases)
-            case _:
-                assert_never(a)
 
     def _transition(self, node: str, spec: PodSpec, pod: str, ready: bool, why: str, moved: bool) -> None:
         services = sorted(service_aliases(spec.aliases))

@@ -160,13 +160,14 @@ class Fleet:
         desired = self._desired(rev, name)
         self.stepped[name] = (*self.stepped.get(name, ())[-1:], desired)
         batch = batchstore.current(self.history, desired, live, self.wall(), node)  # Jobs' records, saved first
-        unready = endpoints.unready(self.history.get(endpoints.STORE_KEY), name)  # out of DNS until ready again
-        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name), batch, unready)
+        readiness = endpoints.verdicts(self.history.get(endpoints.STORE_KEY), name)  # in DNS only once ready
+        p = plan(desired, live, self.cfg.prune, self.history.inventory(), self.history.secrets(name), batch, readiness)
         # record every secret before it exists: an unrecorded secret of ours would be left for ever
         self.history.record_secrets(name, add=[a.target for a in p.actions if a.op == "create-secret"])
         if not deadline:  # `deadline`: on the monotonic clock (clock.now)
             deadline = clock.now() + min(step_seconds(p), self.cfg.ready_timeout)
         self.scheduled[name] = 0
+        served = endpoints.Recorder(self.history.get, self.history.put, name, self.log)  # the gate put a new pod in DNS
         if p.in_sync:
             if verify:
                 # a ReplicationController's or ReplicaSet's older-template pods stand in for some current ones;
@@ -174,12 +175,12 @@ class Fleet:
                 specs = [pod for w in desired.workloads for pod in w.pods
                          if (w.ref.kind not in NEVER_ROLLS or pod.name in live.pods) and w.ref.kind not in BATCH
                          and pod.name not in {h.name for h in held(w, live.pods_of(w.ref))}]
-                wait(node, specs, Gate(node, deadline, hold), self.stop)
+                wait(node, specs, Gate(node, deadline, hold, served=served), self.stop)
             return 0
         self.log("node.apply", node=name, revision=rev.id, actions=len(p.actions))
         with self._pinning(name, desired) as pins:
             done = apply(node, p, live, self.log, self.stop, deadline=deadline, hold=hold, local_first=local_first,
-                         cap=self.cfg.ready_timeout, pins=pins)
+                         cap=self.cfg.ready_timeout, pins=pins, served=served)
         self.history.record_secrets(name, drop=[a.target for a in p.actions if a.op == "remove-secret"])
         # a Job's or CronJob's runs and expiries are scheduled work, not drift (`agent` tells them apart)
         self.scheduled[name] = sum(1 for a in p.actions if isinstance(a, (RunPod, RemovePod)) and a.pod_owner in BATCH)

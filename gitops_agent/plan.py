@@ -39,7 +39,7 @@ from .errors import PruneRefused
 from .cronjobs import pods_of_run, run_pods
 from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs
 from .live import ContainerProps, LivePod, LiveState, env_digest
-from .endpoints import service_aliases, serving_aliases
+from .endpoints import service_aliases, serving_aliases, watched
 from .model import NEVER_ROLLS, ObjectRef
 from .pullauth import repository
 
@@ -316,7 +316,7 @@ def plan(
     inventory: Iterable[ObjectRef] | None = None,
     secrets: Iterable[str] = (),
     batch: Batch = Batch(),
-    unready: frozenset[str] = frozenset(),
+    readiness: Mapping[str, bool] | None = None,
 ) -> Plan:
     """The actions that bring `live` to `desired`, each with the reason it is needed.
 
@@ -327,12 +327,13 @@ def plan(
     before creating them): a secret is removed only when it is in it or
     carries the agent's mark (`owned_secrets`); any other `gitops-*` secret is
     left alone and listed in `unknown_secrets`. `batch` is the wall clock and the store's record of each
-    Job and CronJob (`jobs.Batch`): what they ran, so a finished run is not run again. `unready`: the pods the
-    readiness monitor took out of their Services' DNS (`endpoints.unready`); drift repair keeps them out.
+    Job and CronJob (`jobs.Batch`): what they ran, so a finished run is not run again. `readiness`: the readiness
+    verdicts of the node's pods (`endpoints.verdicts`): drift repair keeps a pod out of its Services' DNS names until
+    it is ready, and never puts an unready one back.
     """
     desired = adopt_volumes(desired, live.volumes)
     known = set(inventory) if inventory is not None else None
-    drift = Drift(recreated_secrets(desired, live), lost_volumes(desired, live), unready)
+    drift = Drift(recreated_secrets(desired, live), lost_volumes(desired, live), dict(readiness or {}))
     acts = _creations(desired, live, drift)
     for w in desired.workloads:
         acts.extend(_job(w, live.pods_of(w.ref), batch) if w.ref.kind in BATCH
@@ -545,7 +546,7 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
         missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
         changed = drifted(spec, pod) + [f"secret {s} {drift.secrets[s].partition(' (')[0]}"
                                         for s in sorted(uses_secrets(spec)) if s in drift.secrets]
-        network = network_drift(spec, pod, drift.unready)
+        network = network_drift(spec, pod, drift.readiness)
         if missing:
             acts.append(ReplacePod(spec, f"container {', '.join(missing)} removed by hand"))
         elif changed:
@@ -567,29 +568,46 @@ class Drift:
 
     secrets: Mapping[str, str] = field(default_factory=dict)
     lost_volumes: Mapping[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
-    unready: frozenset[str] = frozenset()  # pods the readiness monitor took out of their Services' DNS
+    readiness: Mapping[str, bool] = field(default_factory=dict)  # pod → ready, as the readiness monitor judged it
 
 
-def expected_aliases(spec: PodSpec, live_pod: LivePod, unready: frozenset[str] = frozenset()) -> frozenset[str]:
+def expected_aliases(spec: PodSpec, live_pod: LivePod, readiness: Mapping[str, bool] | None = None) -> frozenset[str]:
     """PURE. The DNS aliases pod `spec` must have on its namespace network now: the one place that says it
     (drift repair compares the infra container's live aliases with this, nothing else does). A pod the readiness
-    monitor judged unready (`unready`) keeps only its aliases that are not Service names (endpoints.py)."""
-    return serving_aliases(spec.aliases, service_aliases(spec.aliases), ready=spec.name not in unready)
+    monitor watches (endpoints.watched) has its Service names only once judged ready (`readiness`, pod → ready);
+    one with no verdict yet is expected with only its own names (`aliases_match` then accepts either)."""
+    if not watched(spec):
+        return frozenset(spec.aliases)
+    ready = (readiness or {}).get(spec.name, False)
+    return serving_aliases(spec.aliases, service_aliases(spec.aliases), ready=ready)
 
 
-def network_drift(spec: PodSpec, pod: LivePod, unready: frozenset[str] = frozenset()) -> ReconnectPod | None:
+def aliases_match(spec: PodSpec, have: frozenset[str], want: frozenset[str],
+                  readiness: Mapping[str, bool] | None = None) -> bool:
+    """PURE. Whether live aliases `have` are what `expected_aliases` said (`want`). A watched pod with no readiness
+    verdict yet (new, or made before the monitor) may hold its Service names or not: the gate or the monitor
+    decides; only its own names are compared then."""
+    if have == want:
+        return True
+    if not watched(spec) or spec.name in (readiness or {}):
+        return False
+    services = service_aliases(spec.aliases)
+    return have <= frozenset(spec.aliases) and have - services == want - services
+
+
+def network_drift(spec: PodSpec, pod: LivePod, readiness: Mapping[str, bool] | None = None) -> ReconnectPod | None:
     """The pod's network membership against its spec (the infra container's inspect): None when it is on its
     namespace network with `expected_aliases` and on no other network, or when that was not read."""
     props = pod.infra.props if pod.infra is not None else None
     if spec.host_network or props is None or pod.infra is None:
         return None
-    want = expected_aliases(spec, pod, unready)
+    want = expected_aliases(spec, pod, readiness)
     other = tuple(sorted(n for n in props.networks if n != spec.network))
     have = props.networks.get(spec.network)
     why = [f"network {n} connected by hand" for n in other]
     if have is None:
         why.insert(0, f"network {spec.network} disconnected")
-    elif have != want:
+    elif not aliases_match(spec, have, want, readiness):
         why.insert(0, f"network {spec.network} aliases {_names(have)} instead of {_names(want)}")
         other = (spec.network, *other)
     if not why:

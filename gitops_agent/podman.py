@@ -49,7 +49,7 @@ from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
 from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX,
                       ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, redact)
-from .endpoints import PodNetwork
+from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
 from .pullauth import Credential, image_registry, repository as _repository
@@ -923,7 +923,8 @@ def _pod_body(spec: PodSpec) -> dict[str, Any]:
         body["netns"] = {"nsmode": "host"}
     else:
         body["hostname"] = spec.name[:63]
-        body["networks"] = {spec.network: {"aliases": list(spec.aliases)}}
+        # a pod with a readinessProbe behind a Service gets its Service names once ready (endpoints.serve)
+        body["networks"] = {spec.network: {"aliases": list(creation_aliases(spec))}}
         body["portmappings"] = [
             {"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports
         ]

@@ -261,8 +261,12 @@ class Gate:
     `deadline` on the monotonic clock (`clock.now`: a wall-clock step neither fails nor stretches a step;
     the fleet persists it as wall time for a restart and converts it back, `clock.local_deadline`)."""
 
-    def __init__(self, node: Node, deadline: float, hold: bool = True, cap: float | None = None) -> None:
+    def __init__(self, node: Node, deadline: float, hold: bool = True, cap: float | None = None,
+                 served: Callable[[PodSpec], None] | None = None) -> None:
+        """`served`: called once a new pod the gate saw ready is in its Services' DNS (`endpoints.Recorder`)."""
         self.node = node
+        self.served = served
+        self._served: set[str] = set()
         self.step_deadline = self.deadline = deadline
         self.hold = hold
         self.cap = cap
@@ -282,8 +286,22 @@ class Gate:
         if not v.ready:
             self._ready_since.pop(spec.name, None)
             return PodVerdict(False)
+        if spec.name not in self._served:
+            self._serve(spec)
         since = self._ready_since.setdefault(spec.name, now)
         return PodVerdict(now - since >= (spec.min_ready_seconds if self.hold else 0))
+
+    def _serve(self, spec: PodSpec) -> None:
+        """The pass hook: a new pod with a readinessProbe behind a Service was created with only its non-Service
+        names (`endpoints.creation_aliases`); once ready it joins its Services' DNS, before it counts as available
+        (so a one-shot `sync` serves it too). A node error here fails the step as any other."""
+        from . import endpoints  # endpoints runs probes the way this module does (probe_way): imported late
+
+        if endpoints.watched(spec):
+            endpoints.serve(self.node, spec)
+            if self.served is not None:
+                self.served(spec)
+        self._served.add(spec.name)
 
     def available(self, spec: PodSpec, pod: LivePod | None) -> bool:
         """Ready for minReadySeconds; raises RolloutFailed when the pod failed."""

@@ -10,6 +10,7 @@ import pytest
 
 from gitops_agent.desired import L_REVISION, MANAGED, NodeDesired, PodSpec, compile_node
 from gitops_agent.informer import Known, classify, props_changed
+from gitops_agent.model import Probe
 from gitops_agent.live import ContainerProps, LiveContainer, LivePod, LiveState, env_digest
 from gitops_agent.plan import (ReconnectPod, RecreateSecret, ReplacePod, UnpausePod, VolumeLost, expected_aliases,
                                plan)
@@ -156,20 +157,35 @@ def test_a_pod_off_its_network_or_with_other_aliases_is_reconnected_in_place() -
 
 
 def test_drift_repair_keeps_an_unready_pod_out_of_its_services_dns() -> None:
-    """The readiness monitor took the pod out of its Service's DNS (endpoints.py): drift repair does not put the
-    Service alias back; once it is ready again, the alias it lacks is drift to repair."""
-    desired = _desired()
+    """A pod with a readinessProbe behind a Service is in its Service's DNS only once judged ready (endpoints.py):
+    drift repair never puts an unready one back, takes a ready one's missing name as drift, and leaves the Service
+    names of a pod with no verdict yet (new, or made before the monitor) to the gate and the monitor."""
+    plain = _desired()
+    (w,) = plain.workloads
+    probe = Probe(action="httpGet", port=8080, period_seconds=2, success_threshold=1, failure_threshold=3)
+    desired = replace(plain, workloads=(replace(w, pods=tuple(
+        p.map_containers(lambda c: replace(c, readiness=probe)) for p in w.pods)),))
     spec = desired.workloads[0].pods[0]
 
     def without_service(p: LivePod) -> LivePod:
         assert p.infra is not None and p.infra.props is not None
         return replace(p, infra=replace(p.infra, props=replace(p.infra.props, networks={spec.network: frozenset()})))
 
-    assert plan(desired, _live(desired, without_service), unready=frozenset({spec.name})).in_sync
-    again = _only(desired, _live(desired, without_service))
+    served = {spec.network: frozenset({"web"})}
+
+    def serving(p: LivePod) -> LivePod:
+        assert p.infra is not None and p.infra.props is not None
+        return replace(p, infra=replace(p.infra, props=replace(p.infra.props, networks=served)))
+
+    assert plan(desired, _live(desired, without_service), readiness={spec.name: False}).in_sync
+    back = plan(desired, _live(desired, without_service), readiness={spec.name: True}).actions
+    assert [type(a) for a in back] == [ReconnectPod] and back[0].aliases == frozenset({"web"})  # type: ignore[attr-defined]
+    out = plan(desired, _live(desired, serving), readiness={spec.name: False}).actions
+    assert [type(a) for a in out] == [ReconnectPod] and out[0].aliases == frozenset()  # type: ignore[attr-defined]
+    assert plan(desired, _live(desired, without_service)).in_sync  # no verdict yet: either way
+    assert plan(desired, _live(desired, serving)).in_sync
+    again = _only(plain, _live(plain, without_service))  # no readinessProbe: always in its Service's DNS
     assert isinstance(again, ReconnectPod) and again.aliases == frozenset({"web"})
-    served = plan(desired, _live(desired), unready=frozenset({spec.name})).actions
-    assert [type(a) for a in served] == [ReconnectPod] and served[0].aliases == frozenset()  # type: ignore[attr-defined]
 
 
 def test_published_ports_changed_by_hand_replace_the_pod() -> None:

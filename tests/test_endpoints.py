@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+from gitops_agent.desired import ContainerSpec, PodSpec
 from gitops_agent.endpoints import (
-    Connect, Disconnect, PodNetwork, Track, decide, first_track, observe, pod_ready, service_aliases, serving_aliases,
-    unready,
+    STORE_KEY, Connect, Disconnect, PodNetwork, Recorder, Track, creation_aliases, decide, first_track, observe,
+    pod_ready, service_aliases, serving_aliases, unready, with_ready,
 )
-from gitops_agent.model import Probe
+from gitops_agent.model import ObjectRef, Probe
 
 PROBE = Probe(action="httpGet", port=8080, period_seconds=2, success_threshold=2, failure_threshold=3)
 
@@ -97,3 +101,42 @@ def test_the_network_events_of_a_move_mark_the_copy_stale_and_start_no_pass() ->
         assert classify(event, known, lambda name: name == "gitops-ns") == "changed"
         assert classify(event, known, lambda name: False) == "drift"
         assert classify(event, Known(networks=frozenset({"gitops-ns"})), lambda name: False) == "ignore"
+
+
+def _pod(aliases: tuple[str, ...], readiness: Probe | None = PROBE, network: str = "gitops-ns") -> PodSpec:
+    c = ContainerSpec(
+        name="db-0-db", image="img", pull_policy="IfNotPresent", entrypoint=(), command=(), env={}, secret_env={},
+        secret_mounts=(), volumes=(), working_dir=None, health_cmd=None, health_interval=0, health_timeout=0,
+        health_retries=0, health_start_period=0, cpu_millis=None, memory_bytes=None, labels={}, readiness=readiness)
+    return PodSpec("db-0", ObjectRef("StatefulSet", "ns", "db"), "abc", network, aliases, (), "always", 1, (c,), {})
+
+
+def test_a_new_pod_with_a_readiness_probe_is_created_without_its_service_names() -> None:
+    """Only its own names until it first passes readiness (the gate or the monitor adds the rest); a pod without a
+    readinessProbe, or not behind a Service, is created with every name (Kubernetes counts it ready at once)."""
+    assert creation_aliases(_pod(("db", "db-0.db", "web"))) == ("db-0.db",)
+    assert creation_aliases(_pod(("web",))) == ()
+    assert creation_aliases(_pod(("web", "db-0.db"), readiness=None)) == ("web", "db-0.db")
+    assert creation_aliases(_pod(("db-0.db",))) == ("db-0.db",)  # behind no Service: nothing to hold back
+    sidecar = replace(_pod(("web",), readiness=None).containers[0], name="side", readiness=PROBE)
+    two = replace(_pod(("web",), readiness=None), containers=(_pod(("web",), None).containers[0], sidecar))
+    assert creation_aliases(two) == ()  # one container with a readinessProbe is enough
+
+
+def test_the_gate_records_a_new_pod_ready_once_and_keeps_the_other_records() -> None:
+    """`with_ready` adds the pod to the store's value as the monitor records it; the gate's `Recorder` writes it
+    and emits `endpoint.ready`, and does neither when the store already says ready or the pod is not watched."""
+    before = {"n1": {"a": {"ready": False, "since": 1.0, "services": ["web"]}}, "n2": {}}
+    after = with_ready(before, "n1", "db-0", {"web", "db"}, 5.0)
+    assert after == {"n1": {"a": {"ready": False, "since": 1.0, "services": ["web"]},
+                            "db-0": {"ready": True, "since": 5.0, "services": ["db", "web"]}}, "n2": {}}
+    assert "db-0" not in before["n1"]  # the value read is not changed in place
+    store: dict[str, Any] = {STORE_KEY: before}
+    logged: list[tuple[str, dict[str, Any]]] = []
+    record = Recorder(store.get, store.__setitem__, "n1", lambda event, **f: logged.append((event, f)), lambda: 5.0)
+    record(_pod(("db", "db-0.db", "web")))
+    assert store[STORE_KEY] == after
+    assert [(e, f["pod"], f["services"]) for e, f in logged] == [("endpoint.ready", "db-0", "db,web")]
+    record(_pod(("db", "db-0.db", "web")))  # already ready: the monitor saw it first, or a second look
+    record(_pod(("web",), readiness=None))  # not watched: it was in DNS from its creation
+    assert store[STORE_KEY] == after and len(logged) == 1

@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ spec:
           command: {json.dumps(HTTPD)}
           readinessProbe:
             httpGet: {{path: /index.html, port: 8080}}
+            initialDelaySeconds: 4
             periodSeconds: 1
             failureThreshold: 2
 """
@@ -108,9 +110,11 @@ def _until(seen: Any, tick: Any, timeout: float = 15.0) -> float:
 def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
     clean_fleet: Any, git_remote: Any, tmp_path: Path,
 ) -> None:
-    """Two replicas behind Service `web`: one's readiness probe starts failing -> the client's DNS answer for `web`
-    no longer has its address (its own pod name still resolves), `status` lists it as not ready, an event says so
-    and a pass does not put it back; the probe passes again -> `web` answers with it again, on the same address."""
+    """Two replicas behind Service `web`, created by a one-shot `sync` whose gate waits for their readiness probe:
+    until it passes, `web` resolves to neither (their own names do); once it passes the gate puts them in `web`.
+    Then one's readiness probe starts failing -> the client's DNS answer for `web` no longer has its address (its own
+    pod name still resolves), `status` lists it as not ready, an event says so and a pass does not put it back; the
+    probe passes again -> `web` answers with it again, on the same address."""
     svc = clean_fleet[0]  # a node in network and mount namespaces of its own: its own aardvark-dns and subnets
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -122,18 +126,22 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
 
     events: list[tuple[str, dict[str, Any]]] = []
     agent = Agent(config_mod.load(cfg), log=lambda event, **fields: events.append((event, fields)))
+    synced: list[Any] = []
+    sync = threading.Thread(target=lambda: synced.append(agent.sync()))
+    sync.start()
     try:
-        assert agent.sync().ok
         net = network_name(NS)
+        _created(svc, lambda: svc.podman("network", "exists", net, check=False).returncode == 0)
+        svc.podman("run", "-d", "--network", net, "--name", "client", WEB1, "sleep", "300")
         bridge = json.loads(svc.podman("network", "inspect", net).stdout)[0]["network_interface"]
         # netavark 1.4 leaves the bridge's MAC to the kernel (the lowest of its ports'): a move that removes the port
         # whose MAC it was changes the gateway's MAC under the client's ARP entry, and the client reaches no DNS
         # until that entry expires (README, "Service endpoints follow readiness"); pinned here as the README says
         subprocess.run(["nsenter", f"--net=/run/netns/{svc.netns}", "ip", "link", "set", bridge, "address",
                         "02:00:00:00:00:01"], check=True, timeout=10)
-        svc.podman("run", "-d", "--network", net, "--name", "client", WEB1, "sleep", "300")
         pid = svc.podman("inspect", "--format", "{{.State.Pid}}", "client").stdout.strip()
         gateway = json.loads(svc.podman("network", "inspect", net).stdout)[0]["subnets"][0]["gateway"]
+        pods = _created(svc, lambda: _web_pods(svc) if len(_web_pods(svc)) == 2 else [])
 
         def resolve(name: str) -> list[str]:
             """What the client's resolver asks first (its resolv.conf: `search dns.podman`, ndots 1); asked again
@@ -147,16 +155,22 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
                 errors.append(cp.stderr.strip().splitlines()[-1])
             raise AssertionError(f"no DNS answer for {asked}: {errors}")
 
-        pods = sorted(p for p in agent.nodes[svc.name].read_pods())
-        assert len(pods) == 2
         ips = {p: json.loads(svc.podman("pod", "inspect", p).stdout) for p in pods}
         infra = {p: ips[p]["InfraContainerID"] for p in pods}
         addr = {p: svc.podman("inspect", "--format", "{{(index .NetworkSettings.Networks \"" + net
                               + "\").IPAddress}}", infra[p]).stdout.strip() for p in pods}
-        assert resolve("web") == sorted(addr.values())
+        # the gate waits out initialDelaySeconds before it probes: until then `web` resolves to neither
+        assert resolve("web") == [] and [resolve(p) for p in pods] == [[addr[p]] for p in pods]  # own names do
+        assert synced == [] and agent.history.get(STORE_KEY) is None  # still waiting: nothing served, none recorded
+        sync.join(timeout=30)
+        assert synced and synced[0].ok
+        assert resolve("web") == sorted(addr.values())  # the gate put them in on their first pass
+        assert sorted(agent.history.get(STORE_KEY)[svc.name]) == pods  # recorded ready, as the monitor reads it
         monitor = Daemon(agent, agent.log)._endpoints()  # as the daemon's `endpoints` job makes it
         sick, well = pods
-        _until(lambda: agent.history.get(STORE_KEY), monitor.tick)  # first verdicts: both ready, nothing moved
+        gate_saw = agent.history.get(STORE_KEY)[svc.name]
+        _until(lambda: all(agent.history.get(STORE_KEY)[svc.name][p]["since"] != gate_saw[p]["since"] for p in pods),
+               monitor.tick)  # first verdicts: both ready, nothing moved
         assert monitor.moves == 0 and resolve("web") == sorted(addr.values())
 
         svc.podman("exec", f"{sick}_web", "rm", "/www/index.html")  # its probe now gets 404
@@ -172,7 +186,7 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
         svc.podman("exec", f"{sick}_web", "sh", "-c", "echo 1 > /www/index.html")
         back_after = _until(lambda: resolve("web") == sorted(addr.values()), monitor.tick)
         ready = [f["pod"] for e, f in events if e == "endpoint.ready"]
-        assert sorted(ready[:2]) == pods and ready[2:] == [sick]  # the first verdicts, then its return
+        assert sorted(ready[:2]) == pods and ready[2:] == [sick]  # the gate's, then its return (monitor: no news)
         assert svc.podman("inspect", "--format", "{{(index .NetworkSettings.Networks \"" + net + "\").IPAddress}}",
                           infra[sick]).stdout.strip() == addr[sick]
         service = next(o for o in status(agent)["objects"] if o["kind"] == "Service")
@@ -181,7 +195,20 @@ def test_a_pod_whose_readiness_fails_leaves_the_service_dns_and_comes_back(
         print(f"readiness: out of DNS {out_after:.1f} s after the probe began failing (period 1 s x threshold 2), "
               f"back {back_after:.1f} s after it passed")
     finally:
+        sync.join(timeout=60)
         agent.close()
 
 
-pytestmark = pytest.mark.podman
+def _created(svc: Any, seen: Any, timeout: float = 30.0) -> Any:
+    """Poll `seen()` (what the sync under way has created so far) until it is truthy; returns it."""
+    t0 = time.monotonic()
+    while not (found := seen()):
+        assert time.monotonic() - t0 < timeout, "not created in time"
+        time.sleep(0.1)
+    return found
+
+
+def _web_pods(svc: Any) -> list[str]:
+    """The pods whose `web` container runs."""
+    names = svc.podman("ps", "--format", "{{.Names}}").stdout.split()
+    return sorted(n[:-len("_web")] for n in names if n.endswith("_web"))
