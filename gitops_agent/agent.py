@@ -128,6 +128,13 @@ class Agent:
 
     # --- revisions -----------------------------------------------------------------
 
+    def _record_scaled(self, rev: Revision) -> None:
+        """Record the autoscaled replicas a good pass ran (`hpa.APPLIED_KEY`), only when they changed: a repeated
+        in-sync pass writes nothing (BENCHMARKS.md, "The pass itself")."""
+        ran = hpa.applied(rev)
+        if self.history.get(hpa.APPLIED_KEY) != ran:
+            self.history.put(hpa.APPLIED_KEY, ran)
+
     def revision(self, sha: str) -> Revision:
         """The validated revision at commit `sha` (fetched if needed); RevisionRejected if invalid."""
         if sha not in self._parsed:
@@ -307,7 +314,7 @@ class Agent:
         out.actions = sum(n.actions for n in state.nodes.values())
         if state.phase == COMPLETE:
             out.result = out.result or ("applied" if out.actions else "in-sync")
-            self.history.put(hpa.APPLIED_KEY, hpa.applied(rev))
+            self._record_scaled(rev)
             self._finish(rev)
             return
         held = [n for n in state.order if state.nodes[n].status == "window"]
@@ -393,7 +400,7 @@ class Agent:
             out.result = "failed"
             out.error = "; ".join(out.node_errors.values())
         elif not out.result:
-            self.history.put(hpa.APPLIED_KEY, hpa.applied(rev))
+            self._record_scaled(rev)
             out.result = "applied" if out.actions else "in-sync"
             if out.actions or self.history.get("applied_sha") != rev.commit:
                 self._finish(rev)  # an in-sync pass of the stable revision has nothing to record
