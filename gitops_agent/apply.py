@@ -251,7 +251,7 @@ def apply(node: Node, plan: Plan, live: LiveState, log: Log, stop: threading.Eve
         else:
             pending += _do(node, a, gate, log, stop)
         del actions[:len(batch)]
-        done += len(batch)
+        done += sum(1 for b in batch if not isinstance(b, VolumeLost))  # told (volume.lost), not done: no repair
     wait(node, pending, gate, stop)
     return done
 
