@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import threading
 import time
@@ -93,6 +94,7 @@ class Agent:
                 log("ssh.insecure", level="warning", node=n.name,
                     message=f"insecureIgnoreHostKey: the host key of node {n.name} is not checked (labs only)")
         self._parsed: dict[str, Revision] = {}
+        self._scaled_memo: tuple[tuple[str, str], Revision] | None = None  # `_scaled`'s last answer
         self._encrypted: dict[str, frozenset[str]] = {}  # revision id → its files that were SOPS-encrypted
         self._stable: Revision | None = None  # became stable this pass: recorded by `_record`
         self._polled: tuple[float, Head] | None = None  # the last answer of the Git poll (monotonic time, head)
@@ -149,7 +151,17 @@ class Agent:
             self._parsed = {k: v for k, v in list(self._parsed.items())[-1:]}
             self._parsed[sha] = rev
         # the autoscaled workloads' replicas as their autoscalers recorded them (Git's is the starting point)
-        return hpa.scaled(self._parsed[sha], self.history.get(hpa.STORE_KEY))
+        return self._scaled(sha)
+
+    def _scaled(self, sha: str) -> Revision:
+        """`sha`'s revision with its autoscalers' replicas (`hpa.scaled`); the same object while neither changed, so
+        the fleet's compile-once memo (`Fleet._desired`, keyed by the Revision object) holds for autoscaled
+        workloads too."""
+        raw = self.history.get(hpa.STORE_KEY)
+        key = (sha, json.dumps(raw, sort_keys=True))
+        if self._scaled_memo is None or self._scaled_memo[0] != key:
+            self._scaled_memo = (key, hpa.scaled(self._parsed[sha], raw))
+        return self._scaled_memo[1]
 
     def _decrypted(self, files: list[SourceFile], rev_id: str) -> list[SourceFile]:
         """The SOPS-encrypted files decrypted in memory (`sops.decrypt_files`); a tampered one is an alert."""
