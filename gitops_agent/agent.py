@@ -64,6 +64,7 @@ class Outcome:
     warnings: tuple[str, ...] = ()  # the target revision's no-op fields and kinds (`Revision.warnings`)
     reason: Reason | None = None  # why `reason_of` was the result (`decide`, an error's code)
     reason_of: str = ""
+    polled: bool = False  # Git was asked for the head in this pass (not a drift pass's last answer, not suspended)
 
     def explain(self, reason: Reason) -> None:
         """`reason` explains the result as it is now (a later result has the reason of its own)."""
@@ -246,7 +247,7 @@ class Agent:
         """Ask Git for the head (or take the last poll's, `sync`), let `decide.choose_target` pick, read what
         it picked."""
         state = self.history.load()
-        head = Head() if state.suspended is not None else self._head(poll)
+        head, out.polled = (Head(), False) if state.suspended is not None else self._head(poll)
         out.head = head.revision
         choice = choose_target(head, state, self._policy_key())
         out.result, out.error, out.waiting = choice.result, choice.error, choice.waiting
@@ -286,12 +287,12 @@ class Agent:
         """When (monotonic, `clock.now`) this agent last asked Git for the head; None before its first poll."""
         return self._polled[0] if self._polled is not None else None
 
-    def _head(self, poll: bool) -> Head:
-        """The remote head: asked from Git, or (not `poll`) the last poll's answer while it is younger than
-        `source.interval` and was not an error."""
+    def _head(self, poll: bool) -> tuple[Head, bool]:
+        """The remote head and whether Git was asked for it: asked, or (not `poll`) the last poll's answer
+        while it is younger than `source.interval` and was not an error."""
         last = self._polled
         if not poll and last is not None and not last[1].error and clock.now() - last[0] < self.cfg.source.interval:
-            return last[1]
+            return last[1], False
         try:
             sha = self.git.remote_head()
             head = Head(sha, self.location.revision(sha))
@@ -299,7 +300,7 @@ class Agent:
             head = Head(error=str(e))
             emit(self.log, ev.SourceUnavailable(str(e)))
         self._polled = (clock.now(), head)
-        return head
+        return head, True
 
     def _policy_key(self) -> str:
         """The policy a rejection was judged under: a changed policy re-judges the same commit."""
@@ -493,7 +494,8 @@ class Agent:
         digest = parsed.digest if parsed else ""
         stable, self._stable = self._stable, None
         if stable is None and suspend is None and self._repeats_record(out):
-            emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why, None))
+            emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why, None,
+                                       out.polled))
             return
         dropped: list[dict[str, Any]] = []
         templates: set[str] = set()
@@ -514,7 +516,7 @@ class Agent:
             if suspend is not None:
                 emit(self.log, ev.Suspended(suspend["revision"], suspend["reason"]))
             emit(self.log, ev.PassDone(revision, out.result, out.actions, round(clock.now() - t0, 3), out.why,
-                                       out.error.splitlines()[0] if out.error else None))
+                                       out.error.splitlines()[0] if out.error else None, out.polled))
         for d in dropped:
             self.git.forget(f"stable/{d['sha']}")
         if stable is not None:

@@ -48,6 +48,7 @@ class PassDone(Event):
     seconds: float
     outcome: Reason  # the pass's reason (`Outcome.why`), written as `reason`
     error: str | None = None
+    polled: bool = False  # Git was asked for the head (a drift pass may take the last poll's answer)
 
     @property
     def reason(self) -> Reason:

@@ -72,7 +72,7 @@ class Metrics:
             result = str(fields.get("result", ""))
             self.syncs.labels(result).inc()
             self.duration.observe(float(fields.get("seconds") or 0))
-            if result != "source-error":
+            if fields.get("polled") is True and result != "source-error":  # a drift pass may not ask Git
                 self.git.labels("ok").inc()
         elif event == "source.unavailable":
             self.git.labels("error").inc()

@@ -487,6 +487,27 @@ def test_the_listener_serves_metrics_health_status_and_the_page(tmp_path: Path) 
     assert ("gitops_agent_info", (("version", "0.1.0"),)) in samples
 
 
+def test_git_requests_count_only_the_passes_that_asked_git() -> None:
+    """`gitops_agent_git_requests` counts head checks: a drift pass that took the last poll's answer and a
+    suspended pass (`polled` false) count nothing; a failed check counts once, as an error."""
+    metrics = Metrics()
+    for event in [ev.PassDone("main@sha1:a", "applied", 2, 1.0, Reason.APPLIED, None, True),
+                  ev.PassDone("main@sha1:a", "in-sync", 0, 0.1, Reason.IN_SYNC, None, False),
+                  ev.PassDone("main@sha1:a", "applied", 1, 0.2, Reason.APPLIED, None, False),
+                  ev.PassDone("main@sha1:a", "suspended", 0, 0.1, Reason.SUSPENDED),
+                  ev.SourceUnavailable("git: timed out"),
+                  ev.PassDone("unknown", "source-error", 0, 0.1, Reason.SOURCE_UNAVAILABLE, "git: timed out", True),
+                  ev.PassDone("main@sha1:a", "in-sync", 0, 0.1, Reason.IN_SYNC, None, True)]:
+        name, fields = logged(event)
+        metrics(name, event.LEVEL, fields)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples}
+    assert samples[("gitops_agent_git_requests_total", (("result", "ok"),))] == 2
+    assert samples[("gitops_agent_git_requests_total", (("result", "error"),))] == 1
+    assert samples[("gitops_agent_sync_total", (("result", "in-sync"),))] == 2  # every pass still counts as a pass
+    assert logged(ev.PassDone("r", "in-sync", 0, 0.1, Reason.IN_SYNC))[1]["polled"] is False  # written, never left out
+
+
 def test_the_control_socket_is_owner_only_and_wakes_the_daemon(tmp_path: Path) -> None:
     woken = threading.Event()
     control = ControlSocket(tmp_path, woken.set)

@@ -253,6 +253,8 @@ def test_the_event_driven_copy_sees_a_network_change_and_inspects_only_that_cont
         reads = node.reads
         assert agent.sync().result == "in-sync"
         assert node.reads == reads  # no list and no inspect: the copy answered
+        quiet = agent.sync(poll=False)  # a drift pass right after a poll takes its answer: Git is not asked
+        assert (quiet.result, quiet.polled) == ("in-sync", False)
         time.sleep(EXPECTED_FOR)
         deployed.podman("network", "disconnect", NET, deployed.infra()["Id"])
         deadline = time.monotonic() + 10
