@@ -10,7 +10,9 @@ import contextlib
 import io
 import json
 import os
+import socket
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,10 +26,12 @@ from gitops_agent.cli import main
 from gitops_agent.informer import EXPECTED_FOR
 from gitrepo import GitRemote
 from podman_env import WEB1, WEB2
+from registry import free_port
 
 NS = f"dr{os.getpid()}"  # aardvark-dns state is machine-wide per network name: a namespace of its own
 NET = f"gitops-{NS}"
 TOKEN = "drift-t0ken-from-git"
+PORT = free_port()  # the hostPort the manifest publishes, on the host's loopback (the service runs in its netns)
 MANIFESTS = f"""\
 apiVersion: v1
 kind: Namespace
@@ -55,6 +59,7 @@ kind: Deployment
 metadata: {{name: web, namespace: {NS}}}
 spec:
   replicas: 1
+  strategy: {{type: Recreate}}  # a hostPort: the old pod must free it before the new one binds it
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
@@ -64,6 +69,7 @@ spec:
         - name: web
           image: {WEB1}
           command: [httpd, -f, -p, "8080", -h, /www]
+          ports: [{{containerPort: 8080, hostPort: {PORT}}}]
           env:
             - {{name: GREETING, value: hello}}
             - name: TOKEN
@@ -145,9 +151,61 @@ def _recreate(d: Deployed, image: str, *extra: str) -> None:
     name, pod = d.container, d.pod
     labels = d.inspect(name)["Config"]["Labels"]
     d.podman("rm", "-f", "-t", "0", name)
+    _hand_container(d, pod, name, labels, image, *extra)
+
+
+def _hand_container(d: Deployed, pod: str, name: str, labels: dict[str, str], image: str, *extra: str) -> None:
     flags = [f"--label={k}={v}" for k, v in labels.items() if k.startswith("io.gitops-agent")]
     d.podman("create", "--pod", pod, "--name", name, *flags, *extra, image, "httpd", "-f", "-p", "8080", "-h", "/www")
     d.podman("start", name)
+
+
+def _pod_inspect(d: Deployed) -> dict[str, Any]:
+    info = json.loads(d.podman("pod", "inspect", d.pod))
+    found: dict[str, Any] = info[0] if isinstance(info, list) else info
+    return found
+
+
+def _bound(d: Deployed) -> tuple[set[str], set[str]]:
+    """The host ports published for container port 8080: as the pod says them and as its infra container does."""
+    def ports(bindings: dict[str, Any] | None) -> set[str]:
+        return {b["HostPort"] for b in (bindings or {}).get("8080/tcp") or ()}
+    return ports(_pod_inspect(d)["InfraConfig"]["PortBindings"]), ports(d.infra()["HostConfig"]["PortBindings"])
+
+
+def _hand_ports(d: Deployed) -> int:
+    """`podman pod rm -f` and `podman pod create` under the pod's name, with the agent's labels, its network
+    and DNS alias but another `-p`; its container made again in it with its labels, image and command."""
+    pod, name, other = d.pod, d.container, free_port()
+    pod_labels, labels = _pod_inspect(d)["Labels"], d.inspect(name)["Config"]["Labels"]
+    d.podman("pod", "rm", "-f", "-t", "0", pod)
+    d.podman("pod", "create", "--name", pod, *[f"--label={k}={v}" for k, v in pod_labels.items()],
+             "--network", NET, "--network-alias", "web", "-p", f"{other}:8080")
+    _hand_container(d, pod, name, labels, WEB1)
+    assert _bound(d) == ({str(other)}, {str(other)}) and _answers(other)
+    return other
+
+
+def _answers(port: int) -> bool:
+    """GET / on the host's loopback answers 200 (within a few seconds: httpd is just starting)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return int(r.status) == 200
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _ports_repaired(d: Deployed, hand: int) -> bool:
+    return _bound(d) == ({str(PORT)}, {str(PORT)}) and _answers(PORT) and _refused(hand)
 
 
 def _secret(d: Deployed) -> str:
@@ -186,6 +244,7 @@ CASES: dict[str, tuple[Callable[[Deployed], Any], tuple[str, ...], Callable[[Dep
                            lambda d, _: "GREETING=hello" in d.inspect(d.container)["Config"]["Env"]),
     "image": (lambda d: _recreate(d, WEB2, "-e", "GREETING=hello"), ("replace-pod", "image"),
               lambda d, _: d.inspect(d.container)["ImageName"] == WEB1),
+    "published-ports": (_hand_ports, ("replace-pod", "published ports changed by hand"), _ports_repaired),
 }
 
 
