@@ -1,8 +1,8 @@
 """Drift is everything the agent set (issue 14), on real Podman: one small Deployment is deployed once, then
 each property is changed by hand (for its published port, the whole pod is made again by hand); `diff` must
-name it (exit 1) and `sync` must repair it, after which `diff` is in sync again (no endless repair). A volume removed and made again empty is data loss: reported loudly,
-never repaired. Last, the daemon's event-driven copy sees a network change from its events and inspects
-only the container the event was about."""
+name it (exit 1) and `sync` must repair it, after which `diff` is in sync again (no endless repair). A volume
+removed and made again empty is data loss: reported loudly, never repaired. Last, the daemon's event-driven
+copy sees a network change from its events and inspects only the container the event was about."""
 
 from __future__ import annotations
 
