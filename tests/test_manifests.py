@@ -2053,6 +2053,14 @@ def test_no_op_fields_and_kinds_are_accepted_with_one_warning_each() -> None:
     )
 
 
+def test_a_document_without_apiversion_is_an_error_not_a_no_op_kind() -> None:
+    """A Pod with no apiVersion (one of the Kubernetes documentation's examples has none) is rejected, as
+    Kubernetes rejects it; it was once taken for a no-op kind and silently ignored with a warning."""
+    text = "kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: nginx}]\n"
+    assert problems({"p.yaml": text}) == [
+        "p.yaml:1: Pod/p: apiVersion: apiVersion for kind Pod must be 'v1', not missing"]
+
+
 def test_a_no_op_field_with_a_value_that_would_mean_something_is_still_an_error() -> None:
     text = NO_OPS.replace("dnsPolicy: ClusterFirst", "dnsPolicy: None")
     assert "d.yaml:13: Deployment/web: spec.template.spec.dnsPolicy: only dnsPolicy ClusterFirst (the default: names" \

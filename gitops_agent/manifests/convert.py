@@ -76,7 +76,7 @@ def check_document(doc: Document) -> model.Object | None:
     if "kind" not in body:
         doc.report((), "missing required field 'kind'")
         return None
-    if isinstance(kind, str) and body.get("apiVersion") == _NO_OP_KINDS.get(kind):
+    if isinstance(kind, str) and kind in _NO_OP_KINDS and body.get("apiVersion") == _NO_OP_KINDS[kind]:
         doc.warn(("kind",), f"a {kind} has no effect on a node (it grants access to the Kubernetes API, which "
                             "gitops-agent does not have): ignored")
         return None
