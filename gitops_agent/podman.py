@@ -626,8 +626,9 @@ class Node:
     def stop_container(self, container: str, stop_timeout: int) -> None:
         """Stop one container for good (SIGTERM, SIGKILL after `stop_timeout` s): a failed liveness probe of a pod
         with restartPolicy Never."""
+        # libpod's container stop reads `timeout` (`t` is the Docker API's and is ignored: measured on 4.3.1)
         self._call("POST", f"/containers/{container}/stop", f"stop container {container}",
-                   params={"t": stop_timeout}, timeout=stop_timeout + 60, ok404=True)
+                   params={"timeout": stop_timeout}, timeout=stop_timeout + 60, ok404=True)
 
     # --- a pod's network membership (`endpoints`: Service DNS follows readiness) ------------------------
 
@@ -669,6 +670,17 @@ class Node:
         self._call("POST", f"/networks/{net.network}/connect", what, body=body)
 
     def stop_pod(self, name: str, stop_timeout: int | None = None) -> None:
+        """Stop a pod: SIGTERM, then SIGKILL after `stop_timeout` s (None: each container's own grace period);
+        0 kills it at once (libpod's pod stop takes `t=0` for "each container's own grace period": measured on
+        4.3.1, a container ignoring SIGTERM took its full 10 s)."""
+        if stop_timeout == 0:
+            try:
+                self._call("POST", f"/pods/{name}/kill", f"kill pod {name}", params={"signal": "SIGKILL"},
+                           timeout=60, ok404=True)
+            except NodeError as e:
+                if "no running containers" not in str(e):  # 409 for a pod created but never started: nothing to kill
+                    raise
+            return
         params = {"t": stop_timeout} if stop_timeout is not None else None
         wait = (stop_timeout if stop_timeout is not None else 600) + 60
         self._call("POST", f"/pods/{name}/stop", f"stop pod {name}", params=params, timeout=wait, ok404=True)
