@@ -41,9 +41,6 @@ def job(doc: Document) -> model.Workload:
                        ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"))
 
 
-MAX_INDEXED_PODS = 1000  # an Indexed Job's pod names (every attempt of every index) compiled for a node
-
-
 def job_policy(doc: Document) -> model.JobPolicy:
     """completionMode, backoffLimitPerIndex, maxFailedIndexes, podFailurePolicy and successPolicy, checked
     together as Kubernetes' API server does (each problem reported at its field)."""
@@ -60,12 +57,6 @@ def job_policy(doc: Document) -> model.JobPolicy:
         doc.report(("spec", "maxFailedIndexes"), "needs backoffLimitPerIndex")
     elif max_failed is not None and completions is not None and max_failed > completions:
         doc.report(("spec", "maxFailedIndexes"), f"must be at most completions ({completions})")
-    if indexed and completions is not None:
-        attempts = (per_index if per_index is not None else spec.get("backoffLimit", 6)) + 1
-        if completions * attempts > MAX_INDEXED_PODS:
-            doc.report(("spec", "completions"), f"an Indexed Job here has a pod name for every attempt of every "
-                       f"index: completions × (backoffLimitPerIndex, else backoffLimit, + 1) = "
-                       f"{completions * attempts}, more than {MAX_INDEXED_PODS}; lower completions or the limit")
     return model.JobPolicy(indexed=indexed, backoff_limit_per_index=per_index, max_failed_indexes=max_failed,
                            pod_failure_rules=_failure_rules(doc, per_index is not None),
                            success_rules=_success_rules(doc, completions or 1))
