@@ -538,13 +538,13 @@ def indexed_pod_names(workload: Workload, thash: str, count: int) -> list[str]:
     return names
 
 
-def with_index(workload: Workload, index: int) -> Workload:
-    """An Indexed Job's template for index `index`: the annotation and label batch.kubernetes.io/job-completion-
-    index, and, in every container that does not set it, JOB_COMPLETION_INDEX from that annotation (as Kubernetes
-    adds them). Any other workload as it is."""
+def with_index(workload: Workload, attempt: int) -> Workload:
+    """An Indexed Job's template for its `attempt`-th pod name (of index attempt // index_attempts): the annotation
+    and label batch.kubernetes.io/job-completion-index, and, in every container that does not set it,
+    JOB_COMPLETION_INDEX from that annotation (as Kubernetes adds them). Any other workload as it is."""
     if not workload.job_policy.indexed:
         return workload
-    t = workload.template
+    t, index = workload.template, attempt // index_attempts(workload)
     var = EnvVar("JOB_COMPLETION_INDEX", field_path=f"metadata.annotations['{JOB_INDEX}']")
 
     def indexed(c: Container) -> Container:
@@ -763,9 +763,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         count = replicas_on(w, node, nodes)
         volumes += ordinal_volumes(w, count, commit)
         selecting = [s for s in services if _selects(s, w)]
-        per_index = index_attempts(w) if w.job_policy.indexed else 1
         pods = tuple(
-            _pod(with_index(w, k // per_index), name, thash, commit, ns_configs, selecting, secrets, node)
+            _pod(with_index(w, k), name, thash, commit, ns_configs, selecting, secrets, node)
             for k, name in enumerate(pod_names(w, thash, count))
         )
         workloads.append(
@@ -779,14 +778,13 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 pods=pods,
                 images=tuple(sorted({(c.image, c.image_pull_policy)
                                      for c in (*w.template.init_containers, *w.template.containers)})),
-                min_ready_seconds=w.min_ready_seconds,
-                progress_deadline_seconds=w.progress_deadline_seconds,
+                min_ready_seconds=w.min_ready_seconds, progress_deadline_seconds=w.progress_deadline_seconds,
                 node_rollout=w.node_rollout,
                 ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
                 partition=w.partition,
-                completions=w.completions if w.ref.kind in BATCH else 0, parallelism=w.parallelism,
+                completions=w.completions if w.ref.kind in BATCH else 0, parallelism=w.parallelism, job=w.job_policy,
                 active_deadline=w.active_deadline_seconds, ttl=w.ttl_seconds_after_finished, cron=w.cron,
-                backoff_limit=w.backoff_limit if w.ref.kind in BATCH else 0, job=w.job_policy,
+                backoff_limit=w.backoff_limit if w.ref.kind in BATCH else 0,
             )
         )
     return NodeDesired(

@@ -37,7 +37,9 @@ INDEXED = textwrap.dedent("""\
           containers:
             - name: main
               image: localhost/tool:1
-              env: [{name: I, valueFrom: {fieldRef: {fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
+              env:
+                - name: I
+                  valueFrom: {fieldRef: {fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
 """)
 
 
@@ -85,7 +87,7 @@ def test_an_indexed_job_has_attempts_per_index_with_its_index_in_env_annotation_
     assert spec().template_hash == w.template_hash  # stable
     plain = revision(INDEXED.replace("  completionMode: Indexed\n", ""))[0]
     assert plain.template_hash != w.template_hash and "JOB_COMPLETION_INDEX" not in plain.pods[0].containers[0].env
-    own = spec(INDEXED.replace("env: [", "env: [{name: JOB_COMPLETION_INDEX, value: mine}, "))
+    own = spec(INDEXED.replace("env:\n", "env:\n            - {name: JOB_COMPLETION_INDEX, value: mine}\n"))
     assert own.pods[4].containers[0].env["JOB_COMPLETION_INDEX"] == "mine"  # the container's own value wins
 
 
