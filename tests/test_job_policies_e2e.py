@@ -104,5 +104,7 @@ def test_an_indexed_job_runs_each_index_and_pod_failure_policy_rules_act_on_real
     index = {p["Name"]: p["Labels"]["batch.kubernetes.io/job-completion-index"] for p in pods}
     assert sorted(index.values()) == ["0", "1", "2"], index  # the ignored pod was removed; each pod's label
     assert all(name.startswith(f"idx-{i}-") for name, i in index.items()), index
+    code, text, _ = cli("status")
+    assert code == 0 and "completed indexes 0-2" in text, text
     code, text, _ = cli("diff")
     assert code == 0 and "in sync" in text, text
