@@ -465,6 +465,9 @@ def _object_detail(o: dict[str, Any]) -> str:
     if "desired" in o:
         detail = f"{o['ready']}/{o['desired']} ready, template {o['templateHash']}"
         detail += f", revision {o['revision']}" if o.get("revision") else ""
+        job = o.get("job") or {}  # an Indexed Job's indexes, as Kubernetes writes them
+        detail += f", completed indexes {job['completedIndexes'] or '-'}" if "completedIndexes" in job else ""
+        detail += f", failed indexes {job['failedIndexes']}" if job.get("failedIndexes") else ""
         return detail + "".join(f", old template {t['templateHash']}" for t in o["otherTemplates"])
     if "endpoints" in o:
         shown = f": {', '.join(o['readyEndpoints'])}" if o.get("readyEndpoints") else ""

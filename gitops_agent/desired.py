@@ -41,6 +41,8 @@ from .model import (
     ConfigData,
     Container,
     CronSchedule,
+    EnvVar,
+    JobPolicy,
     NEVER_ROLLS,
     Namespace,
     NodeRollout,
@@ -76,6 +78,7 @@ L_CONTAINER = f"{LABEL_PREFIX}.container"  # the container's name in the manifes
 L_INIT = f"{LABEL_PREFIX}.init"  # "true" on an init container (it exits once done: not an app container)
 SECRET_PREFIX = "gitops-"
 BATCH = ("Job", "CronJob")  # kinds whose pods run to completion (gitops_agent/jobs)
+JOB_INDEX = "batch.kubernetes.io/job-completion-index"  # an Indexed Job's pod: its index (annotation, label)
 RUN_PLACEHOLDER = "{run}"  # in a CronJob's compiled pod names: replaced by each run's id (cronjobs.run_pods)
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 
@@ -246,6 +249,8 @@ class WorkloadSpec:
     active_deadline: int | None = None  # a Job's activeDeadlineSeconds
     ttl: int | None = None  # a Job's ttlSecondsAfterFinished
     cron: CronSchedule | None = None  # a CronJob's: `pods` are the attempts of run RUN_PLACEHOLDER (cronjobs.run_pods)
+    backoff_limit: int = 0  # a Job's (its pods are completions + backoffLimit attempts, or, Indexed, per index)
+    job: JobPolicy = JobPolicy()  # a Job's completionMode and failure/success rules (gitops_agent/jobs)
 
 
 def ordinal(pod: str) -> int:
@@ -322,12 +327,11 @@ def template_hash(
     svc = sorted(
         (s.ref.name, s.type, [asdict(p) for p in s.ports]) for s in services if _selects(s, workload)
     )
-    return safe_encode(
-        _digest(
-            {"ns": workload.ref.namespace, "template": _hashed_template(workload), "config": content, "services": svc}
-        ),
-        10,
-    )
+    hashed: dict[str, Any] = {"ns": workload.ref.namespace, "template": _hashed_template(workload),
+                              "config": content, "services": svc}
+    if workload.job_policy.indexed:  # an Indexed Job's pods differ (their index): a new run, never NonIndexed's
+        hashed["indexed"] = True
+    return safe_encode(_digest(hashed), 10)
 
 
 # Fields added to the model after template hashes were first used on nodes, with their defaults.
@@ -491,6 +495,8 @@ def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
         ns = workload.ref.namespace
         return [f"{workload.ref.name}-{RUN_PLACEHOLDER}-{i}" + ("" if ns == "default" else f"{SEP}{ns}")
                 for i in range(count)]
+    if workload.ref.kind == "Job" and workload.job_policy.indexed:
+        return indexed_pod_names(workload, thash, count)
     if workload.ref.kind == "StatefulSet":  # `<name>-<ordinal>`, whatever the template
         ns = workload.ref.namespace
         return [f"{workload.ref.name}-{i}" + ("" if ns == "default" else f"{SEP}{ns}") for i in range(count)]
@@ -507,6 +513,46 @@ def pod_names(workload: Workload, thash: str, count: int) -> list[str]:
         names.append(name)
         taken.add(name)
     return names
+
+
+def index_attempts(workload: Workload) -> int:
+    """An Indexed Job's pod names per index: backoffLimitPerIndex (else backoffLimit) + 1."""
+    limit = workload.job_policy.backoff_limit_per_index
+    return (workload.backoff_limit if limit is None else limit) + 1
+
+
+def indexed_pod_names(workload: Workload, thash: str, count: int) -> list[str]:
+    """An Indexed Job's pods, index by index, as Kubernetes names them: `<job>-<index>-<5 characters>`, the
+    same for the same template, index and attempt."""
+    attempts = index_attempts(workload)
+    names: list[str] = []
+    for k in range(count):
+        seed, draw = f"{thash}/{k // attempts}/{k % attempts}", 0
+        while True:
+            name = f"{workload.ref.name}-{k // attempts}-{safe_encode(hashlib.sha256(seed.encode()).hexdigest(), 5)}"
+            if name not in names:
+                break
+            draw += 1
+            seed = f"{thash}/{k // attempts}/{k % attempts}/{draw}"
+        names.append(name)
+    return names
+
+
+def with_index(workload: Workload, attempt: int) -> Workload:
+    """An Indexed Job's template for its `attempt`-th pod name (of index attempt // index_attempts): the annotation
+    and label batch.kubernetes.io/job-completion-index, and, in every container that does not set it,
+    JOB_COMPLETION_INDEX from that annotation (as Kubernetes adds them). Any other workload as it is."""
+    if not workload.job_policy.indexed:
+        return workload
+    t, index = workload.template, attempt // index_attempts(workload)
+    var = EnvVar("JOB_COMPLETION_INDEX", field_path=f"metadata.annotations['{JOB_INDEX}']")
+
+    def indexed(c: Container) -> Container:
+        return c if any(e.name == var.name for e in c.env) else replace(c, env=(*c.env, var))
+
+    return replace(workload, template=replace(
+        t, annotations={**t.annotations, JOB_INDEX: str(index)}, labels={**t.labels, JOB_INDEX: str(index)},
+        containers=tuple(map(indexed, t.containers)), init_containers=tuple(map(indexed, t.init_containers))))
 
 
 def container_name(pod: str, container: str) -> str:
@@ -637,6 +683,8 @@ def replicas_on(workload: Workload, node: NodeConfig, nodes: tuple[NodeConfig, .
     if workload.ref.kind == "StatefulSet":  # every ordinal on the first matching node, where its data is
         return workload.replicas if matching.index(node.name) == 0 else 0
     if workload.ref.kind in BATCH:  # a pod name for every attempt it (each run) may make, on the first matching node
+        if workload.job_policy.indexed:
+            return workload.completions * index_attempts(workload) if matching.index(node.name) == 0 else 0
         return workload.completions + workload.backoff_limit if matching.index(node.name) == 0 else 0
     zone = next((c for c in workload.template.topology_spread if c.key != HOSTNAME_LABEL), None)
     if zone is not None:
@@ -716,8 +764,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         volumes += ordinal_volumes(w, count, commit)
         selecting = [s for s in services if _selects(s, w)]
         pods = tuple(
-            _pod(w, name, thash, commit, ns_configs, selecting, secrets, node)
-            for name in pod_names(w, thash, count)
+            _pod(with_index(w, k), name, thash, commit, ns_configs, selecting, secrets, node)
+            for k, name in enumerate(pod_names(w, thash, count))
         )
         workloads.append(
             WorkloadSpec(
@@ -730,13 +778,13 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 pods=pods,
                 images=tuple(sorted({(c.image, c.image_pull_policy)
                                      for c in (*w.template.init_containers, *w.template.containers)})),
-                min_ready_seconds=w.min_ready_seconds,
-                progress_deadline_seconds=w.progress_deadline_seconds,
+                min_ready_seconds=w.min_ready_seconds, progress_deadline_seconds=w.progress_deadline_seconds,
                 node_rollout=w.node_rollout,
                 ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
                 partition=w.partition,
-                completions=w.completions if w.ref.kind in BATCH else 0, parallelism=w.parallelism,
+                completions=w.completions if w.ref.kind in BATCH else 0, parallelism=w.parallelism, job=w.job_policy,
                 active_deadline=w.active_deadline_seconds, ttl=w.ttl_seconds_after_finished, cron=w.cron,
+                backoff_limit=w.backoff_limit if w.ref.kind in BATCH else 0,
             )
         )
     return NodeDesired(

@@ -414,6 +414,45 @@ class Workload:
     active_deadline_seconds: int | None = None  # a run still active this long after it started: Failed
     ttl_seconds_after_finished: int | None = None  # a finished run's pods removed this long after it finished
     cron: "CronSchedule | None" = None  # a CronJob's schedule: its runs are Jobs of this template (cronjobs.py)
+    job_policy: "JobPolicy" = field(default_factory=lambda: JobPolicy())  # completionMode, the failure/success rules
+
+
+@dataclass(frozen=True)
+class ExitCodes:
+    """A podFailurePolicy rule's `onExitCodes`: a failed pod's container (`container`, or any) that exited with a
+    code `In` `values`, or (`NotIn`) with a non-zero code not in them."""
+
+    operator: str  # In | NotIn
+    values: frozenset[int]
+    container: str | None = None
+
+
+@dataclass(frozen=True)
+class PodFailureRule:
+    """One rule of a Job's podFailurePolicy; `exit_codes` None: an `onPodConditions` rule (never met on a node)."""
+
+    action: str  # FailJob | FailIndex | Ignore | Count
+    exit_codes: ExitCodes | None = None
+
+
+@dataclass(frozen=True)
+class SuccessRule:
+    """One rule of an Indexed Job's successPolicy: met once `count` of `indexes` (None: of all) succeeded
+    (`count` None: all of `indexes`)."""
+
+    indexes: frozenset[int] | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    """A Job's completionMode and rules (gitops_agent/jobs.py decides with them)."""
+
+    indexed: bool = False  # completionMode Indexed: pod i of 0..completions-1 has JOB_COMPLETION_INDEX=i
+    backoff_limit_per_index: int | None = None  # Indexed: an index failed this often more is a failed index
+    max_failed_indexes: int | None = None  # Indexed: more failed indexes than this: the Job failed
+    pod_failure_rules: tuple[PodFailureRule, ...] = ()  # the first rule a failed pod meets decides
+    success_rules: tuple[SuccessRule, ...] = ()  # Indexed: the first rule met completes the Job
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from .desired import (
 )
 from .errors import PruneRefused
 from .cronjobs import pods_of_run, run_pods
-from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs
+from .jobs import (DEADLINE, L_RUN, MAX_FAILED, POLICY, SUCCESS_MET, Batch, RunRecord, expired, finished,
+                   index_of, next_runs, own_pods, tally)
 from .live import ContainerProps, LivePod, LiveState, env_digest
 from .endpoints import service_aliases, serving_aliases, watched
 from .model import NEVER_ROLLS, ObjectRef
@@ -494,15 +495,30 @@ def _job(w: WorkloadSpec, pods: list[LivePod], batch: Batch) -> list[Action]:
 def _run(w: WorkloadSpec, pods: list[LivePod], record: RunRecord | None, now: float, what: str) -> list[Action]:
     """One run's next attempts, and the removal of its pods that must go, each with why."""
     start, gone = next_runs(w, pods, record, now)
-    runs: list[Action] = [RunPod(spec, f"{what}: attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}")
-                          for spec in start]
+    runs: list[Action] = [RunPod(spec, f"{what}: {_attempt(w, spec)}") for spec in start]
+    ignored = set(tally(w, own_pods(w, pods)).ignored)
     if expired(w, record, now):
         why = f"{what} finished {w.ttl} s ago (ttlSecondsAfterFinished); its record stays"
     elif record is not None and record.reason == DEADLINE:
         why = f"{what} is past its activeDeadlineSeconds ({w.active_deadline} s): Failed, DeadlineExceeded"
+    elif record is not None and record.reason in _STOPPED:
+        why = f"{what} {_STOPPED[record.reason]}: its active pods are removed"
     else:
         why = f"{what} changed: its new template is a new run"
-    return runs + [RemovePod(name, w.ref, why) for name in gone]
+    return runs + [RemovePod(name, w.ref, f"{what}: the pod failed with an exit code a podFailurePolicy Ignore rule "
+                             "matches: not counted, run again" if name in ignored else why) for name in gone]
+
+
+_STOPPED = {POLICY: "failed by its podFailurePolicy (FailJob)", SUCCESS_MET: "met its successPolicy: Complete",
+            MAX_FAILED: "has more failed indexes than maxFailedIndexes: Failed"}
+
+
+def _attempt(w: WorkloadSpec, spec: PodSpec) -> str:
+    """Which attempt `spec` is: of the Job's (an Indexed Job's: of its index's)."""
+    if not w.job.indexed:
+        return f"attempt {w.pods.index(spec) + 1} of at most {len(w.pods)}"
+    of_index = [p.name for p in w.pods if index_of(p) == index_of(spec)]
+    return f"index {index_of(spec)}, attempt {of_index.index(spec.name) + 1} of at most {len(of_index)}"
 
 
 def _stateful(w: WorkloadSpec, pods: list[LivePod], drift: Drift) -> list[Action]:

@@ -200,7 +200,9 @@ def _job(w: Any, pods: list[Any], book: Book | None) -> dict[str, Any]:
             "succeeded": run.succeeded, "failed": run.failed, "active": run.active, "completions": run.completions,
             "exitCodes": list(run.exit_codes), "reason": run.reason or None,
             "finishedAt": _iso(record.finished) if record and record.finished else None,
-            "output": record.output if record and record.output else None}}
+            "output": record.output if record and record.output else None,
+            **({"completedIndexes": run.completed_indexes, "failedIndexes": run.failed_indexes or None}
+               if w.job.indexed else {})}}
     runs = []
     for r in book.runs if book else ():
         state = job_run(w, pods_of_run(pods, r.run), r, clock.wall())
