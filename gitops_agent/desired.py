@@ -989,8 +989,8 @@ def _file_mounts(
             for f in source.files:
                 where = target(f.path)
                 if where is not None:
-                    sname = _downward_secret(owner, f"{v.name}/{f.path}", downward(f), secrets)
-                    yield SecretMount(sname, where, source.default_mode if f.mode is None else f.mode)
+                    dname = _downward_secret(owner, f"{v.name}/{f.path}", downward(f), secrets)
+                    yield SecretMount(dname, where, source.default_mode if f.mode is None else f.mode)
             continue
         kind = "ConfigMap" if source.kind == "configMap" else "Secret"
         cfg = configs.get((kind, source.source))
