@@ -515,8 +515,8 @@ class Node:
     def create_pod(self, spec: PodSpec) -> None:
         """Create the pod, its infra container and its containers, then start it. A container with
         runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does. When a
-        container's env wants the pod's address (fieldRef status.podIP), the infra container is started first
-        and its address read, then the containers are created with it; other pods cost no extra call."""
+        container's env wants the pod's address (fieldRef status.podIP), the pod's address is found and pinned
+        first (`_pin_address`), then the containers are created with it; other pods cost no extra call."""
         for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
@@ -524,7 +524,7 @@ class Node:
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
-            pod_ip = self._start_infra(spec) if any(c.pod_ip_env for c in spec.every_container()) else ""
+            pod_ip = self._pin_address(spec) if any(c.pod_ip_env for c in spec.every_container()) else ""
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
                 self._call("POST", "/containers/create", f"create container {c.name}",
                            body=_container_body(spec, c, pod_ip))
@@ -537,19 +537,26 @@ class Node:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
 
-    def _start_infra(self, spec: PodSpec) -> str:
-        """Start pod `spec`'s infra container alone, which gives the pod its address on its network, and return
-        that address (the value of env status.podIP)."""
+    def _pin_address(self, spec: PodSpec) -> str:
+        """The address of new pod `spec` on its network (the value of env status.podIP), made its own for good.
+        Podman gives a pod its address when its infra container starts (a new one at each start), and takes no
+        init container into a running pod: the infra container is started alone, its address read, and it is
+        stopped and connected again with that address as a static one, so every later start keeps it."""
+        what = f"the infra container of pod {spec.name}"
         info = self._call("GET", f"/pods/{spec.name}/json", f"inspect pod {spec.name}") or {}
         infra = str(info.get("InfraContainerID") or "")
         if not infra:
             raise NodeError(self.name, f"pod {spec.name} has no infra container to take the pod's address from")
-        self._call("POST", f"/containers/{infra}/start", f"start the infra container of pod {spec.name}")
-        c = self._call("GET", f"/containers/{infra}/json", f"inspect the infra container of pod {spec.name}") or {}
+        self._call("POST", f"/containers/{infra}/start", f"start {what}")
+        c = self._call("GET", f"/containers/{infra}/json", f"inspect {what}") or {}
         found = ((c.get("NetworkSettings") or {}).get("Networks") or {}).get(spec.network) or {}
         ip = str(found.get("IPAddress") or "")
         if not ip:
             raise NodeError(self.name, f"pod {spec.name} got no address on network {spec.network} (env status.podIP)")
+        self._call("POST", f"/containers/{infra}/stop", f"stop {what}", params={"t": 0})
+        self._call("POST", f"/networks/{spec.network}/disconnect", f"disconnect {what}", body={"Container": infra})
+        self._call("POST", f"/networks/{spec.network}/connect", f"connect {what} with address {ip}",
+                   body={"container": infra, "aliases": list(creation_aliases(spec)), "static_ips": [ip]})
         return ip
 
     def _init_failure(self, spec: PodSpec) -> NodeError | None:

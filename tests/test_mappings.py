@@ -23,7 +23,8 @@ import yaml
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import PRE_STOP, ContainerSpec, compile_node, cpu_shares, unplaced, volume_name
+from gitops_agent.desired import (PRE_STOP, ContainerSpec, compile_node, container_name, cpu_shares, network_name,
+                                  unplaced, volume_name)
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body, _group_dir_tar
@@ -306,6 +307,11 @@ BASE = "clusters/edge"
 
 
 HOST_IP_ENV = "  - {name: HOST, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n"
+POD_ENV = """\
+  - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+  - {name: POD_IPS, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}
+  - {name: SA, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}
+"""
 NODE_ADDRESS = "192.0.2.10"  # nodes[].address of the test node (documentation range: never dialled)
 
 
@@ -327,18 +333,36 @@ spec:
   replicas: 1
   selector: {{matchLabels: {{app: shop}}}}
   template:
-    metadata: {{labels: {{app: shop, tier: web}}}}
+    metadata: {{labels: {{app: shop, tier: web}}, annotations: {{note: 'say "hi"'}}}}
     spec:
       terminationGracePeriodSeconds: 1
+      serviceAccountName: shop-robot
       securityContext: {{runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}}
-      volumes: [{{name: data, persistentVolumeClaim: {{claimName: data}}}}]
+      volumes:
+        - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
+        - name: podinfo
+          downwardAPI:
+            items:
+              - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+              - {{path: annotations, fieldRef: {{fieldPath: metadata.annotations}}, mode: 0444}}
+              - {{path: cpu_request, resourceFieldRef: {{containerName: main, resource: requests.cpu, divisor: 1m}}}}
+        - name: all
+          projected: {{sources: [{{downwardAPI: {{items: [{{path: meta/name, fieldRef: {{fieldPath: metadata.name}}}}]}}}}]}}
+      initContainers:  # run by the pod's start after its infra container was started alone (status.podIP)
+        - name: check
+          image: {WEB1}
+          command: [sh, -c, 'test -n "$POD_IP"']
+          env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
       containers:
         - name: main
           image: {WEB1}
           command: [sleep, "100000"]
           securityContext: {{capabilities: {{drop: [all]}}, seccompProfile: {{type: RuntimeDefault}}}}
-          volumeMounts: [{{name: data, mountPath: /data}}]
-""" + textwrap.indent(FIELD_ENV + HOST_IP_ENV, " " * 10) + f"""\
+          volumeMounts:
+            - {{name: data, mountPath: /data}}
+            - {{name: podinfo, mountPath: /etc/podinfo}}
+            - {{name: all, mountPath: /etc/all}}
+""" + textwrap.indent(FIELD_ENV + HOST_IP_ENV + POD_ENV, " " * 10) + f"""\
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -418,6 +442,16 @@ def test_mappings_take_effect_on_real_podman(
     }
     assert env["POD"] in {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)}
     assert env["POD"].startswith("shop-")
+    # status.podIP(s): the address `podman inspect` shows on the namespace network; the serviceAccountName
+    infra = json.loads(svc.podman("pod", "inspect", env["POD"]).stdout)["InfraContainerID"]
+    networks = json.loads(svc.podman("inspect", infra).stdout)[0]["NetworkSettings"]["Networks"]
+    assert (env["POD_IP"], env["POD_IPS"], env["SA"]) == (networks[network_name(NS)]["IPAddress"],) * 2 + ("shop-robot",)
+    check = json.loads(svc.podman("inspect", container_name(env["POD"], "check")).stdout)[0]["State"]
+    assert (check["Status"], check["ExitCode"]) == ("exited", 0)  # the init container ran and saw the address
+    # the downwardAPI files, in Kubernetes' formats and modes
+    files = svc.podman("exec", name, "sh", "-c", "cat /etc/podinfo/labels; echo '|'; cat /etc/podinfo/annotations; "
+                       "echo '|'; cat /etc/podinfo/cpu_request /etc/all/meta/name; stat -c %a /etc/podinfo/annotations")
+    assert files.stdout == f'app="shop"\ntier="web"|\nnote="say \\"hi\\""|\n250{env["POD"]}444\n'
 
     # the LoadBalancer's port and the allocated node port answer on the node; status shows both
     assert http_get(LB_PORT) == "1\n"
