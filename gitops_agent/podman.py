@@ -553,7 +553,7 @@ class Node:
         ip = str(found.get("IPAddress") or "")
         if not ip:
             raise NodeError(self.name, f"pod {spec.name} got no address on network {spec.network} (env status.podIP)")
-        self._call("POST", f"/containers/{infra}/stop", f"stop {what}", params={"t": 0})
+        self._call("POST", f"/containers/{infra}/stop", f"stop {what}", params={"timeout": 0})  # libpod: not `t`
         self._call("POST", f"/networks/{spec.network}/disconnect", f"disconnect {what}", body={"Container": infra})
         self._call("POST", f"/networks/{spec.network}/connect", f"connect {what} with address {ip}",
                    body={"container": infra, "aliases": list(creation_aliases(spec)), "static_ips": [ip]})
