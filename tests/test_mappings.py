@@ -452,6 +452,13 @@ def test_mappings_take_effect_on_real_podman(
     files = svc.podman("exec", name, "sh", "-c", "cat /etc/podinfo/labels; echo '|'; cat /etc/podinfo/annotations; "
                        "echo '|'; cat /etc/podinfo/cpu_request /etc/all/meta/name; stat -c %a /etc/podinfo/annotations")
     assert files.stdout == f'app="shop"\ntier="web"|\nnote="say \\"hi\\""|\n250{env["POD"]}444\n'
+    # the address is the pod's own: a restart of the pod keeps it, and nothing the agent set reads as drift
+    svc.podman("pod", "restart", env["POD"])
+    networks = json.loads(svc.podman("inspect", infra).stdout)[0]["NetworkSettings"]["Networks"]
+    assert networks[network_name(NS)]["IPAddress"] == env["POD_IP"]
+    capsys.readouterr()
+    assert main(["diff", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "node local: in sync"
 
     # the LoadBalancer's port and the allocated node port answer on the node; status shows both
     assert http_get(LB_PORT) == "1\n"
