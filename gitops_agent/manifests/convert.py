@@ -735,7 +735,8 @@ def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate
                        "gitops-agent does not know the node's allocatable amount; set the limit")
 
 
-def _downward_items(prefix: JsonPath, volumes: tuple[model.Volume, ...]) -> Iterator[tuple[JsonPath, model.DownwardFile]]:
+def _downward_items(prefix: JsonPath,
+                    volumes: tuple[model.Volume, ...]) -> Iterator[tuple[JsonPath, model.DownwardFile]]:
     """Each file of the pod's downwardAPI volumes and projections, with the path of its item."""
     for i, volume in enumerate(volumes):
         if volume.kind == "downwardAPI":
@@ -937,7 +938,8 @@ def _resource_ref(doc: Document, where: JsonPath, selector: dict[str, Any], cont
     return model.ResourceFieldRef(selector.get("containerName", container), resource, divisor or 1)
 
 
-def _downward_files(doc: Document, where: JsonPath, source: dict[str, Any], mode: int) -> tuple[model.DownwardFile, ...]:
+def _downward_files(doc: Document, where: JsonPath, source: dict[str, Any],
+                    mode: int) -> tuple[model.DownwardFile, ...]:
     """The items of a downwardAPI volume or projection: each a pod field or a container's limit or request."""
     files = []
     for k, item in enumerate(source.get("items", ())):
