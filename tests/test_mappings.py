@@ -392,7 +392,8 @@ spec:
               - {{path: annotations, fieldRef: {{fieldPath: metadata.annotations}}, mode: 0444}}
               - {{path: cpu_request, resourceFieldRef: {{containerName: main, resource: requests.cpu, divisor: 1m}}}}
         - name: all
-          projected: {{sources: [{{downwardAPI: {{items: [{{path: meta/name, fieldRef: {{fieldPath: metadata.name}}}}]}}}}]}}
+          projected:
+            sources: [{{downwardAPI: {{items: [{{path: meta/name, fieldRef: {{fieldPath: metadata.name}}}}]}}}}]
       initContainers:  # run by the pod's start after its infra container was started alone (status.podIP)
         - name: check
           image: {WEB1}
@@ -490,7 +491,8 @@ def test_mappings_take_effect_on_real_podman(
     # status.podIP(s): the address `podman inspect` shows on the namespace network; the serviceAccountName
     infra = json.loads(svc.podman("pod", "inspect", env["POD"]).stdout)["InfraContainerID"]
     networks = json.loads(svc.podman("inspect", infra).stdout)[0]["NetworkSettings"]["Networks"]
-    assert (env["POD_IP"], env["POD_IPS"], env["SA"]) == (networks[network_name(NS)]["IPAddress"],) * 2 + ("shop-robot",)
+    address = networks[network_name(NS)]["IPAddress"]
+    assert (env["POD_IP"], env["POD_IPS"], env["SA"]) == (address, address, "shop-robot")
     check = json.loads(svc.podman("inspect", container_name(env["POD"], "check")).stdout)[0]["State"]
     assert (check["Status"], check["ExitCode"]) == ("exited", 0)  # the init container ran and saw the address
     # the downwardAPI files, in Kubernetes' formats and modes

@@ -26,6 +26,7 @@ from .document import (
     every_container,
     identify,
     is_zero,
+    json_path,
     normpath,
     short,
 )
@@ -945,12 +946,15 @@ def _downward_files(doc: Document, where: JsonPath, source: dict[str, Any],
     for k, item in enumerate(source.get("items", ())):
         path = where + ("items", k)
         field_ref, resource_ref = item.get("fieldRef"), item.get("resourceFieldRef")
-        if (field_ref is None) == (resource_ref is None):
+        at = json_path(path)
+        reported = any(p.path == at or p.path.startswith(at + ".") for p in doc.problems)  # the schema left it out
+        if (field_ref is None) == (resource_ref is None) and not reported:
             doc.report(path, "needs exactly one of fieldRef or resourceFieldRef")
         field_path = None if field_ref is None else field_ref["fieldPath"]
         if field_path is not None and not _FILE_FIELD_PATHS.fullmatch(field_path):
-            doc.report(path + ("fieldRef", "fieldPath"),
-                       f"unknown fieldPath {short(field_path)} for a downwardAPI file (supported: {_FILE_FIELDS})")
+            hint = "; use env with valueFrom.fieldRef for it" if _FIELD_PATHS.fullmatch(field_path) else ""
+            doc.report(path + ("fieldRef", "fieldPath"), f"unknown fieldPath {short(field_path)} for a downwardAPI "
+                                                          f"file (supported: {_FILE_FIELDS}){hint}")
         resource = None if resource_ref is None else _resource_ref(doc, path + ("resourceFieldRef",), resource_ref, "")
         files.append(model.DownwardFile(item["path"], field_path, resource, item.get("mode", mode)))
     return tuple(files)
