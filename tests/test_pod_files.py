@@ -253,6 +253,36 @@ def test_downward_api_items_that_kubernetes_refuses_are_errors() -> None:
     ]
 
 
+def test_a_cronjobs_pods_take_their_name_from_env_not_from_a_downward_api_file() -> None:
+    """A CronJob's run names its pods when it starts, after its files were made: metadata.name and uid files are
+    refused there (env has them), the other fields are files as usual."""
+    cron = """\
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: c}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          volumes:
+            - name: info
+              downwardAPI:
+                items:
+                  - {path: name, fieldRef: {fieldPath: metadata.name}}
+                  - {path: ns, fieldRef: {fieldPath: metadata.namespace}}
+          containers: [{name: main, image: "app:1", volumeMounts: [{name: info, mountPath: /i}]}]
+"""
+    assert problems(cron) == [
+        # (a CronJob's template problems are shown at the path they have in its Job: batch._as_job)
+        "p.yaml:15: CronJob/c: spec.template.spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath: "
+        "metadata.name is not supported by gitops-agent in a downwardAPI file of a CronJob's pods (each run names its "
+        "pods when it starts); use env with valueFrom.fieldRef for it",
+    ]
+
+
 # --- one sync on a private Podman ---------------------------------------------------------
 
 NS = f"pf{os.getpid()}"

@@ -585,6 +585,11 @@ def _pod_template(
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
     _check_resource_refs(doc, prefix, processes)
+    for path, file in _downward_items(prefix, volumes) if doc.kind == "CronJob" else ():
+        if file.field_path in ("metadata.name", "metadata.uid"):
+            doc.report(path + ("fieldRef", "fieldPath"), f"{file.field_path} is not supported by gitops-agent in a "
+                       "downwardAPI file of a CronJob's pods (each run names its pods when it starts); use env with "
+                       "valueFrom.fieldRef for it")
     declared = {volume.name for volume in volumes}
     for group, i, container in every_container(processes):
         mounts = prefix + (group, i, "volumeMounts")
