@@ -551,6 +551,9 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
             acts.append(ReplacePod(spec, f"container {', '.join(missing)} removed by hand"))
         elif changed:
             acts.append(ReplacePod(spec, "; ".join(changed)))
+        elif network is not None and any(c.pod_ip_env for c in spec.every_container()):
+            # connected again, it would get another address than the one its env holds (status.podIP)
+            acts.append(ReplacePod(spec, f"{network.reason} (its address is in its env: made again)"))
         elif network is not None:
             acts.append(network)
         elif any(c.paused for c in pod.containers):
