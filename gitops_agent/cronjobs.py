@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from . import windows
-from .desired import RUN_PLACEHOLDER, PodSpec, WorkloadSpec
+from .desired import RUN_PLACEHOLDER, PodSpec, WorkloadSpec, pod_uid
 from .jobs import COMPLETE, FAILED, L_RUN, Book, RunRecord, settle
 from .live import LivePod
 from .model import CronSchedule
@@ -75,16 +75,18 @@ def run_id(scheduled: float) -> str:
 
 def run_pods(w: WorkloadSpec, run: str) -> tuple[PodSpec, ...]:
     """The attempts of run `run`: the CronJob's compiled pods (named for RUN_PLACEHOLDER) renamed for it, with
-    their containers, emptyDir volumes and `metadata.name` variables, and labelled with the run."""
+    their containers, emptyDir volumes and `metadata.name` / `metadata.uid` variables, and labelled with the run."""
     def pod(p: PodSpec) -> PodSpec:
         old, new = p.name, p.name.replace(RUN_PLACEHOLDER, run)
+        ns, thash = p.owner.namespace, p.template_hash
+        renamed = {old: new, pod_uid(ns, old, thash): pod_uid(ns, new, thash)}
 
         def named(text: str) -> str:
             return new + text[len(old):] if text.startswith(old) else text
 
         spec = p.map_containers(lambda c: replace(
             c, name=named(c.name), volumes=tuple(replace(b, volume=named(b.volume)) for b in c.volumes),
-            env={k: new if v == old else v for k, v in c.env.items()}, labels={**c.labels, L_RUN: run}))
+            env={k: renamed.get(v, v) for k, v in c.env.items()}, labels={**c.labels, L_RUN: run}))
         return replace(spec, name=new, labels={**p.labels, L_RUN: run},
                        empty_dirs=tuple(replace(d, name=named(d.name)) for d in p.empty_dirs))
 

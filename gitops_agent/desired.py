@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
@@ -41,6 +42,7 @@ from .model import (
     ConfigData,
     Container,
     CronSchedule,
+    DownwardFile,
     EnvVar,
     JobPolicy,
     NEVER_ROLLS,
@@ -110,7 +112,8 @@ class EmptyDirSpec:
 
 @dataclass(frozen=True)
 class SecretSpec:
-    """A Podman secret holding one key of a ConfigMap or Secret. `data` is never printed."""
+    """A Podman secret holding one key of a ConfigMap or Secret, or one file of a pod's downwardAPI volume
+    (`source` its workload, `key` `VOLUME/PATH`). `data` is never printed."""
 
     name: str
     source: ObjectRef
@@ -182,6 +185,9 @@ class ContainerSpec:
     post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
     non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
     fs_group: int | None = None  # the group given the top directory of each read-write PVC volume (fsGroup)
+    # env set to the pod's address on its network when the pod is made (fieldRef status.podIP): not in `env`,
+    # so a pod re-made with a new address is no drift
+    pod_ip_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -340,7 +346,7 @@ def template_hash(
 _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
-    "init_containers": (), "topology_spread": (),
+    "init_containers": (), "topology_spread": (), "service_account_name": "",
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
@@ -349,7 +355,8 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
-_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": ()}
+_ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
+                                        "files": ()}
 _ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
@@ -373,6 +380,9 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
                 if c.get(kind):
                     c[kind] = trim(c[kind], _ADDED_PROBE_FIELDS)
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
+    for v in template["volumes"]:  # a projected volume's sources were hashed whole before `files` came
+        if "sources" in v:
+            v["sources"] = [trim(source, {"files": ()}) for source in v["sources"]]
     return template
 
 
@@ -923,11 +933,15 @@ def _container_env(
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
     node: NodeConfig,
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The container's plain environment and its Secret-backed variables (name -> Podman secret), in Kubernetes
-    order: envFrom first, then env (env wins on conflicts). Registers each Secret it uses in `secrets`."""
+    thash: str = "",
+) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
+    """The container's plain environment, its Secret-backed variables (name -> Podman secret) and the variables
+    that get the pod's address (status.podIP on the namespace network: known once the pod's infra container
+    runs, `podman.Node.create_pod`), in Kubernetes order: envFrom first, then env (env wins on conflicts).
+    Registers each Secret it uses in `secrets`."""
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
+    pod_ip: dict[str, None] = {}  # ordered set
 
     def put(var: str, kind: str, name: str, key: str) -> None:
         cfg = configs.get((kind, name))
@@ -941,10 +955,12 @@ def _container_env(
             assert sname is not None
             secret_env[var] = sname
             env.pop(var, None)
+        pod_ip.pop(var, None)
 
     def plain(var: str, value: str) -> None:
         env[var] = value
         secret_env.pop(var, None)
+        pod_ip.pop(var, None)
 
     for f in c.env_from:
         cfg = configs.get((f.kind, f.name))
@@ -954,14 +970,17 @@ def _container_env(
     for e in c.env:
         if e.ref is not None:
             put(e.name, e.ref.kind, e.ref.name, e.ref.key)
+        elif e.field_path in POD_IP_FIELDS and not w.template.host_network:
+            env.pop(e.name, None)
+            secret_env.pop(e.name, None)
+            pod_ip[e.name] = None
         elif e.field_path is not None:
-            plain(e.name, field_value(e.field_path, pod, w, node))
-        elif e.resource is not None:  # rounded up, as the kubelet does; an unset request is 0
-            amount = resource_amount(by_name[e.resource.container], e.resource) or 0
-            plain(e.name, str(-(-amount // e.resource.divisor)))
+            plain(e.name, field_value(e.field_path, pod, w, node, thash))
+        elif e.resource is not None:
+            plain(e.name, resource_value(by_name[e.resource.container], e.resource))
         else:
             plain(e.name, e.value or "")
-    return env, secret_env
+    return env, secret_env, tuple(pod_ip)
 
 
 def _container_mounts(
@@ -970,6 +989,7 @@ def _container_mounts(
     c: Container,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
+    thash: str = "",
 ) -> tuple[list[SecretMount], list[VolumeBind], list[HostMount]]:
     """The container's volume mounts as Podman sees them: Secret/ConfigMap files (as Podman secrets, registered
     in `secrets`), named-volume binds (persistentVolumeClaim, emptyDir) and host paths."""
@@ -993,31 +1013,50 @@ def _container_mounts(
             claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
             binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only))
             continue
-        mounts.extend(_file_mounts(v, m, configs, secrets))
+        mounts.extend(_file_mounts(v, m, configs, secrets, lambda f: downward_content(f, pod, w, thash), w.ref))
     return mounts, binds, host_mounts
 
 
 def _file_mounts(
-    v: Volume, m: VolumeMount, configs: Mapping[tuple[str, str], ConfigData], secrets: dict[str, SecretSpec]
+    v: Volume, m: VolumeMount, configs: Mapping[tuple[str, str], ConfigData], secrets: dict[str, SecretSpec],
+    downward: Callable[[DownwardFile], bytes], owner: ObjectRef,
 ) -> Iterator[SecretMount]:
-    """The files of a configMap, secret or projected volume (its sources merged into one directory, in order) as
-    Podman secrets under the mount path; with a subPath, the one file or the directory of files it names, at
-    the mount path itself."""
+    """The files of a configMap, secret, downwardAPI or projected volume (its sources merged into one directory,
+    in order) as Podman secrets under the mount path; with a subPath, the one file or the directory of files it
+    names, at the mount path itself. A downwardAPI file's content is `downward`'s, its secret `owner`'s."""
     base = m.mount_path.rstrip("/")
+
+    def target(path: str) -> str | None:
+        rel = "/".join(part for part in path.split("/") if part not in ("", "."))
+        if m.sub_path and rel != m.sub_path and not rel.startswith(m.sub_path + "/"):
+            return None
+        return (f"{base}{rel.removeprefix(m.sub_path)}" if m.sub_path else f"{base}/{rel}") or "/"
+
     for source in v.sources or (v,):
+        if source.kind == "downwardAPI":
+            for f in source.files:
+                where = target(f.path)
+                if where is not None:
+                    dname = _downward_secret(owner, f"{v.name}/{f.path}", downward(f), secrets)
+                    yield SecretMount(dname, where, source.default_mode if f.mode is None else f.mode)
+            continue
         kind = "ConfigMap" if source.kind == "configMap" else "Secret"
         cfg = configs.get((kind, source.source))
         if cfg is None:
             continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
         items = [(i.key, i.path) for i in source.items] if source.items else [(k, k) for k in sorted(cfg.data)]
         for key, path in items:
-            rel = "/".join(part for part in path.split("/") if part not in ("", "."))
-            if m.sub_path and rel != m.sub_path and not rel.startswith(m.sub_path + "/"):
-                continue
-            sname = _secret(configs, kind, source.source, key, secrets)
-            if sname is not None:
-                target = f"{base}{rel.removeprefix(m.sub_path)}" if m.sub_path else f"{base}/{rel}"
-                yield SecretMount(sname, target or "/", source.default_mode)
+            at = target(path)
+            sname = _secret(configs, kind, source.source, key, secrets) if at is not None else None
+            if sname is not None and at is not None:
+                yield SecretMount(sname, at, source.default_mode)
+
+
+def _downward_secret(owner: ObjectRef, key: str, data: bytes, secrets: dict[str, SecretSpec]) -> str:
+    """The Podman secret of one downwardAPI file (`key` VOLUME/PATH) of a pod of workload `owner`."""
+    sname = secret_name(owner, key, data)
+    secrets.setdefault(sname, SecretSpec(sname, owner, key, data, owner_labels(owner, "")))
+    return sname
 
 
 def _health_start_period(c: Container) -> int:
@@ -1054,8 +1093,8 @@ def _container(
     secrets: dict[str, SecretSpec],
     node: NodeConfig,
 ) -> ContainerSpec:
-    env, secret_env = _container_env(w, pod, c, configs, secrets, node)
-    mounts, binds, host_mounts = _container_mounts(w, pod, c, configs, secrets)
+    env, secret_env, pod_ip_env = _container_env(w, pod, c, configs, secrets, node, thash)
+    mounts, binds, host_mounts = _container_mounts(w, pod, c, configs, secrets, thash)
     probe, agent_liveness = _liveness(c, w.template)
     return ContainerSpec(
         name=container_name(pod, c.name),
@@ -1065,6 +1104,7 @@ def _container(
         command=c.args,
         env=env,
         secret_env=secret_env,
+        pod_ip_env=pod_ip_env,
         secret_mounts=tuple(mounts),
         volumes=tuple(binds),
         working_dir=c.working_dir,
@@ -1131,20 +1171,84 @@ def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:
     return amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
 
 
-def field_value(field_path: str, pod: str, w: Workload, node: NodeConfig) -> str:
-    """A fieldRef's value for pod `pod` of `w` on `node` (a path `manifests` accepted: status.podIP only with
-    hostNetwork, where it is the node's address, as status.hostIP is)."""
+POD_IP_FIELDS = ("status.podIP", "status.podIPs")  # one address: Podman gives a pod one on its network
+
+
+def field_value(field_path: str, pod: str, w: Workload, node: NodeConfig, thash: str = "") -> str:
+    """A fieldRef's value for pod `pod` (of template hash `thash`) of `w` on `node`, for a path `manifests`
+    accepted; status.podIP only with hostNetwork, where it is the node's address, as status.hostIP is (on the
+    namespace network the pod's address is read when it is created: `ContainerSpec.pod_ip_env`)."""
     if field_path == "metadata.name":
         return pod
     if field_path == "metadata.namespace":
         return w.ref.namespace
+    if field_path == "metadata.uid":
+        return pod_uid(w.ref.namespace, pod, thash)
     if field_path == "spec.nodeName":
         return node.name
-    if field_path in ("status.hostIP", "status.podIP"):
+    if field_path == "spec.serviceAccountName":
+        return w.template.service_account_name or "default"
+    if field_path in ("status.hostIP", "status.hostIPs", *POD_IP_FIELDS):
         return node.address or ""
     meta, _, key = field_path.partition("['")
     source = w.template.labels if meta == "metadata.labels" else w.template.annotations
     return source.get(key.removesuffix("']"), "")
+
+
+_UID_NAMESPACE = uuid.UUID("6f1b8a5e-2c1d-5b7a-9a43-0d5c1e0a9f18")  # gitops-agent's own namespace of pod UIDs
+
+
+def pod_uid(namespace: str, pod: str, thash: str) -> str:
+    """A pod's metadata.uid: a UUID (version 5) of its namespace, name and template hash. Kubernetes' is random
+    per pod; this one is the same for the same pod (so a sync is no change) and new with each new template."""
+    return str(uuid.uuid5(_UID_NAMESPACE, f"{namespace}/{pod}/{thash}"))
+
+
+def resource_value(c: Container, ref: ResourceFieldRef) -> str:
+    """A resourceFieldRef's value: the amount in units of its divisor, rounded up as the kubelet does (an unset
+    request is 0)."""
+    return str(-(-(resource_amount(c, ref) or 0) // ref.divisor))
+
+
+def downward_content(f: DownwardFile, pod: str, w: Workload, thash: str) -> bytes:
+    """The content of one downwardAPI file, in Kubernetes' formats: a field's value as is; all labels or
+    annotations as `key="value"` lines sorted by key (values quoted as Go's %q does), without a final newline."""
+    if f.resource is not None:
+        by_name = {c.name: c for c in (*w.template.init_containers, *w.template.containers)}
+        return resource_value(by_name[f.resource.container], f.resource).encode()
+    path = f.field_path or ""
+    if path in ("metadata.labels", "metadata.annotations"):
+        items = w.template.labels if path == "metadata.labels" else w.template.annotations
+        return "\n".join(f"{k}={go_quote(v)}" for k, v in sorted(items.items())).encode()
+    if path == "metadata.name":
+        return pod.encode()
+    if path == "metadata.namespace":
+        return w.ref.namespace.encode()
+    if path == "metadata.uid":
+        return pod_uid(w.ref.namespace, pod, thash).encode()
+    meta, _, key = path.partition("['")
+    items = w.template.labels if meta == "metadata.labels" else w.template.annotations
+    return items.get(key.removesuffix("']"), "").encode()
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+               "\\": "\\\\", '"': '\\"'}
+
+
+def go_quote(text: str) -> str:
+    """`text` as Go's strconv.Quote (fmt's %q) writes it: printable characters as they are, the usual escapes,
+    other control characters as \\xNN, other unprintable ones as \\uNNNN or \\UNNNNNNNN."""
+    out = []
+    for ch in text:
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def effective_requests(c: Container) -> Resources:

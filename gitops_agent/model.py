@@ -106,18 +106,32 @@ class KeyToPath:
 
 
 @dataclass(frozen=True)
+class DownwardFile:
+    """One file of a `downwardAPI` volume: a pod field (`field_path`, as a fieldRef's) or a container's limit
+    or request (`resource`), with its own mode (None: the volume's default mode)."""
+
+    path: str
+    field_path: str | None = None  # metadata.name | metadata.namespace | metadata.uid | metadata.labels[...] ...
+    resource: ResourceFieldRef | None = None
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
 class Volume:
-    """A pod volume: `configMap`, `secret`, `projected`, `persistentVolumeClaim`, `hostPath` or `emptyDir`.
+    """A pod volume: `configMap`, `secret`, `downwardAPI`, `projected`, `persistentVolumeClaim`, `hostPath` or
+    `emptyDir`.
 
     For a `hostPath` volume `source` is the normalised absolute path on the
     node and `host_path_type` Kubernetes' `type` ("" when not given). For an
     `emptyDir` volume `source` is "", `medium` "" (node disk) or "Memory" (a
     tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit). A `projected`
     volume's `sources` are `configMap` and `secret` volumes merged into its one
-    directory, each with the projected volume's `default_mode`."""
+    directory, each with the projected volume's `default_mode`; a `downwardAPI` volume (or source) has its
+    `files`."""
 
     name: str
-    kind: str  # configMap | secret | projected | persistentVolumeClaim | hostPath | emptyDir | claimTemplate
+    kind: str  # configMap | secret | downwardAPI | projected | persistentVolumeClaim | hostPath | emptyDir
+    #            | claimTemplate
     source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
@@ -126,7 +140,8 @@ class Volume:
     host_path_type: str = ""  # hostPath: "" | "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice"
     medium: str = ""  # emptyDir: "" | "Memory"
     size_limit: int | None = None  # emptyDir: sizeLimit in bytes
-    sources: tuple[Volume, ...] = ()  # projected: its configMap and secret sources, in order
+    sources: tuple[Volume, ...] = ()  # projected: its configMap, secret and downwardAPI sources, in order
+    files: tuple[DownwardFile, ...] = ()  # downwardAPI: its items
 
 
 @dataclass(frozen=True)
@@ -252,6 +267,9 @@ class PodTemplate:
     topology_spread: tuple[TopologySpread, ...] = ()  # topologySpreadConstraints
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
     init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
+    # spec.serviceAccountName ("default" when unset) when a fieldRef reads it, else "": a no-op field that nothing
+    # reads stays out of the template hash, so setting it (or upgrading the agent) replaces no pod
+    service_account_name: str = ""
 
 
 # --- agent policy -------------------------------------------------------------

@@ -567,6 +567,9 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
             acts.append(ReplacePod(spec, f"container {', '.join(missing)} removed by hand"))
         elif changed:
             acts.append(ReplacePod(spec, "; ".join(changed)))
+        elif network is not None and any(c.pod_ip_env for c in spec.every_container()):
+            # connected again, it would get another address than the one its env holds (status.podIP)
+            acts.append(ReplacePod(spec, f"{network.reason} (its address is in its env: made again)"))
         elif network is not None:
             acts.append(network)
         elif any(c.paused for c in pod.containers):
@@ -655,7 +658,7 @@ def drifted(spec: PodSpec, pod: LivePod) -> list[str]:
 def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> list[str]:
     """PURE. The names of `c`'s properties whose live value (`live`) is not what the agent set."""
     out = [f"env {k}" for k, v in sorted(c.env.items()) if live.env.get(k) != env_digest(v)]
-    out += [f"env {k}" for k in sorted(c.secret_env) if k not in live.env]
+    out += [f"env {k}" for k in sorted((*c.secret_env, *c.pod_ip_env)) if k not in live.env]
     out += [f"label {k}" for k, v in sorted(c.labels.items()) if k != L_REVISION and live.labels.get(k) != v]
     out += [f"mount {b.target}" for b in c.volumes if live.volumes.get(b.target) != b.volume]
     checks = (

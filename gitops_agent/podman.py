@@ -514,7 +514,9 @@ class Node:
 
     def create_pod(self, spec: PodSpec) -> None:
         """Create the pod, its infra container and its containers, then start it. A container with
-        runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does."""
+        runAsNonRoot and no runAsUser is refused first if its image's user is root, as the kubelet does. When a
+        container's env wants the pod's address (fieldRef status.podIP), the pod's address is found and pinned
+        first (`_pin_address`), then the containers are created with it; other pods cost no extra call."""
         for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
@@ -522,8 +524,10 @@ class Node:
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
+            pod_ip = self._pin_address(spec) if any(c.pod_ip_env for c in spec.every_container()) else ""
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
-                self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
+                self._call("POST", "/containers/create", f"create container {c.name}",
+                           body=_container_body(spec, c, pod_ip))
             self.start_pod(spec.name, spec)
             self._give_volumes_to_group(spec)
             for c in spec.containers:
@@ -532,6 +536,28 @@ class Node:
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
             raise
+
+    def _pin_address(self, spec: PodSpec) -> str:
+        """The address of new pod `spec` on its network (the value of env status.podIP), made its own for good.
+        Podman gives a pod its address when its infra container starts (a new one at each start), and takes no
+        init container into a running pod: the infra container is started alone, its address read, and it is
+        stopped and connected again with that address as a static one, so every later start keeps it."""
+        what = f"the infra container of pod {spec.name}"
+        info = self._call("GET", f"/pods/{spec.name}/json", f"inspect pod {spec.name}") or {}
+        infra = str(info.get("InfraContainerID") or "")
+        if not infra:
+            raise NodeError(self.name, f"pod {spec.name} has no infra container to take the pod's address from")
+        self._call("POST", f"/containers/{infra}/start", f"start {what}")
+        c = self._call("GET", f"/containers/{infra}/json", f"inspect {what}") or {}
+        found = ((c.get("NetworkSettings") or {}).get("Networks") or {}).get(spec.network) or {}
+        ip = str(found.get("IPAddress") or "")
+        if not ip:
+            raise NodeError(self.name, f"pod {spec.name} got no address on network {spec.network} (env status.podIP)")
+        self._call("POST", f"/containers/{infra}/stop", f"stop {what}", params={"timeout": 0})  # libpod: not `t`
+        self._call("POST", f"/networks/{spec.network}/disconnect", f"disconnect {what}", body={"Container": infra})
+        self._call("POST", f"/networks/{spec.network}/connect", f"connect {what} with address {ip}",
+                   body={"container": infra, "aliases": list(creation_aliases(spec)), "static_ips": [ip]})
+        return ip
 
     def _init_failure(self, spec: PodSpec) -> NodeError | None:
         """The init container that stopped the pod's start, with its exit code and its last output lines
@@ -956,14 +982,14 @@ def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
     return body
 
 
-def _container_body(pod: PodSpec, c: ContainerSpec) -> dict[str, Any]:
-    """libpod's container spec for container `c` of pod `pod`."""
+def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "") -> dict[str, Any]:
+    """libpod's container spec for container `c` of pod `pod`, whose address is `pod_ip` (env status.podIP)."""
     body: dict[str, Any] = {
         "name": c.name,
         "pod": pod.name,
         "image": c.image,
         "labels": dict(c.labels),
-        "env": dict(c.env),
+        "env": {**c.env, **{var: pod_ip for var in c.pod_ip_env}},
         "restart_policy": pod.restart_policy,
         "stop_timeout": pod.stop_timeout,
     }

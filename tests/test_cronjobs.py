@@ -12,7 +12,7 @@ import pytest
 
 from gitops_agent.config import NodeConfig
 from gitops_agent.cronjobs import advance, due, run_id, run_pods
-from gitops_agent.desired import L_TEMPLATE_HASH, WorkloadSpec, compile_node
+from gitops_agent.desired import L_TEMPLATE_HASH, WorkloadSpec, compile_node, pod_uid
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.jobs import L_RUN, Batch, Book, RunRecord
 from gitops_agent.live import LiveContainer, LivePod, LiveState
@@ -37,7 +37,9 @@ CRON = textwrap.dedent("""\
               containers:
               - name: b
                 image: localhost/tool:1
-                env: [{name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+                env:
+                  - {name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+                  - {name: UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}
 """)
 
 
@@ -148,6 +150,7 @@ def test_a_run_has_its_own_pod_names_labels_and_metadata_name() -> None:
     (first, retry) = run_pods(w, "29412345")
     assert (first.name, retry.name) == ("backup-29412345-0", "backup-29412345-1")
     assert first.containers[0].name == "backup-29412345-0_b" and first.containers[0].env["ME"] == first.name
+    assert first.containers[0].env["UID"] == pod_uid("default", first.name, w.template_hash)  # each run's own
     assert first.labels[L_RUN] == "29412345" and first.restart_policy == "no"
 
 

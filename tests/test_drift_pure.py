@@ -156,6 +156,32 @@ def test_a_pod_off_its_network_or_with_other_aliases_is_reconnected_in_place() -
     assert "network podman connected by hand" in extra.reason
 
 
+def test_a_pod_whose_env_holds_its_address_is_in_sync_and_made_again_off_its_network() -> None:
+    """env status.podIP: any address in the live variable is in sync (a pod made again has another); taken off
+    its network, the pod is made again rather than connected again, which would give it another address."""
+    desired = _desired()
+    (w,) = desired.workloads
+    pods = tuple(p.map_containers(lambda c: replace(c, pod_ip_env=("POD_IP",))) for p in w.pods)
+    desired = replace(desired, workloads=(replace(w, pods=pods),))
+
+    def with_ip(p: LivePod) -> LivePod:
+        ctrs = tuple(replace(c, props=replace(c.props, env={**c.props.env, "POD_IP": env_digest("10.89.0.9")}))
+                     for c in p.containers if c.props is not None)
+        return replace(p, containers=ctrs)
+
+    assert plan(desired, _live(desired, with_ip)).actions == ()
+
+    def off(p: LivePod) -> LivePod:
+        assert p.infra is not None and p.infra.props is not None
+        return with_ip(replace(p, infra=replace(p.infra, props=replace(p.infra.props, networks={}))))
+
+    made = _only(desired, _live(desired, off))
+    assert isinstance(made, ReplacePod) and f"network {pods[0].network} disconnected" in made.reason
+    assert "its address is in its env" in made.reason
+    missing = _only(desired, _live(desired))
+    assert isinstance(missing, ReplacePod) and "env POD_IP" in missing.reason
+
+
 def test_drift_repair_keeps_an_unready_pod_out_of_its_services_dns() -> None:
     """A pod with a readinessProbe behind a Service is in its Service's DNS only once judged ready (endpoints.py):
     drift repair never puts an unready one back, takes a ready one's missing name as drift, and leaves the Service

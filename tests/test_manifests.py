@@ -472,9 +472,9 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
         ("volumeMounts: [{name: v, mountPath: /v, subPathExpr: x}]", "containers[0].volumeMounts[0].subPathExpr",
          "field 'subPathExpr' is not supported by gitops-agent (found \"x\"): mount the whole volume and use the "
          "file under it (env values are not expanded in mounts)"),
-        ("env: [{name: A, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}]",
-         "containers[0].env[0].valueFrom.fieldRef.fieldPath",
-         "status.podIPs is not supported by gitops-agent (use status.podIP, with hostNetwork: true)"),
+        ("env: [{name: A, valueFrom: {fileKeyRef: {path: a, key: b}}}]",
+         "containers[0].env[0].valueFrom.fileKeyRef", "field 'fileKeyRef' is not supported by gitops-agent (found "
+         "{path, key}): put the file's content in a ConfigMap or Secret and use configMapKeyRef or secretKeyRef"),
     ],
 )
 def test_unsupported_container_fields(patch: str, path: str, message: str) -> None:
@@ -487,7 +487,7 @@ def test_unsupported_container_fields(patch: str, path: str, message: str) -> No
 
 
 def test_unsupported_volume_source_and_deployment_fields() -> None:
-    """downwardAPI volumes and paused are unsupported, each at its own line (an empty matchExpressions beside
+    """ephemeral volumes and paused are unsupported, each at its own line (an empty matchExpressions beside
     matchLabels is no problem)."""
     text = y("""
         apiVersion: apps/v1
@@ -504,14 +504,14 @@ def test_unsupported_volume_source_and_deployment_fields() -> None:
               containers: [{name: main, image: "app:1"}]
               volumes:
                 - name: scratch
-                  downwardAPI: {}
+                  ephemeral: {}
     """)
     assert problems({"d.yaml": text}) == [
         "d.yaml:5: Deployment/web: spec.paused: field 'paused' is not supported by gitops-agent (found true): "
         "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
-        "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].downwardAPI: "
-        "field 'downwardAPI' is not supported by gitops-agent (found {}): use env with valueFrom.fieldRef for the "
-        "same values",
+        "d.yaml:15: Deployment/web: spec.template.spec.volumes[0].ephemeral: "
+        "field 'ephemeral' is not supported by gitops-agent (found {}): use an emptyDir: a volume that lives and dies "
+        "with the pod",
     ]
 
 
@@ -591,7 +591,8 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
             - {name: two, configMap: {name: c, optional: true}, secret: {secretName: s, optional: true}}
             - {name: fine, configMap: {name: c, optional: true}}
     """)
-    message = "needs a name and exactly one source: configMap, secret, projected, persistentVolumeClaim, hostPath or emptyDir"
+    message = ("needs a name and exactly one source: configMap, secret, downwardAPI, projected, persistentVolumeClaim, "
+               "hostPath or emptyDir")
     assert problems({"p.yaml": template}) == [
         f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
         f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",

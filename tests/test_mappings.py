@@ -23,8 +23,11 @@ import yaml
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import PRE_STOP, ContainerSpec, compile_node, cpu_shares, unplaced, volume_name
+from gitops_agent.desired import (PRE_STOP, ContainerSpec, compile_node, container_name, cpu_shares, network_name,
+                                  unplaced, volume_name)
 from gitops_agent.errors import RevisionRejected
+from gitops_agent.live import ContainerProps, env_digest
+from gitops_agent.plan import container_drift
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body, _group_dir_tar
 from podman_env import WEB1, http_get
@@ -206,8 +209,9 @@ def test_field_and_resource_refs_become_literal_env_values() -> None:
     }
 
 
-def test_host_ip_is_the_nodes_address_and_pod_ip_only_with_the_host_network() -> None:
-    """status.hostIP comes from nodes[].address; status.podIP is the same with hostNetwork and an error without."""
+def test_host_ip_is_the_nodes_address_and_so_is_the_pod_ip_on_the_host_network() -> None:
+    """status.hostIP comes from nodes[].address; status.podIP is the same with hostNetwork, and on the namespace
+    network the address the pod gets when it is made (`ContainerSpec.pod_ip_env`, not a literal value)."""
     env = "env: [{name: H, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}]\n"
     node = NodeConfig("n1", address="10.1.2.3")
     revision = parse([SourceFile("p.yaml", pod(container=env).encode())], COMMIT, nodes=(node,))
@@ -218,12 +222,53 @@ def test_host_ip_is_the_nodes_address_and_pod_ip_only_with_the_host_network() ->
                  policy=model.Policy(allow_host_network=True))
     (workload,) = compile_node(host, node, (node,)).workloads
     assert dict(workload.pods[0].containers[0].env) == {"P": "10.1.2.3"}
-    assert problems(pod(container=pod_ip)) == [
-        "p.yaml:8: Pod/p: spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: status.podIP is not supported by "
-        "gitops-agent (Podman assigns a pod's address when it starts, after its environment is fixed; inside the pod "
-        "its hostname (metadata.name) resolves to it. With hostNetwork: true it is the node's address "
-        "(nodes[].address))",
-    ]
+    assert workload.pods[0].containers[0].pod_ip_env == ()
+    (container,) = specs(pod(container=pod_ip))
+    assert (dict(container.env), container.pod_ip_env) == ({}, ("P",))
+
+
+POD_IP_ENV = """\
+env:
+  - {name: A, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+  - {name: B, value: literal}
+  - {name: B, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}
+  - {name: C, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+  - {name: C, value: last wins}
+"""
+
+
+def test_pod_ip_variables_get_the_address_the_pod_is_made_with_and_are_no_drift() -> None:
+    """status.podIP and status.podIPs (one address) take the pod's address at creation; the later of two
+    definitions of a variable wins, as in Kubernetes. Its value is not compared (a pod made again has another
+    address), only that the variable is there."""
+    text = pod(container=POD_IP_ENV)
+    (workload,) = compile_node(parsed(text), NODE, (NODE,)).workloads
+    (spec,) = workload.pods
+    (container,) = spec.containers
+    assert (dict(container.env), container.pod_ip_env) == ({"C": "last wins"}, ("A", "B"))
+    assert _container_body(spec, container, "10.89.0.7")["env"] == {"C": "last wins", "A": "10.89.0.7",
+                                                                    "B": "10.89.0.7"}
+    assert all(c.pod_ip_env == () for c in specs(pod(container=FIELD_ENV)))  # no address wanted: no pinning
+    live = {"C": env_digest("last wins"), "A": env_digest("10.89.0.9"), "B": env_digest("10.89.0.9")}
+    props = ContainerProps(env=live, labels=container.labels, restart_policy="always", image_name=container.image)
+    assert container_drift(spec, container, props) == []
+    assert container_drift(spec, container, replace(props, env={"C": live["C"], "A": live["A"]})) == ["env B"]
+
+
+def test_service_account_name_is_a_plain_value_and_hashed_only_when_read() -> None:
+    """spec.serviceAccountName reads the pod's serviceAccountName ("default" when unset, the deprecated
+    serviceAccount when only it is set); a pod that sets it and does not read it keeps its template hash."""
+    env = "env: [{name: SA, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}]\n"
+    assert dict(specs(pod("serviceAccountName: robot\n", env))[0].env) == {"SA": "robot"}
+    assert dict(specs(pod("serviceAccount: old\n", env))[0].env) == {"SA": "old"}
+    assert dict(specs(pod("", env))[0].env) == {"SA": "default"}
+
+    def thash(text: str) -> str:
+        (workload,) = compile_node(parsed(text), NODE, (NODE,)).workloads
+        return workload.template_hash
+
+    assert thash(pod("serviceAccountName: robot\n")) == thash(pod())
+    assert thash(pod("serviceAccountName: robot\n", env)) != thash(pod("serviceAccountName: other\n", env))
 
 
 def test_unknown_or_late_field_paths_and_unset_limits_are_errors() -> None:
@@ -231,7 +276,7 @@ def test_unknown_or_late_field_paths_and_unset_limits_are_errors() -> None:
 resources: {limits: {memory: 64Mi}}
 env:
   - {name: A, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
-  - {name: B, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}
+  - {name: B, valueFrom: {fieldRef: {fieldPath: spec.serviceAccount}}}
   - {name: C, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
   - {name: D, valueFrom: {resourceFieldRef: {containerName: nope, resource: limits.memory}}}
 """
@@ -239,8 +284,9 @@ env:
         "p.yaml:10: Pod/p: spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: status.hostIP is the node's "
         "address, and node local has none in the agent config: set its nodes[].address",
         "p.yaml:11: Pod/p: spec.containers[0].env[1].valueFrom.fieldRef.fieldPath: unknown fieldPath "
-        "'metadata.uid' (supported: metadata.name, metadata.namespace, metadata.labels['KEY'], "
-        "metadata.annotations['KEY'], spec.nodeName, status.hostIP, status.podIP)",
+        "'spec.serviceAccount' (supported: metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], "
+        "metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, "
+        "status.podIP, status.podIPs)",
         "p.yaml:12: Pod/p: spec.containers[0].env[2].valueFrom.resourceFieldRef.resource: container 'main' sets no "
         "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
         "p.yaml:13: Pod/p: spec.containers[0].env[3].valueFrom.resourceFieldRef.containerName: 'nope' is not a "
@@ -306,6 +352,11 @@ BASE = "clusters/edge"
 
 
 HOST_IP_ENV = "  - {name: HOST, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n"
+POD_ENV = """\
+  - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+  - {name: POD_IPS, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}
+  - {name: SA, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}
+"""
 NODE_ADDRESS = "192.0.2.10"  # nodes[].address of the test node (documentation range: never dialled)
 
 
@@ -327,18 +378,37 @@ spec:
   replicas: 1
   selector: {{matchLabels: {{app: shop}}}}
   template:
-    metadata: {{labels: {{app: shop, tier: web}}}}
+    metadata: {{labels: {{app: shop, tier: web}}, annotations: {{note: 'say "hi"'}}}}
     spec:
       terminationGracePeriodSeconds: 1
+      serviceAccountName: shop-robot
       securityContext: {{runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}}
-      volumes: [{{name: data, persistentVolumeClaim: {{claimName: data}}}}]
+      volumes:
+        - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
+        - name: podinfo
+          downwardAPI:
+            items:
+              - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+              - {{path: annotations, fieldRef: {{fieldPath: metadata.annotations}}, mode: 0444}}
+              - {{path: cpu_request, resourceFieldRef: {{containerName: main, resource: requests.cpu, divisor: 1m}}}}
+        - name: all
+          projected:
+            sources: [{{downwardAPI: {{items: [{{path: meta/name, fieldRef: {{fieldPath: metadata.name}}}}]}}}}]
+      initContainers:  # run by the pod's start after its infra container was started alone (status.podIP)
+        - name: check
+          image: {WEB1}
+          command: [sh, -c, 'test -n "$POD_IP"']
+          env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
       containers:
         - name: main
           image: {WEB1}
           command: [sleep, "100000"]
           securityContext: {{capabilities: {{drop: [all]}}, seccompProfile: {{type: RuntimeDefault}}}}
-          volumeMounts: [{{name: data, mountPath: /data}}]
-""" + textwrap.indent(FIELD_ENV + HOST_IP_ENV, " " * 10) + f"""\
+          volumeMounts:
+            - {{name: data, mountPath: /data}}
+            - {{name: podinfo, mountPath: /etc/podinfo}}
+            - {{name: all, mountPath: /etc/all}}
+""" + textwrap.indent(FIELD_ENV + HOST_IP_ENV + POD_ENV, " " * 10) + f"""\
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -418,6 +488,24 @@ def test_mappings_take_effect_on_real_podman(
     }
     assert env["POD"] in {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)}
     assert env["POD"].startswith("shop-")
+    # status.podIP(s): the address `podman inspect` shows on the namespace network; the serviceAccountName
+    infra = json.loads(svc.podman("pod", "inspect", env["POD"]).stdout)["InfraContainerID"]
+    networks = json.loads(svc.podman("inspect", infra).stdout)[0]["NetworkSettings"]["Networks"]
+    address = networks[network_name(NS)]["IPAddress"]
+    assert (env["POD_IP"], env["POD_IPS"], env["SA"]) == (address, address, "shop-robot")
+    check = json.loads(svc.podman("inspect", container_name(env["POD"], "check")).stdout)[0]["State"]
+    assert (check["Status"], check["ExitCode"]) == ("exited", 0)  # the init container ran and saw the address
+    # the downwardAPI files, in Kubernetes' formats and modes
+    files = svc.podman("exec", name, "sh", "-c", "cat /etc/podinfo/labels; echo '|'; cat /etc/podinfo/annotations; "
+                       "echo '|'; cat /etc/podinfo/cpu_request /etc/all/meta/name; stat -c %a /etc/podinfo/annotations")
+    assert files.stdout == f'app="shop"\ntier="web"|\nnote="say \\"hi\\""|\n250{env["POD"]}444\n'
+    # the address is the pod's own: a restart of the pod keeps it, and nothing the agent set reads as drift
+    svc.podman("pod", "restart", env["POD"])
+    networks = json.loads(svc.podman("inspect", infra).stdout)[0]["NetworkSettings"]["Networks"]
+    assert networks[network_name(NS)]["IPAddress"] == env["POD_IP"]
+    capsys.readouterr()
+    assert main(["diff", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "node local: in sync"
 
     # the LoadBalancer's port and the allocated node port answer on the node; status shows both
     assert http_get(LB_PORT) == "1\n"

@@ -15,7 +15,7 @@ import yaml
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import ContainerSpec, compile_node
+from gitops_agent.desired import ContainerSpec, compile_node, go_quote, pod_uid
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body
@@ -134,6 +134,153 @@ def test_projected_sources_the_agent_cannot_fill_and_colliding_paths_are_errors(
                                     "- {name: t, mountPath: /t}\n"))
     assert "sources[0].serviceAccountToken: field 'serviceAccountToken' is not supported by gitops-agent (found " \
            "{path}): remove it: a service-account token is issued by an API server" in token_problem, token_problem
+
+
+# --- downwardAPI volumes and projections ---------------------------------------------------
+
+DOWNWARD = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec:
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata:
+      labels: {zone: us-east, app: shop}
+      annotations: {note: "say \\"hi\\"\\ttab", empty: ""}
+    spec:
+      volumes:
+        - name: info
+          downwardAPI:
+            defaultMode: 0440
+            items:
+              - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+              - {path: meta/annotations, fieldRef: {fieldPath: metadata.annotations}, mode: 0400}
+              - {path: zone, fieldRef: {fieldPath: "metadata.labels['zone']"}}
+              - {path: name, fieldRef: {fieldPath: metadata.name}}
+              - {path: ns, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}
+              - {path: uid, fieldRef: {fieldPath: metadata.uid}}
+              - {path: cpu_limit, resourceFieldRef: {containerName: main, resource: limits.cpu, divisor: 1m}}
+              - {path: mem_request_mi, resourceFieldRef: {containerName: main, resource: requests.memory, divisor: 1Mi}}
+        - name: all
+          projected:
+            sources:
+              - downwardAPI: {items: [{path: cpu, resourceFieldRef: {containerName: main, resource: limits.cpu}}]}
+      containers:
+        - name: main
+          image: app:1
+          resources: {limits: {cpu: 250m, memory: 64Mi}, requests: {memory: 10Mi}}
+          volumeMounts: [{name: info, mountPath: /etc/podinfo}, {name: all, mountPath: /all}]
+"""
+
+
+def test_downward_api_files_hold_the_pods_fields_in_kubernetes_formats() -> None:
+    """Each item is a file (a Podman secret of the workload) with the pod's field: all labels or annotations as
+    sorted `key="value"` lines quoted as Go's %q, one label as is, the pod's name, namespace and uid, and a
+    container's limit or request in divisor units, rounded up; its mode is the item's, else defaultMode."""
+    compiled = compile_node(parsed(DOWNWARD), NODE, (NODE,))
+    (workload,) = compiled.workloads
+    (spec,) = workload.pods
+    data = {s.name: s for s in compiled.secrets}
+    files = {m.target: (data[m.secret].data.decode(), oct(m.mode)) for m in spec.containers[0].secret_mounts}
+    uid = files.pop("/etc/podinfo/uid")
+    assert files == {
+        "/etc/podinfo/labels": ('app="shop"\nzone="us-east"', "0o440"),
+        "/etc/podinfo/meta/annotations": ('empty=""\nnote="say \\"hi\\"\\ttab"', "0o400"),
+        "/etc/podinfo/zone": ("us-east", "0o440"),
+        "/etc/podinfo/name": (spec.name, "0o440"),
+        "/etc/podinfo/ns": ("default", "0o440"),
+        "/etc/podinfo/cpu_limit": ("250", "0o440"),
+        "/etc/podinfo/mem_request_mi": ("10", "0o440"),
+        "/all/cpu": ("1", "0o644"),
+    }
+    assert uid[0] == pod_uid("default", spec.name, workload.template_hash) and len(uid[0]) == 36
+    assert {data[m.secret].source for m in spec.containers[0].secret_mounts} == {workload.ref}
+    assert "/etc/podinfo/name" in {m.target for m in container(pod(
+        "- {name: info, downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}\n",
+        "- {name: info, mountPath: /etc/podinfo}\n")).secret_mounts}
+
+
+def test_a_pods_uid_is_stable_for_its_template_and_new_with_a_new_one() -> None:
+    assert pod_uid("ns", "web-0", "abc") == pod_uid("ns", "web-0", "abc")
+    assert len({pod_uid("ns", "web-0", "abc"), pod_uid("ns", "web-0", "abd"), pod_uid("ns", "web-1", "abc"),
+                pod_uid("other", "web-0", "abc")}) == 4
+
+
+def test_go_quote_writes_values_as_kubernetes_label_files_have_them() -> None:
+    assert go_quote('plain') == '"plain"'
+    assert go_quote('a "b" \\ c\n\t') == '"a \\"b\\" \\\\ c\\n\\t"'
+    assert go_quote("\x00\x7fé☃\u200b") == '"\\x00\\x7fé☃\\u200b"'
+
+
+def test_downward_api_items_that_kubernetes_refuses_are_errors() -> None:
+    """A file takes exactly one of fieldRef and resourceFieldRef; volumes have metadata fields only (env has the
+    others); a resourceFieldRef names a container of the pod and a limit it sets; paths do not collide."""
+    volumes = """\
+        - name: info
+          downwardAPI:
+            items:
+              - {path: a}
+              - path: b
+                fieldRef: {fieldPath: spec.nodeName}
+                resourceFieldRef: {containerName: main, resource: limits.cpu}
+              - {path: c, fieldRef: {fieldPath: status.podIP}}
+              - {path: d, resourceFieldRef: {containerName: nope, resource: limits.memory}}
+              - {path: e, resourceFieldRef: {resource: limits.memory}}
+        - name: both
+          projected:
+            sources:
+              - downwardAPI: {items: [{path: x, fieldRef: {fieldPath: metadata.name}}]}
+              - configMap: {name: conf, items: [{key: other.txt, path: x}]}
+        """
+    files = "metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, " \
+            "metadata.labels['KEY'], metadata.annotations['KEY']"
+    assert problems(pod(volumes, "- {name: info, mountPath: /i}\n- {name: both, mountPath: /b}\n")) == [
+        "p.yaml:19: Pod/p: spec.volumes[0].downwardAPI.items[0]: needs exactly one of fieldRef or resourceFieldRef",
+        "p.yaml:20: Pod/p: spec.volumes[0].downwardAPI.items[1]: needs exactly one of fieldRef or resourceFieldRef",
+        "p.yaml:21: Pod/p: spec.volumes[0].downwardAPI.items[1].fieldRef.fieldPath: unknown fieldPath "
+        f"'spec.nodeName' for a downwardAPI file (supported: {files}); use env with valueFrom.fieldRef for it",
+        "p.yaml:22: Pod/p: spec.volumes[0].downwardAPI.items[1].resourceFieldRef.resource: container 'main' sets no "
+        "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
+        "p.yaml:23: Pod/p: spec.volumes[0].downwardAPI.items[2].fieldRef.fieldPath: unknown fieldPath "
+        f"'status.podIP' for a downwardAPI file (supported: {files}); use env with valueFrom.fieldRef for it",
+        "p.yaml:24: Pod/p: spec.volumes[0].downwardAPI.items[3].resourceFieldRef.containerName: 'nope' is not a "
+        "container of this pod",
+        "p.yaml:25: Pod/p: spec.volumes[0].downwardAPI.items[4].resourceFieldRef: missing required field "
+        "'containerName'",
+        "p.yaml:30: Pod/p: spec.volumes[1].projected.sources[1].configMap.items[0].path: duplicate path 'x' in the "
+        "projected volume",
+    ]
+
+
+def test_a_cronjobs_pods_take_their_name_from_env_not_from_a_downward_api_file() -> None:
+    """A CronJob's run names its pods when it starts, after its files were made: metadata.name and uid files are
+    refused there (env has them), the other fields are files as usual."""
+    cron = """\
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: c}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          volumes:
+            - name: info
+              downwardAPI:
+                items:
+                  - {path: name, fieldRef: {fieldPath: metadata.name}}
+                  - {path: ns, fieldRef: {fieldPath: metadata.namespace}}
+          containers: [{name: main, image: "app:1", volumeMounts: [{name: info, mountPath: /i}]}]
+"""
+    assert problems(cron) == [
+        # (a CronJob's template problems are shown at the path they have in its Job: batch._as_job)
+        "p.yaml:15: CronJob/c: spec.template.spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath: "
+        "metadata.name is not supported by gitops-agent in a downwardAPI file of a CronJob's pods (each run names its "
+        "pods when it starts); use env with valueFrom.fieldRef for it",
+    ]
 
 
 # --- one sync on a private Podman ---------------------------------------------------------

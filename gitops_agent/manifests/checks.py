@@ -291,14 +291,19 @@ def file_sources(prefix: JsonPath, volumes: Iterable[model.Volume]) -> Iterator[
         if volume.kind in ("configMap", "secret"):
             yield prefix + ("volumes", i, volume.kind), VOLUME_SOURCES[volume.kind][0], volume
         for j, source in enumerate(volume.sources):
-            yield prefix + ("volumes", i, "projected", "sources", j, source.kind), "name", source
+            if source.kind != "downwardAPI":  # its files name no object
+                yield prefix + ("volumes", i, "projected", "sources", j, source.kind), "name", source
 
 
 def volume_files(volume: model.Volume, config: Mapping[model.ObjectRef, model.ConfigData],
                  namespace: str) -> list[str] | None:
-    """The relative paths of the files of a configMap, secret or projected volume (None: not all known)."""
+    """The relative paths of the files of a configMap, secret, downwardAPI or projected volume (None: not all
+    known)."""
     files: list[str] = []
     for source in volume.sources or (volume,):
+        if source.kind == "downwardAPI":
+            files.extend(item.path for item in source.files)
+            continue
         if source.items:
             files.extend(item.path for item in source.items)
             continue
@@ -309,16 +314,20 @@ def volume_files(volume: model.Volume, config: Mapping[model.ObjectRef, model.Co
     return ["/".join(part for part in f.split("/") if part not in ("", ".")) for f in files]
 
 
+_FILE_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
+
+
 def _check_sub_paths(
     doc: Document, workload: model.Workload, config: Mapping[model.ObjectRef, model.ConfigData]
 ) -> list[Problem]:
-    """A subPath into a configMap, secret or projected volume names one of its files, or a directory of them."""
+    """A subPath into a configMap, secret, downwardAPI or projected volume names one of its files, or a directory
+    of them."""
     found = Problems()
     volumes = {volume.name: volume for volume in workload.template.volumes}
     for group, i, container in every_container(workload.template):
         for j, mount in enumerate(container.volume_mounts):
             volume = volumes.get(mount.name)
-            if not mount.sub_path or volume is None or volume.kind not in ("configMap", "secret", "projected"):
+            if not mount.sub_path or volume is None or volume.kind not in _FILE_VOLUMES:
                 continue
             files = volume_files(volume, config, workload.ref.namespace)
             sub = mount.sub_path

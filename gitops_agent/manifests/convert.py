@@ -12,7 +12,7 @@ import base64
 import copy
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +26,7 @@ from .document import (
     every_container,
     identify,
     is_zero,
+    json_path,
     normpath,
     short,
 )
@@ -569,14 +570,8 @@ def _pod_template(
         _init_container(doc, prefix + ("initContainers", i), c, pod_context)
         for i, c in enumerate(spec.get("initContainers", ()))
     )
-    processes = model.PodTemplate({}, containers, init_containers=inits)  # what the checks of every container see
-    if not spec.get("hostNetwork", False):
-        for group, i, container in every_container(processes):
-            for j, env in enumerate(container.env):
-                if env.field_path == "status.podIP":
-                    doc.report(prefix + (group, i, "env", j, "valueFrom", "fieldRef", "fieldPath"),
-                               f"status.podIP is not supported by gitops-agent ({_POD_IP_ONLY_ON_HOST})")
-    volumes = tuple(_volume(volume) for volume in spec.get("volumes", ()))
+    volumes = tuple(_volume(doc, prefix + ("volumes", i), v) for i, v in enumerate(spec.get("volumes", ())))
+    processes = model.PodTemplate({}, containers, volumes, init_containers=inits)  # what every check sees
     for i, volume in enumerate(volumes):
         if volume.kind == "emptyDir" and volume.size_limit is not None and volume.medium != "Memory":
             doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"), _DISK_SIZE_LIMIT)
@@ -590,6 +585,11 @@ def _pod_template(
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
     _check_resource_refs(doc, prefix, processes)
+    for path, file in _downward_items(prefix, volumes) if doc.kind == "CronJob" else ():
+        if file.field_path in ("metadata.name", "metadata.uid"):
+            doc.report(path + ("fieldRef", "fieldPath"), f"{file.field_path} is not supported by gitops-agent in a "
+                       "downwardAPI file of a CronJob's pods (each run names its pods when it starts); use env with "
+                       "valueFrom.fieldRef for it")
     declared = {volume.name for volume in volumes}
     for group, i, container in every_container(processes):
         mounts = prefix + (group, i, "volumeMounts")
@@ -615,7 +615,16 @@ def _pod_template(
         **_placement(doc, prefix, spec, labels),
         fs_group=pod_context.get("fsGroup"),
         init_containers=inits,
+        service_account_name=_service_account(spec, processes),
     )
+
+
+def _service_account(spec: dict[str, Any], pod: model.PodTemplate) -> str:
+    """The pod's serviceAccountName ("default" when unset; the deprecated serviceAccount when only it is set)
+    when a fieldRef reads it, else "" (see `model.PodTemplate.service_account_name`)."""
+    if not any(e.field_path == "spec.serviceAccountName" for _, _, c in every_container(pod) for e in c.env):
+        return ""
+    return str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
 
 
 # What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
@@ -719,17 +728,28 @@ def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate
     """Each resourceFieldRef names a container of the pod, and a limit that container sets (Kubernetes would
     use the node's allocatable amount, which gitops-agent does not know)."""
     by_name = {c.name: c for _, _, c in every_container(pod)}
-    for group, i, container in every_container(pod):
-        for j, env in enumerate(container.env):
-            if env.resource is None:
-                continue
-            path = prefix + (group, i, "env", j, "valueFrom", "resourceFieldRef")
-            target = by_name.get(env.resource.container)
-            if target is None:
-                doc.report(path + ("containerName",), f"{env.resource.container!r} is not a container of this pod")
-            elif env.resource.resource.startswith("limits.") and desired.resource_amount(target, env.resource) is None:
-                doc.report(path + ("resource",), f"container {target.name!r} sets no {env.resource.resource}: "
-                           "gitops-agent does not know the node's allocatable amount; set the limit")
+    refs = [(prefix + (group, i, "env", j, "valueFrom", "resourceFieldRef"), env.resource)
+            for group, i, container in every_container(pod) for j, env in enumerate(container.env) if env.resource]
+    refs += [(path + ("resourceFieldRef",), file.resource)
+             for path, file in _downward_items(prefix, pod.volumes) if file.resource]
+    for path, ref in refs:
+        target = by_name.get(ref.container)
+        if target is None:
+            doc.report(path + ("containerName",), f"{ref.container!r} is not a container of this pod")
+        elif ref.resource.startswith("limits.") and desired.resource_amount(target, ref) is None:
+            doc.report(path + ("resource",), f"container {target.name!r} sets no {ref.resource}: "
+                       "gitops-agent does not know the node's allocatable amount; set the limit")
+
+
+def _downward_items(prefix: JsonPath,
+                    volumes: tuple[model.Volume, ...]) -> Iterator[tuple[JsonPath, model.DownwardFile]]:
+    """Each file of the pod's downwardAPI volumes and projections, with the path of its item."""
+    for i, volume in enumerate(volumes):
+        if volume.kind == "downwardAPI":
+            yield from ((prefix + ("volumes", i, "downwardAPI", "items", k), f) for k, f in enumerate(volume.files))
+        for j, source in enumerate(volume.sources):
+            where = prefix + ("volumes", i, "projected", "sources", j, "downwardAPI", "items")
+            yield from ((where + (k,), f) for k, f in enumerate(source.files))
 
 
 def _host_network_ports(doc: Document, path: JsonPath, container: model.Container) -> model.Container:
@@ -886,16 +906,17 @@ def _default_pull_policy(image: str) -> str:
     return "Always" if tag == "latest" or not (tag or digest) else "IfNotPresent"
 
 
-# fieldRef paths known when the pod is created; metadata.labels/annotations take a key: ['KEY'].
-_FIELD_PATHS = re.compile(r"metadata\.name|metadata\.namespace|spec\.nodeName|status\.hostIP|status\.podIP"
-                          r"|metadata\.(labels|annotations)\['([^'\]]+)'\]")
-_LATE_FIELDS = {
-    "status.podIPs": "use status.podIP, with hostNetwork: true",
-    "status.hostIPs": "use status.hostIP",
-}
-_POD_IP_ONLY_ON_HOST = ("Podman assigns a pod's address when it starts, after its environment is fixed; inside the "
-                        "pod its hostname (metadata.name) resolves to it. With hostNetwork: true it is the node's "
-                        "address (nodes[].address)")
+# fieldRef paths of env (known when the pod is created; status.podIP(s) once its infra container runs on the
+# namespace network); metadata.labels/annotations take a key: ['KEY'].
+_FIELD_PATHS = re.compile(r"metadata\.(name|namespace|uid)|spec\.(nodeName|serviceAccountName)"
+                          r"|status\.(hostIPs?|podIPs?)|metadata\.(labels|annotations)\['([^'\]]+)'\]")
+_ENV_FIELDS = ("metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], "
+               "spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs")
+# fieldRef paths of a downwardAPI volume's files (Kubernetes' own list): the whole labels and annotations too.
+_FILE_FIELD_PATHS = re.compile(r"metadata\.(name|namespace|uid|labels|annotations)"
+                               r"|metadata\.(labels|annotations)\['([^'\]]+)'\]")
+_FILE_FIELDS = ("metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, "
+                "metadata.labels['KEY'], metadata.annotations['KEY']")
 
 
 def _env_var(doc: Document, path: JsonPath, env: dict[str, Any], container: str) -> model.EnvVar:
@@ -905,22 +926,43 @@ def _env_var(doc: Document, path: JsonPath, env: dict[str, Any], container: str)
     where = path + ("valueFrom", field_name)
     if field_name == "fieldRef":
         field_path = selector["fieldPath"]
-        if field_path in _LATE_FIELDS:
-            doc.report(where + ("fieldPath",), f"{field_path} is not supported by gitops-agent "
-                                               f"({_LATE_FIELDS[field_path]})")
-        elif not _FIELD_PATHS.fullmatch(field_path):
-            doc.report(where + ("fieldPath",), f"unknown fieldPath {short(field_path)} (supported: metadata.name, "
-                       "metadata.namespace, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, "
-                       "status.hostIP, status.podIP)")
+        if not _FIELD_PATHS.fullmatch(field_path):
+            doc.report(where + ("fieldPath",), f"unknown fieldPath {short(field_path)} (supported: {_ENV_FIELDS})")
         return model.EnvVar(env["name"], field_path=field_path)
     if field_name == "resourceFieldRef":
-        resource = selector["resource"]
-        per_unit = 1000 if resource.endswith(".cpu") else 1
-        divisor = _quantity(doc, where + ("divisor",), selector.get("divisor", 1), per_unit, (1, 2**63 - 1, ""))
-        return model.EnvVar(env["name"], resource=model.ResourceFieldRef(
-            selector.get("containerName", container), resource, divisor or 1))
+        return model.EnvVar(env["name"], resource=_resource_ref(doc, where, selector, container))
     ref = model.KeyRef(_REF_KINDS[field_name], selector["name"], selector["key"], selector.get("optional", False))
     return model.EnvVar(env["name"], ref=ref)
+
+
+def _resource_ref(doc: Document, where: JsonPath, selector: dict[str, Any], container: str) -> model.ResourceFieldRef:
+    """A resourceFieldRef (of env, or of a downwardAPI file: `container` is then "" and the schema requires
+    containerName), its divisor in millicores or bytes."""
+    resource = selector["resource"]
+    per_unit = 1000 if resource.endswith(".cpu") else 1
+    divisor = _quantity(doc, where + ("divisor",), selector.get("divisor", 1), per_unit, (1, 2**63 - 1, ""))
+    return model.ResourceFieldRef(selector.get("containerName", container), resource, divisor or 1)
+
+
+def _downward_files(doc: Document, where: JsonPath, source: dict[str, Any],
+                    mode: int) -> tuple[model.DownwardFile, ...]:
+    """The items of a downwardAPI volume or projection: each a pod field or a container's limit or request."""
+    files = []
+    for k, item in enumerate(source.get("items", ())):
+        path = where + ("items", k)
+        field_ref, resource_ref = item.get("fieldRef"), item.get("resourceFieldRef")
+        at = json_path(path)
+        reported = any(p.path == at or p.path.startswith(at + ".") for p in doc.problems)  # the schema left it out
+        if (field_ref is None) == (resource_ref is None) and not reported:
+            doc.report(path, "needs exactly one of fieldRef or resourceFieldRef")
+        field_path = None if field_ref is None else field_ref["fieldPath"]
+        if field_path is not None and not _FILE_FIELD_PATHS.fullmatch(field_path):
+            hint = "; use env with valueFrom.fieldRef for it" if _FIELD_PATHS.fullmatch(field_path) else ""
+            doc.report(path + ("fieldRef", "fieldPath"), f"unknown fieldPath {short(field_path)} for a downwardAPI "
+                                                          f"file (supported: {_FILE_FIELDS}){hint}")
+        resource = None if resource_ref is None else _resource_ref(doc, path + ("resourceFieldRef",), resource_ref, "")
+        files.append(model.DownwardFile(item["path"], field_path, resource, item.get("mode", mode)))
+    return tuple(files)
 
 
 def _env_from(source: dict[str, Any]) -> model.EnvFrom:
@@ -968,20 +1010,25 @@ def _check_projected(doc: Document, prefix: JsonPath, volumes: tuple[model.Volum
     for i, volume in enumerate(volumes):
         seen: set[str] = set()
         for j, source in enumerate(volume.sources):
-            for k, item in enumerate(source.items):
-                path = "/".join(part for part in item.path.split("/") if part not in ("", "."))
+            for k, item_path in enumerate([i.path for i in source.items] + [f.path for f in source.files]):
+                path = "/".join(part for part in item_path.split("/") if part not in ("", "."))
                 if path in seen:
                     doc.report(prefix + ("volumes", i, "projected", "sources", j, source.kind, "items", k, "path"),
                                f"duplicate path {path!r} in the projected volume")
                 seen.add(path)
 
 
-def _projected(name: str, source: dict[str, Any]) -> model.Volume:
-    """A projected volume: its configMap and secret sources (the only ones the schema admits), in order."""
+def _projected(doc: Document, where: JsonPath, name: str, source: dict[str, Any]) -> model.Volume:
+    """A projected volume: its configMap, secret and downwardAPI sources (the only ones the schema admits), in
+    order."""
     mode = source.get("defaultMode", 0o644)
     sources = []
-    for projection in source["sources"]:
+    for j, projection in enumerate(source["sources"]):
         ((kind, ref),) = projection.items()  # exactly one, by the schema
+        if kind == "downwardAPI":
+            files = _downward_files(doc, where + ("sources", j, kind), ref, mode)
+            sources.append(model.Volume(name, kind, "", default_mode=mode, files=files))
+            continue
         sources.append(model.Volume(
             name=name, kind=kind, source=ref["name"], default_mode=mode, optional=ref.get("optional", False),
             items=tuple(model.KeyToPath(item["key"], item["path"]) for item in ref.get("items", ())),
@@ -989,10 +1036,14 @@ def _projected(name: str, source: dict[str, Any]) -> model.Volume:
     return model.Volume(name, "projected", "", default_mode=mode, sources=tuple(sources))
 
 
-def _volume(volume: dict[str, Any]) -> model.Volume:
+def _volume(doc: Document, where: JsonPath, volume: dict[str, Any]) -> model.Volume:
     ((kind, source),) = ((k, v) for k, v in volume.items() if k != "name")  # exactly one, by the schema
     if kind == "projected":
-        return _projected(volume["name"], source)
+        return _projected(doc, where + (kind,), volume["name"], source)
+    if kind == "downwardAPI":
+        mode = source.get("defaultMode", 0o644)
+        files = _downward_files(doc, where + (kind,), source, mode)
+        return model.Volume(volume["name"], kind, "", default_mode=mode, files=files)
     if kind == "hostPath":
         return model.Volume(volume["name"], kind, normpath(source["path"]), host_path_type=source.get("type", ""))
     if kind == "emptyDir":

@@ -252,7 +252,6 @@ WHAT_TO_DO: dict[str, str] = {
     "fsGroupChangePolicy": "remove it: gitops-agent gives fsGroup the top directory of each read-write volume",
     "sysctls": "set the sysctl on the node, or remove it: gitops-agent sets no sysctls in a pod",
     "supplementalGroupsPolicy": "remove it: supplementalGroups are added to the image's groups, as with Merge",
-    "downwardAPI": "use env with valueFrom.fieldRef for the same values",
     "serviceAccountToken": "remove it: a service-account token is issued by an API server, which gitops-agent does "
                            "not have; put a token the application needs in a Secret source",
     "clusterTrustBundle": "put the certificates in a ConfigMap source: ClusterTrustBundles live in an API server, "
