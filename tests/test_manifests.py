@@ -626,7 +626,8 @@ def test_secret_type_and_base64_are_checked() -> None:
     """)
     assert problems({"s.yaml": secret}) == [
         "s.yaml:4: Secret/tls: type: a Secret of type kubernetes.io/tls needs key 'tls.crt', 'tls.key'",
-        "s.yaml:6: Secret/tls: data.key: must be standard padded base64 on a single line",
+        "s.yaml:6: Secret/tls: data.key: must be standard padded base64 (line breaks are allowed; other characters "
+        "are not)",
     ]
 
 
@@ -2223,7 +2224,7 @@ def test_a_pod_hostname_is_dropped_only_when_it_is_the_pods_own_name() -> None:
         "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"other\"): "
         "remove it: a pod's hostname is its pod name"]
     assert problems({"p.yaml": (pod % "gen").replace("metadata: {name: gen}", "metadata: {name: null}")}) == [
-        "p.yaml:3: Pod: metadata.name: must be a string, not null",
+        "p.yaml:3: Pod: metadata: missing required field 'name'",  # null is unset, as in Kubernetes
         "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"gen\"): "
         "remove it: a pod's hostname is its pod name",
     ]

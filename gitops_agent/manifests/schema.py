@@ -294,8 +294,6 @@ WHAT_TO_DO: dict[str, str] = {
     "externalTrafficPolicy": "remove it: traffic goes to the pod on the node that publishes the port, as with Local",
     "internalTrafficPolicy": "remove it: a Service's DNS name gives the addresses of its pods on the node",
     "healthCheckNodePort": "remove it: there is no cloud load balancer to check the node",
-    "ipFamilies": "remove it: Services use the namespace network's address family",
-    "ipFamilyPolicy": "remove it: Services use the namespace network's address family",
     "loadBalancerIP": "remove it: a LoadBalancer Service is served on the node's addresses",
     "loadBalancerClass": "remove it: a LoadBalancer Service is served on the node's addresses",
     "loadBalancerSourceRanges": "remove it only together with a firewall rule on the node that keeps the other "
