@@ -295,7 +295,7 @@ def _config_data(doc: Document) -> model.ConfigData:
     secret_type = doc.body.get("type", "Opaque") if doc.kind == "Secret" else "Opaque"
     if secret_type in pullauth.SECRET_KEYS:
         _check_pull_secret(doc, secret_type, data)
-    return model.ConfigData(doc.ref, doc.origin, data, type=secret_type)
+    return model.ConfigData(doc.ref, doc.origin, data, type=secret_type, immutable=doc.body.get("immutable") is True)
 
 
 def _check_pull_secret(doc: Document, secret_type: str, data: Mapping[str, bytes]) -> None:

@@ -280,7 +280,6 @@ WHAT_TO_DO: dict[str, str] = {
     "resourceClaims": "remove it: dynamic resource allocation needs a Kubernetes scheduler and its drivers",
     "resources": "set resources on each container instead (pod-level resources are not supported)",
     "activeDeadlineSeconds": "remove it: a pod runs until its workload changes",
-    "immutable": "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
     "paused": "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
     "volumeMode": "remove it: volumes are filesystems (Filesystem)",
     "volumeName": _ONE_NODE, "selector": _ONE_NODE,
