@@ -1,6 +1,7 @@
 """Step 4 of `manifests.parse`: one document -> a `model` object, or None with its problems.
 
-`check_document` identifies the document (kind, apiVersion), drops what an API server sets, validates it through
+`check_document` identifies the document (kind, apiVersion: an older one Kubernetes still serves is converted
+first, `_ALSO_SERVED`), drops what an API server sets and the fields set to null (unset), validates it through
 `schema`, then converts it with the converter of its kind, which may assume schema-valid input and reports what
 the schema cannot express (per-document checks: ports, probes, quantities, security settings ...). Problems go to
 the document (`Document.report`). It must not look at other documents.
