@@ -34,7 +34,7 @@ from .decide import Candidate, Head, Hold, choose_target, failure_message, fallb
 from .history import History
 from .live import LiveState
 from .log import Log, discard
-from .manifests import SourceFile, parse
+from .manifests import SourceFile, check_immutable, parse
 from .model import Revision, Workload
 from .plan import CreateSecret, Plan, plan
 from .podman import Node, open_node
@@ -270,7 +270,7 @@ class Agent:
                 except (SourceUnavailable, RevisionRejected):
                     continue
             try:
-                return self.revision(c.sha)
+                return self._head_revision(c.sha)
             except RevisionRejected as e:
                 out.result, out.error, out.problems, out.waiting = "rejected", str(e), e.problems, True
                 out.explain(e.code)
@@ -282,6 +282,25 @@ class Agent:
                 emit(self.log, ev.SourceUnavailable(str(e)))
             return self._read_candidates(fallback(self.history.load()), out)
         return None
+
+    def _head_revision(self, sha: str) -> Revision:
+        """The head's revision; RevisionRejected also when it changes an immutable ConfigMap or Secret of a
+        revision the nodes run, the applied one or an unfinished rollout's target (`manifests.check_immutable`),
+        as the Kubernetes API server refuses the update: nothing changes on any node."""
+        state = self.history.load()
+        rollout = state.rollout.target_sha if state.rollout and state.rollout.phase == PROGRESSING else ""
+        running = []
+        for other in dict.fromkeys((state.applied.sha if state.applied else "", rollout)):
+            if other and other != sha:
+                try:
+                    running.append(self.revision(other))
+                except (SourceUnavailable, RevisionRejected):
+                    continue  # unreadable now (as in `applied`): the head is not judged against it
+        rev = self.revision(sha)  # last: the head stays the parsed and scaled revision the pass uses
+        problems = check_immutable(running, rev)
+        if problems:
+            raise RevisionRejected(problems, rev.id)
+        return rev
 
     def polled_at(self) -> float | None:
         """When (monotonic, `clock.now`) this agent last asked Git for the head; None before its first poll."""

@@ -337,6 +337,7 @@ class ConfigData:
     origin: Origin
     data: Mapping[str, bytes]
     type: str = "Opaque"  # a Secret's type: Opaque, kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg
+    immutable: bool = False  # `immutable: true`: a later revision may not change its data (`manifests.immutable`)
 
     @property
     def is_secret(self) -> bool:

@@ -1,7 +1,8 @@
 """PURE: registry credentials, from Kubernetes' docker-config Secrets and Podman's auth.json.
 
 Sits beside `manifests` (which validates a Secret of type
-kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg with `parse`) and
+kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg with `check_secret_value`,
+as Kubernetes does, and its credentials with `parse` where imagePullSecrets name it) and
 `desired`/`apply` (which pick the credential for an image with `for_image`).
 `podman` sends the chosen one to Podman's pull API as its X-Registry-Auth
 header (`Credential.header`); nothing else ever sees the values.
@@ -78,6 +79,18 @@ def repository(image: str) -> str:
     ref = f"{head}/{last}" if head else last
     registry = image_registry(image)
     return ref if ref.startswith(registry + "/") or ref == registry else f"{registry}/{ref}"
+
+
+def check_secret_value(data: bytes) -> None:
+    """What Kubernetes checks of a registry-credential Secret's value: a JSON object (a Secret that is never used
+    to pull is valid with any; `parse` checks the credentials where imagePullSecrets name it). ValueError names
+    what is wrong, never a value."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError("must be a JSON object (docker config format)")
 
 
 def parse(data: bytes, wrapped: bool, source: str) -> tuple[Credential, ...]:

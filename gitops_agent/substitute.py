@@ -143,7 +143,8 @@ def variables_from(kind: str, body: Mapping[str, Any], where: Where,
             text = str(raw)
             if secret and section == "data":
                 try:
-                    text = base64.b64decode(text, validate=True).decode("utf-8")
+                    # line breaks ignored, as in Kubernetes (manifests.document.b64decode)
+                    text = base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True).decode("utf-8")
                 except (binascii.Error, ValueError):
                     problems.append(_problem(where, path, "value is not base64-encoded UTF-8 text"))
                     continue

@@ -42,6 +42,17 @@ data:
   GREETING: hello
   index.html: "<h1>from git</h1>"
 """
+# the Kubernetes documentation's configmap/immutable-configmap.yaml, in the test's namespace
+IMMUTABLE = f"""\
+apiVersion: v1
+data:
+  company_name: "ACME, Inc." # existing fictional company name
+kind: ConfigMap
+immutable: true
+metadata:
+  name: company-name-20150801
+  namespace: {NS}
+"""
 SECRET = f"""\
 apiVersion: v1
 kind: Secret
@@ -160,6 +171,7 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     bystander_id = svc.podman("inspect", "--format", "{{.Id}}", "bystander").stdout.strip()
 
     for name, text in (("ns.yaml", NAMESPACE), ("web/config.yaml", CONFIG), ("web/secret.yaml", SECRET),
+                       ("web/company.yaml", IMMUTABLE),
                        ("web/pvc.yaml", PVC), ("web/deploy.yaml", deployment(WEB1)), ("web/svc.yaml", SERVICE)):
         repo.write(f"{base}/{name}", text)
     c1 = repo.commit_and_push("web v1")
@@ -238,10 +250,19 @@ def test_gitops_user_story(setup: tuple[Any, Any, Cli, Path]) -> None:
     assert "rejected" in out
 
     # 6. git revert of the bad commit, then of the image change: the first template hash is back
-    repo.revert(c3)
+    c4 = repo.revert(c3)
     code, _, err = cli("sync")
     assert code == 0, err
     assert {n: c["Id"] for n, c in app_containers(svc).items()} == {n: c["Id"] for n, c in v2.items()}
+    # (an immutable ConfigMap's new data is rejected, as the API server refuses it; reverted with the next step's)
+    repo.write(f"{base}/web/company.yaml", IMMUTABLE.replace("ACME, Inc.", "Fiktivesunternehmen GmbH"))
+    c6 = repo.commit_and_push("new company name in the immutable ConfigMap")
+    code, _, err = cli("sync")
+    assert code == 1
+    assert f"{base}/web/company.yaml:1: ConfigMap/company-name-20150801: data: ConfigMap 'company-name-20150801' " \
+        f"is immutable in revision main@sha1:{c4}, which the nodes run: its data cannot change" in err
+    assert {n: c["Id"] for n, c in app_containers(svc).items()} == {n: c["Id"] for n, c in v2.items()}
+    repo.revert(c6)
     c5 = repo.revert(c2)
     code, _, err = cli("sync")
     assert code == 0, err

@@ -627,7 +627,8 @@ def test_secret_type_and_base64_are_checked() -> None:
     """)
     assert problems({"s.yaml": secret}) == [
         "s.yaml:4: Secret/tls: type: a Secret of type kubernetes.io/tls needs key 'tls.crt', 'tls.key'",
-        "s.yaml:6: Secret/tls: data.key: must be standard padded base64 on a single line",
+        "s.yaml:6: Secret/tls: data.key: must be standard padded base64 (line breaks are allowed; other characters "
+        "are not)",
     ]
 
 
@@ -746,10 +747,9 @@ def test_duplicate_keys_are_rejected() -> None:
     """)
     assert problems({"c.yaml": text}) == ["c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'"]
     # The document's other problems come in the same round.
-    assert problems({"c.yaml": text + "immutable: true\n"}) == [
+    assert problems({"c.yaml": text + "immutable: 'yes'\n"}) == [
         "c.yaml:7: ConfigMap/a: data.k: duplicate key 'k'",
-        "c.yaml:8: ConfigMap/a: immutable: field 'immutable' is not supported by gitops-agent (found true): "
-        "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
+        "c.yaml:8: ConfigMap/a: immutable: must be a boolean, not a string",
     ]
 
 
@@ -1033,7 +1033,7 @@ def test_service_target_port_name_must_exist() -> None:
 
 def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
     """Problems from several files and several check stages come together, sorted by file then line."""
-    bad_config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: nowhere}\nimmutable: true\n"
+    bad_config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: nowhere}\nimmutable: 'yes'\n"
     rejected = problems({
         "z.yaml": deployment(container_patch="envFrom: [{secretRef: {name: s}}]"),
         "a.yaml": bad_config,
@@ -1041,8 +1041,7 @@ def test_all_problems_are_reported_at_once_sorted_by_file_and_line() -> None:
     })
     assert rejected == [
         "a.yaml:3: ConfigMap/c: metadata.namespace: namespace 'nowhere' is not declared in the repository",
-        "a.yaml:4: ConfigMap/c: immutable: field 'immutable' is not supported by gitops-agent (found true): "
-        "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
+        "a.yaml:4: ConfigMap/c: immutable: must be a boolean, not a string",
         "m.yaml:1: invalid YAML: did not find expected node content",
         "z.yaml:15: Deployment/web: spec.template.spec.containers[0].envFrom[0].secretRef.name: "
         "Secret 's' does not exist in namespace 'default'",
@@ -2224,7 +2223,7 @@ def test_a_pod_hostname_is_dropped_only_when_it_is_the_pods_own_name() -> None:
         "p.yaml:5: Pod/gen: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"other\"): "
         "remove it: a pod's hostname is its pod name"]
     assert problems({"p.yaml": (pod % "gen").replace("metadata: {name: gen}", "metadata: {name: null}")}) == [
-        "p.yaml:3: Pod: metadata.name: must be a string, not null",
+        "p.yaml:3: Pod: metadata: missing required field 'name'",  # null is unset, as in Kubernetes
         "p.yaml:5: Pod: spec.hostname: field 'hostname' is not supported by gitops-agent (found \"gen\"): "
         "remove it: a pod's hostname is its pod name",
     ]
@@ -2280,7 +2279,7 @@ def test_the_manifests_package_keeps_its_functions_short_and_its_lines_within_12
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None:
                 if node.end_lineno - node.lineno + 1 > 60:
                     too_long.append(f"{path.name}:{node.lineno} {node.name}")
-    assert len(list(package.glob("*.py"))) == 11
+    assert len(list(package.glob("*.py"))) == 12
     assert too_long == []
 
 
@@ -2362,10 +2361,10 @@ def test_every_unsupported_field_says_what_to_do() -> None:
 
 def test_an_unsupported_field_of_a_secret_does_not_show_its_value() -> None:
     """The value found is shown for every kind but a Secret, whose fields may hold what it protects."""
-    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nimmutable: CANARY-VALUE\nstringData: {k: v}\n"
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, finalizers: [CANARY-VALUE]}\nstringData: {k: v}\n"
     assert problems({"s.yaml": secret}) == [
-        "s.yaml:4: Secret/s: immutable: field 'immutable' is not supported by gitops-agent: remove it: gitops-agent "
-        "changes a ConfigMap or Secret only when a commit changes it"]
+        "s.yaml:3: Secret/s: metadata.finalizers: field 'finalizers' is not supported by gitops-agent: remove it: "
+        "gitops-agent owns what it creates by its labels, with no API server to collect or finalize it"]
 
 
 def _node_port_services(*names: str, explicit: dict[str, int] | None = None) -> dict[str, str]:

@@ -68,7 +68,9 @@ def test_the_longest_repository_prefix_wins_then_the_first_source() -> None:
 
 
 def test_pull_secrets_are_validated_without_quoting_values() -> None:
-    """Secret types and keys are checked; imagePullSecrets must name a registry Secret of the namespace."""
+    """Secret types and keys are checked; imagePullSecrets must name a registry Secret of the namespace, with
+    credentials (a registry Secret without them is valid, as in Kubernetes, but cannot pull: the problem is at the
+    pod that names it)."""
     good = b64(json.dumps({"auths": {"reg:1": {"auth": b64(f"u:{TOKEN}")}}}))
     docs = {
         "s.yaml": y(f"""
@@ -105,21 +107,37 @@ def test_pull_secrets_are_validated_without_quoting_values() -> None:
             kind: Pod
             metadata: {name: p}
             spec:
-              imagePullSecrets: [{name: reg}, {name: gone}, {name: opaque}]
+              imagePullSecrets: [{name: reg}, {name: gone}, {name: opaque}, {name: bad}]
               containers: [{name: c, image: "reg:1/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"}]
         """),
     }
     found = problems(docs)
     assert found == [
-        "b.yaml:6: Secret/bad: stringData[\".dockerconfigjson\"]: registry 'r:1' has no credentials "
-        "(needs 'auth', 'username'+'password' or 'identitytoken')",
         "c.yaml:1: Secret/nokey: data: a Secret of type kubernetes.io/dockercfg needs the key '.dockercfg' "
         "(in data or stringData)",
         "p.yaml:5: Pod/p: spec.imagePullSecrets[1].name: Secret 'gone' does not exist in namespace 'default'",
         f"p.yaml:5: Pod/p: spec.imagePullSecrets[2].name: Secret 'opaque' is of type Opaque; imagePullSecrets "
         f"need type {pullauth.DOCKERCONFIGJSON} or {pullauth.DOCKERCFG}",
+        "p.yaml:5: Pod/p: spec.imagePullSecrets[3].name: Secret 'bad' cannot pull images: .dockerconfigjson: "
+        "registry 'r:1' has no credentials (needs 'auth', 'username'+'password' or 'identitytoken')",
     ]
     assert not any(TOKEN in p for p in found)
+
+
+def test_a_registry_secret_is_checked_as_kubernetes_does_until_a_pod_pulls_with_it() -> None:
+    """The documentation's kubernetes.io/dockercfg example (an 'auth' that is not user:password) is a valid
+    Secret, as in Kubernetes, which only checks that the value is a JSON object; a value that is not one is still
+    an error at the Secret, without the value."""
+    example = base64.b64encode(b'{"auths":{"https://example/v1/":{"auth":"opensesame"}}}\n').decode()
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: cfg}\ntype: kubernetes.io/dockercfg\n" \
+        "data:\n  .dockercfg: %s\n"
+    from test_manifests import ok
+    (cfg,) = ok({"s.yaml": secret % example}).objects
+    assert cfg.ref.name == "cfg"
+    for value, message in ((b"[1, 2]", "must be a JSON object (docker config format)"),
+                           (b"{" + TOKEN.encode(), "is not valid JSON")):
+        assert problems({"s.yaml": secret % base64.b64encode(value).decode()}) == [
+            f"s.yaml:6: Secret/cfg: data[\".dockercfg\"]: {message}"]
 
 
 def test_a_bad_node_auth_file_is_a_config_error_naming_the_file(tmp_path) -> None:

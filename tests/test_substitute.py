@@ -200,9 +200,11 @@ def test_variables_from_a_configmap_and_a_secret() -> None:
                                   _where(obj="ConfigMap/site"))
     assert cm == {"SITE": Variable("berlin", "ConfigMap site")}
     assert [p.message for p in problems] == ["key 'bad-key' is not a variable name (letters, digits, _)"]
-    secret, problems = variables_from("Secret", {"data": {"PW": "aHVudGVyMg==", "RAW": "not base64!"},
+    secret, problems = variables_from("Secret", {"data": {"PW": "aHVudGVyMg==", "RAW": "not base64!",
+                                                          "WRAPPED": "aHVu\ndGVy\r\nMg==\n"},  # as in Kubernetes
                                                  "stringData": {"TOKEN": "t0ken-value"}}, _where(obj="Secret/creds"))
     assert secret == {"PW": Variable("hunter2", "Secret creds", True),
+                      "WRAPPED": Variable("hunter2", "Secret creds", True),
                       "TOKEN": Variable("t0ken-value", "Secret creds", True)}
     assert [(p.path, p.message) for p in problems] == [("data.RAW", "value is not base64-encoded UTF-8 text")]
 

@@ -31,6 +31,7 @@ from .autoscaler import at_most
 from .checks import PODMAN_NAME_LIMITS, allocate_node_ports, allocated_node_ports, check_revision
 from .convert import NO_OP_FIELDS, check_document, with_storage_class
 from .document import KIND_ORDER, Document, redacted
+from .immutable import check_immutable
 from .intake import (
     Limits,
     SourceFile,
@@ -45,7 +46,7 @@ from .schema import check_value, located_problems
 from .yamlload import dump_yaml, read_file
 from ..substitute import Result as SubstitutionResult, Variable, Where, file_opts_in, substitute
 
-__all__ = ["NO_OP_FIELDS", "PODMAN_NAME_LIMITS", "Limits", "SourceFile", "check_value", "dump_yaml",
+__all__ = ["NO_OP_FIELDS", "PODMAN_NAME_LIMITS", "Limits", "SourceFile", "check_immutable", "check_value", "dump_yaml",
            "is_manifest_path", "load_directory", "parse", "read_checked", "read_documents", "substitutions"]
 
 

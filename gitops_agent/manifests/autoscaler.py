@@ -17,6 +17,33 @@ from .document import Document, Problems
 DEFAULT_METRIC = model.Metric("cpu", 80)
 
 
+V1 = "autoscaling/v1"
+_V1_TARGET = ("spec", "targetCPUUtilizationPercentage")
+
+
+def from_v1(doc: Document) -> None:
+    """An autoscaling/v1 document (still served by Kubernetes) made the autoscaling/v2 one Kubernetes stores:
+    `targetCPUUtilizationPercentage: N` is a cpu Resource metric of averageUtilization N; without it, v2's default
+    (80 % of the CPU) applies, as in v1. v2's own fields are an error here, as Kubernetes' strict decoding says."""
+    doc.body["apiVersion"] = "autoscaling/v2"
+    spec = doc.body.get("spec")
+    if not isinstance(spec, dict):
+        return  # the schema says what is wrong
+    for name in ("metrics", "behavior"):
+        if name in spec:
+            doc.report(("spec", name), f"field {name!r} is autoscaling/v2's: set apiVersion autoscaling/v2, or use "
+                                       "targetCPUUtilizationPercentage (autoscaling/v1 has only that)")
+    if "targetCPUUtilizationPercentage" not in spec:
+        return
+    percent = spec.pop("targetCPUUtilizationPercentage")
+    if not isinstance(percent, int) or isinstance(percent, bool) or percent < 1:
+        doc.report(_V1_TARGET, "must be an integer of at least 1 (a percentage of the containers' cpu limits)")
+        return
+    spec["metrics"] = [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": percent}}}]
+    doc.lines[("spec", "metrics")] = doc.line_of(_V1_TARGET)
+
+
 def autoscaler(doc: Document) -> model.Autoscaler:
     """See schemas/horizontalpodautoscaler.json and the README's kinds table."""
     spec = doc.body["spec"]
@@ -60,7 +87,8 @@ def check_autoscalers(entries: Iterable[tuple[Document, model.Object | None]]) -
         for i, metric in enumerate(obj.metrics):
             missing = [c.name for c in target.template.containers if _limit(c, metric.resource) is None]
             if missing:
-                where = ("spec", "metrics", i, "resource", "name") if "metrics" in doc.body["spec"] else path
+                where = _V1_TARGET if _V1_TARGET in doc.lines else \
+                    ("spec", "metrics", i, "resource", "name") if "metrics" in doc.body["spec"] else path
                 found.add(doc, where, f"the {metric.resource} utilisation is measured against the containers' "
                                       f"limits, and container(s) {', '.join(missing)} of {obj.target} have no "
                                       f"resources.limits.{metric.resource}: set one")

@@ -257,6 +257,8 @@ def _check_references(
         if secret is not None and secret.type not in pullauth.SECRET_KEYS:
             found.add(doc, path, f"Secret {name!r} is of type {secret.type}; imagePullSecrets need type "
                                  f"{pullauth.DOCKERCONFIGJSON} or {pullauth.DOCKERCFG}")
+        elif secret is not None:
+            _check_pull_credentials(found, doc, path, secret)
     for group, i, container in every_container(workload.template):
         for j, env in enumerate(container.env):
             if env.ref is not None and not env.ref.optional:
@@ -268,6 +270,19 @@ def _check_references(
                 check(selector + ("name",), env_from.kind, env_from.name)
     _check_volume_references(prefix, workload.template.volumes, check)
     return found
+
+
+def _check_pull_credentials(found: Problems, doc: Document, path: JsonPath, secret: model.ConfigData) -> None:
+    """A Secret named by imagePullSecrets holds credentials Podman can send (`pullauth.parse`): a Secret of that
+    type is valid without them, as in Kubernetes, but cannot pull. No message quotes a value."""
+    key = pullauth.SECRET_KEYS[secret.type]
+    data = secret.data.get(key)
+    if data is None:  # the Secret's own problem (convert)
+        return
+    try:
+        pullauth.parse(data, secret.type == pullauth.DOCKERCONFIGJSON, str(secret.ref))
+    except ValueError as e:
+        found.add(doc, path, f"Secret {secret.ref.name!r} cannot pull images: {key}: {e}")
 
 
 def _check_volume_references(

@@ -1,6 +1,7 @@
 """Step 4 of `manifests.parse`: one document -> a `model` object, or None with its problems.
 
-`check_document` identifies the document (kind, apiVersion), drops what an API server sets, validates it through
+`check_document` identifies the document (kind, apiVersion: an older one Kubernetes still serves is converted
+first, `_ALSO_SERVED`), drops what an API server sets and the fields set to null (unset), validates it through
 `schema`, then converts it with the converter of its kind, which may assume schema-valid input and reports what
 the schema cannot express (per-document checks: ports, probes, quantities, security settings ...). Problems go to
 the document (`Document.report`). It must not look at other documents.
@@ -8,7 +9,6 @@ the document (`Document.report`). It must not look at other documents.
 
 from __future__ import annotations
 
-import base64
 import copy
 import difflib
 import re
@@ -23,6 +23,7 @@ from .document import (
     POD_SPEC_PATHS,
     Document,
     JsonPath,
+    b64decode,
     every_container,
     identify,
     is_zero,
@@ -30,7 +31,8 @@ from .document import (
     normpath,
     short,
 )
-from .autoscaler import autoscaler
+from .autoscaler import V1 as autoscaler_v1
+from .autoscaler import autoscaler, from_v1
 from .batch import cronjob, job
 from .statefulset import statefulset
 
@@ -90,12 +92,16 @@ def check_document(doc: Document) -> model.Object | None:
         return None
     doc.kind = kind
     api_version = body.get("apiVersion")
+    if isinstance(api_version, str) and (kind, api_version) in _ALSO_SERVED:
+        _ALSO_SERVED[kind, api_version](doc)  # made the version the model is of
+        api_version = body["apiVersion"]
     if api_version != KINDS[kind]:
         found = "missing" if api_version is None else short(api_version)
         doc.report(("apiVersion",), f"apiVersion for kind {kind} must be {KINDS[kind]!r}, not {found}")
         return None
 
     _drop_server_set(body)
+    _drop_nulls(body)
     _drop_empty_defaults(body)
     if kind == "Service":
         _drop_unset_node_ports(body)
@@ -148,6 +154,21 @@ def _drop_server_set(body: dict[str, Any]) -> None:
         del pod_spec["hostname"]  # `podman kube generate` writes it: the hostname this Pod gets anyway
 
 
+def _drop_nulls(value: Any) -> None:
+    """Remove, at any depth, the fields whose value is null: null means unset in Kubernetes (`storageClassName: ~`
+    is a claim of the default class). Not below a mapping whose keys are the user's (a label or a data key with a
+    null value is still an error), nor a list's null items."""
+    if isinstance(value, dict):
+        for key in [key for key, item in value.items() if item is None]:
+            del value[key]
+        for key, item in value.items():
+            if key not in _USER_KEYED:
+                _drop_nulls(item)
+    elif isinstance(value, list):
+        for item in value:
+            _drop_nulls(item)
+
+
 def _drop_empty_defaults(value: Any) -> None:
     """Remove, at any depth, the `{}` values of keys where an empty mapping means the defaults."""
     if isinstance(value, dict):
@@ -168,6 +189,10 @@ _NO_OP_KINDS = {
     "RoleBinding": "rbac.authorization.k8s.io/v1",
     "ClusterRole": "rbac.authorization.k8s.io/v1",
     "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+}
+# Older apiVersions Kubernetes still serves: (kind, apiVersion) -> the conversion of a document to KINDS' version.
+_ALSO_SERVED: dict[tuple[str, str], Callable[[Document], None]] = {
+    ("HorizontalPodAutoscaler", autoscaler_v1): from_v1,
 }
 # Kinds that would change security or traffic if they were ignored: errors (kind -> what ignoring would do).
 _REFUSED_KINDS = {
@@ -257,8 +282,8 @@ def _check_secret_type(doc: Document) -> None:
 
 def _config_data(doc: Document) -> model.ConfigData:
     # (field, decoder) in merge order: Secret stringData wins over data.
-    fields = (("data", str.encode), ("binaryData", base64.b64decode)) if doc.kind == "ConfigMap" else \
-        (("data", base64.b64decode), ("stringData", str.encode))
+    fields = (("data", str.encode), ("binaryData", b64decode)) if doc.kind == "ConfigMap" else \
+        (("data", b64decode), ("stringData", str.encode))
     data: dict[str, bytes] = {}
     for name, decode in fields:
         for key, text in doc.body.get(name, {}).items():
@@ -272,18 +297,19 @@ def _config_data(doc: Document) -> model.ConfigData:
     secret_type = doc.body.get("type", "Opaque") if doc.kind == "Secret" else "Opaque"
     if secret_type in pullauth.SECRET_KEYS:
         _check_pull_secret(doc, secret_type, data)
-    return model.ConfigData(doc.ref, doc.origin, data, type=secret_type)
+    return model.ConfigData(doc.ref, doc.origin, data, type=secret_type, immutable=doc.body.get("immutable") is True)
 
 
 def _check_pull_secret(doc: Document, secret_type: str, data: Mapping[str, bytes]) -> None:
-    """A registry-credential Secret has its one key, in docker config format; no message quotes a value."""
+    """A registry-credential Secret has its one key, a JSON object, as Kubernetes checks (its credentials are
+    checked where imagePullSecrets name it: `checks`); no message quotes a value."""
     key = pullauth.SECRET_KEYS[secret_type]
     if key not in data:
         doc.report(("data",), f"a Secret of type {secret_type} needs the key {key!r} (in data or stringData)")
         return
     field_name = "stringData" if key in doc.body.get("stringData", {}) else "data"
     try:
-        pullauth.parse(data[key], secret_type == pullauth.DOCKERCONFIGJSON, str(doc.ref))
+        pullauth.check_secret_value(data[key])
     except ValueError as e:
         doc.report((field_name, key), str(e))
 

@@ -104,10 +104,16 @@ def _secret_values(documents: Iterable[Document]) -> list[str]:
                 values.add(value)
                 if name == "data":
                     try:
-                        values.add(base64.b64decode(value, validate=True).decode("utf-8"))
+                        values.add(b64decode(value).decode("utf-8"))
                     except ValueError:  # not base64, or not text: the schema reports it, without the value
                         pass
     return sorted((value for value in values if len(value) >= _MIN_REDACTED), key=len, reverse=True)
+
+
+def b64decode(text: str) -> bytes:
+    """A Secret's `data` or a ConfigMap's `binaryData` value: standard padded base64 whose line breaks are
+    ignored, as Go's encoding/base64 does in Kubernetes. binascii.Error (a ValueError) for anything else."""
+    return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
 
 
 def _strings(value: Any) -> Iterator[str]:

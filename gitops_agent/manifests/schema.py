@@ -279,7 +279,6 @@ WHAT_TO_DO: dict[str, str] = {
     "resourceClaims": "remove it: dynamic resource allocation needs a Kubernetes scheduler and its drivers",
     "resources": "set resources on each container instead (pod-level resources are not supported)",
     "activeDeadlineSeconds": "remove it: a pod runs until its workload changes",
-    "immutable": "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
     "paused": "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
     "volumeMode": "remove it: volumes are filesystems (Filesystem)",
     "volumeName": _ONE_NODE, "selector": _ONE_NODE,
@@ -293,8 +292,6 @@ WHAT_TO_DO: dict[str, str] = {
     "externalTrafficPolicy": "remove it: traffic goes to the pod on the node that publishes the port, as with Local",
     "internalTrafficPolicy": "remove it: a Service's DNS name gives the addresses of its pods on the node",
     "healthCheckNodePort": "remove it: there is no cloud load balancer to check the node",
-    "ipFamilies": "remove it: Services use the namespace network's address family",
-    "ipFamilyPolicy": "remove it: Services use the namespace network's address family",
     "loadBalancerIP": "remove it: a LoadBalancer Service is served on the node's addresses",
     "loadBalancerClass": "remove it: a LoadBalancer Service is served on the node's addresses",
     "loadBalancerSourceRanges": "remove it only together with a firewall rule on the node that keeps the other "
