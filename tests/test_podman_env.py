@@ -52,6 +52,25 @@ def test_clean_podman_starts_empty(clean_podman):
     svc.podman("pod", "create", "--name", "litter")
 
 
+def test_reset_removes_every_kind_and_keeps_the_images(clean_podman):
+    """reset lists through the API and runs the CLI only for what is there: each kind still goes."""
+    svc = clean_podman
+    svc.podman("pod", "create", "--name", "gone-pod")
+    svc.podman("create", "--pod", "gone-pod", "--name", "gone-in-pod", WEB1, "sleep", "300")
+    svc.podman("run", "-d", "--name", "gone-alone", WEB1, "sleep", "300")
+    svc.podman("volume", "create", "gone-vol")
+    svc.podman("network", "create", "gone-net")
+    svc.podman("secret", "create", "gone-secret", "-", input="x")
+    svc.reset()
+    assert svc.podman("ps", "-aq").stdout.split() == [] and svc.podman("pod", "ps", "-q").stdout.split() == []
+    assert svc.podman("volume", "ls", "-q").stdout.split() == []
+    assert svc.podman("network", "ls", "--format", "{{.Name}}").stdout.split() == ["podman"]
+    assert svc.podman("secret", "ls", "--format", "{{.Name}}").stdout.split() == []
+    images = svc.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert {WEB1, WEB2} <= set(images)
+    svc.reset()  # nothing left: no CLI call, nothing fails
+
+
 def test_separate_services_do_not_share(tmp_path):
     with PodmanService() as other:
         make_image(other, "localhost/gitops-test/other:1", variant="other")

@@ -30,7 +30,7 @@ from gitops_agent import apply as apply_mod
 from gitops_agent import config as config_mod
 from gitops_agent.agent import Agent
 from gitops_agent.cli import main
-from podman_env import WEB1, WEB2, make_image
+from podman_env import WEB1, WEB2, make_image, run_each
 from registry import PASSWORD, USER, Registry, Relay, push as push_image, trust
 from test_fleet import NAMES, NS, Events, app_containers, ids, namespace, status_of, sync, workload
 
@@ -74,10 +74,17 @@ def registries(fleet: list[Any]) -> Iterator[Registries]:
 
 
 def forget_registry_images(fleet: list[Any], regs: Registries) -> None:
-    """Untag what earlier tests pulled, so every pull here really goes to the registry."""
-    for svc in fleet:
-        for ref in (regs.private1, regs.private2, regs.public1, regs.public2):
-            svc.podman("untag", ref, ref, check=False)
+    """Untag what earlier tests pulled, so every pull here really goes to the registry. The nodes' image
+    names come from their API; the CLI runs only for a name a node has, on the three nodes at once."""
+    refs = {regs.private1, regs.private2, regs.public1, regs.public2}
+
+    def forget(svc: Any) -> None:
+        names = {name for image in svc.api("/libpod/images/json") or () for name in image.get("Names") or ()}
+        for ref in sorted(refs & names):
+            svc.podman("untag", ref, ref)
+        assert not refs & {name for image in svc.api("/libpod/images/json") or () for name in image.get("Names") or ()}
+
+    run_each(forget, fleet)
 
 
 @pytest.fixture
