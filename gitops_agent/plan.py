@@ -348,7 +348,10 @@ def plan(
     removals += volumes
     if prune.enabled:
         removals += _prune_networks(desired, live, known)
-    return Plan(desired.node, tuple(acts + removals), tuple(orphans), tuple(untracked),
+    # a Service forwarder that goes (its Service back on the direct path) frees its node port before the pod takes it
+    first = [a for a in removals if isinstance(a, RemovePod) and a.pod_owner == "Service"]
+    return Plan(desired.node, tuple(first + acts + [a for a in removals if a not in first]), tuple(orphans),
+                tuple(untracked),
                 tuple(sorted(unknown_secrets(desired, live, secrets))))
 
 
