@@ -131,3 +131,99 @@ def test_two_services_on_one_port_stay_an_error() -> None:
         revision(text)
     assert [p.message for p in e.value.problems] == [
         "host port 80/TCP is already used by Service/web at p.yaml:15"]
+
+
+# --- end to end on real Podman ----------------------------------------------------------
+
+NS = f"fwd{os.getpid()}"
+LB_PORT = 25000 + os.getpid() % 5000  # published on this machine's loopback: unique to the test run
+SOCAT_IMAGE = "localhost/socat:1"
+
+
+def _shop(image: str) -> str:
+    """A 2-replica Deployment (default strategy: RollingUpdate, maxSurge 25%) behind a LoadBalancer Service; each
+    pod serves its own hostname (its pod's name)."""
+    return f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: {image}
+          command: [sh, -c, "cat /etc/hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NS}}}
+spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: {LB_PORT}, targetPort: http}}]}}
+"""
+
+
+def _answers(count: int) -> list[str | None]:
+    out = []
+    for _ in range(count):
+        body = http_get(LB_PORT)
+        out.append(body.strip() if body is not None else None)
+    return out
+
+
+def _forwarder_ids(svc: Any) -> list[str]:
+    listed = json.loads(svc.podman("ps", "--filter", f"label={L_KIND}=Service", "--format", "json").stdout)
+    return sorted(c["Id"] for c in listed if not c.get("IsInfra"))
+
+
+def test_a_load_balancer_of_two_surging_replicas_answers_through_its_forwarder(
+    clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The port answers on the node from both pods over several connections, and again after a rolling update
+    (the forwarder is not replaced: its ports did not change); status shows the forwarder."""
+    svc, repo = clean_podman, git_remote
+    make_socat_image(svc, SOCAT_IMAGE)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo.url, "branch": "main", "path": "apps"},
+        "nodes": [{"name": "local", "url": svc.url}],
+        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
+        "serviceForwarder": {"image": SOCAT_IMAGE},
+    }))
+    repo.write("apps/shop.yaml", _shop(WEB1))
+    repo.commit_and_push("shop")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    pods = {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)}
+    web = {p for p in pods if p.startswith("web-")}
+    assert len(web) == 2 and f"svclb-web_{NS}" in pods
+    seen = _answers(12)
+    # every connection answered by a pod of the Service (socat connects to the first address aardvark-dns answers
+    # for the name; aardvark-dns 1.4 answers in a fixed order, so connections are not spread over the pods)
+    assert len(seen) == 12 and set(seen) <= web, seen
+    forwarders = _forwarder_ids(svc)
+    capsys.readouterr()
+    assert main(["status", "--config", str(cfg), "--output", "json"]) == 0
+    shown = {(o["kind"], o["name"]): o for o in json.loads(capsys.readouterr().out)["objects"]}
+    assert shown[("Service", "web")]["forwarder"] == {"pod": f"svclb-web_{NS}", "ports": [f"{LB_PORT}/TCP"],
+                                                     "state": "Ready"}
+
+    repo.write("apps/shop.yaml", _shop(WEB2))  # a new revision: a rolling update of the pods
+    repo.commit_and_push("web 2")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    renewed = {p["Name"] for p in json.loads(svc.podman("pod", "ps", "--format", "json").stdout)
+               if p["Name"].startswith("web-")}
+    assert len(renewed) == 2 and not renewed & web
+    deadline = time.monotonic() + 10  # the old pods' names leave DNS with them
+    while not set(seen := _answers(6)) <= renewed and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(seen) == 6 and set(seen) <= renewed, seen
+    assert _forwarder_ids(svc) == forwarders
