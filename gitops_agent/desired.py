@@ -697,7 +697,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
     objs = revision.objects
     commit = revision.commit
     configs = {(o.ref.kind, o.ref.name, o.ref.namespace): o for o in objs if isinstance(o, ConfigData)}
-    services = [o for o in objs if isinstance(o, Service)]
+    every = [o for o in objs if isinstance(o, Workload)]
+    services = as_seen_by_pods((o for o in objs if isinstance(o, Service)), every)
     namespaces = {"default"} | {o.ref.name for o in objs if isinstance(o, Namespace)}
 
     networks = tuple(
@@ -707,13 +708,10 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
     volumes = tuple(
         VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit),
                    o.storage_class or StorageClass())
-        for o in objs
-        if isinstance(o, Claim)
+        for o in objs if isinstance(o, Claim)
     )
     secrets: dict[str, SecretSpec] = {}
     workloads: list[WorkloadSpec] = []
-    every = [o for o in objs if isinstance(o, Workload)]
-    services = as_seen_by_pods(services, every)
     for w in every:
         ns_configs = {(k, n): c for (k, n, ns), c in configs.items() if ns == w.ref.namespace}
         thash = template_hash(w, ns_configs, services)
@@ -744,14 +742,13 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 active_deadline=w.active_deadline_seconds, ttl=w.ttl_seconds_after_finished, cron=w.cron,
             )
         )
-    workloads += forwarders(revision, node, nodes)
     return NodeDesired(
         node=node.name,
         revision=revision.id,
         networks=networks,
         volumes=volumes,
         secrets=tuple(sorted(secrets.values(), key=lambda s: s.name)),
-        workloads=tuple(workloads),
+        workloads=(*workloads, *forwarders(revision, node, nodes)),
         inventory=tuple(o.ref for o in objs),
     )
 
