@@ -533,6 +533,14 @@ def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> Rollin
     )
 
 
+def _wanted(w: WorkloadSpec) -> str:
+    """Why a missing pod of `w` is made; a Service's pod is its forwarder (gitops_agent/forwarder.py)."""
+    if w.ref.kind == "Service":
+        ports = ", ".join(f"{m.host_port}/{m.protocol.upper()}" for pod in w.pods[:1] for m in pod.ports)
+        return f"forwarder of {w.ref}: node port {ports} to its pods"
+    return f"{w.ref} wants {w.replicas} replica(s) here"
+
+
 def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift) -> list[Action]:
     """Each of `w`'s pods that is missing (created), lost a container by hand (replaced), differs from its
     spec in a property the agent set (`drifted`: replaced; its network only: reconnected), was paused
@@ -542,7 +550,7 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
     for spec in w.pods:
         pod = live_by_name.get(spec.name)
         if pod is None:
-            acts.append(CreatePod(spec, f"{w.ref} wants {w.replicas} replica(s) here"))
+            acts.append(CreatePod(spec, _wanted(w)))
             continue
         if spec.name in held:
             continue

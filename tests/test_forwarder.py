@@ -115,7 +115,9 @@ def test_direct_path_stays_and_a_change_of_path_is_an_ordinary_plan() -> None:
     assert moved["Service/default/web"].template_hash != three["Service/default/web"].template_hash
     desired = compile_node(revision(deployment(replicas=3, strategy=RECREATE) + service()), NODE, (NODE,))
     acts = plan(desired, LiveState("local")).actions
-    assert [a.target for a in acts if isinstance(a, CreatePod)][-1] == "svclb-web"
+    created = [a for a in acts if isinstance(a, CreatePod)]
+    assert (created[-1].target, created[-1].reason) == ("svclb-web", "forwarder of Service/default/web: node port "
+                                                                     "80/TCP to its pods")
     (fwd,) = three["Service/default/web"].pods
     live = LiveState("local", pods={"svclb-web": LivePod("svclb-web", "id1", "Running", fwd.labels)})
     back = compile_node(revision(deployment(replicas=1, strategy=RECREATE) + service()), NODE, (NODE,))
