@@ -229,3 +229,14 @@ def test_a_load_balancer_of_two_surging_replicas_answers_through_its_forwarder(
         time.sleep(0.2)
     assert len(seen) == 6 and set(seen) <= renewed, seen
     assert _forwarder_ids(svc) == forwarders
+
+
+def test_a_pod_may_not_take_the_forwarders_name() -> None:
+    """A Pod named `svclb-<service>` next to a forwarded Service is an error that says which names meet."""
+    pod = ("apiVersion: v1\nkind: Pod\nmetadata: {name: svclb-web}\n"
+           "spec: {containers: [{name: main, image: app:1}]}\n---\n")
+    with pytest.raises(RevisionRejected) as e:
+        revision(deployment(replicas=2) + service() + pod)
+    assert [f"{p.line}: {p.message}" for p in e.value.problems] == [
+        "14: its node port forwarder pod would be named svclb-web, the name of Pod/svclb-web: rename one"]
+    assert revision(deployment(replicas=1, strategy=RECREATE) + service() + pod).objects  # direct: no forwarder

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, replace
 
-from .. import desired, model, pullauth
+from .. import desired, forwarder, model, pullauth
 from ..errors import Problem, quote_path
 from .autoscaler import check_autoscalers
 from .convert import VOLUME_SOURCES
@@ -351,7 +351,7 @@ def _by_label(workloads: list[model.Workload]) -> dict[tuple[str, str, str], lis
 def _check_service(
     doc: Document, service: model.Service, candidates: Mapping[tuple[str, str, str], list[model.Workload]]
 ) -> list[Problem]:
-    """Named target ports exist in the selected pods; a NodePort Service selects at most one pod."""
+    """Named target ports exist in the selected pods; no Pod takes the name of the Service's forwarder."""
     found = Problems()
     first = next(iter(service.selector.items()), ("", ""))
     shortlist = candidates.get((service.ref.namespace, *first), [])
@@ -373,6 +373,11 @@ def _check_service(
                 message = f"targetPort {port.target_port!r} is not a container port name of {owner}"
                 found.add(doc, ("spec", "ports", i, "targetPort"), message)
     # several pods, or pods that surge: the Service's forwarder owns its port(s) (gitops_agent/forwarder.py)
+    every = candidates.get((service.ref.namespace, "", ""), [])
+    clash = f"{forwarder.PREFIX}{service.ref.name}"
+    if forwarder.forwarded(service, selected) and any(w.ref.kind == "Pod" and w.ref.name == clash for w in every):
+        found.add(doc, ("metadata", "name"), f"its node port forwarder pod would be named {clash}, the name of "
+                                             f"Pod/{clash}: rename one")
     return found
 
 
