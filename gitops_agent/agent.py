@@ -591,7 +591,8 @@ def parse_for_nodes(files: list[SourceFile], rev_id: str, cfg: AgentConfig, only
     (`only`: these nodes) with that node's variables, each node's result its `variants` entry. A problem on
     any node rejects the revision (nothing is applied anywhere), naming the node unless every node has it."""
     options: dict[str, Any] = {"policy": cfg.policy, "nodes": cfg.nodes, "node_limits": cfg.limits,
-                               "storage_classes": cfg.storage_classes, "node_ports": node_ports}
+                               "storage_classes": cfg.storage_classes, "node_ports": node_ports,
+                               "forwarder_image": cfg.forwarder_image}
     sources, bad = variables.sources(files, cfg.substitute_from)  # the `substituteFrom` objects
     if bad:
         raise RevisionRejected(bad, rev_id)

@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import pullauth, windows
+from . import forwarder, pullauth, windows
 from .errors import ConfigError, Problem, quote_path
 from .model import HostPathRule, NodeLimits, Policy, StorageClass, Taint
 from .notify import NotifyConfig
@@ -169,6 +169,9 @@ class AgentConfig:
     """`substituteFrom:`: repository ConfigMaps/Secrets whose keys are substitution variables (lowest precedence)."""
     sops: SopsConfig | None = None
     """`sops:`: the age identities that decrypt SOPS-encrypted manifests; None: encrypted files are rejected."""
+    forwarder_image: str = forwarder.DEFAULT_IMAGE
+    """`serviceForwarder.image`: the socat image of the Service forwarder pods (gitops_agent/forwarder.py), pulled
+    if not present (IfNotPresent); an air-gapped site preloads or mirrors it."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -277,6 +280,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         substitute_from=tuple(SubstituteFrom(e["kind"], e["name"], e.get("namespace", "default"),
                                              e.get("optional", False)) for e in raw.get("substituteFrom") or ()),
         sops=_sops(raw.get("sops"), base_dir),
+        forwarder_image=str(_section(raw, "serviceForwarder").get("image") or forwarder.DEFAULT_IMAGE),
     )
 
 

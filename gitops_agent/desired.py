@@ -34,7 +34,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
-from . import liveness
+from . import forwarder, liveness
 from .config import NodeConfig
 from .pullauth import SECRET_KEYS, DOCKERCONFIGJSON, Credential, parse
 from .model import (
@@ -402,13 +402,16 @@ def _config_refs(workload: Workload) -> set[tuple[str, str]]:
     return refs
 
 
-def _selects(service: Service, workload: Workload) -> bool:
-    labels = workload.template.labels
-    return (
-        service.ref.namespace == workload.ref.namespace
-        and bool(service.selector)
-        and all(labels.get(k) == v for k, v in service.selector.items())
-    )
+_selects = forwarder.selects
+
+
+def as_seen_by_pods(services: Iterable[Service], workloads: Iterable[Workload]) -> list[Service]:
+    """The Services as the pods they select see them: one served by a forwarder (`forwarder.forwarded`) is, for
+    its pods, a ClusterIP Service of the same ports (they publish nothing; a change of its node ports replaces the
+    forwarder, not them), so a change of path (scale 1 -> 3) rolls the pods once."""
+    workloads = tuple(workloads)
+    return [replace(s, type="ClusterIP", ports=tuple(replace(p, node_port=None) for p in s.ports))
+            if forwarder.forwarded(s, workloads) else s for s in services]
 
 
 # --- names ------------------------------------------------------------------------
@@ -752,7 +755,8 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
     objs = revision.objects
     commit = revision.commit
     configs = {(o.ref.kind, o.ref.name, o.ref.namespace): o for o in objs if isinstance(o, ConfigData)}
-    services = [o for o in objs if isinstance(o, Service)]
+    every = [o for o in objs if isinstance(o, Workload)]
+    services = as_seen_by_pods((o for o in objs if isinstance(o, Service)), every)
     namespaces = {"default"} | {o.ref.name for o in objs if isinstance(o, Namespace)}
 
     networks = tuple(
@@ -762,12 +766,11 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
     volumes = tuple(
         VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit),
                    o.storage_class or StorageClass())
-        for o in objs
-        if isinstance(o, Claim)
+        for o in objs if isinstance(o, Claim)
     )
     secrets: dict[str, SecretSpec] = {}
     workloads: list[WorkloadSpec] = []
-    for w in (o for o in objs if isinstance(o, Workload)):
+    for w in every:
         ns_configs = {(k, n): c for (k, n, ns), c in configs.items() if ns == w.ref.namespace}
         thash = template_hash(w, ns_configs, services)
         count = replicas_on(w, node, nodes)
@@ -803,7 +806,7 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         networks=networks,
         volumes=volumes,
         secrets=tuple(sorted(secrets.values(), key=lambda s: s.name)),
-        workloads=tuple(workloads),
+        workloads=(*workloads, *forwarders(revision, node, nodes)),
         inventory=tuple(o.ref for o in objs),
     )
 
@@ -855,6 +858,52 @@ def _pod(
         empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
+    )
+
+
+def forwarders(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> list[WorkloadSpec]:
+    """The Service forwarders node `node` runs (`gitops_agent/forwarder.py`): one per forwarded Service that has
+    pods on this node, after every workload (a change of path: the pods stop publishing before it binds)."""
+    every = [o for o in revision.objects if isinstance(o, Workload)]
+    out = []
+    for s in (o for o in revision.objects if isinstance(o, Service)):
+        selected = [w for w in every if forwarder.selects(s, w) and not w.template.host_network]
+        if forwarder.forwarded(s, every) and any(replicas_on(w, node, nodes) for w in selected):
+            out.append(forwarder_spec(s, selected, revision.forwarder_image or forwarder.DEFAULT_IMAGE,
+                                      revision.commit))
+    return out
+
+
+def forwarder_spec(s: Service, selected: list[Workload], image: str, commit: str) -> WorkloadSpec:
+    """Service `s`'s forwarder pod: one socat container per published port, listening on the node port and
+    connecting to the Service's name at the port its pods serve. Its template hash covers the image and the
+    ports only: it is replaced when they change, never by its pods' rollouts (it is no alias of the Service)."""
+    containers = selected[0].template.containers if selected else ()
+    routes = [(host_port, sp, _target_port(sp.target_port, sp.port, containers)) for host_port, sp in s.published()]
+    thash = safe_encode(_digest({"image": image, "ns": s.ref.namespace, "service": s.ref.name,
+                                 "routes": [(h, sp.protocol, t) for h, sp, t in routes]}), 10)
+    name = forwarder.pod_name(s)
+    labels = owner_labels(s.ref, commit, thash)
+    pod = PodSpec(
+        name=name, owner=s.ref, template_hash=thash, network=network_name(s.ref.namespace), aliases=(),
+        ports=tuple(PortMapping(h, h, sp.protocol.lower()) for h, sp, _ in routes),
+        restart_policy="always", stop_timeout=1, labels=labels,
+        containers=tuple(
+            _forwarder_container(container_name(name, forwarder.container_suffix(h, sp.protocol)), image,
+                                 forwarder.socat_args(s, h, sp, t), labels)
+            for h, sp, t in routes),
+    )
+    return WorkloadSpec(ref=s.ref, template_hash=thash, replicas=1, strategy="Recreate", max_surge=0,
+                        max_unavailable=1, pods=(pod,), images=((image, "IfNotPresent"),))
+
+
+def _forwarder_container(name: str, image: str, args: tuple[str, ...], labels: Mapping[str, str]) -> ContainerSpec:
+    return ContainerSpec(
+        name=name, image=image, pull_policy="IfNotPresent", entrypoint=("socat",), command=args, env={},
+        secret_env={}, secret_mounts=(), volumes=(), working_dir=None, health_cmd=None, health_interval=0,
+        health_timeout=0, health_retries=0, health_start_period=0, cpu_millis=None, memory_bytes=None,
+        labels={**labels, L_CONTAINER: name.rsplit(SEP, 1)[-1]}, cap_add=("CAP_NET_BIND_SERVICE",), cap_drop=("ALL",),
+        no_new_privileges=True,
     )
 
 

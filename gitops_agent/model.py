@@ -560,6 +560,8 @@ class Revision:
     # per-node variables (`substitute.py`): each node's own substituted revision, by node name; empty when
     # no object opts in. `desired.compile_node` compiles a node's variant, so template hashes are per node.
     variants: Mapping[str, "Revision"] = field(default_factory=dict, compare=False, repr=False)
+    # the Service forwarder's image (the agent config's `serviceForwarder.image`; "": forwarder.DEFAULT_IMAGE)
+    forwarder_image: str = ""
 
     @property
     def commit(self) -> str:

@@ -349,7 +349,10 @@ def plan(
     removals += volumes
     if prune.enabled:
         removals += _prune_networks(desired, live, known)
-    return Plan(desired.node, tuple(acts + removals), tuple(orphans), tuple(untracked),
+    # a Service forwarder that goes (its Service back on the direct path) frees its node port before the pod takes it
+    first = [a for a in removals if isinstance(a, RemovePod) and a.pod_owner == "Service"]
+    return Plan(desired.node, tuple(first + acts + [a for a in removals if a not in first]), tuple(orphans),
+                tuple(untracked),
                 tuple(sorted(unknown_secrets(desired, live, secrets))))
 
 
@@ -546,6 +549,14 @@ def _rolling(w: WorkloadSpec, pods: list[LivePod], old: list[LivePod]) -> Rollin
     )
 
 
+def _wanted(w: WorkloadSpec) -> str:
+    """Why a missing pod of `w` is made; a Service's pod is its forwarder (gitops_agent/forwarder.py)."""
+    if w.ref.kind == "Service":
+        ports = ", ".join(f"{m.host_port}/{m.protocol.upper()}" for pod in w.pods[:1] for m in pod.ports)
+        return f"forwarder of {w.ref}: node port {ports} to its pods"
+    return f"{w.ref} wants {w.replicas} replica(s) here"
+
+
 def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift) -> list[Action]:
     """Each of `w`'s pods that is missing (created), lost a container by hand (replaced), differs from its
     spec in a property the agent set (`drifted`: replaced; its network only: reconnected), was paused
@@ -555,7 +566,7 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
     for spec in w.pods:
         pod = live_by_name.get(spec.name)
         if pod is None:
-            acts.append(CreatePod(spec, f"{w.ref} wants {w.replicas} replica(s) here"))
+            acts.append(CreatePod(spec, _wanted(w)))
             continue
         if spec.name in held:
             continue

@@ -141,7 +141,7 @@ def _object(o: Object, node: str, desired: Any, live: LiveState, revs: dict[tupl
             outside: bool, unready_pods: frozenset[str] = frozenset(), book: Book | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name, "node": node}
     by_ref = {w.ref: w for w in desired.workloads}
-    if o.ref in by_ref:
+    if o.ref in by_ref and o.ref.kind != "Service":  # a Service's own WorkloadSpec is its forwarder (_service)
         entry.update(_workload(o, by_ref[o.ref], live, revs, outside))
         if o.ref.kind in ("Job", "CronJob"):
             entry.update(_job(by_ref[o.ref], live.pods_of(o.ref), book))
@@ -233,7 +233,21 @@ def _service(o: Object, node: str, desired: Any, live: LiveState, unready_pods: 
         entry["nodePorts"] = [f"{port}/{sp.protocol}" for port, sp in o.published()]
         if o.type == "LoadBalancer":
             entry["loadBalancer"] = [f"{node}:{port}/{sp.protocol}" for port, sp in o.published()]
+    entry.update(_forwarder(o, desired, live))
     return entry
+
+
+def _forwarder(o: Object, desired: Any, live: LiveState) -> dict[str, Any]:
+    """The Service's forwarder pod on this node (gitops_agent/forwarder.py), if it has one: its ports and state."""
+    fwd = next((w for w in desired.workloads if w.ref == o.ref), None)
+    if fwd is None:
+        return {}
+    (spec,) = fwd.pods
+    pod = live.pods.get(spec.name)
+    state = "Missing" if pod is None else "Ready" if pod.ready and pod.template_hash == fwd.template_hash else \
+        "Progressing"
+    return {"forwarder": {"pod": spec.name, "ports": [f"{m.host_port}/{m.protocol.upper()}" for m in spec.ports],
+                          "state": state}}
 
 
 def _progress(rollout: dict[str, Any]) -> str:

@@ -797,6 +797,41 @@ def make_image(
     return image_id
 
 
+SOCAT = "/usr/bin/socat"  # Debian's socat (bash .ci/setup installs it)
+
+
+def _socat_rootfs_tar() -> bytes:
+    """`/bin/socat` with the shared libraries `ldd` lists, each at its own path (the dynamic loader's too)."""
+    if not os.path.exists(SOCAT):
+        raise PodmanUnavailable(f"{SOCAT} not found: install socat (bash .ci/setup)")
+    listed = subprocess.run(["ldd", SOCAT], capture_output=True, text=True, check=True, timeout=30).stdout
+    libs = sorted({word for line in listed.splitlines() for word in line.split() if word.startswith("/")})
+    mtime = 1_700_000_000
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "etc", "proc", "sys", "dev", "run", "tmp"):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, mtime
+            tar.addfile(ti)
+        for source, target in ((SOCAT, "bin/socat"), *((lib, lib.lstrip("/")) for lib in libs)):
+            data = Path(os.path.realpath(source)).read_bytes()
+            ti = tarfile.TarInfo(target)
+            ti.size, ti.mode, ti.mtime = len(data), 0o755, mtime
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def make_socat_image(service: PodmanService, ref: str = "localhost/socat:1") -> str:
+    """An image of Debian's socat binary and its shared libraries (the Service forwarder's, in place of
+    docker.io/alpine/socat, which cannot be pulled here). Returns the image ID."""
+    cp = service.podman("import", "--change", "ENV=PATH=/bin", "--change", 'ENTRYPOINT=["socat"]', "-", ref,
+                        input=_socat_rootfs_tar())
+    out = cp.stdout.decode().strip().splitlines()
+    image_id = (out[-1] if out else "").removeprefix("sha256:")
+    service.images[ref] = image_id
+    return image_id
+
+
 def make_bare_image(service: PodmanService, ref: str, variant: str = "") -> str:
     """An image with no shell and no tools: the static busybox binary as ``/bin/httpd`` (busybox picks
     the applet from its name: it can only be an HTTP server) and ``/www/index.html`` (``variant``).

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitops_agent import model
+from gitops_agent import forwarder, model
 from gitops_agent.errors import RevisionRejected, SourceUnavailable
 from gitops_agent.manifests import Limits, SourceFile, is_manifest_path, load_directory, parse
 
@@ -1002,7 +1002,9 @@ def test_host_port_workload_must_not_run_two_pods() -> None:
 
 
 def test_nodeport_service_selecting_several_pods() -> None:
-    """A NodePort Service may select one pod only, and its workload must not surge."""
+    """A NodePort Service selecting several pods that surge is accepted: its forwarder owns the node port
+    (gitops_agent/forwarder.py, tests/test_forwarder.py); once rejected ("only one pod on a node can own a node
+    port", "a RollingUpdate with maxSurge 25% starts the new pod while the old one still holds the port")."""
     service = y("""
         apiVersion: v1
         kind: Service
@@ -1013,13 +1015,9 @@ def test_nodeport_service_selecting_several_pods() -> None:
           ports: [{port: 80, targetPort: http, nodePort: 30080}]
     """)
     web = deployment(spec_patch="replicas: 3", container_patch="ports: [{containerPort: 80, name: http}]")
-    assert problems({"d.yaml": web, "s.yaml": service}) == [
-        "s.yaml:6: Service/web: spec.selector: a NodePort Service selects 3 pods (3 of Deployment/web), "
-        "but only one pod on a node can own a node port",
-        "s.yaml:7: Service/web: spec.ports[0].nodePort: nodePort 30080/TCP is served by Deployment/web: "
-        "a RollingUpdate with maxSurge 25% starts the new pod while the old one still holds the port; "
-        "use strategy Recreate or maxSurge: 0",
-    ]
+    rev = ok({"d.yaml": web, "s.yaml": service})
+    (svc,) = [o for o in rev.objects if isinstance(o, model.Service)]
+    assert forwarder.forwarded(svc, [o for o in rev.objects if isinstance(o, model.Workload)])
 
 
 def test_service_target_port_name_must_exist() -> None:
@@ -1460,7 +1458,8 @@ def test_daemonset_host_ports() -> None:
 
 
 def test_nodeport_service_selecting_a_daemonset() -> None:
-    """A DaemonSet runs one pod per node, so a NodePort Service may select it; it must not surge."""
+    """A DaemonSet runs one pod per node, so a NodePort Service may select it and its pod owns the port; a surging
+    one is accepted with a forwarder (once rejected: "a RollingUpdate with maxSurge 25% starts the new pod ...")."""
     service = y("""
         apiVersion: v1
         kind: Service
@@ -1471,12 +1470,14 @@ def test_nodeport_service_selecting_a_daemonset() -> None:
           ports: [{port: 80, targetPort: http, nodePort: 30080}]
     """)
     ports = "ports: [{containerPort: 80, name: http}]"
-    assert len(ok({"d.yaml": daemonset(container_patch=ports), "s.yaml": service}).objects) == 2
+    def is_forwarded(rev: model.Revision) -> bool:
+        (svc,) = [o for o in rev.objects if isinstance(o, model.Service)]
+        return forwarder.forwarded(svc, [o for o in rev.objects if isinstance(o, model.Workload)])
+
+    direct = ok({"d.yaml": daemonset(container_patch=ports), "s.yaml": service})
+    assert len(direct.objects) == 2 and not is_forwarded(direct)
     surging = daemonset(container_patch=ports, spec_patch="updateStrategy: {rollingUpdate: {maxSurge: 25%}}")
-    assert problems({"d.yaml": surging, "s.yaml": service}) == [
-        "s.yaml:7: Service/agent: spec.ports[0].nodePort: nodePort 30080/TCP is served by DaemonSet/agent: "
-        "a RollingUpdate with maxSurge 25% starts the new pod while the old one still holds the port; use maxSurge: 0",
-    ]
+    assert is_forwarded(ok({"d.yaml": surging, "s.yaml": service}))
 
 
 # --- rollout knobs ------------------------------------------------------------

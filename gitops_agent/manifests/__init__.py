@@ -105,6 +105,7 @@ def parse(
     storage_classes: Mapping[str, model.StorageClass] | None = None,
     node_ports: Mapping[str, int] | None = None,
     variables: Mapping[str, Variable] | None = None,
+    forwarder_image: str = "",
 ) -> model.Revision:
     """Validate and convert the manifest files (other paths are ignored).
 
@@ -116,7 +117,8 @@ def parse(
     `storageClasses:`) the classes a PersistentVolumeClaim may name; `node_ports` the node ports recorded for
     earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`); `variables`
     (one node's, `substitute.node_variables`) are substituted into the objects that
-    opt in, after parsing and before validation. Raises
+    opt in, after parsing and before validation; `forwarder_image` the config's `serviceForwarder.image`
+    (`Revision.forwarder_image`). Raises
     `RevisionRejected` with every problem found, sorted by file and line.
     """
     manifests = sorted((file for file in files if is_manifest_path(file.path)), key=lambda file: file.path)
@@ -142,7 +144,8 @@ def parse(
     warnings = sorted((w for doc in documents for w in doc.warnings), key=lambda w: (w.file, w.line))
     return model.Revision(id=revision_id, digest=revision_digest(manifests), objects=tuple(objects),
                           warnings=tuple(str(warning) for warning in warnings),
-                          node_ports=tuple(sorted(allocated_node_ports(unallocated, objects).items())))
+                          node_ports=tuple(sorted(allocated_node_ports(unallocated, objects).items())),
+                          forwarder_image=forwarder_image)
 
 
 def read_checked(file: SourceFile, schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:

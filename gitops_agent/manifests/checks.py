@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, replace
 
-from .. import desired, model, pullauth
+from .. import desired, forwarder, model, pullauth
 from ..errors import Problem, quote_path
 from .autoscaler import check_autoscalers
 from .convert import VOLUME_SOURCES
@@ -375,7 +375,7 @@ def _by_label(workloads: list[model.Workload]) -> dict[tuple[str, str, str], lis
 def _check_service(
     doc: Document, service: model.Service, candidates: Mapping[tuple[str, str, str], list[model.Workload]]
 ) -> list[Problem]:
-    """Named target ports exist in the selected pods; a NodePort Service selects at most one pod."""
+    """Named target ports exist in the selected pods; no Pod takes the name of the Service's forwarder."""
     found = Problems()
     first = next(iter(service.selector.items()), ("", ""))
     shortlist = candidates.get((service.ref.namespace, *first), [])
@@ -396,14 +396,12 @@ def _check_service(
                 owner = f"{workload.ref.kind}/{workload.ref.name}"
                 message = f"targetPort {port.target_port!r} is not a container port name of {owner}"
                 found.add(doc, ("spec", "ports", i, "targetPort"), message)
-    pods = sum(workload.replicas for workload in selected)
-    if service.published() and pods > 1:
-        described = ", ".join(f"{w.replicas} of {w.ref.kind}/{w.ref.name}" for w in selected if w.replicas)
-        found.add(doc,
-            ("spec", "selector"),
-            f"a {service.type} Service selects {pods} pods ({described}), but only one pod on a node can own "
-            "a node port",
-        )
+    # several pods, or pods that surge: the Service's forwarder owns its port(s) (gitops_agent/forwarder.py)
+    every = candidates.get((service.ref.namespace, "", ""), [])
+    clash = f"{forwarder.PREFIX}{service.ref.name}"
+    if forwarder.forwarded(service, selected) and any(w.ref.kind == "Pod" and w.ref.name == clash for w in every):
+        found.add(doc, ("metadata", "name"), f"its node port forwarder pod would be named {clash}, the name of "
+                                             f"Pod/{clash}: rename one")
     return found
 
 
@@ -442,11 +440,7 @@ def _check_host_ports(
         for host_port, sport in service.published():
             i = service.ports.index(sport)
             path = ("spec", "ports", i, key) if key in doc.body["spec"]["ports"][i] else ("spec", "ports", i)
-            claim = _HostPort(host_port, sport.protocol, doc, path)
-            claims.append(claim)
-            for workload in (w for _, w in workloads if _selects(service, w) and w.replicas > 0):
-                what = f"{key} {host_port}/{sport.protocol} is served by {workload.ref.kind}/{workload.ref.name}"
-                found.extend(_check_surge(claim, workload, what))
+            claims.append(_HostPort(host_port, sport.protocol, doc, path))  # by its pod or its forwarder
 
     owners: dict[tuple[int, str], _HostPort] = {}
     for claim in sorted(claims, key=lambda c: (c.doc.file, c.doc.line_of(c.path))):
