@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .desired import LABEL_PREFIX, PodSpec, WorkloadSpec
-from .live import LivePod
+from .desired import L_SIDECAR, LABEL_PREFIX, PodSpec, WorkloadSpec
+from .live import LiveContainer, LivePod
 from .model import ObjectRef
 
 L_RUN = f"{LABEL_PREFIX}.job-run"  # on a CronJob run's pods: the run's id (its scheduled time in minutes)
@@ -105,12 +105,22 @@ class JobRun:
         return "Running" if self.active else "Pending"
 
 
+def app_containers(pod: LivePod) -> list[LiveContainer]:
+    """The pod's containers but its sidecars: they alone say whether the pod finished and how (Kubernetes)."""
+    return [c for c in pod.containers if L_SIDECAR not in c.labels]
+
+
 def finished(pod: LivePod) -> bool:
-    return bool(pod.containers) and all(c.state in ("exited", "stopped") for c in pod.containers)
+    apps = app_containers(pod)
+    return bool(apps) and all(c.state in ("exited", "stopped") for c in apps)
 
 
 def succeeded(pod: LivePod) -> bool:
-    return finished(pod) and all(c.exit_code == 0 for c in pod.containers)
+    return finished(pod) and all(c.exit_code == 0 for c in app_containers(pod))
+
+
+def sidecars_running(pod: LivePod) -> bool:
+    return any(c.running for c in pod.containers if L_SIDECAR in c.labels)
 
 
 def own_pods(w: WorkloadSpec, pods: Sequence[LivePod]) -> list[LivePod]:
@@ -139,8 +149,8 @@ def job_run(w: WorkloadSpec, pods: Sequence[LivePod], record: RunRecord | None =
     run = JobRun(
         succeeded=sum(succeeded(p) for p in own), failed=len(failed), active=active,
         completions=w.completions, backoff_limit=len(w.pods) - w.completions,
-        exit_codes=tuple(next(c.exit_code for c in p.containers if c.exit_code) for p in failed
-                         if any(c.exit_code for c in p.containers)),
+        exit_codes=tuple(next(c.exit_code for c in app_containers(p) if c.exit_code) for p in failed
+                         if any(c.exit_code for c in app_containers(p))),
         reason=reason, recorded=record.phase if record is not None else "",
     )
     return run if run.phase != FAILED or run.reason else replace(run, reason=BACKOFF)

@@ -32,12 +32,13 @@ from .desired import (
     VolumeSpec,
     WorkloadSpec,
     claim_volume,
+    container_restart_policy,
     held,
     BATCH,
 )
 from .errors import PruneRefused
 from .cronjobs import pods_of_run, run_pods
-from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs
+from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs, sidecars_running
 from .live import ContainerProps, LivePod, LiveState, env_digest
 from .endpoints import service_aliases, serving_aliases, watched
 from .model import NEVER_ROLLS, ObjectRef
@@ -51,6 +52,7 @@ Op = Literal[
     "replace-pod",
     "start-pod",
     "run-pod",
+    "stop-sidecars",
     "rollout",
     "remove-pod",
     "remove-secret",
@@ -214,6 +216,22 @@ class RunPod(_Shown):
 
 
 @dataclass(frozen=True)
+class StopSidecars(_Shown):
+    """A Job's pod whose app containers have all exited: its sidecars, still running, are stopped (the last one
+    first), as the kubelet stops them; they never keep a Job running nor fail it (`jobs.finished`)."""
+
+    name: str
+    owner: ObjectRef
+    stop_timeout: int
+    reason: str
+    op: ClassVar[Op] = "stop-sidecars"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
 class StartPod(_Shown):
     """Drift: a container of a pod that should always run was stopped; the pod is started."""
 
@@ -290,7 +308,8 @@ class RemoveNetwork(_Shown):
         return self.name
 
 
-Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, RollingUpdate,
+Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, StopSidecars,
+               RollingUpdate,
                RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork, ReconnectPod, UnpausePod, RecreateSecret,
                VolumeLost]
 """One step of a plan: each kind carries exactly its payload and the reason it is needed."""
@@ -502,7 +521,10 @@ def _run(w: WorkloadSpec, pods: list[LivePod], record: RunRecord | None, now: fl
         why = f"{what} is past its activeDeadlineSeconds ({w.active_deadline} s): Failed, DeadlineExceeded"
     else:
         why = f"{what} changed: its new template is a new run"
-    return runs + [RemovePod(name, w.ref, why) for name in gone]
+    stops: list[Action] = [StopSidecars(p.name, w.ref, w.pods[0].stop_timeout if w.pods else 30,
+                                        f"{what}: pod {p.name}'s app containers exited, its sidecars still run")
+                           for p in pods if finished(p) and sidecars_running(p) and p.name not in gone]
+    return runs + stops + [RemovePod(name, w.ref, why) for name in gone]
 
 
 def _stateful(w: WorkloadSpec, pods: list[LivePod], drift: Drift) -> list[Action]:
@@ -627,7 +649,7 @@ def drifted(spec: PodSpec, pod: LivePod) -> list[str]:
         want = frozenset((p.host_port, p.container_port, p.protocol) for p in spec.ports)
         if want != pod.ports:
             out.append("published ports changed by hand")
-    for c in spec.containers:
+    for c in spec.running_containers():
         live = pod.container_for(c.name)
         if live is not None and live.props is not None:
             changed = container_drift(spec, c, live.props)
@@ -646,7 +668,7 @@ def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> lis
         ("command", not c.command or tuple(c.command) == live.command),
         ("entrypoint", not c.entrypoint or " ".join(c.entrypoint) == live.entrypoint),
         ("image", image_matches(c.image, live)),
-        ("restart policy", pod.restart_policy == (live.restart_policy or "no")),
+        ("restart policy", container_restart_policy(pod, c) == (live.restart_policy or "no")),
         ("memory limit", (c.memory_bytes or 0) == live.memory),
         ("memory request", (c.memory_reservation or 0) == live.memory_reservation),
         ("cpu limit", (c.cpu_millis or 0) * 100 == live.cpu_quota),

@@ -563,6 +563,10 @@ def _pod_template(
     containers = tuple(
         _container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
     )
+    for i, c in enumerate(spec["containers"]):
+        if "restartPolicy" in c:
+            doc.report(prefix + ("containers", i, "restartPolicy"), "may be set on an init container only (Always: "
+                       "a sidecar); remove it and set the pod's restartPolicy")
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
     inits = tuple(
@@ -620,21 +624,32 @@ def _pod_template(
 
 # What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
 _NOT_FOR_INIT = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
+# A sidecar (restartPolicy Always) is probed like an app container; its hooks are not mapped yet.
+_NOT_FOR_SIDECAR = ("lifecycle",)
 
 
 def _init_container(
     doc: Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
 ) -> model.Container:
-    for key in _NOT_FOR_INIT:
-        if key in container:
+    sidecar = container.get("restartPolicy") == "Always"
+    for key in _NOT_FOR_SIDECAR if sidecar else _NOT_FOR_INIT:
+        if key not in container:
+            continue
+        if sidecar:
+            doc.report(path + (key,), "is not supported by gitops-agent on a sidecar container (restartPolicy "
+                                      "Always) yet: move the hook's work into the container's command")
+        else:
             doc.report(path + (key,), "is not allowed in an init container (it runs to completion before the "
-                                      "app containers start)")
-    for i, port in enumerate(container.get("ports", ())):
+                                      "app containers start; with restartPolicy: Always it is a sidecar, which "
+                                      "may have probes)")
+    for i, port in enumerate(() if sidecar else container.get("ports", ())):
         if "hostPort" in port:
             doc.report(path + ("ports", i, "hostPort"), "is not supported by gitops-agent in an init container (it "
                                                         "exits before the app containers start: publish the port "
                                                         "of an app container)")
-    return _container(doc, path, {k: v for k, v in container.items() if k not in _NOT_FOR_INIT}, pod_context)
+    dropped = _NOT_FOR_SIDECAR if sidecar else _NOT_FOR_INIT
+    found = _container(doc, path, {k: v for k, v in container.items() if k not in dropped}, pod_context)
+    return replace(found, sidecar=True) if sidecar else found
 
 
 def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
