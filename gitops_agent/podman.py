@@ -49,8 +49,8 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, L_SIDECAR, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP,
-                      SECRET_PREFIX, ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec,
+from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, L_SIDECAR, MANAGED, NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT,
+                      PRE_STOP, SECRET_PREFIX, ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec,
                       container_restart_policy, is_sidecar, probe_command, redact)
 from . import netprobe
 from .endpoints import PodNetwork, creation_aliases
@@ -675,7 +675,7 @@ class Node:
                 code, output = self.exec(c.name, probe_command(probe), probe.timeout_seconds)
             if code == 0:
                 return
-            failures += 1
+            failures = probe.failure_threshold if code in (NO_TOOL_EXIT, NO_SUCH_EXECUTABLE_EXIT) else failures + 1
             time.sleep(probe.period_seconds if failures < probe.failure_threshold else 0)
         raise NodeError(self.name, f"pod {spec.name}: sidecar {shown} failed its startupProbe {failures} times: "
                                    f"{redact(output.strip()[-300:], spec.redactions) or '(no output)'}")

@@ -561,12 +561,8 @@ def _pod_template(
 ) -> model.PodTemplate:
     pod_context = spec.get("securityContext", {})
     containers = tuple(
-        _container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
+        _app_container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
     )
-    for i, c in enumerate(spec["containers"]):
-        if "restartPolicy" in c:
-            doc.report(prefix + ("containers", i, "restartPolicy"), "may be set on an init container only (Always: "
-                       "a sidecar); remove it and set the pod's restartPolicy")
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
     inits = tuple(
@@ -626,6 +622,15 @@ def _pod_template(
 _NOT_FOR_INIT = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
 # A sidecar (restartPolicy Always) is probed like an app container; its hooks are not mapped yet.
 _NOT_FOR_SIDECAR = ("lifecycle",)
+
+
+def _app_container(
+    doc: Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
+) -> model.Container:
+    if "restartPolicy" in container:
+        doc.report(path + ("restartPolicy",), "may be set on an init container only (Always: a sidecar); remove it "
+                                              "and set the pod's restartPolicy")
+    return _container(doc, path, container, pod_context)
 
 
 def _init_container(
