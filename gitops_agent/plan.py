@@ -24,6 +24,7 @@ from .desired import (
     L_NAME,
     L_NAMESPACE,
     L_REVISION,
+    L_SIDECAR,
     ContainerSpec,
     NetworkSpec,
     NodeDesired,
@@ -38,7 +39,7 @@ from .desired import (
 )
 from .errors import PruneRefused
 from .cronjobs import pods_of_run, run_pods
-from .jobs import DEADLINE, L_RUN, Batch, RunRecord, expired, finished, next_runs, sidecars_running
+from .jobs import DEADLINE, L_RUN, Batch, RunRecord, app_containers, expired, finished, next_runs, sidecars_running
 from .live import ContainerProps, LivePod, LiveState, env_digest
 from .endpoints import service_aliases, serving_aliases, watched
 from .model import NEVER_ROLLS, ObjectRef
@@ -577,10 +578,29 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
             acts.append(network)
         elif any(c.paused for c in pod.containers):
             acts.append(UnpausePod(spec, f"container {', '.join(c.name for c in pod.containers if c.paused)} paused"))
+        elif (sidecars := _sidecar_repair(w, spec, pod)) is not None:
+            acts.append(sidecars)
         elif spec.restart_policy == "always" and any(not c.running for c in pod.containers):
             stopped = [c.name for c in pod.containers if not c.running]
             acts.append(StartPod(spec, f"container {', '.join(stopped)} stopped"))
     return acts
+
+
+def _sidecar_repair(w: WorkloadSpec, spec: PodSpec, pod: LivePod) -> Action | None:
+    """PURE. A pod with sidecars whose restartPolicy is not Always: once its app containers are done (exited, and
+    not to be restarted by Podman), the sidecars still running are stopped, as the kubelet stops them; while they
+    run, a sidecar stopped by hand is started again (Podman restarts one that exits by itself)."""
+    if not spec.sidecars or spec.restart_policy == "always":
+        return None
+    apps = app_containers(pod)
+    done = bool(apps) and all(c.state in ("exited", "stopped") and (spec.restart_policy == "no" or c.exit_code == 0)
+                              for c in apps)
+    if done and sidecars_running(pod):
+        return StopSidecars(spec.name, w.ref, spec.stop_timeout, "its app containers are done: its sidecars stop")
+    stopped = [c.name for c in pod.containers if L_SIDECAR in c.labels and not c.running]
+    if not done and stopped:
+        return StartPod(spec, f"sidecar {', '.join(stopped)} stopped")
+    return None
 
 
 @dataclass(frozen=True)

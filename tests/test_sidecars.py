@@ -149,6 +149,27 @@ def test_a_jobs_pod_completes_with_its_app_containers_and_its_running_sidecars_a
                 if isinstance(a, StopSidecars)]
 
 
+def test_a_pod_whose_app_containers_are_done_stops_its_sidecars_and_one_stopped_by_hand_is_started_again() -> None:
+    """restartPolicy Never, outside a Job too: the kubelet stops the sidecars once the app containers exited; while
+    they run, a sidecar stopped by hand is started again (`start-pod` starts only the stopped containers)."""
+    desired = compile_node(parsed(pod(SIDECARS)), NODE, (NODE,))
+    (w,) = desired.workloads
+    spec = w.pods[0]
+    side, app = spec.sidecars[0], spec.containers[0]
+
+    def actions(app_state: str, side_state: str) -> list[tuple[str, str]]:
+        live = LivePod(spec.name, "id", "Running", dict(spec.labels), (
+            LiveContainer(side.name, "s", "tool:1", side_state, "", dict(side.labels)),
+            LiveContainer(app.name, "a", "app:1", app_state, "", dict(app.labels), exit_code=1),
+        ))
+        return [(a.op, a.reason) for a in plan(desired, LiveState("n1", pods={spec.name: live})).actions
+                if a.op.endswith(("-pod", "-sidecars"))]
+
+    assert actions("exited", "running") == [("stop-sidecars", "its app containers are done: its sidecars stop")]
+    assert actions("running", "exited") == [("start-pod", f"sidecar {side.name} stopped")]
+    assert actions("running", "running") == [] and actions("exited", "exited") == []
+
+
 def test_a_restarting_sidecar_makes_the_pod_not_ready_without_failing_it_and_its_restart_policy_is_compared() -> None:
     """A sidecar that exited or was restarted by Podman is waited for (not ready), never a crash of the rollout;
     drift compares the sidecar's restart policy with always, not with the pod's."""
