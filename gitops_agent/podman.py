@@ -50,8 +50,8 @@ import urllib3
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
 from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, L_SIDECAR, MANAGED, NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT,
-                      PRE_STOP, SECRET_PREFIX, ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec,
-                      container_restart_policy, is_sidecar, probe_command, redact)
+                      PRE_STOP, SECRET_PREFIX, ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec,
+                      VolumeSpec, container_restart_policy, is_sidecar, probe_command, redact)
 from . import netprobe
 from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable

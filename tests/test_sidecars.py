@@ -226,8 +226,11 @@ spec:
       {vol}
     - {{name: second, image: {WEB1}, command: [sh, -c, "[ -f /log/side-ready ] && echo second >> /log/order"],
        {vol}}}
-    - {{name: blink, image: {WEB1}, restartPolicy: Always, command: [sh, -c, "trap 'exit 0' TERM; echo up >> /log/blink; sleep 2 & wait"],
-       {vol}}}
+    - name: blink
+      image: {WEB1}
+      restartPolicy: Always
+      command: [sh, -c, "trap 'exit 0' TERM; echo up >> /log/blink; sleep 2 & wait"]
+      {vol}
     - name: last
       image: {WEB1}
       restartPolicy: Always
