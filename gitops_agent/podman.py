@@ -624,8 +624,7 @@ class Node:
         sidecars stop after its app containers, in reverse order, as Kubernetes stops them."""
         if stop_timeout != 0:
             self._pre_stop(name)
-            self._stop_apps(name, stop_timeout)
-            self.stop_sidecars(name, stop_timeout)
+            self._stop_in_order(name, stop_timeout)
         self.stop_pod(name, stop_timeout)
         self.delete_pod(name)
 
@@ -687,8 +686,8 @@ class Node:
                            params={"all": "true", "filters": json.dumps(wanted)})
         return list(found or [])
 
-    def _stop_apps(self, pod: str, stop_timeout: int | None) -> None:
-        """Stop a pod's running app containers together (its sidecars keep running), when it has sidecars."""
+    def _stop_in_order(self, pod: str, stop_timeout: int | None) -> None:
+        """A pod with sidecars: its running app containers stopped together, then its sidecars (`stop_sidecars`)."""
         running = self._pod_containers(pod, "running")
         if not any(L_SIDECAR in (c.get("Labels") or {}) for c in running):
             return
@@ -696,10 +695,13 @@ class Node:
         with ThreadPoolExecutor(max_workers=max(1, len(apps))) as pool:
             for done in [pool.submit(self._stop_one, cid, stop_timeout) for cid in apps]:
                 done.result()
+        self.stop_sidecars(pod, stop_timeout, running)
 
-    def stop_sidecars(self, pod: str, stop_timeout: int | None) -> None:
-        """Stop a pod's running sidecars one by one, the last one first: a finished Job's, or before its pod stops."""
-        running = [c for c in self._pod_containers(pod, "running") if L_SIDECAR in (c.get("Labels") or {})]
+    def stop_sidecars(self, pod: str, stop_timeout: int | None, listed: list[dict[str, Any]] | None = None) -> None:
+        """Stop a pod's running sidecars (of `listed`, else listed now) one by one, the last one first: a finished
+        Job's, or before its pod stops."""
+        running = [c for c in (self._pod_containers(pod, "running") if listed is None else listed)
+                   if L_SIDECAR in (c.get("Labels") or {})]
         for c in sorted(running, key=lambda c: int((c.get("Labels") or {})[L_SIDECAR]), reverse=True):
             self._stop_one(str(c["Id"]), stop_timeout)
 
