@@ -541,6 +541,8 @@ class Node:
         """The init container that stopped the pod's start, with its exit code and its last output lines
         (Secret values redacted); None when no init container failed."""
         for c in spec.init_containers:
+            if is_sidecar(c):
+                continue
             state = (self.inspect_container(c.name) or {}).get("State") or {}
             if state.get("Status") == "exited" and state.get("ExitCode"):
                 output = redact("\n".join(self.logs(c.name, tail=INIT_OUTPUT_LINES)), spec.redactions)

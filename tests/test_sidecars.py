@@ -18,6 +18,7 @@ import yaml
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
 from gitops_agent.desired import L_INIT, L_SIDECAR, compile_node, container_restart_policy
+from gitops_agent.errors import RevisionRejected
 from gitops_agent.jobs import job_run
 from gitops_agent.live import ContainerProps, LiveContainer, LivePod, LiveState
 from gitops_agent.manifests import SourceFile, parse
@@ -100,6 +101,29 @@ def test_a_sidecar_counts_in_the_template_hash_and_templates_without_one_keep_th
                "containers: [{name: web, image: 'app:1'}]\n")
     assert thash(plain) != thash(side)
     assert thash(pod("containers: [{name: web, image: 'app:1'}]\n")) == "j58tp7wsnd"  # test_pod_volumes' pin
+
+
+def test_sidecars_count_in_the_pods_request_as_kubernetes_scheduler_counts_them() -> None:
+    """A sidecar's request adds to the app containers' and to every init container started after it (it keeps
+    running), not to those before it."""
+    small = NodeConfig("n1", cpu_millis=1000)
+
+    def accepted(inits: str) -> bool:
+        text = pod(f"""\
+            initContainers: [{inits}]
+            containers: [{{name: a, image: "app:1", resources: {{requests: {{cpu: 500m}}}}}}]
+            """)
+        try:
+            parse([SourceFile("p.yaml", text.encode())], "main@sha1:" + "a" * 40, nodes=(small,))
+        except RevisionRejected:
+            return False
+        return True
+
+    side = '{name: s, image: "t:1", restartPolicy: Always, resources: {requests: {cpu: 300m}}}'
+    init = '{name: i, image: "t:1", resources: {requests: {cpu: 800m}}}'
+    assert accepted(f"{init}, {side}")  # 800m, then 300m + 500m
+    assert not accepted(f"{side}, {init}")  # 300m + 800m while the init container runs
+    assert not accepted(side.replace("300m", "600m"))  # 600m + 500m
 
 
 JOB = textwrap.dedent("""\
