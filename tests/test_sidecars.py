@@ -18,6 +18,7 @@ import yaml
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
 from gitops_agent.desired import L_INIT, L_SIDECAR, compile_node, container_restart_policy
+from gitops_agent.endpoints import watched
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.jobs import job_run
 from gitops_agent.live import ContainerProps, LiveContainer, LivePod, LiveState
@@ -124,6 +125,18 @@ def test_sidecars_count_in_the_pods_request_as_kubernetes_scheduler_counts_them(
     assert accepted(f"{init}, {side}")  # 800m, then 300m + 500m
     assert not accepted(f"{side}, {init}")  # 300m + 800m while the init container runs
     assert not accepted(side.replace("300m", "600m"))  # 600m + 500m
+
+
+def test_a_sidecars_readiness_probe_puts_its_pod_under_the_readiness_monitor_of_its_services() -> None:
+    """A sidecar's readiness counts for the pod's, so a pod behind a Service whose only readinessProbe is a
+    sidecar's is judged by the monitor that adds and removes it from the Service's DNS."""
+    service = "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {selector: {app: p}, ports: [{port: 80}]}\n"
+    probed = pod("""\
+        initContainers: [{name: s, image: "t:1", restartPolicy: Always, readinessProbe: {exec: {command: ["true"]}}}]
+        containers: [{name: a, image: "app:1"}]
+        """)
+    assert watched(pod_spec(probed + service))
+    assert not watched(pod_spec(probed.replace(', readinessProbe: {exec: {command: ["true"]}}', "") + service))
 
 
 JOB = textwrap.dedent("""\
