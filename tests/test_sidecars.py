@@ -130,7 +130,8 @@ def test_sidecars_count_in_the_pods_request_as_kubernetes_scheduler_counts_them(
 def test_a_sidecars_readiness_probe_puts_its_pod_under_the_readiness_monitor_of_its_services() -> None:
     """A sidecar's readiness counts for the pod's, so a pod behind a Service whose only readinessProbe is a
     sidecar's is judged by the monitor that adds and removes it from the Service's DNS."""
-    service = "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {selector: {app: p}, ports: [{port: 80}]}\n"
+    service = ("---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+               "spec: {selector: {app: p}, ports: [{port: 80}]}\n")
     probed = pod("""\
         initContainers: [{name: s, image: "t:1", restartPolicy: Always, readinessProbe: {exec: {command: ["true"]}}}]
         containers: [{name: a, image: "app:1"}]
