@@ -586,13 +586,13 @@ class Node:
             how = f"timed out after {timeout:g}s" if code is None else f"exited {code}"
             raise NodeError(self.name, f"the postStart hook of container {container} {how}")
 
-    def _pre_stop(self, pod: str) -> None:
-        """Run the preStop hooks of a pod's running containers, each bounded by its grace period, before the
+    def _pre_stop(self, running: list[dict[str, Any]]) -> None:
+        """Run the preStop hooks of a pod's `running` containers, each bounded by its grace period, before the
         pod is stopped (the stop timeout starts after them, as the kubelet does). A hook that fails or
         times out does not keep the pod from stopping."""
-        filters = json.dumps({"pod": [pod], "label": [PRE_STOP], "status": ["running"]})
-        listed = self._call("GET", "/containers/json", f"list containers of pod {pod}", params={"filters": filters})
-        for c in listed or []:
+        for c in running:
+            if PRE_STOP not in (c.get("Labels") or {}):
+                continue
             try:
                 hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
                 command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
@@ -625,8 +625,9 @@ class Node:
         containers' preStop hooks run first, unless `stop_timeout` is 0 (a forced removal). A pod's
         sidecars stop after its app containers, in reverse order, as Kubernetes stops them."""
         if stop_timeout != 0:
-            self._pre_stop(name)
-            self._stop_in_order(name, stop_timeout)
+            running = self._pod_containers(name, "running")
+            self._pre_stop(running)
+            self._stop_in_order(name, stop_timeout, running)
         self.stop_pod(name, stop_timeout)
         self.delete_pod(name)
 
@@ -688,9 +689,8 @@ class Node:
                            params={"all": "true", "filters": json.dumps(wanted)})
         return list(found or [])
 
-    def _stop_in_order(self, pod: str, stop_timeout: int | None) -> None:
-        """A pod with sidecars: its running app containers stopped together, then its sidecars (`stop_sidecars`)."""
-        running = self._pod_containers(pod, "running")
+    def _stop_in_order(self, pod: str, stop_timeout: int | None, running: list[dict[str, Any]]) -> None:
+        """A pod with sidecars: its `running` app containers stopped together, then its sidecars (`stop_sidecars`)."""
         if not any(L_SIDECAR in (c.get("Labels") or {}) for c in running):
             return
         apps = [str(c["Id"]) for c in running if not c.get("IsInfra") and L_SIDECAR not in (c.get("Labels") or {})]
