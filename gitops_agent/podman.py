@@ -589,21 +589,26 @@ class Node:
     def _pre_stop(self, running: list[dict[str, Any]]) -> None:
         """Run the preStop hooks of a pod's `running` containers, each bounded by its grace period, before the
         pod is stopped (the stop timeout starts after them, as the kubelet does). A hook that fails or
-        times out does not keep the pod from stopping."""
+        times out does not keep the pod from stopping. A sidecar's runs when it stops (`stop_sidecars`)."""
         for c in running:
-            if PRE_STOP not in (c.get("Labels") or {}):
-                continue
-            try:
-                hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
-                command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
-            except (ValueError, KeyError, TypeError):
-                continue  # not a label this agent wrote
-            try:
-                self.exec(c["Id"], command, max(1.0, timeout))
-            except NodeUnreachable:
-                raise
-            except NodeError:
-                pass  # the container went away meanwhile: nothing left to run the hook in
+            if L_SIDECAR not in (c.get("Labels") or {}):
+                self._run_pre_stop(c)
+
+    def _run_pre_stop(self, c: Mapping[str, Any]) -> None:
+        """The preStop hook of listed container `c`, if it has one."""
+        if PRE_STOP not in (c.get("Labels") or {}):
+            return
+        try:
+            hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
+            command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
+        except (ValueError, KeyError, TypeError):
+            return  # not a label this agent wrote
+        try:
+            self.exec(c["Id"], command, max(1.0, timeout))
+        except NodeUnreachable:
+            raise
+        except NodeError:
+            pass  # the container went away meanwhile: nothing left to run the hook in
 
     def start_pod(self, name: str, spec: PodSpec | None = None) -> None:
         """Start the pod (its init containers first, each to completion); a failing init container of `spec`
@@ -648,6 +653,8 @@ class Node:
         for c in spec.init_containers:
             self._start_container(c.name)
             if is_sidecar(c):
+                if c.post_start:  # a sidecar is started once its postStart hook is done, as the kubelet has it
+                    self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
                 self._started_up(spec, c)
                 continue
             code = self._call("POST", f"/containers/{c.name}/wait", f"wait for init container {c.name}",
@@ -700,11 +707,12 @@ class Node:
         self.stop_sidecars(pod, stop_timeout, running)
 
     def stop_sidecars(self, pod: str, stop_timeout: int | None, listed: list[dict[str, Any]] | None = None) -> None:
-        """Stop a pod's running sidecars (of `listed`, else listed now) one by one, the last one first: a finished
-        Job's, or before its pod stops."""
+        """Stop a pod's running sidecars (of `listed`, else listed now) one by one, the last one first, each after
+        its preStop hook: a finished Job's, or before its pod stops."""
         running = [c for c in (self._pod_containers(pod, "running") if listed is None else listed)
                    if L_SIDECAR in (c.get("Labels") or {})]
         for c in sorted(running, key=lambda c: int((c.get("Labels") or {})[L_SIDECAR]), reverse=True):
+            self._run_pre_stop(c)
             self._stop_one(str(c["Id"]), stop_timeout)
 
     def _stop_one(self, container: str, stop_timeout: int | None) -> None:

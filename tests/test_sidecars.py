@@ -17,7 +17,7 @@ import yaml
 
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import L_INIT, L_SIDECAR, compile_node, container_restart_policy
+from gitops_agent.desired import L_INIT, L_SIDECAR, PRE_STOP, compile_node, container_restart_policy
 from gitops_agent.endpoints import watched
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.jobs import job_run
@@ -68,27 +68,31 @@ def test_a_sidecar_is_created_in_its_place_restarted_always_and_probed_like_an_a
     assert container_restart_policy(spec, side_spec) == "always"
 
 
-def test_a_sidecar_takes_probes_but_a_plain_init_container_and_an_app_container_keep_their_errors() -> None:
+def test_a_sidecar_takes_probes_and_hooks_but_a_plain_init_container_and_an_app_container_keep_their_errors() -> None:
     """startupProbe stays an error on an init container that runs to completion; restartPolicy on an app
-    container and a sidecar's lifecycle hooks are errors that say what to do; only Always is a sidecar."""
+    container is an error that says what to do; only Always is a sidecar, which may have lifecycle hooks."""
     text = pod("""\
         initContainers:
           - {name: plain, image: "tool:1", startupProbe: {exec: {command: ["true"]}}}
-          - {name: hooked, image: "tool:1", restartPolicy: Always, lifecycle: {preStop: {exec: {command: ["true"]}}}}
           - {name: never, image: "tool:1", restartPolicy: Never}
         containers: [{name: app, image: "app:1", restartPolicy: Always}]
         """)
     found = problems(text)
-    assert found[:2] == [
+    assert found[0] == (
         "p.yaml:6: Pod/p: spec.initContainers[0].startupProbe: is not allowed in an init container (it runs to "
         "completion before the app containers start; with restartPolicy: Always it is a sidecar, which may have "
-        "probes)",
-        "p.yaml:7: Pod/p: spec.initContainers[1].lifecycle: is not supported by gitops-agent on a sidecar container "
-        "(restartPolicy Always) yet: move the hook's work into the container's command",
-    ]
-    assert any("spec.initContainers[2].restartPolicy" in p and "Always" in p for p in found), found
-    assert ("p.yaml:9: Pod/p: spec.containers[0].restartPolicy: may be set on an init container only (Always: a "
-            "sidecar); remove it and set the pod's restartPolicy") in found
+        "probes and hooks)")
+    assert any("spec.initContainers[1].restartPolicy" in p and "Always" in p for p in found), found
+    assert found[-1] == ("p.yaml:8: Pod/p: spec.containers[0].restartPolicy: may be set on an init container only "
+                         "(Always: a sidecar); remove it and set the pod's restartPolicy")
+    assert len(found) == 3, found
+    hooked = pod_spec(pod("""\
+        initContainers:
+          - {name: s, image: "tool:1", restartPolicy: Always, lifecycle: {postStart: {exec: {command: ["true"]}},
+             preStop: {exec: {command: ["false"]}}}}
+        containers: [{name: app, image: "app:1"}]
+        """)).sidecars[0]
+    assert hooked.post_start == ("true",) and json.loads(hooked.labels[PRE_STOP])["command"] == ["false"]
 
 
 def test_a_sidecar_counts_in_the_template_hash_and_templates_without_one_keep_theirs() -> None:
@@ -260,10 +264,13 @@ spec:
       image: {WEB1}
       restartPolicy: Always
       command: [sh, -c, "{trap.format('side')}sleep 0.5; touch /log/side-ready; sleep 100000 & wait"]
+      lifecycle: {{postStart: {{exec: {{command: [touch, /log/side-post]}}}}}}
       startupProbe: {{exec: {{command: [cat, /log/side-ready]}}, periodSeconds: 1, failureThreshold: 10}}
       {vol}
-    - {{name: second, image: {WEB1}, command: [sh, -c, "[ -f /log/side-ready ] && echo second >> /log/order"],
-       {vol}}}
+    - name: second
+      image: {WEB1}
+      command: [sh, -c, "[ -f /log/side-ready ] && [ -f /log/side-post ] && echo second >> /log/order"]
+      {vol}
     - name: blink
       image: {WEB1}
       restartPolicy: Always
@@ -273,6 +280,7 @@ spec:
       image: {WEB1}
       restartPolicy: Always
       command: [sh, -c, "{trap.format('last')}sleep 100000 & wait"]
+      lifecycle: {{preStop: {{exec: {{command: [sh, -c, "echo last-hook >> /log/stop"]}}}}}}
       {vol}
   containers:
     - name: app
@@ -303,10 +311,10 @@ spec:
 
 def test_sidecars_on_real_podman(clean_podman: Any, git_remote: Any, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """The start order is the manifest's, the second init container running once the sidecar passed its
-    startupProbe; the sidecars run alongside the app, one that exits is restarted; removing the pod stops the app
-    first, then the sidecars, the last one first. The Job is Complete once its app container exited 0, and its
-    sidecar is stopped then."""
+    """The start order is the manifest's, the second init container running once the sidecar's postStart hook
+    ran and it passed its startupProbe; the sidecars run alongside the app, one that exits is restarted; removing
+    the pod stops the app first, then the sidecars, the last one first (after its preStop hook). The Job is
+    Complete once its app container exited 0, and its sidecar is stopped then."""
     svc, repo = clean_podman, git_remote
     for d in ("pod", "job"):
         (tmp_path / d).mkdir()
@@ -358,5 +366,5 @@ def test_sidecars_on_real_podman(clean_podman: Any, git_remote: Any, tmp_path: P
     repo.write("clusters/edge/all.yaml", _manifests(ns, tmp_path).split("---\napiVersion: v1\nkind: Pod")[0])
     repo.commit_and_push("the pod and the job removed")
     sync()
-    assert lines("pod/stop") == ["app-term", "last-term", "side-term"]
+    assert lines("pod/stop") == ["app-term", "last-hook", "last-term", "side-term"]
     assert states() == {}

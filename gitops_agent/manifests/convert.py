@@ -619,9 +619,8 @@ def _pod_template(
 
 
 # What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
+# A sidecar (restartPolicy Always) keeps running: it has them all, as an app container has.
 _NOT_FOR_INIT = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
-# A sidecar (restartPolicy Always) is probed like an app container; its hooks are not mapped yet.
-_NOT_FOR_SIDECAR = ("lifecycle",)
 
 
 def _app_container(
@@ -636,25 +635,19 @@ def _app_container(
 def _init_container(
     doc: Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
 ) -> model.Container:
-    sidecar = container.get("restartPolicy") == "Always"
-    for key in _NOT_FOR_SIDECAR if sidecar else _NOT_FOR_INIT:
-        if key not in container:
-            continue
-        if sidecar:
-            doc.report(path + (key,), "is not supported by gitops-agent on a sidecar container (restartPolicy "
-                                      "Always) yet: move the hook's work into the container's command")
-        else:
+    if container.get("restartPolicy") == "Always":
+        return replace(_container(doc, path, container, pod_context), sidecar=True)
+    for key in _NOT_FOR_INIT:
+        if key in container:
             doc.report(path + (key,), "is not allowed in an init container (it runs to completion before the "
                                       "app containers start; with restartPolicy: Always it is a sidecar, which "
-                                      "may have probes)")
-    for i, port in enumerate(() if sidecar else container.get("ports", ())):
+                                      "may have probes and hooks)")
+    for i, port in enumerate(container.get("ports", ())):
         if "hostPort" in port:
             doc.report(path + ("ports", i, "hostPort"), "is not supported by gitops-agent in an init container (it "
                                                         "exits before the app containers start: publish the port "
                                                         "of an app container)")
-    dropped = _NOT_FOR_SIDECAR if sidecar else _NOT_FOR_INIT
-    found = _container(doc, path, {k: v for k, v in container.items() if k not in dropped}, pod_context)
-    return replace(found, sidecar=True) if sidecar else found
+    return _container(doc, path, {k: v for k, v in container.items() if k not in _NOT_FOR_INIT}, pod_context)
 
 
 def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
