@@ -566,7 +566,7 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
             continue
         if spec.name in held:
             continue
-        missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
+        missing = [c.name for c in spec.running_containers() if pod.container_for(c.name) is None]
         changed = drifted(spec, pod) + [f"secret {s} {drift.secrets[s].partition(' (')[0]}"
                                         for s in sorted(uses_secrets(spec)) if s in drift.secrets]
         network = network_drift(spec, pod, drift.readiness)

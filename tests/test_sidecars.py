@@ -193,7 +193,8 @@ def test_a_jobs_pod_completes_with_its_app_containers_and_its_running_sidecars_a
 
 def test_a_pod_whose_app_containers_are_done_stops_its_sidecars_and_one_stopped_by_hand_is_started_again() -> None:
     """restartPolicy Never, outside a Job too: the kubelet stops the sidecars once the app containers exited; while
-    they run, a sidecar stopped by hand is started again (`start-pod` starts only the stopped containers)."""
+    they run, a sidecar stopped by hand is started again (`start-pod` starts only the stopped containers); one
+    removed by hand replaces the pod, as a removed app container does."""
     desired = compile_node(parsed(pod(SIDECARS)), NODE, (NODE,))
     (w,) = desired.workloads
     spec = w.pods[0]
@@ -208,6 +209,10 @@ def test_a_pod_whose_app_containers_are_done_stops_its_sidecars_and_one_stopped_
                 if a.op.endswith(("-pod", "-sidecars"))]
 
     assert actions("exited", "running") == [("stop-sidecars", "its app containers are done: its sidecars stop")]
+    alone = LivePod(spec.name, "id", "Running", dict(spec.labels),
+                    (LiveContainer(app.name, "a", "app:1", "running", "", dict(app.labels)),))
+    assert [(a.op, a.reason) for a in plan(desired, LiveState("n1", pods={spec.name: alone})).actions
+            if a.op.endswith("-pod")] == [("replace-pod", f"container {side.name} removed by hand")]
     assert actions("running", "exited") == [("start-pod", f"sidecar {side.name} stopped")]
     assert actions("running", "running") == [] and actions("exited", "exited") == []
 
