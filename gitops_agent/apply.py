@@ -24,7 +24,7 @@ from .live import LiveState
 from .log import Log
 from .plan import (Action, CreateNetwork, CreatePod, CreateSecret, CreateVolume, Plan, ReconnectPod, RecreateSecret,
                    RemoveNetwork, RemovePod, RemoveSecret, RemoveVolume, ReplacePod, RollingUpdate, RunPod, StartPod,
-                   UnpausePod, VolumeLost)
+                   StopSidecars, UnpausePod, VolumeLost)
 from .podman import Node
 from .probes import Gate, RolloutFailed
 from .reasons import Reason
@@ -293,6 +293,8 @@ def _do(node: Node, a: Action, gate: Gate, log: Log, stop: threading.Event) -> l
             return [pod]
         case RunPod(pod=pod):
             node.create_pod(pod)  # runs to its end: not waited for (gitops_agent/jobs)
+        case StopSidecars(name=name, stop_timeout=timeout):
+            node.stop_sidecars(name, timeout)
         case RollingUpdate(workload=workload):
             update(node, workload, gate, log, stop)
         case RemovePod(name=name):

@@ -27,7 +27,7 @@ from .substitute import ANNOTATION
 
 _SIGN = {
     "create-network": "+", "create-volume": "+", "create-secret": "+", "create-pod": "+",
-    "replace-pod": "~", "start-pod": "~", "rollout": "~", "run-pod": "+",
+    "replace-pod": "~", "start-pod": "~", "rollout": "~", "run-pod": "+", "stop-sidecars": "~",
     "remove-pod": "-", "remove-secret": "-", "remove-volume": "-", "remove-network": "-",
     "reconnect-pod": "~", "unpause-pod": "~", "recreate-secret": "~", "volume-lost": "!",
 }

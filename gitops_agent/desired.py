@@ -78,6 +78,7 @@ L_TEMPLATE_HASH = f"{LABEL_PREFIX}.template-hash"
 L_EMPTY_DIR_OF = f"{LABEL_PREFIX}.emptydir-of"  # on an emptyDir volume: the pod it lives and dies with
 L_CONTAINER = f"{LABEL_PREFIX}.container"  # the container's name in the manifest
 L_INIT = f"{LABEL_PREFIX}.init"  # "true" on an init container (it exits once done: not an app container)
+L_SIDECAR = f"{LABEL_PREFIX}.sidecar"  # on a sidecar (an init container with restartPolicy Always): its position
 SECRET_PREFIX = "gitops-"
 BATCH = ("Job", "CronJob")  # kinds whose pods run to completion (gitops_agent/jobs)
 JOB_INDEX = "batch.kubernetes.io/job-completion-index"  # an Indexed Job's pod: its index (annotation, label)
@@ -221,16 +222,35 @@ class PodSpec:
     pull_credentials: tuple[Credential, ...] = field(default=(), compare=False, repr=False)
     """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
     empty_dirs: tuple[EmptyDirSpec, ...] = ()  # created before the containers, removed with the pod
-    init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to completion, when the pod starts
+    init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to completion (a sidecar: started)
 
     def every_container(self) -> tuple[ContainerSpec, ...]:
         """The init containers, then the app containers: every image the pod needs."""
         return (*self.init_containers, *self.containers)
 
+    @property
+    def sidecars(self) -> tuple[ContainerSpec, ...]:
+        """The init containers with restartPolicy Always, in their order: they run for the pod's life."""
+        return tuple(c for c in self.init_containers if is_sidecar(c))
+
+    def running_containers(self) -> tuple[ContainerSpec, ...]:
+        """The sidecars, then the app containers: the containers that run for the pod's life (probed, compared)."""
+        return (*self.sidecars, *self.containers)
+
     def map_containers(self, change: Callable[[ContainerSpec], ContainerSpec]) -> "PodSpec":
         """This pod with `change` applied to each of its containers, init containers included."""
         return replace(self, containers=tuple(map(change, self.containers)),
                        init_containers=tuple(map(change, self.init_containers)))
+
+
+def is_sidecar(c: ContainerSpec) -> bool:
+    return L_SIDECAR in c.labels
+
+
+def container_restart_policy(pod: PodSpec, c: ContainerSpec) -> str:
+    """Podman's restart policy of container `c`: a sidecar's is always (Kubernetes restarts it whatever the pod's
+    restartPolicy), an app container's the pod's."""
+    return "always" if is_sidecar(c) else pod.restart_policy
 
 
 @dataclass(frozen=True)
@@ -352,7 +372,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
-    "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None,
+    "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None, "sidecar": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
@@ -824,7 +844,7 @@ def _pod(
     t = w.template
     labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
     ports: list[PortMapping] = []
-    for c in () if t.host_network else t.containers:
+    for c in () if t.host_network else (*(s for s in t.init_containers if s.sidecar), *t.containers):
         for p in c.ports:
             if p.host_port:
                 ports.append(PortMapping(p.host_port, p.container_port, p.protocol.lower()))
@@ -834,7 +854,8 @@ def _pod(
             ports.append(PortMapping(host_port, target, sp.protocol.lower()))
     containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
     inits = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.init_containers)
-    inits = tuple(replace(c, labels={**c.labels, L_INIT: "true"}) for c in inits)
+    inits = tuple(replace(c, labels={**c.labels, **({L_SIDECAR: str(i)} if m.sidecar else {L_INIT: "true"})})
+                  for i, (c, m) in enumerate(zip(inits, t.init_containers)))
     used = {n for c in (*inits, *containers) for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
     hidden = [secrets[n] for n in sorted(used) if secrets[n].source.kind == "Secret"]
     return PodSpec(

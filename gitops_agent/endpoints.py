@@ -181,8 +181,9 @@ def unready(record: Mapping[str, Any] | None, node: str) -> frozenset[str]:
 
 
 def watched(spec: PodSpec) -> bool:
-    """PURE: whether the monitor judges this pod: on a network, behind a Service, with a readiness probe."""
-    return bool(spec.network and service_aliases(spec.aliases) and any(c.readiness for c in spec.containers))
+    """PURE: whether the monitor judges this pod: on a network, behind a Service, with a readiness probe (of an app
+    container or a sidecar: a sidecar's readiness counts for the pod's)."""
+    return bool(spec.network and service_aliases(spec.aliases) and any(c.readiness for c in spec.running_containers()))
 
 
 # --- I/O: the rollout gate's pass hook -------------------------------------------------------------------
@@ -374,7 +375,7 @@ class Monitor:
         """The pod's readiness now (running its probes that are due), and why it is not ready."""
         verdicts: list[bool | None] = []
         why = ""
-        for cs in spec.containers:
+        for cs in spec.running_containers():
             c = pod.container_for(cs.name)
             if c is None or not c.running:
                 verdicts.append(False)

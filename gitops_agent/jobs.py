@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .desired import JOB_INDEX, L_CONTAINER, LABEL_PREFIX, PodSpec, WorkloadSpec
-from .live import LivePod
+from .desired import JOB_INDEX, L_CONTAINER, L_SIDECAR, LABEL_PREFIX, PodSpec, WorkloadSpec
+from .live import LiveContainer, LivePod
 from .model import ObjectRef
 
 L_RUN = f"{LABEL_PREFIX}.job-run"  # on a CronJob run's pods: the run's id (its scheduled time in minutes)
@@ -120,12 +120,22 @@ class JobRun:
         return "Running" if self.active else "Pending"
 
 
+def app_containers(pod: LivePod) -> list[LiveContainer]:
+    """The pod's containers but its sidecars: they alone say whether the pod finished and how (Kubernetes)."""
+    return [c for c in pod.containers if L_SIDECAR not in c.labels]
+
+
 def finished(pod: LivePod) -> bool:
-    return bool(pod.containers) and all(c.state in ("exited", "stopped") for c in pod.containers)
+    apps = app_containers(pod)
+    return bool(apps) and all(c.state in ("exited", "stopped") for c in apps)
 
 
 def succeeded(pod: LivePod) -> bool:
-    return finished(pod) and all(c.exit_code == 0 for c in pod.containers)
+    return finished(pod) and all(c.exit_code == 0 for c in app_containers(pod))
+
+
+def sidecars_running(pod: LivePod) -> bool:
+    return any(c.running for c in pod.containers if L_SIDECAR in c.labels)
 
 
 def index_of(pod: LivePod | PodSpec) -> int:
@@ -152,7 +162,7 @@ def failure_action(w: WorkloadSpec, pod: LivePod) -> str:
         codes = rule.exit_codes
         if codes is None:  # onPodConditions: no pod condition is ever set on a node here
             continue
-        for c in pod.containers:
+        for c in app_containers(pod):  # a sidecar's exit code (SIGTERM when stopped) never meets a rule
             if codes.container is not None and c.labels.get(L_CONTAINER, c.name) != codes.container:
                 continue
             if c.exit_code and (c.exit_code in codes.values) == (codes.operator == "In"):
@@ -240,8 +250,8 @@ def job_run(w: WorkloadSpec, pods: Sequence[LivePod], record: RunRecord | None =
     run = JobRun(
         succeeded=t.succeeded, failed=len(t.counted), active=active,
         completions=w.completions, backoff_limit=backoff_limit(w),
-        exit_codes=tuple(next(c.exit_code for c in p.containers if c.exit_code) for p in t.counted
-                         if any(c.exit_code for c in p.containers)),
+        exit_codes=tuple(next(c.exit_code for c in app_containers(p) if c.exit_code) for p in t.counted
+                         if any(c.exit_code for c in app_containers(p))),
         reason=reason, recorded=record.phase if record is not None else "", decided=decided,
         completed_indexes=index_ranges(t.completed), failed_indexes=index_ranges(t.lost),
     )

@@ -208,6 +208,7 @@ class Container:
     allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
     supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
     run_as_non_root: bool = False  # the container's or the pod's runAsNonRoot
+    sidecar: bool = False  # an init container with restartPolicy Always: started in its place, then kept running
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ class PodTemplate:
     tolerations: tuple[Toleration, ...] = ()
     topology_spread: tuple[TopologySpread, ...] = ()  # topologySpreadConstraints
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
-    init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
+    init_containers: tuple[Container, ...] = ()  # run in order, each to completion (a sidecar: started), before
+    # `containers` start
     # spec.serviceAccountName ("default" when unset) when a fieldRef reads it, else "": a no-op field that nothing
     # reads stays out of the template hash, so setting it (or upgrading the agent) replaces no pod
     service_account_name: str = ""

@@ -24,6 +24,7 @@ from .desired import (
     L_NAME,
     L_NAMESPACE,
     L_REVISION,
+    L_SIDECAR,
     ContainerSpec,
     NetworkSpec,
     NodeDesired,
@@ -32,13 +33,14 @@ from .desired import (
     VolumeSpec,
     WorkloadSpec,
     claim_volume,
+    container_restart_policy,
     held,
     BATCH,
 )
 from .errors import PruneRefused
 from .cronjobs import pods_of_run, run_pods
-from .jobs import (DEADLINE, L_RUN, MAX_FAILED, POLICY, SUCCESS_MET, Batch, RunRecord, expired, finished,
-                   index_of, next_runs, own_pods, tally)
+from .jobs import (DEADLINE, L_RUN, MAX_FAILED, POLICY, SUCCESS_MET, Batch, RunRecord, app_containers, expired,
+                   finished, index_of, next_runs, own_pods, sidecars_running, tally)
 from .live import ContainerProps, LivePod, LiveState, env_digest
 from .endpoints import service_aliases, serving_aliases, watched
 from .model import NEVER_ROLLS, ObjectRef
@@ -52,6 +54,7 @@ Op = Literal[
     "replace-pod",
     "start-pod",
     "run-pod",
+    "stop-sidecars",
     "rollout",
     "remove-pod",
     "remove-secret",
@@ -215,6 +218,22 @@ class RunPod(_Shown):
 
 
 @dataclass(frozen=True)
+class StopSidecars(_Shown):
+    """A Job's pod whose app containers have all exited: its sidecars, still running, are stopped (the last one
+    first), as the kubelet stops them; they never keep a Job running nor fail it (`jobs.finished`)."""
+
+    name: str
+    owner: ObjectRef
+    stop_timeout: int
+    reason: str
+    op: ClassVar[Op] = "stop-sidecars"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
 class StartPod(_Shown):
     """Drift: a container of a pod that should always run was stopped; the pod is started."""
 
@@ -291,7 +310,8 @@ class RemoveNetwork(_Shown):
         return self.name
 
 
-Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, RollingUpdate,
+Action = Union[CreateNetwork, CreateVolume, CreateSecret, CreatePod, ReplacePod, StartPod, RunPod, StopSidecars,
+               RollingUpdate,
                RemovePod, RemoveSecret, RemoveVolume, RemoveNetwork, ReconnectPod, UnpausePod, RecreateSecret,
                VolumeLost]
 """One step of a plan: each kind carries exactly its payload and the reason it is needed."""
@@ -508,7 +528,10 @@ def _run(w: WorkloadSpec, pods: list[LivePod], record: RunRecord | None, now: fl
         why = f"{what} {_STOPPED[record.reason]}: its active pods are removed"
     else:
         why = f"{what} changed: its new template is a new run"
-    return runs + [RemovePod(name, w.ref, f"{what}: the pod failed with an exit code a podFailurePolicy Ignore rule "
+    stops: list[Action] = [StopSidecars(p.name, w.ref, w.pods[0].stop_timeout if w.pods else 30,
+                                        f"{what}: pod {p.name}'s app containers exited, its sidecars still run")
+                           for p in pods if finished(p) and sidecars_running(p) and p.name not in gone]
+    return runs + stops + [RemovePod(name, w.ref, f"{what}: the pod failed with an exit code a podFailurePolicy Ignore rule "
                              "matches: not counted, run again" if name in ignored else why) for name in gone]
 
 
@@ -570,7 +593,7 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
             continue
         if spec.name in held:
             continue
-        missing = [c.name for c in spec.containers if pod.container_for(c.name) is None]
+        missing = [c.name for c in spec.running_containers() if pod.container_for(c.name) is None]
         changed = drifted(spec, pod) + [f"secret {s} {drift.secrets[s].partition(' (')[0]}"
                                         for s in sorted(uses_secrets(spec)) if s in drift.secrets]
         network = network_drift(spec, pod, drift.readiness)
@@ -585,10 +608,29 @@ def _repairs(w: WorkloadSpec, live_by_name: Mapping[str, LivePod], drift: Drift)
             acts.append(network)
         elif any(c.paused for c in pod.containers):
             acts.append(UnpausePod(spec, f"container {', '.join(c.name for c in pod.containers if c.paused)} paused"))
+        elif (sidecars := _sidecar_repair(w, spec, pod)) is not None:
+            acts.append(sidecars)
         elif spec.restart_policy == "always" and any(not c.running for c in pod.containers):
             stopped = [c.name for c in pod.containers if not c.running]
             acts.append(StartPod(spec, f"container {', '.join(stopped)} stopped"))
     return acts
+
+
+def _sidecar_repair(w: WorkloadSpec, spec: PodSpec, pod: LivePod) -> Action | None:
+    """PURE. A pod with sidecars whose restartPolicy is not Always: once its app containers are done (exited, and
+    not to be restarted by Podman), the sidecars still running are stopped, as the kubelet stops them; while they
+    run, a sidecar stopped by hand is started again (Podman restarts one that exits by itself)."""
+    if not spec.sidecars or spec.restart_policy == "always":
+        return None
+    apps = app_containers(pod)
+    done = bool(apps) and all(c.state in ("exited", "stopped") and (spec.restart_policy == "no" or c.exit_code == 0)
+                              for c in apps)
+    if done and sidecars_running(pod):
+        return StopSidecars(spec.name, w.ref, spec.stop_timeout, "its app containers are done: its sidecars stop")
+    stopped = [c.name for c in pod.containers if L_SIDECAR in c.labels and not c.running]
+    if not done and stopped:
+        return StartPod(spec, f"sidecar {', '.join(stopped)} stopped")
+    return None
 
 
 @dataclass(frozen=True)
@@ -657,7 +699,7 @@ def drifted(spec: PodSpec, pod: LivePod) -> list[str]:
         want = frozenset((p.host_port, p.container_port, p.protocol) for p in spec.ports)
         if want != pod.ports:
             out.append("published ports changed by hand")
-    for c in spec.containers:
+    for c in spec.running_containers():
         live = pod.container_for(c.name)
         if live is not None and live.props is not None:
             changed = container_drift(spec, c, live.props)
@@ -676,7 +718,7 @@ def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> lis
         ("command", not c.command or tuple(c.command) == live.command),
         ("entrypoint", not c.entrypoint or " ".join(c.entrypoint) == live.entrypoint),
         ("image", image_matches(c.image, live)),
-        ("restart policy", pod.restart_policy == (live.restart_policy or "no")),
+        ("restart policy", container_restart_policy(pod, c) == (live.restart_policy or "no")),
         ("memory limit", (c.memory_bytes or 0) == live.memory),
         ("memory request", (c.memory_reservation or 0) == live.memory_reservation),
         ("cpu limit", (c.cpu_millis or 0) * 100 == live.cpu_quota),

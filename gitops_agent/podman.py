@@ -38,6 +38,8 @@ import re
 import socket
 import tarfile
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Iterable, Iterator, Mapping, Protocol
 
 import podman
@@ -47,8 +49,10 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, MANAGED, NO_SUCH_EXECUTABLE_EXIT, PRE_STOP, SECRET_PREFIX,
-                      ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec, redact)
+from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, L_SIDECAR, MANAGED, NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT,
+                      PRE_STOP, SECRET_PREFIX, ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec,
+                      VolumeSpec, container_restart_policy, is_sidecar, probe_command, redact)
+from . import netprobe
 from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
@@ -563,6 +567,8 @@ class Node:
         """The init container that stopped the pod's start, with its exit code and its last output lines
         (Secret values redacted); None when no init container failed."""
         for c in spec.init_containers:
+            if is_sidecar(c):
+                continue
             state = (self.inspect_container(c.name) or {}).get("State") or {}
             if state.get("Status") == "exited" and state.get("ExitCode"):
                 output = redact("\n".join(self.logs(c.name, tail=INIT_OUTPUT_LINES)), spec.redactions)
@@ -577,7 +583,7 @@ class Node:
         tar entry's owner with copyUIDGID=false), so the image needs no shell or chgrp; right after the start,
         because Podman gives a volume on its first use to the container's user when the container starts."""
         done: set[str] = set()
-        for c in spec.containers:
+        for c in spec.running_containers():
             for v in (() if c.fs_group is None else c.volumes):
                 if v.read_only or v.volume in done:
                     continue
@@ -606,28 +612,37 @@ class Node:
             how = f"timed out after {timeout:g}s" if code is None else f"exited {code}"
             raise NodeError(self.name, f"the postStart hook of container {container} {how}")
 
-    def _pre_stop(self, pod: str) -> None:
-        """Run the preStop hooks of a pod's running containers, each bounded by its grace period, before the
+    def _pre_stop(self, running: list[dict[str, Any]]) -> None:
+        """Run the preStop hooks of a pod's `running` containers, each bounded by its grace period, before the
         pod is stopped (the stop timeout starts after them, as the kubelet does). A hook that fails or
-        times out does not keep the pod from stopping."""
-        filters = json.dumps({"pod": [pod], "label": [PRE_STOP], "status": ["running"]})
-        listed = self._call("GET", "/containers/json", f"list containers of pod {pod}", params={"filters": filters})
-        for c in listed or []:
-            try:
-                hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
-                command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
-            except (ValueError, KeyError, TypeError):
-                continue  # not a label this agent wrote
-            try:
-                self.exec(c["Id"], command, max(1.0, timeout))
-            except NodeUnreachable:
-                raise
-            except NodeError:
-                pass  # the container went away meanwhile: nothing left to run the hook in
+        times out does not keep the pod from stopping. A sidecar's runs when it stops (`stop_sidecars`)."""
+        for c in running:
+            if L_SIDECAR not in (c.get("Labels") or {}):
+                self._run_pre_stop(c)
+
+    def _run_pre_stop(self, c: Mapping[str, Any]) -> None:
+        """The preStop hook of listed container `c`, if it has one."""
+        if PRE_STOP not in (c.get("Labels") or {}):
+            return
+        try:
+            hook = json.loads((c.get("Labels") or {}).get(PRE_STOP, ""))
+            command, timeout = tuple(str(part) for part in hook["command"]), float(hook["timeout"])
+        except (ValueError, KeyError, TypeError):
+            return  # not a label this agent wrote
+        try:
+            self.exec(c["Id"], command, max(1.0, timeout))
+        except NodeUnreachable:
+            raise
+        except NodeError:
+            pass  # the container went away meanwhile: nothing left to run the hook in
 
     def start_pod(self, name: str, spec: PodSpec | None = None) -> None:
         """Start the pod (its init containers first, each to completion); a failing init container of `spec`
-        is named in the error with its exit code and output."""
+        is named in the error with its exit code and output. A pod with sidecars is started container by
+        container (`_start_in_order`)."""
+        if spec is not None and spec.sidecars:
+            self._start_in_order(spec)
+            return
         try:
             self._call("POST", f"/pods/{name}/start", f"start pod {name}", timeout=120)
         except NodeUnreachable:
@@ -638,11 +653,99 @@ class Node:
     def remove_pod(self, name: str, stop_timeout: int | None = None) -> None:
         """Stop (SIGTERM, then SIGKILL after `stop_timeout` seconds; None: each container's own
         stop timeout, i.e. the terminationGracePeriodSeconds it was created with) and remove. The
-        containers' preStop hooks run first, unless `stop_timeout` is 0 (a forced removal)."""
+        containers' preStop hooks run first, unless `stop_timeout` is 0 (a forced removal). A pod's
+        sidecars stop after its app containers, in reverse order, as Kubernetes stops them."""
         if stop_timeout != 0:
-            self._pre_stop(name)
+            running = self._pod_containers(name, "running")
+            self._pre_stop(running)
+            self._stop_in_order(name, stop_timeout, running)
         self.stop_pod(name, stop_timeout)
         self.delete_pod(name)
+
+    # --- sidecars: init containers with restartPolicy Always -------------------------------------------
+
+    def _start_in_order(self, spec: PodSpec) -> None:
+        """Start a pod with sidecars as the kubelet does: each init container in turn, a plain one run to
+        completion, a sidecar started (and its startupProbe passed) before the next; then the app containers.
+        Podman 4.3's pod start cannot: it runs every init container before any other container, and an init
+        container cannot depend on a sidecar. A pod already running (a container stopped by hand) gets its
+        stopped sidecars and app containers started again, its init containers are not run again."""
+        states = {str(c.get("Names", [""])[0]): str(c.get("State") or "") for c in self._pod_containers(spec.name)}
+        if any(state == "running" for state in states.values()):
+            for c in spec.running_containers():
+                if states.get(c.name) != "running":
+                    self._start_container(c.name)
+            return
+        for c in spec.init_containers:
+            self._start_container(c.name)
+            if is_sidecar(c):
+                if c.post_start:  # a sidecar is started once its postStart hook is done, as the kubelet has it
+                    self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
+                self._started_up(spec, c)
+                continue
+            code = self._call("POST", f"/containers/{c.name}/wait", f"wait for init container {c.name}",
+                              params={"condition": "exited"}, timeout=120)
+            if code:
+                raise self._init_failure(spec) or NodeError(self.name, f"pod {spec.name}: init container "
+                                                                       f"{c.name} exited with code {code}")
+        for c in spec.containers:
+            self._start_container(c.name)
+
+    def _start_container(self, name: str) -> None:
+        self._call("POST", f"/containers/{name}/start", f"start container {name}", timeout=120)
+
+    def _started_up(self, spec: PodSpec, c: ContainerSpec) -> None:
+        """Wait for sidecar `c`'s startupProbe to pass, with Kubernetes' timing (run as the rollout's probes run,
+        `probes.probe_way`: httpGet/tcpSocket from outside through the node's dialer, else in the container); a
+        sidecar that fails it `failureThreshold` times in a row fails the pod's start, with the probe's output."""
+        probe, shown, dialer = c.startup, c.labels.get(L_CONTAINER, c.name), self.dialer
+        if probe is None:
+            return
+        time.sleep(probe.initial_delay_seconds)
+        failures, output = 0, ""
+        while failures < probe.failure_threshold:
+            if dialer is not None and probe.action != "exec":
+                code, output = netprobe.check(dialer, spec.name, probe)
+            else:
+                code, output = self.exec(c.name, probe_command(probe), probe.timeout_seconds)
+            if code == 0:
+                return
+            failures = probe.failure_threshold if code in (NO_TOOL_EXIT, NO_SUCH_EXECUTABLE_EXIT) else failures + 1
+            time.sleep(probe.period_seconds if failures < probe.failure_threshold else 0)
+        raise NodeError(self.name, f"pod {spec.name}: sidecar {shown} failed its startupProbe {failures} times: "
+                                   f"{redact(output.strip()[-300:], spec.redactions) or '(no output)'}")
+
+    def _pod_containers(self, pod: str, status: str = "") -> list[dict[str, Any]]:
+        """The pod's containers as Podman lists them (only those in `status`, when given), infra included."""
+        wanted: dict[str, list[str]] = {"pod": [pod], **({"status": [status]} if status else {})}
+        found = self._call("GET", "/containers/json", f"list containers of pod {pod}",
+                           params={"all": "true", "filters": json.dumps(wanted)})
+        return list(found or [])
+
+    def _stop_in_order(self, pod: str, stop_timeout: int | None, running: list[dict[str, Any]]) -> None:
+        """A pod with sidecars: its `running` app containers stopped together, then its sidecars (`stop_sidecars`)."""
+        if not any(L_SIDECAR in (c.get("Labels") or {}) for c in running):
+            return
+        apps = [str(c["Id"]) for c in running if not c.get("IsInfra") and L_SIDECAR not in (c.get("Labels") or {})]
+        with ThreadPoolExecutor(max_workers=max(1, len(apps))) as pool:
+            for done in [pool.submit(self._stop_one, cid, stop_timeout) for cid in apps]:
+                done.result()
+        self.stop_sidecars(pod, stop_timeout, running)
+
+    def stop_sidecars(self, pod: str, stop_timeout: int | None, listed: list[dict[str, Any]] | None = None) -> None:
+        """Stop a pod's running sidecars (of `listed`, else listed now) one by one, the last one first, each after
+        its preStop hook: a finished Job's, or before its pod stops."""
+        running = [c for c in (self._pod_containers(pod, "running") if listed is None else listed)
+                   if L_SIDECAR in (c.get("Labels") or {})]
+        for c in sorted(running, key=lambda c: int((c.get("Labels") or {})[L_SIDECAR]), reverse=True):
+            self._run_pre_stop(c)
+            self._stop_one(str(c["Id"]), stop_timeout)
+
+    def _stop_one(self, container: str, stop_timeout: int | None) -> None:
+        params = {"t": stop_timeout} if stop_timeout is not None else None
+        wait = (stop_timeout if stop_timeout is not None else 600) + 60
+        self._call("POST", f"/containers/{container}/stop", f"stop container {container}", params=params,
+                   timeout=wait, ok404=True)
 
     def restart_container(self, container: str, stop_timeout: int) -> None:
         """Stop (SIGTERM, SIGKILL after `stop_timeout` s) and start one container again: a failed liveness probe."""
@@ -990,7 +1093,7 @@ def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "") -> dict[st
         "image": c.image,
         "labels": dict(c.labels),
         "env": {**c.env, **{var: pod_ip for var in c.pod_ip_env}},
-        "restart_policy": pod.restart_policy,
+        "restart_policy": container_restart_policy(pod, c),
         "stop_timeout": pod.stop_timeout,
     }
     if c.labels.get(L_INIT) == "true":  # run to completion each time the pod starts, before the app containers

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import liveness, netprobe
-from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, probe_command, redact
+from .desired import NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, ContainerSpec, PodSpec, is_sidecar, probe_command, redact
 from .errors import Consequence, NodeError
 from .live import LiveContainer, LivePod
 from .model import Probe
@@ -114,15 +114,20 @@ class Prober:
         self._tracks: dict[str, _Track] = {}
 
     def judge(self, spec: PodSpec, pod: LivePod | None) -> Verdict:
-        """Ready when every container runs and passes its probes; failed on a crash,
-        a restart, or `failureThreshold` failed startup/readiness probes in a row."""
+        """Ready when every container runs and passes its probes (its sidecars' too); failed on a crash,
+        a restart, or `failureThreshold` failed startup/readiness probes in a row. A sidecar that exited or
+        was restarted is not ready (Podman restarts it, as the kubelet does), never a failure of its own."""
         if pod is None:
             return Verdict(False)
         ready = True
-        for cs in spec.containers:
+        for cs in spec.running_containers():
             live = pod.container_for(cs.name)
             if live is None:
                 return Verdict(False)
+            if is_sidecar(cs) and (not live.running or self._restarted(live)):
+                self._tracks.pop(live.id, None)
+                ready = False
+                continue
             v = self._container(cs, live, pod.name, spec.redactions)
             if v.failed:
                 return v
@@ -159,6 +164,10 @@ class Prober:
         if failed:
             return Verdict(False, failed, name, "readiness", t.output)
         return Verdict(t.ready)
+
+    def _restarted(self, c: LiveContainer) -> bool:
+        t = self._tracks.get(c.id)
+        return t is not None and t.started_at != c.started_at
 
     def _can_run_healthcheck(self, probe: Probe, c: LiveContainer, hide: tuple[tuple[str, str], ...]) -> str:
         """Podman runs an httpGet/tcpSocket liveness probe as a script in the container: run it once,

@@ -169,7 +169,7 @@ def split(w: WorkloadSpec, pods: Sequence[LivePod]) -> Split:
     return Split(
         old=tuple(p for p in pods if (p.template_hash != w.template_hash or p.name not in specs) and p not in kept),
         new=new,
-        broken=tuple(p for p in new if len(p.containers) < len(specs[p.name].containers)),
+        broken=tuple(p for p in new if len(p.containers) < len(specs[p.name].running_containers())),
         unstarted=tuple(p for p in new if all(c.state in ("created", "configured") for c in p.containers)),
         held=kept,
     )

@@ -184,7 +184,7 @@ def _workload(o: Object, w: Any, live: LiveState, revs: dict[tuple[str, str, str
                                "state": c.state, "health": c.health, "startedAt": c.started_at,
                                "exitCode": c.exit_code}
                               for c in p.containers]} for p in pods],
-        probes=probe_ways(w.pods[0].containers, outside) if w.pods else [],
+        probes=probe_ways(w.pods[0].running_containers(), outside) if w.pods else [],
         state=_workload_state(w, pods, current, ready, others),
     )
     return entry

@@ -134,7 +134,8 @@ def test_init_container_fields_are_checked_like_the_app_containers() -> None:
         """)
     assert problems(text) == [
         "p.yaml:6: Pod/p: spec.initContainers[0].readinessProbe: is not allowed in an init container (it runs to "
-        "completion before the app containers start)",
+        "completion before the app containers start; with restartPolicy: Always it is a sidecar, which may have "
+        "probes and hooks)",
         "p.yaml:7: Pod/p: spec.initContainers[0].volumeMounts[0].name: volume 'x' is not declared in the pod's "
         "volumes",
         "p.yaml:8: Pod/p: spec.initContainers[1].securityContext.privileged: privileged containers are not allowed "

@@ -588,7 +588,7 @@ def _pod_template(
 ) -> model.PodTemplate:
     pod_context = spec.get("securityContext", {})
     containers = tuple(
-        _container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
+        _app_container(doc, prefix + ("containers", i), c, pod_context) for i, c in enumerate(spec["containers"])
     )
     if spec.get("hostNetwork", False):
         containers = tuple(_host_network_ports(doc, prefix + ("containers", i), c) for i, c in enumerate(containers))
@@ -654,16 +654,29 @@ def _service_account(spec: dict[str, Any], pod: model.PodTemplate) -> str:
 
 
 # What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
+# A sidecar (restartPolicy Always) keeps running: it has them all, as an app container has.
 _NOT_FOR_INIT = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
+
+
+def _app_container(
+    doc: Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
+) -> model.Container:
+    if "restartPolicy" in container:
+        doc.report(path + ("restartPolicy",), "may be set on an init container only (Always: a sidecar); remove it "
+                                              "and set the pod's restartPolicy")
+    return _container(doc, path, container, pod_context)
 
 
 def _init_container(
     doc: Document, path: JsonPath, container: dict[str, Any], pod_context: dict[str, Any]
 ) -> model.Container:
+    if container.get("restartPolicy") == "Always":
+        return replace(_container(doc, path, container, pod_context), sidecar=True)
     for key in _NOT_FOR_INIT:
         if key in container:
             doc.report(path + (key,), "is not allowed in an init container (it runs to completion before the "
-                                      "app containers start)")
+                                      "app containers start; with restartPolicy: Always it is a sidecar, which "
+                                      "may have probes and hooks)")
     for i, port in enumerate(container.get("ports", ())):
         if "hostPort" in port:
             doc.report(path + ("ports", i, "hostPort"), "is not supported by gitops-agent in an init container (it "

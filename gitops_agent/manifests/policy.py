@@ -125,10 +125,15 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, Document, model.Wo
 
 
 def _pod_request(template: model.PodTemplate, resource: str) -> int:
-    """What one pod requests, as Kubernetes' scheduler counts it: its app containers' sum, or its largest init
-    container's request when that is larger (init containers run one at a time, before the app containers)."""
-    return max(sum(_request(c, resource) for c in template.containers),
-               max((_request(c, resource) for c in template.init_containers), default=0))
+    """What one pod requests, as Kubernetes' scheduler counts it: its app containers' and sidecars' sum, or, when
+    larger, an init container's request plus the sidecars started before it (init containers run one at a time,
+    before the app containers; sidecars keep running)."""
+    steps, sidecars = [], 0
+    for c in template.init_containers:
+        if c.sidecar:
+            sidecars += _request(c, resource)
+        steps.append(sidecars if c.sidecar else sidecars + _request(c, resource))
+    return max(sum(_request(c, resource) for c in template.containers) + sidecars, max(steps, default=0))
 
 
 def _request(container: model.Container, resource: str) -> int:

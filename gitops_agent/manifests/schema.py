@@ -239,8 +239,6 @@ WHAT_TO_DO: dict[str, str] = {
     "tty": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
     "volumeDevices": "use volumeMounts with a filesystem volume: raw block volumes are not supported",
     "resizePolicy": "remove it: a change of resources is a new revision, which replaces the pod",
-    "restartPolicy": "make it an ordinary container of the pod (sidecar init containers are not supported), or "
-                     "remove it for an init container that runs to completion",
     "stopSignal": "set STOPSIGNAL in the image: Podman stops a container with its image's stop signal",
     "seLinuxOptions": _NO_SELINUX, "seLinuxChangePolicy": _NO_SELINUX,
     "appArmorProfile": "remove it: Podman applies its default AppArmor profile where AppArmor is enabled",
