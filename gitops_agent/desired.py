@@ -45,6 +45,7 @@ from .model import (
     Namespace,
     NodeRollout,
     ObjectRef,
+    PodResources,
     PodTemplate,
     Probe,
     Requirement,
@@ -179,6 +180,8 @@ class ContainerSpec:
     post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
     non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
     fs_group: int | None = None  # the group given the top directory of each read-write PVC volume (fsGroup)
+    stdin: bool = False  # Podman's stdin_open
+    tty: bool = False  # Podman's terminal
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,15 @@ class PodSpec:
     """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
     empty_dirs: tuple[EmptyDirSpec, ...] = ()  # created before the containers, removed with the pod
     init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to completion, when the pod starts
+    # pod-level resources, the pod's cgroup (its containers' parent): as a container's, None for unset
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+    pids_limit: int | None = None
+    cpu_shares: int | None = None
+    memory_reservation: int | None = None
+    hosts: tuple[str, ...] = ()  # hostAliases as Podman's --add-host entries, "hostname:ip"
+    share_pid: bool = False  # shareProcessNamespace: the pod shares one PID namespace
+    own_userns: bool = False  # hostUsers: false: the pod gets a user namespace of its own (--userns=auto)
 
     def every_container(self) -> tuple[ContainerSpec, ...]:
         """The init containers, then the app containers: every image the pod needs."""
@@ -337,12 +349,15 @@ _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
     "init_containers": (), "topology_spread": (),
+    "pod_resources": None, "host_aliases": (), "share_process_namespace": False, "host_users": True,
+    "node_name": None,
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None,
+    "stdin": False, "tty": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": ()}
@@ -581,6 +596,7 @@ def eligible(workload: Workload, node: NodeConfig) -> bool:
         and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
         and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
         and all(c.key in labels for c in t.topology_spread if c.required)  # DoNotSchedule: a node of the topology
+        and t.node_name in (None, node.name)
     )
 
 
@@ -616,7 +632,10 @@ def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
-        if w.template.node_affinity or w.template.tolerations or any(n.taints for n in nodes):
+        if w.template.node_name is not None:
+            warnings.append(f"{w.ref}: its nodeName {w.template.node_name} is no node of the config that matches its "
+                            f"nodeSelector, nodeAffinity and tolerations; {what}")
+        elif w.template.node_affinity or w.template.tolerations or any(n.taints for n in nodes):
             warnings.append(f"{w.ref}: no node matches its nodeSelector, nodeAffinity and tolerations; {what}")
         else:
             warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
@@ -797,7 +816,24 @@ def _pod(
         empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
+        **_pod_level(t),
     )
+
+
+def _pod_level(t: PodTemplate) -> dict[str, Any]:
+    """The PodSpec fields of pod-level resources (the pod's cgroup), hostAliases, shareProcessNamespace and
+    hostUsers."""
+    fields: dict[str, Any] = {
+        "hosts": tuple(f"{name}:{alias.ip}" for alias in t.host_aliases for name in alias.hostnames),
+        "share_pid": t.share_process_namespace,
+        "own_userns": not t.host_users,
+    }
+    if t.pod_resources is not None:
+        requests = pod_requests(t.pod_resources)
+        fields.update(cpu_millis=t.pod_resources.limits.cpu_millis, memory_bytes=t.pod_resources.limits.memory_bytes,
+                      pids_limit=t.pod_resources.pids, cpu_shares=cpu_shares(requests.cpu_millis),
+                      memory_reservation=requests.memory_bytes)
+    return fields
 
 
 def _pod_dns(w: Workload, pod: str) -> tuple[str, ...]:
@@ -1048,6 +1084,8 @@ def _container(
         post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
         non_root_image=c.run_as_non_root and c.run_as_user is None,
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
+        stdin=c.stdin,
+        tty=c.tty,
     )
 
 
@@ -1101,10 +1139,44 @@ def field_value(field_path: str, pod: str, w: Workload, node: NodeConfig) -> str
 
 def effective_requests(c: Container) -> Resources:
     """A container's requests; a resource with a limit and no request requests its limit (Kubernetes' default)."""
+    return _defaulted(c.requests, c.resources)
+
+
+def pod_requests(resources: PodResources) -> Resources:
+    """A pod's pod-level requests, each defaulted to its pod-level limit as a container's is."""
+    return _defaulted(resources.requests, resources.limits)
+
+
+def _defaulted(requests: Resources, limits: Resources) -> Resources:
     return Resources(
-        cpu_millis=c.requests.cpu_millis if c.requests.cpu_millis is not None else c.resources.cpu_millis,
-        memory_bytes=c.requests.memory_bytes if c.requests.memory_bytes is not None else c.resources.memory_bytes,
+        cpu_millis=requests.cpu_millis if requests.cpu_millis is not None else limits.cpu_millis,
+        memory_bytes=requests.memory_bytes if requests.memory_bytes is not None else limits.memory_bytes,
     )
+
+
+def pod_request(t: PodTemplate, resource: str) -> int:
+    """What one pod requests of `resource` ("cpu", "memory" or "ephemeral-storage") as Kubernetes' scheduler
+    counts it: its pod-level request when it has one, else what its containers request (`containers_request`)."""
+    if t.pod_resources is not None and resource != "ephemeral-storage":
+        requests = pod_requests(t.pod_resources)
+        own = requests.cpu_millis if resource == "cpu" else requests.memory_bytes
+        if own is not None:
+            return own
+    return containers_request(t, resource)
+
+
+def containers_request(t: PodTemplate, resource: str) -> int:
+    """The app containers' summed requests of `resource`, or the largest init container's when it is larger
+    (init containers run one at a time, before the app containers)."""
+    return max(sum(_request(c, resource) for c in t.containers),
+               max((_request(c, resource) for c in t.init_containers), default=0))
+
+
+def _request(container: Container, resource: str) -> int:
+    if resource == "ephemeral-storage":
+        return container.ephemeral_request or 0
+    requests = effective_requests(container)
+    return (requests.cpu_millis if resource == "cpu" else requests.memory_bytes) or 0
 
 
 def cpu_shares(millis: int | None) -> int | None:

@@ -164,6 +164,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class PodResources:
+    """Pod-level `spec.resources`: bounds and weights of the pod's cgroup, which holds all its containers."""
+
+    limits: Resources = Resources()
+    requests: Resources = Resources()  # as given; `desired.pod_requests` defaults each to its limit
+    pids: int | None = None  # limits.pids: processes of the whole pod
+
+
+@dataclass(frozen=True)
+class HostAlias:
+    """One `hostAliases` entry: an /etc/hosts line of `ip` for each of `hostnames`, in every container."""
+
+    ip: str
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
@@ -193,6 +210,8 @@ class Container:
     allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
     supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
     run_as_non_root: bool = False  # the container's or the pod's runAsNonRoot
+    stdin: bool = False  # keep its standard input open (detached: nothing is attached to it)
+    tty: bool = False  # give it a pseudo-terminal
 
 
 @dataclass(frozen=True)
@@ -252,6 +271,11 @@ class PodTemplate:
     topology_spread: tuple[TopologySpread, ...] = ()  # topologySpreadConstraints
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
     init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
+    pod_resources: PodResources | None = None  # pod-level spec.resources
+    host_aliases: tuple[HostAlias, ...] = ()
+    share_process_namespace: bool = False  # one PID namespace for the pod's containers
+    host_users: bool = True  # False: the pod runs in a user namespace of its own
+    node_name: str | None = None  # spec.nodeName: only that node of the agent config runs it
 
 
 # --- agent policy -------------------------------------------------------------

@@ -234,11 +234,9 @@ WHAT_TO_DO: dict[str, str] = {
     "recursiveReadOnly": "remove it: readOnly: true makes the mount read-only (its submounts are not, as with "
                          "Disabled)",
     "terminationGracePeriodSeconds": "set the pod's terminationGracePeriodSeconds: it is the grace of every stop",
-    "stdin": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
-    "stdinOnce": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
-    "tty": "remove it: gitops-agent runs containers detached, with no terminal to attach to",
+    "stdinOnce": "remove it: gitops-agent runs containers detached, with nothing attached to their standard input "
+                 "to close it",
     "volumeDevices": "use volumeMounts with a filesystem volume: raw block volumes are not supported",
-    "resizePolicy": "remove it: a change of resources is a new revision, which replaces the pod",
     "restartPolicy": "make it an ordinary container of the pod (sidecar init containers are not supported), or "
                      "remove it for an init container that runs to completion",
     "stopSignal": "set STOPSIGNAL in the image: Podman stops a container with its image's stop signal",
@@ -262,23 +260,18 @@ WHAT_TO_DO: dict[str, str] = {
     "ephemeral": "use an emptyDir: a volume that lives and dies with the pod",
     "image": "copy the files into the container's image, or fill a persistentVolumeClaim with an initContainer",
     "gitRepo": "use an initContainer that clones the repository into an emptyDir (gitRepo is deprecated)",
-    "hostUsers": "remove it only if the pod may run in the node's user namespace (hostUsers: true): gitops-agent "
-                 "cannot give a pod its own",
     "hostname": "remove it: a pod's hostname is its pod name",
     "setHostnameAsFQDN": "remove it: a pod's hostname is its pod name",
     "subdomain": "remove it: pods are reached by the names of the Services that select them",
-    "hostAliases": "use a Service name or a DNS name instead: gitops-agent does not edit a pod's /etc/hosts",
     "ephemeralContainers": "remove it: debug a running container with `podman exec` on its node",
     "dnsConfig": "remove it: pods use their namespace network's DNS server (Podman's aardvark-dns)",
     "minDomains": "remove it: replicas are spread over the label values the agent config's nodes declare, "
                   "however many there are",
     "runtimeClassName": "remove it: containers run with the node's default OCI runtime",
-    "shareProcessNamespace": "remove it: each container of a pod has its own PID namespace",
     "readinessGates": "use readinessProbes: they are what makes a pod ready here",
     "overhead": "remove it: it is set by a RuntimeClass, which gitops-agent does not have",
     "schedulingGates": "remove it: gitops-agent places pods at once",
     "resourceClaims": "remove it: dynamic resource allocation needs a Kubernetes scheduler and its drivers",
-    "resources": "set resources on each container instead (pod-level resources are not supported)",
     "activeDeadlineSeconds": "remove it: a pod runs until its workload changes",
     "immutable": "remove it: gitops-agent changes a ConfigMap or Secret only when a commit changes it",
     "paused": "remove it: gitops-agent rolls out every commit of the branch; hold a change back by not merging it",
