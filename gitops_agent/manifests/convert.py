@@ -615,8 +615,7 @@ def _pod_template(
         host_ipc=spec.get("hostIPC", False),
         image_pull_secrets=tuple(ref["name"] for ref in spec.get("imagePullSecrets", ())),
         **_placement(doc, prefix, spec, labels),
-        fs_group=pod_context.get("fsGroup"),
-        init_containers=inits,
+        fs_group=pod_context.get("fsGroup"), init_containers=inits,
         **_pod_level(doc, prefix, spec, processes, volumes),
     )
 
