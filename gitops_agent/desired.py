@@ -588,13 +588,16 @@ def tolerated(taint: Taint, tolerations: Iterable[Toleration]) -> bool:
 
 def eligible(workload: Workload, node: NodeConfig) -> bool:
     """The node satisfies the workload's nodeSelector and required nodeAffinity, and its pods tolerate every
-    NoSchedule / NoExecute taint of the node."""
+    NoSchedule / NoExecute taint of the node; with a nodeName it is that node, and NoSchedule taints do not count
+    (as in Kubernetes: the pod skips the scheduler, and the kubelet admits it unless it does not tolerate a NoExecute
+    taint)."""
     t = workload.template
     labels = node_labels(node)
+    counted = ("NoExecute",) if t.node_name is not None else ("NoSchedule", "NoExecute")
     return (
         node_matches(node, t.node_selector)
         and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
-        and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
+        and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect in counted)
         and all(c.key in labels for c in t.topology_spread if c.required)  # DoNotSchedule: a node of the topology
         and t.node_name in (None, node.name)
     )

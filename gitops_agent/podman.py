@@ -518,7 +518,9 @@ class Node:
         for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
-        self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
+        # Podman takes a user namespace's ids from those of user `containers`: a failure names where they are
+        userns = " (hostUsers: false: ids of user containers in /etc/subuid and /etc/subgid)" if spec.own_userns else ""
+        self._call("POST", "/pods/create", f"create pod {spec.name}{userns}", body=_pod_body(spec))
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))

@@ -213,9 +213,14 @@ def test_node_name_places_the_pod_on_that_node_only() -> None:
     assert unplaced(alone, (NodeConfig("local"),)) == [
         "Pod/default/p: its nodeName foo-node is no node of the config that matches its nodeSelector, nodeAffinity "
         "and tolerations; 1 replica(s) not placed"]
-    # with another constraint too, both must hold
-    tainted = (NodeConfig("n1"), NodeConfig("n2", taints=(model.Taint("gpu"),)))
-    assert [len(compile_node(parsed(text, tainted), n, tainted).workloads[0].pods) for n in tainted] == [0, 0]
+    # as in Kubernetes, a pod with nodeName skips the scheduler (NoSchedule taints), not the kubelet's admission
+    # (nodeSelector, NoExecute taints)
+    for taint, placed in (("NoSchedule", [0, 1]), ("NoExecute", [0, 0])):
+        tainted = (NodeConfig("n1"), NodeConfig("n2", taints=(model.Taint("gpu", effect=taint),)))
+        assert [len(compile_node(parsed(text, tainted), n, tainted).workloads[0].pods) for n in tainted] == placed
+    labelled = (NodeConfig("n1"), NodeConfig("n2", labels={"disk": "hdd"}))
+    selecting = pod("nodeName: n2\nnodeSelector: {disk: ssd}\n")
+    assert [len(compile_node(parsed(selecting, labelled), n, labelled).workloads[0].pods) for n in labelled] == [0, 0]
 
 
 # --- end to end on real Podman ---------------------------------------------------------

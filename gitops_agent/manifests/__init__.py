@@ -116,7 +116,8 @@ def parse(
     `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
     revision places on each node (without `nodes`: one node `local`, and no
     nodeName is checked); `storage_classes` (the config's `storageClasses:`) the
-    classes a PersistentVolumeClaim may name; `node_ports` the node ports recorded for earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`); `variables`
+    classes a PersistentVolumeClaim may name; `node_ports` the node ports
+    recorded for earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`); `variables`
     (one node's, `substitute.node_variables`) are substituted into the objects that
     opt in, after parsing and before validation. Raises
     `RevisionRejected` with every problem found, sorted by file and line.
