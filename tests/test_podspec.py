@@ -314,23 +314,25 @@ def test_pod_spec_fields_take_effect_on_real_podman(
     assert int(_cgroup(path, "memory", "memory.soft_limit_in_bytes")) == 32 << 20
     assert _cgroup(path, "pids", "pids.max") == "64"
     main_ctr, shell = f"shared_{NS}_main", f"shared_{NS}_shell"
+    main_info, shell_info = json.loads(svc.podman("inspect", main_ctr, shell).stdout)
     # the container has no limit of its own: it is bounded by the pod's cgroup, its parent
-    assert json.loads(svc.podman("inspect", main_ctr).stdout)[0]["HostConfig"]["CgroupParent"] == path
-    hosts = svc.podman("exec", main_ctr, "cat", "/etc/hosts").stdout.splitlines()
-    assert "10.1.2.3\tfoo.remote" in hosts and "10.1.2.3\tbar.remote" in hosts
-    # main sees shell's process (one PID namespace), whose standard input is a terminal
-    listing = svc.podman("exec", main_ctr, "sh", "-c",
-                         "for p in /proc/[0-9]*; do echo \"${p#/proc/} $(cat $p/cmdline)\"; done").stdout
-    (pid,) = [line.split()[0] for line in listing.splitlines() if line.endswith("sleep200000")]
-    assert "/dev/pts/" in svc.podman("exec", main_ctr, "ls", "-l", f"/proc/{pid}/fd/0").stdout
-    config = json.loads(svc.podman("inspect", shell).stdout)[0]["Config"]
-    assert (config["Tty"], config["OpenStdin"]) == (True, True)
+    assert main_info["HostConfig"]["CgroupParent"] == path and main_info["HostConfig"]["Memory"] == 0
+    assert (shell_info["Config"]["Tty"], shell_info["Config"]["OpenStdin"]) == (True, True)
+    # from main: its /etc/hosts, shell's process (one PID namespace) whose standard input is a terminal, its uid map
+    script = ("cat /etc/hosts; echo ---; for p in /proc/[0-9]*; do [ \"$(cat $p/cmdline)\" = sleep200000 ] && "
+              "ls -l $p/fd/0; done; echo ---; cat /proc/self/uid_map")
+    hosts, terminal, main_map = svc.podman("exec", main_ctr, "sh", "-c", script).stdout.split("---\n")
+    assert "10.1.2.3\tfoo.remote" in hosts.splitlines() and "10.1.2.3\tbar.remote" in hosts.splitlines()
+    assert len(terminal.splitlines()) == 1 and "/dev/pts/" in terminal
+    host_map = Path("/proc/self/uid_map").read_text().split()
+    assert main_map.split() == host_map  # a pod with hostUsers (the default) runs in the node's user namespace
 
     own = f"userns_{NS}_main"
-    host_map = Path("/proc/self/uid_map").read_text().split()
-    uid_map = svc.podman("exec", own, "cat", "/proc/self/uid_map").stdout.split()
-    assert uid_map != host_map and uid_map[0] == "0" and uid_map[1] != "0" and uid_map[2] == "65536"
-    svc.podman("exec", own, "touch", "/scratch/written")
-    assert svc.podman("exec", own, "cat", "/etc/settings/mode").stdout == "quiet"
-    # the first pod's container runs in the node's user namespace
-    assert svc.podman("exec", main_ctr, "cat", "/proc/self/uid_map").stdout.split() == host_map
+    uid_map, mode = svc.podman("exec", own, "sh", "-c", "cat /proc/self/uid_map; echo ---; touch /scratch/written "
+                               "&& cat /etc/settings/mode").stdout.split("---\n")
+    assert uid_map.split() != host_map and uid_map.split()[0] == "0" and uid_map.split()[1] != "0"
+    assert uid_map.split()[2] == "65536" and mode == "quiet"  # it writes its emptyDir, reads its ConfigMap
+    # in sync: nothing to do and no drift, with one warning for the no-op resizePolicy
+    assert main(["diff", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("warning: ") == 1 and "resizePolicy has no effect here" in out
