@@ -948,7 +948,7 @@ def _container_env(
         elif e.field_path is not None:
             plain(e.name, field_value(e.field_path, pod, w, node))
         elif e.resource is not None:  # rounded up, as the kubelet does; an unset request is 0
-            amount = resource_amount(by_name[e.resource.container], e.resource) or 0
+            amount = resource_amount(by_name[e.resource.container], e.resource, w.template.pod_resources) or 0
             plain(e.name, str(-(-amount // e.resource.divisor)))
         else:
             plain(e.name, e.value or "")
@@ -1118,10 +1118,15 @@ def _pre_stop_label(c: Container, grace: int) -> dict[str, str]:
     return {PRE_STOP: json.dumps({"command": list(hook_command(c.pre_stop, grace)), "timeout": grace})}
 
 
-def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:
-    """The limit or (effective) request that `ref` names, in millicores or bytes; None if unset."""
-    amounts = c.resources if ref.resource.startswith("limits.") else effective_requests(c)
-    return amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
+def resource_amount(c: Container, ref: ResourceFieldRef, pod: PodResources | None = None) -> int | None:
+    """The limit or (effective) request that `ref` names, in millicores or bytes; None if unset. A limit the
+    container does not set is the pod-level one (`pod`), as in Kubernetes."""
+    limit = ref.resource.startswith("limits.")
+    amounts = c.resources if limit else effective_requests(c)
+    found = amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
+    if found is None and limit and pod is not None:
+        return pod.limits.cpu_millis if ref.resource.endswith(".cpu") else pod.limits.memory_bytes
+    return found
 
 
 def field_value(field_path: str, pod: str, w: Workload, node: NodeConfig) -> str:

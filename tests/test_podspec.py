@@ -80,6 +80,17 @@ def test_pod_level_resources_bound_the_pods_cgroup() -> None:
     assert "resource_limits" not in bodies(pod())[0]
 
 
+def test_a_resource_field_ref_of_an_unset_limit_is_the_pods_limit() -> None:
+    """As in Kubernetes, a container without a limit of its own sees the pod-level one through resourceFieldRef;
+    with neither it is still an error."""
+    env = "env: [{name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}]\n"
+    _, (container,) = bodies(pod("resources: {limits: {memory: 64Mi}}\n", env))
+    assert container["env"]["MEM"] == "64"
+    (found,) = problems(pod(container=env))
+    assert found.endswith("resourceFieldRef.resource: container 'main' sets no limits.memory: gitops-agent does not "
+                          "know the node's allocatable amount; set the limit")
+
+
 def test_pod_level_requests_place_the_pod_instead_of_its_containers_sum() -> None:
     """Against a node's capacity the pod counts its pod-level request, as Kubernetes' scheduler does."""
     text = pod("resources: {requests: {cpu: '2'}}\n", "resources: {requests: {cpu: 100m, memory: 10Mi}}\n")

@@ -591,7 +591,6 @@ def _pod_template(
               for i, c in enumerate(group_containers)), "container name"
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
-    _check_resource_refs(doc, prefix, processes)
     declared = {volume.name for volume in volumes}
     for group, i, container in every_container(processes):
         mounts = prefix + (group, i, "volumeMounts")
@@ -629,8 +628,10 @@ def _pod_level(doc: Document, prefix: JsonPath, spec: dict[str, Any], processes:
                                                         "the node's PID namespace)")
     if spec.get("hostUsers", True) is False:
         _check_user_namespace(doc, prefix, spec, volumes)
+    pod_resources = _pod_resources(doc, prefix, spec["resources"], processes) if "resources" in spec else None
+    _check_resource_refs(doc, prefix, replace(processes, pod_resources=pod_resources))
     return {
-        "pod_resources": _pod_resources(doc, prefix, spec["resources"], processes) if "resources" in spec else None,
+        "pod_resources": pod_resources,
         "host_aliases": _host_aliases(doc, prefix + ("hostAliases",), spec.get("hostAliases", ())),
         "share_process_namespace": spec.get("shareProcessNamespace", False),
         "host_users": spec.get("hostUsers", True),
@@ -807,8 +808,8 @@ def _term(doc: Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Re
 
 
 def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate) -> None:
-    """Each resourceFieldRef names a container of the pod, and a limit that container sets (Kubernetes would
-    use the node's allocatable amount, which gitops-agent does not know)."""
+    """Each resourceFieldRef names a container of the pod, and a limit that container or the pod sets (Kubernetes
+    would use the node's allocatable amount, which gitops-agent does not know)."""
     by_name = {c.name: c for _, _, c in every_container(pod)}
     for group, i, container in every_container(pod):
         for j, env in enumerate(container.env):
@@ -818,7 +819,8 @@ def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate
             target = by_name.get(env.resource.container)
             if target is None:
                 doc.report(path + ("containerName",), f"{env.resource.container!r} is not a container of this pod")
-            elif env.resource.resource.startswith("limits.") and desired.resource_amount(target, env.resource) is None:
+            elif env.resource.resource.startswith("limits.") and \
+                    desired.resource_amount(target, env.resource, pod.pod_resources) is None:
                 doc.report(path + ("resource",), f"container {target.name!r} sets no {env.resource.resource}: "
                            "gitops-agent does not know the node's allocatable amount; set the limit")
 
