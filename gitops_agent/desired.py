@@ -49,6 +49,7 @@ from .model import (
     Namespace,
     NodeRollout,
     ObjectRef,
+    PodResources,
     PodTemplate,
     Probe,
     Requirement,
@@ -189,6 +190,8 @@ class ContainerSpec:
     # env set to the pod's address on its network when the pod is made (fieldRef status.podIP): not in `env`,
     # so a pod re-made with a new address is no drift
     pod_ip_env: tuple[str, ...] = ()
+    stdin: bool = False  # Podman's stdin_open
+    tty: bool = False  # Podman's terminal
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,15 @@ class PodSpec:
     """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
     empty_dirs: tuple[EmptyDirSpec, ...] = ()  # created before the containers, removed with the pod
     init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to completion (a sidecar: started)
+    # pod-level resources, the pod's cgroup (its containers' parent): as a container's, None for unset
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+    pids_limit: int | None = None
+    cpu_shares: int | None = None
+    memory_reservation: int | None = None
+    hosts: tuple[str, ...] = ()  # hostAliases as Podman's --add-host entries, "hostname:ip"
+    share_pid: bool = False  # shareProcessNamespace: the pod shares one PID namespace
+    own_userns: bool = False  # hostUsers: false: the pod gets a user namespace of its own (--userns=auto)
 
     def every_container(self) -> tuple[ContainerSpec, ...]:
         """The init containers, then the app containers: every image the pod needs."""
@@ -367,12 +379,15 @@ _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
     "init_containers": (), "topology_spread": (), "service_account_name": "",
+    "pod_resources": None, "host_aliases": (), "share_process_namespace": False, "host_users": True,
+    "node_name": None,
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None, "sidecar": False,
+    "stdin": False, "tty": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
@@ -652,14 +667,18 @@ def tolerated(taint: Taint, tolerations: Iterable[Toleration]) -> bool:
 
 def eligible(workload: Workload, node: NodeConfig) -> bool:
     """The node satisfies the workload's nodeSelector and required nodeAffinity, and its pods tolerate every
-    NoSchedule / NoExecute taint of the node."""
+    NoSchedule / NoExecute taint of the node; with a nodeName it is that node, and NoSchedule taints do not count
+    (as in Kubernetes: the pod skips the scheduler, and the kubelet admits it unless it does not tolerate a NoExecute
+    taint)."""
     t = workload.template
     labels = node_labels(node)
+    counted = ("NoExecute",) if t.node_name is not None else ("NoSchedule", "NoExecute")
     return (
         node_matches(node, t.node_selector)
         and (not t.node_affinity or any(term_met(term, labels) for term in t.node_affinity))
-        and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect != "PreferNoSchedule")
+        and all(tolerated(taint, t.tolerations) for taint in node.taints if taint.effect in counted)
         and all(c.key in labels for c in t.topology_spread if c.required)  # DoNotSchedule: a node of the topology
+        and t.node_name in (None, node.name)
     )
 
 
@@ -695,7 +714,10 @@ def unplaced(rev: Revision, nodes: Iterable[NodeConfig]) -> list[str]:
             continue
         selector = ", ".join(f"{k}={v}" for k, v in sorted(w.template.node_selector.items()))
         what = f"{w.replicas} replica(s) not placed" if w.ref.kind != "DaemonSet" else "runs nowhere"
-        if w.template.node_affinity or w.template.tolerations or any(n.taints for n in nodes):
+        if w.template.node_name is not None:
+            warnings.append(f"{w.ref}: its nodeName {w.template.node_name} is no node of the config that matches its "
+                            f"nodeSelector, nodeAffinity and tolerations; {what}")
+        elif w.template.node_affinity or w.template.tolerations or any(n.taints for n in nodes):
             warnings.append(f"{w.ref}: no node matches its nodeSelector, nodeAffinity and tolerations; {what}")
         else:
             warnings.append(f"{w.ref}: no node matches nodeSelector {selector}; {what}")
@@ -879,6 +901,7 @@ def _pod(
         empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
+        **_pod_level(t),
     )
 
 
@@ -926,6 +949,22 @@ def _forwarder_container(name: str, image: str, args: tuple[str, ...], labels: M
         labels={**labels, L_CONTAINER: name.rsplit(SEP, 1)[-1]}, cap_add=("CAP_NET_BIND_SERVICE",), cap_drop=("ALL",),
         no_new_privileges=True,
     )
+
+
+def _pod_level(t: PodTemplate) -> dict[str, Any]:
+    """The PodSpec fields of pod-level resources (the pod's cgroup), hostAliases, shareProcessNamespace and
+    hostUsers."""
+    fields: dict[str, Any] = {
+        "hosts": tuple(f"{name}:{alias.ip}" for alias in t.host_aliases for name in alias.hostnames),
+        "share_pid": t.share_process_namespace,
+        "own_userns": not t.host_users,
+    }
+    if t.pod_resources is not None:
+        requests = pod_requests(t.pod_resources)
+        fields.update(cpu_millis=t.pod_resources.limits.cpu_millis, memory_bytes=t.pod_resources.limits.memory_bytes,
+                      pids_limit=t.pod_resources.pids, cpu_shares=cpu_shares(requests.cpu_millis),
+                      memory_reservation=requests.memory_bytes)
+    return fields
 
 
 def _pod_dns(w: Workload, pod: str) -> tuple[str, ...]:
@@ -1047,7 +1086,7 @@ def _container_env(
         elif e.field_path is not None:
             plain(e.name, field_value(e.field_path, pod, w, node, thash))
         elif e.resource is not None:
-            plain(e.name, resource_value(by_name[e.resource.container], e.resource))
+            plain(e.name, resource_value(by_name[e.resource.container], e.resource, w.template.pod_resources))
         else:
             plain(e.name, e.value or "")
     return env, secret_env, tuple(pod_ip)
@@ -1206,6 +1245,8 @@ def _container(
         post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
         non_root_image=c.run_as_non_root and c.run_as_user is None,
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
+        stdin=c.stdin,
+        tty=c.tty,
     )
 
 
@@ -1235,10 +1276,15 @@ def _pre_stop_label(c: Container, grace: int) -> dict[str, str]:
     return {PRE_STOP: json.dumps({"command": list(hook_command(c.pre_stop, grace)), "timeout": grace})}
 
 
-def resource_amount(c: Container, ref: ResourceFieldRef) -> int | None:
-    """The limit or (effective) request that `ref` names, in millicores or bytes; None if unset."""
-    amounts = c.resources if ref.resource.startswith("limits.") else effective_requests(c)
-    return amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
+def resource_amount(c: Container, ref: ResourceFieldRef, pod: PodResources | None = None) -> int | None:
+    """The limit or (effective) request that `ref` names, in millicores or bytes; None if unset. A limit the
+    container does not set is the pod-level one (`pod`), as in Kubernetes."""
+    limit = ref.resource.startswith("limits.")
+    amounts = c.resources if limit else effective_requests(c)
+    found = amounts.cpu_millis if ref.resource.endswith(".cpu") else amounts.memory_bytes
+    if found is None and limit and pod is not None:
+        return pod.limits.cpu_millis if ref.resource.endswith(".cpu") else pod.limits.memory_bytes
+    return found
 
 
 POD_IP_FIELDS = ("status.podIP", "status.podIPs")  # one address: Podman gives a pod one on its network
@@ -1274,10 +1320,10 @@ def pod_uid(namespace: str, pod: str, thash: str) -> str:
     return str(uuid.uuid5(_UID_NAMESPACE, f"{namespace}/{pod}/{thash}"))
 
 
-def resource_value(c: Container, ref: ResourceFieldRef) -> str:
+def resource_value(c: Container, ref: ResourceFieldRef, pod: PodResources | None = None) -> str:
     """A resourceFieldRef's value: the amount in units of its divisor, rounded up as the kubelet does (an unset
-    request is 0)."""
-    return str(-(-(resource_amount(c, ref) or 0) // ref.divisor))
+    request is 0; an unset limit the pod-level one, `pod`)."""
+    return str(-(-(resource_amount(c, ref, pod) or 0) // ref.divisor))
 
 
 def downward_content(f: DownwardFile, pod: str, w: Workload, thash: str) -> bytes:
@@ -1285,7 +1331,7 @@ def downward_content(f: DownwardFile, pod: str, w: Workload, thash: str) -> byte
     annotations as `key="value"` lines sorted by key (values quoted as Go's %q does), without a final newline."""
     if f.resource is not None:
         by_name = {c.name: c for c in (*w.template.init_containers, *w.template.containers)}
-        return resource_value(by_name[f.resource.container], f.resource).encode()
+        return resource_value(by_name[f.resource.container], f.resource, w.template.pod_resources).encode()
     path = f.field_path or ""
     if path in ("metadata.labels", "metadata.annotations"):
         items = w.template.labels if path == "metadata.labels" else w.template.annotations
@@ -1323,10 +1369,49 @@ def go_quote(text: str) -> str:
 
 def effective_requests(c: Container) -> Resources:
     """A container's requests; a resource with a limit and no request requests its limit (Kubernetes' default)."""
+    return _defaulted(c.requests, c.resources)
+
+
+def pod_requests(resources: PodResources) -> Resources:
+    """A pod's pod-level requests, each defaulted to its pod-level limit as a container's is."""
+    return _defaulted(resources.requests, resources.limits)
+
+
+def _defaulted(requests: Resources, limits: Resources) -> Resources:
     return Resources(
-        cpu_millis=c.requests.cpu_millis if c.requests.cpu_millis is not None else c.resources.cpu_millis,
-        memory_bytes=c.requests.memory_bytes if c.requests.memory_bytes is not None else c.resources.memory_bytes,
+        cpu_millis=requests.cpu_millis if requests.cpu_millis is not None else limits.cpu_millis,
+        memory_bytes=requests.memory_bytes if requests.memory_bytes is not None else limits.memory_bytes,
     )
+
+
+def pod_request(t: PodTemplate, resource: str) -> int:
+    """What one pod requests of `resource` ("cpu", "memory" or "ephemeral-storage") as Kubernetes' scheduler
+    counts it: its pod-level request when it has one, else what its containers request (`containers_request`)."""
+    if t.pod_resources is not None and resource != "ephemeral-storage":
+        requests = pod_requests(t.pod_resources)
+        own = requests.cpu_millis if resource == "cpu" else requests.memory_bytes
+        if own is not None:
+            return own
+    return containers_request(t, resource)
+
+
+def containers_request(t: PodTemplate, resource: str) -> int:
+    """What the containers request of `resource`, as Kubernetes' scheduler counts it: the app containers' and
+    sidecars' sum, or, when larger, an init container's request plus the sidecars started before it (init
+    containers run one at a time, before the app containers; sidecars keep running)."""
+    steps, sidecars = [], 0
+    for c in t.init_containers:
+        if c.sidecar:
+            sidecars += _request(c, resource)
+        steps.append(sidecars if c.sidecar else sidecars + _request(c, resource))
+    return max(sum(_request(c, resource) for c in t.containers) + sidecars, max(steps, default=0))
+
+
+def _request(container: Container, resource: str) -> int:
+    if resource == "ephemeral-storage":
+        return container.ephemeral_request or 0
+    requests = effective_requests(container)
+    return (requests.cpu_millis if resource == "cpu" else requests.memory_bytes) or 0
 
 
 def cpu_shares(millis: int | None) -> int | None:

@@ -179,6 +179,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class PodResources:
+    """Pod-level `spec.resources`: bounds and weights of the pod's cgroup, which holds all its containers."""
+
+    limits: Resources = Resources()
+    requests: Resources = Resources()  # as given; `desired.pod_requests` defaults each to its limit
+    pids: int | None = None  # limits.pids: processes of the whole pod
+
+
+@dataclass(frozen=True)
+class HostAlias:
+    """One `hostAliases` entry: an /etc/hosts line of `ip` for each of `hostnames`, in every container."""
+
+    ip: str
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
@@ -209,6 +226,8 @@ class Container:
     supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
     run_as_non_root: bool = False  # the container's or the pod's runAsNonRoot
     sidecar: bool = False  # an init container with restartPolicy Always: started in its place, then kept running
+    stdin: bool = False  # keep its standard input open (detached: nothing is attached to it)
+    tty: bool = False  # give it a pseudo-terminal
 
 
 @dataclass(frozen=True)
@@ -272,6 +291,11 @@ class PodTemplate:
     # spec.serviceAccountName ("default" when unset) when a fieldRef reads it, else "": a no-op field that nothing
     # reads stays out of the template hash, so setting it (or upgrading the agent) replaces no pod
     service_account_name: str = ""
+    pod_resources: PodResources | None = None  # pod-level spec.resources
+    host_aliases: tuple[HostAlias, ...] = ()
+    share_process_namespace: bool = False  # one PID namespace for the pod's containers
+    host_users: bool = True  # False: the pod runs in a user namespace of its own
+    node_name: str | None = None  # spec.nodeName: only that node of the agent config runs it
 
 
 # --- agent policy -------------------------------------------------------------

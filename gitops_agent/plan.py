@@ -531,8 +531,8 @@ def _run(w: WorkloadSpec, pods: list[LivePod], record: RunRecord | None, now: fl
     stops: list[Action] = [StopSidecars(p.name, w.ref, w.pods[0].stop_timeout if w.pods else 30,
                                         f"{what}: pod {p.name}'s app containers exited, its sidecars still run")
                            for p in pods if finished(p) and sidecars_running(p) and p.name not in gone]
-    return runs + stops + [RemovePod(name, w.ref, f"{what}: the pod failed with an exit code a podFailurePolicy Ignore rule "
-                             "matches: not counted, run again" if name in ignored else why) for name in gone]
+    rerun = f"{what}: the pod failed with an exit code a podFailurePolicy Ignore rule matches: not counted, run again"
+    return runs + stops + [RemovePod(name, w.ref, rerun if name in ignored else why) for name in gone]
 
 
 _STOPPED = {POLICY: "failed by its podFailurePolicy (FailJob)", SUCCESS_MET: "met its successPolicy: Complete",

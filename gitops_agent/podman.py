@@ -524,7 +524,9 @@ class Node:
         for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
-        self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
+        # Podman takes a user namespace's ids from those of user `containers`: a failure names where they are
+        userns = " (hostUsers: false: ids of user containers in /etc/subuid and /etc/subgid)" if spec.own_userns else ""
+        self._call("POST", "/pods/create", f"create pod {spec.name}{userns}", body=_pod_body(spec))
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
@@ -1069,6 +1071,32 @@ def _pod_body(spec: PodSpec) -> dict[str, Any]:
         body["portmappings"] = [
             {"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports
         ]
+    body.update(_pod_level_fields(spec))
+    return body
+
+
+# Podman's default namespaces of a pod (`--share`), and the size of a pod's own user namespace (as the kubelet's)
+_SHARED = ["ipc", "net", "uts"]
+_USERNS_IDS = 65536
+
+
+def _pod_level_fields(spec: PodSpec) -> dict[str, Any]:
+    """The pod's cgroup limits, its /etc/hosts entries, a shared PID namespace and a user namespace of its own
+    (those that are set). `idmappings` as `podman pod create --userns=auto:size=N` sends it: `userns` alone
+    leaves the infra container in the node's user namespace (measured on 4.3)."""
+    body: dict[str, Any] = {}
+    limits = _cgroup_limits(spec.cpu_millis, spec.cpu_shares, spec.memory_bytes, spec.memory_reservation)
+    if spec.pids_limit:
+        limits["pids"] = {"limit": spec.pids_limit}
+    if limits:
+        body["resource_limits"] = limits
+    if spec.hosts:
+        body["hostadd"] = list(spec.hosts)
+    if spec.share_pid:
+        body["shared_namespaces"] = [*_SHARED, "pid"]
+    if spec.own_userns:
+        body["userns"] = {"nsmode": "auto"}
+        body["idmappings"] = {"AutoUserNs": True, "AutoUserNsOpts": {"Size": _USERNS_IDS}}
     return body
 
 
@@ -1118,7 +1146,8 @@ def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "") -> dict[st
 
 
 def _process_fields(c: ContainerSpec) -> dict[str, Any]:
-    """The spec's entrypoint, command, working directory and Secret-backed environment (those that are set)."""
+    """The spec's entrypoint, command, working directory, Secret-backed environment, stdin and terminal (those that
+    are set)."""
     body: dict[str, Any] = {}
     if c.entrypoint:
         body["entrypoint"] = list(c.entrypoint)
@@ -1126,6 +1155,10 @@ def _process_fields(c: ContainerSpec) -> dict[str, Any]:
         body["command"] = list(c.command)
     if c.working_dir:
         body["work_dir"] = c.working_dir
+    if c.stdin:
+        body["stdin"] = True
+    if c.tty:
+        body["terminal"] = True
     if c.secret_env:
         body["secret_env"] = dict(c.secret_env)
     return body
@@ -1175,15 +1208,21 @@ def _security_fields(c: ContainerSpec) -> dict[str, Any]:
 
 def _resource_limits(c: ContainerSpec) -> dict[str, Any]:
     """The spec's resource_limits: CPU quota and shares, memory limit and reservation ({} for none)."""
+    return _cgroup_limits(c.cpu_millis, c.cpu_shares, c.memory_bytes, c.memory_reservation)
+
+
+def _cgroup_limits(cpu_millis: int | None, cpu_shares: int | None, memory: int | None,
+                   reservation: int | None) -> dict[str, Any]:
+    """libpod's resource_limits of a container or a pod: CPU quota and shares, memory limit and reservation."""
     limits: dict[str, Any] = {}
-    if c.cpu_millis:
-        limits["cpu"] = {"quota": c.cpu_millis * 100, "period": 100_000}
-    if c.cpu_shares:
-        limits.setdefault("cpu", {})["shares"] = c.cpu_shares
-    if c.memory_bytes:
-        limits["memory"] = {"limit": c.memory_bytes}
-    if c.memory_reservation:
-        limits.setdefault("memory", {})["reservation"] = c.memory_reservation
+    if cpu_millis:
+        limits["cpu"] = {"quota": cpu_millis * 100, "period": 100_000}
+    if cpu_shares:
+        limits.setdefault("cpu", {})["shares"] = cpu_shares
+    if memory:
+        limits["memory"] = {"limit": memory}
+    if reservation:
+        limits.setdefault("memory", {})["reservation"] = reservation
     return limits
 
 

@@ -438,17 +438,16 @@ def test_no_files_is_an_empty_revision() -> None:
 
 def test_unsupported_field_differs_from_unknown_field() -> None:
     """A known Kubernetes field is 'not supported by gitops-agent'; a misspelt one is 'unknown'."""
-    text = deployment(container_patch="imagee: nginx\nstdin: true\n").replace(
-        "      containers:", "      hostUsers: false\n      containers:"
+    text = deployment(container_patch="imagee: nginx\nstdinOnce: true\n").replace(
+        "      containers:", "      subdomain: web\n      containers:"
     )
     assert problems({"d.yaml": text}) == [
-        "d.yaml:12: Deployment/web: spec.template.spec.hostUsers: field 'hostUsers' is not supported by gitops-agent "
-        "(found false): remove it only if the pod may run in the node's user namespace (hostUsers: true): "
-        "gitops-agent cannot give a pod its own",
+        "d.yaml:12: Deployment/web: spec.template.spec.subdomain: field 'subdomain' is not supported by gitops-agent "
+        "(found \"web\"): remove it: pods are reached by the names of the Services that select them",
         "d.yaml:16: Deployment/web: spec.template.spec.containers[0].imagee: unknown field 'imagee' (did you mean 'image'?)",
-        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].stdin: "
-        "field 'stdin' is not supported by gitops-agent (found true): remove it: gitops-agent runs containers "
-        "detached, with no terminal to attach to",
+        "d.yaml:17: Deployment/web: spec.template.spec.containers[0].stdinOnce: "
+        "field 'stdinOnce' is not supported by gitops-agent (found true): remove it: gitops-agent runs containers "
+        "detached, with nothing attached to their standard input to close it",
     ]
 
 
@@ -2179,7 +2178,7 @@ def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems
           template:
             metadata: {labels: {app: agent}}
             spec:
-              shareProcessNamespace: true
+              runtimeClassName: gvisor
               containers:
               - name: a
                 image: app:1
@@ -2189,8 +2188,8 @@ def test_a_documents_policy_and_reference_problems_come_with_its_schema_problems
               - {name: logs, hostPath: {path: /var/log}}
     """)
     assert problems({"ds.yaml": text}) == [
-        "ds.yaml:9: DaemonSet/agent: spec.template.spec.shareProcessNamespace: field 'shareProcessNamespace' is not "
-        "supported by gitops-agent (found true): remove it: each container of a pod has its own PID namespace",
+        "ds.yaml:9: DaemonSet/agent: spec.template.spec.runtimeClassName: field 'runtimeClassName' is not "
+        "supported by gitops-agent (found \"gvisor\"): remove it: containers run with the node's default OCI runtime",
         "ds.yaml:13: DaemonSet/agent: spec.template.spec.containers[0].envFrom[0].configMapRef.name: ConfigMap "
         "'missing' does not exist in namespace 'default'",
         "ds.yaml:16: DaemonSet/agent: spec.template.spec.volumes[0].hostPath.path: hostPath /var/log is outside "
@@ -2350,8 +2349,9 @@ def test_every_unsupported_field_says_what_to_do() -> None:
     assert len(found) > 100
     verbs = ("remove it", "use ", "set ", "mount ", "put ", "make ", "copy ")
     assert [key for key, todo in found.items() if not todo.startswith(verbs)] == []
-    assert not_supported("tty", True, "") == ("field 'tty' is not supported by gitops-agent (found true): remove it: "
-                                              "gitops-agent runs containers detached, with no terminal to attach to")
+    assert not_supported("stdinOnce", True, "") == (
+        "field 'stdinOnce' is not supported by gitops-agent (found true): remove it: gitops-agent runs containers "
+        "detached, with nothing attached to their standard input to close it")
     assert not_supported("cephfs", {"monitors": ["m"], "user": "u", "secretFile": "/s"}, "") == (
         "field 'cephfs' is not supported by gitops-agent (found {monitors, user, secretFile}): mount the storage on "
         "the node and use a hostPath volume of it (allowed by policy.allowedHostPaths): gitops-agent drives no "

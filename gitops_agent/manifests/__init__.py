@@ -41,7 +41,7 @@ from .intake import (
     text_of,
     within_limits,
 )
-from .policy import check_capacity
+from .policy import check_capacity, check_node_names
 from .schema import check_value, located_problems
 from .yamlload import dump_yaml, read_file
 from ..substitute import Result as SubstitutionResult, Variable, Where, file_opts_in, substitute
@@ -95,12 +95,15 @@ def _substituted(documents: list[Document], files: list[SourceFile], variables: 
     return problems
 
 
+_DEFAULT_NODES = (NodeConfig("local"),)  # where `parse` places the workloads without a config's nodes
+
+
 def parse(
     files: Iterable[SourceFile],
     revision_id: str = "",
     limits: Limits = Limits(),
     policy: model.Policy = model.Policy(),
-    nodes: Sequence[NodeConfig] = (NodeConfig("local"),),
+    nodes: Sequence[NodeConfig] | None = None,
     node_limits: model.NodeLimits = model.NodeLimits(),
     storage_classes: Mapping[str, model.StorageClass] | None = None,
     node_ports: Mapping[str, int] | None = None,
@@ -113,9 +116,10 @@ def parse(
     (privileged containers, host namespaces, added capabilities, hostPath
     volumes) the workloads may use; the default denies them all. `nodes` and
     `node_limits` (the config's `nodes:` and `limits:`) bound the pods the
-    revision places on each node; `storage_classes` (the config's
-    `storageClasses:`) the classes a PersistentVolumeClaim may name; `node_ports` the node ports recorded for
-    earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`); `variables`
+    revision places on each node (without `nodes`: one node `local`, and no
+    nodeName is checked); `storage_classes` (the config's `storageClasses:`) the
+    classes a PersistentVolumeClaim may name; `node_ports` the node ports
+    recorded for earlier revisions (`Revision.node_ports`), kept where still free (`allocate_node_ports`); `variables`
     (one node's, `substitute.node_variables`) are substituted into the objects that
     opt in, after parsing and before validation; `forwarder_image` the config's `serviceForwarder.image`
     (`Revision.forwarder_image`). Raises
@@ -133,7 +137,10 @@ def parse(
     unallocated = [obj for _, obj in entries]
     entries = allocate_node_ports(entries, node_ports)
     across = check_revision(entries, policy)
-    across += check_capacity(at_most(entries), tuple(nodes), node_limits)  # autoscaled: at maxReplicas
+    placed_on = _DEFAULT_NODES if nodes is None else tuple(nodes)
+    across += check_capacity(at_most(entries), placed_on, node_limits)  # autoscaled: at maxReplicas
+    if nodes is not None:
+        across += check_node_names(at_most(entries), tuple(nodes))
     problems.extend(problem for document in documents for problem in document.problems)
     problems += across  # after each document's own: the sort below is stable
     if problems:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -216,6 +217,7 @@ NO_OP_FIELDS: dict[str, dict[str, str]] = {
     "container": {
         "terminationMessagePath": "no termination message is collected: see the container's log",
         "terminationMessagePolicy": "no termination message is collected: see the container's log",
+        "resizePolicy": "a change of resources is a new revision, which replaces the pod",
     },
     "service": {
         "sessionAffinity": "None is the default: a Service is a DNS name of its pods' addresses",
@@ -610,7 +612,6 @@ def _pod_template(
               for i, c in enumerate(group_containers)), "container name"
     )
     _report_duplicates(doc, ((prefix + ("volumes", i, "name"), v.name) for i, v in enumerate(volumes)), "volume name")
-    _check_resource_refs(doc, prefix, processes)
     for path, file in _downward_items(prefix, volumes) if doc.kind == "CronJob" else ():
         if file.field_path in ("metadata.name", "metadata.uid"):
             doc.report(path + ("fieldRef", "fieldPath"), f"{file.field_path} is not supported by gitops-agent in a "
@@ -639,10 +640,101 @@ def _pod_template(
         host_ipc=spec.get("hostIPC", False),
         image_pull_secrets=tuple(ref["name"] for ref in spec.get("imagePullSecrets", ())),
         **_placement(doc, prefix, spec, labels),
-        fs_group=pod_context.get("fsGroup"),
-        init_containers=inits,
+        fs_group=pod_context.get("fsGroup"), init_containers=inits,
         service_account_name=_service_account(spec, processes),
+        **_pod_level(doc, prefix, spec, processes, volumes),
     )
+
+
+def _pod_level(doc: Document, prefix: JsonPath, spec: dict[str, Any], processes: model.PodTemplate,
+               volumes: tuple[model.Volume, ...]) -> dict[str, Any]:
+    """The PodTemplate fields of pod-level resources, hostAliases, shareProcessNamespace, hostUsers and nodeName,
+    with Kubernetes' checks of them."""
+    if spec.get("shareProcessNamespace") and spec.get("hostPID"):
+        doc.report(prefix + ("shareProcessNamespace",), "cannot be true with hostPID: true (the pod would share "
+                                                        "the node's PID namespace)")
+    if spec.get("hostUsers", True) is False:
+        _check_user_namespace(doc, prefix, spec, volumes)
+    pod_resources = _pod_resources(doc, prefix, spec["resources"], processes) if "resources" in spec else None
+    _check_resource_refs(doc, prefix, replace(processes, pod_resources=pod_resources))
+    return {
+        "pod_resources": pod_resources,
+        "host_aliases": _host_aliases(doc, prefix + ("hostAliases",), spec.get("hostAliases", ())),
+        "share_process_namespace": spec.get("shareProcessNamespace", False),
+        "host_users": spec.get("hostUsers", True),
+        "node_name": spec.get("nodeName"),
+    }
+
+
+def _host_aliases(doc: Document, path: JsonPath, aliases: Iterable[dict[str, Any]]) -> tuple[model.HostAlias, ...]:
+    found = []
+    for i, alias in enumerate(aliases):
+        try:
+            ip = str(ipaddress.ip_address(alias["ip"]))
+        except ValueError:
+            doc.report(path + (i, "ip"), f"must be an IPv4 or IPv6 address, not {short(alias['ip'])}")
+            continue
+        found.append(model.HostAlias(ip, tuple(alias.get("hostnames", ()))))
+    return tuple(found)
+
+
+# Ids a pod with hostUsers: false has: Podman's --userns=auto:size=65536, as many as the kubelet maps.
+USER_NAMESPACE_IDS = 65536
+_KEPT_IDS = ("is not supported by gitops-agent with hostUsers: false: a {what} outlives the pod, and its files "
+             "keep the ids of the user namespace of the pod that wrote them (Podman 4.3 has no id-mapped mounts), "
+             "which the next pod, in another namespace, cannot write; use an emptyDir, or hostUsers: true")
+
+
+def _check_user_namespace(doc: Document, prefix: JsonPath, spec: dict[str, Any],
+                          volumes: tuple[model.Volume, ...]) -> None:
+    """What Kubernetes refuses in a pod with a user namespace of its own (host namespaces, ids beyond the
+    namespace's), and what Podman cannot give it (volumes that outlive the pod)."""
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            doc.report(prefix + (key,), "cannot be true with hostUsers: false")
+    for i, volume in enumerate(volumes):
+        if volume.kind in ("persistentVolumeClaim", "hostPath"):
+            what = "persistentVolumeClaim" if volume.kind != "hostPath" else "hostPath (the node's files)"
+            doc.report(prefix + ("volumes", i, volume.kind), _KEPT_IDS.format(what=what))
+    if doc.kind == "StatefulSet" and doc.body["spec"].get("volumeClaimTemplates"):
+        doc.report(("spec", "volumeClaimTemplates"), _KEPT_IDS.format(what="claim of a volumeClaimTemplate"))
+    contexts = [(prefix + ("securityContext",), spec.get("securityContext", {}))]
+    contexts += [(prefix + (group, i, "securityContext"), c.get("securityContext", {}))
+                 for group in ("initContainers", "containers") for i, c in enumerate(spec.get(group, ()))]
+    for path, context in contexts:
+        for key in ("runAsUser", "runAsGroup", "fsGroup"):
+            if context.get(key, 0) >= USER_NAMESPACE_IDS:
+                doc.report(path + (key,), f"must be less than {USER_NAMESPACE_IDS} with hostUsers: false (the ids "
+                                          "of the pod's user namespace)")
+
+
+# A pod's process count: at least 1 (Podman's pids limit; 0 would mean none).
+_PIDS = (1, 2**63 - 1, "")
+
+
+def _pod_resources(doc: Document, prefix: JsonPath, resources: dict[str, Any],
+                   processes: model.PodTemplate) -> model.PodResources:
+    """Pod-level resources with Kubernetes' checks: each request at most its limit, each container's limit at most
+    the pod's, and the pod's request at least what its containers request (as the scheduler sums them)."""
+    path = prefix + ("resources",)
+    given = resources.get("limits", {})
+    limits = _resources(doc, path + ("limits",), given)
+    requests = _requests(doc, path + ("requests",), resources, limits)
+    wanted = desired.pod_requests(model.PodResources(limits, requests))
+    for group, i, c in every_container(processes):
+        for name, own, bound in (("cpu", c.resources.cpu_millis, limits.cpu_millis),
+                                 ("memory", c.resources.memory_bytes, limits.memory_bytes)):
+            if own is not None and bound is not None and own > bound:
+                doc.report(prefix + (group, i, "resources", "limits", name),
+                           f"must be less than or equal to the pod's {name} limit ({short(given[name])})")
+    for name, pod_amount in (("cpu", wanted.cpu_millis), ("memory", wanted.memory_bytes)):
+        summed = desired.containers_request(processes, name)
+        if pod_amount is not None and summed > pod_amount:
+            shown = f"{summed}m" if name == "cpu" else f"{summed} bytes"
+            doc.report(path + ("requests" if name in resources.get("requests", {}) else "limits", name),
+                       f"must be at least what the pod's containers request ({shown} of {name})")
+    pids = _quantity(doc, path + ("limits", "pids"), given.get("pids"), per_unit=1, bounds=_PIDS)
+    return model.PodResources(limits, requests, pids)
 
 
 def _service_account(spec: dict[str, Any], pod: model.PodTemplate) -> str:
@@ -764,8 +856,8 @@ def _term(doc: Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Re
 
 
 def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate) -> None:
-    """Each resourceFieldRef names a container of the pod, and a limit that container sets (Kubernetes would
-    use the node's allocatable amount, which gitops-agent does not know)."""
+    """Each resourceFieldRef names a container of the pod, and a limit that container or the pod sets (Kubernetes
+    would use the node's allocatable amount, which gitops-agent does not know)."""
     by_name = {c.name: c for _, _, c in every_container(pod)}
     refs = [(prefix + (group, i, "env", j, "valueFrom", "resourceFieldRef"), env.resource)
             for group, i, container in every_container(pod) for j, env in enumerate(container.env) if env.resource]
@@ -775,7 +867,7 @@ def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate
         target = by_name.get(ref.container)
         if target is None:
             doc.report(path + ("containerName",), f"{ref.container!r} is not a container of this pod")
-        elif ref.resource.startswith("limits.") and desired.resource_amount(target, ref) is None:
+        elif ref.resource.startswith("limits.") and desired.resource_amount(target, ref, pod.pod_resources) is None:
             doc.report(path + ("resource",), f"container {target.name!r} sets no {ref.resource}: "
                        "gitops-agent does not know the node's allocatable amount; set the limit")
 
@@ -850,6 +942,8 @@ def _container(
             for mount in container.get("volumeMounts", ())
         ),
         working_dir=container.get("workingDir"),
+        stdin=container.get("stdin", False),
+        tty=container.get("tty", False),
         **probes,
         **hooks,
         **_security_context(doc, path + ("securityContext",), container.get("securityContext", {}), pod_context),

@@ -112,7 +112,7 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, Document, model.Wo
     for resource, capacity, show in shows:
         if capacity is None:
             continue
-        asks = [(count * _pod_request(w.template, resource), doc, w)
+        asks = [(count * desired.pod_request(w.template, resource), doc, w)
                 for count, doc, w in placed if count]
         total = sum(amount for amount, _, _ in asks)
         if total <= capacity:
@@ -124,23 +124,19 @@ def _check_requests(node: NodeConfig, placed: list[tuple[int, Document, model.Wo
     return found
 
 
-def _pod_request(template: model.PodTemplate, resource: str) -> int:
-    """What one pod requests, as Kubernetes' scheduler counts it: its app containers' and sidecars' sum, or, when
-    larger, an init container's request plus the sidecars started before it (init containers run one at a time,
-    before the app containers; sidecars keep running)."""
-    steps, sidecars = [], 0
-    for c in template.init_containers:
-        if c.sidecar:
-            sidecars += _request(c, resource)
-        steps.append(sidecars if c.sidecar else sidecars + _request(c, resource))
-    return max(sum(_request(c, resource) for c in template.containers) + sidecars, max(steps, default=0))
-
-
-def _request(container: model.Container, resource: str) -> int:
-    if resource == "ephemeral-storage":
-        return container.ephemeral_request or 0
-    requests = desired.effective_requests(container)
-    return (requests.cpu_millis if resource == "cpu" else requests.memory_bytes) or 0
+def check_node_names(workloads: list[tuple[Document, model.Workload]], nodes: tuple[NodeConfig, ...]
+                     ) -> list[Problem]:
+    """A pod's nodeName is the name of a node of the agent config (checked only with a config: without one,
+    `validate` places every workload on one node)."""
+    found = Problems()
+    names = sorted(node.name for node in nodes)
+    for doc, workload in workloads:
+        name = workload.template.node_name
+        if name is not None and name not in names:
+            found.add(doc, pod_spec_path(workload) + ("nodeName",),
+                      f"node {name!r} is not in the agent config (its nodes: {', '.join(names)}); name one of them, "
+                      "or remove nodeName to let gitops-agent place the pod")
+    return found
 
 
 def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) -> list[Problem]:
