@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
@@ -41,6 +42,7 @@ from .model import (
     ConfigData,
     Container,
     CronSchedule,
+    DNSConfig,
     NEVER_ROLLS,
     Namespace,
     NodeRollout,
@@ -51,6 +53,7 @@ from .model import (
     ResourceFieldRef,
     Resources,
     Revision,
+    SecurityProfile,
     Service,
     StorageClass,
     Taint,
@@ -179,6 +182,8 @@ class ContainerSpec:
     post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
     non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
     fs_group: int | None = None  # the group given the top directory of each read-write PVC volume (fsGroup)
+    seccomp: str = ""  # Podman's seccomp profile: "" its default, "unconfined", or the file on the node (Localhost)
+    apparmor: str = ""  # Podman's AppArmor profile: "" its default, "unconfined", or the name of one the node loaded
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,18 @@ class PortMapping:
     host_port: int
     container_port: int
     protocol: str  # "tcp" | "udp"
+
+
+@dataclass(frozen=True)
+class PodDNS:
+    """A pod's /etc/resolv.conf as Podman writes it from its pod create options (`--dns`, `--dns-search`,
+    `--dns-option`). `network_first`: the pod network's DNS server (aardvark-dns, on the network's gateway) comes
+    before `servers`, as the cluster DNS server comes first with Kubernetes' ClusterFirst."""
+
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # "name" or "name:value"
+    network_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,6 +230,8 @@ class PodSpec:
     """From the pod's imagePullSecrets, in their order: used for its images' pulls only, never printed."""
     empty_dirs: tuple[EmptyDirSpec, ...] = ()  # created before the containers, removed with the pod
     init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to completion, when the pod starts
+    dns: PodDNS | None = None
+    """The pod's own resolver settings (dnsPolicy None, or ClusterFirst with a dnsConfig); None: the network's."""
 
     def every_container(self) -> tuple[ContainerSpec, ...]:
         """The init containers, then the app containers: every image the pod needs."""
@@ -797,7 +816,30 @@ def _pod(
         empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
+        dns=pod_dns(t),
     )
+
+
+# Podman's search domain of a network with DNS (aardvark-dns): the network's own, before a ClusterFirst pod's.
+PODMAN_DNS_SEARCH = "dns.podman"
+NODE_RESOLV_CONF = "/etc/resolv.conf"  # dnsPolicy Default: the node's, mounted read-only in each container
+
+
+def pod_dns(t: PodTemplate) -> PodDNS | None:
+    """The resolver settings of a pod of template `t`: dnsPolicy None's dnsConfig as it is; ClusterFirst's after
+    the network's (its server and search domain first, as Kubernetes merges them); None for the network's own
+    (ClusterFirst without dnsConfig) or the node's (Default, hostNetwork)."""
+    config = t.dns_config
+    options = tuple(name if value is None else f"{name}:{value}" for name, value in config.options)
+    if t.host_network or t.dns_policy == "Default":
+        return None
+    if t.dns_policy == "None":
+        # no searches: "." (Podman's "none"), else Podman writes the node's search domains
+        return PodDNS(config.nameservers, config.searches or (".",), options)
+    if config == DNSConfig():
+        return None
+    searches = tuple(dict.fromkeys((PODMAN_DNS_SEARCH, *config.searches)))
+    return PodDNS(config.nameservers, searches, options, network_first=bool(config.nameservers))
 
 
 def _pod_dns(w: Workload, pod: str) -> tuple[str, ...]:
@@ -1034,7 +1076,9 @@ def _container(
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,
-        host_mounts=tuple(host_mounts),
+        host_mounts=tuple(host_mounts) + ((HostMount(NODE_RESOLV_CONF, NODE_RESOLV_CONF, True),)
+                                          if w.template.dns_policy == "Default" and not w.template.host_network
+                                          else ()),
         privileged=c.privileged,
         cap_add=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_add)),
         cap_drop=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_drop)),
@@ -1048,7 +1092,17 @@ def _container(
         post_start=hook_command(c.post_start, w.template.termination_grace_period_seconds),
         non_root_image=c.run_as_non_root and c.run_as_user is None,
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
+        seccomp=_seccomp(c.seccomp, node),
+        apparmor={"RuntimeDefault": "", "Unconfined": "unconfined"}.get(c.apparmor.type, c.apparmor.localhost),
     )
+
+
+def _seccomp(profile: SecurityProfile, node: NodeConfig) -> str:
+    """Podman's seccomp profile: its default, unconfined, or `<seccompProfileRoot>/<localhostProfile>` on the node
+    (the kubelet's path; the file is read by Podman on the node)."""
+    if profile.type == "Localhost":
+        return posixpath.join(node.seccomp_profile_root, profile.localhost)
+    return "unconfined" if profile.type == "Unconfined" else ""
 
 
 def _liveness(c: Container, t: PodTemplate) -> tuple[Probe | None, dict[str, str]]:

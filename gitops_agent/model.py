@@ -164,6 +164,26 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class SecurityProfile:
+    """A securityContext's seccompProfile or appArmorProfile: `type` RuntimeDefault (Podman's default profile),
+    Localhost (`localhost`: a seccomp file relative to the node's seccompProfileRoot, or the name of an AppArmor
+    profile loaded on the node) or Unconfined (allowed by policy.allowUnconfined only)."""
+
+    type: str = "RuntimeDefault"
+    localhost: str = ""
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    """A pod's dnsConfig: added to the network's resolver settings (dnsPolicy ClusterFirst) or the whole of them
+    (dnsPolicy None). An option without a value has `None` (written `name`, not `name:`)."""
+
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
@@ -193,6 +213,8 @@ class Container:
     allow_privilege_escalation: bool = True  # False: no process can gain privileges (no_new_privs)
     supplemental_groups: tuple[int, ...] = ()  # the pod's securityContext.supplementalGroups
     run_as_non_root: bool = False  # the container's or the pod's runAsNonRoot
+    seccomp: SecurityProfile = SecurityProfile()  # the container's seccompProfile, else the pod's
+    apparmor: SecurityProfile = SecurityProfile()  # the container's appArmorProfile, else annotation, else pod's
 
 
 @dataclass(frozen=True)
@@ -252,6 +274,8 @@ class PodTemplate:
     topology_spread: tuple[TopologySpread, ...] = ()  # topologySpreadConstraints
     fs_group: int | None = None  # securityContext.fsGroup: the group of the pod's PVC volumes, in every process
     init_containers: tuple[Container, ...] = ()  # run in order, each to completion, before `containers` start
+    dns_policy: str = "ClusterFirst"  # "ClusterFirst" | "Default" (the node's /etc/resolv.conf) | "None"
+    dns_config: DNSConfig = DNSConfig()
 
 
 # --- agent policy -------------------------------------------------------------
@@ -284,6 +308,7 @@ class Policy:
     allow_host_ipc: bool = False
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[HostPathRule, ...] = ()
+    allow_unconfined: bool = False  # seccompProfile / appArmorProfile type Unconfined (Pod Security baseline: no)
 
 
 @dataclass(frozen=True)

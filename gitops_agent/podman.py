@@ -518,12 +518,12 @@ class Node:
         for c in spec.every_container():
             if c.non_root_image:
                 self._check_non_root(c)
-        self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec))
+        self._call("POST", "/pods/create", f"create pod {spec.name}", body=_pod_body(spec, self._dns_servers(spec)))
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
-                self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
+                self._create_container(spec, c)
             self.start_pod(spec.name, spec)
             self._give_volumes_to_group(spec)
             for c in spec.containers:
@@ -531,6 +531,36 @@ class Node:
                     self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
         except NodeError:
             self.remove_pod(spec.name, 0)  # never leave a half-built pod behind
+            raise
+
+    def _dns_servers(self, spec: PodSpec) -> list[str]:
+        """The pod's nameservers (`PodDNS`): a ClusterFirst pod's own come after the network's DNS server, the
+        gateway of the pod network (where aardvark-dns answers), which Podman would leave out once any is given."""
+        if spec.dns is None:
+            return []
+        if not spec.dns.network_first:
+            return list(spec.dns.servers)
+        info = self._call("GET", f"/networks/{spec.network}/json", f"inspect network {spec.network}") or {}
+        gateways = [str(net["gateway"]) for net in info.get("subnets") or [] if net.get("gateway")]
+        return list(dict.fromkeys((*gateways[:1], *spec.dns.servers)))
+
+    def _create_container(self, spec: PodSpec, c: ContainerSpec) -> None:
+        """Create container `c`; a seccomp or AppArmor profile the node cannot apply is named with what to do."""
+        try:
+            self._call("POST", "/containers/create", f"create container {c.name}", body=_container_body(spec, c))
+        except NodeUnreachable:
+            raise
+        except NodeError as e:
+            text = str(e)
+            if c.seccomp not in ("", "unconfined") and "seccomp profile" in text:
+                raise NodeError(self.name, f"container {c.name}: the seccomp profile {c.seccomp} (seccompProfile "
+                                           f"type Localhost) cannot be read on node {self.name}: put the file there "
+                                           "(under the node's seccompProfileRoot) or change localhostProfile") from e
+            if c.apparmor not in ("", "unconfined") and "apparmor" in text.lower():
+                enabled = "AppArmor is not enabled on the node" if "not enabled" in text else text
+                raise NodeError(self.name, f"container {c.name}: the AppArmor profile {c.apparmor} cannot be applied "
+                                           f"on node {self.name} ({enabled}): load the profile there, or use "
+                                           "appArmorProfile type RuntimeDefault") from e
             raise
 
     def _init_failure(self, spec: PodSpec) -> NodeError | None:
@@ -915,9 +945,10 @@ def container_props(info: Mapping[str, Any]) -> ContainerProps:
     )
 
 
-def _pod_body(spec: PodSpec) -> dict[str, Any]:
+def _pod_body(spec: PodSpec, dns_servers: list[str] | None = None) -> dict[str, Any]:
     """libpod's pod spec. A hostNetwork pod joins the node's network namespace: no network,
-    DNS aliases or port mappings (its ports are the node's), and the node's hostname."""
+    DNS aliases or port mappings (its ports are the node's), and the node's hostname. `dns_servers`: the pod's
+    nameservers (`Node._dns_servers`), with its `PodDNS` searches and options."""
     body: dict[str, Any] = {"name": spec.name, "labels": dict(spec.labels)}
     if spec.host_network:
         body["netns"] = {"nsmode": "host"}
@@ -928,6 +959,10 @@ def _pod_body(spec: PodSpec) -> dict[str, Any]:
         body["portmappings"] = [
             {"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports
         ]
+    if spec.dns is not None:
+        body.update({key: list(value) for key, value in (("dns_server", dns_servers or ()),
+                                                          ("dns_search", spec.dns.searches),
+                                                          ("dns_option", spec.dns.options)) if value})
     return body
 
 
@@ -1025,6 +1060,10 @@ def _security_fields(c: ContainerSpec) -> dict[str, Any]:
         body["no_new_privileges"] = True
     if c.groups:
         body["groups"] = list(c.groups)
+    if c.seccomp:
+        body["seccomp_profile_path"] = c.seccomp
+    if c.apparmor:
+        body["apparmor_profile"] = c.apparmor
     # Podman 4.3 applies a pod's pidns/ipcns to its infra container only: each container asks for the host's.
     for wanted, key in ((c.host_pid, "pidns"), (c.host_ipc, "ipcns"), (c.host_uts, "utsns")):
         if wanted:

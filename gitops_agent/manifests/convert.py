@@ -31,6 +31,8 @@ from .document import (
 )
 from .autoscaler import autoscaler
 from .batch import cronjob, job
+from .dns import dns_settings
+from .profiles import check_profile_annotations, security_profiles
 from .statefulset import statefulset
 
 _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
@@ -185,7 +187,6 @@ NO_OP_FIELDS: dict[str, dict[str, str]] = {
         "preemptionPolicy": "no preemption: every pod that fits its node runs",
         "schedulerName": "gitops-agent places the pods itself",
         "enableServiceLinks": "no Service environment variables are set: Services are DNS names",
-        "dnsPolicy": "ClusterFirst is the default: names resolve through the pod network's DNS server",
     },
     "container": {
         "terminationMessagePath": "no termination message is collected: see the container's log",
@@ -569,6 +570,7 @@ def _pod_template(
         _init_container(doc, prefix + ("initContainers", i), c, pod_context)
         for i, c in enumerate(spec.get("initContainers", ()))
     )
+    containers, inits = _with_profiles(doc, prefix, spec, annotations, containers, inits)
     processes = model.PodTemplate({}, containers, init_containers=inits)  # what the checks of every container see
     if not spec.get("hostNetwork", False):
         for group, i, container in every_container(processes):
@@ -615,7 +617,24 @@ def _pod_template(
         **_placement(doc, prefix, spec, labels),
         fs_group=pod_context.get("fsGroup"),
         init_containers=inits,
+        **dns_settings(doc, prefix, spec),
     )
+
+
+def _with_profiles(doc: Document, prefix: JsonPath, spec: dict[str, Any], annotations: dict[str, str],
+                   containers: tuple[model.Container, ...], inits: tuple[model.Container, ...]
+                   ) -> tuple[tuple[model.Container, ...], tuple[model.Container, ...]]:
+    """The containers and init containers with their seccomp and AppArmor profiles (`profiles`)."""
+    pod_context = spec.get("securityContext", {})
+    check_profile_annotations(doc, annotations, {c.name for c in (*containers, *inits)})
+
+    def profiled(group: str, i: int, c: model.Container) -> model.Container:
+        own = spec[group][i].get("securityContext", {})
+        path = prefix + (group, i, "securityContext")
+        return replace(c, **security_profiles(doc, path, own, pod_context, annotations, c.name))
+
+    return (tuple(profiled("containers", i, c) for i, c in enumerate(containers)),
+            tuple(profiled("initContainers", i, c) for i, c in enumerate(inits)))
 
 
 # What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
