@@ -356,12 +356,14 @@ _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "host_network": False, "host_pid": False, "host_ipc": False,
     "node_affinity": (), "preferred_affinity": (), "one_per_node": False, "tolerations": (), "fs_group": None,
     "init_containers": (), "topology_spread": (),
+    "dns_policy": "ClusterFirst", "dns_config": {"nameservers": (), "searches": (), "options": ()},
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
     "run_as_user": None, "run_as_group": None, "allow_privilege_escalation": True,
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None,
+    "seccomp": {"type": "RuntimeDefault", "localhost": ""}, "apparmor": {"type": "RuntimeDefault", "localhost": ""},
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": ()}

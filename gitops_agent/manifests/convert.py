@@ -570,7 +570,6 @@ def _pod_template(
         _init_container(doc, prefix + ("initContainers", i), c, pod_context)
         for i, c in enumerate(spec.get("initContainers", ()))
     )
-    containers, inits = _with_profiles(doc, prefix, spec, annotations, containers, inits)
     processes = model.PodTemplate({}, containers, init_containers=inits)  # what the checks of every container see
     if not spec.get("hostNetwork", False):
         for group, i, container in every_container(processes):
@@ -602,7 +601,7 @@ def _pod_template(
             if mount.name not in declared:
                 doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
     _check_sub_paths_and_projected(doc, prefix, processes, volumes)
-    return model.PodTemplate(
+    return _with_profiles_and_dns(doc, prefix, spec, model.PodTemplate(
         labels=labels,
         containers=containers,
         volumes=volumes,
@@ -617,24 +616,25 @@ def _pod_template(
         **_placement(doc, prefix, spec, labels),
         fs_group=pod_context.get("fsGroup"),
         init_containers=inits,
-        **dns_settings(doc, prefix, spec),
-    )
+    ))
 
 
-def _with_profiles(doc: Document, prefix: JsonPath, spec: dict[str, Any], annotations: dict[str, str],
-                   containers: tuple[model.Container, ...], inits: tuple[model.Container, ...]
-                   ) -> tuple[tuple[model.Container, ...], tuple[model.Container, ...]]:
-    """The containers and init containers with their seccomp and AppArmor profiles (`profiles`)."""
+def _with_profiles_and_dns(doc: Document, prefix: JsonPath, spec: dict[str, Any], template: model.PodTemplate
+                           ) -> model.PodTemplate:
+    """`template` with each container's seccomp and AppArmor profiles (`profiles`) and the pod's DNS (`dns`)."""
     pod_context = spec.get("securityContext", {})
-    check_profile_annotations(doc, annotations, {c.name for c in (*containers, *inits)})
+    annotations = template.annotations
+    check_profile_annotations(doc, annotations, {c.name for c in (*template.containers, *template.init_containers)})
 
     def profiled(group: str, i: int, c: model.Container) -> model.Container:
         own = spec[group][i].get("securityContext", {})
         path = prefix + (group, i, "securityContext")
         return replace(c, **security_profiles(doc, path, own, pod_context, annotations, c.name))
 
-    return (tuple(profiled("containers", i, c) for i, c in enumerate(containers)),
-            tuple(profiled("initContainers", i, c) for i, c in enumerate(inits)))
+    return replace(template, containers=tuple(profiled("containers", i, c) for i, c in enumerate(template.containers)),
+                   init_containers=tuple(profiled("initContainers", i, c)
+                                         for i, c in enumerate(template.init_containers)),
+                   **dns_settings(doc, prefix, spec))
 
 
 # What Kubernetes refuses on an init container: it runs to completion, so it is never probed, hooked or served.
