@@ -58,7 +58,7 @@ def _field(doc: Document, path: JsonPath, value: Mapping[str, Any] | None) -> Se
     if value is None:
         return None
     kind, localhost = value["type"], value.get("localhostProfile", "")
-    if kind == "Localhost" and not localhost:
+    if kind == "Localhost" and not localhost and path + ("localhostProfile",) not in doc.lines:  # else: invalid
         doc.report(path + ("localhostProfile",), "is required with type Localhost (the profile to use)")
     elif kind != "Localhost" and "localhostProfile" in value:
         doc.report(path + ("localhostProfile",), f"must not be set with type {kind} (only with Localhost)")
