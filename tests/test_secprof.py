@@ -235,6 +235,10 @@ DENY_MKDIR = {"defaultAction": "SCMP_ACT_ALLOW",
 def _deployment(profile: str, apparmor: str = "") -> str:
     app_armor = f", appArmorProfile: {{type: Localhost, localhostProfile: {apparmor}}}" if apparmor else ""
     return f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: guarded, namespace: {NS}}}
@@ -257,7 +261,21 @@ spec:
           image: {WEB1}
           command: [sleep, "100000"]
           securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}
-"""
+""" + "".join(f"""\
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      {dns}
+      containers: [{{name: main, image: {WEB1}, command: [sleep, "100000"]}}]
+""" for name, dns in (("merged", "dnsConfig: {nameservers: [192.0.2.2], searches: [x.example]}"),
+                      ("node", "dnsPolicy: Default")))
 
 
 def test_seccomp_profile_and_dns_config_take_effect_on_real_podman(
@@ -281,7 +299,8 @@ def test_seccomp_profile_and_dns_config_take_effect_on_real_podman(
     repo.commit_and_push("guarded")
     assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
     capsys.readouterr()
-    names = {c["Labels"]["io.gitops-agent.container"]: c["Names"][0] for c in json.loads(svc.podman(
+    names = {c["Names"][0].split("-")[0] if c["Labels"]["io.gitops-agent.container"] == "main" else
+             c["Labels"]["io.gitops-agent.container"]: c["Names"][0] for c in json.loads(svc.podman(
         "ps", "--filter", "label=io.gitops-agent.managed=true", "--format", "json").stdout) if not c.get("IsInfra")}
     denied = svc.podman("exec", names["guarded"], "mkdir", "/tmp/d", check=False)
     assert denied.returncode != 0 and "Operation not permitted" in denied.stderr
@@ -289,13 +308,17 @@ def test_seccomp_profile_and_dns_config_take_effect_on_real_podman(
     assert svc.podman("exec", names["guarded"], "cat", "/etc/resolv.conf").stdout.split("\n") == [
         "search ns1.svc.cluster-domain.example my.dns.search.suffix", "nameserver 192.0.2.1",
         "options ndots:2 edns0", ""]
+    gateway = json.loads(svc.podman("network", "inspect", f"gitops-{NS}").stdout)[0]["subnets"][0]["gateway"]
+    assert svc.podman("exec", names["merged"], "cat", "/etc/resolv.conf").stdout.split("\n") == [
+        "search dns.podman x.example", f"nameserver {gateway}", "nameserver 192.0.2.2", ""]  # ClusterFirst's first
+    assert svc.podman("exec", names["node"], "cat", "/etc/resolv.conf").stdout == Path("/etc/resolv.conf").read_text()
 
     repo.write(f"{BASE}/guarded.yaml", _deployment("profiles/missing.json"))
     repo.commit_and_push("a profile the node does not have")
     assert main(["sync", "--config", str(cfg)]) != 0
     err = capsys.readouterr().err
     assert f"the seccomp profile {root}/profiles/missing.json (seccompProfile type Localhost) cannot be read on " \
-           "node local" in err
+           "node local" in err and "rolled back to" in err
     repo.write(f"{BASE}/guarded.yaml", _deployment("profiles/deny-mkdir.json", apparmor="k8s-deny-write"))
     repo.commit_and_push("an AppArmor profile on a node without AppArmor")
     assert main(["sync", "--config", str(cfg)]) != 0
