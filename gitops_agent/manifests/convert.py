@@ -629,7 +629,8 @@ def _with_profiles_and_dns(doc: Document, prefix: JsonPath, spec: dict[str, Any]
     def profiled(group: str, i: int, c: model.Container) -> model.Container:
         own = spec[group][i].get("securityContext", {})
         path = prefix + (group, i, "securityContext")
-        return replace(c, **security_profiles(doc, path, own, pod_context, annotations, c.name))
+        seccomp, apparmor = security_profiles(doc, path, own, pod_context, annotations, c.name)
+        return replace(c, seccomp=seccomp, apparmor=apparmor)
 
     return replace(template, containers=tuple(profiled("containers", i, c) for i, c in enumerate(template.containers)),
                    init_containers=tuple(profiled("initContainers", i, c)

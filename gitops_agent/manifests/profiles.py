@@ -26,8 +26,8 @@ _FIELDS = (("seccompProfile", "seccomp", SECCOMP_ANNOTATION), ("appArmorProfile"
 
 
 def security_profiles(doc: Document, path: JsonPath, own: Mapping[str, Any], pod_context: Mapping[str, Any],
-                      annotations: Mapping[str, str], container: str) -> dict[str, SecurityProfile]:
-    """`seccomp` and `apparmor` of the container at `path` (its securityContext at `path`): its own field, else its
+                      annotations: Mapping[str, str], container: str) -> tuple[SecurityProfile, SecurityProfile]:
+    """(seccomp, apparmor) of the container at `path` (its securityContext at `path`): its own field, else its
     annotation, else the pod's field (or, for seccomp, the pod's annotation), else RuntimeDefault."""
     found: dict[str, SecurityProfile] = {}
     for key, name, prefix in _FIELDS:
@@ -41,7 +41,7 @@ def security_profiles(doc: Document, path: JsonPath, own: Mapping[str, Any], pod
         if name == "seccomp" and pod_field is None:
             pod_field = _annotated(doc, SECCOMP_POD_ANNOTATION, annotations.get(SECCOMP_POD_ANNOTATION))
         found[name] = field or annotated or pod_field or SecurityProfile()
-    return found
+    return found["seccomp"], found["apparmor"]
 
 
 def check_profile_annotations(doc: Document, annotations: Mapping[str, str], containers: set[str]) -> None:
