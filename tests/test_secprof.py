@@ -72,6 +72,9 @@ def test_a_localhost_seccomp_profile_is_the_file_under_the_nodes_seccomp_profile
     main_body, side_body = bodies(text)
     assert "seccomp_profile_path" not in main_body  # RuntimeDefault: Podman's own profile
     assert side_body["seccomp_profile_path"] == "/etc/seccomp/profiles/audit.json"
+    # recorded as Podman's CLI records it, so that inspect shows it (SecurityOpt) and drift compares it
+    assert side_body["annotations"] == {"io.podman.annotations.seccomp": "/etc/seccomp/profiles/audit.json"}
+    assert "annotations" not in main_body
     other = compile_node(parsed(text), NodeConfig("n2"), (NodeConfig("n2"),)).workloads[0].pods[0]
     assert other.containers[1].seccomp == "/var/lib/kubelet/seccomp/profiles/audit.json"  # the kubelet's default
 
@@ -312,6 +315,9 @@ def test_seccomp_profile_and_dns_config_take_effect_on_real_podman(
     assert svc.podman("exec", names["merged"], "cat", "/etc/resolv.conf").stdout.split("\n") == [
         "search dns.podman x.example", f"nameserver {gateway}", "nameserver 192.0.2.2", ""]  # ClusterFirst's first
     assert svc.podman("exec", names["node"], "cat", "/etc/resolv.conf").stdout == Path("/etc/resolv.conf").read_text()
+    assert main(["sync", "--config", str(cfg)]) == 0  # the profile reads back as set: no drift, the pods stay
+    assert "changed by hand" not in capsys.readouterr().err and set(names.values()) <= {
+        c["Names"][0] for c in json.loads(svc.podman("ps", "--format", "json").stdout)}
 
     repo.write(f"{BASE}/guarded.yaml", _deployment("profiles/missing.json"))
     repo.commit_and_push("a profile the node does not have")
