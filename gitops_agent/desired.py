@@ -840,7 +840,10 @@ def pod_dns(t: PodTemplate) -> PodDNS | None:
         return PodDNS(config.nameservers, config.searches or (".",), options)
     if config == DNSConfig():
         return None
-    searches = tuple(dict.fromkeys((PODMAN_DNS_SEARCH, *config.searches)))
+    # Podman drops the network's search domain once servers or searches are given: it goes first again; with
+    # options only, Podman keeps its own (the network's and the node's), as the kubelet keeps the node's
+    given = config.searches or config.nameservers
+    searches = tuple(dict.fromkeys((PODMAN_DNS_SEARCH, *config.searches))) if given else ()
     return PodDNS(config.nameservers, searches, options, network_first=bool(config.nameservers))
 
 

@@ -196,6 +196,8 @@ def test_cluster_first_dns_config_comes_after_the_networks() -> None:
     searches_only = spec_of(pod(spec="dnsConfig: {searches: [a.example]}\n"))
     assert searches_only.dns == PodDNS((), ("dns.podman", "a.example"), ())
     assert "dns_server" not in _pod_body(searches_only, [])
+    options_only = spec_of(pod(spec="dnsConfig: {options: [{name: ndots, value: '1'}]}\n")).dns
+    assert options_only == PodDNS((), (), ("ndots:1",))  # Podman's own search domains stay
     assert spec_of(pod(spec="dnsPolicy: ClusterFirst\n")).dns is None
     assert "dns_search" not in _pod_body(spec_of(pod()))
 
