@@ -37,6 +37,7 @@ LimitsConfig = NodeLimits
 ENV_VAR = "GITOPS_AGENT_CONFIG"
 DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
 DEFAULT_STATE_DIR = "/var/lib/gitops-agent"
+DEFAULT_SECCOMP_ROOT = "/var/lib/kubelet/seccomp"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class NodeConfig:
     ephemeral_bytes: int | None = None
     """`capacity.ephemeral-storage`: bytes the node offers to pods' ephemeral-storage requests; None: not
     checked."""
+    seccomp_profile_root: str = DEFAULT_SECCOMP_ROOT
+    """`seccompProfileRoot`: the node's folder of the seccomp files of type Localhost profiles (the kubelet's
+    default); Podman reads `<root>/<localhostProfile>` on the node when it creates the container."""
     address: str | None = None
     """The node's IP address as pods see it: `status.hostIP` (and a hostNetwork pod's `status.podIP`)."""
     taints: tuple[Taint, ...] = ()
@@ -322,6 +326,7 @@ def _node(i: int, nd: Mapping[str, Any], known_hosts: Any, base_dir: Path | None
             capacity["ephemeral-storage"], 1),
         taints=taints,
         address=nd.get("address"),
+        seccomp_profile_root=posixpath.normpath(nd.get("seccompProfileRoot", DEFAULT_SECCOMP_ROOT)),
         schedule=_schedule(nd.get("schedule"), f"nodes[{i}].schedule", top_schedule),
         vars={str(k): _label(v) for k, v in _section(nd, "vars").items()},
     )
@@ -459,6 +464,7 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
         allow_host_network=raw.get("allowHostNetwork", False),
         allow_host_pid=raw.get("allowHostPID", False),
         allow_host_ipc=raw.get("allowHostIPC", False),
+        allow_unconfined=raw.get("allowUnconfined", False),
         allowed_capabilities=tuple(dict.fromkeys(caps)),
         allowed_host_paths=tuple(rules),
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +43,7 @@ from .model import (
     ConfigData,
     Container,
     CronSchedule,
+    DNSConfig,
     DownwardFile,
     EnvVar,
     JobPolicy,
@@ -56,6 +58,7 @@ from .model import (
     ResourceFieldRef,
     Resources,
     Revision,
+    SecurityProfile,
     Service,
     StorageClass,
     Taint,
@@ -192,6 +195,8 @@ class ContainerSpec:
     pod_ip_env: tuple[str, ...] = ()
     stdin: bool = False  # Podman's stdin_open
     tty: bool = False  # Podman's terminal
+    seccomp: str = ""  # Podman's seccomp profile: "" its default, "unconfined", or the file on the node (Localhost)
+    apparmor: str = ""  # Podman's AppArmor profile: "" its default, "unconfined", or the name of one the node loaded
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,18 @@ class PortMapping:
     host_port: int
     container_port: int
     protocol: str  # "tcp" | "udp"
+
+
+@dataclass(frozen=True)
+class PodDNS:
+    """A pod's /etc/resolv.conf as Podman writes it from its pod create options (`--dns`, `--dns-search`,
+    `--dns-option`). `network_first`: the pod network's DNS server (aardvark-dns, on the network's gateway) comes
+    before `servers`, as the cluster DNS server comes first with Kubernetes' ClusterFirst."""
+
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # "name" or "name:value"
+    network_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,6 +252,8 @@ class PodSpec:
     hosts: tuple[str, ...] = ()  # hostAliases as Podman's --add-host entries, "hostname:ip"
     share_pid: bool = False  # shareProcessNamespace: the pod shares one PID namespace
     own_userns: bool = False  # hostUsers: false: the pod gets a user namespace of its own (--userns=auto)
+    dns: PodDNS | None = None
+    """The pod's own resolver settings (dnsPolicy None, or ClusterFirst with a dnsConfig); None: the network's."""
 
     def every_container(self) -> tuple[ContainerSpec, ...]:
         """The init containers, then the app containers: every image the pod needs."""
@@ -381,6 +400,7 @@ _ADDED_TEMPLATE_FIELDS: dict[str, Any] = {
     "init_containers": (), "topology_spread": (), "service_account_name": "",
     "pod_resources": None, "host_aliases": (), "share_process_namespace": False, "host_users": True,
     "node_name": None,
+    "dns_policy": "ClusterFirst", "dns_config": {"nameservers": (), "searches": (), "options": ()},
 }
 _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "privileged": False, "cap_add": (), "cap_drop": (), "read_only_root_fs": False,
@@ -388,6 +408,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "requests": {"cpu_millis": None, "memory_bytes": None}, "supplemental_groups": (),
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None, "sidecar": False,
     "stdin": False, "tty": False,
+    "seccomp": {"type": "RuntimeDefault", "localhost": ""}, "apparmor": {"type": "RuntimeDefault", "localhost": ""},
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
@@ -902,6 +923,7 @@ def _pod(
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
         **_pod_level(t),
+        dns=pod_dns(t),
     )
 
 
@@ -965,6 +987,33 @@ def _pod_level(t: PodTemplate) -> dict[str, Any]:
                       pids_limit=t.pod_resources.pids, cpu_shares=cpu_shares(requests.cpu_millis),
                       memory_reservation=requests.memory_bytes)
     return fields
+
+
+
+
+# Podman's search domain of a network with DNS (aardvark-dns): the network's own, before a ClusterFirst pod's.
+PODMAN_DNS_SEARCH = "dns.podman"
+NODE_RESOLV_CONF = "/etc/resolv.conf"  # dnsPolicy Default: the node's, mounted read-only in each container
+
+
+def pod_dns(t: PodTemplate) -> PodDNS | None:
+    """The resolver settings of a pod of template `t`: dnsPolicy None's dnsConfig as it is; ClusterFirst's after
+    the network's (its server and search domain first, as Kubernetes merges them); None for the network's own
+    (ClusterFirst without dnsConfig) or the node's (Default, hostNetwork)."""
+    config = t.dns_config
+    options = tuple(name if value is None else f"{name}:{value}" for name, value in config.options)
+    if t.host_network or t.dns_policy == "Default":
+        return None
+    if t.dns_policy == "None":
+        # no searches: "." (Podman's "none"), else Podman writes the node's search domains
+        return PodDNS(config.nameservers, config.searches or (".",), options)
+    if config == DNSConfig():
+        return None
+    # Podman drops the network's search domain once servers or searches are given: it goes first again; with
+    # options only, Podman keeps its own (the network's and the node's), as the kubelet keeps the node's
+    given = config.searches or config.nameservers
+    searches = tuple(dict.fromkeys((PODMAN_DNS_SEARCH, *config.searches))) if given else ()
+    return PodDNS(config.nameservers, searches, options, network_first=bool(config.nameservers))
 
 
 def _pod_dns(w: Workload, pod: str) -> tuple[str, ...]:
@@ -1231,7 +1280,9 @@ def _container(
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,
-        host_mounts=tuple(host_mounts),
+        host_mounts=tuple(host_mounts) + ((HostMount(NODE_RESOLV_CONF, NODE_RESOLV_CONF, True),)
+                                          if w.template.dns_policy == "Default" and not w.template.host_network
+                                          else ()),
         privileged=c.privileged,
         cap_add=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_add)),
         cap_drop=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_drop)),
@@ -1247,7 +1298,17 @@ def _container(
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
         stdin=c.stdin,
         tty=c.tty,
+        seccomp=_seccomp(c.seccomp, node),
+        apparmor={"RuntimeDefault": "", "Unconfined": "unconfined"}.get(c.apparmor.type, c.apparmor.localhost),
     )
+
+
+def _seccomp(profile: SecurityProfile, node: NodeConfig) -> str:
+    """Podman's seccomp profile: its default, unconfined, or `<seccompProfileRoot>/<localhostProfile>` on the node
+    (the kubelet's path; the file is read by Podman on the node)."""
+    if profile.type == "Localhost":
+        return posixpath.join(node.seccomp_profile_root, profile.localhost)
+    return "unconfined" if profile.type == "Unconfined" else ""
 
 
 def _liveness(c: Container, t: PodTemplate) -> tuple[Probe | None, dict[str, str]]:

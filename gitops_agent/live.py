@@ -47,6 +47,8 @@ class ContainerProps:
     caps: frozenset[str] = frozenset()  # effective capabilities
     user: str = ""
     no_new_privileges: bool = False
+    seccomp: str = ""  # the seccomp profile it was given (inspect's SecurityOpt seccomp=...): "" Podman's default
+    apparmor: str = ""  # the AppArmor profile it was given (SecurityOpt apparmor=...)
     groups: tuple[str, ...] = ()
     volumes: Mapping[str, str] = field(default_factory=dict)  # mount target → named volume
     secrets: Mapping[str, str] = field(default_factory=dict)  # mounted secret name → the ID it was created with

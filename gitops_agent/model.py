@@ -196,6 +196,26 @@ class HostAlias:
 
 
 @dataclass(frozen=True)
+class SecurityProfile:
+    """A securityContext's seccompProfile or appArmorProfile: `type` RuntimeDefault (Podman's default profile),
+    Localhost (`localhost`: a seccomp file relative to the node's seccompProfileRoot, or the name of an AppArmor
+    profile loaded on the node) or Unconfined (allowed by policy.allowUnconfined only)."""
+
+    type: str = "RuntimeDefault"
+    localhost: str = ""
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    """A pod's dnsConfig: added to the network's resolver settings (dnsPolicy ClusterFirst) or the whole of them
+    (dnsPolicy None). An option without a value has `None` (written `name`, not `name:`)."""
+
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
@@ -228,6 +248,8 @@ class Container:
     sidecar: bool = False  # an init container with restartPolicy Always: started in its place, then kept running
     stdin: bool = False  # keep its standard input open (detached: nothing is attached to it)
     tty: bool = False  # give it a pseudo-terminal
+    seccomp: SecurityProfile = SecurityProfile()  # the container's seccompProfile, else the pod's
+    apparmor: SecurityProfile = SecurityProfile()  # the container's appArmorProfile, else annotation, else pod's
 
 
 @dataclass(frozen=True)
@@ -296,6 +318,8 @@ class PodTemplate:
     share_process_namespace: bool = False  # one PID namespace for the pod's containers
     host_users: bool = True  # False: the pod runs in a user namespace of its own
     node_name: str | None = None  # spec.nodeName: only that node of the agent config runs it
+    dns_policy: str = "ClusterFirst"  # "ClusterFirst" | "Default" (the node's /etc/resolv.conf) | "None"
+    dns_config: DNSConfig = DNSConfig()
 
 
 # --- agent policy -------------------------------------------------------------
@@ -328,6 +352,7 @@ class Policy:
     allow_host_ipc: bool = False
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[HostPathRule, ...] = ()
+    allow_unconfined: bool = False  # seccompProfile / appArmorProfile type Unconfined (Pod Security baseline: no)
 
 
 @dataclass(frozen=True)

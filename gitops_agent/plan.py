@@ -729,6 +729,9 @@ def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> lis
         ("user", c.user is None or c.user == live.user),
         ("allowPrivilegeEscalation", c.no_new_privileges == live.no_new_privileges),
         ("supplementalGroups", not c.groups or set(c.groups) <= set(live.groups)),
+        ("seccompProfile", c.seccomp == live.seccomp),
+        # Podman's default AppArmor profile, where AppArmor is enabled, may be named there: only a set one is compared
+        ("appArmorProfile", not c.apparmor or c.apparmor == live.apparmor),
     )
     return out + [name for name, ok in checks if not ok]
 

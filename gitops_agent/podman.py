@@ -526,14 +526,14 @@ class Node:
                 self._check_non_root(c)
         # Podman takes a user namespace's ids from those of user `containers`: a failure names where they are
         userns = " (hostUsers: false: ids of user containers in /etc/subuid and /etc/subgid)" if spec.own_userns else ""
-        self._call("POST", "/pods/create", f"create pod {spec.name}{userns}", body=_pod_body(spec))
+        self._call("POST", "/pods/create", f"create pod {spec.name}{userns}",
+                   body=_pod_body(spec, self._dns_servers(spec)))
         try:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
             pod_ip = self._pin_address(spec) if any(c.pod_ip_env for c in spec.every_container()) else ""
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
-                self._call("POST", "/containers/create", f"create container {c.name}",
-                           body=_container_body(spec, c, pod_ip))
+                self._create_container(spec, c, pod_ip)
             self.start_pod(spec.name, spec)
             self._give_volumes_to_group(spec)
             for c in spec.containers:
@@ -564,6 +564,37 @@ class Node:
         self._call("POST", f"/networks/{spec.network}/connect", f"connect {what} with address {ip}",
                    body={"container": infra, "aliases": list(creation_aliases(spec)), "static_ips": [ip]})
         return ip
+
+    def _dns_servers(self, spec: PodSpec) -> list[str]:
+        """The pod's nameservers (`PodDNS`): a ClusterFirst pod's own come after the network's DNS server, the
+        gateway of the pod network (where aardvark-dns answers), which Podman would leave out once any is given."""
+        if spec.dns is None:
+            return []
+        if not spec.dns.network_first:
+            return list(spec.dns.servers)
+        info = self._call("GET", f"/networks/{spec.network}/json", f"inspect network {spec.network}") or {}
+        gateways = [str(net["gateway"]) for net in info.get("subnets") or [] if net.get("gateway")]
+        return list(dict.fromkeys((*gateways[:1], *spec.dns.servers)))
+
+    def _create_container(self, spec: PodSpec, c: ContainerSpec, pod_ip: str) -> None:
+        """Create container `c`; a seccomp or AppArmor profile the node cannot apply is named with what to do."""
+        try:
+            self._call("POST", "/containers/create", f"create container {c.name}",
+                       body=_container_body(spec, c, pod_ip))
+        except NodeUnreachable:
+            raise
+        except NodeError as e:
+            text = str(e)
+            if c.seccomp not in ("", "unconfined") and "seccomp profile" in text:
+                raise NodeError(self.name, f"container {c.name}: the seccomp profile {c.seccomp} (seccompProfile "
+                                           f"type Localhost) cannot be read on node {self.name}: put the file there "
+                                           "(under the node's seccompProfileRoot) or change localhostProfile") from e
+            if c.apparmor not in ("", "unconfined") and "apparmor" in text.lower():
+                enabled = "AppArmor is not enabled on the node" if "not enabled" in text else text
+                raise NodeError(self.name, f"container {c.name}: the AppArmor profile {c.apparmor} cannot be applied "
+                                           f"on node {self.name} ({enabled}): load the profile there, or use "
+                                           "appArmorProfile type RuntimeDefault") from e
+            raise
 
     def _init_failure(self, spec: PodSpec) -> NodeError | None:
         """The init container that stopped the pod's start, with its exit code and its last output lines
@@ -1050,6 +1081,7 @@ def container_props(info: Mapping[str, Any]) -> ContainerProps:
         privileged=bool(host.get("Privileged")), read_only_root_fs=bool(host.get("ReadonlyRootfs")),
         caps=frozenset(info.get("EffectiveCaps") or ()), user=str(cfg.get("User") or ""),
         no_new_privileges="no-new-privileges" in " ".join(host.get("SecurityOpt") or ()),
+        **_profiles(host.get("SecurityOpt") or ()),
         groups=tuple(str(g) for g in host.get("GroupAdd") or ()),
         volumes={str(m.get("Destination")): str(m.get("Name")) for m in info.get("Mounts") or []
                  if m.get("Type") == "volume"},
@@ -1058,9 +1090,17 @@ def container_props(info: Mapping[str, Any]) -> ContainerProps:
     )
 
 
-def _pod_body(spec: PodSpec) -> dict[str, Any]:
+def _profiles(security_opt: Iterable[str]) -> dict[str, str]:
+    """The seccomp and AppArmor profiles of inspect's HostConfig.SecurityOpt (`seccomp=<file>`, `apparmor=<name>`;
+    absent for Podman's defaults, measured with Podman 4.3)."""
+    found = dict(str(opt).partition("=")[::2] for opt in security_opt if "=" in str(opt))
+    return {"seccomp": found.get("seccomp", ""), "apparmor": found.get("apparmor", "")}
+
+
+def _pod_body(spec: PodSpec, dns_servers: list[str] | None = None) -> dict[str, Any]:
     """libpod's pod spec. A hostNetwork pod joins the node's network namespace: no network,
-    DNS aliases or port mappings (its ports are the node's), and the node's hostname."""
+    DNS aliases or port mappings (its ports are the node's), and the node's hostname. `dns_servers`: the pod's
+    nameservers (`Node._dns_servers`), with its `PodDNS` searches and options."""
     body: dict[str, Any] = {"name": spec.name, "labels": dict(spec.labels)}
     if spec.host_network:
         body["netns"] = {"nsmode": "host"}
@@ -1071,6 +1111,10 @@ def _pod_body(spec: PodSpec) -> dict[str, Any]:
         body["portmappings"] = [
             {"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol} for p in spec.ports
         ]
+    if spec.dns is not None:
+        body.update({key: list(value) for key, value in (("dns_server", dns_servers or ()),
+                                                          ("dns_search", spec.dns.searches),
+                                                          ("dns_option", spec.dns.options)) if value})
     body.update(_pod_level_fields(spec))
     return body
 
@@ -1130,6 +1174,7 @@ def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "") -> dict[st
     body.update(_process_fields(c))
     body.update(_mount_fields(c))
     body.update(_security_fields(c))
+    body.update(_profile_fields(c))
     limits = _resource_limits(c)
     if limits:
         body["resource_limits"] = limits
@@ -1203,6 +1248,26 @@ def _security_fields(c: ContainerSpec) -> dict[str, Any]:
     for wanted, key in ((c.host_pid, "pidns"), (c.host_ipc, "ipcns"), (c.host_uts, "utsns")):
         if wanted:
             body[key] = {"nsmode": "host"}
+    return body
+
+
+# Where Podman's CLI records a container's profiles, shown by inspect as HostConfig.SecurityOpt (seccomp=...,
+# apparmor=...): a container made through the API without them shows neither (measured with Podman 4.3).
+_PROFILE_ANNOTATIONS = {"seccomp": "io.podman.annotations.seccomp", "apparmor": "io.podman.annotations.apparmor"}
+
+
+def _profile_fields(c: ContainerSpec) -> dict[str, Any]:
+    """The spec's seccomp and AppArmor profiles (those that are not Podman's default), recorded as the CLI records
+    them, so that `plan.container_drift` can read them back."""
+    body: dict[str, Any] = {}
+    if c.seccomp:
+        body["seccomp_profile_path"] = c.seccomp
+    if c.apparmor:
+        body["apparmor_profile"] = c.apparmor
+    notes = {_PROFILE_ANNOTATIONS[key]: value for key, value in (("seccomp", c.seccomp), ("apparmor", c.apparmor))
+             if value}
+    if notes:
+        body["annotations"] = notes
     return body
 
 

@@ -97,6 +97,7 @@ def test_a_pod_that_matches_its_spec_in_every_property_is_in_sync() -> None:
     ({"read_only_root_fs": True}, "readOnlyRootFilesystem"),
     ({"user": "0"}, "user"),
     ({"no_new_privileges": True}, "allowPrivilegeEscalation"),
+    ({"seccomp": "unconfined"}, "seccompProfile"),
     ({"volumes": {"/data": "other"}}, "mount /data"),
 ])
 def test_each_container_property_changed_alone_replaces_the_pod_naming_it(props: dict[str, object],
@@ -289,7 +290,8 @@ def test_container_props_keep_what_plan_compares_and_no_env_value() -> None:
             "Config": {"Cmd": ["sleep", "1"], "Entrypoint": "", "Env": ["TOK=s3cret-value", "A=b=c"],
                        "Labels": {"a": "b"}, "Secrets": [{"Name": "gitops-s", "ID": "89c7"}], "User": ""},
             "HostConfig": {"RestartPolicy": {"Name": "always"}, "Memory": 67108864, "CpuQuota": 50000,
-                           "SecurityOpt": ["no-new-privileges"]},
+                           "SecurityOpt": ["no-new-privileges", "seccomp=/var/lib/kubelet/seccomp/a.json",
+                                           "apparmor=k8s-deny-write"]},
             "EffectiveCaps": ["CAP_CHOWN"], "Mounts": [{"Type": "volume", "Name": "v1", "Destination": "/data"}],
             "NetworkSettings": {"Networks": {"n1": {"Aliases": ["svc1", "e39ad594fa44"]}}}}
     props = container_props(info)
@@ -299,5 +301,6 @@ def test_container_props_keep_what_plan_compares_and_no_env_value() -> None:
     assert (props.memory, props.cpu_quota, props.restart_policy, props.no_new_privileges) == (
         67108864, 50000, "always", True)
     assert props.volumes == {"/data": "v1"} and props.secrets == {"gitops-s": "89c7"}
+    assert (props.seccomp, props.apparmor) == ("/var/lib/kubelet/seccomp/a.json", "k8s-deny-write")
     assert props.created == pytest.approx(unix_time("2026-12-02T04:02:21Z") + 0.248772949)
     assert unix_time("") == 0.0 and MANAGED

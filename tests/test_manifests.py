@@ -464,8 +464,9 @@ def test_unsupported_field_differs_from_unknown_field() -> None:
          "field 'terminationGracePeriodSeconds' is not supported by gitops-agent (found 5): set the pod's "
          "terminationGracePeriodSeconds: it is the grace of every stop"),
         ("securityContext: {seccompProfile: {type: Unconfined}}", "containers[0].securityContext.seccompProfile.type",
-         "must be RuntimeDefault (Podman's default profile): Unconfined and Localhost are not supported by "
-         "gitops-agent"),
+         "seccomp profile Unconfined (no seccomp confinement) is not allowed by the agent policy "
+         "(policy.allowUnconfined; Pod Security's baseline level forbids it too): use RuntimeDefault or a "
+         "Localhost profile"),
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "containers[0].securityContext.runAsNonRoot",
          "runAsNonRoot: true contradicts runAsUser: 0"),
         ("volumeMounts: [{name: v, mountPath: /v, subPathExpr: x}]", "containers[0].volumeMounts[0].subPathExpr",
@@ -2038,8 +2039,6 @@ def test_no_op_fields_and_kinds_are_accepted_with_one_warning_each() -> None:
         " fits its node runs): ignored",
         prefix.format(12) + "schedulerName: schedulerName has no effect here (gitops-agent places the pods itself):"
         " ignored",
-        prefix.format(13) + "dnsPolicy: dnsPolicy has no effect here (ClusterFirst is the default: names resolve"
-        " through the pod network's DNS server): ignored",
         prefix.format(14) + "enableServiceLinks: enableServiceLinks has no effect here (no Service environment"
         " variables are set: Services are DNS names): ignored",
         prefix.format(18) + "containers[0].terminationMessagePath: terminationMessagePath has no effect here (no"
@@ -2062,10 +2061,10 @@ def test_a_document_without_apiversion_is_an_error_not_a_no_op_kind() -> None:
 
 
 def test_a_no_op_field_with_a_value_that_would_mean_something_is_still_an_error() -> None:
-    text = NO_OPS.replace("dnsPolicy: ClusterFirst", "dnsPolicy: None")
-    assert "d.yaml:13: Deployment/web: spec.template.spec.dnsPolicy: only dnsPolicy ClusterFirst (the default: names" \
-        " resolve through the pod network's DNS server) is supported by gitops-agent; remove the field" \
-        in problems({"d.yaml": text})
+    text = NO_OPS.replace("dnsPolicy: ClusterFirst", "dnsPolicy: ClusterFirstWithHostNet")
+    assert "d.yaml:13: Deployment/web: spec.template.spec.dnsPolicy: must be ClusterFirst (the default: names " \
+        "resolve through the pod network's DNS server), Default (the node's /etc/resolv.conf) or None (dnsConfig " \
+        "only): ClusterFirstWithHostNet is not supported by gitops-agent" in problems({"d.yaml": text})
 
 
 @pytest.mark.parametrize(
@@ -2279,7 +2278,7 @@ def test_the_manifests_package_keeps_its_functions_short_and_its_lines_within_12
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None:
                 if node.end_lineno - node.lineno + 1 > 60:
                     too_long.append(f"{path.name}:{node.lineno} {node.name}")
-    assert len(list(package.glob("*.py"))) == 12
+    assert len(list(package.glob("*.py"))) == 14
     assert too_long == []
 
 

@@ -163,7 +163,7 @@ def test_fs_group_is_a_group_of_every_process_and_of_the_read_write_claims() -> 
 
 def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
     """runAsNonRoot contradicts user 0 and, without runAsUser, leaves the image's user to the node; Localhost
-    seccomp is rejected clearly."""
+    seccomp without its profile is rejected clearly (tests/test_secprof.py has the rest of seccomp)."""
     assert problems(pod(spec="securityContext: {runAsNonRoot: true, runAsUser: 0}\n")) == [
         "p.yaml:5: Pod/p: spec.securityContext.runAsNonRoot: runAsNonRoot: true contradicts runAsUser: 0",
     ]
@@ -175,11 +175,9 @@ def test_run_as_non_root_is_checked_and_unmapped_pod_fields_say_why() -> None:
     assert unknown_user.non_root_image and unknown_user.user is None  # the node checks the image's user
     (known,) = specs(pod(spec="securityContext: {runAsNonRoot: true}\n", container="securityContext: {runAsUser: 5}\n"))
     assert not known.non_root_image and known.user == "5"
-    assert problems(pod(spec="securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n")) == [
-        "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.localhostProfile: field 'localhostProfile' is not "
-        "supported by gitops-agent (found \"x.json\"): remove it: only type RuntimeDefault is supported",
-        "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.type: must be RuntimeDefault (Podman's default "
-        "profile): Unconfined and Localhost are not supported by gitops-agent",
+    assert problems(pod(spec="securityContext: {seccompProfile: {type: Localhost}}\n")) == [
+        "p.yaml:5: Pod/p: spec.securityContext.seccompProfile.localhostProfile: is required with type Localhost (the "
+        "profile to use)",
     ]
 
 

@@ -35,6 +35,8 @@ from .document import (
 from .autoscaler import V1 as autoscaler_v1
 from .autoscaler import autoscaler, from_v1
 from .batch import cronjob, job
+from .dns import dns_settings
+from .profiles import check_profile_annotations, security_profiles
 from .statefulset import statefulset
 
 _MAX_VALUE_BYTES = 511_999  # Podman's secret store holds 1 to 511999 bytes ("less than 512000")
@@ -212,7 +214,6 @@ NO_OP_FIELDS: dict[str, dict[str, str]] = {
         "preemptionPolicy": "no preemption: every pod that fits its node runs",
         "schedulerName": "gitops-agent places the pods itself",
         "enableServiceLinks": "no Service environment variables are set: Services are DNS names",
-        "dnsPolicy": "ClusterFirst is the default: names resolve through the pod network's DNS server",
     },
     "container": {
         "terminationMessagePath": "no termination message is collected: see the container's log",
@@ -627,7 +628,7 @@ def _pod_template(
             if mount.name not in declared:
                 doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
     _check_sub_paths_and_projected(doc, prefix, processes, volumes)
-    return model.PodTemplate(
+    return _with_profiles_and_dns(doc, prefix, spec, model.PodTemplate(
         labels=labels,
         containers=containers,
         volumes=volumes,
@@ -643,7 +644,26 @@ def _pod_template(
         fs_group=pod_context.get("fsGroup"), init_containers=inits,
         service_account_name=_service_account(spec, processes),
         **_pod_level(doc, prefix, spec, processes, volumes),
-    )
+    ))
+
+
+def _with_profiles_and_dns(doc: Document, prefix: JsonPath, spec: dict[str, Any], template: model.PodTemplate
+                           ) -> model.PodTemplate:
+    """`template` with each container's seccomp and AppArmor profiles (`profiles`) and the pod's DNS (`dns`)."""
+    pod_context = spec.get("securityContext", {})
+    annotations = template.annotations
+    check_profile_annotations(doc, annotations, {c.name for c in (*template.containers, *template.init_containers)})
+
+    def profiled(group: str, i: int, c: model.Container) -> model.Container:
+        own = spec[group][i].get("securityContext", {})
+        path = prefix + (group, i, "securityContext")
+        seccomp, apparmor = security_profiles(doc, path, own, pod_context, annotations, c.name)
+        return replace(c, seccomp=seccomp, apparmor=apparmor)
+
+    return replace(template, containers=tuple(profiled("containers", i, c) for i, c in enumerate(template.containers)),
+                   init_containers=tuple(profiled("initContainers", i, c)
+                                         for i, c in enumerate(template.init_containers)),
+                   **dns_settings(doc, prefix, spec))
 
 
 def _pod_level(doc: Document, prefix: JsonPath, spec: dict[str, Any], processes: model.PodTemplate,

@@ -159,6 +159,7 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
         if container.privileged and not policy.allow_privileged:
             found.add(doc, context + ("privileged",),
                            "privileged containers are not allowed by the agent policy (policy.allowPrivileged)")
+        _check_unconfined(doc, prefix, (group, i), container, policy, found)
         if "*" in allowed_caps:
             continue
         for j, cap in enumerate(container.cap_add):
@@ -187,3 +188,19 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
                         "set readOnly: true on the mount",
                     )
     return [replace(problem, policy=True) for problem in found]  # a refusal by policy, told apart in alerts
+
+
+def _check_unconfined(doc: Document, prefix: tuple[str | int, ...], at_container: tuple[str, int],
+                      container: model.Container, policy: model.Policy, found: Problems) -> None:
+    """A seccomp or AppArmor profile Unconfined needs policy.allowUnconfined, reported where it is written (the
+    container's field, else the pod's, else the annotation)."""
+    for key, profile, what in (("seccompProfile", container.seccomp, "seccomp"),
+                               ("appArmorProfile", container.apparmor, "AppArmor")):
+        if profile.type != "Unconfined" or policy.allow_unconfined:
+            continue
+        at = next((path for path in ((*prefix, *at_container, "securityContext", key, "type"),
+                                     (*prefix, "securityContext", key, "type")) if path in doc.lines),
+                  (*prefix[:-1], "metadata", "annotations"))
+        found.add(doc, at, f"{what} profile Unconfined (no {what} confinement) is not allowed by the agent policy "
+                           "(policy.allowUnconfined; Pod Security's baseline level forbids it too): use "
+                           "RuntimeDefault or a Localhost profile")
