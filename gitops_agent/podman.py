@@ -1224,6 +1224,8 @@ def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
              "options": ["rbind", "ro" if m.read_only else "rw"]}
             for m in c.host_mounts
         ]
+    if c.image_mounts:  # image volumes: read-only, as Kubernetes mounts them
+        body["image_volumes"] = [{"source": m.source, "destination": m.target, "rw": False} for m in c.image_mounts]
     return body
 
 
