@@ -62,6 +62,8 @@ def ensure_images(node: Node, plan: Plan, live: LiveState, log: Log, local_first
         for pod in pods_made(a):
             for c in pod.every_container():
                 wanted.setdefault((pod.template_hash, c.image), (c.pull_policy, pod.pull_credentials))
+                for m in c.image_mounts:  # an image volume's image is pulled as a container's
+                    wanted.setdefault((pod.template_hash, m.source), (m.pull_policy, pod.pull_credentials))
     use: dict[tuple[str, str], str] = {}
     pulled: set[str] = set()
     for (thash, image), (policy, pod_creds) in sorted(wanted.items()):
@@ -142,7 +144,10 @@ def pinned(plan: Plan, use: dict[tuple[str, str], str]) -> Plan:
         return plan
 
     def pod(p: PodSpec) -> PodSpec:
-        return p.map_containers(lambda c: replace(c, image=use.get((p.template_hash, c.image), c.image)))
+        return p.map_containers(lambda c: replace(
+            c, image=use.get((p.template_hash, c.image), c.image),
+            image_mounts=tuple(replace(m, source=use.get((p.template_hash, m.source), m.source))
+                               for m in c.image_mounts)))
 
     def action(a: Action) -> Action:
         match a:

@@ -151,6 +151,15 @@ class HostMount:
 
 
 @dataclass(frozen=True)
+class ImageMount:
+    """An image volume: the files of image `source` mounted read-only at `target` (pulled with `pull_policy`)."""
+
+    source: str
+    target: str
+    pull_policy: str
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str  # Podman container name
     image: str
@@ -197,6 +206,7 @@ class ContainerSpec:
     tty: bool = False  # Podman's terminal
     seccomp: str = ""  # Podman's seccomp profile: "" its default, "unconfined", or the file on the node (Localhost)
     apparmor: str = ""  # Podman's AppArmor profile: "" its default, "unconfined", or the name of one the node loaded
+    image_mounts: tuple[ImageMount, ...] = ()  # image volumes, read-only (Podman's image_volumes)
 
 
 @dataclass(frozen=True)
@@ -412,7 +422,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
-                                        "files": ()}
+                                        "files": (), "pull_policy": ""}
 _ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
@@ -438,7 +448,7 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     for v in template["volumes"]:  # a projected volume's sources were hashed whole before `files` came
         if "sources" in v:
-            v["sources"] = [trim(source, {"files": ()}) for source in v["sources"]]
+            v["sources"] = [trim(source, {"files": (), "pull_policy": ""}) for source in v["sources"]]
     return template
 
 
@@ -852,8 +862,7 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
                 max_surge=resolve_surge(w.rolling_update.max_surge, count, round_up=True),
                 max_unavailable=resolve_surge(w.rolling_update.max_unavailable, count, round_up=False),
                 pods=pods,
-                images=tuple(sorted({(c.image, c.image_pull_policy)
-                                     for c in (*w.template.init_containers, *w.template.containers)})),
+                images=_images(w),
                 min_ready_seconds=w.min_ready_seconds, progress_deadline_seconds=w.progress_deadline_seconds,
                 node_rollout=w.node_rollout,
                 ordered=w.pod_management == "OrderedReady" and w.ref.kind == "StatefulSet",
@@ -1167,6 +1176,8 @@ def _container_mounts(
         if v.kind == "emptyDir":
             binds.append(VolumeBind(empty_dir_name(pod, v.name), m.mount_path, m.read_only))
             continue
+        if v.kind == "image":  # `image_mounts`
+            continue
         if v.kind == "claimTemplate":
             claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
             binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only))
@@ -1280,9 +1291,7 @@ def _container(
         readiness=c.readiness_probe,
         startup=c.startup_probe,
         liveness=probe,
-        host_mounts=tuple(host_mounts) + ((HostMount(NODE_RESOLV_CONF, NODE_RESOLV_CONF, True),)
-                                          if w.template.dns_policy == "Default" and not w.template.host_network
-                                          else ()),
+        host_mounts=tuple(host_mounts) + _resolv_conf_mount(w.template),
         privileged=c.privileged,
         cap_add=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_add)),
         cap_drop=tuple(dict.fromkeys(_podman_cap(name) for name in c.cap_drop)),
@@ -1300,7 +1309,28 @@ def _container(
         tty=c.tty,
         seccomp=_seccomp(c.seccomp, node),
         apparmor={"RuntimeDefault": "", "Unconfined": "unconfined"}.get(c.apparmor.type, c.apparmor.localhost),
+        image_mounts=image_mounts(w, c),
     )
+
+
+def _resolv_conf_mount(t: PodTemplate) -> tuple[HostMount, ...]:
+    """dnsPolicy Default: the node's /etc/resolv.conf, read-only (a hostNetwork pod has the node's already)."""
+    return (HostMount(NODE_RESOLV_CONF, NODE_RESOLV_CONF, True),) if t.dns_policy == "Default" and not t.host_network \
+        else ()
+
+
+def _images(w: Workload) -> tuple[tuple[str, str], ...]:
+    """(image, pull policy) of every container and of every image volume they mount."""
+    containers = (*w.template.init_containers, *w.template.containers)
+    return tuple(sorted({(c.image, c.image_pull_policy) for c in containers}
+                        | {(m.source, m.pull_policy) for c in containers for m in image_mounts(w, c)}))
+
+
+def image_mounts(w: Workload, c: Container) -> tuple[ImageMount, ...]:
+    """The container's mounts of image volumes: read-only, as Kubernetes mounts them (a subPath was refused)."""
+    volumes = {v.name: v for v in w.template.volumes if v.kind == "image"}
+    return tuple(ImageMount(volumes[m.name].source, m.mount_path, volumes[m.name].pull_policy)
+                 for m in c.volume_mounts if m.name in volumes)
 
 
 def _seccomp(profile: SecurityProfile, node: NodeConfig) -> str:

@@ -51,6 +51,7 @@ class ContainerProps:
     apparmor: str = ""  # the AppArmor profile it was given (SecurityOpt apparmor=...)
     groups: tuple[str, ...] = ()
     volumes: Mapping[str, str] = field(default_factory=dict)  # mount target → named volume
+    image_mounts: Mapping[str, str] = field(default_factory=dict)  # image volume target → the image it mounts
     secrets: Mapping[str, str] = field(default_factory=dict)  # mounted secret name → the ID it was created with
     networks: Mapping[str, frozenset[str]] = field(default_factory=dict)  # infra: network → its aliases
 

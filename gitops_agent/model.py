@@ -127,11 +127,11 @@ class Volume:
     tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit). A `projected`
     volume's `sources` are `configMap` and `secret` volumes merged into its one
     directory, each with the projected volume's `default_mode`; a `downwardAPI` volume (or source) has its
-    `files`."""
+    `files`. An `image` volume's `source` is the image reference, mounted read-only, pulled with `pull_policy`."""
 
     name: str
     kind: str  # configMap | secret | downwardAPI | projected | persistentVolumeClaim | hostPath | emptyDir
-    #            | claimTemplate
+    #            | claimTemplate | image
     source: str  # ConfigMap name, Secret name, claim name or host path
     items: tuple[KeyToPath, ...] = ()  # empty: every key, file named after the key
     default_mode: int = 0o644
@@ -142,6 +142,7 @@ class Volume:
     size_limit: int | None = None  # emptyDir: sizeLimit in bytes
     sources: tuple[Volume, ...] = ()  # projected: its configMap, secret and downwardAPI sources, in order
     files: tuple[DownwardFile, ...] = ()  # downwardAPI: its items
+    pull_policy: str = ""  # image: "Always" | "IfNotPresent" | "Never", defaulted as Kubernetes does
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ show. A workload whose template changed is one `RollingUpdate`: how it moves is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Iterable, Literal, Mapping, Union
 
@@ -26,6 +27,7 @@ from .desired import (
     L_REVISION,
     L_SIDECAR,
     ContainerSpec,
+    ImageMount,
     NetworkSpec,
     NodeDesired,
     PodSpec,
@@ -714,6 +716,8 @@ def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> lis
     out += [f"env {k}" for k in sorted((*c.secret_env, *c.pod_ip_env)) if k not in live.env]
     out += [f"label {k}" for k, v in sorted(c.labels.items()) if k != L_REVISION and live.labels.get(k) != v]
     out += [f"mount {b.target}" for b in c.volumes if live.volumes.get(b.target) != b.volume]
+    out += [f"mount {t}" for t in sorted({m.target for m in c.image_mounts} | set(live.image_mounts))
+            if not _image_mount_matches(c.image_mounts, t, live.image_mounts.get(t))]
     checks = (
         ("command", not c.command or tuple(c.command) == live.command),
         ("entrypoint", not c.entrypoint or " ".join(c.entrypoint) == live.entrypoint),
@@ -747,6 +751,15 @@ def image_matches(image: str, live: ContainerProps) -> bool:
     """The container runs `image`: by its name, by a digest of its repository or by the ID `apply` pinned."""
     name = live.image_name
     return name in (image, live.image_id) or name.startswith(repository(image) + "@") or not name
+
+
+def _image_mount_matches(mounts: Iterable[ImageMount], target: str, live: str | None) -> bool:
+    """PURE. The image volume at `target` mounts the image wanted there (as `image_matches`: by name, by a digest
+    of its repository, or by an image ID `apply` pinned); none wanted and none live matches too."""
+    want = next((m.source for m in mounts if m.target == target), None)
+    if want is None or live is None:
+        return want == live
+    return live == want or live.startswith(repository(want) + "@") or bool(re.fullmatch(r"[0-9a-f]{12,64}", live))
 
 
 def uses_secrets(spec: PodSpec) -> frozenset[str]:

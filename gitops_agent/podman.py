@@ -1085,6 +1085,8 @@ def container_props(info: Mapping[str, Any]) -> ContainerProps:
         groups=tuple(str(g) for g in host.get("GroupAdd") or ()),
         volumes={str(m.get("Destination")): str(m.get("Name")) for m in info.get("Mounts") or []
                  if m.get("Type") == "volume"},
+        image_mounts={str(m.get("Destination")): str(m.get("Source")) for m in info.get("Mounts") or []
+                      if m.get("Type") == "image"},
         secrets={str(s.get("Name")): str(s.get("ID")) for s in cfg.get("Secrets") or []},
         networks={name: frozenset(a for a in n.get("Aliases") or () if a != short) for name, n in nets.items()},
     )
@@ -1224,6 +1226,8 @@ def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
              "options": ["rbind", "ro" if m.read_only else "rw"]}
             for m in c.host_mounts
         ]
+    if c.image_mounts:  # image volumes: read-only, as Kubernetes mounts them
+        body["image_volumes"] = [{"source": m.source, "destination": m.target, "rw": False} for m in c.image_mounts]
     return body
 
 

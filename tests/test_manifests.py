@@ -592,7 +592,7 @@ def test_volume_sources_are_validated_one_per_volume() -> None:
             - {name: fine, configMap: {name: c, optional: true}}
     """)
     message = ("needs a name and exactly one source: configMap, secret, downwardAPI, projected, persistentVolumeClaim, "
-               "hostPath or emptyDir")
+               "hostPath, emptyDir or image")
     assert problems({"p.yaml": template}) == [
         f"p.yaml:7: Pod/p: spec.volumes[0]: {message}",
         f"p.yaml:8: Pod/p: spec.volumes[1]: {message}",

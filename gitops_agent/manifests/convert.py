@@ -1142,6 +1142,9 @@ _NAMED_VOLUMES = ("persistentVolumeClaim", "emptyDir")
 _NO_VOLUME_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is a named Podman "
                        "volume (a claim, a claim template or an emptyDir), which Podman 4.3 mounts only whole (it "
                        "has no subpath mount option); mount the whole volume and use the directory under it")
+_NO_IMAGE_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is an image volume, "
+                      "which Podman 4.3 mounts only whole (its image mounts have no subpath option); mount the "
+                      "whole image volume and use the directory under it")
 
 
 def _check_sub_paths_and_projected(doc: Document, prefix: JsonPath, processes: model.PodTemplate,
@@ -1156,6 +1159,9 @@ def _check_sub_paths_and_projected(doc: Document, prefix: JsonPath, processes: m
             if mount.sub_path and kind in _NAMED_VOLUMES:
                 doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
                            _NO_VOLUME_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
+            elif mount.sub_path and kind == "image":
+                doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
+                           _NO_IMAGE_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
 
 
 def _check_projected(doc: Document, prefix: JsonPath, volumes: tuple[model.Volume, ...]) -> None:
@@ -1199,6 +1205,10 @@ def _volume(doc: Document, where: JsonPath, volume: dict[str, Any]) -> model.Vol
         return model.Volume(volume["name"], kind, "", default_mode=mode, files=files)
     if kind == "hostPath":
         return model.Volume(volume["name"], kind, normpath(source["path"]), host_path_type=source.get("type", ""))
+    if kind == "image":  # read-only, pulled as a container's image is
+        reference = source["reference"]
+        return model.Volume(volume["name"], kind, reference, read_only=True,
+                            pull_policy=source.get("pullPolicy") or _default_pull_policy(reference))
     if kind == "emptyDir":
         limit = source.get("sizeLimit")
         return model.Volume(volume["name"], kind, "", medium=source.get("medium", ""),

@@ -255,7 +255,6 @@ WHAT_TO_DO: dict[str, str] = {
     "podCertificate": "put the certificate and key in a Secret source: pod certificates are issued through an API "
                       "server, which gitops-agent does not have",
     "ephemeral": "use an emptyDir: a volume that lives and dies with the pod",
-    "image": "copy the files into the container's image, or fill a persistentVolumeClaim with an initContainer",
     "gitRepo": "use an initContainer that clones the repository into an emptyDir (gitRepo is deprecated)",
     "hostname": "remove it: a pod's hostname is its pod name",
     "setHostnameAsFQDN": "remove it: a pod's hostname is its pod name",
