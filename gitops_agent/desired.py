@@ -136,9 +136,13 @@ class SecretMount:
 
 @dataclass(frozen=True)
 class VolumeBind:
+    """A named volume mounted at `target`: whole, or its directory `sub_path` (a bind mount of that directory of
+    the volume's Mountpoint on the node: Podman 4.3 has no subpath option for a named volume)."""
+
     volume: str
     target: str
     read_only: bool
+    sub_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,7 @@ class ContainerSpec:
     host_uts: bool = False  # with the host network, as Kubernetes does: the node's hostname
     post_start: tuple[str, ...] = ()  # lifecycle.postStart, the command run in the container once it started
     non_root_image: bool = False  # runAsNonRoot without runAsUser: the image's own user must not be root
-    fs_group: int | None = None  # the group given the top directory of each read-write PVC volume (fsGroup)
+    fs_group: int | None = None  # the group given the top directory (or subPath) of each read-write volume (fsGroup)
     # env set to the pod's address on its network when the pod is made (fieldRef status.podIP): not in `env`,
     # so a pod re-made with a new address is no drift
     pod_ip_env: tuple[str, ...] = ()
@@ -1171,16 +1175,17 @@ def _container_mounts(
             host_mounts.append(HostMount(source, m.mount_path, m.read_only))
             continue
         if v.kind == "persistentVolumeClaim":
-            binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only))
+            binds.append(VolumeBind(volume_name(w.ref.namespace, v.source), m.mount_path, m.read_only or v.read_only,
+                                    m.sub_path))
             continue
         if v.kind == "emptyDir":
-            binds.append(VolumeBind(empty_dir_name(pod, v.name), m.mount_path, m.read_only))
+            binds.append(VolumeBind(empty_dir_name(pod, v.name), m.mount_path, m.read_only, m.sub_path))
             continue
         if v.kind == "image":  # `image_mounts`
             continue
         if v.kind == "claimTemplate":
             claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
-            binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only))
+            binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only, m.sub_path))
             continue
         mounts.extend(_file_mounts(v, m, configs, secrets, lambda f: downward_content(f, pod, w, thash), w.ref))
     return mounts, binds, host_mounts

@@ -51,6 +51,8 @@ class ContainerProps:
     apparmor: str = ""  # the AppArmor profile it was given (SecurityOpt apparmor=...)
     groups: tuple[str, ...] = ()
     volumes: Mapping[str, str] = field(default_factory=dict)  # mount target → named volume
+    # bind mounts of a directory of a local volume (a subPath): mount target → (volume, subPath)
+    sub_path_binds: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     image_mounts: Mapping[str, str] = field(default_factory=dict)  # image volume target → the image it mounts
     secrets: Mapping[str, str] = field(default_factory=dict)  # mounted secret name → the ID it was created with
     networks: Mapping[str, frozenset[str]] = field(default_factory=dict)  # infra: network → its aliases

@@ -367,7 +367,8 @@ def plan(
         pods, untracked = _prune_pods(desired, live, known, prune)
         removals += pods
         removals += _prune_secrets(desired, live, secrets)
-    volumes, orphans = _prune_volumes(desired, live, prune)
+    leaving = {a.name for a in removals if isinstance(a, RemovePod)}
+    volumes, orphans = _prune_volumes(desired, live, prune, bound_volumes(live, leaving))
     removals += volumes
     if prune.enabled:
         removals += _prune_networks(desired, live, known)
@@ -427,8 +428,10 @@ def _prune_secrets(desired: NodeDesired, live: LiveState, recorded: Iterable[str
     return [RemoveSecret(name, "no longer referenced") for name in sorted(gone)]
 
 
-def _prune_volumes(desired: NodeDesired, live: LiveState, prune: PruneConfig) -> tuple[list[Action], list[str]]:
-    """Volumes whose claim left Git: removed only with prune.deleteVolumes, else kept and listed orphaned."""
+def _prune_volumes(desired: NodeDesired, live: LiveState, prune: PruneConfig,
+                   bound: frozenset[str] = frozenset()) -> tuple[list[Action], list[str]]:
+    """Volumes whose claim left Git: removed only with prune.deleteVolumes, else kept and listed orphaned; one a
+    live container that stays mounts (`bound`) is kept too."""
     removals: list[Action] = []
     orphans: list[str] = []
     for name in sorted(set(live.volumes) - {v.name for v in desired.volumes}):
@@ -436,11 +439,21 @@ def _prune_volumes(desired: NodeDesired, live: LiveState, prune: PruneConfig) ->
         if labels.get(L_KIND) == "StatefulSet" and \
                 ObjectRef("StatefulSet", labels.get(L_NAMESPACE, ""), labels.get(L_NAME, "")) in desired.inventory:
             continue  # an ordinal scaled away: its data waits for it, as Kubernetes keeps the PVC
-        if prune.enabled and prune.delete_volumes:
+        if prune.enabled and prune.delete_volumes and name not in bound:
             removals.append(RemoveVolume(name, "claim removed from Git and prune.deleteVolumes is on"))
         else:
             orphans.append(name)
     return removals, orphans
+
+
+def bound_volumes(live: LiveState, leaving: Iterable[str] = ()) -> frozenset[str]:
+    """PURE. The volumes the inspected containers of live pods mount, whole or a subPath (a bind mount of its
+    directory, which Podman does not count as a use: it would remove the volume under them); the pods in
+    `leaving` (removed before the volumes) left out."""
+    gone = set(leaving)
+    return frozenset(name for pod in live.pods.values() if pod.name not in gone
+                     for c in (pod.infra, *pod.containers) if c is not None and c.props is not None
+                     for name in (*c.props.volumes.values(), *(v for v, _ in c.props.sub_path_binds.values())))
 
 
 def _prune_networks(desired: NodeDesired, live: LiveState, known: set[ObjectRef] | None) -> list[Action]:
@@ -715,7 +728,9 @@ def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> lis
     out = [f"env {k}" for k, v in sorted(c.env.items()) if live.env.get(k) != env_digest(v)]
     out += [f"env {k}" for k in sorted((*c.secret_env, *c.pod_ip_env)) if k not in live.env]
     out += [f"label {k}" for k, v in sorted(c.labels.items()) if k != L_REVISION and live.labels.get(k) != v]
-    out += [f"mount {b.target}" for b in c.volumes if live.volumes.get(b.target) != b.volume]
+    out += [f"mount {b.target}" for b in c.volumes if not b.sub_path and live.volumes.get(b.target) != b.volume]
+    out += [f"mount {b.target}" for b in c.volumes
+            if b.sub_path and live.sub_path_binds.get(b.target) != (b.volume, b.sub_path)]
     out += [f"mount {t}" for t in sorted({m.target for m in c.image_mounts} | set(live.image_mounts))
             if not _image_mount_matches(c.image_mounts, t, live.image_mounts.get(t))]
     checks = (

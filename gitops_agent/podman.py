@@ -30,6 +30,7 @@ callback that SIGKILLs the process after the k-th write.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
 import io
@@ -57,6 +58,8 @@ from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
 from .pullauth import Credential, image_registry, repository as _repository
+from .subpaths import (HELPER_ROOT, LOCAL_DRIVER, BindSource, bind_source, components, directories_tar, first_entry,
+                       refusal, volume_bind)
 
 if TYPE_CHECKING:  # asyncssh (through tunnel) costs ~25 MB of RSS: loaded only for an ssh:// node
     from podman.api.client import APIResponse
@@ -532,10 +535,11 @@ class Node:
             for d in spec.empty_dirs:
                 self._call("POST", "/volumes/create", f"create emptyDir volume {d.name}", body=_empty_dir_body(spec, d))
             pod_ip = self._pin_address(spec) if any(c.pod_ip_env for c in spec.every_container()) else ""
+            sources = self._sub_path_sources(spec)
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
-                self._create_container(spec, c, pod_ip)
+                self._create_container(spec, c, pod_ip, sources)
             self.start_pod(spec.name, spec)
-            self._give_volumes_to_group(spec)
+            self._give_volumes_to_group(spec, sources)
             for c in spec.containers:
                 if c.post_start:
                     self._post_start(c.name, c.post_start, max(30, spec.stop_timeout))
@@ -576,11 +580,12 @@ class Node:
         gateways = [str(net["gateway"]) for net in info.get("subnets") or [] if net.get("gateway")]
         return list(dict.fromkeys((*gateways[:1], *spec.dns.servers)))
 
-    def _create_container(self, spec: PodSpec, c: ContainerSpec, pod_ip: str) -> None:
+    def _create_container(self, spec: PodSpec, c: ContainerSpec, pod_ip: str,
+                          sources: Mapping[tuple[str, str], BindSource]) -> None:
         """Create container `c`; a seccomp or AppArmor profile the node cannot apply is named with what to do."""
         try:
             self._call("POST", "/containers/create", f"create container {c.name}",
-                       body=_container_body(spec, c, pod_ip))
+                       body=_container_body(spec, c, pod_ip, sources))
         except NodeUnreachable:
             raise
         except NodeError as e:
@@ -610,19 +615,117 @@ class Node:
                                             f"{state['ExitCode']}: {output or '(no output)'}")
         return None
 
-    def _give_volumes_to_group(self, spec: PodSpec) -> None:
+    def _give_volumes_to_group(self, spec: PodSpec, sources: Mapping[tuple[str, str], BindSource]) -> None:
         """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
         mode 2775 (setgid: new files take the group). Done through the container (Podman's archive upload keeps a
         tar entry's owner with copyUIDGID=false), so the image needs no shell or chgrp; right after the start,
-        because Podman gives a volume on its first use to the container's user when the container starts."""
-        done: set[str] = set()
+        because Podman gives a volume on its first use to the container's user when the container starts. A
+        subPath mount: its directory gets them (a file subPath keeps its owner: `sources`)."""
+        done: set[tuple[str, str]] = set()
         for c in spec.running_containers():
             for v in (() if c.fs_group is None else c.volumes):
-                if v.read_only or v.volume in done:
+                key = (v.volume, v.sub_path)
+                if v.read_only or key in done or (v.sub_path and not sources[key].directory):
                     continue
-                done.add(v.volume)
-                self._call("PUT", f"/containers/{c.name}/archive", f"set the group of volume {v.volume}",
+                done.add(key)
+                shown = f"directory {v.sub_path} of volume {v.volume}" if v.sub_path else f"volume {v.volume}"
+                self._call("PUT", f"/containers/{c.name}/archive", f"set the group of {shown}",
                            params={"path": v.target, "copyUIDGID": "false"}, raw=_group_dir_tar(c.fs_group or 0))
+
+    def _sub_path_sources(self, spec: PodSpec) -> dict[tuple[str, str], BindSource]:
+        """Where each (volume, subPath) the pod's containers mount is on the node: under the Mountpoint of the
+        local volume (Podman 4.3 mounts a named volume only whole: a subPath is a bind mount of that path), its
+        directories made when missing by `_make_sub_path`, through a short-lived container of the pod's infra
+        image that mounts the whole volume (the archive API: an ssh:// node too)."""
+        wanted = sorted({(b.volume, b.sub_path) for c in spec.every_container() for b in c.volumes if b.sub_path})
+        if not wanted:
+            return {}
+        image = self._infra_image(spec.name)
+        sources: dict[tuple[str, str], BindSource] = {}
+        for volume in sorted({v for v, _ in wanted}):
+            mountpoint = self._local_mountpoint(volume)
+            with self._volume_helper(volume, image) as helper:
+                for sub in (s for v, s in wanted if v == volume):
+                    directory = self._make_sub_path(helper, volume, sub)
+                    sources[(volume, sub)] = BindSource(bind_source(mountpoint, sub), directory)
+        return sources
+
+    def _infra_image(self, pod: str) -> str:
+        """The image of the pod's infra container (Podman's pause image, on every node: no volume, no pull)."""
+        info = self._call("GET", f"/pods/{pod}/json", f"inspect pod {pod}") or {}
+        infra = str(info.get("InfraContainerID") or "")
+        found = self._call("GET", f"/containers/{infra}/json", f"inspect the infra container of pod {pod}") \
+            if infra else None
+        image = str((found or {}).get("Image") or "")
+        if not image:
+            raise NodeError(self.name, f"pod {pod} has no infra container, whose image makes its subPath directories")
+        return image
+
+    def _local_mountpoint(self, volume: str) -> str:
+        """The directory on the node of a local volume without options (one with a driver or mount options is
+        mounted only while a container uses it: the manifests refuse a subPath of one)."""
+        info = self._call("GET", f"/volumes/{volume}/json", f"inspect volume {volume}") or {}
+        driver, options = info.get("Driver") or LOCAL_DRIVER, info.get("Options") or {}
+        mountpoint = str(info.get("Mountpoint") or "")
+        if driver != LOCAL_DRIVER or options or not mountpoint:
+            shown = ", ".join(sorted(options)) or "none"
+            raise NodeError(self.name, f"volume {volume} (driver {driver}, options {shown}) cannot be mounted with a "
+                                       "subPath: Podman 4.3 has its files on the node only while a container mounts "
+                                       "it whole; mount the whole volume instead")
+        return mountpoint
+
+    @contextlib.contextmanager
+    def _volume_helper(self, volume: str, image: str) -> Iterator[str]:
+        """A container (never started, not the agent's: unlabelled) that mounts the whole of `volume` at
+        HELPER_ROOT, removed afterwards; one a crash left behind is removed first."""
+        name = f"gitops-subpath-{volume}"
+        what = f"the container that makes subPath directories of volume {volume}"
+        self._call("DELETE", f"/containers/{name}", f"remove {what}", params={"force": "true"}, ok404=True)
+        body = {"name": name, "image": image, "netns": {"nsmode": "none"},
+                "volumes": [{"Name": volume, "Dest": HELPER_ROOT, "Options": ["rw"]}]}
+        self._call("POST", "/containers/create", f"create {what}", body=body)
+        try:
+            yield name
+        finally:
+            self._call("DELETE", f"/containers/{name}", f"remove {what}", params={"force": "true"}, ok404=True)
+
+    def _make_sub_path(self, helper: str, volume: str, sub: str) -> bool:
+        """Make the directories of `sub` missing in `volume` (through container `helper`), as the kubelet makes
+        them: owner root, with the mode of the volume's top directory. True for a directory, False for a file that
+        was there. A symbolic link on the way (Podman names an archive after what it resolved) is refused: the node
+        would follow it when it binds the path, maybe out of the volume."""
+        missing: list[str] = []
+        parts = components(sub)
+        for path in parts:
+            found = self._archive_entry(helper, f"{HELPER_ROOT}/{path}") if not missing else None
+            if found is None:
+                missing.append(path)
+                continue
+            why = refusal(found, path, path == parts[-1])
+            if why:
+                raise NodeError(self.name, f"volume {volume}: {path!r} (of subPath {sub!r}) cannot be bound: {why}; "
+                                           "replace it with a directory of the volume")
+            if path == parts[-1]:
+                return found.isdir()
+        top = self._archive_entry(helper, HELPER_ROOT)
+        mode = (top.mode if top is not None else 0o755) & 0o7777
+        self._call("PUT", f"/containers/{helper}/archive", f"make directory {sub} in volume {volume}",
+                   params={"path": HELPER_ROOT, "copyUIDGID": "false"}, raw=directories_tar(tuple(missing), mode))
+        return True
+
+    def _archive_entry(self, container: str, path: str) -> tarfile.TarInfo | None:
+        """The first entry of the archive of `path` in `container` (its own header: name, type, mode), read without
+        the rest (the stream is closed after one block); None when the path is not there."""
+        what = f"read {path} in container {container}"
+        resp = self._get(f"/containers/{container}/archive", what, params={"path": path}, stream=True, ok404=True)
+        if resp is None:
+            return None
+        try:
+            return first_entry(resp.raw.read(tarfile.BLOCKSIZE))
+        except (OSError, ValueError, urllib3.exceptions.HTTPError) as e:
+            raise NodeError(self.name, f"{what}: {e}") from e
+        finally:
+            resp.close()
 
     def _check_non_root(self, c: ContainerSpec) -> None:
         """The kubelet's check: the image's USER must be a non-zero numeric uid (a name cannot be verified)."""
@@ -951,8 +1054,9 @@ class Node:
         return sorted(n for img in images for n in img.get("Names") or [])
 
     def _get(self, path: str, what: str, *, params: Mapping[str, Any] | None = None, stream: bool = False,
-             timeout: float | None = None) -> Any:
-        """A GET whose response (headers, a stream) the caller reads itself; errors as in `_call`."""
+             timeout: float | None = None, ok404: bool = False) -> Any:
+        """A GET whose response (headers, a stream) the caller reads itself; errors as in `_call` (None for an
+        allowed 404)."""
         with self._count:
             self.reads += 1
         if self.tunnel is not None:
@@ -963,6 +1067,9 @@ class Node:
             if _unreachable(e):
                 raise NodeUnreachable(self.name, self._unreachable(what)) from e
             raise NodeError(self.name, f"{what}: {e}") from e
+        if resp.status_code == 404 and ok404:
+            resp.close()
+            return None
         if resp.status_code >= 400:
             raise NodeError(self.name, f"{what}: {_explain(resp)}")
         return resp
@@ -1085,6 +1192,8 @@ def container_props(info: Mapping[str, Any]) -> ContainerProps:
         groups=tuple(str(g) for g in host.get("GroupAdd") or ()),
         volumes={str(m.get("Destination")): str(m.get("Name")) for m in info.get("Mounts") or []
                  if m.get("Type") == "volume"},
+        sub_path_binds={str(m.get("Destination")): found for m in info.get("Mounts") or []
+                        if m.get("Type") == "bind" and (found := volume_bind(str(m.get("Source") or "")))},
         image_mounts={str(m.get("Destination")): str(m.get("Source")) for m in info.get("Mounts") or []
                       if m.get("Type") == "image"},
         secrets={str(s.get("Name")): str(s.get("ID")) for s in cfg.get("Secrets") or []},
@@ -1159,8 +1268,10 @@ def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
     return body
 
 
-def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "") -> dict[str, Any]:
-    """libpod's container spec for container `c` of pod `pod`, whose address is `pod_ip` (env status.podIP)."""
+def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "",
+                    sources: Mapping[tuple[str, str], BindSource] | None = None) -> dict[str, Any]:
+    """libpod's container spec for container `c` of pod `pod`, whose address is `pod_ip` (env status.podIP);
+    `sources`: where each (volume, subPath) it mounts is on the node (`Node._sub_path_sources`)."""
     body: dict[str, Any] = {
         "name": c.name,
         "pod": pod.name,
@@ -1174,7 +1285,7 @@ def _container_body(pod: PodSpec, c: ContainerSpec, pod_ip: str = "") -> dict[st
         body["init_container_type"] = "always"
         del body["restart_policy"]
     body.update(_process_fields(c))
-    body.update(_mount_fields(c))
+    body.update(_mount_fields(c, sources or {}))
     body.update(_security_fields(c))
     body.update(_profile_fields(c))
     limits = _resource_limits(c)
@@ -1211,21 +1322,23 @@ def _process_fields(c: ContainerSpec) -> dict[str, Any]:
     return body
 
 
-def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
-    """The spec's Secret files, named volumes and host paths (those that are set)."""
+def _mount_fields(c: ContainerSpec, sources: Mapping[tuple[str, str], BindSource]) -> dict[str, Any]:
+    """The spec's Secret files, named volumes, host paths and subPaths of named volumes (bind mounts of their
+    directory on the node, `sources`), those that are set."""
     body: dict[str, Any] = {}
     if c.secret_mounts:
         body["secrets"] = [{"Source": m.secret, "Target": m.target, "Mode": m.mode} for m in c.secret_mounts]
-    if c.volumes:
+    if any(not v.sub_path for v in c.volumes):
         body["volumes"] = [
-            {"Name": v.volume, "Dest": v.target, "Options": ["ro" if v.read_only else "rw"]} for v in c.volumes
+            {"Name": v.volume, "Dest": v.target, "Options": ["ro" if v.read_only else "rw"]}
+            for v in c.volumes if not v.sub_path
         ]
-    if c.host_mounts:  # hostPath: a missing source fails the create ("statfs ...: no such file or directory")
-        body["mounts"] = [
-            {"destination": m.target, "source": m.source, "type": "bind",
-             "options": ["rbind", "ro" if m.read_only else "rw"]}
-            for m in c.host_mounts
-        ]
+    # hostPath: a missing source fails the create ("statfs ...: no such file or directory")
+    binds = [(m.source, m.target, m.read_only) for m in c.host_mounts]
+    binds += [(sources[(v.volume, v.sub_path)].path, v.target, v.read_only) for v in c.volumes if v.sub_path]
+    if binds:
+        body["mounts"] = [{"destination": target, "source": source, "type": "bind",
+                           "options": ["rbind", "ro" if read_only else "rw"]} for source, target, read_only in binds]
     if c.image_mounts:  # image volumes: read-only, as Kubernetes mounts them
         body["image_volumes"] = [{"source": m.source, "destination": m.target, "rw": False} for m in c.image_mounts]
     return body

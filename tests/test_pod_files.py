@@ -99,15 +99,16 @@ def test_a_sub_path_mounts_one_file_or_one_directory_of_the_volume_at_the_mount_
 
 
 def test_sub_paths_podman_cannot_mount_and_missing_files_are_errors() -> None:
-    """A named volume is mounted whole by Podman 4.3; a subPath naming no file of the volume is an error that
-    lists its files; absolute and '..' paths are refused by the schema, as by Kubernetes."""
-    volumes = PROJECTED + "- {name: scratch, emptyDir: {}}\n- {name: conf, configMap: {name: conf}}\n"
+    """A tmpfs emptyDir is mounted whole by Podman 4.3 (its files are on the node only while mounted); a subPath
+    naming no file of the volume is an error that lists its files; absolute and '..' paths are refused by the
+    schema, as by Kubernetes."""
+    volumes = PROJECTED + "- {name: scratch, emptyDir: {medium: Memory}}\n- {name: conf, configMap: {name: conf}}\n"
     found = problems(pod(volumes, """\
         - {name: scratch, mountPath: /s, subPath: cache}
         - {name: conf, mountPath: /c, subPath: missing.conf}
         """))
     assert any("volumeMounts[0].subPath: is not supported by gitops-agent on volume 'scratch' (found 'cache')"
-               in p and "Podman 4.3 mounts only whole" in p for p in found), found
+               in p and "an emptyDir of medium Memory" in p for p in found), found
     assert any("volumeMounts[1].subPath: volume 'conf' has no file or directory 'missing.conf' (its files: "
                "'nginx.conf', 'other.txt')" in p for p in found), found
     assert len(found) == 2, found

@@ -53,11 +53,14 @@ def check_revision(entries: list[tuple[Document, model.Object | None]], policy: 
     config = {obj.ref: obj for _, obj in entries if isinstance(obj, model.ConfigData)}
     workloads = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Workload)]
     services = [(doc, obj) for doc, obj in entries if isinstance(obj, model.Service)]
+    claims = {obj.ref: obj for _, obj in entries if isinstance(obj, model.Claim)}
     for doc, workload in workloads:
         found.extend(_check_references(doc, workload, declared.keys(), config))
         found.extend(check_policy(doc, workload, policy))
         found.extend(_check_podman_secrets(doc, workload, config))
         found.extend(_check_sub_paths(doc, workload, config))
+        found.extend(_check_volume_classes(doc, workload, claims))
+    found.extend(_check_links_above_sub_paths(workloads))
     for doc, obj in entries:
         if isinstance(obj, model.Claim):
             found.extend(_check_name_length(doc, "volume", desired.volume_name(obj.ref.namespace, obj.ref.name)))
@@ -350,6 +353,88 @@ def _check_sub_paths(
                 shown = ", ".join(map(repr, files)) or "none"
                 found.add(doc, pod_spec_path(workload) + (group, i, "volumeMounts", j, "subPath"),
                           f"volume {mount.name!r} has no file or directory {sub!r} (its files: {shown})")
+    return found
+
+
+_NEEDS_LOCAL = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): its storage class has driver "
+               "{driver!r} and options {options}, so Podman has its files on the node only while a container mounts "
+               "it whole, and a subPath of a named volume is a bind mount of its directory on the node (Podman 4.3 "
+               "has no subpath mount option); mount the whole volume, or use a class of the local driver without "
+               "options")
+
+
+def _check_volume_classes(doc: Document, workload: model.Workload,
+                          claims: Mapping[model.ObjectRef, model.Claim]) -> list[Problem]:
+    """A subPath of a claim's volume (or a claim template's) needs a local volume without options: the directory
+    bound is under its Mountpoint, which only such a volume has while no container mounts it."""
+    found = Problems()
+    classes = dict(workload.claim_classes)
+    volumes = {volume.name: volume for volume in workload.template.volumes}
+    for group, i, container in every_container(workload.template):
+        for j, mount in enumerate(container.volume_mounts):
+            volume = volumes.get(mount.name)
+            if not mount.sub_path or volume is None:
+                continue
+            if volume.kind == "persistentVolumeClaim":
+                claim = claims.get(model.ObjectRef("PersistentVolumeClaim", workload.ref.namespace, volume.source))
+                chosen = claim.storage_class if claim is not None else None
+            else:
+                chosen = classes.get(volume.name) if volume.kind == "claimTemplate" else None
+            if chosen is not None and (chosen.driver != "local" or chosen.options):
+                options = ", ".join(sorted(chosen.options)) or "none"
+                found.add(doc, pod_spec_path(workload) + (group, i, "volumeMounts", j, "subPath"),
+                          _NEEDS_LOCAL.format(name=mount.name, sub=mount.sub_path, driver=chosen.driver,
+                                              options=options))
+    return found
+
+
+@dataclass(frozen=True)
+class _NamedMount:
+    """One mount of a named Podman volume: where it is written, and the volume it mounts (`key`)."""
+
+    doc: Document
+    path: JsonPath  # its volumeMounts entry
+    container: str
+    key: tuple[str, ...]  # a claim (namespace, name) across workloads; a pod's own emptyDir or claim template
+    sub_path: str
+    writable: bool
+
+
+def _named_mounts(doc: Document, workload: model.Workload) -> Iterator[_NamedMount]:
+    """The workload's mounts of named volumes: claims, claim templates, emptyDirs on the node's disk."""
+    volumes = {volume.name: volume for volume in workload.template.volumes}
+    for group, i, container in every_container(workload.template):
+        for j, mount in enumerate(container.volume_mounts):
+            volume = volumes.get(mount.name)
+            if volume is None or volume.kind not in ("persistentVolumeClaim", "claimTemplate", "emptyDir"):
+                continue
+            if volume.kind == "persistentVolumeClaim":
+                key: tuple[str, ...] = ("claim", workload.ref.namespace, volume.source)
+            else:
+                key = ("pod", str(workload.ref), volume.name)
+            yield _NamedMount(doc, pod_spec_path(workload) + (group, i, "volumeMounts", j), container.name, key,
+                              mount.sub_path, not (mount.read_only or volume.read_only))
+
+
+def _check_links_above_sub_paths(workloads: list[tuple[Document, model.Workload]]) -> list[Problem]:
+    """No writable mount of the whole volume, or of a directory above a subPath, beside that subPath: a process
+    there could put a symbolic link in its place, which the node would follow out of the volume when it binds the
+    subPath's directory (Podman 4.3 has no subpath mount option; the kubelet opens the path safely instead)."""
+    found = Problems()
+    mounts = [m for doc, workload in workloads for m in _named_mounts(doc, workload)]
+    for m in (m for m in mounts if m.sub_path):
+        above = next((o for o in mounts if o.key == m.key and o.writable
+                      and (not o.sub_path or m.sub_path.startswith(o.sub_path + "/"))), None)
+        if above is None:
+            continue
+        what = f"at subPath {above.sub_path!r}" if above.sub_path else "whole"
+        where = "" if above.doc is m.doc else f" of {above.doc.kind}/{above.doc.name}"
+        found.add(m.doc, m.path + ("subPath",),
+                  f"volume {m.key[-1]!r} is also mounted writable {what} by container {above.container!r}{where}: "
+                  f"a process there could replace directory {m.sub_path!r} with a symbolic link, which the node "
+                  "would follow out of the volume when it binds the subPath (Podman 4.3 mounts a subPath of a "
+                  "named volume as a bind mount of its directory); make that mount readOnly: true, or give it a "
+                  "subPath beside this one")
     return found
 
 

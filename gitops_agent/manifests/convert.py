@@ -1137,11 +1137,14 @@ _DISK_SIZE_LIMIT = ("is not supported by gitops-agent for an emptyDir on the nod
                     "that size)")
 
 
-# Volumes Podman mounts by name: Podman 4.3 has no option to mount one directory of a named volume.
-_NAMED_VOLUMES = ("persistentVolumeClaim", "emptyDir")
-_NO_VOLUME_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is a named Podman "
-                       "volume (a claim, a claim template or an emptyDir), which Podman 4.3 mounts only whole (it "
-                       "has no subpath mount option); mount the whole volume and use the directory under it")
+# A tmpfs emptyDir is a Podman volume with mount options: its files are on the node only while a container mounts
+# it whole, and a subPath of a named volume is a bind mount of its directory on the node (Podman 4.3 has no subpath
+# mount option)
+_NO_TMPFS_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is an emptyDir of "
+                      "medium Memory, a tmpfs Podman volume whose files are on the node only while a container "
+                      "mounts it whole, and Podman 4.3 mounts a subPath of a named volume as a bind mount of its "
+                      "directory on the node; mount the whole volume and use the directory under it, or use an "
+                      "emptyDir on the node's disk")
 _NO_IMAGE_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is an image volume, "
                       "which Podman 4.3 mounts only whole (its image mounts have no subpath option); mount the "
                       "whole image volume and use the directory under it")
@@ -1149,16 +1152,16 @@ _NO_IMAGE_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (foun
 
 def _check_sub_paths_and_projected(doc: Document, prefix: JsonPath, processes: model.PodTemplate,
                                    volumes: tuple[model.Volume, ...]) -> None:
-    """A subPath mounts a file or directory of a configMap, secret, projected or hostPath volume; a named Podman
-    volume (a claim, a claim template or an emptyDir) is mounted whole."""
+    """A subPath mounts a file or directory of any volume but an image volume and a tmpfs emptyDir (Podman mounts
+    those only whole)."""
     _check_projected(doc, prefix, volumes)
-    kinds = {volume.name: volume.kind for volume in volumes}
+    kinds = {volume.name: (volume.kind, volume.medium) for volume in volumes}
     for group, i, container in every_container(processes):
         for j, mount in enumerate(container.volume_mounts):
-            kind = kinds.get(mount.name, "")
-            if mount.sub_path and kind in _NAMED_VOLUMES:
+            kind = kinds.get(mount.name, ("", ""))[0]
+            if mount.sub_path and kinds.get(mount.name) == ("emptyDir", "Memory"):
                 doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
-                           _NO_VOLUME_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
+                           _NO_TMPFS_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
             elif mount.sub_path and kind == "image":
                 doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
                            _NO_IMAGE_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
