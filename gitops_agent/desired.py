@@ -686,6 +686,9 @@ def requirement_met(req: Requirement, labels: Mapping[str, str]) -> bool:
     return int(value) > int(req.values[0]) if req.operator == "Gt" else int(value) < int(req.values[0])
 
 
+NUMERIC_TAINT_VALUE = r"[1-9][0-9]{0,18}"  # what Gt / Lt compare: a positive 64-bit integer, no leading zero
+
+
 def term_met(term: tuple[Requirement, ...], labels: Mapping[str, str]) -> bool:
     """All requirements of a term; an empty term matches no node, as in Kubernetes."""
     return bool(term) and all(requirement_met(r, labels) for r in term)
@@ -694,10 +697,20 @@ def term_met(term: tuple[Requirement, ...], labels: Mapping[str, str]) -> bool:
 def tolerated(taint: Taint, tolerations: Iterable[Toleration]) -> bool:
     return any(
         (t.key == taint.key or (t.key == "" and t.operator == "Exists"))
-        and (t.operator == "Exists" or t.value == taint.value)
+        and _value_tolerated(t, taint.value)
         and t.effect in ("", taint.effect)
         for t in tolerations
     )
+
+
+def _value_tolerated(t: Toleration, value: str) -> bool:
+    """Equal: the same value; Exists: any; Gt / Lt (Kubernetes 1.35): the taint's value, a positive integer without
+    leading zeros, above / below the toleration's (a taint value that is not one is tolerated by neither)."""
+    if t.operator in ("Exists", "Equal"):
+        return t.operator == "Exists" or t.value == value
+    if not re.fullmatch(NUMERIC_TAINT_VALUE, value):
+        return False
+    return int(value) > int(t.value) if t.operator == "Gt" else int(value) < int(t.value)
 
 
 def eligible(workload: Workload, node: NodeConfig) -> bool:

@@ -265,7 +265,7 @@ class Requirement:
 @dataclass(frozen=True)
 class Toleration:
     key: str = ""  # "" with Exists: every taint
-    operator: str = "Equal"  # "Equal" | "Exists"
+    operator: str = "Equal"  # "Equal" | "Exists" | "Gt" | "Lt" (the taint's integer value above / below `value`)
     value: str = ""
     effect: str = ""  # "" matches every effect
 

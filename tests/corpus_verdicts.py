@@ -1,7 +1,9 @@
 """The verdict of `manifests.parse` on every file of the real-manifest corpus (tests/corpus/real), each file alone.
 
 Pure: file bytes in, one verdict per YAML document out. A document is `accepted`, `alone` (its only problems are
-references to objects another file would declare: a ConfigMap, Secret or PVC, or the namespace), `rejected` (with
+references to objects another file would declare: a ConfigMap, Secret or PVC, or the namespace), `site` (its only
+problems are those and names the site's agent config defines, none when a file is validated alone: a storage class
+of `storageClasses:`, a node label of `nodes[].labels` a topology spread is over), `rejected` (with
 the causes, the problems' messages with quoted values cut out), or `kind` (a kind gitops-agent does not manage, not
 counted in the acceptance rate). `python tests/corpus_verdicts.py` prints the rate; with `--pin` it rewrites
 tests/corpus/real/VERDICTS, which tests/test_corpus.py compares with today's verdicts so that a change shows.
@@ -19,8 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from gitops_agent.errors import RevisionRejected
+from gitops_agent.config import NodeConfig
+from gitops_agent.errors import Problem, RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
+from gitops_agent.model import StorageClass
 
 ROOT = Path(__file__).resolve().parent / "corpus" / "real"
 PINNED = ROOT / "VERDICTS"
@@ -28,6 +32,9 @@ SUPPORTED = {"Namespace", "ConfigMap", "Secret", "PersistentVolumeClaim", "Pod",
              "Service", "ReplicationController", "ReplicaSet", "StatefulSet", "Job", "CronJob",
              "HorizontalPodAutoscaler"}
 _CROSS_FILE = re.compile(r"does not exist in namespace|is not declared in the repository")
+# a name the site's agent config defines (Kubernetes: a StorageClass object, a Node's labels), none when validated alone
+_SITE = re.compile(r"is not in the agent config's storageClasses \(known: none\)|"
+                   r"^[^:]*topologyKey: no node of the agent config declares label")
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class Verdict:
     file: str
     line: int  # the document's first line
     kind: str
-    verdict: str  # accepted, alone, rejected, kind
+    verdict: str  # accepted, alone, site, rejected, kind
     causes: tuple[str, ...] = ()
 
     def row(self) -> str:
@@ -63,28 +70,53 @@ def _documents(data: bytes) -> list[tuple[int, str]]:
     return found
 
 
-def verdicts_of(path: str, data: bytes) -> list[Verdict]:
-    """The verdict of each document of one file, validated alone."""
+def _problems(path: str, data: bytes, site: bool = False) -> list[Problem]:
+    """The problems of the file validated alone; with `site`, under an agent config that defines every storage
+    class and node label the problems say no config defines (the names a site's config would give)."""
     try:
         parse([SourceFile(path, data)])
-        problems = []
+        return []
     except RevisionRejected as rejected:
         problems = list(rejected.problems)
-    documents = _documents(data) or [(1, "")]
-    starts = [line for line, _ in documents]
-    mine: dict[int, list[str]] = {line: [] for line in starts}
+    if not site:
+        return problems
+    classes = {m: StorageClass() for p in problems for m in re.findall(r"storage class '([^']*)' is not", p.message)}
+    labels = {m: "a" for p in problems for m in re.findall(r"declares label '([^']*)'", p.message)}
+    try:
+        parse([SourceFile(path, data)], nodes=(NodeConfig("local", labels=labels),), storage_classes=classes)
+        return []
+    except RevisionRejected as rejected:
+        return list(rejected.problems)
+
+
+def _causes_by_document(starts: list[int], problems: Iterable[Problem]) -> dict[int, tuple[str, ...]]:
+    mine: dict[int, set[str]] = {line: set() for line in starts}
     for problem in problems:
         owner = max((line for line in starts if line <= problem.line), default=starts[0])
-        mine[owner].append(cause(problem.path, problem.message))
+        mine[owner].add(cause(problem.path, problem.message))
+    return {line: tuple(sorted(causes)) for line, causes in mine.items()}
+
+
+def verdicts_of(path: str, data: bytes) -> list[Verdict]:
+    """The verdict of each document of one file, validated alone: `site` when its only problems are references
+    and names the site's config defines, and with those names defined it has no other problem."""
+    documents = _documents(data) or [(1, "")]
+    starts = [line for line, _ in documents]
+    mine = _causes_by_document(starts, _problems(path, data))
+    under_site: dict[int, tuple[str, ...]] | None = None
     result = []
     for line, kind in documents:
-        causes = tuple(sorted(set(mine[line])))
+        causes = mine[line]
         if kind not in SUPPORTED:
             verdict = "kind"
         elif not causes:
             verdict = "accepted"
         elif all(_CROSS_FILE.search(text) for text in causes):
             verdict = "alone"
+        elif all(_CROSS_FILE.search(text) or _SITE.search(text) for text in causes):
+            if under_site is None:
+                under_site = _causes_by_document(starts, _problems(path, data, site=True))
+            verdict = "site" if all(_CROSS_FILE.search(text) for text in under_site[line]) else "rejected"
         else:
             verdict = "rejected"
         result.append(Verdict(path, line, kind, verdict, causes))
@@ -100,11 +132,13 @@ def corpus() -> tuple[Verdict, ...]:
 
 def summary(verdicts: Iterable[Verdict]) -> str:
     counts = Counter(v.verdict for v in verdicts)
-    supported = counts["accepted"] + counts["alone"] + counts["rejected"]
-    rate = 100 * (counts["accepted"] + counts["alone"]) / supported
+    supported = counts["accepted"] + counts["alone"] + counts["site"] + counts["rejected"]
+    rate = 100 * (counts["accepted"] + counts["alone"] + counts["site"]) / supported
+    strict = 100 * (counts["accepted"] + counts["alone"]) / supported
     return (f"{supported} documents of supported kinds: {counts['accepted']} accepted, {counts['alone']} accepted "
-            f"but for a reference to another file, {counts['rejected']} rejected: {rate:.1f} % accepted; "
-            f"{counts['kind']} documents of other kinds")
+            f"but for a reference to another file, {counts['site']} accepted but for a name the site's agent config "
+            f"defines, {counts['rejected']} rejected: {rate:.1f} % accepted ({strict:.1f} % without the "
+            f"{counts['site']}); {counts['kind']} documents of other kinds")
 
 
 def main(argv: list[str]) -> None:

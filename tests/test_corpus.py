@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corpus_verdicts import PINNED, ROOT, corpus, summary
+from corpus_verdicts import PINNED, ROOT, corpus, summary, verdicts_of
 from podman_env import WEB1
 
 from gitops_agent.manifests import SourceFile, parse
@@ -28,6 +28,23 @@ def test_the_corpus_is_large_enough_and_its_readme_records_todays_rate() -> None
     assert len(supported) >= 200
     for readme in (ROOT / "README.md", ROOT.parents[2] / "README.md"):
         assert summary(verdicts) in readme.read_text().replace("\n", " "), readme
+
+
+PVC = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  storageClassName: fast\n"
+       "  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n")
+
+
+def test_a_site_verdict_needs_the_document_accepted_once_the_config_defines_its_names() -> None:
+    """`site`: the storage class the site's config would define is the only problem; any other problem (a volume
+    that lives on one node cannot be ReadWriteMany, a claim bound to a PersistentVolume) keeps it rejected."""
+    (site,) = verdicts_of("pvc.yaml", PVC.encode())
+    assert (site.verdict, site.causes) == ("site", (
+        "spec.storageClassName: storage class '…' is not in the agent config's storageClasses (known: none); "
+        "define it there, or remove the field for the default volume",))
+    (rejected,) = verdicts_of("pvc.yaml", PVC.replace("ReadWriteOnce", "ReadWriteMany").encode())
+    assert rejected.verdict == "rejected"
+    (other,) = verdicts_of("pvc.yaml", PVC.replace("fast", "'fast'\n  volumeName: pv1").encode())
+    assert other.verdict == "rejected"
 
 
 def test_podman_kube_generate_output_is_accepted_as_it_is(clean_podman: Any) -> None:

@@ -652,6 +652,25 @@ affinity:
     assert placement(deployment(4, not_in)) == {"a": 2, "c": 2}  # d has no cores label: Lt does not hold
 
 
+def test_gt_and_lt_tolerations_compare_a_numeric_taint_value() -> None:
+    """Kubernetes 1.35's numeric toleration operators: Gt tolerates a taint whose value is above the toleration's,
+    Lt one below it; a taint value that is not a positive integer is tolerated by neither."""
+    nodes = (NodeConfig("spot", taints=(model.Taint("sla", "950", "NoSchedule"),)),
+             NodeConfig("cheap", taints=(model.Taint("sla", "800", "NoSchedule"),)),
+             NodeConfig("odd", taints=(model.Taint("sla", "high", "NoSchedule"),)))
+    gt = "tolerations: [{key: sla, operator: Gt, value: '900', effect: NoSchedule}]\n"
+    lt = "tolerations: [{key: sla, operator: Lt, value: '900'}]\n"
+    assert placement(deployment(2, gt), nodes) == {"spot": 2}
+    assert placement(deployment(2, lt), nodes) == {"cheap": 2}
+    assert placement(deployment(2, "tolerations: [{key: sla, operator: Gt, value: '950'}]\n"), nodes) == {}
+    assert problems(deployment(1, "tolerations: [{operator: Gt, value: '09'}, {key: k, operator: Lt, value: x}]\n"))\
+        == ["p.yaml:10: Deployment/web: spec.template.spec.tolerations[0].key: is required with operator Gt",
+            "p.yaml:10: Deployment/web: spec.template.spec.tolerations[0].value: must be a positive integer "
+            "without leading zeros with operator Gt (found '09')",
+            "p.yaml:10: Deployment/web: spec.template.spec.tolerations[1].value: must be a positive integer "
+            "without leading zeros with operator Lt (found 'x')"]
+
+
 def test_preferred_affinity_breaks_ties_and_anti_affinity_puts_one_pod_per_node() -> None:
     """The preferred nodes take the remainder of the even spread; with podAntiAffinity on the hostname, at most
     one pod per node and the rest is reported unplaced. The same config always gives the same placement."""

@@ -828,11 +828,24 @@ def _placement(doc: Document, prefix: JsonPath, spec: dict[str, Any], labels: di
         ),
         "one_per_node": bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution")),
         "topology_spread": _topology_spread(doc, prefix + ("topologySpreadConstraints",), spread),
-        "tolerations": tuple(
-            model.Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""), t.get("effect", ""))
-            for t in spec.get("tolerations", ())
-        ),
+        "tolerations": _tolerations(doc, prefix + ("tolerations",), spec.get("tolerations", ())),
     }
+
+
+def _tolerations(doc: Document, path: JsonPath, items: Iterable[dict[str, Any]]) -> tuple[model.Toleration, ...]:
+    """The pod's tolerations; Gt and Lt (Kubernetes 1.35) compare a key's value with a positive integer."""
+    found = []
+    for i, t in enumerate(items):
+        toleration = model.Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""),
+                                      t.get("effect", ""))
+        if toleration.operator in ("Gt", "Lt"):
+            if not toleration.key:
+                doc.report(path + (i, "key"), f"is required with operator {toleration.operator}")
+            if not re.fullmatch(desired.NUMERIC_TAINT_VALUE, toleration.value) or int(toleration.value) >= 1 << 63:
+                doc.report(path + (i, "value"), f"must be a positive integer without leading zeros with operator "
+                                                f"{toleration.operator} (found {toleration.value!r})")
+        found.append(toleration)
+    return tuple(found)
 
 
 def _topology_spread(doc: Document, path: JsonPath, constraints: Iterable[dict[str, Any]]

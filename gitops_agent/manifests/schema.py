@@ -237,6 +237,9 @@ WHAT_TO_DO: dict[str, str] = {
     "stdinOnce": "remove it: gitops-agent runs containers detached, with nothing attached to their standard input "
                  "to close it",
     "volumeDevices": "use volumeMounts with a filesystem volume: raw block volumes are not supported",
+    "restartPolicyRules": "remove it: a container is restarted by its pod's restartPolicy (a sidecar's: Always), "
+                          "as Podman's restart policy does it, whatever the exit code; no rule restarts a pod's "
+                          "other containers",
     "stopSignal": "set STOPSIGNAL in the image: Podman stops a container with its image's stop signal",
     "seLinuxOptions": _NO_SELINUX, "seLinuxChangePolicy": _NO_SELINUX,
     "appArmorProfile": "remove it: Podman applies its default AppArmor profile where AppArmor is enabled",
