@@ -644,7 +644,7 @@ class Node:
         sources: dict[tuple[str, str], BindSource] = {}
         for volume in sorted({v for v, _ in wanted}):
             mountpoint = self._local_mountpoint(volume)
-            with self._volume_helper(volume, image) as helper:
+            with self._volume_helper(spec.name, volume, image) as helper:
                 for sub in (s for v, s in wanted if v == volume):
                     directory = self._make_sub_path(helper, volume, sub)
                     sources[(volume, sub)] = BindSource(bind_source(mountpoint, sub), directory)
@@ -675,10 +675,11 @@ class Node:
         return mountpoint
 
     @contextlib.contextmanager
-    def _volume_helper(self, volume: str, image: str) -> Iterator[str]:
+    def _volume_helper(self, pod: str, volume: str, image: str) -> Iterator[str]:
         """A container (never started, not the agent's: unlabelled) that mounts the whole of `volume` at
-        HELPER_ROOT, removed afterwards; one a crash left behind is removed first."""
-        name = f"gitops-subpath-{volume}"
+        HELPER_ROOT for pod `pod` (pods made at once each have their own), removed afterwards; one a crash left
+        behind is removed first."""
+        name = f"gitops-subpath-{pod}-{volume}"
         what = f"the container that makes subPath directories of volume {volume}"
         self._call("DELETE", f"/containers/{name}", f"remove {what}", params={"force": "true"}, ok404=True)
         body = {"name": name, "image": image, "netns": {"nsmode": "none"},

@@ -137,8 +137,9 @@ def test_claim_templates_and_disk_empty_dirs_take_sub_paths_too() -> None:
 
 def test_sub_paths_podman_cannot_bind_safely_are_errors_that_say_what_to_do() -> None:
     """A claim of a storage class with another driver or options (its files are on the node only while mounted),
-    a tmpfs emptyDir, and a writable mount of the whole volume or of a directory above the subPath (a process
-    there could swap the directory for a symbolic link the node would follow): errors at the subPath."""
+    a tmpfs emptyDir, an emptyDir of a pod with its own user namespace (the directory is the node root's), and a
+    writable mount of the whole volume or of a directory above the subPath (a process there could swap the
+    directory for a symbolic link the node would follow): errors at the subPath."""
     nfs = {"nfs": model.StorageClass("local", {"type": "nfs", "o": "addr=10.0.0.1", "device": ":/x"}),
            "other": model.StorageClass("rexray")}
     found = problems(CLAIM % ", storageClassName: nfs", deployment("{name: site, mountPath: /d, subPath: html}"),
@@ -155,6 +156,11 @@ def test_sub_paths_podman_cannot_bind_safely_are_errors_that_say_what_to_do() ->
     (tmpfs,) = problems(deployment("{name: m, mountPath: /m, subPath: a}", volumes=memory))
     assert "volumeMounts[0].subPath: is not supported by gitops-agent on volume 'm' (found 'a'): it is an emptyDir " \
            "of medium Memory" in tmpfs and "or use an emptyDir on the node's disk" in tmpfs
+    own = deployment("{name: e, mountPath: /e, subPath: a}", volumes="{name: e, emptyDir: {}}").replace(
+        "    spec:\n      volumes", "    spec:\n      hostUsers: false\n      volumes")
+    (userns,) = problems(own)
+    assert "volumeMounts[0].subPath: is not supported by gitops-agent on volume 'e' (found 'a') with hostUsers: " \
+           "false: the agent makes the subPath's directory as the node's root" in userns
     (whole,) = problems(CLAIM % "", deployment("{name: site, mountPath: /d, subPath: html}, "
                                                "{name: site, mountPath: /all}"))
     assert whole == (
@@ -257,14 +263,16 @@ BASE = "clusters/edge"
 
 
 def _manifest(note: str) -> str:
-    """Claim `site` and Deployment `web` (fsGroup 2000): container `a` mounts the claim twice, at subPaths html
-    and conf/nested; container `b` mounts it whole, read-only. `note` is an env value (a new one: a rollout)."""
+    """Claim `site` and Deployment `web` of 2 pods (made at once, fsGroup 2000): container `a` mounts the claim
+    twice, at subPaths html and conf/nested; container `b` mounts it whole, read-only. `note` is an env value (a
+    new one: a rollout)."""
     return CLAIM % "" + f"""\
 ---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web}}
 spec:
+  replicas: 2
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
@@ -303,8 +311,9 @@ def test_sub_paths_of_a_claim_on_real_podman(
     def app(name: str) -> str:
         listed = json.loads(svc.podman("ps", "--filter", "label=io.gitops-agent.managed=true",
                                        "--format", "json").stdout)
-        (found,) = [c["Names"][0] for c in listed if c["Names"][0].endswith(f"_{name}")]
-        return found
+        found = sorted(c["Names"][0] for c in listed if c["Names"][0].endswith(f"_{name}"))
+        assert len(found) == 2, found
+        return found[0]
 
     def sync() -> None:
         assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
@@ -353,3 +362,63 @@ def test_sub_paths_of_a_claim_on_real_podman(
     err = capsys.readouterr().err
     assert "'out' (of subPath 'out') cannot be bound: it is a symbolic link (to 'the top of the volume')" in err, err
     assert app("a") == running
+
+
+def _statefulset(note: str) -> str:
+    """StatefulSet `db` of one ordinal, as mysql-statefulset.yaml mounts its claim template: subPath mysql, in an
+    init container and the app container; `note` an env value (a new one: the pod replaced in place)."""
+    return f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: db}}
+spec: {{clusterIP: None, selector: {{app: db}}, ports: [{{port: 3306}}]}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db}}
+spec:
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      initContainers:
+        - name: init
+          image: {WEB1}
+          command: [sh, -c, "test -f /var/lib/mysql/ibdata || echo init-{note} > /var/lib/mysql/ibdata"]
+          volumeMounts: [{{name: data, mountPath: /var/lib/mysql, subPath: mysql}}]
+      containers:
+        - name: mysql
+          image: {WEB1}
+          command: [sleep, "100000"]
+          env: [{{name: NOTE, value: "{note}"}}]
+          volumeMounts: [{{name: data, mountPath: /var/lib/mysql, subPath: mysql}}]
+  volumeClaimTemplates:
+    - metadata: {{name: data}}
+      spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"""
+
+
+def test_a_claim_templates_sub_path_on_real_podman_keeps_its_data_when_the_pod_is_replaced(
+    clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mysql-statefulset.yaml's mount: the ordinal's volume holds mysql/ibdata, written by the init container;
+    the pod replaced in place (a new template) finds it, and a re-sync changes nothing."""
+    svc, repo = clean_podman, git_remote
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo.url, "branch": "main", "path": BASE},
+        "nodes": [{"name": "local", "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s"}))
+    repo.write(f"{BASE}/db.yaml", _statefulset("1"))
+    repo.commit_and_push("db")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    vol = volume_name("default", ordinal_claim("db", "data", 0))
+    mountpoint = Path(json.loads(svc.podman("volume", "inspect", vol).stdout)[0]["Mountpoint"])
+    assert (mountpoint / "mysql" / "ibdata").read_text() == "init-1\n"
+    repo.write(f"{BASE}/db.yaml", _statefulset("2"))
+    repo.commit_and_push("a new template")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    assert svc.podman("exec", "db-0_mysql", "cat", "/var/lib/mysql/ibdata").stdout == "init-1\n"
+    capsys.readouterr()
+    assert main(["diff", "--config", str(cfg)]) == 0, capsys.readouterr().out

@@ -627,7 +627,7 @@ def _pod_template(
         for j, mount in enumerate(container.volume_mounts):
             if mount.name not in declared:
                 doc.report(mounts + (j, "name"), f"volume {mount.name!r} is not declared in the pod's volumes")
-    _check_sub_paths_and_projected(doc, prefix, processes, volumes)
+    _check_sub_paths_and_projected(doc, prefix, replace(processes, host_users=spec.get("hostUsers", True)), volumes)
     return _with_profiles_and_dns(doc, prefix, spec, model.PodTemplate(
         labels=labels,
         containers=containers,
@@ -1158,6 +1158,10 @@ _NO_TMPFS_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (foun
                       "mounts it whole, and Podman 4.3 mounts a subPath of a named volume as a bind mount of its "
                       "directory on the node; mount the whole volume and use the directory under it, or use an "
                       "emptyDir on the node's disk")
+_NO_USERNS_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}) with hostUsers: false: "
+                       "the agent makes the subPath's directory as the node's root, which the pod's own user "
+                       "namespace cannot write (Podman 4.3 has no id-mapped mounts); mount the whole emptyDir, "
+                       "which Podman gives to the container's user")
 _NO_IMAGE_SUB_PATH = ("is not supported by gitops-agent on volume {name!r} (found {sub!r}): it is an image volume, "
                       "which Podman 4.3 mounts only whole (its image mounts have no subpath option); mount the "
                       "whole image volume and use the directory under it")
@@ -1175,6 +1179,9 @@ def _check_sub_paths_and_projected(doc: Document, prefix: JsonPath, processes: m
             if mount.sub_path and kinds.get(mount.name) == ("emptyDir", "Memory"):
                 doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
                            _NO_TMPFS_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
+            elif mount.sub_path and kind == "emptyDir" and not processes.host_users:
+                doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
+                           _NO_USERNS_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
             elif mount.sub_path and kind == "image":
                 doc.report(prefix + (group, i, "volumeMounts", j, "subPath"),
                            _NO_IMAGE_SUB_PATH.format(name=mount.name, sub=mount.sub_path))
