@@ -56,6 +56,7 @@ from . import netprobe
 from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
+from .model import Resources
 from .pullauth import Credential, image_registry, repository as _repository
 
 if TYPE_CHECKING:  # asyncssh (through tunnel) costs ~25 MB of RSS: loaded only for an ssh:// node
@@ -122,6 +123,7 @@ class Node:
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
         self._last_ip: dict[str, str] = {}  # infra container -> its last IP seen (`pod_network`: kept on reconnect)
+        self._amounts: Resources | None = None  # `read_amounts`' answer in this pass (a pass starts with `read`)
         self.tunnel: Tunnel | None = None
         base_url = url
         # How httpGet/tcpSocket probes reach this node's pods from outside (None: in the container).
@@ -230,7 +232,9 @@ class Node:
 
     def read(self) -> LiveState:
         """Everything the agent owns on this node: from the daemon's event-driven cache when it runs one
-        (`informer`: no list call in steady state), else `list_live`."""
+        (`informer`: no list call in steady state), else `list_live`. A pass starts here: the node's amounts
+        are read again (`read_amounts`) the next time they are needed."""
+        self._amounts = None
         cache = self.cache
         return cache.read() if cache is not None else self.list_live()
 
@@ -475,6 +479,21 @@ class Node:
         store = info.get("store") or {}
         total, used = store.get("graphRootAllocated"), store.get("graphRootUsed")
         return int(total) - int(used) if isinstance(total, int) and isinstance(used, int) else None
+
+    def read_amounts(self) -> Resources:
+        """The node's size as its Podman reports it (GET /info): `host.cpus` x 1000 millicores and `host.memTotal`
+        bytes, what a resourceFieldRef of a limit nobody sets reads (`desired.node_allocatable`). Read once per
+        pass (`read` starts one); NodeError (retried next pass) when /info does not say."""
+        if self._amounts is None:
+            host = (self._call("GET", "/info", "read node info") or {}).get("host") or {}
+            cpus, memory = host.get("cpus"), host.get("memTotal")
+            if not (isinstance(cpus, int) and isinstance(memory, int) and cpus > 0 and memory > 0):
+                raise NodeError(self.name, f"Podman's /info gives no host.cpus and host.memTotal (cpus={cpus!r}, "
+                                f"memTotal={memory!r}), the node's allocatable amounts a resourceFieldRef of an unset "
+                                f"limit reads: set capacity.cpu and capacity.memory of node {self.name} in the "
+                                "agent config")
+            self._amounts = Resources(cpus * 1000, memory)
+        return self._amounts
 
     def image_use(self) -> tuple[set[str], dict[str, int]]:
         """(IDs of the images any container uses, managed or not; size in bytes of every local image by ID)."""

@@ -15,7 +15,7 @@ from . import clock, hpa
 from .decide import condition
 from .state import AgentState
 from .endpoints import STORE_KEY as ENDPOINTS, unready
-from .desired import claim_volume, compile_node, network_name, unplaced
+from .desired import ENV_UNUSED, claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError
 from . import batchstore
 from .cronjobs import pods_of_run
@@ -124,7 +124,7 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
                              **({"rollout": node_status[cfg_node.name]} if cfg_node.name in node_status else {})})
         if rev is None:
             continue
-        desired = compile_node(rev, cfg_node, agent.cfg.nodes)
+        desired = compile_node(rev, cfg_node, agent.cfg.nodes, ENV_UNUSED)  # no env is read here
         out["nodes"][-1]["images"] = agent.fleet.images(desired)
         out["nodes"][-1]["imageBytes"] = _image_bytes(agent, cfg_node.name)
         vol_names = {claim_volume(v.claim, live.volumes) for v in desired.volumes}

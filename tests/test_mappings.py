@@ -269,7 +269,9 @@ def test_service_account_name_is_a_plain_value_and_hashed_only_when_read() -> No
     assert thash(pod("serviceAccountName: robot\n", env)) != thash(pod("serviceAccountName: other\n", env))
 
 
-def test_unknown_or_late_field_paths_and_unset_limits_are_errors() -> None:
+def test_unknown_or_late_field_paths_and_unknown_containers_are_errors() -> None:
+    """A field the agent cannot fill and a container the pod lacks are errors; a limit the container does not set
+    is not (it reads the node's allocatable amount: `tests/test_allocatable.py`)."""
     env = """\
 resources: {limits: {memory: 64Mi}}
 env:
@@ -285,8 +287,6 @@ env:
         "'spec.serviceAccount' (supported: metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], "
         "metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, "
         "status.podIP, status.podIPs)",
-        "p.yaml:12: Pod/p: spec.containers[0].env[2].valueFrom.resourceFieldRef.resource: container 'main' sets no "
-        "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
         "p.yaml:13: Pod/p: spec.containers[0].env[3].valueFrom.resourceFieldRef.containerName: 'nope' is not a "
         "container of this pod",
     ]

@@ -215,7 +215,7 @@ def test_go_quote_writes_values_as_kubernetes_label_files_have_them() -> None:
 
 def test_downward_api_items_that_kubernetes_refuses_are_errors() -> None:
     """A file takes exactly one of fieldRef and resourceFieldRef; volumes have metadata fields only (env has the
-    others); a resourceFieldRef names a container of the pod and a limit it sets; paths do not collide."""
+    others); a resourceFieldRef names a container of the pod; paths do not collide."""
     volumes = """\
         - name: info
           downwardAPI:
@@ -240,8 +240,6 @@ def test_downward_api_items_that_kubernetes_refuses_are_errors() -> None:
         "p.yaml:20: Pod/p: spec.volumes[0].downwardAPI.items[1]: needs exactly one of fieldRef or resourceFieldRef",
         "p.yaml:21: Pod/p: spec.volumes[0].downwardAPI.items[1].fieldRef.fieldPath: unknown fieldPath "
         f"'spec.nodeName' for a downwardAPI file (supported: {files}); use env with valueFrom.fieldRef for it",
-        "p.yaml:22: Pod/p: spec.volumes[0].downwardAPI.items[1].resourceFieldRef.resource: container 'main' sets no "
-        "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
         "p.yaml:23: Pod/p: spec.volumes[0].downwardAPI.items[2].fieldRef.fieldPath: unknown fieldPath "
         f"'status.podIP' for a downwardAPI file (supported: {files}); use env with valueFrom.fieldRef for it",
         "p.yaml:24: Pod/p: spec.volumes[0].downwardAPI.items[3].resourceFieldRef.containerName: 'nope' is not a "

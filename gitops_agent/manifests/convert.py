@@ -889,20 +889,16 @@ def _term(doc: Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Re
 
 
 def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate) -> None:
-    """Each resourceFieldRef names a container of the pod, and a limit that container or the pod sets (Kubernetes
-    would use the node's allocatable amount, which gitops-agent does not know)."""
+    """Each resourceFieldRef names a container of the pod. A limit that neither the container nor the pod sets
+    reads the node's allocatable amount, as in Kubernetes (`desired.node_allocatable`)."""
     by_name = {c.name: c for _, _, c in every_container(pod)}
     refs = [(prefix + (group, i, "env", j, "valueFrom", "resourceFieldRef"), env.resource)
             for group, i, container in every_container(pod) for j, env in enumerate(container.env) if env.resource]
     refs += [(path + ("resourceFieldRef",), file.resource)
              for path, file in _downward_items(prefix, pod.volumes) if file.resource]
     for path, ref in refs:
-        target = by_name.get(ref.container)
-        if target is None:
+        if ref.container not in by_name:
             doc.report(path + ("containerName",), f"{ref.container!r} is not a container of this pod")
-        elif ref.resource.startswith("limits.") and desired.resource_amount(target, ref, pod.pod_resources) is None:
-            doc.report(path + ("resource",), f"container {target.name!r} sets no {ref.resource}: "
-                       "gitops-agent does not know the node's allocatable amount; set the limit")
 
 
 def _downward_items(prefix: JsonPath,
