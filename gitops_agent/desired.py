@@ -47,6 +47,7 @@ from .model import (
     DownwardFile,
     EnvVar,
     JobPolicy,
+    KeyToPath,
     NEVER_ROLLS,
     Namespace,
     NodeRollout,
@@ -1213,12 +1214,12 @@ def _file_mounts(
         cfg = configs.get((kind, source.source))
         if cfg is None:
             continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
-        items = [(i.key, i.path) for i in source.items] if source.items else [(k, k) for k in sorted(cfg.data)]
-        for key, path in items:
-            at = target(path)
-            sname = _secret(configs, kind, source.source, key, secrets) if at is not None else None
+        items = source.items or tuple(KeyToPath(k, k) for k in sorted(cfg.data))
+        for item in items:
+            at = target(item.path)
+            sname = _secret(configs, kind, source.source, item.key, secrets) if at is not None else None
             if sname is not None and at is not None:
-                yield SecretMount(sname, at, source.default_mode)
+                yield SecretMount(sname, at, source.default_mode if item.mode is None else item.mode)
 
 
 def _downward_secret(owner: ObjectRef, key: str, data: bytes, secrets: dict[str, SecretSpec]) -> str:

@@ -101,8 +101,11 @@ class VolumeMount:
 
 @dataclass(frozen=True)
 class KeyToPath:
+    """One key of a ConfigMap or Secret as a file at `path`, with its own mode (None: the volume's default mode)."""
+
     key: str
     path: str
+    mode: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1177,6 +1177,11 @@ def _check_projected(doc: Document, prefix: JsonPath, volumes: tuple[model.Volum
                 seen.add(path)
 
 
+def _key_files(source: dict[str, Any]) -> tuple[model.KeyToPath, ...]:
+    """The `items` of a configMap or secret volume or projection, each with its own mode if it has one."""
+    return tuple(model.KeyToPath(item["key"], item["path"], item.get("mode")) for item in source.get("items", ()))
+
+
 def _projected(doc: Document, where: JsonPath, name: str, source: dict[str, Any]) -> model.Volume:
     """A projected volume: its configMap, secret and downwardAPI sources (the only ones the schema admits), in
     order."""
@@ -1190,7 +1195,7 @@ def _projected(doc: Document, where: JsonPath, name: str, source: dict[str, Any]
             continue
         sources.append(model.Volume(
             name=name, kind=kind, source=ref["name"], default_mode=mode, optional=ref.get("optional", False),
-            items=tuple(model.KeyToPath(item["key"], item["path"]) for item in ref.get("items", ())),
+            items=_key_files(ref),
         ))
     return model.Volume(name, "projected", "", default_mode=mode, sources=tuple(sources))
 
@@ -1217,7 +1222,7 @@ def _volume(doc: Document, where: JsonPath, volume: dict[str, Any]) -> model.Vol
         name=volume["name"],
         kind=kind,
         source=source[VOLUME_SOURCES[kind][0]],
-        items=tuple(model.KeyToPath(item["key"], item["path"]) for item in source.get("items", ())),
+        items=_key_files(source),
         default_mode=source.get("defaultMode", 0o644),
         read_only=source.get("readOnly", False),
         optional=source.get("optional", False),
