@@ -109,11 +109,13 @@ class VolumeSpec:
 @dataclass(frozen=True)
 class EmptyDirSpec:
     """An emptyDir volume: a Podman volume of one pod, created with it and removed with it (never a claim's data).
-    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes."""
+    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes; `mode` is its top directory's (None:
+    Podman's, 1777 for a tmpfs)."""
 
     name: str
     medium: str
     size_limit: int | None
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -423,7 +425,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
-                                        "files": (), "pull_policy": ""}
+                                        "files": (), "pull_policy": "", "dir_mode": None}
 _ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
@@ -449,7 +451,9 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     for v in template["volumes"]:  # a projected volume's sources were hashed whole before `files` came
         if "sources" in v:
-            v["sources"] = [trim(source, {"files": (), "pull_policy": ""}) for source in v["sources"]]
+            v["sources"] = [trim(source, {"files": (), "pull_policy": "", "dir_mode": None}) for source in v["sources"]]
+        for source in (v, *v.get("sources", ())):  # an item's own mode came after the items
+            source["items"] = [trim(item, {"mode": None}) for item in source["items"]]
     return template
 
 
@@ -929,7 +933,7 @@ def _pod(
         host_network=t.host_network,
         redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
         pull_credentials=pull_credentials(w, configs),
-        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
+        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit, v.dir_mode)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
         **_pod_level(t),

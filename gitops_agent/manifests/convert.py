@@ -1217,7 +1217,8 @@ def _volume(doc: Document, where: JsonPath, volume: dict[str, Any]) -> model.Vol
     if kind == "emptyDir":
         limit = source.get("sizeLimit")
         return model.Volume(volume["name"], kind, "", medium=source.get("medium", ""),
-                            size_limit=None if limit is None else config.quantity(limit, 1))
+                            size_limit=None if limit is None else config.quantity(limit, 1),
+                            dir_mode=source.get("mode"))
     return model.Volume(
         name=volume["name"],
         kind=kind,
