@@ -194,6 +194,7 @@ class ContainerSpec:
     read_only_root_fs: bool = False
     user: str | None = None  # "uid" or "uid:gid"
     no_new_privileges: bool = False
+    cgroup_writable: bool = False  # /sys/fs/cgroup read-write (cgroupOptions.mountMode ReadWrite)
     groups: tuple[str, ...] = ()  # supplementary group ids of the process (supplementalGroups)
     # Host namespaces are set on each container: Podman 4.3 ignores a pod's pidns/ipcns for its containers.
     host_pid: bool = False
@@ -422,6 +423,7 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None, "sidecar": False,
     "stdin": False, "tty": False,
     "seccomp": {"type": "RuntimeDefault", "localhost": ""}, "apparmor": {"type": "RuntimeDefault", "localhost": ""},
+    "cgroup_writable": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
@@ -1303,6 +1305,7 @@ def _container(
         read_only_root_fs=c.read_only_root_fs,
         user=_user(c),
         no_new_privileges=not c.allow_privilege_escalation,
+        cgroup_writable=c.cgroup_writable,
         groups=_groups(w, c),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,

@@ -255,6 +255,7 @@ class Container:
     tty: bool = False  # give it a pseudo-terminal
     seccomp: SecurityProfile = SecurityProfile()  # the container's seccompProfile, else the pod's
     apparmor: SecurityProfile = SecurityProfile()  # the container's appArmorProfile, else annotation, else pod's
+    cgroup_writable: bool = False  # cgroupOptions.mountMode ReadWrite: /sys/fs/cgroup read-write
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,7 @@ class Policy:
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[HostPathRule, ...] = ()
     allow_unconfined: bool = False  # seccompProfile / appArmorProfile type Unconfined (Pod Security baseline: no)
+    allow_writable_cgroups: bool = False  # securityContext.cgroupOptions.mountMode ReadWrite
 
 
 @dataclass(frozen=True)

@@ -1228,6 +1228,12 @@ def _process_fields(c: ContainerSpec) -> dict[str, Any]:
     return body
 
 
+# cgroupOptions.mountMode ReadWrite: the OCI cgroup mount Podman makes, read-write (as it makes it for a privileged
+# container); runc mounts the container's own cgroups there (cgroup v2: its namespace; v1: each controller's).
+_WRITABLE_CGROUPS = {"destination": "/sys/fs/cgroup", "source": "cgroup", "type": "cgroup",
+                     "options": ["rprivate", "nosuid", "noexec", "nodev", "relatime", "rw"]}
+
+
 def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
     """The spec's Secret files, named volumes and host paths (those that are set)."""
     body: dict[str, Any] = {}
@@ -1243,6 +1249,8 @@ def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
              "options": ["rbind", "ro" if m.read_only else "rw"]}
             for m in c.host_mounts
         ]
+    if c.cgroup_writable:  # replaces Podman's own read-only cgroup mount (the container's cgroups, not the host's)
+        body.setdefault("mounts", []).append(_WRITABLE_CGROUPS)
     if c.image_mounts:  # image volumes: read-only, as Kubernetes mounts them
         body["image_volumes"] = [{"source": m.source, "destination": m.target, "rw": False} for m in c.image_mounts]
     return body

@@ -991,6 +991,7 @@ def _security_context(
         "allow_privilege_escalation": context.get("allowPrivilegeEscalation", True),
         "supplemental_groups": tuple(dict.fromkeys(pod_context.get("supplementalGroups", ()))),
         "run_as_non_root": bool(context.get("runAsNonRoot", False)),
+        "cgroup_writable": own.get("cgroupOptions", {}).get("mountMode") == "ReadWrite",
     }
     def where(key: str) -> JsonPath:  # the container's own field, or the pod's it came from
         return path + (key,) if key in own else path[:-3] + ("securityContext", key)
