@@ -47,6 +47,7 @@ from .model import (
     DownwardFile,
     EnvVar,
     JobPolicy,
+    KeyToPath,
     NEVER_ROLLS,
     Namespace,
     NodeRollout,
@@ -108,11 +109,13 @@ class VolumeSpec:
 @dataclass(frozen=True)
 class EmptyDirSpec:
     """An emptyDir volume: a Podman volume of one pod, created with it and removed with it (never a claim's data).
-    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes."""
+    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes; `mode` is its top directory's (None:
+    Podman's, 1777 for a tmpfs)."""
 
     name: str
     medium: str
     size_limit: int | None
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class ContainerSpec:
     read_only_root_fs: bool = False
     user: str | None = None  # "uid" or "uid:gid"
     no_new_privileges: bool = False
+    cgroup_writable: bool = False  # /sys/fs/cgroup read-write (cgroupOptions.mountMode ReadWrite)
     groups: tuple[str, ...] = ()  # supplementary group ids of the process (supplementalGroups)
     # Host namespaces are set on each container: Podman 4.3 ignores a pod's pidns/ipcns for its containers.
     host_pid: bool = False
@@ -419,10 +423,11 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None, "sidecar": False,
     "stdin": False, "tty": False,
     "seccomp": {"type": "RuntimeDefault", "localhost": ""}, "apparmor": {"type": "RuntimeDefault", "localhost": ""},
+    "cgroup_writable": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
-                                        "files": (), "pull_policy": ""}
+                                        "files": (), "pull_policy": "", "dir_mode": None}
 _ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
@@ -448,7 +453,9 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     for v in template["volumes"]:  # a projected volume's sources were hashed whole before `files` came
         if "sources" in v:
-            v["sources"] = [trim(source, {"files": (), "pull_policy": ""}) for source in v["sources"]]
+            v["sources"] = [trim(source, {"files": (), "pull_policy": "", "dir_mode": None}) for source in v["sources"]]
+        for source in (v, *v.get("sources", ())):  # an item's own mode came after the items
+            source["items"] = [trim(item, {"mode": None}) for item in source["items"]]
     return template
 
 
@@ -949,7 +956,7 @@ def _pod(
         host_network=t.host_network,
         redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
         pull_credentials=pull_credentials(w, configs),
-        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
+        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit, v.dir_mode)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
         **_pod_level(t),
@@ -1239,12 +1246,12 @@ def _file_mounts(
         cfg = configs.get((kind, source.source))
         if cfg is None:
             continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
-        items = [(i.key, i.path) for i in source.items] if source.items else [(k, k) for k in sorted(cfg.data)]
-        for key, path in items:
-            at = target(path)
-            sname = _secret(configs, kind, source.source, key, secrets) if at is not None else None
+        items = source.items or tuple(KeyToPath(k, k) for k in sorted(cfg.data))
+        for item in items:
+            at = target(item.path)
+            sname = _secret(configs, kind, source.source, item.key, secrets) if at is not None else None
             if sname is not None and at is not None:
-                yield SecretMount(sname, at, source.default_mode)
+                yield SecretMount(sname, at, source.default_mode if item.mode is None else item.mode)
 
 
 def _downward_secret(owner: ObjectRef, key: str, data: bytes, secrets: dict[str, SecretSpec]) -> str:
@@ -1304,11 +1311,7 @@ def _container(
         secret_mounts=tuple(mounts),
         volumes=tuple(binds),
         working_dir=c.working_dir,
-        health_cmd=probe_command(probe) if probe else None,
-        health_interval=probe.period_seconds if probe else 0,
-        health_timeout=probe.timeout_seconds if probe else 0,
-        health_retries=probe.failure_threshold if probe else 0,
-        health_start_period=_health_start_period(c),
+        **_health(probe, c),
         cpu_millis=c.resources.cpu_millis,
         memory_bytes=c.resources.memory_bytes,
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
@@ -1325,6 +1328,7 @@ def _container(
         read_only_root_fs=c.read_only_root_fs,
         user=_user(c),
         no_new_privileges=not c.allow_privilege_escalation,
+        cgroup_writable=c.cgroup_writable,
         groups=_groups(w, c),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
@@ -1338,6 +1342,15 @@ def _container(
         apparmor={"RuntimeDefault": "", "Unconfined": "unconfined"}.get(c.apparmor.type, c.apparmor.localhost),
         image_mounts=image_mounts(w, c),
     )
+
+
+def _health(probe: Probe | None, c: Container) -> dict[str, Any]:
+    """The ContainerSpec fields of Podman's healthcheck: the liveness probe the container runs itself."""
+    return {"health_cmd": probe_command(probe) if probe else None,
+            "health_interval": probe.period_seconds if probe else 0,
+            "health_timeout": probe.timeout_seconds if probe else 0,
+            "health_retries": probe.failure_threshold if probe else 0,
+            "health_start_period": _health_start_period(c)}
 
 
 def _resolv_conf_mount(t: PodTemplate) -> tuple[HostMount, ...]:

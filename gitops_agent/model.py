@@ -101,8 +101,11 @@ class VolumeMount:
 
 @dataclass(frozen=True)
 class KeyToPath:
+    """One key of a ConfigMap or Secret as a file at `path`, with its own mode (None: the volume's default mode)."""
+
     key: str
     path: str
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class Volume:
     For a `hostPath` volume `source` is the normalised absolute path on the
     node and `host_path_type` Kubernetes' `type` ("" when not given). For an
     `emptyDir` volume `source` is "", `medium` "" (node disk) or "Memory" (a
-    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit). A `projected`
+    tmpfs), `size_limit` its sizeLimit in bytes (None: no limit) and `dir_mode` its `mode`. A `projected`
     volume's `sources` are `configMap` and `secret` volumes merged into its one
     directory, each with the projected volume's `default_mode`; a `downwardAPI` volume (or source) has its
     `files`. An `image` volume's `source` is the image reference, mounted read-only, pulled with `pull_policy`."""
@@ -143,6 +146,7 @@ class Volume:
     sources: tuple[Volume, ...] = ()  # projected: its configMap, secret and downwardAPI sources, in order
     files: tuple[DownwardFile, ...] = ()  # downwardAPI: its items
     pull_policy: str = ""  # image: "Always" | "IfNotPresent" | "Never", defaulted as Kubernetes does
+    dir_mode: int | None = None  # emptyDir: the mode of its top directory (None: Podman's)
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ class Container:
     tty: bool = False  # give it a pseudo-terminal
     seccomp: SecurityProfile = SecurityProfile()  # the container's seccompProfile, else the pod's
     apparmor: SecurityProfile = SecurityProfile()  # the container's appArmorProfile, else annotation, else pod's
+    cgroup_writable: bool = False  # cgroupOptions.mountMode ReadWrite: /sys/fs/cgroup read-write
 
 
 @dataclass(frozen=True)
@@ -354,6 +359,7 @@ class Policy:
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[HostPathRule, ...] = ()
     allow_unconfined: bool = False  # seccompProfile / appArmorProfile type Unconfined (Pod Security baseline: no)
+    allow_writable_cgroups: bool = False  # securityContext.cgroupOptions.mountMode ReadWrite
 
 
 @dataclass(frozen=True)

@@ -554,6 +554,7 @@ class Node:
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
                 self._create_container(spec, c, pod_ip)
             self.start_pod(spec.name, spec)
+            self._set_empty_dir_modes(spec)
             self._give_volumes_to_group(spec)
             for c in spec.containers:
                 if c.post_start:
@@ -629,6 +630,21 @@ class Node:
                                             f"{state['ExitCode']}: {output or '(no output)'}")
         return None
 
+    def _set_empty_dir_modes(self, spec: PodSpec) -> None:
+        """emptyDir `mode`: the top directory of the emptyDir gets it, owner root, as the kubelet makes it (a tmpfs
+        also has it from its `mode=` option, for a remount at a container's restart). Through the archive upload of
+        the first running container that mounts it read-write, right after the start (Podman gives a new volume to
+        the container's user, and the mode of the image's directory there, when it first mounts it); fsGroup,
+        next, overrides it, as in Kubernetes."""
+        for d in spec.empty_dirs:
+            if d.mode is None:
+                continue
+            bind = next(((c.name, v.target) for c in spec.running_containers() for v in c.volumes
+                         if v.volume == d.name and not v.read_only), None)
+            if bind is not None:
+                self._call("PUT", f"/containers/{bind[0]}/archive", f"set the mode of emptyDir volume {d.name}",
+                           params={"path": bind[1], "copyUIDGID": "false"}, raw=_dir_tar(d.mode, 0))
+
     def _give_volumes_to_group(self, spec: PodSpec) -> None:
         """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
         mode 2775 (setgid: new files take the group). Done through the container (Podman's archive upload keeps a
@@ -641,7 +657,7 @@ class Node:
                     continue
                 done.add(v.volume)
                 self._call("PUT", f"/containers/{c.name}/archive", f"set the group of volume {v.volume}",
-                           params={"path": v.target, "copyUIDGID": "false"}, raw=_group_dir_tar(c.fs_group or 0))
+                           params={"path": v.target, "copyUIDGID": "false"}, raw=_dir_tar(0o2775, c.fs_group or 0))
 
     def _check_non_root(self, c: ContainerSpec) -> None:
         """The kubelet's check: the image's USER must be a non-zero numeric uid (a name cannot be verified)."""
@@ -1173,7 +1189,8 @@ def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
     """A local volume for an emptyDir, labelled with its pod (removed with it); medium Memory: a tmpfs."""
     body: dict[str, Any] = {"Name": d.name, "Label": {**pod.labels, L_EMPTY_DIR_OF: pod.name}}
     if d.medium == "Memory":
-        opts = ["mode=1777"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])
+        mode = 0o1777 if d.mode is None else d.mode
+        opts = [f"mode={mode:o}"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])
         body["Options"] = {"type": "tmpfs", "device": "tmpfs", "o": ",".join(opts)}
     return body
 
@@ -1230,6 +1247,12 @@ def _process_fields(c: ContainerSpec) -> dict[str, Any]:
     return body
 
 
+# cgroupOptions.mountMode ReadWrite: the OCI cgroup mount Podman makes, read-write (as it makes it for a privileged
+# container); runc mounts the container's own cgroups there (cgroup v2: its namespace; v1: each controller's).
+_WRITABLE_CGROUPS = {"destination": "/sys/fs/cgroup", "source": "cgroup", "type": "cgroup",
+                     "options": ["rprivate", "nosuid", "noexec", "nodev", "relatime", "rw"]}
+
+
 def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
     """The spec's Secret files, named volumes and host paths (those that are set)."""
     body: dict[str, Any] = {}
@@ -1245,6 +1268,8 @@ def _mount_fields(c: ContainerSpec) -> dict[str, Any]:
              "options": ["rbind", "ro" if m.read_only else "rw"]}
             for m in c.host_mounts
         ]
+    if c.cgroup_writable:  # replaces Podman's own read-only cgroup mount (the container's cgroups, not the host's)
+        body.setdefault("mounts", []).append(_WRITABLE_CGROUPS)
     if c.image_mounts:  # image volumes: read-only, as Kubernetes mounts them
         body["image_volumes"] = [{"source": m.source, "destination": m.target, "rw": False} for m in c.image_mounts]
     return body
@@ -1314,12 +1339,12 @@ def _cgroup_limits(cpu_millis: int | None, cpu_shares: int | None, memory: int |
     return limits
 
 
-def _group_dir_tar(gid: int) -> bytes:
-    """A tar archive of one entry, the target directory itself: owner root, group `gid`, mode 2775."""
+def _dir_tar(mode: int, gid: int) -> bytes:
+    """A tar archive of one entry, the target directory itself: owner root, group `gid`, `mode`."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         entry = tarfile.TarInfo(".")
-        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, 0o2775, 0, gid
+        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, 0, gid
         tar.addfile(entry)
     return buf.getvalue()
 
