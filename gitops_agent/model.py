@@ -581,9 +581,35 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class ScalingPolicy:
+    """One rate policy of an autoscaler's direction: at most `value` pods ("Pods") or `value` percent of the
+    replicas at the period's start ("Percent") added or removed per `period` seconds."""
+
+    type: str  # "Pods" | "Percent"
+    value: int
+    period: int
+
+
+@dataclass(frozen=True)
+class ScalingRate:
+    """One direction's rate limit (`behavior.scaleUp`/`scaleDown` without the window): `select` "Max" takes the
+    policy allowing the largest change, "Min" the smallest, "Disabled" allows none."""
+
+    select: str
+    policies: tuple[ScalingPolicy, ...]
+
+
+# Kubernetes' defaults (GenerateHPAScaleUpRules / GenerateHPAScaleDownRules): up 4 pods or 100 % per 15 s,
+# whichever is more; down 100 % per 15 s
+SCALE_UP_RATE = ScalingRate("Max", (ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 15)))
+SCALE_DOWN_RATE = ScalingRate("Max", (ScalingPolicy("Percent", 100, 15),))
+
+
+@dataclass(frozen=True)
 class Autoscaler:
     """A HorizontalPodAutoscaler (autoscaling/v2): scales `target` (a Deployment or StatefulSet of its namespace)
-    between `min_replicas` and `max_replicas`; `hpa.py` holds the algorithm, the windows are in seconds."""
+    between `min_replicas` and `max_replicas`; `hpa.py` holds the algorithm, the windows are in seconds, the
+    rates are each direction's policies (Kubernetes' defaults where the manifest has none)."""
 
     ref: ObjectRef
     origin: Origin
@@ -593,6 +619,8 @@ class Autoscaler:
     metrics: tuple[Metric, ...]
     scale_up_window: int = 0
     scale_down_window: int = 300
+    scale_up_rate: ScalingRate = SCALE_UP_RATE
+    scale_down_rate: ScalingRate = SCALE_DOWN_RATE
 
 
 Object = Namespace | ConfigData | Claim | Workload | Service | Autoscaler

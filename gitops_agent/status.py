@@ -88,6 +88,7 @@ def _autoscalers(rev: Revision | None, raw: Any, objects: list[dict[str, Any]]) 
                  "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
                  "metrics": [{"resource": r.resource, "utilization": r.utilization, "target": r.target,
                               "pods": r.pods} for r in (record.readings if record else ())],
+                 "heldBack": record.held if record else None,  # the replicas wanted while a rate policy holds
                  "measuredAt": record.at if record else None, "summary": hpa.shown(record, spec, current)}
         found.append(entry)
         for o in objects:
