@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping, Sequence
 
 from .config import AgentConfig, NodeConfig
-from .desired import compile_node, legacy_secret_names, unplaced
+from .desired import ENV_UNUSED, compile_node, legacy_secret_names, unplaced
 from .errors import (
     AgentError, NodeError, NodeUnreachable, PolicyViolation, Problem, PruneRefused, RevisionRejected,
     SourceUnavailable, StateError, quote_path,
@@ -36,6 +36,7 @@ from .live import LiveState
 from .log import Log, discard
 from .manifests import SourceFile, check_immutable, parse
 from .model import Revision, Workload
+from .nodes import reported_amounts
 from .plan import CreateSecret, Plan, plan
 from .podman import Node, open_node
 from .reasons import Reason, for_result
@@ -370,7 +371,8 @@ class Agent:
         for cfg_node in self.cfg.nodes:
             node = self.nodes[cfg_node.name]
             try:
-                desired, live = compile_node(rev, cfg_node, self.cfg.nodes), node.read()
+                live = node.read()
+                desired = compile_node(rev, cfg_node, self.cfg.nodes, reported_amounts(rev, cfg_node, node))
                 batch = batchstore.current(self.history, desired, live, self.fleet.wall())  # read only
                 readiness = endpoints.verdicts(self.history.get(endpoints.STORE_KEY), node.name)
                 p = plan(desired, live, self.cfg.prune, known, self.history.secrets(node.name), batch, readiness)
@@ -464,7 +466,8 @@ class Agent:
         self.history.put("applied_digest", rev.digest)
         self.history.put("node_ports", dict(rev.node_ports))  # the next revision keeps these (manifests.parse)
         workloads = [o for o in rev.objects if isinstance(o, Workload)]
-        hashes = {w.ref: w.template_hash for w in compile_node(rev, self.cfg.nodes[0], self.cfg.nodes).workloads}
+        compiled = compile_node(rev, self.cfg.nodes[0], self.cfg.nodes, ENV_UNUSED)
+        hashes = {w.ref: w.template_hash for w in compiled.workloads}
         dropped = self.history.add_stable(rev.id, rev.commit, templates=sorted(set(hashes.values())))
         for w in workloads:
             self.history.record_template(w.ref, hashes[w.ref], rev.id, w.revision_history_limit)
@@ -567,7 +570,8 @@ class Agent:
                 live = self.nodes[cfg_node.name].read()
             except NodeError:
                 continue
-            at = batchstore.next_wake(self.history, compile_node(rev, cfg_node, self.cfg.nodes), live, now)
+            at = batchstore.next_wake(self.history, compile_node(rev, cfg_node, self.cfg.nodes, ENV_UNUSED), live,
+                                      now)
             times += [at] if at is not None else []
         return max(0.0, min(times) - now) if times else None
 

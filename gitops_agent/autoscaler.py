@@ -75,8 +75,9 @@ class Scaler:
         changed = [(spec, after[str(spec.ref)]) for spec, w in targets
                    if after[str(spec.ref)].desired != _replicas(before.get(str(spec.ref)), w)]
         for spec, record in changed:
+            held = {} if record.held is None else {"wanted": record.held}  # a rate policy paces the step
             self._log("autoscaler.scaled", autoscaler=str(spec.ref), target=str(spec.target),
-                      replicas=record.desired, metrics=_metrics(record))
+                      replicas=record.desired, metrics=_metrics(record), **held)
         ran = self._history.get(hpa.APPLIED_KEY) or {}
         pending = any(after[str(spec.ref)].desired != ran.get(str(w.ref), w.replicas) for spec, w in targets)
         if changed or (pending and now - self._woken >= self.RETRY):

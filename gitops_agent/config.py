@@ -465,6 +465,7 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
         allow_host_pid=raw.get("allowHostPID", False),
         allow_host_ipc=raw.get("allowHostIPC", False),
         allow_unconfined=raw.get("allowUnconfined", False),
+        allow_writable_cgroups=raw.get("allowWritableCgroups", False),
         allowed_capabilities=tuple(dict.fromkeys(caps)),
         allowed_host_paths=tuple(rules),
     )

@@ -47,6 +47,7 @@ from .model import (
     DownwardFile,
     EnvVar,
     JobPolicy,
+    KeyToPath,
     NEVER_ROLLS,
     Namespace,
     NodeRollout,
@@ -108,11 +109,13 @@ class VolumeSpec:
 @dataclass(frozen=True)
 class EmptyDirSpec:
     """An emptyDir volume: a Podman volume of one pod, created with it and removed with it (never a claim's data).
-    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes."""
+    `medium` "Memory" makes it a tmpfs of at most `size_limit` bytes; `mode` is its top directory's (None:
+    Podman's, 1777 for a tmpfs)."""
 
     name: str
     medium: str
     size_limit: int | None
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class ContainerSpec:
     read_only_root_fs: bool = False
     user: str | None = None  # "uid" or "uid:gid"
     no_new_privileges: bool = False
+    cgroup_writable: bool = False  # /sys/fs/cgroup read-write (cgroupOptions.mountMode ReadWrite)
     groups: tuple[str, ...] = ()  # supplementary group ids of the process (supplementalGroups)
     # Host namespaces are set on each container: Podman 4.3 ignores a pod's pidns/ipcns for its containers.
     host_pid: bool = False
@@ -423,10 +427,11 @@ _ADDED_CONTAINER_FIELDS: dict[str, Any] = {
     "post_start": None, "pre_stop": None, "run_as_non_root": False, "ephemeral_request": None, "sidecar": False,
     "stdin": False, "tty": False,
     "seccomp": {"type": "RuntimeDefault", "localhost": ""}, "apparmor": {"type": "RuntimeDefault", "localhost": ""},
+    "cgroup_writable": False,
 }
 _ADDED_PROBE_FIELDS: dict[str, Any] = {"service": ""}
 _ADDED_VOLUME_FIELDS: dict[str, Any] = {"host_path_type": "", "medium": "", "size_limit": None, "sources": (),
-                                        "files": (), "pull_policy": ""}
+                                        "files": (), "pull_policy": "", "dir_mode": None}
 _ADDED_MOUNT_FIELDS: dict[str, Any] = {"sub_path": ""}
 _ADDED_ENV_FIELDS: dict[str, Any] = {"field_path": None, "resource": None}
 
@@ -452,7 +457,9 @@ def _hashed_template(workload: Workload) -> dict[str, Any]:
     template["volumes"] = [trim(v, _ADDED_VOLUME_FIELDS) for v in template["volumes"]]
     for v in template["volumes"]:  # a projected volume's sources were hashed whole before `files` came
         if "sources" in v:
-            v["sources"] = [trim(source, {"files": (), "pull_policy": ""}) for source in v["sources"]]
+            v["sources"] = [trim(source, {"files": (), "pull_policy": "", "dir_mode": None}) for source in v["sources"]]
+        for source in (v, *v.get("sources", ())):  # an item's own mode came after the items
+            source["items"] = [trim(item, {"mode": None}) for item in source["items"]]
     return template
 
 
@@ -839,20 +846,18 @@ def resolve_surge(value: int | str, replicas: int, round_up: bool) -> int:
 # --- the compilation ------------------------------------------------------------------
 
 
-def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, ...]) -> NodeDesired:
-    """Everything node `node` should run for `revision` (its per-node variant, if it has one)."""
+def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, ...],
+                 reported: Resources | None = None) -> NodeDesired:
+    """Everything node `node` should run for `revision` (its per-node variant, if it has one). `reported`: the
+    amounts the node's Podman reports (`podman.Node.read_amounts`), needed when `needs_amounts` says so, or
+    `ENV_UNUSED` for a caller that uses no container's env or files."""
     revision = revision.variants.get(node.name, revision)
+    allocatable = node_allocatable(revision, node, reported)
     objs = revision.objects
     commit = revision.commit
     configs = {(o.ref.kind, o.ref.name, o.ref.namespace): o for o in objs if isinstance(o, ConfigData)}
     every = [o for o in objs if isinstance(o, Workload)]
     services = as_seen_by_pods((o for o in objs if isinstance(o, Service)), every)
-    namespaces = {"default"} | {o.ref.name for o in objs if isinstance(o, Namespace)}
-
-    networks = tuple(
-        NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), commit))
-        for ns in sorted(namespaces)
-    )
     volumes = tuple(
         VolumeSpec(volume_name(o.ref.namespace, o.ref.name), o.ref, owner_labels(o.ref, commit),
                    o.storage_class or StorageClass())
@@ -867,7 +872,7 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
         volumes += ordinal_volumes(w, count, commit)
         selecting = [s for s in services if _selects(s, w)]
         pods = tuple(
-            _pod(with_index(w, k), name, thash, commit, ns_configs, selecting, secrets, node)
+            _pod(with_index(w, k), name, thash, commit, ns_configs, selecting, secrets, node, allocatable)
             for k, name in enumerate(pod_names(w, thash, count))
         )
         workloads.append(
@@ -892,12 +897,19 @@ def compile_node(revision: Revision, node: NodeConfig, nodes: tuple[NodeConfig, 
     return NodeDesired(
         node=node.name,
         revision=revision.id,
-        networks=networks,
+        networks=_networks(revision),
         volumes=volumes,
         secrets=tuple(sorted(secrets.values(), key=lambda s: s.name)),
         workloads=(*workloads, *forwarders(revision, node, nodes)),
         inventory=tuple(o.ref for o in objs),
     )
+
+
+def _networks(revision: Revision) -> tuple[NetworkSpec, ...]:
+    """One network per namespace of `revision`, "default" included."""
+    namespaces = {"default"} | {o.ref.name for o in revision.objects if isinstance(o, Namespace)}
+    return tuple(NetworkSpec(network_name(ns), ns, owner_labels(ObjectRef("Namespace", ns, ns), revision.commit))
+                 for ns in sorted(namespaces))
 
 
 def _pod(
@@ -909,6 +921,7 @@ def _pod(
     services: list[Service],
     secrets: dict[str, SecretSpec],
     node: NodeConfig,
+    allocatable: Resources,
 ) -> PodSpec:
     t = w.template
     labels = {**t.labels, **owner_labels(w.ref, commit, thash)}
@@ -921,8 +934,10 @@ def _pod(
         for host_port, sp in s.published():
             target = _target_port(sp.target_port, sp.port, t.containers)
             ports.append(PortMapping(host_port, target, sp.protocol.lower()))
-    containers = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.containers)
-    inits = tuple(_container(w, name, c, commit, thash, configs, secrets, node) for c in t.init_containers)
+    containers = tuple(_container(w, name, c, commit, thash, configs, secrets, (node, allocatable))
+                       for c in t.containers)
+    inits = tuple(_container(w, name, c, commit, thash, configs, secrets, (node, allocatable))
+                  for c in t.init_containers)
     inits = tuple(replace(c, labels={**c.labels, **({L_SIDECAR: str(i)} if m.sidecar else {L_INIT: "true"})})
                   for i, (c, m) in enumerate(zip(inits, t.init_containers)))
     used = {n for c in (*inits, *containers) for n in (*c.secret_env.values(), *(m.secret for m in c.secret_mounts))}
@@ -945,7 +960,7 @@ def _pod(
         host_network=t.host_network,
         redactions=redactions((f"[Secret {h.source.name} key {h.key}]", h.data) for h in hidden),
         pull_credentials=pull_credentials(w, configs),
-        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit)
+        empty_dirs=tuple(EmptyDirSpec(empty_dir_name(name, v.name), v.medium, v.size_limit, v.dir_mode)
                          for v in t.volumes if v.kind == "emptyDir"),
         init_containers=inits,
         **_pod_level(t),
@@ -1116,13 +1131,14 @@ def _container_env(
     c: Container,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
-    node: NodeConfig,
+    on: tuple[NodeConfig, Resources],
     thash: str = "",
 ) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
     """The container's plain environment, its Secret-backed variables (name -> Podman secret) and the variables
     that get the pod's address (status.podIP on the namespace network: known once the pod's infra container
     runs, `podman.Node.create_pod`), in Kubernetes order: envFrom first, then env (env wins on conflicts).
-    Registers each Secret it uses in `secrets`."""
+    Registers each Secret it uses in `secrets`. `on`: the node and its allocatable amounts."""
+    node, allocatable = on
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
     pod_ip: dict[str, None] = {}  # ordered set
@@ -1161,7 +1177,8 @@ def _container_env(
         elif e.field_path is not None:
             plain(e.name, field_value(e.field_path, pod, w, node, thash))
         elif e.resource is not None:
-            plain(e.name, resource_value(by_name[e.resource.container], e.resource, w.template.pod_resources))
+            plain(e.name, resource_value(by_name[e.resource.container], e.resource, w.template.pod_resources,
+                                         allocatable))
         else:
             plain(e.name, e.value or "")
     return env, secret_env, tuple(pod_ip)
@@ -1174,9 +1191,11 @@ def _container_mounts(
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
     thash: str = "",
+    allocatable: Resources = Resources(),
 ) -> tuple[list[SecretMount], list[VolumeBind], list[HostMount]]:
     """The container's volume mounts as Podman sees them: Secret/ConfigMap files (as Podman secrets, registered
-    in `secrets`), named-volume binds (persistentVolumeClaim, emptyDir) and host paths."""
+    in `secrets`), named-volume binds (persistentVolumeClaim, emptyDir) and host paths. `allocatable`: the
+    node's, for a downwardAPI file of a limit nobody sets."""
     mounts: list[SecretMount] = []
     binds: list[VolumeBind] = []
     host_mounts: list[HostMount] = []
@@ -1200,7 +1219,8 @@ def _container_mounts(
             claim = ordinal_claim(w.ref.name, v.name, ordinal(pod))
             binds.append(VolumeBind(volume_name(w.ref.namespace, claim), m.mount_path, m.read_only, m.sub_path))
             continue
-        mounts.extend(_file_mounts(v, m, configs, secrets, lambda f: downward_content(f, pod, w, thash), w.ref))
+        mounts.extend(_file_mounts(v, m, configs, secrets, lambda f: downward_content(f, pod, w, thash, allocatable),
+                                   w.ref))
     return mounts, binds, host_mounts
 
 
@@ -1231,12 +1251,12 @@ def _file_mounts(
         cfg = configs.get((kind, source.source))
         if cfg is None:
             continue  # optional and absent: Kubernetes mounts an empty directory; Podman needs no mount
-        items = [(i.key, i.path) for i in source.items] if source.items else [(k, k) for k in sorted(cfg.data)]
-        for key, path in items:
-            at = target(path)
-            sname = _secret(configs, kind, source.source, key, secrets) if at is not None else None
+        items = source.items or tuple(KeyToPath(k, k) for k in sorted(cfg.data))
+        for item in items:
+            at = target(item.path)
+            sname = _secret(configs, kind, source.source, item.key, secrets) if at is not None else None
             if sname is not None and at is not None:
-                yield SecretMount(sname, at, source.default_mode)
+                yield SecretMount(sname, at, source.default_mode if item.mode is None else item.mode)
 
 
 def _downward_secret(owner: ObjectRef, key: str, data: bytes, secrets: dict[str, SecretSpec]) -> str:
@@ -1278,10 +1298,11 @@ def _container(
     thash: str,
     configs: Mapping[tuple[str, str], ConfigData],
     secrets: dict[str, SecretSpec],
-    node: NodeConfig,
+    on: tuple[NodeConfig, Resources],
 ) -> ContainerSpec:
-    env, secret_env, pod_ip_env = _container_env(w, pod, c, configs, secrets, node, thash)
-    mounts, binds, host_mounts = _container_mounts(w, pod, c, configs, secrets, thash)
+    """Container `c` of pod `pod` as Podman creates it, `on` its node (with its allocatable amounts)."""
+    env, secret_env, pod_ip_env = _container_env(w, pod, c, configs, secrets, on, thash)
+    mounts, binds, host_mounts = _container_mounts(w, pod, c, configs, secrets, thash, on[1])
     probe, agent_liveness = _liveness(c, w.template)
     return ContainerSpec(
         name=container_name(pod, c.name),
@@ -1295,11 +1316,7 @@ def _container(
         secret_mounts=tuple(mounts),
         volumes=tuple(binds),
         working_dir=c.working_dir,
-        health_cmd=probe_command(probe) if probe else None,
-        health_interval=probe.period_seconds if probe else 0,
-        health_timeout=probe.timeout_seconds if probe else 0,
-        health_retries=probe.failure_threshold if probe else 0,
-        health_start_period=_health_start_period(c),
+        **_health(probe, c),
         cpu_millis=c.resources.cpu_millis,
         memory_bytes=c.resources.memory_bytes,
         cpu_shares=cpu_shares(effective_requests(c).cpu_millis),
@@ -1316,6 +1333,7 @@ def _container(
         read_only_root_fs=c.read_only_root_fs,
         user=_user(c),
         no_new_privileges=not c.allow_privilege_escalation,
+        cgroup_writable=c.cgroup_writable,
         groups=_groups(w, c),
         host_pid=w.template.host_pid,
         host_ipc=w.template.host_ipc,
@@ -1325,10 +1343,19 @@ def _container(
         fs_group=w.template.fs_group if any(not b.read_only for b in binds) else None,
         stdin=c.stdin,
         tty=c.tty,
-        seccomp=_seccomp(c.seccomp, node),
+        seccomp=_seccomp(c.seccomp, on[0]),
         apparmor={"RuntimeDefault": "", "Unconfined": "unconfined"}.get(c.apparmor.type, c.apparmor.localhost),
         image_mounts=image_mounts(w, c),
     )
+
+
+def _health(probe: Probe | None, c: Container) -> dict[str, Any]:
+    """The ContainerSpec fields of Podman's healthcheck: the liveness probe the container runs itself."""
+    return {"health_cmd": probe_command(probe) if probe else None,
+            "health_interval": probe.period_seconds if probe else 0,
+            "health_timeout": probe.timeout_seconds if probe else 0,
+            "health_retries": probe.failure_threshold if probe else 0,
+            "health_start_period": _health_start_period(c)}
 
 
 def _resolv_conf_mount(t: PodTemplate) -> tuple[HostMount, ...]:
@@ -1429,18 +1456,65 @@ def pod_uid(namespace: str, pod: str, thash: str) -> str:
     return str(uuid.uuid5(_UID_NAMESPACE, f"{namespace}/{pod}/{thash}"))
 
 
-def resource_value(c: Container, ref: ResourceFieldRef, pod: PodResources | None = None) -> str:
+def resource_value(c: Container, ref: ResourceFieldRef, pod: PodResources | None = None,
+                   allocatable: Resources = Resources()) -> str:
     """A resourceFieldRef's value: the amount in units of its divisor, rounded up as the kubelet does (an unset
-    request is 0; an unset limit the pod-level one, `pod`)."""
-    return str(-(-(resource_amount(c, ref, pod) or 0) // ref.divisor))
+    request is 0; an unset limit the pod-level one, `pod`, else the node's `allocatable` amount)."""
+    amount = resource_amount(c, ref, pod)
+    if amount is None and ref.resource.startswith("limits."):
+        amount = allocatable.cpu_millis if ref.resource.endswith(".cpu") else allocatable.memory_bytes
+    return str(-(-(amount or 0) // ref.divisor))
 
 
-def downward_content(f: DownwardFile, pod: str, w: Workload, thash: str) -> bytes:
+ENV_UNUSED = Resources(0, 0)
+"""`compile_node`'s `reported` for a caller that uses no container's env or files (template hashes, images,
+volumes, Jobs' books): a limit nobody sets reads 0 there, a value that is never applied nor compared."""
+
+
+def unset_limits(revision: Revision, node: NodeConfig) -> frozenset[str]:
+    """The limits ("cpu", "memory") that some resourceFieldRef of node `node`'s variant of `revision` reads and
+    that neither its container, nor its pod, nor the node's declared capacity (`capacity:`) sets: those are
+    the amounts the node's Podman reports (`podman.Node.read_amounts`)."""
+    revision = revision.variants.get(node.name, revision)
+    out = set()
+    for w in (o for o in revision.objects if isinstance(o, Workload)):
+        by_name = {c.name: c for c in (*w.template.init_containers, *w.template.containers)}
+        files = (f.resource for v in w.template.volumes for s in (v, *v.sources) for f in s.files)
+        envs = (e.resource for c in by_name.values() for e in c.env)
+        for ref in (r for r in (*files, *envs) if r is not None and r.resource.startswith("limits.")):
+            if ref.container in by_name and resource_amount(by_name[ref.container], ref, w.template.pod_resources) \
+                    is None:
+                out.add(ref.resource.removeprefix("limits."))
+    declared = {"cpu": node.cpu_millis, "memory": node.memory_bytes}
+    return frozenset(r for r in out if declared[r] is None)
+
+
+def needs_amounts(revision: Revision, node: NodeConfig) -> bool:
+    """Whether `compile_node` of `revision` for `node` needs the amounts the node's Podman reports."""
+    return bool(unset_limits(revision, node))
+
+
+def node_allocatable(revision: Revision, node: NodeConfig, reported: Resources | None) -> Resources:
+    """The node's allocatable amounts, as an unset limit reads them: its declared capacity when the agent config
+    gives one, else what its Podman reports (`reported`). ValueError when `revision` needs a reported amount
+    and `reported` is None (the caller should have read it: `needs_amounts`)."""
+    missing = unset_limits(revision, node) if reported is None else frozenset()
+    if missing:
+        raise ValueError(f"node {node.name}: compiling needs the amounts its Podman reports "
+                         f"(limits.{', limits.'.join(sorted(missing))}): pass `reported`")
+    reported = reported or Resources()
+    return Resources(reported.cpu_millis if node.cpu_millis is None else node.cpu_millis,
+                     reported.memory_bytes if node.memory_bytes is None else node.memory_bytes)
+
+
+def downward_content(f: DownwardFile, pod: str, w: Workload, thash: str,
+                     allocatable: Resources = Resources()) -> bytes:
     """The content of one downwardAPI file, in Kubernetes' formats: a field's value as is; all labels or
     annotations as `key="value"` lines sorted by key (values quoted as Go's %q does), without a final newline."""
     if f.resource is not None:
         by_name = {c.name: c for c in (*w.template.init_containers, *w.template.containers)}
-        return resource_value(by_name[f.resource.container], f.resource, w.template.pod_resources).encode()
+        return resource_value(by_name[f.resource.container], f.resource, w.template.pod_resources,
+                              allocatable).encode()
     path = f.field_path or ""
     if path in ("metadata.labels", "metadata.annotations"):
         items = w.template.labels if path == "metadata.labels" else w.template.annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import AgentConfig
-from .desired import compile_node
+from .desired import ENV_UNUSED, compile_node
 from .errors import AgentError, NodeError
 from .model import Revision
 from .podman import Node, open_node
@@ -209,7 +209,7 @@ def registries(ctx: Context) -> list[Result]:
     for name, node, _ in ctx.reachable():
         cfg_node = next(n for n in ctx.cfg.nodes if n.name == name)
         wanted: dict[str, str] = {}  # registry -> an image of it
-        for w in compile_node(ctx.revision, cfg_node, ctx.cfg.nodes).workloads:
+        for w in compile_node(ctx.revision, cfg_node, ctx.cfg.nodes, ENV_UNUSED).workloads:
             for c in (c for pod in w.pods[:1] for c in pod.every_container()):
                 registry = image_registry(c.image)
                 if c.pull_policy != "Never" and registry != "localhost":

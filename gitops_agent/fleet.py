@@ -43,11 +43,12 @@ from typing import Any, Callable, Iterator
 
 from .apply import Gate, apply, ensure_images, pin_key, step_seconds, wait
 from .config import AgentConfig
-from .desired import BATCH, NodeDesired, compile_node, held, matching_nodes, resolve_surge
+from .desired import BATCH, ENV_UNUSED, NodeDesired, compile_node, held, matching_nodes, resolve_surge
 from .errors import Consequence, Interrupted, NodeError, NodeUnreachable, PruneRefused
 from .history import History
 from .log import Log
-from .model import NEVER_ROLLS, ObjectRef, Revision, Workload
+from .model import NEVER_ROLLS, ObjectRef, Resources, Revision, Workload
+from .nodes import reported_amounts
 from .plan import RemovePod, RunPod, plan
 from .podman import Node
 from . import batchstore, clock, endpoints, events as ev
@@ -145,7 +146,8 @@ class Fleet:
         self.stepped: dict[str, tuple[NodeDesired, ...]] = {}
         self.wall: Callable[[], float] = clock.wall  # the Jobs' and CronJobs' clock (a test gives its own)
         self.scheduled: dict[str, int] = {}  # node -> the actions of its last step that were Jobs' runs or expiries
-        self._compiled: dict[str, tuple[tuple[Revision, NodeDesired], ...]] = {}  # `_desired`'s memo, per node
+        # `_desired`'s memo, per node: (revision, the node's reported amounts it used, its compilation)
+        self._compiled: dict[str, tuple[tuple[Revision, Resources | None, NodeDesired], ...]] = {}
 
     # --- one node -----------------------------------------------------------------------
 
@@ -198,15 +200,19 @@ class Fleet:
                 self.save_pins(name, pins, {w.template_hash for w in desired.workloads})
 
     def _desired(self, rev: Revision, name: str) -> NodeDesired:
-        """Node `name`'s compiled desired state of `rev`, compiled once per Revision object: both are immutable
-        (frozen), as is the config, so a pass over an unchanged revision reuses the last compilation. The two
-        latest revisions per node are kept (a rollout alternates its target and the stable revision)."""
+        """Node `name`'s compiled desired state of `rev`, compiled once per Revision object and amounts its Podman
+        reports (read, once per pass, only when `rev` needs them: NodeError when they cannot be read, so no pod is
+        made with a guessed value): both are immutable (frozen), as is the config, so a pass over an unchanged
+        revision reuses the last compilation. The two latest revisions per node are kept (a rollout alternates its
+        target and the stable revision)."""
+        cfg_node = next(n for n in self.cfg.nodes if n.name == name)
+        reported = reported_amounts(rev, cfg_node, self.nodes[name])
         kept = self._compiled.get(name, ())
-        for seen, desired in kept:
-            if seen is rev:
+        for seen, amounts, desired in kept:
+            if seen is rev and amounts == reported:
                 return desired
-        desired = compile_node(rev, next(n for n in self.cfg.nodes if n.name == name), self.cfg.nodes)
-        self._compiled[name] = ((rev, desired), *kept[:1])
+        desired = compile_node(rev, cfg_node, self.cfg.nodes, reported)
+        self._compiled[name] = ((rev, reported, desired), *kept[:1])
         return desired
 
     def pins(self, name: str) -> dict[str, dict[str, str]]:
@@ -315,8 +321,8 @@ class Fleet:
 
     def policy(self, target: Revision, previous: Revision | None) -> Strategy:
         first = self.cfg.nodes[0]
-        new = {w.ref: w.template_hash for w in compile_node(target, first, self.cfg.nodes).workloads}
-        old = ({w.ref: w.template_hash for w in compile_node(previous, first, self.cfg.nodes).workloads}
+        new = {w.ref: w.template_hash for w in compile_node(target, first, self.cfg.nodes, ENV_UNUSED).workloads}
+        old = ({w.ref: w.template_hash for w in compile_node(previous, first, self.cfg.nodes, ENV_UNUSED).workloads}
                if previous else {})
         changed = [o for o in target.objects if isinstance(o, Workload) and new[o.ref] != old.get(o.ref)]
         if not changed:  # no new template (scaling, config not used by pods, deletions): still one node at a time

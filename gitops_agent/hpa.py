@@ -13,6 +13,12 @@ The algorithm, as the kube-controller-manager's:
 - stabilisation: the recommendation kept is at least the smallest of those of the last scaleUp window
   (default 0 s: scale up at once) and at most the largest of those of the last scaleDown window (default 300 s),
   so one low reading does not remove pods;
+- rate-limited by each direction's policies (`behavior.scaleUp/scaleDown.policies`, Kubernetes' defaults without
+  them: up 4 pods or 100 % per 15 s, down 100 % per 15 s): from the replicas at the start of each policy's period
+  (the current ones less the scale events of that period: `Record.events`), a Pods policy allows +/- value, a
+  Percent one ceil(start * (1 + value/100)) up and int(start * (1 - value/100)) down; selectPolicy Max (default)
+  takes the policy allowing the largest change, Min the smallest, Disabled none
+  (`calculateScaleUpLimitWithScalingRules`, `calculateScaleDownLimitWithBehaviors`);
 - clamped to [minReplicas, maxReplicas].
 
 Must not do I/O or read the environment.
@@ -27,7 +33,7 @@ from typing import Any
 
 from .config import NodeConfig
 from .desired import replicas_on
-from .model import Autoscaler, ObjectRef, Revision, Workload
+from .model import Autoscaler, ObjectRef, Revision, ScalingRate, Workload
 
 TOLERANCE = 0.1  # Kubernetes' --horizontal-pod-autoscaler-tolerance default
 STORE_KEY = "autoscalers"  # the state-store key of the records (`Record.to_json`), by autoscaler ref
@@ -57,25 +63,33 @@ class Reading:
 @dataclass(frozen=True)
 class Record:
     """What the autoscaler last decided for one target, kept in the state store (survives a restart): the
-    replicas the pass uses, the recommendations of the longest window (time, replicas), and what it measured."""
+    replicas the pass uses, the recommendations of the longest window (time, replicas), what it measured, the
+    scale events of the longest rate period (time, replicas added: negative when removed) and, when a rate policy
+    held the replicas back, the stabilised recommendation it held back from (`held`)."""
 
     target: ObjectRef
     desired: int
     recommendations: tuple[tuple[float, int], ...] = ()
     readings: tuple[Reading, ...] = ()
     at: float = 0.0
+    events: tuple[tuple[float, int], ...] = ()
+    held: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"target": [self.target.kind, self.target.namespace, self.target.name], "desired": self.desired,
                 "recommendations": [list(r) for r in self.recommendations], "at": self.at,
-                "readings": [[r.resource, r.utilization, r.target, r.pods] for r in self.readings]}
+                "readings": [[r.resource, r.utilization, r.target, r.pods] for r in self.readings],
+                "events": [list(e) for e in self.events], "held": self.held}
 
     @staticmethod
     def from_json(raw: Mapping[str, Any]) -> Record:
+        """A record as `to_json` wrote it; one written before the rate policies (no events) reads with none."""
+        held = raw.get("held")
         return Record(ObjectRef(*raw["target"]), int(raw["desired"]),
                       tuple((float(t), int(n)) for t, n in raw.get("recommendations", ())),
                       tuple(Reading(str(r), int(u), int(t), int(p)) for r, u, t, p in raw.get("readings", ())),
-                      float(raw.get("at", 0.0)))
+                      float(raw.get("at", 0.0)), tuple((float(t), int(n)) for t, n in raw.get("events", ())),
+                      None if held is None else int(held))
 
 
 def records(raw: Mapping[str, Any] | None) -> dict[str, Record]:
@@ -127,10 +141,60 @@ def clamp(spec: Autoscaler, replicas: int) -> int:
     return max(spec.min_replicas, min(spec.max_replicas, replicas))
 
 
+def period_start(current: int, events: Iterable[tuple[float, int]], period: int, now: float) -> int:
+    """The replicas at the start of the last `period` seconds: `current` less the changes since (Kubernetes'
+    `currentReplicas - replicasAddedInCurrentPeriod + replicasDeletedInCurrentPeriod`)."""
+    return current - sum(change for at, change in events if at > now - period)
+
+
+def scale_up_limit(rate: ScalingRate, current: int, events: Iterable[tuple[float, int]], now: float) -> int:
+    """The most replicas `rate` allows now (`calculateScaleUpLimitWithScalingRules`): per policy, Pods adds value
+    to its period's start, Percent multiplies it by 1 + value/100 rounded up; Max takes the largest, Min the
+    smallest; Disabled, or a limit below `current`, allows no scale-up."""
+    if rate.select == "Disabled":
+        return current
+    seen = list(events)
+    limits = [start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100))
+              for p in rate.policies for start in [period_start(current, seen, p.period, now)]]
+    return max(current, min(limits) if rate.select == "Min" else max(limits))
+
+
+def scale_down_limit(rate: ScalingRate, current: int, events: Iterable[tuple[float, int]], now: float) -> int:
+    """The fewest replicas `rate` allows now (`calculateScaleDownLimitWithBehaviors`): per policy, Pods takes
+    value from its period's start, Percent multiplies it by 1 - value/100 truncated (as Go's int32 conversion);
+    Max takes the largest change (the fewest replicas), Min the smallest; Disabled, or a limit above `current`,
+    allows no scale-down."""
+    if rate.select == "Disabled":
+        return current
+    seen = list(events)
+    limits = [start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100))
+              for p in rate.policies for start in [period_start(current, seen, p.period, now)]]
+    return min(current, max(limits) if rate.select == "Min" else min(limits))
+
+
+def rate_limited(spec: Autoscaler, events: Iterable[tuple[float, int]], desired: int, current: int,
+                 now: float) -> int:
+    """`desired` within what the direction's rate policies allow now (`convertDesiredReplicasWithBehaviorRate`)."""
+    if desired > current:
+        return min(desired, scale_up_limit(spec.scale_up_rate, current, events, now))
+    if desired < current:
+        return max(desired, scale_down_limit(spec.scale_down_rate, current, events, now))
+    return desired
+
+
+def longest_period(spec: Autoscaler) -> int:
+    """How long a scale event counts for a rate policy: the longest period of either direction."""
+    return max((p.period for p in spec.scale_up_rate.policies + spec.scale_down_rate.policies), default=0)
+
+
 def decide(spec: Autoscaler, before: Record | None, git_replicas: int, usages: Iterable[Usage], now: float) -> Record:
     """One round for `spec`: the new record from the last one (None: Git's replicas is the starting point), the
-    target pods' usage and the time. Without a measured pod, the replicas stay (clamped), as in Kubernetes."""
+    target pods' usage and the time. Without a measured pod, the replicas stay (clamped), as in Kubernetes. Each
+    change of the replicas is a scale event the rate policies count (a clamp into new bounds too)."""
     current = clamp(spec, before.desired if before is not None else git_replicas)
+    events = tuple(e for e in (before.events if before is not None else ()) if e[0] > now - longest_period(spec))
+    if before is not None and current != before.desired:
+        events += ((now, current - before.desired),)
     measured = list(usages)
     readings = []
     for metric in spec.metrics:
@@ -139,12 +203,15 @@ def decide(spec: Autoscaler, before: Record | None, git_replicas: int, usages: I
             readings.append(Reading(metric.resource, found[0], metric.average_utilization, found[1]))
     history = before.recommendations if before is not None else ()
     if not readings:
-        return Record(spec.target, current, history, (), now)
+        return Record(spec.target, current, history, (), now, events)
     proposal = clamp(spec, max(recommend(current, r) for r in readings))
-    desired = stabilised(history, proposal, current, now, spec.scale_up_window, spec.scale_down_window)
+    wanted = clamp(spec, stabilised(history, proposal, current, now, spec.scale_up_window, spec.scale_down_window))
+    desired = rate_limited(spec, events, wanted, current, now)
     keep = max(spec.scale_up_window, spec.scale_down_window)
     kept = tuple((at, n) for at, n in history if at > now - keep) + ((now, proposal),)
-    return Record(spec.target, clamp(spec, desired), kept, tuple(readings), now)
+    if desired != current:
+        events += ((now, desired - current),)
+    return Record(spec.target, desired, kept, tuple(readings), now, events, wanted if wanted != desired else None)
 
 
 def scaled(revision: Revision, raw: Mapping[str, Any] | None) -> Revision:
@@ -180,13 +247,18 @@ def targets(revision: Revision) -> list[tuple[Autoscaler, Workload]]:
 
 
 def shown(record: Record | None, spec: Autoscaler, current: int) -> str:
-    """One line for `status`: current/desired replicas (bounds) and each metric against its target."""
+    """One line for `status`: current/desired replicas (bounds), each metric against its target, and the
+    replicas a rate policy holds back from when one does."""
     desired = record.desired if record is not None else clamp(spec, current)
     metrics = ", ".join(f"{r.resource} {r.utilization}%/{r.target}%" for r in record.readings) \
         if record is not None and record.readings else \
         ", ".join(f"{m.resource} -/{m.average_utilization}%" for m in spec.metrics)
+    held = ""
+    if record is not None and record.held is not None:
+        way = "scaleUp" if record.held > record.desired else "scaleDown"
+        held = f"; {record.held} wanted, held at {record.desired} by the {way} rate policies"
     return (f"{spec.ref.name} -> {spec.target.kind}/{spec.target.name}: {current}/{desired} replicas "
-            f"(min {spec.min_replicas}, max {spec.max_replicas}); {metrics}")
+            f"(min {spec.min_replicas}, max {spec.max_replicas}); {metrics}{held}")
 
 
 APPLIED_KEY = "autoscaled"  # the state-store key of the replicas the last good pass ran, by workload ref

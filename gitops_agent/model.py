@@ -101,8 +101,11 @@ class VolumeMount:
 
 @dataclass(frozen=True)
 class KeyToPath:
+    """One key of a ConfigMap or Secret as a file at `path`, with its own mode (None: the volume's default mode)."""
+
     key: str
     path: str
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class Volume:
     For a `hostPath` volume `source` is the normalised absolute path on the
     node and `host_path_type` Kubernetes' `type` ("" when not given). For an
     `emptyDir` volume `source` is "", `medium` "" (node disk) or "Memory" (a
-    tmpfs) and `size_limit` its sizeLimit in bytes (None: no limit). A `projected`
+    tmpfs), `size_limit` its sizeLimit in bytes (None: no limit) and `dir_mode` its `mode`. A `projected`
     volume's `sources` are `configMap` and `secret` volumes merged into its one
     directory, each with the projected volume's `default_mode`; a `downwardAPI` volume (or source) has its
     `files`. An `image` volume's `source` is the image reference, mounted read-only, pulled with `pull_policy`."""
@@ -143,6 +146,7 @@ class Volume:
     sources: tuple[Volume, ...] = ()  # projected: its configMap, secret and downwardAPI sources, in order
     files: tuple[DownwardFile, ...] = ()  # downwardAPI: its items
     pull_policy: str = ""  # image: "Always" | "IfNotPresent" | "Never", defaulted as Kubernetes does
+    dir_mode: int | None = None  # emptyDir: the mode of its top directory (None: Podman's)
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ class Container:
     tty: bool = False  # give it a pseudo-terminal
     seccomp: SecurityProfile = SecurityProfile()  # the container's seccompProfile, else the pod's
     apparmor: SecurityProfile = SecurityProfile()  # the container's appArmorProfile, else annotation, else pod's
+    cgroup_writable: bool = False  # cgroupOptions.mountMode ReadWrite: /sys/fs/cgroup read-write
 
 
 @dataclass(frozen=True)
@@ -354,6 +359,7 @@ class Policy:
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[HostPathRule, ...] = ()
     allow_unconfined: bool = False  # seccompProfile / appArmorProfile type Unconfined (Pod Security baseline: no)
+    allow_writable_cgroups: bool = False  # securityContext.cgroupOptions.mountMode ReadWrite
 
 
 @dataclass(frozen=True)
@@ -575,9 +581,35 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class ScalingPolicy:
+    """One rate policy of an autoscaler's direction: at most `value` pods ("Pods") or `value` percent of the
+    replicas at the period's start ("Percent") added or removed per `period` seconds."""
+
+    type: str  # "Pods" | "Percent"
+    value: int
+    period: int
+
+
+@dataclass(frozen=True)
+class ScalingRate:
+    """One direction's rate limit (`behavior.scaleUp`/`scaleDown` without the window): `select` "Max" takes the
+    policy allowing the largest change, "Min" the smallest, "Disabled" allows none."""
+
+    select: str
+    policies: tuple[ScalingPolicy, ...]
+
+
+# Kubernetes' defaults (GenerateHPAScaleUpRules / GenerateHPAScaleDownRules): up 4 pods or 100 % per 15 s,
+# whichever is more; down 100 % per 15 s
+SCALE_UP_RATE = ScalingRate("Max", (ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 15)))
+SCALE_DOWN_RATE = ScalingRate("Max", (ScalingPolicy("Percent", 100, 15),))
+
+
+@dataclass(frozen=True)
 class Autoscaler:
     """A HorizontalPodAutoscaler (autoscaling/v2): scales `target` (a Deployment or StatefulSet of its namespace)
-    between `min_replicas` and `max_replicas`; `hpa.py` holds the algorithm, the windows are in seconds."""
+    between `min_replicas` and `max_replicas`; `hpa.py` holds the algorithm, the windows are in seconds, the
+    rates are each direction's policies (Kubernetes' defaults where the manifest has none)."""
 
     ref: ObjectRef
     origin: Origin
@@ -587,6 +619,8 @@ class Autoscaler:
     metrics: tuple[Metric, ...]
     scale_up_window: int = 0
     scale_down_window: int = 300
+    scale_up_rate: ScalingRate = SCALE_UP_RATE
+    scale_down_rate: ScalingRate = SCALE_DOWN_RATE
 
 
 Object = Namespace | ConfigData | Claim | Workload | Service | Autoscaler

@@ -57,6 +57,7 @@ from . import netprobe
 from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
 from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
+from .model import Resources
 from .pullauth import Credential, image_registry, repository as _repository
 from .subpaths import (HELPER_ROOT, LOCAL_DRIVER, BindSource, bind_source, components, directories_tar, first_entry,
                        refusal, volume_bind)
@@ -125,6 +126,7 @@ class Node:
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
         self._last_ip: dict[str, str] = {}  # infra container -> its last IP seen (`pod_network`: kept on reconnect)
+        self._amounts: Resources | None = None  # `read_amounts`' answer in this pass (a pass starts with `read`)
         self.tunnel: Tunnel | None = None
         base_url = url
         # How httpGet/tcpSocket probes reach this node's pods from outside (None: in the container).
@@ -233,7 +235,9 @@ class Node:
 
     def read(self) -> LiveState:
         """Everything the agent owns on this node: from the daemon's event-driven cache when it runs one
-        (`informer`: no list call in steady state), else `list_live`."""
+        (`informer`: no list call in steady state), else `list_live`. A pass starts here: the node's amounts
+        are read again (`read_amounts`) the next time they are needed."""
+        self._amounts = None
         cache = self.cache
         return cache.read() if cache is not None else self.list_live()
 
@@ -479,6 +483,21 @@ class Node:
         total, used = store.get("graphRootAllocated"), store.get("graphRootUsed")
         return int(total) - int(used) if isinstance(total, int) and isinstance(used, int) else None
 
+    def read_amounts(self) -> Resources:
+        """The node's size as its Podman reports it (GET /info): `host.cpus` x 1000 millicores and `host.memTotal`
+        bytes, what a resourceFieldRef of a limit nobody sets reads (`desired.node_allocatable`). Read once per
+        pass (`read` starts one); NodeError (retried next pass) when /info does not say."""
+        if self._amounts is None:
+            host = (self._call("GET", "/info", "read node info") or {}).get("host") or {}
+            cpus, memory = host.get("cpus"), host.get("memTotal")
+            if not (isinstance(cpus, int) and isinstance(memory, int) and cpus > 0 and memory > 0):
+                raise NodeError(self.name, f"Podman's /info gives no host.cpus and host.memTotal (cpus={cpus!r}, "
+                                f"memTotal={memory!r}), the node's allocatable amounts a resourceFieldRef of an unset "
+                                f"limit reads: set capacity.cpu and capacity.memory of node {self.name} in the "
+                                "agent config")
+            self._amounts = Resources(cpus * 1000, memory)
+        return self._amounts
+
     def image_use(self) -> tuple[set[str], dict[str, int]]:
         """(IDs of the images any container uses, managed or not; size in bytes of every local image by ID)."""
         ctrs = self._call("GET", "/containers/json", "list containers", params={"all": "true"}) or []
@@ -539,6 +558,7 @@ class Node:
             for c in spec.every_container():  # init containers first: Podman runs them in the order they were made
                 self._create_container(spec, c, pod_ip, sources)
             self.start_pod(spec.name, spec)
+            self._set_empty_dir_modes(spec)
             self._give_volumes_to_group(spec, sources)
             for c in spec.containers:
                 if c.post_start:
@@ -615,6 +635,21 @@ class Node:
                                             f"{state['ExitCode']}: {output or '(no output)'}")
         return None
 
+    def _set_empty_dir_modes(self, spec: PodSpec) -> None:
+        """emptyDir `mode`: the top directory of the emptyDir gets it, owner root, as the kubelet makes it (a tmpfs
+        also has it from its `mode=` option, for a remount at a container's restart). Through the archive upload of
+        the first running container that mounts it read-write, right after the start (Podman gives a new volume to
+        the container's user, and the mode of the image's directory there, when it first mounts it); fsGroup,
+        next, overrides it, as in Kubernetes."""
+        for d in spec.empty_dirs:
+            if d.mode is None:
+                continue
+            bind = next(((c.name, v.target) for c in spec.running_containers() for v in c.volumes
+                         if v.volume == d.name and not v.read_only and not v.sub_path), None)
+            if bind is not None:
+                self._call("PUT", f"/containers/{bind[0]}/archive", f"set the mode of emptyDir volume {d.name}",
+                           params={"path": bind[1], "copyUIDGID": "false"}, raw=_dir_tar(d.mode, 0))
+
     def _give_volumes_to_group(self, spec: PodSpec, sources: Mapping[tuple[str, str], BindSource]) -> None:
         """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
         mode 2775 (setgid: new files take the group). Done through the container (Podman's archive upload keeps a
@@ -630,7 +665,7 @@ class Node:
                 done.add(key)
                 shown = f"directory {v.sub_path} of volume {v.volume}" if v.sub_path else f"volume {v.volume}"
                 self._call("PUT", f"/containers/{c.name}/archive", f"set the group of {shown}",
-                           params={"path": v.target, "copyUIDGID": "false"}, raw=_group_dir_tar(c.fs_group or 0))
+                           params={"path": v.target, "copyUIDGID": "false"}, raw=_dir_tar(0o2775, c.fs_group or 0))
 
     def _sub_path_sources(self, spec: PodSpec) -> dict[tuple[str, str], BindSource]:
         """Where each (volume, subPath) the pod's containers mount is on the node: under the Mountpoint of the
@@ -641,12 +676,13 @@ class Node:
         if not wanted:
             return {}
         image = self._infra_image(spec.name)
+        modes = {d.name: d.mode for d in spec.empty_dirs}  # an emptyDir's `mode` is its top's (set after the start)
         sources: dict[tuple[str, str], BindSource] = {}
         for volume in sorted({v for v, _ in wanted}):
             mountpoint = self._local_mountpoint(volume)
             with self._volume_helper(spec.name, volume, image) as helper:
                 for sub in (s for v, s in wanted if v == volume):
-                    directory = self._make_sub_path(helper, volume, sub)
+                    directory = self._make_sub_path(helper, volume, sub, modes.get(volume))
                     sources[(volume, sub)] = BindSource(bind_source(mountpoint, sub), directory)
         return sources
 
@@ -690,11 +726,11 @@ class Node:
         finally:
             self._call("DELETE", f"/containers/{name}", f"remove {what}", params={"force": "true"}, ok404=True)
 
-    def _make_sub_path(self, helper: str, volume: str, sub: str) -> bool:
+    def _make_sub_path(self, helper: str, volume: str, sub: str, mode: int | None = None) -> bool:
         """Make the directories of `sub` missing in `volume` (through container `helper`), as the kubelet makes
-        them: owner root, with the mode of the volume's top directory. True for a directory, False for a file that
-        was there. A symbolic link on the way (Podman names an archive after what it resolved) is refused: the node
-        would follow it when it binds the path, maybe out of the volume."""
+        them: owner root, with the mode of the volume's top directory (`mode`, when it is to be set). True for a
+        directory, False for a file that was there. A symbolic link on the way (Podman names an archive after what
+        it resolved) is refused: the node would follow it when it binds the path, maybe out of the volume."""
         missing: list[str] = []
         parts = components(sub)
         for path in parts:
@@ -708,8 +744,9 @@ class Node:
                                            "replace it with a directory of the volume")
             if path == parts[-1]:
                 return found.isdir()
-        top = self._archive_entry(helper, HELPER_ROOT)
-        mode = (top.mode if top is not None else 0o755) & 0o7777
+        if mode is None:
+            top = self._archive_entry(helper, HELPER_ROOT)
+            mode = (top.mode if top is not None else 0o755) & 0o7777
         self._call("PUT", f"/containers/{helper}/archive", f"make directory {sub} in volume {volume}",
                    params={"path": HELPER_ROOT, "copyUIDGID": "false"}, raw=directories_tar(tuple(missing), mode))
         return True
@@ -1264,7 +1301,8 @@ def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
     """A local volume for an emptyDir, labelled with its pod (removed with it); medium Memory: a tmpfs."""
     body: dict[str, Any] = {"Name": d.name, "Label": {**pod.labels, L_EMPTY_DIR_OF: pod.name}}
     if d.medium == "Memory":
-        opts = ["mode=1777"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])
+        mode = 0o1777 if d.mode is None else d.mode
+        opts = [f"mode={mode:o}"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])
         body["Options"] = {"type": "tmpfs", "device": "tmpfs", "o": ",".join(opts)}
     return body
 
@@ -1323,6 +1361,12 @@ def _process_fields(c: ContainerSpec) -> dict[str, Any]:
     return body
 
 
+# cgroupOptions.mountMode ReadWrite: the OCI cgroup mount Podman makes, read-write (as it makes it for a privileged
+# container); runc mounts the container's own cgroups there (cgroup v2: its namespace; v1: each controller's).
+_WRITABLE_CGROUPS = {"destination": "/sys/fs/cgroup", "source": "cgroup", "type": "cgroup",
+                     "options": ["rprivate", "nosuid", "noexec", "nodev", "relatime", "rw"]}
+
+
 def _mount_fields(c: ContainerSpec, sources: Mapping[tuple[str, str], BindSource]) -> dict[str, Any]:
     """The spec's Secret files, named volumes, host paths and subPaths of named volumes (bind mounts of their
     directory on the node, `sources`), those that are set."""
@@ -1340,6 +1384,8 @@ def _mount_fields(c: ContainerSpec, sources: Mapping[tuple[str, str], BindSource
     if binds:
         body["mounts"] = [{"destination": target, "source": source, "type": "bind",
                            "options": ["rbind", "ro" if read_only else "rw"]} for source, target, read_only in binds]
+    if c.cgroup_writable:  # replaces Podman's own read-only cgroup mount (the container's cgroups, not the host's)
+        body.setdefault("mounts", []).append(_WRITABLE_CGROUPS)
     if c.image_mounts:  # image volumes: read-only, as Kubernetes mounts them
         body["image_volumes"] = [{"source": m.source, "destination": m.target, "rw": False} for m in c.image_mounts]
     return body
@@ -1409,12 +1455,12 @@ def _cgroup_limits(cpu_millis: int | None, cpu_shares: int | None, memory: int |
     return limits
 
 
-def _group_dir_tar(gid: int) -> bytes:
-    """A tar archive of one entry, the target directory itself: owner root, group `gid`, mode 2775."""
+def _dir_tar(mode: int, gid: int) -> bytes:
+    """A tar archive of one entry, the target directory itself: owner root, group `gid`, `mode`."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         entry = tarfile.TarInfo(".")
-        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, 0o2775, 0, gid
+        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, 0, gid
         tar.addfile(entry)
     return buf.getvalue()
 

@@ -15,7 +15,7 @@ from . import clock, hpa
 from .decide import condition
 from .state import AgentState
 from .endpoints import STORE_KEY as ENDPOINTS, unready
-from .desired import claim_volume, compile_node, network_name, unplaced
+from .desired import ENV_UNUSED, claim_volume, compile_node, network_name, unplaced
 from .errors import NodeError
 from . import batchstore
 from .cronjobs import pods_of_run
@@ -88,6 +88,7 @@ def _autoscalers(rev: Revision | None, raw: Any, objects: list[dict[str, Any]]) 
                  "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
                  "metrics": [{"resource": r.resource, "utilization": r.utilization, "target": r.target,
                               "pods": r.pods} for r in (record.readings if record else ())],
+                 "heldBack": record.held if record else None,  # the replicas wanted while a rate policy holds
                  "measuredAt": record.at if record else None, "summary": hpa.shown(record, spec, current)}
         found.append(entry)
         for o in objects:
@@ -124,7 +125,7 @@ def _nodes(agent: Agent, rev: Revision | None, node_status: dict[str, str], out:
                              **({"rollout": node_status[cfg_node.name]} if cfg_node.name in node_status else {})})
         if rev is None:
             continue
-        desired = compile_node(rev, cfg_node, agent.cfg.nodes)
+        desired = compile_node(rev, cfg_node, agent.cfg.nodes, ENV_UNUSED)  # no env is read here
         out["nodes"][-1]["images"] = agent.fleet.images(desired)
         out["nodes"][-1]["imageBytes"] = _image_bytes(agent, cfg_node.name)
         vol_names = {claim_volume(v.claim, live.volumes) for v in desired.volumes}

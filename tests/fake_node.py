@@ -5,6 +5,7 @@ from __future__ import annotations
 from gitops_agent.dial import Dialer
 from gitops_agent.errors import NodeUnreachable
 from gitops_agent.live import LiveState
+from gitops_agent.model import Resources
 
 
 class FakeNode:
@@ -24,6 +25,10 @@ class FakeNode:
     def read(self) -> LiveState:
         self.ping()
         return LiveState(self.name)
+
+    def read_amounts(self) -> Resources:
+        """A fixed size: 2 CPUs and 4 GiB."""
+        return Resources(2000, 4 << 30)
 
     def image_use(self) -> tuple[set[str], dict[str, int]]:
         return set(), {}

@@ -1,20 +1,23 @@
 """HorizontalPodAutoscaler from literals: the manifest (schema, checks at FILE:LINE), Kubernetes' algorithm in
-`hpa.decide` with an injected clock (tolerance, clamp, stabilisation windows), the replicas the pass runs
+`hpa.decide` with an injected clock (tolerance, clamp, stabilisation windows, rate policies), the replicas the pass runs
 (`hpa.scaled`) and the scaling a pass does that is not drift (`hpa.moves`). The real-Podman run is in
 tests/test_hpa_e2e.py."""
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 
 from gitops_agent import hpa
 from gitops_agent.config import NodeConfig
 from gitops_agent.desired import compile_node
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.model import Autoscaler, Metric, NodeLimits, ObjectRef, Origin, Revision, Workload
+from gitops_agent.model import (SCALE_DOWN_RATE, SCALE_UP_RATE, Autoscaler, Metric, NodeLimits, ObjectRef, Origin,
+                                Revision, ScalingPolicy, ScalingRate, Workload)
 
 A, B = NodeConfig("a"), NodeConfig("b")
 WEB = ObjectRef("Deployment", "default", "web")
@@ -63,8 +66,14 @@ def rejected(*texts: str) -> list[str]:
     return [str(p) for p in e.value.problems]
 
 
-def spec(low: int = 1, high: int = 5, up: int = 0, down: int = 300, target: int = 50) -> Autoscaler:
-    return Autoscaler(HPA_REF, Origin("f.yaml", 1), WEB, low, high, (Metric("cpu", target),), up, down)
+def spec(low: int = 1, high: int = 5, up: int = 0, down: int = 300, target: int = 50,
+         up_rate: ScalingRate = SCALE_UP_RATE, down_rate: ScalingRate = SCALE_DOWN_RATE) -> Autoscaler:
+    return Autoscaler(HPA_REF, Origin("f.yaml", 1), WEB, low, high, (Metric("cpu", target),), up, down,
+                      up_rate, down_rate)
+
+
+def rate(select: str, *policies: tuple[str, int, int]) -> ScalingRate:
+    return ScalingRate(select, tuple(ScalingPolicy(*p) for p in policies))
 
 
 def usage(*millis: float, limit: int = 100) -> list[hpa.Usage]:
@@ -75,7 +84,8 @@ def usage(*millis: float, limit: int = 100) -> list[hpa.Usage]:
 
 
 def test_an_autoscaler_becomes_its_model_with_kubernetes_defaults() -> None:
-    """The fields as written; no metrics is Kubernetes' 80 % CPU; no behavior is 0 s up and 300 s down."""
+    """The fields as written; no metrics is Kubernetes' 80 % CPU; no behavior is 0 s up and 300 s down, with
+    Kubernetes' default rate policies (up 4 pods or 100 % per 15 s, down 100 % per 15 s)."""
     rev = revision(DEPLOYMENT, HPA)
     [a] = [o for o in rev.objects if isinstance(o, Autoscaler)]
     assert (a.target, a.min_replicas, a.max_replicas, a.metrics, a.scale_up_window, a.scale_down_window) == \
@@ -83,21 +93,71 @@ def test_an_autoscaler_becomes_its_model_with_kubernetes_defaults() -> None:
     bare = HPA.replace("  minReplicas: 1\n", "").split("  metrics:")[0]
     [b] = [o for o in revision(DEPLOYMENT, bare).objects if isinstance(o, Autoscaler)]
     assert (b.min_replicas, b.metrics, b.scale_up_window, b.scale_down_window) == (1, (Metric("cpu", 80),), 0, 300)
+    assert (b.scale_up_rate, b.scale_down_rate) == (SCALE_UP_RATE, SCALE_DOWN_RATE)
 
 
 def test_unsupported_autoscaler_fields_say_what_to_do_at_file_and_line() -> None:
-    """Other metric types, target types and the rate policies are refused at their line, with what to do."""
+    """Other metric types, target types and a tolerance of its own are refused at their line, with what to do."""
     text = HPA.replace("type: Resource", "type: Pods").replace("type: Utilization, averageUtilization: 50",
                                                                "type: AverageValue, averageValue: 100m")
     text = text.replace("scaleDown: {stabilizationWindowSeconds: 60}",
-                        "scaleDown: {stabilizationWindowSeconds: 60, policies: []}")
+                        "scaleDown: {stabilizationWindowSeconds: 60, tolerance: 0.05}")
     found = rejected(DEPLOYMENT, text)
     assert any(p.startswith("f1.yaml:9: HorizontalPodAutoscaler/web: spec.metrics[0].type: must be Resource")
                for p in found), found
     assert any("f1.yaml:10:" in p and "target.averageValue: field 'averageValue' is not supported" in p and
                "use type Utilization" in p for p in found), found
-    assert any("f1.yaml:13:" in p and "spec.behavior.scaleDown.policies: field 'policies' is not supported" in p
+    assert any("f1.yaml:13:" in p and "spec.behavior.scaleDown.tolerance: field 'tolerance' is not supported" in p
                for p in found), found
+
+
+def test_rate_policies_become_the_model_with_kubernetes_defaults_for_what_is_left_out() -> None:
+    """Each direction's selectPolicy and policies as written; either left out is Kubernetes' default
+    (GenerateHPAScaleUpRules/GenerateHPAScaleDownRules), the other kept."""
+    text = HPA.replace("scaleUp: {stabilizationWindowSeconds: 10}",
+                       "scaleUp: {selectPolicy: Min, policies: [{type: Pods, value: 2, periodSeconds: 60}, "
+                       "{type: Percent, value: 50, periodSeconds: 30}]}")
+    text = text.replace("scaleDown: {stabilizationWindowSeconds: 60}", "scaleDown: {selectPolicy: Disabled}")
+    [a] = [o for o in revision(DEPLOYMENT, text).objects if isinstance(o, Autoscaler)]
+    assert a.scale_up_rate == rate("Min", ("Pods", 2, 60), ("Percent", 50, 30))
+    assert a.scale_down_rate == ScalingRate("Disabled", SCALE_DOWN_RATE.policies)
+    assert (a.scale_up_window, a.scale_down_window) == (0, 300)
+    [b] = [o for o in revision(DEPLOYMENT, HPA).objects if isinstance(o, Autoscaler)]
+    assert (b.scale_up_rate, b.scale_down_rate) == (rate("Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+                                                    rate("Max", ("Percent", 100, 15)))
+
+
+def test_the_vllm_autoscalers_behavior_is_accepted_as_written() -> None:
+    """The corpus' vLLM HPA (tests/corpus/real), its `Pods` metric (still an error) swapped for a cpu one: its
+    scaleUp and scaleDown policies and selectPolicy are the model's."""
+    real = Path(__file__).parent / "corpus/real/kubernetes-examples/AI/vllm-deployment/hpa"
+    doc = yaml.safe_load((real / "gpu-horizontal-pod-autoscaler.yaml").read_text())
+    doc["spec"]["metrics"] = [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]
+    doc["spec"]["scaleTargetRef"]["name"] = "web"
+    [a] = [o for o in revision(DEPLOYMENT, yaml.safe_dump(doc)).objects if isinstance(o, Autoscaler)]
+    assert (a.scale_up_window, a.scale_up_rate) == (0, rate("Max", ("Pods", 4, 15), ("Percent", 100, 15)))
+    assert (a.scale_down_window, a.scale_down_rate) == (30, rate("Max", ("Percent", 100, 15)))
+
+
+def test_rate_policy_values_are_checked_as_kubernetes_does() -> None:
+    """value > 0, periodSeconds 1..1800, type Pods or Percent, selectPolicy Max/Min/Disabled, at least one policy
+    (an empty list is not Kubernetes' defaults): each at the line, with the value found or what to do."""
+    bad = HPA.replace("scaleUp: {stabilizationWindowSeconds: 10}",
+                      "scaleUp: {selectPolicy: Fastest, policies: [{type: Pod, value: 0, periodSeconds: 1801}, "
+                      "{type: Pods, value: 1, periodSeconds: 0}]}")
+    bad = bad.replace("scaleDown: {stabilizationWindowSeconds: 60}", "scaleDown: {policies: []}")
+    where = "f1.yaml:12: HorizontalPodAutoscaler/web: spec.behavior.scaleUp."
+    assert sorted(rejected(DEPLOYMENT, bad)) == [
+        where + "policies[0].periodSeconds: must be at most 1800 (seconds: half an hour, as Kubernetes)",
+        where + "policies[0].type: must be one of Pods, Percent, not 'Pod'",
+        where + "policies[0].value: must be greater than zero (the pods or percent a period may add or remove; "
+                "selectPolicy: Disabled stops scaling in this direction)",
+        where + "policies[1].periodSeconds: must be greater than zero (seconds, at most 1800)",
+        where + "selectPolicy: must be one of Max, Min, Disabled, not 'Fastest'",
+        "f1.yaml:13: HorizontalPodAutoscaler/web: spec.behavior.scaleDown.policies: must specify at least one "
+        "policy, as Kubernetes requires: remove policies for Kubernetes' default ones (and set selectPolicy: "
+        "Disabled to stop scaling in this direction)"]
 
 
 def test_a_missing_target_another_kind_and_min_over_max_are_errors() -> None:
@@ -196,10 +256,80 @@ def test_a_scale_up_window_takes_the_smallest_recent_recommendation() -> None:
     assert record.desired == 4
 
 
+def test_a_pods_policy_adds_its_value_and_a_percent_one_its_share_rounded_as_kubernetes() -> None:
+    """From the period's start: Pods +/- value; Percent up rounded up (it always moves), down truncated."""
+    assert hpa.scale_up_limit(rate("Max", ("Pods", 4, 15)), 10, (), 0.0) == 14
+    assert hpa.scale_up_limit(rate("Max", ("Percent", 100, 15)), 10, (), 0.0) == 20
+    assert hpa.scale_up_limit(rate("Max", ("Percent", 10, 15)), 5, (), 0.0) == 6  # 5.5 rounded up
+    assert hpa.scale_up_limit(rate("Max", ("Percent", 10, 15)), 1, (), 0.0) == 2  # 1.1 rounded up
+    assert hpa.scale_down_limit(rate("Max", ("Pods", 3, 15)), 10, (), 0.0) == 7
+    assert hpa.scale_down_limit(rate("Max", ("Percent", 15, 15)), 10, (), 0.0) == 8  # 8.5 truncated
+    assert hpa.scale_down_limit(rate("Max", ("Percent", 10, 15)), 5, (), 0.0) == 4  # 4.5 truncated
+    assert hpa.scale_down_limit(rate("Max", ("Percent", 10, 15)), 1, (), 0.0) == 0  # then minReplicas holds
+
+
+def test_select_max_takes_the_policy_allowing_the_largest_change_and_min_the_smallest() -> None:
+    """Kubernetes' default scale-up (4 pods or 100 %): 4 pods wins from 2 replicas, 100 % from 10."""
+    both = (("Pods", 4, 15), ("Percent", 100, 15))
+    assert [hpa.scale_up_limit(rate(s, *both), n, (), 0.0) for s in ("Max", "Min") for n in (2, 10)] == \
+        [6, 20, 4, 14]
+    down = (("Pods", 2, 60), ("Percent", 50, 60))
+    assert [hpa.scale_down_limit(rate(s, *down), 10, (), 0.0) for s in ("Max", "Min")] == [5, 8]
+
+
+def test_select_disabled_stops_scaling_in_its_direction_only() -> None:
+    """scaleUp Disabled: high use adds no pod (status says what is held back); scaleDown still works."""
+    s = spec(high=10, down=0, up_rate=rate("Disabled", ("Pods", 4, 15)))
+    record = hpa.decide(s, hpa.Record(WEB, 2), 2, usage(100, 100), now=0.0)
+    assert (record.desired, record.held, record.events) == (2, 4, ())
+    assert hpa.shown(record, s, 2).endswith("; 4 wanted, held at 2 by the scaleUp rate policies")
+    assert hpa.decide(s, hpa.Record(WEB, 4), 4, usage(0, 0, 0, 0), now=0.0).desired == 1
+    no_down = spec(down=0, down_rate=rate("Disabled", ("Percent", 100, 15)))
+    assert hpa.decide(no_down, hpa.Record(WEB, 4), 4, usage(0, 0, 0, 0), now=0.0).desired == 4
+
+
+def test_the_scale_events_of_a_period_count_until_they_slide_out_of_it() -> None:
+    """Kubernetes' defaults, a round every 5 s: 1 -> 20 takes three 15 s periods (1 -> 5 -> 10 -> 20); the 4 pods
+    added at t=0 count until t=15. Scale-downs count too: the period's start is current - added + removed."""
+    s, record, seen = spec(high=20, target=5), None, []
+    for now in range(0, 35, 5):
+        current = record.desired if record is not None else 1
+        record = hpa.decide(s, record, 1, usage(*[100] * current), float(now))
+        seen.append(record.desired)
+    assert seen == [5, 5, 5, 10, 10, 10, 20]
+    assert record is not None and record.events == ((30.0, 10),)  # only those of the longest period are kept
+    assert hpa.period_start(3, ((100.0, 4), (105.0, -2)), 15, now=110.0) == 1  # 1 -> 5 -> 3
+    assert hpa.scale_up_limit(SCALE_UP_RATE, 3, ((100.0, 4), (105.0, -2)), now=110.0) == 5
+    assert hpa.scale_up_limit(SCALE_UP_RATE, 5, ((100.0, 4),), now=110.0) == 5  # no more this period
+    assert hpa.scale_up_limit(SCALE_UP_RATE, 5, ((100.0, 4),), now=115.0) == 10  # the period has passed
+
+
+def test_the_scale_down_window_holds_first_then_the_policy_paces_the_way_down() -> None:
+    """scaleDown window 30 s and 2 pods per 20 s: 8 stays until the window has passed, then 2 pods a period."""
+    s = spec(high=10, down=30, down_rate=rate("Max", ("Pods", 2, 20)))
+    record, seen = hpa.Record(WEB, 8, ((0.0, 8),)), []
+    for now in (10.0, 31.0, 41.0, 51.0, 71.0, 91.0):
+        record = hpa.decide(s, record, 8, usage(*[0] * record.desired), now)
+        seen.append((record.desired, record.held))
+    assert seen == [(8, None), (6, 1), (6, 1), (4, 1), (2, 1), (1, None)]
+
+
+def test_a_record_from_before_the_rate_policies_reads_with_no_events() -> None:
+    """An agent restarted on a record written without `events` (an older version): the rates start afresh."""
+    old = {"target": ["Deployment", "default", "web"], "desired": 5, "recommendations": [[0.0, 5]], "at": 0.0,
+           "readings": [["cpu", 100, 5, 5]]}
+    [record] = hpa.records({str(HPA_REF): old}).values()
+    assert (record.desired, record.events, record.held) == (5, (), None)
+    after = hpa.decide(spec(high=20, target=5), record, 1, usage(*[100] * 5), now=5.0)
+    assert (after.desired, after.events, after.held) == (10, ((5.0, 5),), 20)
+    assert hpa.records({str(HPA_REF): after.to_json()}) == {str(HPA_REF): after}
+
+
 def test_no_measured_pod_keeps_the_replicas_clamped() -> None:
     """Without metrics (pods just started, a node down) nothing moves, except into [min, max]."""
     assert hpa.decide(spec(low=3), None, 1, [], now=0.0).desired == 3
     assert hpa.decide(spec(), hpa.Record(WEB, 4), 1, [], now=0.0).desired == 4
+    assert hpa.decide(spec(low=3), hpa.Record(WEB, 2), 2, [], now=7.0).events == ((7.0, 1),)  # a scale event
 
 
 def test_a_record_survives_its_json() -> None:

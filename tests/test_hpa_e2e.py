@@ -3,8 +3,10 @@
 A Deployment whose pods burn CPU up to their limit scales up to maxReplicas (never beyond), keeps its replicas
 across a restart of the agent (the autoscaler's record is in the state store, Git's replicas is only the starting
 point), and after the burn stops scales back down to minReplicas (never below) only once the scaleDown
-stabilisation window has passed. Short windows through the manifest's `behavior` and a short
-`autoscalerPeriod` in the agent config keep it well under a minute.
+stabilisation window has passed. A scaleUp rate policy of one pod per RATE seconds makes the way up 1 -> 2 -> 3
+(10 pods wanted: without it, 3 at once), its scale events kept in the state store between the daemon's rounds.
+Short windows and periods through the manifest's `behavior` and a short `autoscalerPeriod` in the agent config
+keep it well under a minute.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gitrepo import git
 from podman_env import WEB1
 
 WINDOW = 6  # behavior.scaleDown.stabilizationWindowSeconds
+RATE = 3  # behavior.scaleUp.policies: one pod per RATE seconds
 PERIOD = 1  # autoscalerPeriod (config), seconds
 
 APP = f"""\
@@ -66,6 +69,8 @@ spec:
         name: cpu
         target: {{type: Utilization, averageUtilization: 10}}
   behavior:
+    scaleUp:
+      policies: [{{type: Pods, value: 1, periodSeconds: {RATE}}}]
     scaleDown: {{stabilizationWindowSeconds: {WINDOW}}}
 """
 
@@ -113,8 +118,9 @@ def watch(svc: Any, until: Callable[[set[str]], bool], seconds: float, seen: lis
 
 def test_a_cpu_burning_deployment_scales_up_to_max_and_back_down_to_min_after_the_window(
         clean_podman: Any, tmp_path: Path) -> None:
-    """Scale-up within the documented time (two measurements and a pass per step), never beyond maxReplicas;
-    the replicas survive an agent restart; scale-down only after the stabilisation window, never below min."""
+    """Scale-up within the documented time (two measurements and a pass per step, one pod per RATE seconds),
+    never beyond maxReplicas; the replicas survive an agent restart; scale-down only after the stabilisation
+    window, never below min."""
     ctl = tmp_path / "ctl"
     ctl.mkdir()
     repo = tmp_path / "repo"
@@ -144,7 +150,9 @@ def test_a_cpu_burning_deployment_scales_up_to_max_and_back_down_to_min_after_th
         assert max(seen) == 3, seen  # never beyond maxReplicas: a pod at 100 % of a 10 % target wants 10
         scaled = [e for e in agent.events() if e["event"] == "autoscaler.scaled"]
         steps = [e["replicas"] for e in scaled]
-        assert steps == sorted(steps) and steps[-1] == 3, scaled  # only up while it burns (3 at once when idle)
+        assert steps == [2, 3] and scaled[0]["wanted"] == 3, scaled  # one pod per RATE s: never straight to 3
+        at = [time.mktime(time.strptime(e["ts"], "%Y-%m-%dT%H:%M:%SZ")) for e in scaled]
+        assert at[1] - at[0] >= RATE - 1, scaled  # the second pod waited for the first one's period to pass
         assert not [e for e in agent.events() if e["event"] == "drift.repaired"], "autoscaling is not drift"
 
         agent.stop()  # a restart keeps the autoscaler's replicas (state store): no scale back to Git's 1

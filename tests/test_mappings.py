@@ -29,7 +29,7 @@ from gitops_agent.errors import RevisionRejected
 from gitops_agent.live import ContainerProps, env_digest
 from gitops_agent.plan import container_drift
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.podman import _container_body, _group_dir_tar
+from gitops_agent.podman import _container_body, _dir_tar
 from podman_env import WEB1, http_get
 
 NODE = NodeConfig("n1", labels={"zone": "a"})
@@ -156,7 +156,7 @@ def test_fs_group_is_a_group_of_every_process_and_of_the_read_write_claims() -> 
                              "      volumeMounts: [{name: v, mountPath: /v, readOnly: true}]\n" + claim)
     assert (writer.groups, writer.fs_group) == (("2000", "5"), 2000)
     assert (reader.groups, reader.fs_group) == (("2000", "5"), None)
-    with tarfile.open(fileobj=io.BytesIO(_group_dir_tar(2000))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(_dir_tar(0o2775, 2000))) as tar:
         (entry,) = tar.getmembers()
     assert (entry.name, entry.isdir(), entry.uid, entry.gid, oct(entry.mode)) == (".", True, 0, 2000, "0o2775")
 
@@ -269,7 +269,9 @@ def test_service_account_name_is_a_plain_value_and_hashed_only_when_read() -> No
     assert thash(pod("serviceAccountName: robot\n", env)) != thash(pod("serviceAccountName: other\n", env))
 
 
-def test_unknown_or_late_field_paths_and_unset_limits_are_errors() -> None:
+def test_unknown_or_late_field_paths_and_unknown_containers_are_errors() -> None:
+    """A field the agent cannot fill and a container the pod lacks are errors; a limit the container does not set
+    is not (it reads the node's allocatable amount: `tests/test_allocatable.py`)."""
     env = """\
 resources: {limits: {memory: 64Mi}}
 env:
@@ -285,8 +287,6 @@ env:
         "'spec.serviceAccount' (supported: metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], "
         "metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, "
         "status.podIP, status.podIPs)",
-        "p.yaml:12: Pod/p: spec.containers[0].env[2].valueFrom.resourceFieldRef.resource: container 'main' sets no "
-        "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
         "p.yaml:13: Pod/p: spec.containers[0].env[3].valueFrom.resourceFieldRef.containerName: 'nope' is not a "
         "container of this pod",
     ]

@@ -80,6 +80,40 @@ def test_a_projected_volume_merges_its_sources_into_one_directory_with_its_mode(
     assert len({m.secret for m in c.secret_mounts}) == 3
 
 
+def test_an_items_mode_overrides_the_default_mode_of_its_one_file() -> None:
+    """`items[].mode` of a projected secret or configMap source, and of a plain configMap or secret volume, is
+    that file's mode; its siblings keep the defaultMode (Kubernetes' projected-secrets-nondefault-permission-mode
+    example)."""
+    volumes = """\
+        - name: bundle
+          projected:
+            defaultMode: 0400
+            sources:
+              - configMap: {name: conf, items: [{key: nginx.conf, path: conf/nginx.conf, mode: 0600}]}
+              - secret: {name: certs, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key, mode: 511}]}
+        - {name: plain, secret: {secretName: certs, items: [{key: tls.key, path: k, mode: 0440}, {key: tls.crt, path: c}]}}
+        - {name: cm, configMap: {name: conf, defaultMode: 0444, items: [{key: other.txt, path: o, mode: 0640}]}}
+        """
+    c = container(pod(volumes, "- {name: bundle, mountPath: /b}\n- {name: plain, mountPath: /p}\n"
+                                "- {name: cm, mountPath: /c}\n"))
+    assert sorted((m.target, oct(m.mode)) for m in c.secret_mounts) == [
+        ("/b/conf/nginx.conf", "0o600"), ("/b/tls.crt", "0o400"), ("/b/tls.key", "0o777"),
+        ("/c/o", "0o640"), ("/p/c", "0o644"), ("/p/k", "0o440")]
+
+
+def test_an_items_mode_outside_0_to_0777_is_an_error() -> None:
+    """A mode is a file's permission bits, 0..0777 (511), as Kubernetes validates it."""
+    found = problems(pod("- {name: s, secret: {secretName: certs, items: [{key: tls.crt, path: c, mode: 512}]}}\n"
+                         "- name: b\n  projected:\n    sources:\n"
+                         "      - configMap: {name: conf, items: [{key: other.txt, path: o, mode: -1}]}\n",
+                         "- {name: s, mountPath: /s}\n- {name: b, mountPath: /b}\n"))
+    assert len(found) == 2, found
+    assert any("secret.items[0].mode: must be a file mode from 0 to 0777 (511 in decimal) (found 512)" in p
+               for p in found), found
+    assert any("sources[0].configMap.items[0].mode: must be a file mode from 0 to 0777 (511 in decimal) (found -1)"
+               in p for p in found), found
+
+
 def test_a_sub_path_mounts_one_file_or_one_directory_of_the_volume_at_the_mount_path() -> None:
     """subPath of a configMap key is that file at mountPath itself (nginx's conf.d/default.conf pattern); of a
     projected directory, the files under it; of a hostPath, the subdirectory on the node."""
@@ -216,7 +250,7 @@ def test_go_quote_writes_values_as_kubernetes_label_files_have_them() -> None:
 
 def test_downward_api_items_that_kubernetes_refuses_are_errors() -> None:
     """A file takes exactly one of fieldRef and resourceFieldRef; volumes have metadata fields only (env has the
-    others); a resourceFieldRef names a container of the pod and a limit it sets; paths do not collide."""
+    others); a resourceFieldRef names a container of the pod; paths do not collide."""
     volumes = """\
         - name: info
           downwardAPI:
@@ -241,8 +275,6 @@ def test_downward_api_items_that_kubernetes_refuses_are_errors() -> None:
         "p.yaml:20: Pod/p: spec.volumes[0].downwardAPI.items[1]: needs exactly one of fieldRef or resourceFieldRef",
         "p.yaml:21: Pod/p: spec.volumes[0].downwardAPI.items[1].fieldRef.fieldPath: unknown fieldPath "
         f"'spec.nodeName' for a downwardAPI file (supported: {files}); use env with valueFrom.fieldRef for it",
-        "p.yaml:22: Pod/p: spec.volumes[0].downwardAPI.items[1].resourceFieldRef.resource: container 'main' sets no "
-        "limits.cpu: gitops-agent does not know the node's allocatable amount; set the limit",
         "p.yaml:23: Pod/p: spec.volumes[0].downwardAPI.items[2].fieldRef.fieldPath: unknown fieldPath "
         f"'status.podIP' for a downwardAPI file (supported: {files}); use env with valueFrom.fieldRef for it",
         "p.yaml:24: Pod/p: spec.volumes[0].downwardAPI.items[3].resourceFieldRef.containerName: 'nope' is not a "
@@ -322,8 +354,9 @@ spec:
           projected:
             defaultMode: 0440
             sources:
-              - secret: {{name: web-certs, items: [{{key: ca.crt, path: ca/ca.crt}}, {{key: tls.crt, path: client.crt}}]}}
-              - configMap: {{name: web-conf, items: [{{key: other.txt, path: ca/note.txt}}]}}
+              - secret: {{name: web-certs, items: [{{key: ca.crt, path: ca/ca.crt}},
+                                                   {{key: tls.crt, path: client.crt, mode: 511}}]}}
+              - configMap: {{name: web-conf, items: [{{key: other.txt, path: ca/note.txt, mode: 0400}}]}}
         - {{name: host, hostPath: {{path: {host_dir}, type: Directory}}}}
       containers:
         - name: web
@@ -341,7 +374,8 @@ def test_sub_paths_and_projected_volumes_on_real_podman(
     clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Inside the container: the ConfigMap key is the one file at the subPath mount (its directory holds nothing
-    else), the projected volume holds the Secret's and the ConfigMap's files with defaultMode 0440, a subPath of
+    else), the projected volume holds the Secret's and the ConfigMap's files with defaultMode 0440 or an item's own
+    mode, a subPath of
     it holds only its subdirectory, and the hostPath subdirectory is mounted read-only."""
     svc, repo = clean_podman, git_remote
     host_dir = tmp_path / "host"
@@ -369,7 +403,8 @@ def test_sub_paths_and_projected_volumes_on_real_podman(
     assert sh("ls -A /etc/app").split() == ["default.conf"]  # the one key, not the ConfigMap's other file
     assert sh("find /certs -type f | sort").split() == ["/certs/ca/ca.crt", "/certs/ca/note.txt", "/certs/client.crt"]
     assert sh("cat /certs/ca/ca.crt /certs/client.crt /certs/ca/note.txt") == "the-cathe-certother\n"
-    assert sh("stat -c %a /certs/ca/ca.crt /certs/ca/note.txt /certs/client.crt").split() == ["440"] * 3
+    # defaultMode 0440, but an item's own mode: 511 (0777) and 0400
+    assert sh("stat -c %a /certs/ca/ca.crt /certs/ca/note.txt /certs/client.crt").split() == ["440", "400", "777"]
     assert sh("find /only-ca -type f | sort").split() == ["/only-ca/ca.crt", "/only-ca/note.txt"]
     assert sh("ls -A /data").split() == ["in-app.txt"]  # the subdirectory only
     assert sh("cat /data/in-app.txt; touch /data/x 2>/dev/null && echo writable || echo read-only") == \

@@ -3,8 +3,10 @@ one sync on a private Podman (shared and tmpfs emptyDirs, an init container feed
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from gitops_agent.config import NodeConfig
 from gitops_agent.desired import L_EMPTY_DIR_OF, L_INIT, PodSpec, compile_node, empty_dir_name, template_hash
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.podman import _container_body, _empty_dir_body
+from gitops_agent.podman import _container_body, _dir_tar, _empty_dir_body
 from podman_env import WEB1
 from test_mappings import parsed, problems  # a revision of one file p.yaml, and its problems
 
@@ -78,6 +80,37 @@ def test_empty_dir_size_limits_podman_cannot_enforce_are_errors() -> None:
                                     "containers: [{name: a, image: 'app:1'}]\n"))[0]
 
 
+def test_an_empty_dirs_mode_is_its_top_directorys_mode_and_must_be_at_most_01777() -> None:
+    """`emptyDir.mode` (Kubernetes' EmptyDirVolumeMode, the docs' emptydir-volume-mode.yaml) is set after the
+    start (an archive of the directory alone, owner root); a tmpfs also gets it as its `mode=` option.
+    Kubernetes allows 0 to 01777."""
+    spec = pod_spec(pod("""\
+        volumes:
+          - {name: tmp, emptyDir: {mode: 01777}}
+          - {name: mem, emptyDir: {medium: Memory, mode: 0750}}
+          - {name: plain, emptyDir: {}}
+        containers: [{name: a, image: "app:1", volumeMounts: [{name: tmp, mountPath: /tmp}, {name: mem, mountPath: /m}]}]
+        """))
+    assert [(d.medium, d.mode) for d in spec.empty_dirs] == [("", 0o1777), ("Memory", 0o750), ("", None)]
+    disk, memory, plain = (_empty_dir_body(spec, d) for d in spec.empty_dirs)
+    assert "Options" not in disk and "Options" not in plain
+    assert memory["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "mode=750"}
+    with tarfile.open(fileobj=io.BytesIO(_dir_tar(0o1777, 0))) as tar:
+        (entry,) = tar.getmembers()
+    assert (entry.name, entry.isdir(), entry.uid, entry.gid, oct(entry.mode)) == (".", True, 0, 0, "0o1777")
+    found = problems(pod("""\
+        volumes: [{name: a, emptyDir: {mode: 02777}}, {name: b, emptyDir: {mode: -1}}, {name: c, emptyDir: {mode: rw}}]
+        containers: [{name: a, image: "app:1"}]
+        """))
+    assert found == [
+        "p.yaml:5: Pod/p: spec.volumes[0].emptyDir.mode: must be a directory mode from 0 to 01777 (1023 in decimal) "
+        "(found 1535)",
+        "p.yaml:5: Pod/p: spec.volumes[1].emptyDir.mode: must be a directory mode from 0 to 01777 (1023 in decimal) "
+        "(found -1)",
+        "p.yaml:5: Pod/p: spec.volumes[2].emptyDir.mode: must be an integer, not a string",
+    ], found
+
+
 INIT = """\
 volumes: [{name: www, emptyDir: {}}]
 initContainers:
@@ -122,6 +155,26 @@ def test_init_containers_count_in_the_template_hash_and_templates_without_them_k
     assert len({thash(plain), thash(with_init), thash(changed)}) == 3
 
 
+def test_item_and_empty_dir_modes_are_new_templates_and_templates_without_them_keep_theirs() -> None:
+    """An item's `mode` and an emptyDir's `mode` count in the template hash; a template without them hashes as
+    before they came (pinned: the hash agents before them gave it, so no pod is replaced on upgrade)."""
+    def text(item_mode: str = "", dir_mode: str = "") -> str:
+        return pod("volumes:\n"
+                   f"  - {{name: d, configMap: {{name: c, optional: true, items: [{{key: k, path: p{item_mode}}}]}}}}\n"
+                   f"  - {{name: e, emptyDir: {{{dir_mode}}}}}\n"
+                   "  - name: b\n    projected:\n      sources:\n"
+                   "        - secret: {name: s, optional: true, items: [{key: k, path: q}]}\n"
+                   "containers: [{name: web, image: 'app:1', volumeMounts: [{name: d, mountPath: /d}, "
+                   "{name: b, mountPath: /b}, {name: e, mountPath: /e}]}]\n")
+
+    def thash(manifest: str) -> str:
+        (workload,) = parsed(manifest).objects
+        return template_hash(workload, {}, [])  # type: ignore[arg-type]
+
+    assert thash(text()) == "hzf2ft2q7d"
+    assert len({thash(text()), thash(text(item_mode=", mode: 0400")), thash(text(dir_mode="mode: 01777"))}) == 3
+
+
 def test_init_container_fields_are_checked_like_the_app_containers() -> None:
     """Probes and hooks are refused (an init container runs to completion); names are unique across both lists;
     mounts name declared volumes; the agent policy applies to init containers too."""
@@ -150,11 +203,8 @@ NS = f"ed{os.getpid()}"
 BASE = "clusters/edge"
 
 
-def _manifest(init_exit: int | None = None, note: str = "1") -> str:
-    """Deployment `web` (an init container fills an emptyDir the httpd serves, a sidecar shares a disk and a
-    Memory emptyDir with it); `init_exit`: a second init container that prints and exits with that code."""
-    failing = ("" if init_exit is None else
-               f'        - {{name: gate, image: {WEB1}, command: [sh, -c, "echo gate-output; exit {init_exit}"]}}\n')
+def _deployment_head(name: str) -> str:
+    """Namespace NS and the start of Deployment `name` of one replica, up to its pod spec's first field."""
     return f"""\
 apiVersion: v1
 kind: Namespace
@@ -162,14 +212,23 @@ metadata: {{name: {NS}}}
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: web, namespace: {NS}}}
+metadata: {{name: {name}, namespace: {NS}}}
 spec:
   replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
+  selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: web}}}}
+    metadata: {{labels: {{app: {name}}}}}
     spec:
       terminationGracePeriodSeconds: 1
+"""
+
+
+def _manifest(init_exit: int | None = None, note: str = "1") -> str:
+    """Deployment `web` (an init container fills an emptyDir the httpd serves, a sidecar shares a disk and a
+    Memory emptyDir with it); `init_exit`: a second init container that prints and exits with that code."""
+    failing = ("" if init_exit is None else
+               f'        - {{name: gate, image: {WEB1}, command: [sh, -c, "echo gate-output; exit {init_exit}"]}}\n')
+    return _deployment_head("web") + f"""\
       volumes:
         - {{name: www, emptyDir: {{}}}}
         - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 1Mi}}}}
@@ -292,3 +351,53 @@ def test_an_init_container_counts_in_the_pods_request_as_kubernetes_counts_it_an
         "p.yaml:5: Pod/p: spec.initContainers[0].ports[0].hostPort: is not supported by gitops-agent in an init "
         "container (it exits before the app containers start: publish the port of an app container)",
     ]
+
+
+def _modes_manifest() -> str:
+    """Deployment `modes`: the docs' emptyDir `mode: 01777` at /tmp for a non-root user, a Memory emptyDir
+    `mode: 0750` and a plain one."""
+    return _deployment_head("modes") + f"""\
+      volumes:
+        - {{name: tmp, emptyDir: {{mode: 01777}}}}
+        - {{name: mem, emptyDir: {{medium: Memory, mode: 0750}}}}
+        - {{name: plain, emptyDir: {{}}}}
+      containers:
+        - name: app
+          image: {WEB1}
+          command: [sh, -c, "exec sleep 100000"]
+          securityContext: {{runAsUser: 1000}}
+          volumeMounts: [{{name: tmp, mountPath: /tmp}}, {{name: mem, mountPath: /mem}}, {{name: plain, mountPath: /p}}]
+"""
+
+
+def test_empty_dir_modes_on_real_podman(
+    clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inside the container the disk emptyDir's mount point has mode 1777 and the tmpfs's 750, both owned by root
+    as in Kubernetes (user 1000 writes to /tmp through the mode, not to /mem); a second sync changes nothing (same
+    container, same modes, diff in sync)."""
+    svc, repo = clean_podman, git_remote
+    cfg = _config(tmp_path, repo.url, svc.url)
+    repo.write(f"{BASE}/modes.yaml", _modes_manifest())
+    repo.commit_and_push("modes")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+
+    def app() -> tuple[str, str]:
+        listed = json.loads(svc.podman("ps", "--filter", "label=io.gitops-agent.managed=true",
+                                       "--format", "json").stdout)
+        (found,) = [(c["Names"][0], c["Id"]) for c in listed if c["Names"][0].endswith("_app")]
+        return found
+
+    def modes() -> list[str]:
+        out: str = svc.podman("exec", app()[0], "sh", "-c", "stat -c '%a %u' /tmp /mem").stdout
+        return out.splitlines()
+
+    assert modes() == ["1777 0", "750 0"]
+    written = "touch /tmp/x && echo written; touch /mem/x 2>/dev/null || echo denied"
+    assert svc.podman("exec", app()[0], "sh", "-c", written).stdout == "written\ndenied\n"
+    first = app()
+    capsys.readouterr()
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    assert app() == first and modes() == ["1777 0", "750 0"]
+    capsys.readouterr()
+    assert main(["diff", "--config", str(cfg)]) == 0, capsys.readouterr().out

@@ -20,7 +20,7 @@ import yaml
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import NodeConfig
-from gitops_agent.desired import compile_node, pod_request, unplaced
+from gitops_agent.desired import compile_node, needs_amounts, pod_request, unplaced
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.podman import _container_body, _pod_body
@@ -81,14 +81,13 @@ def test_pod_level_resources_bound_the_pods_cgroup() -> None:
 
 
 def test_a_resource_field_ref_of_an_unset_limit_is_the_pods_limit() -> None:
-    """As in Kubernetes, a container without a limit of its own sees the pod-level one through resourceFieldRef;
-    with neither it is still an error."""
+    """As in Kubernetes, a container without a limit of its own sees the pod-level one through resourceFieldRef
+    (with neither, the node's allocatable amount: `tests/test_allocatable.py`), and the node is not asked."""
     env = "env: [{name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}]\n"
     _, (container,) = bodies(pod("resources: {limits: {memory: 64Mi}}\n", env))
     assert container["env"]["MEM"] == "64"
-    (found,) = problems(pod(container=env))
-    assert found.endswith("resourceFieldRef.resource: container 'main' sets no limits.memory: gitops-agent does not "
-                          "know the node's allocatable amount; set the limit")
+    assert not needs_amounts(parsed(pod("resources: {limits: {memory: 64Mi}}\n", env)), NODE)
+    assert needs_amounts(parsed(pod(container=env)), NODE)
 
 
 def test_pod_level_requests_place_the_pod_instead_of_its_containers_sum() -> None:

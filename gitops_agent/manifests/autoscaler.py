@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from .. import model
 from .document import Document, Problems
 
-# Kubernetes' defaults: minReplicas 1; without metrics, 80 % of the CPU; scaleUp 0 s and scaleDown 300 s windows
+# Kubernetes' defaults: minReplicas 1; without metrics, 80 % of the CPU; scaleUp 0 s and scaleDown 300 s windows;
+# without policies, model.SCALE_UP_RATE and SCALE_DOWN_RATE
 DEFAULT_METRIC = model.Metric("cpu", 80)
 
 
@@ -54,13 +56,23 @@ def autoscaler(doc: Document) -> model.Autoscaler:
     metrics = tuple(model.Metric(m["resource"]["name"], m["resource"]["target"]["averageUtilization"])
                     for m in spec.get("metrics", ()))
     behavior = spec.get("behavior", {})
+    up, down = behavior.get("scaleUp", {}), behavior.get("scaleDown", {})
     return model.Autoscaler(
         ref=doc.ref, origin=doc.origin,
         target=model.ObjectRef(target["kind"], doc.namespace, target["name"]),
         min_replicas=low, max_replicas=high, metrics=metrics or (DEFAULT_METRIC,),
-        scale_up_window=behavior.get("scaleUp", {}).get("stabilizationWindowSeconds", 0),
-        scale_down_window=behavior.get("scaleDown", {}).get("stabilizationWindowSeconds", 300),
+        scale_up_window=up.get("stabilizationWindowSeconds", 0),
+        scale_down_window=down.get("stabilizationWindowSeconds", 300),
+        scale_up_rate=_rate(up, model.SCALE_UP_RATE), scale_down_rate=_rate(down, model.SCALE_DOWN_RATE),
     )
+
+
+def _rate(rules: dict[str, Any], default: model.ScalingRate) -> model.ScalingRate:
+    """One direction's rate as Kubernetes' defaulting makes it: each of selectPolicy and policies the manifest's,
+    else the default's (the schema checked the values: at least one policy, value > 0, periodSeconds 1..1800)."""
+    policies = tuple(model.ScalingPolicy(p["type"], p["value"], p["periodSeconds"]) for p in rules["policies"]) \
+        if "policies" in rules else default.policies
+    return model.ScalingRate(rules.get("selectPolicy", default.select), policies)
 
 
 def check_autoscalers(entries: Iterable[tuple[Document, model.Object | None]]) -> Problems:

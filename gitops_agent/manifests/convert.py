@@ -889,20 +889,16 @@ def _term(doc: Document, path: JsonPath, term: dict[str, Any]) -> tuple[model.Re
 
 
 def _check_resource_refs(doc: Document, prefix: JsonPath, pod: model.PodTemplate) -> None:
-    """Each resourceFieldRef names a container of the pod, and a limit that container or the pod sets (Kubernetes
-    would use the node's allocatable amount, which gitops-agent does not know)."""
+    """Each resourceFieldRef names a container of the pod. A limit that neither the container nor the pod sets
+    reads the node's allocatable amount, as in Kubernetes (`desired.node_allocatable`)."""
     by_name = {c.name: c for _, _, c in every_container(pod)}
     refs = [(prefix + (group, i, "env", j, "valueFrom", "resourceFieldRef"), env.resource)
             for group, i, container in every_container(pod) for j, env in enumerate(container.env) if env.resource]
     refs += [(path + ("resourceFieldRef",), file.resource)
              for path, file in _downward_items(prefix, pod.volumes) if file.resource]
     for path, ref in refs:
-        target = by_name.get(ref.container)
-        if target is None:
+        if ref.container not in by_name:
             doc.report(path + ("containerName",), f"{ref.container!r} is not a container of this pod")
-        elif ref.resource.startswith("limits.") and desired.resource_amount(target, ref, pod.pod_resources) is None:
-            doc.report(path + ("resource",), f"container {target.name!r} sets no {ref.resource}: "
-                       "gitops-agent does not know the node's allocatable amount; set the limit")
 
 
 def _downward_items(prefix: JsonPath,
@@ -1004,6 +1000,7 @@ def _security_context(
         "allow_privilege_escalation": context.get("allowPrivilegeEscalation", True),
         "supplemental_groups": tuple(dict.fromkeys(pod_context.get("supplementalGroups", ()))),
         "run_as_non_root": bool(context.get("runAsNonRoot", False)),
+        "cgroup_writable": own.get("cgroupOptions", {}).get("mountMode") == "ReadWrite",
     }
     def where(key: str) -> JsonPath:  # the container's own field, or the pod's it came from
         return path + (key,) if key in own else path[:-3] + ("securityContext", key)
@@ -1200,6 +1197,11 @@ def _check_projected(doc: Document, prefix: JsonPath, volumes: tuple[model.Volum
                 seen.add(path)
 
 
+def _key_files(source: dict[str, Any]) -> tuple[model.KeyToPath, ...]:
+    """The `items` of a configMap or secret volume or projection, each with its own mode if it has one."""
+    return tuple(model.KeyToPath(item["key"], item["path"], item.get("mode")) for item in source.get("items", ()))
+
+
 def _projected(doc: Document, where: JsonPath, name: str, source: dict[str, Any]) -> model.Volume:
     """A projected volume: its configMap, secret and downwardAPI sources (the only ones the schema admits), in
     order."""
@@ -1213,7 +1215,7 @@ def _projected(doc: Document, where: JsonPath, name: str, source: dict[str, Any]
             continue
         sources.append(model.Volume(
             name=name, kind=kind, source=ref["name"], default_mode=mode, optional=ref.get("optional", False),
-            items=tuple(model.KeyToPath(item["key"], item["path"]) for item in ref.get("items", ())),
+            items=_key_files(ref),
         ))
     return model.Volume(name, "projected", "", default_mode=mode, sources=tuple(sources))
 
@@ -1235,12 +1237,13 @@ def _volume(doc: Document, where: JsonPath, volume: dict[str, Any]) -> model.Vol
     if kind == "emptyDir":
         limit = source.get("sizeLimit")
         return model.Volume(volume["name"], kind, "", medium=source.get("medium", ""),
-                            size_limit=None if limit is None else config.quantity(limit, 1))
+                            size_limit=None if limit is None else config.quantity(limit, 1),
+                            dir_mode=source.get("mode"))
     return model.Volume(
         name=volume["name"],
         kind=kind,
         source=source[VOLUME_SOURCES[kind][0]],
-        items=tuple(model.KeyToPath(item["key"], item["path"]) for item in source.get("items", ())),
+        items=_key_files(source),
         default_mode=source.get("defaultMode", 0o644),
         read_only=source.get("readOnly", False),
         optional=source.get("optional", False),

@@ -1,9 +1,9 @@
 """Step 6 of `manifests.parse`: the agent config's `policy:` and `limits:`.
 
 `check_policy`: the privileged features (privileged containers, host namespaces, added capabilities, hostPath
-volumes) a workload may use. `check_capacity`: `desired`'s placement arithmetic against `limits:` (pods per node,
-containers per pod, replicas per revision, requests against node capacity), before any pod is built. Both
-return their problems, each at the document at fault.
+volumes, writable cgroups) a workload may use. `check_capacity`: `desired`'s placement arithmetic against `limits:`
+(pods per node, containers per pod, replicas per revision, requests against node capacity), before any pod is built.
+Both return their problems, each at the document at fault.
 """
 
 from __future__ import annotations
@@ -156,9 +156,7 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
     shown_caps = ", ".join(policy.allowed_capabilities) or "none"
     for group, i, container in every_container(template):
         context = prefix + (group, i, "securityContext")
-        if container.privileged and not policy.allow_privileged:
-            found.add(doc, context + ("privileged",),
-                           "privileged containers are not allowed by the agent policy (policy.allowPrivileged)")
+        _check_container_switches(doc, context, container, policy, found)
         _check_unconfined(doc, prefix, (group, i), container, policy, found)
         if "*" in allowed_caps:
             continue
@@ -188,6 +186,20 @@ def check_policy(doc: Document, workload: model.Workload, policy: model.Policy) 
                         "set readOnly: true on the mount",
                     )
     return [replace(problem, policy=True) for problem in found]  # a refusal by policy, told apart in alerts
+
+
+def _check_container_switches(doc: Document, context: tuple[str | int, ...], container: model.Container,
+                              policy: model.Policy, found: Problems) -> None:
+    """A privileged container needs policy.allowPrivileged, writable cgroups policy.allowWritableCgroups; each
+    refusal at its field of the container's securityContext (`context`)."""
+    if container.privileged and not policy.allow_privileged:
+        found.add(doc, context + ("privileged",),
+                  "privileged containers are not allowed by the agent policy (policy.allowPrivileged)")
+    if container.cgroup_writable and not policy.allow_writable_cgroups:
+        found.add(doc, context + ("cgroupOptions", "mountMode"),
+                  "writable cgroups (mountMode ReadWrite) are not allowed by the agent policy "
+                  "(policy.allowWritableCgroups: on a cgroup v1 node a root process in the container could "
+                  "change its own limits); remove cgroupOptions for the default ReadOnly")
 
 
 def _check_unconfined(doc: Document, prefix: tuple[str | int, ...], at_container: tuple[str, int],

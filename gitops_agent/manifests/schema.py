@@ -170,6 +170,8 @@ def schema_problems(error: jsonschema.ValidationError, reveal: bool = True) -> I
                 yield path + (key,), f"unknown field {short(key)}{suggestion}"
         return
     message = schema.get("errorMessage", {}).get(error.validator) or _message(error)
+    if "{found}" in message:  # a schema's own message that shows the value
+        message = message.replace("{found}", f" (found {short(instance)})" if reveal else "")
     if "propertyNames" in error.relative_schema_path:  # the instance is a key of the mapping at `path`
         yield path + (instance,), f"key {short(instance)} {message}"
     else:
