@@ -262,6 +262,16 @@ def test_a_volume_a_staying_container_binds_a_sub_path_of_is_never_pruned() -> N
 BASE = "clusters/edge"
 
 
+def _agent_config(tmp_path: Path, repo: Any, svc: Any, prune: dict[str, bool] | None = None) -> Path:
+    """The agent config of one local node `svc`, Git `repo` at BASE; `prune` its prune settings."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo.url, "branch": "main", "path": BASE},
+        "nodes": [{"name": "local", "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
+        **({"prune": prune} if prune else {})}))
+    return cfg
+
+
 def _manifest(note: str) -> str:
     """Claim `site` and Deployment `web` of 2 pods (made at once, fsGroup 2000): container `a` mounts the claim
     twice, at subPaths html and conf/nested; container `b` mounts it whole, read-only. `note` is an env value (a
@@ -302,11 +312,7 @@ def test_sub_paths_of_a_claim_on_real_podman(
     rollout and a rollback; no helper container is left; a subPath that is a symbolic link out of the volume is
     refused and the running pod is left alone."""
     svc, repo = clean_podman, git_remote
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
-        "prune": {"enabled": True, "deleteVolumes": True}}))
+    cfg = _agent_config(tmp_path, repo, svc, {"enabled": True, "deleteVolumes": True})
 
     def app(name: str) -> str:
         listed = json.loads(svc.podman("ps", "--filter", "label=io.gitops-agent.managed=true",
@@ -406,10 +412,7 @@ def test_a_claim_templates_sub_path_on_real_podman_keeps_its_data_when_the_pod_i
     """mysql-statefulset.yaml's mount: the ordinal's volume holds mysql/ibdata, written by the init container;
     the pod replaced in place (a new template) finds it, and a re-sync changes nothing."""
     svc, repo = clean_podman, git_remote
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s"}))
+    cfg = _agent_config(tmp_path, repo, svc)
     repo.write(f"{BASE}/db.yaml", _statefulset("1"))
     repo.commit_and_push("db")
     assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
@@ -422,3 +425,38 @@ def test_a_claim_templates_sub_path_on_real_podman_keeps_its_data_when_the_pod_i
     assert svc.podman("exec", "db-0_mysql", "cat", "/var/lib/mysql/ibdata").stdout == "init-1\n"
     capsys.readouterr()
     assert main(["diff", "--config", str(cfg)]) == 0, capsys.readouterr().out
+
+
+def test_an_empty_dirs_sub_path_on_real_podman_is_made_with_its_mode_and_goes_with_the_pod(
+    clean_podman: Any, git_remote: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An emptyDir on disk with `mode` 0750: its subPath directory is made with that mode; a file written through
+    it is seen through the other container's whole read-only mount; the pod's removal takes the volume with it."""
+    svc, repo = clean_podman, git_remote
+    cfg = _agent_config(tmp_path, repo, svc, {"enabled": True, "allowEmpty": True})
+    pod = f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: p}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: scratch, emptyDir: {{mode: 0750}}}}]
+  containers:
+    - {{name: a, image: {WEB1}, command: [sh, -c, "echo hi > /x/f; exec sleep 100000"],
+       volumeMounts: [{{name: scratch, mountPath: /x, subPath: cache/x}}]}}
+    - {{name: b, image: {WEB1}, command: [sleep, "100000"],
+       volumeMounts: [{{name: scratch, mountPath: /all, readOnly: true}}]}}
+"""
+    repo.write(f"{BASE}/p.yaml", pod)
+    repo.commit_and_push("p")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    listed = svc.podman("exec", "p_b", "ls", "-ld", "/all/cache", "/all/cache/x").stdout.splitlines()
+    assert [line.split()[0] for line in listed] == ["drwxr-x---", "drwxr-x---"], listed
+    assert svc.podman("exec", "p_b", "cat", "/all/cache/x/f").stdout == "hi\n"
+    capsys.readouterr()
+    assert main(["diff", "--config", str(cfg)]) == 0, capsys.readouterr().out
+    repo.remove(f"{BASE}/p.yaml")
+    repo.write(f"{BASE}/keep.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: keep}\ndata: {a: b}\n")
+    repo.commit_and_push("no pod")
+    assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    assert empty_dir_name("p", "scratch") not in svc.podman("volume", "ls", "--format", "{{.Name}}").stdout
