@@ -149,3 +149,37 @@ def test_the_pass_that_makes_an_evicted_pod_again_raises_no_drift_alert() -> Non
     [alert] = [a for e, f in both for a in watch.feed(e, f, 4.0)]
     assert alert.kind == "drift.repaired" and alert.details["actions"] == "1", alert
     assert alert.details["changes"] == "start-pod db-0 (stopped)"
+
+
+def test_a_node_measures_only_the_agents_labelled_volumes_in_use_with_one_list_and_one_df() -> None:
+    """Two calls whatever the number of volumes; a volume not marked managed, one no container uses (its pod is
+    gone) and one with an unreadable limit are left out; no volume with a limit: no `system df` at all."""
+    from gitops_agent.podman import Node
+
+    def labels(pod: str, limit: str = "1048576", managed: str = "true") -> dict[str, str]:
+        return {"io.gitops-agent.managed": managed, L_EMPTY_DIR_OF: pod, L_SIZE_LIMIT: limit, L_VOLUME: "scratch",
+                "io.gitops-agent.kind": "Deployment", "io.gitops-agent.namespace": "default",
+                "io.gitops-agent.name": "web"}
+
+    listed = [{"Name": "web-1_emptydir_scratch", "Labels": labels("web-1")},
+              {"Name": "gone-1_emptydir_scratch", "Labels": labels("gone-1")},
+              {"Name": "odd-1_emptydir_scratch", "Labels": labels("odd-1", limit="lots")},
+              {"Name": "theirs", "Labels": labels("x-1", managed="")}]
+    df = {"Volumes": [{"VolumeName": "web-1_emptydir_scratch", "Links": 1, "Size": 2097153},
+                      {"VolumeName": "gone-1_emptydir_scratch", "Links": 0, "Size": 9},
+                      {"VolumeName": "odd-1_emptydir_scratch", "Links": 1, "Size": 9},
+                      {"VolumeName": "theirs", "Links": 1, "Size": 1 << 30}]}
+    calls: list[tuple[str, Any]] = []
+
+    def call(method: str, path: str, what: str, **kw: Any) -> Any:
+        calls.append((path, kw.get("params")))
+        return listed if path == "/volumes/json" else df
+
+    node = Node.__new__(Node)
+    node.name, node._call = "n1", call  # type: ignore[method-assign]
+    assert node.empty_dir_usage() == [Usage("n1", "web-1", "scratch", 2097153, MIB, "Deployment/default/web")]
+    assert [p for p, _ in calls] == ["/volumes/json", "/system/df"]
+    assert calls[0][1] == {"filters": '{"label": ["io.gitops-agent.size-limit"]}'}
+    calls.clear()
+    listed[:] = []
+    assert node.empty_dir_usage() == [] and [p for p, _ in calls] == ["/volumes/json"]
