@@ -97,6 +97,8 @@ EVENTS: dict[str, Rule] = {
                                  "node {node} waits for an image: {error}"),
     "node.failed": Rule("node.failed", "error", Reason.NODE_FAILED.value, "reconciling node {node} failed: {error}"),
     "volume.lost": Rule("volume.lost", "critical", Reason.DATA_LOSS.value, "node {node}: data loss: {error}"),
+    "pod.evicted": Rule("pod.evicted", "warning", Reason.EVICTED.value,
+                        "node {node}: pod {pod} ({workload}) {error}; the next pass makes it again"),
     "notify.dropped": Rule("notify.dropped", "warning", "OutboxFull",
                            "the alert outbox was full: {dropped} older low-severity alert(s) dropped"),
 }
@@ -164,6 +166,7 @@ class Watch:
         self.down: dict[str, tuple[float, str, bool]] = {}  # "node:n1"/"git" -> (since, error, alerted)
         self.seen_down: set[str] = set()  # conditions reported during the current pass
         self.drift: dict[str, tuple[str, list[str]]] = {}  # node -> (revision, the actions a repair took)
+        self.evicted: set[tuple[str, str]] = set()  # (node, pod) evicted (`pod.evicted`): its re-creation is no drift
 
     def feed(self, event: str, fields: Mapping[str, Any], at: float) -> list[Alert]:
         out: list[Alert] = []
@@ -179,11 +182,12 @@ class Watch:
             self.in_rollout = False
         elif event == "node.apply" and not self.in_rollout and int(fields.get("actions") or 0) > 0:
             self.drift[node] = (str(fields.get("revision", "")), [])
+        elif event == "pod.evicted":
+            self.evicted.add((node, str(fields.get("pod", ""))))
         elif event == "action" and node in self.drift:
-            self.drift[node][1].append(f"{fields.get('op', '')} {fields.get('target', '')} "
-                                       f"({fields.get('reason', '')})")
+            self._action(node, fields)
         elif event == "drift.repaired":
-            out.append(self._drift(node, fields, at))
+            out += self._drift(node, fields, at)
         elif event in ("rollout.deferred", "node.unreachable"):
             out += self._down(f"node:{node}", fields, at)
         elif event == "node.back":
@@ -194,14 +198,27 @@ class Watch:
             out += self._pass_end(fields, at)
         return out
 
-    def _drift(self, node: str, fields: Mapping[str, Any], at: float) -> Alert:
-        """`drift.repaired`: what the node's `action`s since its `node.apply` undid."""
-        revision, changes = self.drift.pop(node, (str(fields.get("revision", "")), []))
+    def _action(self, node: str, fields: Mapping[str, Any]) -> None:
+        """One action of a drift repair; the re-creation of a pod the agent evicted is not a change to undo."""
+        target = str(fields.get("target", ""))
+        if fields.get("op") == "create-pod" and (node, target) in self.evicted:
+            self.evicted.discard((node, target))
+            self.drift[node][1].append("")
+            return
+        self.drift[node][1].append(f"{fields.get('op', '')} {target} ({fields.get('reason', '')})")
+
+    def _drift(self, node: str, fields: Mapping[str, Any], at: float) -> list[Alert]:
+        """`drift.repaired`: what the node's `action`s since its `node.apply` undid (none but re-creations of
+        evicted pods: no alert, `pod.evicted` said it)."""
+        revision, actions = self.drift.pop(node, (str(fields.get("revision", "")), []))
+        changes = [a for a in actions if a]
+        if actions and not changes:
+            return []
         shown = "; ".join(changes[:MAX_CHANGES]) + (f"; and {len(changes) - MAX_CHANGES} more"
                                                    if len(changes) > MAX_CHANGES else "")
-        return build(CONDITIONS["drift"], {**fields, "revision": fields.get("revision") or revision,
-                                           "actions": fields.get("actions") or len(changes), "changes": shown or "-"},
-                     at)
+        count = int(fields.get("actions") or len(actions)) - (len(actions) - len(changes))
+        return [build(CONDITIONS["drift"], {**fields, "revision": fields.get("revision") or revision,
+                                            "actions": count, "changes": shown or "-"}, at)]
 
     def _back(self, key: str, at: float) -> list[Alert]:
         """A condition cleared: `*.back` if it had alerted."""

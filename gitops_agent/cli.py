@@ -430,6 +430,10 @@ def _status(cfg: config_mod.AgentConfig, args: argparse.Namespace) -> int:
         print(f"Orphaned volume (data kept): {v}")
     for name in st["unknownSecrets"]:
         print(f"Unknown secret (not made by this agent, left alone): {name}")
+    for e in st.get("evictions", ()):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e.get("at", 0))))
+        print(f"Evicted {when}Z: node {e.get('node')} pod {e.get('pod')} ({e.get('workload') or '-'}): "
+              f"{e.get('message')}")
     return 0
 
 

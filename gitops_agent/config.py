@@ -150,6 +150,9 @@ class AgentConfig:
     autoscaler_period: float = 15.0
     """Seconds between two measurements of the HorizontalPodAutoscalers' pods (`autoscaler`): Kubernetes'
     `--horizontal-pod-autoscaler-sync-period` default. A change of replicas wakes a pass at once."""
+    eviction_period: float = 10.0
+    """Seconds between two measurements of the disk emptyDir volumes with a sizeLimit (`eviction`): about the
+    kubelet's housekeeping period, after which it evicts a pod over its limit. Two API calls per node each time."""
     keep_image_revisions: int = 20
     min_free_image_space: int = 0
     """Bytes that must stay free in a node's image store after a pull (an edge disk also holds logs
@@ -270,6 +273,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> AgentC
         ready_timeout=parse_duration(raw.get("readyTimeout", 120), "readyTimeout"),
         resync_interval=parse_duration(raw.get("resyncInterval", 600), "resyncInterval"),
         autoscaler_period=parse_duration(raw.get("autoscalerPeriod", 15), "autoscalerPeriod"),
+        eviction_period=parse_duration(raw.get("evictionPeriod", 10), "evictionPeriod"),
         policy=policy_from_mapping(_section(raw, "policy")),
         limits=limits_from_mapping(_section(raw, "limits")),
         keep_image_revisions=keep_images,

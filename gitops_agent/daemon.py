@@ -189,6 +189,19 @@ class Daemon:
                                  known=history.get(endpoints.STORE_KEY) or {},
                                  reload=lambda: history.get(endpoints.STORE_KEY))
 
+    def _eviction(self) -> Any:
+        """emptyDir sizeLimit on the node's disk (eviction.py): a pod over it is evicted between passes, recorded in
+        the state store (`status` shows it), and a pass then makes it again. A failing agent keeps its backoff."""
+        from . import eviction
+
+        history = self.agent.history
+
+        def record(done: list[eviction.Eviction]) -> None:
+            history.put(eviction.STORE_KEY, eviction.recorded(history.get(eviction.STORE_KEY), done, clock.wall()))
+
+        return eviction.Monitor(self.agent.nodes, self.log, record, lambda: None if self.failures else self.wake(),
+                                busy=lambda: self._in_pass)
+
     def schedule(self, delay: float, poll: bool = True) -> None:
         when = datetime.now() + timedelta(seconds=delay)
         self.scheduler.add_job(self._pass, "date", run_date=when, id="sync", replace_existing=True,
@@ -243,6 +256,8 @@ class Daemon:
         self.scaler = Scaler(self.agent.nodes, self.agent.history, self.log,
                              lambda: None if self.failures else self.wake())  # a failing agent keeps its backoff
         self.scheduler.add_job(self.scaler.tick, "interval", seconds=self.agent.cfg.autoscaler_period, id="autoscaler")
+        self.scheduler.add_job(self._eviction().tick, "interval", seconds=self.agent.cfg.eviction_period,
+                               id="eviction")
         self._watch()
         from .services import Services
 

@@ -345,6 +345,25 @@ class EndpointAdded(Event):
     services: str
 
 
+# --- emptyDir sizeLimit on the node's disk (`eviction`) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodEvicted(Event):
+    """A pod's disk emptyDir volume held more than its sizeLimit: the pod was removed with its emptyDir volumes
+    (its own grace period, its preStop hooks), as the kubelet evicts it; the next pass makes it again. `error`:
+    `Evicted: emptyDir volume "x" uses N bytes, over its sizeLimit M`."""
+
+    NAME, LEVEL, REASON = "pod.evicted", "warning", Reason.EVICTED
+    node: str
+    pod: str
+    workload: str
+    volume: str
+    used: int
+    limit: int
+    error: str
+
+
 _PHASE_REASONS = {"complete": Reason.ROLLOUT_COMPLETE, "halted": Reason.ROLLOUT_HALTED,
                   "rolled-back": Reason.ROLLED_BACK, "rollback-failed": Reason.ROLLBACK_FAILED,
                   "superseded": Reason.SUPERSEDED, "progressing": Reason.PROGRESSING}
@@ -355,5 +374,5 @@ ALL: tuple[type[Event], ...] = (
     NodeUnreachable, NodeBack, RolloutStarted, RolloutResumed, StepStarted, StepDone, StepFailed, StepWaiting,
     NodeDeferred, RolloutWaiting, RolloutSuperseded, RolloutRetry, RolloutHalted, RolledBack, RollbackStarted,
     RollbackNode, RollbackDeferred, RollbackFailed, RolloutEnd, WaitingForWindow, WindowIgnored, DriftRepairHeld,
-    RevisionTampered, EndpointRemoved, EndpointAdded,
+    RevisionTampered, EndpointRemoved, EndpointAdded, PodEvicted,
 )

@@ -50,12 +50,14 @@ import urllib3
 
 from .config import AgentConfig, NodeConfig
 from .dial import Dialer, DialError, NetnsDialer, RemoteDialer, Sandbox
-from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, L_SIDECAR, MANAGED, NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT,
-                      PRE_STOP, SECRET_PREFIX, ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec,
-                      VolumeSpec, container_restart_policy, is_sidecar, probe_command, redact)
+from .desired import (L_CONTAINER, L_EMPTY_DIR_OF, L_INIT, L_KIND, L_NAME, L_NAMESPACE, L_SIDECAR, L_SIZE_LIMIT,
+                      L_VOLUME, MANAGED, NO_SUCH_EXECUTABLE_EXIT, NO_TOOL_EXIT, PRE_STOP, SECRET_PREFIX, SEP,
+                      ContainerSpec, EmptyDirSpec, NetworkSpec, PodSpec, SecretSpec, VolumeSpec,
+                      container_restart_policy, is_sidecar, probe_command, redact)
 from . import netprobe
 from .endpoints import PodNetwork, creation_aliases
 from .errors import ImagePullBackOff, ImageUnavailable, NodeError, NodeUnreachable
+from .eviction import Usage
 from .live import ContainerProps, LiveContainer, LivePod, LiveState, PropsCache, env_digest
 from .model import Resources
 from .pullauth import Credential, image_registry, repository as _repository
@@ -998,6 +1000,25 @@ class Node:
             if (v.get("Labels") or {}).get(MANAGED) == "true":  # made by the agent: lives and dies with its pod
                 self.remove_volume(v["Name"])
 
+    def empty_dir_usage(self) -> list[Usage]:
+        """The bytes each disk emptyDir volume with a sizeLimit that the agent made here holds now (`eviction`):
+        one list of those volumes (by their label) and, only if there is one, one `system df`, which sizes every
+        volume of the node (Podman 4.3: the bytes of its files; it sizes images and writable layers too: 12-50 ms
+        for 20 containers with 20 volumes of 1 MiB, measured on 4.3.1). A volume no container uses (`Links` 0: left
+        by a pod already removed) is not measured: only a pod can be evicted."""
+        marked = self._call("GET", "/volumes/json", "list the emptyDir volumes with a sizeLimit",
+                            params={"filters": json.dumps({"label": [L_SIZE_LIMIT]})}) or []
+        mine = {str(v["Name"]): v.get("Labels") or {} for v in marked if (v.get("Labels") or {}).get(MANAGED) == "true"}
+        if not mine:
+            return []
+        df = self._call("GET", "/system/df", "measure the emptyDir volumes (system df)", timeout=300) or {}
+        sizes = {str(v.get("VolumeName")): v.get("Size") for v in df.get("Volumes") or [] if v.get("Links")}
+        return [Usage(node=self.name, pod=str(labels.get(L_EMPTY_DIR_OF, "")), volume=str(labels.get(L_VOLUME, name)),
+                      used=int(sizes[name]), limit=int(labels[L_SIZE_LIMIT]),
+                      workload="/".join(str(labels.get(k, "")) for k in (L_KIND, L_NAMESPACE, L_NAME)))
+                for name, labels in sorted(mine.items())
+                if isinstance(sizes.get(name), int) and str(labels.get(L_SIZE_LIMIT, "")).isdigit()]
+
     def unpause_pod(self, name: str) -> None:
         """Unpause every paused container of the pod (drift: `podman pause` by hand)."""
         self._call("POST", f"/pods/{name}/unpause", f"unpause pod {name}", timeout=60)
@@ -1300,6 +1321,8 @@ _PAGE = 4096
 def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
     """A local volume for an emptyDir, labelled with its pod (removed with it); medium Memory: a tmpfs."""
     body: dict[str, Any] = {"Name": d.name, "Label": {**pod.labels, L_EMPTY_DIR_OF: pod.name}}
+    if d.medium != "Memory" and d.size_limit:  # measured by `eviction`: the pod is evicted past it
+        body["Label"].update({L_SIZE_LIMIT: str(d.size_limit), L_VOLUME: d.name.rpartition(f"{SEP}emptydir{SEP}")[2]})
     if d.medium == "Memory":
         mode = 0o1777 if d.mode is None else d.mode
         opts = [f"mode={mode:o}"] + ([f"nr_blocks={-(-d.size_limit // _PAGE)}"] if d.size_limit else [])

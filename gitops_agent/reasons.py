@@ -50,6 +50,7 @@ class Reason(str, Enum):
     # Service endpoints (a pod's readiness, gitops_agent/endpoints)
     ENDPOINT_NOT_READY = "EndpointNotReady"  # a pod failed its readiness probe: out of its Services' DNS
     ENDPOINT_READY = "EndpointReady"  # a pod passed its readiness probe: in its Services' DNS
+    EVICTED = "Evicted"  # a pod's disk emptyDir held more than its sizeLimit: removed and made again (eviction)
     # maintenance windows (config `schedule:`)
     WAITING_FOR_WINDOW = "WaitingForWindow"  # a node's window is closed: the new revision waits for it there
     WINDOW_IGNORED = "WindowIgnored"  # break-glass `sync --ignore-window` (or `rollback`) overrode a closed window

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .agent import Agent
-from . import clock, hpa
+from . import clock, eviction, hpa
 from .decide import condition
 from .state import AgentState
 from .endpoints import STORE_KEY as ENDPOINTS, unready
@@ -69,6 +69,7 @@ def status(agent: Agent) -> dict[str, Any]:
     node_status = {n: p["status"] for n, p in (rollout or {}).get("nodes", {}).items()} if unfinished else {}
     _nodes(agent, rev, node_status, out)
     out["autoscalers"] = _autoscalers(rev, h.get(hpa.STORE_KEY), out["objects"])
+    out["evictions"] = eviction.recorded(h.get(eviction.STORE_KEY), (), 0.0)  # the last ones, the newest last
     return out
 
 

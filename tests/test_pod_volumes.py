@@ -64,16 +64,14 @@ def test_an_empty_dir_is_one_volume_of_the_pod_shared_by_its_containers() -> Non
     assert memory["Label"]["io.gitops-agent.managed"] == "true" and memory["Label"][L_EMPTY_DIR_OF] == "p"
 
 
-def test_empty_dir_size_limits_podman_cannot_enforce_are_errors() -> None:
-    """A disk emptyDir's sizeLimit would not be enforced (no project quotas): an error naming the field."""
+def test_empty_dir_size_limits_of_zero_are_errors() -> None:
+    """A sizeLimit of 0 is an error naming the field (a disk emptyDir's positive sizeLimit is accepted: the pod
+    is evicted past it, tests/test_eviction.py)."""
     text = pod("""\
         volumes: [{name: s, emptyDir: {sizeLimit: 1Gi}}, {name: m, emptyDir: {medium: Memory, sizeLimit: 0}}]
         containers: [{name: a, image: "app:1"}]
         """)
     assert problems(text) == [
-        "p.yaml:5: Pod/p: spec.volumes[0].emptyDir.sizeLimit: is not supported by gitops-agent for an emptyDir on "
-        "the node's disk (Podman cannot limit the size of a local volume without project quotas); remove it, or "
-        "use medium: Memory (a tmpfs of that size)",
         "p.yaml:5: Pod/p: spec.volumes[1].emptyDir.sizeLimit: must be greater than zero (omit it for no limit)",
     ]
     assert "medium" in problems(pod("volumes: [{name: s, emptyDir: {medium: HugePages}}]\n"

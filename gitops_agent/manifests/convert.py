@@ -602,9 +602,7 @@ def _pod_template(
     volumes = tuple(_volume(doc, prefix + ("volumes", i), v) for i, v in enumerate(spec.get("volumes", ())))
     processes = model.PodTemplate({}, containers, volumes, init_containers=inits)  # what every check sees
     for i, volume in enumerate(volumes):
-        if volume.kind == "emptyDir" and volume.size_limit is not None and volume.medium != "Memory":
-            doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"), _DISK_SIZE_LIMIT)
-        elif volume.kind == "emptyDir" and volume.size_limit == 0:
+        if volume.kind == "emptyDir" and volume.size_limit == 0:
             doc.report(prefix + ("volumes", i, "emptyDir", "sizeLimit"),
                        "must be greater than zero (omit it for no limit)")
     _report_duplicates(
@@ -1140,11 +1138,6 @@ VOLUME_SOURCES = {  # volume source -> (field naming the object, kind of that ob
     "secret": ("secretName", "Secret"),
     "persistentVolumeClaim": ("claimName", "PersistentVolumeClaim"),
 }
-
-
-_DISK_SIZE_LIMIT = ("is not supported by gitops-agent for an emptyDir on the node's disk (Podman cannot limit the "
-                    "size of a local volume without project quotas); remove it, or use medium: Memory (a tmpfs of "
-                    "that size)")
 
 
 # A tmpfs emptyDir is a Podman volume with mount options: its files are on the node only while a container mounts
