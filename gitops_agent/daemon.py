@@ -50,6 +50,7 @@ class Daemon:
         self._ready = False
         self._in_pass = False
         self._drift_lock = threading.Lock()
+        self._work_lock = threading.Lock()  # held by each pass and by each eviction round: never both at once
         self._drift_pending = False  # drift seen during a pass: another pass right after it
         self._wake_pending = False  # `reconcile` asked during a pass: another pass right after it
         self._drift_due = 0.0  # monotonic time by which the scheduled drift pass starts
@@ -76,7 +77,8 @@ class Daemon:
         with self._drift_lock:
             self._in_pass, self._drift_pending = True, False
         try:
-            self._pass_once(poll)
+            with self._work_lock:
+                self._pass_once(poll)
         finally:
             with self._drift_lock:
                 woken, self._wake_pending = self._wake_pending, False
@@ -200,7 +202,7 @@ class Daemon:
             history.put(eviction.STORE_KEY, eviction.recorded(history.get(eviction.STORE_KEY), done, clock.wall()))
 
         return eviction.Monitor(self.agent.nodes, self.log, record, lambda: None if self.failures else self.wake(),
-                                busy=lambda: self._in_pass)
+                                lock=self._work_lock, closed=lambda: self.agent.fleet.closed().repair)
 
     def schedule(self, delay: float, poll: bool = True) -> None:
         when = datetime.now() + timedelta(seconds=delay)

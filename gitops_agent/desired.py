@@ -212,6 +212,9 @@ class ContainerSpec:
     # env set to the pod's address on its network when the pod is made (fieldRef status.podIP): not in `env`,
     # so a pod re-made with a new address is no drift
     pod_ip_env: tuple[str, ...] = ()
+    # env in `env` that reads the node's allocatable amount (a resourceFieldRef of an unset limit): fixed when the
+    # container is made, as in Kubernetes, so a later change of the node's amount is no drift (only its presence is)
+    node_env: tuple[str, ...] = ()
     stdin: bool = False  # Podman's stdin_open
     tty: bool = False  # Podman's terminal
     seccomp: str = ""  # Podman's seccomp profile: "" its default, "unconfined", or the file on the node (Localhost)
@@ -1186,6 +1189,17 @@ def _container_env(
     return env, secret_env, tuple(pod_ip)
 
 
+def _node_env(w: Workload, c: Container) -> tuple[str, ...]:
+    """The variables of `c`'s env whose value is the node's allocatable amount: the last env entry of that name
+    (env comes after envFrom and wins) is a resourceFieldRef of a limit neither its container nor its pod sets."""
+    by_name = {other.name: other for other in (*w.template.init_containers, *w.template.containers)}
+    last = {e.name: e for e in c.env}
+    return tuple(name for name, e in last.items()
+                 if e.ref is None and e.field_path is None and e.resource is not None
+                 and e.resource.resource.startswith("limits.")
+                 and resource_amount(by_name[e.resource.container], e.resource, w.template.pod_resources) is None)
+
+
 def _container_mounts(
     w: Workload,
     pod: str,
@@ -1315,6 +1329,7 @@ def _container(
         env=env,
         secret_env=secret_env,
         pod_ip_env=pod_ip_env,
+        node_env=_node_env(w, c),
         secret_mounts=tuple(mounts),
         volumes=tuple(binds),
         working_dir=c.working_dir,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from threading import Lock
 from typing import Any, Protocol
 
 from .events import PodEvicted, emit
@@ -87,20 +88,34 @@ class EvictionNode(Protocol):
 
 class Monitor:
     """Measures the disk emptyDir volumes of `nodes` and evicts the pods over a limit; `tick` runs every
-    `evictionPeriod`. `busy()` true (a pass runs): the tick waits for the next period, so a pass and an eviction
-    never work on the same pod. `evicted()` after evictions asks for a pass, which makes the pods again."""
+    `evictionPeriod`. It holds `lock` (the daemon's, which each pass holds too) for the whole tick, taken without
+    waiting: a pass running, the tick waits for the next period; a pass that starts meanwhile (a drift pass the
+    eviction's own stops trigger) waits for it, so a pass and an eviction never work on the same pod. A node whose
+    maintenance window keeps drift repair off (`closed()`, `driftRepair: inWindow`) is not measured: the pass
+    would not make its pod again until the window opens. `evicted()` after evictions asks for a pass."""
 
     def __init__(self, nodes: Mapping[str, EvictionNode], log: Log, record: Callable[[list[Eviction]], None],
-                 evicted: Callable[[], None], busy: Callable[[], bool] = lambda: False) -> None:
-        self._nodes, self._log, self._record, self._evicted, self._busy = nodes, log, record, evicted, busy
+                 evicted: Callable[[], None], lock: Lock | None = None,
+                 closed: Callable[[], frozenset[str]] = frozenset) -> None:
+        self._nodes, self._log, self._record, self._evicted = nodes, log, record, evicted
+        self._lock, self._closed = lock or Lock(), closed
         self._down: set[str] = set()  # nodes whose last measurement failed (logged once)
         self.evictions = 0
 
     def tick(self) -> None:
-        if self._busy():
+        if not self._lock.acquire(blocking=False):
             return
+        try:
+            self._tick()
+        finally:
+            self._lock.release()
+
+    def _tick(self) -> None:
         usages: list[Usage] = []
+        closed = self._closed()
         for node in self._nodes.values():
+            if node.name in closed:
+                continue
             try:
                 usages += node.empty_dir_usage()
             except Exception as e:  # noqa: BLE001 - a node down must not stop the others' (the pass reports it)

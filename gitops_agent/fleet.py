@@ -215,6 +215,15 @@ class Fleet:
         self._compiled[name] = ((rev, reported, desired), *kept[:1])
         return desired
 
+    def _any_desired(self, rev: Revision, name: str) -> NodeDesired:
+        """Node `name`'s desired state of `rev` for what does not depend on the node's reported amounts (images,
+        hashes): the step's compilation, else one without them, so no second /info read can fail here."""
+        for seen, _, desired in self._compiled.get(name, ()):
+            if seen is rev:
+                return desired
+        cfg_node = next(n for n in self.cfg.nodes if n.name == name)
+        return compile_node(rev, cfg_node, self.cfg.nodes, ENV_UNUSED)
+
     def pins(self, name: str) -> dict[str, dict[str, str]]:
         """Node `name`'s image pins: "<template hash> <image>" → the image ID (and digest) that
         template first ran with there (see `apply.ensure_images`)."""
@@ -528,7 +537,7 @@ class Fleet:
                 failed.set()
             return
         self._update(state, name, status="done", finished=np.finished if was_done and not actions else time.time(),
-                     actions=np.actions + actions, images=self.images(self._desired(target, name)))
+                     actions=np.actions + actions, images=self.images(self._any_desired(target, name)))
         if not was_done or actions:
             emit(self.log, ev.StepDone(name, target.id, actions, round(clock.now() - t0, 2)))
 

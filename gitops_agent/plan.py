@@ -725,8 +725,8 @@ def drifted(spec: PodSpec, pod: LivePod) -> list[str]:
 
 def container_drift(pod: PodSpec, c: ContainerSpec, live: ContainerProps) -> list[str]:
     """PURE. The names of `c`'s properties whose live value (`live`) is not what the agent set."""
-    out = [f"env {k}" for k, v in sorted(c.env.items()) if live.env.get(k) != env_digest(v)]
-    out += [f"env {k}" for k in sorted((*c.secret_env, *c.pod_ip_env)) if k not in live.env]
+    out = [f"env {k}" for k, v in sorted(c.env.items()) if k not in c.node_env and live.env.get(k) != env_digest(v)]
+    out += [f"env {k}" for k in sorted((*c.secret_env, *c.pod_ip_env, *c.node_env)) if k not in live.env]
     out += [f"label {k}" for k, v in sorted(c.labels.items()) if k != L_REVISION and live.labels.get(k) != v]
     out += [f"mount {b.target}" for b in c.volumes if not b.sub_path and live.volumes.get(b.target) != b.volume]
     out += [f"mount {b.target}" for b in c.volumes

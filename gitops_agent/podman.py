@@ -127,6 +127,7 @@ class Node:
         self.writes = 0  # every POST/DELETE, probe execs included
         self.changes = 0  # the writes that change the node's state (probe execs left out)
         self._count = threading.Lock()  # pods are created from a few threads at once
+        self._sub_paths = threading.Lock()  # held while subPath directories are made (`_sub_path_sources`)
         self._last_ip: dict[str, str] = {}  # infra container -> its last IP seen (`pod_network`: kept on reconnect)
         self._amounts: Resources | None = None  # `read_amounts`' answer in this pass (a pass starts with `read`)
         self.tunnel: Tunnel | None = None
@@ -682,7 +683,9 @@ class Node:
         sources: dict[tuple[str, str], BindSource] = {}
         for volume in sorted({v for v, _ in wanted}):
             mountpoint = self._local_mountpoint(volume)
-            with self._volume_helper(spec.name, volume, image) as helper:
+            # one pod at a time: two pods made at once that extract the same directory into one volume through
+            # their helpers fail one of Podman's archive uploads ("broken pipe", measured on 4.3.1)
+            with self._sub_paths, self._volume_helper(spec.name, volume, image) as helper:
                 for sub in (s for v, s in wanted if v == volume):
                     directory = self._make_sub_path(helper, volume, sub, modes.get(volume))
                     sources[(volume, sub)] = BindSource(bind_source(mountpoint, sub), directory)
@@ -1004,11 +1007,17 @@ class Node:
         """The bytes each disk emptyDir volume with a sizeLimit that the agent made here holds now (`eviction`):
         one list of those volumes (by their label) and, only if there is one, one `system df`, which sizes every
         volume of the node (Podman 4.3: the bytes of its files; it sizes images and writable layers too: 12-50 ms
-        for 20 containers with 20 volumes of 1 MiB, measured on 4.3.1). A volume no container uses (`Links` 0: left
-        by a pod already removed) is not measured: only a pod can be evicted."""
+        for 20 containers with 20 volumes of 1 MiB, measured on 4.3.1). Only the volumes of active pods (a container
+        running: as the kubelet, which evicts no pod that has finished, such as a completed Job's) are measured; a
+        volume no container uses (`Links` 0: left by a pod already removed) is not either."""
         marked = self._call("GET", "/volumes/json", "list the emptyDir volumes with a sizeLimit",
                             params={"filters": json.dumps({"label": [L_SIZE_LIMIT]})}) or []
         mine = {str(v["Name"]): v.get("Labels") or {} for v in marked if (v.get("Labels") or {}).get(MANAGED) == "true"}
+        if not mine:
+            return []
+        pods = self._call("GET", "/pods/json", "list pods", params={"filters": _MANAGED_FILTER}) or []
+        active = {str(p.get("Name")) for p in pods if p.get("Status") in ("Running", "Degraded")}
+        mine = {name: labels for name, labels in mine.items() if labels.get(L_EMPTY_DIR_OF) in active}
         if not mine:
             return []
         df = self._call("GET", "/system/df", "measure the emptyDir volumes (system df)", timeout=300) or {}
@@ -1320,7 +1329,8 @@ _PAGE = 4096
 
 def _empty_dir_body(pod: PodSpec, d: EmptyDirSpec) -> dict[str, Any]:
     """A local volume for an emptyDir, labelled with its pod (removed with it); medium Memory: a tmpfs."""
-    body: dict[str, Any] = {"Name": d.name, "Label": {**pod.labels, L_EMPTY_DIR_OF: pod.name}}
+    own = {k: v for k, v in pod.labels.items() if k not in (L_SIZE_LIMIT, L_VOLUME)}  # the agent's, never a user's
+    body: dict[str, Any] = {"Name": d.name, "Label": {**own, L_EMPTY_DIR_OF: pod.name}}
     if d.medium != "Memory" and d.size_limit:  # measured by `eviction`: the pod is evicted past it
         body["Label"].update({L_SIZE_LIMIT: str(d.size_limit), L_VOLUME: d.name.rpartition(f"{SEP}emptydir{SEP}")[2]})
     if d.medium == "Memory":

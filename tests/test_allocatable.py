@@ -21,8 +21,9 @@ from gitops_agent.desired import ENV_UNUSED, compile_node, needs_amounts, unset_
 from gitops_agent.errors import NodeError
 from gitops_agent.fleet import Fleet
 from gitops_agent.history import History
-from gitops_agent.live import LiveState
+from gitops_agent.live import ContainerProps, LiveState, env_digest
 from gitops_agent.manifests import SourceFile, parse
+from gitops_agent.plan import container_drift
 from gitops_agent.podman import Node
 from podman_env import WEB1
 
@@ -73,6 +74,24 @@ def test_each_resource_takes_the_declared_capacity_first_then_the_reported_amoun
     node = NodeConfig("n1", cpu_millis=500)
     assert unset_limits(parsed(pod(), node), node) == {"memory"}
     assert env(pod(), node, REPORTED) == {"CPU": "1", "CPU_M": "500", "MEM": "8000000001", "MEM_MI": "7630"}
+
+
+def test_a_change_of_the_nodes_amount_is_no_drift_of_a_running_container() -> None:
+    """Env that reads the node's amount is fixed when the container is made, as in Kubernetes: a node whose memory
+    (or declared capacity) changed later replaces no pod; the variable's absence is still drift, and so is a
+    changed variable that reads the container's own limit."""
+    text = pod("resources: {limits: {cpu: 250m}}\n" + ENV.replace("resource: limits.cpu}", "resource: limits.cpu, "
+                                                                  "containerName: main}"))
+    (before,) = compile_node(parsed(text), NODE, (NODE,), REPORTED).workloads
+    (after,) = compile_node(parsed(text), NODE, (NODE,), model.Resources(4000, 16 << 30)).workloads
+    made, now = before.pods[0].containers[0], after.pods[0].containers[0]
+    assert (made.env["MEM"], now.env["MEM"]) == ("8000000001", str(16 << 30)) and now.node_env == ("MEM", "MEM_MI")
+    live = ContainerProps(env={k: env_digest(v) for k, v in made.env.items()}, cpu_quota=25000)
+    assert [d for d in container_drift(after.pods[0], now, live) if d.startswith("env")] == []
+    gone = ContainerProps(env={k: env_digest(v) for k, v in made.env.items() if k != "MEM"}, cpu_quota=25000)
+    assert [d for d in container_drift(after.pods[0], now, gone) if d.startswith("env")] == ["env MEM"]
+    changed = ContainerProps(env={**live.env, "CPU_M": env_digest("999")}, cpu_quota=25000)
+    assert [d for d in container_drift(after.pods[0], now, changed) if d.startswith("env")] == ["env CPU_M"]
 
 
 def test_a_limit_of_the_container_or_of_the_pod_wins_over_the_nodes_amount() -> None:

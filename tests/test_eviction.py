@@ -3,6 +3,9 @@ with a node double, the volume's labels, validation. The real thing: tests/test_
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
 from typing import Any
 
 from gitops_agent import alerts, events
@@ -72,12 +75,15 @@ def test_the_monitor_removes_the_pods_over_their_limits_with_their_own_grace_and
     n3 = FakeNode("n3", [Usage("n3", "x-1", "v", 2, 1)], remove_fails=True)
     records: list[list[Eviction]] = []
     passes: list[int] = []
-    busy = [True]
+    lock, closed = threading.Lock(), [frozenset({"n1", "n2", "n3"})]
     monitor = Monitor({"n1": n1, "n2": n2, "n3": n3}, lambda e, **f: logged.append((e, f)), records.append,
-                      lambda: passes.append(1), busy=lambda: busy[0])
-    monitor.tick()  # a pass runs: nothing measured
+                      lambda: passes.append(1), lock=lock, closed=lambda: closed[0])
+    with lock:  # a pass runs: nothing measured
+        monitor.tick()
     assert (n1.removed, logged) == ([], [])
-    busy[0] = False
+    monitor.tick()  # every node's window keeps drift repair off: nothing measured either
+    assert (n1.removed, logged) == ([], [])
+    closed[0] = frozenset()
     monitor.tick()
     monitor.tick()
     assert n1.removed == [("web-1", None), ("web-1", None)] and n3.removed == []
@@ -117,6 +123,10 @@ def test_a_disk_empty_dir_with_a_size_limit_is_labelled_with_its_limit_and_name(
                                                                                                       "p")
     assert L_SIZE_LIMIT not in memory["Label"] and L_SIZE_LIMIT not in free["Label"]
     assert L_VOLUME not in _empty_dir_body(spec, EmptyDirSpec("p_emptydir_z", "", None))["Label"]
+    # a template label of the agent's own names never marks a volume for eviction
+    forged = replace(spec, labels={**spec.labels, L_SIZE_LIMIT: "1", L_VOLUME: "m"})
+    assert L_SIZE_LIMIT not in _empty_dir_body(forged, spec.empty_dirs[1])["Label"]
+    assert _empty_dir_body(forged, spec.empty_dirs[0])["Label"][L_SIZE_LIMIT] == "1048576"
 
 
 def test_a_disk_empty_dir_size_limit_is_accepted_and_its_value_still_checked() -> None:
@@ -152,8 +162,9 @@ def test_the_pass_that_makes_an_evicted_pod_again_raises_no_drift_alert() -> Non
 
 
 def test_a_node_measures_only_the_agents_labelled_volumes_in_use_with_one_list_and_one_df() -> None:
-    """Two calls whatever the number of volumes; a volume not marked managed, one no container uses (its pod is
-    gone) and one with an unreadable limit are left out; no volume with a limit: no `system df` at all."""
+    """Three calls whatever the number of volumes; a volume not marked managed, one no container uses (its pod is
+    gone), one of a pod that has finished (exited: the kubelet evicts no finished pod, such as a completed Job's)
+    and one with an unreadable limit are left out; no volume with a limit: no pod list and no `system df`."""
     from gitops_agent.podman import Node
 
     def labels(pod: str, limit: str = "1048576", managed: str = "true") -> dict[str, str]:
@@ -164,21 +175,25 @@ def test_a_node_measures_only_the_agents_labelled_volumes_in_use_with_one_list_a
     listed = [{"Name": "web-1_emptydir_scratch", "Labels": labels("web-1")},
               {"Name": "gone-1_emptydir_scratch", "Labels": labels("gone-1")},
               {"Name": "odd-1_emptydir_scratch", "Labels": labels("odd-1", limit="lots")},
-              {"Name": "theirs", "Labels": labels("x-1", managed="")}]
+              {"Name": "theirs", "Labels": labels("x-1", managed="")},
+              {"Name": "done-1_emptydir_scratch", "Labels": labels("done-1")}]
+    pods = [{"Name": n, "Status": "Running"} for n in ("web-1", "gone-1", "odd-1", "x-1")] + [
+        {"Name": "done-1", "Status": "Exited"}]
     df = {"Volumes": [{"VolumeName": "web-1_emptydir_scratch", "Links": 1, "Size": 2097153},
                       {"VolumeName": "gone-1_emptydir_scratch", "Links": 0, "Size": 9},
                       {"VolumeName": "odd-1_emptydir_scratch", "Links": 1, "Size": 9},
-                      {"VolumeName": "theirs", "Links": 1, "Size": 1 << 30}]}
+                      {"VolumeName": "theirs", "Links": 1, "Size": 1 << 30},
+                      {"VolumeName": "done-1_emptydir_scratch", "Links": 1, "Size": 1 << 30}]}
     calls: list[tuple[str, Any]] = []
 
     def call(method: str, path: str, what: str, **kw: Any) -> Any:
         calls.append((path, kw.get("params")))
-        return listed if path == "/volumes/json" else df
+        return listed if path == "/volumes/json" else pods if path == "/pods/json" else df
 
     node = Node.__new__(Node)
     node.name, node._call = "n1", call  # type: ignore[method-assign]
     assert node.empty_dir_usage() == [Usage("n1", "web-1", "scratch", 2097153, MIB, "Deployment/default/web")]
-    assert [p for p, _ in calls] == ["/volumes/json", "/system/df"]
+    assert [p for p, _ in calls] == ["/volumes/json", "/pods/json", "/system/df"]
     assert calls[0][1] == {"filters": '{"label": ["io.gitops-agent.size-limit"]}'}
     calls.clear()
     listed[:] = []
