@@ -500,9 +500,9 @@ class PodmanService:
         # What is there is listed through the API (milliseconds); the CLI, a whole Podman start each, runs
         # only for a kind that has something to remove: most tests leave little, and this runs before each.
         if self.api("/libpod/pods/json"):
-            self.podman("pod", "rm", "-fa", "-t", "0")
+            self._remove_all("pod", "rm", "-fa", "-t", "0")
         if self.api("/libpod/containers/json?all=true"):
-            self.podman("rm", "-fa", "-t", "0")
+            self._remove_all("rm", "-fa", "-t", "0")
         if self.api("/libpod/volumes/json"):
             self.podman("volume", "rm", "-fa")
         extra = [n["name"] for n in self.api("/libpod/networks/json") or () if n["name"] != "podman"]
@@ -511,6 +511,16 @@ class PodmanService:
         secrets = [s["ID"] for s in self.api("/libpod/secrets/json") or ()]
         if secrets:
             self.podman("secret", "rm", *secrets)
+
+    def _remove_all(self, *args: str) -> None:
+        """``podman ARGS``, tried again twice: Podman 4.3 can fail to remove a container whose ``userdata/shm``
+        is still busy right after its processes were killed (seen once after a ``hostUsers: false`` pod: "unlinkat
+        .../userdata/shm: device or resource busy"); a second try a moment later removes it."""
+        for attempt in range(3):
+            cp = self.podman(*args, check=attempt == 2)
+            if cp.returncode == 0:
+                return
+            time.sleep(1)
 
     def api(self, path: str) -> Any:
         """The JSON of ``GET path`` on this service's API (e.g. ``/libpod/pods/json``), see :func:`api_get`."""
