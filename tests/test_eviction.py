@@ -163,7 +163,8 @@ def test_the_pass_that_makes_an_evicted_pod_again_raises_no_drift_alert() -> Non
 
 def test_a_node_measures_only_the_agents_labelled_volumes_in_use_with_one_list_and_one_df() -> None:
     """Three calls whatever the number of volumes; a volume not marked managed, one no container uses (its pod is
-    gone), one of a pod that has finished (exited: the kubelet evicts no finished pod, such as a completed Job's)
+    gone), one of a pod that has finished (only its infra container runs: the kubelet evicts no finished pod, such as a
+    completed Job's)
     and one with an unreadable limit are left out; no volume with a limit: no pod list and no `system df`."""
     from gitops_agent.podman import Node
 
@@ -177,8 +178,11 @@ def test_a_node_measures_only_the_agents_labelled_volumes_in_use_with_one_list_a
               {"Name": "odd-1_emptydir_scratch", "Labels": labels("odd-1", limit="lots")},
               {"Name": "theirs", "Labels": labels("x-1", managed="")},
               {"Name": "done-1_emptydir_scratch", "Labels": labels("done-1")}]
-    pods = [{"Name": n, "Status": "Running"} for n in ("web-1", "gone-1", "odd-1", "x-1")] + [
-        {"Name": "done-1", "Status": "Exited"}]
+    pods = [{"Name": n, "Status": "Running", "InfraId": "i", "Containers": [{"Id": "i", "Status": "running"},
+                                                                           {"Id": "a", "Status": "running"}]}
+            for n in ("web-1", "gone-1", "odd-1", "x-1")] + [  # done-1: only its infra container still runs
+        {"Name": "done-1", "Status": "Degraded", "InfraId": "i", "Containers": [{"Id": "i", "Status": "running"},
+                                                                               {"Id": "a", "Status": "exited"}]}]
     df = {"Volumes": [{"VolumeName": "web-1_emptydir_scratch", "Links": 1, "Size": 2097153},
                       {"VolumeName": "gone-1_emptydir_scratch", "Links": 0, "Size": 9},
                       {"VolumeName": "odd-1_emptydir_scratch", "Links": 1, "Size": 9},
