@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
-import io
 import json
 import re
 import socket
@@ -651,7 +650,7 @@ class Node:
                          if v.volume == d.name and not v.read_only and not v.sub_path), None)
             if bind is not None:
                 self._call("PUT", f"/containers/{bind[0]}/archive", f"set the mode of emptyDir volume {d.name}",
-                           params={"path": bind[1], "copyUIDGID": "false"}, raw=_dir_tar(d.mode, 0))
+                           params={"path": bind[1], "copyUIDGID": "false"}, raw=directories_tar((".",), d.mode))
 
     def _give_volumes_to_group(self, spec: PodSpec, sources: Mapping[tuple[str, str], BindSource]) -> None:
         """fsGroup, as the kubelet applies it: the top directory of each read-write PVC volume gets the group and
@@ -668,7 +667,8 @@ class Node:
                 done.add(key)
                 shown = f"directory {v.sub_path} of volume {v.volume}" if v.sub_path else f"volume {v.volume}"
                 self._call("PUT", f"/containers/{c.name}/archive", f"set the group of {shown}",
-                           params={"path": v.target, "copyUIDGID": "false"}, raw=_dir_tar(0o2775, c.fs_group or 0))
+                           params={"path": v.target, "copyUIDGID": "false"},
+                           raw=directories_tar((".",), 0o2775, c.fs_group or 0))
 
     def _sub_path_sources(self, spec: PodSpec) -> dict[tuple[str, str], BindSource]:
         """Where each (volume, subPath) the pod's containers mount is on the node: under the Mountpoint of the
@@ -1487,16 +1487,6 @@ def _cgroup_limits(cpu_millis: int | None, cpu_shares: int | None, memory: int |
     if reservation:
         limits.setdefault("memory", {})["reservation"] = reservation
     return limits
-
-
-def _dir_tar(mode: int, gid: int) -> bytes:
-    """A tar archive of one entry, the target directory itself: owner root, group `gid`, `mode`."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        entry = tarfile.TarInfo(".")
-        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, 0, gid
-        tar.addfile(entry)
-    return buf.getvalue()
 
 
 def _driver_options(secret: Mapping[str, Any]) -> Mapping[str, Any]:

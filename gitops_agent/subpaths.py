@@ -50,14 +50,15 @@ def bind_source(mountpoint: str, sub_path: str) -> str:
     return posixpath.join(mountpoint.rstrip("/"), components(sub_path)[-1])
 
 
-def directories_tar(paths: tuple[str, ...], mode: int) -> bytes:
-    """A tar archive of directories `paths` (relative, parents first), owner root, with `mode` (as the kubelet
-    makes a missing subPath: with the mode of the volume's top directory)."""
+def directories_tar(paths: tuple[str, ...], mode: int, gid: int = 0) -> bytes:
+    """A tar archive of directories `paths` (relative, parents first; "." the target directory itself), owner root,
+    group `gid`, with `mode`: a missing subPath as the kubelet makes it (the mode of the volume's top directory), an
+    emptyDir's `mode`, fsGroup's group (Podman's archive upload keeps the entry's owner with copyUIDGID=false)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path in paths:
             entry = tarfile.TarInfo(path)
-            entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, 0, 0
+            entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, 0, gid
             tar.addfile(entry)
     return buf.getvalue()
 

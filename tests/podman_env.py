@@ -118,6 +118,19 @@ events_logger = "file"
 """
 
 
+def one_node_config(tmp_path: Path, repo_url: str, node_url: str, path: str, **extra: Any) -> Path:
+    """``tmp_path/agent.yaml``: an agent config of one node ``local`` (``node_url``) syncing ``path`` of the
+    test repository's main branch, its state under ``tmp_path/state``; ``extra``: more top-level keys."""
+    import yaml
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"url": repo_url, "branch": "main", "path": path},
+        "nodes": [{"name": "local", "url": node_url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
+        **extra}))
+    return cfg
+
+
 def pid_alive(pid: int) -> bool:
     """True while process `pid` exists (used to clean up namespaces of dead test runs)."""
     try:

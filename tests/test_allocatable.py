@@ -25,7 +25,7 @@ from gitops_agent.live import ContainerProps, LiveState, env_digest
 from gitops_agent.manifests import SourceFile, parse
 from gitops_agent.plan import container_drift
 from gitops_agent.podman import Node
-from podman_env import WEB1
+from podman_env import WEB1, one_node_config
 
 COMMIT = "main@sha1:" + "a" * 40
 NODE = NodeConfig("n1")
@@ -213,12 +213,7 @@ def test_unset_limits_read_what_the_nodes_podman_reports_on_real_podman(
     the container's env (inspect Config.Env) holds the node's host.cpus and host.memTotal as its /info reports
     them; a second sync changes nothing."""
     svc, repo = clean_podman, git_remote
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}],
-        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
-    }))
+    cfg = one_node_config(tmp_path, repo.url, svc.url, BASE)
     manifest = pod(ENV + "command: [sh, -c, 'exec sleep 100000']\n", "terminationGracePeriodSeconds: 1\n")
     repo.write(f"{BASE}/p.yaml", manifest.replace("image: app:1", f"image: {WEB1}"))
     repo.commit_and_push("allocatable")

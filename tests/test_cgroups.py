@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gitops_agent import model
 from gitops_agent.cli import main
 from gitops_agent.config import from_mapping
 from gitops_agent.podman import _container_body
-from podman_env import WEB1
+from podman_env import WEB1, one_node_config
 from test_secprof import pod, problems, spec_of
 
 WRITABLE = model.Policy(allow_writable_cgroups=True)
@@ -83,13 +82,7 @@ def test_writable_cgroups_on_real_podman(
     controller here) and a child cgroup can be made; in its neighbour they are ro and mkdir fails. The pod is then in
     sync (the mount is no drift)."""
     svc, repo = clean_podman, git_remote
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}],
-        "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
-        "policy": {"allowWritableCgroups": True},
-    }))
+    cfg = one_node_config(tmp_path, repo.url, svc.url, BASE, policy={"allowWritableCgroups": True})
     repo.write(f"{BASE}/pod.yaml", _manifest())
     repo.commit_and_push("writable cgroups")
     assert main(["sync", "--config", str(cfg)]) == 0, capsys.readouterr().err

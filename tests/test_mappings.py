@@ -29,7 +29,8 @@ from gitops_agent.errors import RevisionRejected
 from gitops_agent.live import ContainerProps, env_digest
 from gitops_agent.plan import container_drift
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.podman import _container_body, _dir_tar
+from gitops_agent.podman import _container_body
+from gitops_agent.subpaths import directories_tar
 from podman_env import WEB1, http_get
 
 NODE = NodeConfig("n1", labels={"zone": "a"})
@@ -156,7 +157,7 @@ def test_fs_group_is_a_group_of_every_process_and_of_the_read_write_claims() -> 
                              "      volumeMounts: [{name: v, mountPath: /v, readOnly: true}]\n" + claim)
     assert (writer.groups, writer.fs_group) == (("2000", "5"), 2000)
     assert (reader.groups, reader.fs_group) == (("2000", "5"), None)
-    with tarfile.open(fileobj=io.BytesIO(_dir_tar(0o2775, 2000))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(directories_tar((".",), 0o2775, 2000))) as tar:
         (entry,) = tar.getmembers()
     assert (entry.name, entry.isdir(), entry.uid, entry.gid, oct(entry.mode)) == (".", True, 0, 2000, "0o2775")
 

@@ -19,7 +19,8 @@ from gitops_agent.config import NodeConfig
 from gitops_agent.desired import L_EMPTY_DIR_OF, L_INIT, PodSpec, compile_node, empty_dir_name, template_hash
 from gitops_agent.errors import RevisionRejected
 from gitops_agent.manifests import SourceFile, parse
-from gitops_agent.podman import _container_body, _dir_tar, _empty_dir_body
+from gitops_agent.podman import _container_body, _empty_dir_body
+from gitops_agent.subpaths import directories_tar
 from podman_env import WEB1
 from test_mappings import parsed, problems  # a revision of one file p.yaml, and its problems
 
@@ -93,7 +94,7 @@ def test_an_empty_dirs_mode_is_its_top_directorys_mode_and_must_be_at_most_01777
     disk, memory, plain = (_empty_dir_body(spec, d) for d in spec.empty_dirs)
     assert "Options" not in disk and "Options" not in plain
     assert memory["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "mode=750"}
-    with tarfile.open(fileobj=io.BytesIO(_dir_tar(0o1777, 0))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(directories_tar((".",), 0o1777))) as tar:
         (entry,) = tar.getmembers()
     assert (entry.name, entry.isdir(), entry.uid, entry.gid, oct(entry.mode)) == (".", True, 0, 0, "0o1777")
     found = problems(pod("""\

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gitops_agent import model
 from gitops_agent.cli import main
@@ -27,7 +26,7 @@ from gitops_agent.plan import RemoveVolume, bound_volumes, container_drift, plan
 from gitops_agent.podman import _container_body, container_props
 from gitops_agent.subpaths import (BindSource, bind_source, components, directories_tar, entry_name, first_entry,
                                    refusal, volume_bind)
-from podman_env import WEB1
+from podman_env import WEB1, one_node_config
 
 NODE = NodeConfig("n1")
 CLAIM = """\
@@ -264,12 +263,7 @@ BASE = "clusters/edge"
 
 def _agent_config(tmp_path: Path, repo: Any, svc: Any, prune: dict[str, bool] | None = None) -> Path:
     """The agent config of one local node `svc`, Git `repo` at BASE; `prune` its prune settings."""
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "source": {"url": repo.url, "branch": "main", "path": BASE},
-        "nodes": [{"name": "local", "url": svc.url}], "stateDir": str(tmp_path / "state"), "readyTimeout": "30s",
-        **({"prune": prune} if prune else {})}))
-    return cfg
+    return one_node_config(tmp_path, repo.url, svc.url, BASE, **({"prune": prune} if prune else {}))
 
 
 def _manifest(note: str) -> str:
