@@ -683,8 +683,7 @@ class Node:
         sources: dict[tuple[str, str], BindSource] = {}
         for volume in sorted({v for v, _ in wanted}):
             mountpoint = self._local_mountpoint(volume)
-            # one pod at a time: two pods made at once that extract the same directory into one volume through
-            # their helpers fail one of Podman's archive uploads ("broken pipe", measured on 4.3.1)
+            # one pod at a time: two pods made at once would each find a directory missing and make it
             with self._sub_paths, self._volume_helper(spec.name, volume, image) as helper:
                 for sub in (s for v, s in wanted if v == volume):
                     directory = self._make_sub_path(helper, volume, sub, modes.get(volume))

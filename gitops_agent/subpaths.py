@@ -60,7 +60,12 @@ def directories_tar(paths: tuple[str, ...], mode: int, gid: int = 0) -> bytes:
             entry = tarfile.TarInfo(path)
             entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, 0, gid
             tar.addfile(entry)
-    return buf.getvalue()
+        end = tar.offset
+    # The entries and the two zero blocks that end an archive, without tarfile's padding to a 10 KiB record:
+    # Podman 4.3's copier stops reading at the end marker, and the padding still on its way then fails the upload
+    # with "passing bulk input to subprocess: write |1: broken pipe" (2 to 3 uploads in 150 to 300 with the
+    # padding, measured on 4.3.1; none in 900 without it)
+    return buf.getvalue()[:end] + bytes(2 * tarfile.BLOCKSIZE)
 
 
 def first_entry(block: bytes) -> tarfile.TarInfo:
